@@ -1,0 +1,127 @@
+"""AuditApp: the jupyter_server extension that owns the trail, its configuration and services.
+
+Builds the masking engine, signing key and Writer once at start, hands them to the REST
+handlers through settings, and closes the trail (with a final signed checkpoint) at stop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
+
+from ._version import __version__
+from .handlers import HANDLERS
+from .masking import MaskingEngine, load_or_create_key
+from .store.signing import SigningKey
+from .store.writer import Writer, default_checkpoint_path
+
+
+class AuditApp(ExtensionApp):
+    name = "jupyter_audit"
+    description = "A verifiable audit trail for notebook work"
+    version = __version__
+    load_other_extensions = True
+
+    db_path = Unicode(
+        config=True,
+        help="Path of the DuckDB trail file (created on first start).",
+    )
+
+    @default("db_path")
+    def _db_path_default(self):
+        return os.path.join(jupyter_data_dir(), "audit", "trail.duckdb")
+
+    signing_key_path = Unicode(
+        "",
+        config=True,
+        help="Ed25519 private key (PEM, mode 0600) that signs checkpoints; created on first "
+        "start. Default: signing-key.pem beside the trail. Its public key is written to "
+        "<path>.pub for auditors (`jupyter audit verify --pubkey`).",
+    )
+    masking_key_path = Unicode(
+        "",
+        config=True,
+        help="Key of the masking pseudonyms (32 random bytes, mode 0600; never leaves the "
+        "server). Default: masking.key beside the trail.",
+    )
+    checkpoint_path = Unicode(
+        "",
+        config=True,
+        help="Append-only file of signed checkpoints. Default: <db_path>.checkpoints.",
+    )
+    checkpoint_mirror_path = Unicode(
+        "",
+        config=True,
+        help="A second location (another disk or a mounted share) that receives every signed "
+        "checkpoint too.",
+    )
+    checkpoint_every = Int(10_000, config=True, help="Sign a checkpoint every N events.")
+    checkpoint_interval = Float(
+        60.0, config=True, help="Sign a checkpoint at least every T seconds while events arrive."
+    )
+    max_field_bytes = Int(
+        1 << 20,
+        config=True,
+        help="Strings longer than this many bytes are capped; the trail keeps their original "
+        "size and sha256.",
+    )
+    verify_on_start = Bool(
+        True, config=True, help="Verify the whole trail when the server opens it."
+    )
+    reviewer_groups = List(
+        Unicode(), ["audit-reviewers"], config=True, help="Groups whose members review approvals."
+    )
+    auditor_groups = List(
+        Unicode(), ["audit-auditors"], config=True, help="Groups whose members see all traces."
+    )
+    admin_groups = List(
+        Unicode(), ["audit-admins"], config=True, help="Groups whose members manage tokens."
+    )
+    fail_mode = CaselessStrEnum(
+        ["open", "closed"],
+        "open",
+        config=True,
+        help="open: cells run when the trail cannot accept events (the gap is flagged); "
+        "closed: cells are refused while the trail is unavailable.",
+    )
+
+    def _beside(self, value: str, name: str) -> Path:
+        return Path(value) if value else Path(self.db_path).parent / name
+
+    def initialize_settings(self):
+        db = Path(self.db_path)
+        masker = MaskingEngine(
+            load_or_create_key(self._beside(self.masking_key_path, "masking.key"))
+        )
+        key = SigningKey.load_or_create(self._beside(self.signing_key_path, "signing-key.pem"))
+        self.writer = Writer(
+            db,
+            masker,
+            key,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_interval=self.checkpoint_interval,
+            checkpoint_path=self.checkpoint_path or default_checkpoint_path(db),
+            checkpoint_mirror=self.checkpoint_mirror_path or None,
+            max_field_bytes=self.max_field_bytes,
+            verify_on_open=self.verify_on_start,
+        ).open()
+        self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
+        self.settings.update({"jupyter_audit": self})
+
+    def initialize_handlers(self):
+        self.handlers.extend(HANDLERS)
+
+    async def stop_extension(self):
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close()
+
+    def checkpoint_files(self) -> list[Path]:
+        files = [self.writer.checkpoint_path]
+        if self.writer.checkpoint_mirror:
+            files.append(self.writer.checkpoint_mirror)
+        return files

@@ -1,0 +1,368 @@
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, mask, demo.
+
+Subcommands that read the trail take `--db PATH` (the server is stopped) or
+`--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
+intact trail, 1 tampering found, 2 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+EXIT_OK, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A usage or I/O problem: printed as one line, exit 2."""
+
+
+def default_db() -> str:
+    import os
+
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "audit", "trail.duckdb")
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("trail")
+    g.add_argument("--db", metavar="PATH", help="trail file (server stopped); default: %(default)s")
+    g.add_argument("--url", metavar="URL", help="base URL of a running Jupyter server")
+    g.add_argument("--token", metavar="T", help="API token (or bearer token) for --url")
+
+
+def _source(args) -> tuple[str, str]:
+    if args.url and args.db:
+        raise CLIError("give either --db or --url, not both")
+    if args.url:
+        if not args.token:
+            raise CLIError("--url needs --token")
+        return "url", args.url.rstrip("/")
+    return "db", args.db or default_db()
+
+
+def _api(args, path: str, params: dict | None = None) -> dict:
+    query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
+    url = f"{args.url.rstrip('/')}/jupyter-audit/api/{path}" + (f"?{query}" if query else "")
+    auth = args.token if " " in args.token else f"token {args.token}"
+    req = urllib.request.Request(url, headers={"Authorization": auth})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("message")
+        except ValueError:
+            message = None
+        raise CLIError(f"server answered {e.code}: {message or e.reason}") from None
+    except urllib.error.URLError as e:
+        raise CLIError(f"cannot reach {args.url}: {e.reason}") from None
+
+
+def _open_db(path: str):
+    from .store.schema import TrailError, open_readable
+
+    try:
+        return open_readable(path)
+    except TrailError as e:
+        raise CLIError(str(e)) from None
+
+
+def _pubkeys(args) -> list[bytes] | None:
+    from .store.signing import KeyError_, load_public
+
+    if not getattr(args, "pubkey", None):
+        return None
+    try:
+        return [load_public(Path(args.pubkey).read_bytes())]
+    except OSError as e:
+        raise CLIError(f"cannot read --pubkey {args.pubkey}: {e.strerror}") from None
+    except KeyError_ as e:
+        raise CLIError(f"--pubkey {args.pubkey}: {e}") from None
+
+
+# ---------------------------------------------------------------------------- verify
+def cmd_verify(args) -> int:
+    if args.bundle:
+        return _verify_bundle(args)
+    pinned = _pubkeys(args)
+    kind, where = _source(args)
+    if kind == "url":
+        if args.checkpoints:
+            raise CLIError("--checkpoints works with --db; the server reads its own files")
+        params = {"deep": "true" if args.deep else None}
+        if pinned:
+            import base64
+
+            params["pubkey"] = base64.b64encode(pinned[0]).decode()
+        result = _api(args, "verify", params)
+    else:
+        from .store.schema import TrailError
+        from .store.verify import verify_path
+
+        extra = [Path(p) for p in args.checkpoints or []]
+        for p in extra:
+            if not p.exists():
+                raise CLIError(f"--checkpoints {p}: no such file")
+        try:
+            result = verify_path(
+                where, checkpoint_files=extra, trusted_keys=pinned, deep=args.deep
+            ).to_dict()
+        except TrailError as e:
+            raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        _print_verify(where, result)
+    return EXIT_OK if result["ok"] else EXIT_TAMPERED
+
+
+def _print_verify(where: str, r: dict) -> None:
+    if r["ok"]:
+        print(f"OK: trail {where} is intact")
+    else:
+        print(f"TAMPERED: record #{r['first_bad_seq']}: {r['problem']}")
+        print(f"  {r['detail']}")
+        for p in r["problems"][1:]:
+            print(f"  also: #{p['seq']}: {p['detail']}")
+    print(f"  events: {r['events']} (last #{r['last_seq']}, hash {r['last_hash'][:16]}…)")
+    cp = r.get("checkpoint")
+    if cp:
+        print(
+            f"  last signed checkpoint: #{cp['seq']} at {cp['time']}, key {cp['key_id']} "
+            f"(signature valid; key: {r.get('key_source')})"
+        )
+    else:
+        print("  no signed checkpoint yet")
+    for w in r.get("warnings") or []:
+        print(f"  warning: {w}")
+
+
+def _verify_bundle(args) -> int:
+    from .store.export import ExportError, load_bundle, verify_bundle
+
+    try:
+        data = load_bundle(args.bundle)
+    except ExportError as e:
+        raise CLIError(str(e)) from None
+    res = verify_bundle(data, trusted_keys=_pubkeys(args))
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2, sort_keys=True))
+    else:
+        cp = res.checkpoint or {}
+        if res.ok:
+            print(
+                f"OK: {res.records} record(s) are included in the trail signed at checkpoint "
+                f"#{cp.get('seq')} ({cp.get('time')}, key {cp.get('key_id')})"
+            )
+        else:
+            print(f"FAILED: {res.problems[0]}")
+            for p in res.problems[1:]:
+                print(f"  also: {p}")
+        if res.uncovered:
+            print(f"  {len(res.uncovered)} record(s) newer than the checkpoint are not proven")
+        print("  This proves inclusion, not completeness: records left out of the export")
+        print("  are neither shown nor vouched for.")
+    return EXIT_OK if res.ok else EXIT_TAMPERED
+
+
+# ---------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from .handlers import parse_time
+    from .store.export import ExportError
+    from .store.trail import build_bundle, write_export
+
+    filters = {
+        "user": args.user,
+        "notebook": args.notebook,
+        "trace": args.trace,
+    }
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as e:
+        raise CLIError(f"--since/--until: {e}") from None
+    kind, where = _source(args)
+    if kind == "url":
+        params = dict(filters)
+        params["since"] = since.isoformat() if since else None
+        params["until"] = until.isoformat() if until else None
+        bundle = _api(args, "export", params)
+    else:
+        con, _meta = _open_db(where)
+        try:
+            bundle = build_bundle(con, since=since, until=until, **filters)
+        finally:
+            con.close()
+    try:
+        summary = write_export(bundle, args.format, Path(args.output))
+    except (ExportError, OSError) as e:
+        raise CLIError(f"cannot write {args.output}: {e}") from None
+    print(f"exported {summary['records']} record(s) to {summary['output']}")
+    print(f"bundle: {summary['bundle']} (verify with: jupyter audit verify --bundle {args.output})")
+    if summary["uncovered"]:
+        print(f"  {len(summary['uncovered'])} record(s) are newer than the last signed checkpoint")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- show
+def cmd_show(args) -> int:
+    kind, where = _source(args)
+    if kind == "url":
+        if args.trace_id:
+            data = _api(args, f"traces/{urllib.parse.quote(args.trace_id, safe='')}")
+            _print_timeline(data["trace"], data["events"])
+        else:
+            data = _api(args, "traces", {"limit": args.limit, "user": args.user})
+            _print_traces(data["traces"])
+        return EXIT_OK
+    from .store import queries
+
+    con, _meta = _open_db(where)
+    try:
+        if args.trace_id:
+            summary = queries.get_trace_summary(con, args.trace_id)
+            if summary is None:
+                raise CLIError(f"no trace {args.trace_id}")
+            _print_timeline(summary, queries.get_trace_events(con, args.trace_id, summary))
+        else:
+            _print_traces(queries.list_traces(con, username=args.user, limit=args.limit))
+    finally:
+        con.close()
+    return EXIT_OK
+
+
+def _print_traces(traces: list[dict]) -> None:
+    if not traces:
+        print("no traces")
+        return
+    print(f"{'TRACE':36}  {'STARTED':20}  {'CELLS':>5}  {'OPS':>5}  {'STATUS':7}  USERS / NOTEBOOK")
+    for t in traces:
+        print(
+            f"{t['trace_id']:36}  {(t['started_at'] or '')[:19]:20}  {t['cells']:>5}  "
+            f"{t['operations']:>5}  {t['status']:7}  {', '.join(t['users'])}  "
+            f"{t['notebook'] or '(no notebook)'}"
+        )
+
+
+def step_summary(ev: dict) -> str:
+    p = ev.get("payload") or {}
+    kind = ev.get("kind", "")
+    if kind.startswith("cell."):
+        code = (p.get("code") or "").strip().splitlines()
+        text = code[0] if code else ""
+        if kind == "cell.finished":
+            text = f"[{p.get('status')}] {text}"
+        return text
+    if kind == "op.sql":
+        return f"{p.get('driver')}: {p.get('statement')}"
+    if kind == "op.http":
+        return f"{p.get('method')} {p.get('url')} -> {p.get('status')}"
+    if kind == "op.shell":
+        return f"$ {p.get('command')} (exit {p.get('exit_code')})"
+    if kind.startswith("session."):
+        return p.get("reason") or ""
+    return ""
+
+
+def _print_timeline(summary: dict, events: list[dict]) -> None:
+    print(f"trace {summary['trace_id']}  notebook: {summary['notebook'] or '(none)'}")
+    print(f"  users: {', '.join(summary['users'])}  kernel: {summary['kernel_id']}")
+    print(f"  {summary['started_at']} .. {summary['last_at']}  ({summary['status']})")
+    for ev in events:
+        who = (ev.get("identity") or {}).get("username") or "-"
+        line = step_summary(ev).replace("\n", " ")
+        if len(line) > 100:
+            line = line[:99] + "…"
+        print(f"  #{ev['seq']:<8} {ev['time'][11:23]}  {ev['kind']:16} {who:12} {line}")
+
+
+# ---------------------------------------------------------------------------- mask, demo
+def cmd_mask(args) -> int:
+    from .masking import MaskingEngine, MaskingError, load_or_create_key
+
+    key_path = Path(args.key) if args.key else Path(args.db or default_db()).parent / "masking.key"
+    try:
+        engine = MaskingEngine(load_or_create_key(key_path))
+    except (MaskingError, OSError) as e:
+        raise CLIError(f"masking key {key_path}: {e}") from None
+    print(engine.mask_text(" ".join(args.text)))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo import seed_demo_trail
+
+    db = args.db or default_db()
+    n = seed_demo_trail(db)
+    print(f"wrote a demo trail with {n} events to {db}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter audit", description="Verify, export and read jupyter-audit trails."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("verify", help="check that the trail was never edited, reordered or cut")
+    _add_source(p)
+    p.add_argument("--pubkey", metavar="FILE", help="trusted signing public key (PEM/base64/hex)")
+    p.add_argument(
+        "--checkpoints", metavar="FILE", action="append", help="extra checkpoint file (copy)"
+    )
+    p.add_argument("--bundle", metavar="PATH", help="verify an export bundle instead")
+    p.add_argument("--deep", action="store_true", help="also recompute every Merkle leaf")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("export", help="export records with a verifiable bundle")
+    _add_source(p)
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
+    p.add_argument("--user", help="only events of this username")
+    p.add_argument("--since", help="ISO 8601 time (UTC unless an offset is given)")
+    p.add_argument("--until", help="ISO 8601 time")
+    p.add_argument("--notebook", metavar="PATH", help="only events of this notebook")
+    p.add_argument("--trace", metavar="ID", help="only events of this trace")
+    p.add_argument("-o", "--output", metavar="OUT", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("show", help="list traces, or print one trace as a timeline")
+    _add_source(p)
+    p.add_argument("trace_id", nargs="?", metavar="TRACE_ID")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--user", help="only traces of this username")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("mask", help="print TEXT as the trail would store it")
+    p.add_argument("text", nargs="+", metavar="TEXT")
+    p.add_argument("--db", metavar="PATH", help="trail whose masking key to use")
+    p.add_argument("--key", metavar="FILE", help="masking key file")
+    p.set_defaults(func=cmd_mask)
+
+    p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
+    p.add_argument("--db", metavar="PATH")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"jupyter audit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

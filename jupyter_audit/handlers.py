@@ -1,0 +1,238 @@
+"""REST API under /jupyter-audit/api/. One base class authenticates, authorizes and turns
+errors into JSON `{"code", "message"}`: bad input 400, missing role 403, unknown thing 404,
+our own failure 500. Kernel endpoints (per-kernel secrets) are added by the capture layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from .events import EventValidationError
+from .identity.resolve import roles_for, snapshot_for
+from .store import queries
+from .store import trail as trail_ops
+from .store.export import ExportError
+from .store.schema import TrailError, read_meta
+from .store.signing import KeyError_, load_public
+
+API = "/jupyter-audit/api"
+MAX_LIMIT = 1000
+
+
+class AuditHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = "jupyter_audit"
+
+    @property
+    def audit(self):
+        return self.settings["jupyter_audit"]
+
+    @property
+    def writer(self):
+        return self.audit.writer
+
+    def identity(self) -> dict:
+        return snapshot_for(self.current_user, self.identity_provider)
+
+    def roles(self, identity: dict | None = None) -> list[str]:
+        return roles_for(identity or self.identity(), self.identity_provider, self.audit)
+
+    def require(self, role: str, identity: dict | None = None) -> None:
+        if role not in self.roles(identity):
+            raise web.HTTPError(403, f"this needs the {role} role")
+
+    def arg_int(self, name: str, default: int, lo: int = 0, hi: int = MAX_LIMIT) -> int:
+        raw = self.get_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise web.HTTPError(400, f"{name} must be an integer") from None
+        if not lo <= value <= hi:
+            raise web.HTTPError(400, f"{name} must be between {lo} and {hi}")
+        return value
+
+    def arg_time(self, name: str) -> datetime | None:
+        raw = self.get_argument(name, None)
+        if raw is None:
+            return None
+        try:
+            return parse_time(raw)
+        except ValueError as e:
+            raise web.HTTPError(400, f"{name}: {e}") from None
+
+    def record_access(self, identity: dict, action: str, trace_id=None, filters=None) -> None:
+        self.writer.append(
+            {
+                "kind": "trail.accessed",
+                "identity": identity,
+                "payload": {"action": action, "trace_id": trace_id, "filters": filters},
+            }
+        )
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, EventValidationError | ExportError):
+            self.send_error(400, reason="Bad Request", message=str(e))
+        elif isinstance(e, TrailError):
+            self.log.error("jupyter-audit trail error: %s", e)
+            self.send_error(500, message=f"audit trail error: {e}")
+        else:
+            super()._handle_request_exception(e)
+
+    def write_error(self, status_code, **kwargs):
+        message = kwargs.get("message")
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if message is None:
+            if isinstance(exc, web.HTTPError) and exc.log_message:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            else:
+                message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"code": status_code, "message": message}))
+
+
+def parse_time(raw: str) -> datetime:
+    """ISO 8601 date or date-time; naive values are UTC."""
+    from datetime import UTC
+
+    text = raw.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def integrity_json(result) -> dict:
+    if result is None:
+        return {"ok": True, "first_bad_seq": None, "problem": None, "checked_at": None}
+    return {
+        "ok": result.ok,
+        "first_bad_seq": result.first_bad_seq,
+        "problem": result.problem,
+        "detail": result.detail,
+        "checked_at": getattr(result, "checked_at", None),
+    }
+
+
+class MeHandler(AuditHandler):
+    @web.authenticated
+    @authorized
+    def get(self):
+        ident = self.identity()
+        cur = self.writer.cursor()
+        stats = queries.trail_stats(cur)
+        self.finish(
+            {
+                "username": ident["username"],
+                "display_name": ident.get("display_name") or ident["username"],
+                "identity": ident,
+                "roles": self.roles(ident),
+                "trail": {**stats, "integrity": integrity_json(self.writer.integrity)},
+            }
+        )
+
+
+class TracesHandler(AuditHandler):
+    @web.authenticated
+    @authorized
+    def get(self):
+        ident = self.identity()
+        roles = self.roles(ident)
+        limit = self.arg_int("limit", 50, 1)
+        before = self.get_argument("before", None)
+        only = self.get_argument("user", None)
+        if "auditor" in roles:
+            username = only
+        else:
+            if only not in (None, ident["username"]):
+                raise web.HTTPError(403, "only auditors can list other users' traces")
+            username = ident["username"]
+        traces = queries.list_traces(
+            self.writer.cursor(), username=username, limit=limit, before_seq=before
+        )
+        self.finish({"traces": traces, "integrity": integrity_json(self.writer.integrity)})
+
+
+class TraceHandler(AuditHandler):
+    @web.authenticated
+    @authorized
+    def get(self, trace_id):
+        ident = self.identity()
+        cur = self.writer.cursor()
+        summary = queries.get_trace_summary(cur, trace_id)
+        if summary is None:
+            raise web.HTTPError(404, f"no trace {trace_id}")
+        if ident["username"] not in summary["users"]:
+            self.require("auditor", ident)
+            self.record_access(ident, "view", trace_id)
+        events = queries.get_trace_events(cur, trace_id, summary)
+        self.finish({"trace": summary, "events": events})
+
+
+class VerifyHandler(AuditHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        ident = self.identity()
+        self.require("auditor", ident)
+        deep = self.get_argument("deep", "false").lower() in ("1", "true", "yes")
+        pinned = None
+        if self.get_argument("pubkey", None):
+            try:
+                pinned = [load_public(self.get_argument("pubkey"))]
+            except KeyError_ as e:
+                raise web.HTTPError(400, f"pubkey: {e}") from None
+        files = self.audit.checkpoint_files()
+        writer = self.writer
+
+        def run():
+            cur = writer.cursor()
+            return trail_ops.verify(cur, read_meta(cur), files, trusted_keys=pinned, deep=deep)
+
+        result = await asyncio.to_thread(run)
+        self.finish(result.to_dict())
+
+
+class ExportHandler(AuditHandler):
+    """The export bundle as JSON: every matching record, the covering signed checkpoint and
+    inclusion proofs. The CLI writes the records file (jsonl/csv/parquet) from it."""
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        ident = self.identity()
+        self.require("auditor", ident)
+        filters = {
+            "user": self.get_argument("user", None),
+            "since": self.arg_time("since"),
+            "until": self.arg_time("until"),
+            "notebook": self.get_argument("notebook", None),
+            "trace": self.get_argument("trace", None),
+        }
+        shown = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
+        self.record_access(ident, "export", filters.get("trace"), shown)
+        writer = self.writer
+        # sign a checkpoint now, so it covers everything exported
+        await asyncio.wrap_future(writer.checkpoint())
+
+        def run():
+            return trail_ops.build_bundle(writer.cursor(), **filters)
+
+        bundle = await asyncio.to_thread(run)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(bundle, ensure_ascii=False, sort_keys=True))
+
+
+HANDLERS = [
+    (rf"{API}/me", MeHandler),
+    (rf"{API}/traces", TracesHandler),
+    (rf"{API}/traces/([A-Za-z0-9._:@/+=~-]+)", TraceHandler),
+    (rf"{API}/verify", VerifyHandler),
+    (rf"{API}/export", ExportHandler),
+]

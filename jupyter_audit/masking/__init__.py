@@ -1,0 +1,41 @@
+"""Masking: PII and secrets become keyed pseudonyms ``‹TYPE:xxxxxxxxxxxxxxxx›`` (server side).
+
+>>> key = load_or_create_key(path)          # 32 random bytes, file mode 0600
+>>> engine = MaskingEngine(key)
+>>> engine.mask_text("mail bob@example.com")  # 'mail ‹EMAIL:…›'
+>>> engine.mask({"password": "hunter2", "sql": "..."})
+
+Standard library only.
+"""
+
+from .engine import MASKED_RE, WITHHELD, MaskingEngine, MaskingError
+from .keys import KEY_BYTES, load_or_create_key
+from .recognizers import (
+    CARD,
+    DEFAULT_RECOGNIZERS,
+    EMAIL,
+    IBAN,
+    SECRET,
+    PatternRecognizer,
+    Recognizer,
+    TokenRecognizer,
+    is_secret_name,
+)
+
+__all__ = [
+    "CARD",
+    "DEFAULT_RECOGNIZERS",
+    "EMAIL",
+    "IBAN",
+    "KEY_BYTES",
+    "MASKED_RE",
+    "SECRET",
+    "WITHHELD",
+    "MaskingEngine",
+    "MaskingError",
+    "PatternRecognizer",
+    "Recognizer",
+    "TokenRecognizer",
+    "is_secret_name",
+    "load_or_create_key",
+]

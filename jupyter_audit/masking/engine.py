@@ -1,0 +1,404 @@
+"""The masking engine: replaces PII and secrets with keyed pseudonyms ``‹TYPE:16 hex›``.
+
+One engine lives in the server; the Writer applies :meth:`MaskingEngine.mask` to every field
+before it is stored, logged, shown or exported. The pseudonym of a value is the first 64 bits
+of ``HMAC-SHA256(key, TYPE + "\\x00" + value)``: the same value gives the same pseudonym under
+one key (an auditor sees that two steps touched the same value) and an unrelated one under
+another key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from bisect import bisect_right
+from collections.abc import Iterable
+from operator import itemgetter
+
+from .recognizers import (
+    DEFAULT_RECOGNIZERS,
+    GATES,
+    SECRET,
+    Context,
+    Recognizer,
+    TokenRecognizer,
+    TokenScanner,
+    is_secret_name,
+)
+
+__all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
+
+#: A pseudonym token. Text matching it passes through masking unchanged.
+MASKED_RE = re.compile(r"‹[A-Z_]+:[0-9a-f]{16}›")
+
+_TYPE_RE = re.compile(r"[A-Z_]+")
+_OPEN, _CLOSE = "‹", "›"
+#: Type used when masking a text failed internally: the whole text is replaced.
+WITHHELD = "WITHHELD"
+_MIN_KEY_BYTES = 16
+_MAX_DEPTH = 200
+_SHORT = 5  # no recognizer matches fewer characters
+_MAX_PASSES = 8
+
+
+class MaskingError(Exception):
+    """Misuse of the masking API (bad key, key file, type name or value type)."""
+
+
+class _TwoGenerationCache:
+    """A bounded dict with LRU-ish eviction: entries live in a young and an old generation;
+    when the young one is full it becomes the old one (the previous old one is dropped), and
+    a hit in the old generation is promoted. Safe enough under the GIL without a lock."""
+
+    __slots__ = ("young", "old", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.young: dict = {}
+        self.old: dict = {}
+        self.limit = max(1, limit // 2)
+
+    def get(self, key):
+        value = self.young.get(key)
+        if value is None:
+            value = self.old.get(key)
+            if value is not None:
+                self.put(key, value)
+        return value
+
+    def put(self, key, value) -> None:
+        young = self.young
+        if len(young) >= self.limit:
+            self.old = young
+            young = self.young = {}
+        young[key] = value
+
+    def clear(self) -> None:
+        self.young, self.old = {}, {}
+
+    def __len__(self) -> int:
+        return len(self.young) + len(self.old)
+
+
+class MaskingEngine:
+    """Masks text and JSON-like values with keyed pseudonyms.
+
+    ``recognizers`` replaces the default recognizer list (:data:`DEFAULT_RECOGNIZERS`);
+    ``extra_recognizers`` are added to it. ``result_cache_size`` bounds the cache of masked
+    short texts (0 disables it); ``pseudonym_cache_size`` the cache of pseudonyms.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        recognizers: Iterable[Recognizer] | None = None,
+        *,
+        extra_recognizers: Iterable[Recognizer] = (),
+        pseudonym_cache_size: int = 65536,
+        result_cache_size: int = 4096,
+        result_cache_max_len: int = 1024,
+    ) -> None:
+        if isinstance(key, bytearray | memoryview):
+            key = bytes(key)
+        if not isinstance(key, bytes):
+            raise MaskingError(
+                f"the pseudonym key must be bytes, not {type(key).__name__} "
+                "(use load_or_create_key())"
+            )
+        if len(key) < _MIN_KEY_BYTES:
+            raise MaskingError(
+                f"the pseudonym key is {len(key)} bytes; at least {_MIN_KEY_BYTES} are required"
+            )
+        self._key = key
+        recs = list(DEFAULT_RECOGNIZERS if recognizers is None else recognizers)
+        recs.extend(extra_recognizers)
+        for rec in recs:
+            if not isinstance(rec, Recognizer):
+                raise MaskingError(f"not a Recognizer: {rec!r}")
+            if not _TYPE_RE.fullmatch(rec.type):
+                raise MaskingError(f"recognizer type must match [A-Z_]+: {rec.type!r}")
+            if rec.gate not in GATES:
+                raise MaskingError(f"recognizer gate must be one of {GATES}: {rec.gate!r}")
+        self.recognizers: tuple[Recognizer, ...] = tuple(
+            sorted(recs, key=lambda r: -r.priority)
+        )
+        # Recognizers grouped by gate, each gate evaluated at most once per text; all token
+        # recognizers share one scan of the long token runs.
+        tokens = [r for r in recs if isinstance(r, TokenRecognizer)]
+        others = [r for r in recs if not isinstance(r, TokenRecognizer)]
+        groups: dict[str | None, list[Recognizer]] = {}
+        for rec in others:
+            groups.setdefault(rec.gate, []).append(rec)
+        if tokens:
+            groups.setdefault("longrun", []).append(TokenScanner(tokens))
+        self._groups = tuple((gate, tuple(rs)) for gate, rs in groups.items())
+        self._pseudonyms = _TwoGenerationCache(pseudonym_cache_size)
+        self._results = _TwoGenerationCache(result_cache_size) if result_cache_size else None
+        self._result_max_len = result_cache_max_len
+        self._secret_keys: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
+
+    # Pseudonyms ---------------------------------------------------------------------------
+
+    def pseudonym(self, type: str, value: str | bytes) -> str:
+        """``‹TYPE:xxxxxxxxxxxxxxxx›`` for ``value``: 16 lowercase hex characters, the first
+        64 bits of HMAC-SHA256(key, TYPE + "\\x00" + value)."""
+        if not isinstance(type, str) or not _TYPE_RE.fullmatch(t := type.upper()):
+            raise MaskingError(f"pseudonym type must match [A-Z_]+: {type!r}")
+        if isinstance(value, bytes | bytearray):
+            msg = t.encode("ascii") + b"\x00" + bytes(value)
+            return f"{_OPEN}{t}:{hmac.digest(self._key, msg, 'sha256')[:8].hex()}{_CLOSE}"
+        if not isinstance(value, str):
+            raise MaskingError(
+                f"pseudonym value must be str or bytes, not {value.__class__.__name__}"
+            )
+        return self._pseudonym(t, value)
+
+    def _pseudonym(self, t: str, value: str) -> str:
+        cache_key = t + "\x00" + value
+        token = self._pseudonyms.get(cache_key)
+        if token is None:
+            digest = hmac.digest(self._key, cache_key.encode("utf-8", "surrogatepass"), "sha256")
+            token = f"{_OPEN}{t}:{digest[:8].hex()}{_CLOSE}"
+            if len(value) <= 1024:
+                self._pseudonyms.put(cache_key, token)
+        return token
+
+    # Text ------------------------------------------------------------------------------------
+
+    def mask_text(self, text: str) -> str:
+        """``text`` with every recognized value replaced by its pseudonym.
+
+        Never raises for a ``str`` (if masking fails internally the whole text is replaced
+        by a ``‹WITHHELD:…›`` pseudonym); idempotent; existing pseudonyms pass unchanged.
+        """
+        if type(text) is not str:
+            if not isinstance(text, str):
+                raise MaskingError(f"mask_text expects str, not {type(text).__name__}")
+            text = str(text)
+        n = len(text)
+        if n < _SHORT:
+            return text
+        results = self._results
+        if results is not None and n <= self._result_max_len:
+            cached = results.get(text)
+            if cached is not None:
+                return cached
+        try:
+            out = self._mask_to_fixed_point(text)
+        except Exception:  # noqa: BLE001 - never let a field through unmasked
+            out = self._pseudonym(WITHHELD, text)
+        if results is not None and n <= self._result_max_len:
+            results.put(text, out)
+        return out
+
+    def _mask_to_fixed_point(self, text: str) -> str:
+        """Mask, then mask the result again until nothing changes.
+
+        A replacement changes what its neighbours see (an e-mail's local part can no longer
+        reach back into a card number), so a second pass may find more; iterating makes
+        ``mask_text`` idempotent by construction. Clean text (the common case) takes a single
+        pass; every further pass replaces at least one more character, so this terminates.
+        """
+        out = self._mask_once(text)
+        if out is text:
+            return text
+        for _ in range(_MAX_PASSES):
+            again = self._mask_once(out)
+            if again is out:
+                break
+            out = again
+        return out
+
+    def _mask_once(self, text: str) -> str:
+        """One pass of all recognizers; ``text`` itself when nothing was found.
+
+        Recognizers run on a *view* of the text of the same length in which every existing
+        pseudonym is blanked with NUL characters (and a NUL of the text itself becomes
+        U+0001). No recognizer matches across a NUL, so a pseudonym is a hard boundary
+        and is never masked again.
+        """
+        n = len(text)
+        if n < _SHORT or text.isalpha():
+            return text
+        barriers: list[tuple[int, int]] = []
+        view = text
+        if "\x00" in text:
+            view = text.replace("\x00", "\x01")
+        if _OPEN in text:
+            parts, pos = [], 0
+            for m in MASKED_RE.finditer(view):
+                s, e = m.span()
+                barriers.append((s, e))
+                parts.append(view[pos:s])
+                parts.append("\x00" * (e - s))
+                pos = e
+            if barriers:
+                parts.append(view[pos:])
+                view = "".join(parts)
+        elif (
+            n < 20  # shorter than any token format
+            and "@" not in text
+            and "=" not in text
+            and ":" not in text
+            and " " not in text
+            and "\t" not in text
+            and (n < 13 or not _has_digit(text))
+        ):
+            return text  # no separator for an assignment, no e-mail, too short for a card
+        ctx = Context(view)
+        cands: list[tuple[int, int, Recognizer | None]] = []
+        for gate, recs in self._groups:
+            if gate is None or ctx.gate(gate):
+                for rec in recs:
+                    rec.collect(ctx, cands)
+        if barriers and cands:
+            cands = _outside(cands, barriers)
+        if not cands:
+            return text
+        if len(cands) > 1:
+            cands = _resolve(cands)
+        parts, pos = [], 0
+        pseudonym = self._pseudonym
+        for s, e, rec in cands:
+            parts.append(text[pos:s])
+            value = text[s:e]
+            if rec is None:
+                parts.append(pseudonym(SECRET, value))
+            else:
+                parts.append(pseudonym(rec.type, rec.normalize(value)))
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    # Values -----------------------------------------------------------------------------------
+
+    def is_secret_key(self, key: str) -> bool:
+        """True when a dict key names a secret (``password``, ``X-Api-Key``, ``session_id``...)."""
+        return is_secret_name(key)
+
+    def mask(self, value):
+        """Mask a JSON-like value: str -> :meth:`mask_text`; dict -> new dict with masked keys
+        and values (the value of a secret-named key is replaced whole by ``‹SECRET:…›``);
+        list and tuple -> list; int, float, bool and None unchanged. Other types raise
+        :class:`MaskingError` (the caller withholds the field)."""
+        return self._mask(value, 0)
+
+    def _mask(self, value, depth: int):
+        t = type(value)
+        if t is str:
+            return self.mask_text(value)
+        if value is None or t is int or t is float or t is bool:
+            return value
+        if depth >= _MAX_DEPTH:
+            raise MaskingError(f"value nested deeper than {_MAX_DEPTH} levels")
+        if t is dict:
+            return self._mask_dict(value, depth + 1)
+        if t is list or t is tuple:
+            return [self._mask(v, depth + 1) for v in value]
+        # subclasses (str enums, OrderedDict, numpy floats ...)
+        if isinstance(value, str):
+            return self.mask_text(str(value))
+        if isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, dict):
+            return self._mask_dict(value, depth + 1)
+        if isinstance(value, list | tuple):
+            return [self._mask(v, depth + 1) for v in value]
+        raise MaskingError(f"cannot mask a value of type {t.__name__}")
+
+    def _mask_dict(self, value: dict, depth: int) -> dict:
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                secret = self._secret_keys.get(k)
+                if secret is None:
+                    secret = is_secret_name(k)
+                    if len(self._secret_keys) > 8192:
+                        self._secret_keys.clear()
+                    self._secret_keys[k] = secret
+                out[self.mask_text(k)] = self._mask_secret(v) if secret else self._mask(v, depth)
+            elif k is None or isinstance(k, bool | int | float):
+                out[k] = self._mask(v, depth)
+            else:
+                raise MaskingError(f"cannot mask a dict key of type {type(k).__name__}")
+        return out
+
+    def _mask_secret(self, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if value == "" or MASKED_RE.fullmatch(value):
+                return value
+            return self._pseudonym(SECRET, str(value))
+        return self._pseudonym(SECRET, repr(value))
+
+
+def _outside(cands: list, barriers: list[tuple[int, int]]) -> list:
+    """The candidates that overlap no barrier (barriers are sorted and disjoint)."""
+    starts = [b[0] for b in barriers]
+    out = []
+    for c in cands:
+        i = bisect_right(starts, c[0]) - 1
+        if i >= 0 and barriers[i][1] > c[0]:
+            continue  # starts inside a barrier
+        if i + 1 < len(barriers) and barriers[i + 1][0] < c[1]:
+            continue  # reaches into the next barrier
+        out.append(c)
+    return out
+
+
+def _has_digit(text: str) -> bool:
+    return any(c in text for c in "0123456789")
+
+
+def _resolve(cands: list) -> list:
+    """Non-overlapping spans, in text order. Overlapping candidates form clusters; in each,
+    higher priority wins, except that overlapping SECRET spans are merged (masking more)."""
+    cands.sort(key=itemgetter(0))
+    prev_end = -1
+    for c in cands:
+        if c[0] < prev_end:
+            break
+        prev_end = c[1]
+    else:
+        return cands  # no overlap (the common case)
+    out: list = []
+    cluster = [cands[0]]
+    cluster_end = cands[0][1]
+    for c in cands[1:]:
+        if c[0] < cluster_end:
+            cluster.append(c)
+            if c[1] > cluster_end:
+                cluster_end = c[1]
+        else:
+            out.extend(_resolve_cluster(cluster) if len(cluster) > 1 else cluster)
+            cluster = [c]
+            cluster_end = c[1]
+    out.extend(_resolve_cluster(cluster) if len(cluster) > 1 else cluster)
+    return out
+
+
+def _span_type(c) -> str:
+    return SECRET if c[2] is None else c[2].type
+
+
+def _resolve_cluster(cluster: list) -> list:
+    if len(cluster) == 1:
+        return cluster
+    cluster.sort(key=lambda c: (-(c[2].priority if c[2] is not None else 1000), c[0]))
+    accepted: list = []
+    for c in cluster:
+        s, e = c[0], c[1]
+        overlapping = [a for a in accepted if a[0] < e and s < a[1]]
+        if not overlapping:
+            accepted.append(c)
+        elif _span_type(c) == SECRET and all(_span_type(a) == SECRET for a in overlapping):
+            for a in overlapping:
+                accepted.remove(a)
+            merged_s = min(s, *(a[0] for a in overlapping))
+            merged_e = max(e, *(a[1] for a in overlapping))
+            accepted.append((merged_s, merged_e, None))
+    accepted.sort(key=itemgetter(0))
+    return accepted

@@ -1,0 +1,250 @@
+"""Read side of the trail: trace listings, timelines, export records, derived-table rebuild.
+
+Everything shown to a person is decoded from the signed record bytes, not from the indexed
+columns, so what a reviewer reads is what `verify` checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from .schema import DERIVED_TABLES
+from .writer import UPSERT_TRACES
+
+TRACE_COLUMNS = (
+    "trace_id",
+    "kernel_id",
+    "notebook",
+    "started_at",
+    "last_at",
+    "first_seq",
+    "last_seq",
+    "events",
+    "cells",
+    "operations",
+    "status",
+)
+
+
+def _iso(ts) -> str | None:
+    if ts is None:
+        return None
+    if isinstance(ts, datetime):
+        return ts.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(ts)
+
+
+def _trace_row(row, users: list[str]) -> dict:
+    d = dict(zip(TRACE_COLUMNS, row, strict=True))
+    d["started_at"] = _iso(d["started_at"])
+    d["last_at"] = _iso(d["last_at"])
+    d["status"] = d["status"] or "running"
+    d["users"] = users
+    return d
+
+
+def list_traces(cur, *, username: str | None = None, limit: int = 100, before_seq=None):
+    """Newest traces first; with `username`, only traces that user took part in."""
+    where, params = [], []
+    if username is not None:
+        where.append("trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)")
+        params.append(username)
+    if before_seq is not None:
+        where.append("last_seq < ?")
+        params.append(int(before_seq))
+    sql = f"SELECT {', '.join(TRACE_COLUMNS)} FROM traces"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_seq DESC LIMIT ?"
+    params.append(int(limit))
+    rows = cur.execute(sql, params).fetchall()
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    users: dict[str, list[str]] = {i: [] for i in ids}
+    for tid, user in cur.execute(
+        "SELECT trace_id, username FROM trace_users WHERE trace_id IN (SELECT unnest(?)) "
+        "ORDER BY username",
+        [ids],
+    ).fetchall():
+        users[tid].append(user)
+    return [_trace_row(r, users[r[0]]) for r in rows]
+
+
+def trace_users(cur, trace_id: str) -> list[str]:
+    return [
+        r[0]
+        for r in cur.execute(
+            "SELECT username FROM trace_users WHERE trace_id = ? ORDER BY username", [trace_id]
+        ).fetchall()
+    ]
+
+
+def get_trace_summary(cur, trace_id: str) -> dict | None:
+    row = cur.execute(
+        f"SELECT {', '.join(TRACE_COLUMNS)} FROM traces WHERE trace_id = ?", [trace_id]
+    ).fetchone()
+    if row is None:
+        return None
+    return _trace_row(row, trace_users(cur, trace_id))
+
+
+class IdentityCache:
+    def __init__(self, cur):
+        self.cur = cur
+        self.cache: dict[str, dict] = {}
+
+    def get(self, iid: str | None) -> dict | None:
+        if iid is None:
+            return None
+        got = self.cache.get(iid)
+        if got is None:
+            row = self.cur.execute(
+                "SELECT snapshot FROM identities WHERE identity_id = ?", [iid]
+            ).fetchone()
+            got = json.loads(row[0]) if row else {"username": None, "missing": True}
+            self.cache[iid] = got
+        return got
+
+
+def export_record(rec_bytes: bytes, hash_: bytes, identities: IdentityCache) -> dict:
+    """The export record of DESIGN.md: the signed record plus its hash and identity."""
+    rec = json.loads(rec_bytes)
+    rec["hash"] = bytes(hash_).hex()
+    rec["identity"] = identities.get(rec.get("identity_id"))
+    return rec
+
+
+def get_trace_events(cur, trace_id: str, summary: dict, limit: int = 10_000) -> list[dict]:
+    rows = cur.execute(
+        "SELECT record, hash FROM events WHERE seq BETWEEN ? AND ? AND trace_id = ? "
+        "ORDER BY seq LIMIT ?",
+        [summary["first_seq"], summary["last_seq"], trace_id, int(limit)],
+    ).fetchall()
+    ids = IdentityCache(cur)
+    return [export_record(r, h, ids) for r, h in rows]
+
+
+def export_filter(
+    *,
+    user: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    notebook: str | None = None,
+    trace: str | None = None,
+    trace_ids: list[str] | None = None,
+) -> tuple[str, list]:
+    where, params = [], []
+    if user is not None:
+        where.append("identity_id IN (SELECT identity_id FROM identities WHERE username = ?)")
+        params.append(user)
+    if since is not None:
+        where.append("time >= ?")
+        params.append(since.astimezone(UTC).replace(tzinfo=None))
+    if until is not None:
+        where.append("time <= ?")
+        params.append(until.astimezone(UTC).replace(tzinfo=None))
+    if notebook is not None:
+        where.append("notebook = ?")
+        params.append(notebook)
+    if trace is not None:
+        where.append("trace_id = ?")
+        params.append(trace)
+    if trace_ids is not None:
+        where.append("trace_id IN (SELECT unnest(?))")
+        params.append(list(trace_ids))
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def iter_export(cur, where: str, params: list, batch: int = 10_000) -> Iterator[dict]:
+    ids = IdentityCache(cur.cursor() if hasattr(cur, "cursor") else cur)
+    result = cur.execute(f"SELECT record, hash FROM events{where} ORDER BY seq", params)
+    while True:
+        rows = result.fetchmany(batch)
+        if not rows:
+            return
+        for rec, h in rows:
+            yield export_record(rec, h, ids)
+
+
+def trail_stats(cur) -> dict:
+    row = cur.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+    return {"events": row[0], "last_seq": row[1]}
+
+
+def rebuild_derived(con) -> None:
+    """Recompute every derived table from the log (e.g. after a schema change)."""
+    import pyarrow as pa
+
+    traces: dict[str, list] = {}
+    users: set[tuple[str, str]] = set()
+    times: dict[str, list] = {}
+    idents: dict[str, str] = dict(
+        con.execute("SELECT identity_id, username FROM identities").fetchall()
+    )
+    result = con.execute(
+        "SELECT seq, kind, time, trace_id, kernel_id, notebook, identity_id, record FROM events "
+        "WHERE trace_id IS NOT NULL ORDER BY seq"
+    )
+    while rows := result.fetchmany(10_000):
+        for seq, kind, ts, tid, kid, nb, iid, rec in rows:
+            t = traces.get(tid)
+            if t is None:
+                t = traces[tid] = [kid, nb, seq, seq, 0, 0, 0, None]
+                times[tid] = [ts, ts]
+            t[3] = seq
+            t[4] += 1
+            times[tid][1] = ts
+            if kid and not t[0]:
+                t[0] = kid
+            if nb:
+                t[1] = nb
+            if (
+                kind == "cell.requested"
+                or kind == "cell.started"
+                and "unattributed" in json.loads(rec)["flags"]
+            ):
+                t[5] += 1
+            elif kind.startswith("op."):
+                t[6] += 1
+            if kind == "session.ended":
+                t[7] = "ended"
+            elif kind == "session.started":
+                t[7] = "running"
+            if iid is not None and iid in idents:
+                users.add((tid, idents[iid]))
+    con.execute("BEGIN")
+    try:
+        for table in DERIVED_TABLES:
+            con.execute(f"DELETE FROM {table}")
+        if traces:
+            ids = list(traces)
+            tbl = pa.table(
+                {
+                    "trace_id": ids,
+                    "kernel_id": pa.array([traces[i][0] for i in ids], pa.string()),
+                    "notebook": pa.array([traces[i][1] for i in ids], pa.string()),
+                    "started_at": pa.array([times[i][0] for i in ids], pa.timestamp("us")),
+                    "last_at": pa.array([times[i][1] for i in ids], pa.timestamp("us")),
+                    "first_seq": pa.array([traces[i][2] for i in ids], pa.int64()),
+                    "last_seq": pa.array([traces[i][3] for i in ids], pa.int64()),
+                    "events": pa.array([traces[i][4] for i in ids], pa.int64()),
+                    "cells": pa.array([traces[i][5] for i in ids], pa.int64()),
+                    "operations": pa.array([traces[i][6] for i in ids], pa.int64()),
+                    "status": pa.array([traces[i][7] for i in ids], pa.string()),
+                }
+            )
+            con.register("_rebuild_traces", tbl)
+            con.execute(UPSERT_TRACES.format(src="_rebuild_traces"))
+            con.unregister("_rebuild_traces")
+        if users:
+            u = pa.table({"trace_id": [a for a, _ in users], "username": [b for _, b in users]})
+            con.register("_rebuild_users", u)
+            con.execute("INSERT INTO trace_users SELECT * FROM _rebuild_users")
+            con.unregister("_rebuild_users")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

@@ -1,0 +1,173 @@
+"""The trail's DuckDB schema, format version, migrations and locked connections.
+
+The `events` table is the append-only, hash-chained log (source of truth). Every other table
+is derived from it and may be rebuilt (`rebuild_derived`), except `identities` (snapshots
+referenced by hash from the log) and `meta` (format version, trail id, writer high-water mark).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+
+FORMAT_VERSION = 1
+
+
+class TrailError(Exception):
+    """A trail that cannot be opened or used; the message is for the user."""
+
+
+class TrailLockedError(TrailError):
+    pass
+
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,
+    time TIMESTAMP NOT NULL,
+    trace_id VARCHAR,
+    kernel_id VARCHAR,
+    notebook VARCHAR,
+    msg_id VARCHAR,
+    identity_id VARCHAR,
+    event_id VARCHAR NOT NULL,
+    prev_hash BLOB USING COMPRESSION uncompressed NOT NULL,
+    hash BLOB USING COMPRESSION uncompressed NOT NULL,
+    leaf BLOB USING COMPRESSION uncompressed NOT NULL,
+    -- canonical bytes; left uncompressed: compressing them costs more than the insert itself
+    record BLOB USING COMPRESSION uncompressed NOT NULL
+)
+"""
+
+DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+    EVENTS_DDL,
+    """CREATE TABLE IF NOT EXISTS identities (
+        identity_id VARCHAR PRIMARY KEY,
+        snapshot VARCHAR NOT NULL,
+        username VARCHAR,
+        first_seq BIGINT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS traces (
+        trace_id VARCHAR PRIMARY KEY,
+        kernel_id VARCHAR,
+        notebook VARCHAR,
+        started_at TIMESTAMP,
+        last_at TIMESTAMP,
+        first_seq BIGINT,
+        last_seq BIGINT,
+        events BIGINT,
+        cells BIGINT,
+        operations BIGINT,
+        status VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS trace_users (
+        trace_id VARCHAR NOT NULL,
+        username VARCHAR NOT NULL,
+        PRIMARY KEY (trace_id, username)
+    )""",
+]
+
+DERIVED_TABLES = ("traces", "trace_users")
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+MIGRATIONS: dict[int, list[str]] = {}
+
+CONNECTION_CONFIG = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a trail file with extension auto-install disabled and the configuration locked."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise TrailError(f"no trail at {path}: file does not exist")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config=dict(CONNECTION_CONFIG))
+    except duckdb.IOException as e:
+        msg = str(e)
+        if "lock" in msg.lower():
+            raise TrailLockedError(
+                f"{path} is locked by another process (a running Jupyter server?). "
+                "Use --url URL --token TOKEN to ask the running server instead."
+            ) from None
+        raise TrailError(f"cannot open {path}: {msg}") from None
+    except duckdb.Error as e:
+        raise TrailError(f"{path} is not a DuckDB trail: {e}") from None
+
+
+def read_meta(con) -> dict[str, str]:
+    try:
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
+    except duckdb.CatalogException:
+        raise TrailError("not a jupyter-audit trail (no meta table)") from None
+
+
+def check_version(meta: dict[str, str]) -> int:
+    raw = meta.get("format_version")
+    if raw is None:
+        raise TrailError("not a jupyter-audit trail (no format version)")
+    try:
+        version = int(raw)
+    except ValueError:
+        raise TrailError(f"unknown trail format version {raw!r}") from None
+    if version > FORMAT_VERSION or version < 1:
+        raise TrailError(
+            f"unknown trail format version {version} (this jupyter-audit reads up to "
+            f"{FORMAT_VERSION}); upgrade jupyter-audit to read it"
+        )
+    return version
+
+
+def open_readable(path) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+    """Open an existing trail read-only and check it is one we understand."""
+    con = connect(path, read_only=True)
+    try:
+        meta = read_meta(con)
+        check_version(meta)
+    except BaseException:
+        con.close()
+        raise
+    return con, meta
+
+
+def initialise(con) -> dict[str, str]:
+    """Create or migrate the schema of a trail opened read-write; return its meta."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if tables and "meta" not in tables:
+        raise TrailError("file is a DuckDB database but not a jupyter-audit trail")
+    if not tables:
+        con.execute("BEGIN")
+        for stmt in DDL:
+            con.execute(stmt)
+        con.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [
+                ["format_version", str(FORMAT_VERSION)],
+                ["trail_id", str(uuid.uuid4())],
+                ["last_seq", "0"],
+                ["last_hash", bytes(32).hex()],
+                ["frontier", ""],
+            ],
+        )
+        con.execute("COMMIT")
+    meta = read_meta(con)
+    version = check_version(meta)
+    if version < FORMAT_VERSION:
+        con.execute("BEGIN")
+        for v in range(version, FORMAT_VERSION):
+            for stmt in MIGRATIONS.get(v, []):
+                con.execute(stmt)
+        con.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", [str(FORMAT_VERSION)])
+        con.execute("COMMIT")
+        meta = read_meta(con)
+    return meta

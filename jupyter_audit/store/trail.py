@@ -1,0 +1,64 @@
+"""One façade over an open trail for the REST API and the CLI's `--db` mode: verify,
+export with bundle, trace listings. It never writes (the Writer does)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import queries
+from .export import make_bundle, write_records
+from .verify import VerifyResult, verify_connection
+
+
+def latest_checkpoint(cur) -> dict | None:
+    row = cur.execute(
+        "SELECT record FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    return json.loads(row[0])["payload"]
+
+
+def verify(cur, meta: dict, checkpoint_files, trusted_keys=None, deep=False) -> VerifyResult:
+    # read the checkpoint files before the snapshot, so none can name a record it lacks
+    return verify_connection(
+        cur, meta, checkpoint_files=checkpoint_files, trusted_keys=trusted_keys, deep=deep
+    )
+
+
+def build_bundle(cur, **filters) -> dict:
+    """Every record matching `filters`, the newest signed checkpoint and inclusion proofs."""
+    where, params = queries.export_filter(**filters)
+    records = list(queries.iter_export(cur, where, params))
+    cp = latest_checkpoint(cur)
+    leaves: list[bytes] = []
+    if cp is not None and records:
+        leaves = [
+            bytes(r[0])
+            for r in cur.execute(
+                "SELECT leaf FROM events WHERE seq <= ? ORDER BY seq", [cp["tree_size"]]
+            ).fetchall()
+        ]
+    return make_bundle(records, cp, leaves)
+
+
+def write_export(bundle: dict, fmt: str, out: Path) -> dict:
+    """Write the bundle's records to `out` in `fmt` and the bundle beside it."""
+    from .export import bundle_path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_records(bundle["records"], fmt, out)
+    bpath = bundle_path(out)
+    tmp = bpath.with_name(bpath.name + ".tmp")
+    tmp.write_text(json.dumps(bundle, ensure_ascii=False, sort_keys=True), "utf-8")
+    tmp.replace(bpath)
+    cp = bundle.get("checkpoint")
+    return {
+        "records": len(bundle["records"]),
+        "output": str(out),
+        "bundle": str(bpath),
+        "checkpoint": None if cp is None else {k: cp[k] for k in ("seq", "merkle_root", "time")},
+        "uncovered": bundle["uncovered"],
+    }

@@ -1,0 +1,576 @@
+"""The Writer: the only code that appends to a trail (one per server).
+
+It validates and masks every event (`records.prepare`), assigns gap-free sequence numbers,
+computes canonical bytes, the hash chain and the Merkle frontier, and inserts batches
+column-wise in one transaction. A submission is acknowledged (its future resolved) only after
+that transaction commits; a failed commit acknowledges nothing and leaves the chain where it
+was. No code path here UPDATEs or DELETEs a log row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from hashlib import sha256
+from pathlib import Path
+
+import pyarrow as pa
+
+from ..identity import system_identity
+from .canonical import GENESIS_HASH, jcs
+from .merkle import MerkleFrontier
+from .records import Prepared, encode_record, prepare
+from .schema import TrailError, connect, initialise
+from .signing import SigningKey, public_b64
+
+log = logging.getLogger("jupyter_audit.writer")
+
+RECORD_VERSION = 1
+_STOP = object()
+_CHECKPOINT = object()
+_CELL_KINDS = {"cell.requested"}
+_ENDED = {"session.ended"}
+
+
+class TrailWriteError(TrailError):
+    """The trail could not store a batch; nothing in it was acknowledged."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    seq: int
+    hash: str
+    event_id: str
+
+
+def iso_time(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def checkpoint_message(body: dict) -> bytes:
+    """The bytes a checkpoint signature covers."""
+    return jcs(
+        {k: body[k] for k in ("seq", "hash", "merkle_root", "tree_size", "time", "trail_id")}
+    )
+
+
+def rotation_message(trail_id: str, new_public: str, new_key_id: str) -> bytes:
+    return jcs({"trail_id": trail_id, "new_public_key": new_public, "new_key_id": new_key_id})
+
+
+def append_checkpoint_line(path: Path, body: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = jcs(body) + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Writer:
+    def __init__(
+        self,
+        db_path: str | os.PathLike,
+        masker,
+        signing_key: SigningKey,
+        *,
+        checkpoint_every: int = 10_000,
+        checkpoint_interval: float = 60.0,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_mirror: str | os.PathLike | None = None,
+        max_field_bytes: int = 1 << 20,
+        max_batch: int = 5000,
+        batch_wait: float = 0.002,
+        verify_on_open: bool = True,
+        pubkey_path: str | os.PathLike | None = None,
+    ):
+        self.db_path = Path(db_path)
+        self.masker = masker
+        self.key = signing_key
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_path = (
+            Path(checkpoint_path) if checkpoint_path else default_checkpoint_path(self.db_path)
+        )
+        self.checkpoint_mirror = Path(checkpoint_mirror) if checkpoint_mirror else None
+        self.max_field_bytes = max_field_bytes
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait
+        self.verify_on_open = verify_on_open
+        self.pubkey_path = pubkey_path
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._con = None
+        self._known_identities: set[str] = set()
+        self._system_identity = system_identity()
+        self.integrity = None  # VerifyResult of the check run at open
+        self.trail_id = ""
+        self.seq = 0
+        self.last_hash = GENESIS_HASH
+        self.frontier = MerkleFrontier()
+        self._last_time_us = 0
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = time.monotonic()
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self):
+        """Open (creating if needed) the trail, verify it, and start the writer thread."""
+        from .verify import verify_connection
+
+        self._con = connect(self.db_path)
+        meta = initialise(self._con)
+        self.trail_id = meta["trail_id"]
+        self._restore_state(meta)
+        for (iid,) in self._con.execute("SELECT identity_id FROM identities").fetchall():
+            self._known_identities.add(iid)
+        if self.verify_on_open:
+            self.integrity = verify_connection(
+                self._con,
+                meta,
+                checkpoint_files=[self.checkpoint_path]
+                + ([self.checkpoint_mirror] if self.checkpoint_mirror else []),
+                trusted_keys=None,
+            )
+        self._thread = threading.Thread(target=self._run, name="jupyter-audit-writer", daemon=True)
+        self._thread.start()
+        if self.integrity is not None:
+            r = self.integrity
+            self.append(
+                {
+                    "kind": "trail.integrity",
+                    "identity": self._system_identity,
+                    "payload": {
+                        "ok": r.ok,
+                        "first_bad_seq": r.first_bad_seq,
+                        "problem": r.problem,
+                        "detail": r.detail,
+                        "events_checked": r.events,
+                    },
+                }
+            )
+            if not r.ok:
+                log.error(
+                    "audit trail %s is damaged: record #%s: %s",
+                    self.db_path,
+                    r.first_bad_seq,
+                    r.problem,
+                )
+        return self
+
+    def close(self, checkpoint: bool = True) -> None:
+        if self._closed or self._thread is None:
+            return
+        if checkpoint:
+            try:
+                self.checkpoint().result(timeout=60)
+            except Exception as e:  # noqa: BLE001 - closing must go on
+                log.warning("final checkpoint failed: %s", e)
+        self._queue.put((_STOP, None))
+        self._thread.join(timeout=60)
+        self._closed = True
+        try:
+            self._con.execute("CHECKPOINT")
+        except Exception:  # noqa: BLE001
+            pass
+        self._con.close()
+
+    def __enter__(self):
+        return self.open() if self._thread is None else self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _restore_state(self, meta: dict) -> None:
+        meta_seq = int(meta.get("last_seq", "0"))
+        row = self._con.execute(
+            "SELECT seq, hash, time FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        table_seq = row[0] if row else 0
+        if row:
+            self._last_time_us = int(row[2].replace(tzinfo=UTC).timestamp() * 1_000_000)
+        if meta_seq >= table_seq and meta.get("frontier") is not None:
+            # the high-water mark survives a truncated tail: continue after it, so the gap
+            # stays visible instead of being papered over by new records
+            self.seq = meta_seq
+            self.last_hash = bytes.fromhex(meta["last_hash"])
+            try:
+                self.frontier = MerkleFrontier.from_hex(meta_seq, meta["frontier"])
+                return
+            except ValueError:
+                log.warning("trail meta frontier unreadable; rebuilding from the log")
+        # meta older than the table (edited?): rebuild from the rows themselves
+        self.seq = table_seq
+        self.last_hash = bytes(row[1]) if row else GENESIS_HASH
+        self.frontier = MerkleFrontier()
+        for (leaf,) in self._con.execute("SELECT leaf FROM events ORDER BY seq").fetchall():
+            self.frontier.append(bytes(leaf))
+        self.seq = max(self.seq, self.frontier.size)
+
+    # ------------------------------------------------------------------ submitting
+    def prepare(self, event: dict) -> Prepared:
+        """Validate and mask an event now (raises EventValidationError)."""
+        return prepare(event, self.masker, self.max_field_bytes)
+
+    def submit(self, event: dict | Prepared) -> Future:
+        """Queue one event; the future resolves to an AppendResult after commit."""
+        if self._closed or self._thread is None:
+            raise TrailWriteError("the trail writer is not running")
+        p = event if isinstance(event, Prepared) else self.prepare(event)
+        fut: Future = Future()
+        self._queue.put((p, fut))
+        return fut
+
+    def submit_batch(self, events) -> Future:
+        """Queue several events (validated and masked now, all or none); the future resolves
+        to their AppendResults, in order, after the commit that holds the last of them."""
+        if self._closed or self._thread is None:
+            raise TrailWriteError("the trail writer is not running")
+        prepared = [e if isinstance(e, Prepared) else self.prepare(e) for e in events]
+        fut: Future = Future()
+        fut._batch = []
+        fut._size = len(prepared)
+        if not prepared:
+            fut.set_result([])
+            return fut
+        put = self._queue.put
+        for p in prepared:
+            put((p, fut))
+        return fut
+
+    def append(self, event: dict, timeout: float | None = 60) -> AppendResult:
+        return self.submit(event).result(timeout=timeout)
+
+    def append_many(self, events, timeout: float | None = 120) -> list[AppendResult]:
+        futs = [self.submit(e) for e in events]
+        return [f.result(timeout=timeout) for f in futs]
+
+    def checkpoint(self) -> Future:
+        """Ask for a signed checkpoint now; resolves to the checkpoint body (or None)."""
+        fut: Future = Future()
+        self._queue.put((_CHECKPOINT, fut))
+        return fut
+
+    def flush(self, timeout: float = 60) -> None:
+        """Wait until everything submitted before this call is committed."""
+        fut: Future = Future()
+        self._queue.put((None, fut))
+        fut.result(timeout=timeout)
+
+    def rotate_key(self, new_key: SigningKey) -> AppendResult:
+        """The old key signs a `key.rotated` event naming the new public key."""
+        new_pub = public_b64(new_key.public)
+        sig = self.key.sign(rotation_message(self.trail_id, new_pub, new_key.key_id))
+        payload = {
+            "old_key_id": self.key.key_id,
+            "new_key_id": new_key.key_id,
+            "new_public_key": new_pub,
+            "trail_id": self.trail_id,
+            "signature": sig,
+        }
+        res = self.submit(self._signed("key.rotated", payload)).result(timeout=60)
+        self.key = new_key
+        return res
+
+    def _signed(self, kind: str, payload: dict) -> Prepared:
+        """A system event whose payload is signed data: validated, then stored verbatim
+        (keys and signatures must not be masked into pseudonyms)."""
+        p = prepare(
+            {"kind": kind, "identity": self._system_identity, "payload": payload},
+            self.masker,
+            self.max_field_bytes,
+        )
+        p.set_payload(dict(payload))
+        return p
+
+    def cursor(self):
+        """A read connection to the trail for the calling thread."""
+        if self._con is None:
+            raise TrailError("trail is not open")
+        return self._con.cursor()
+
+    # ------------------------------------------------------------------ the thread
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            timeout = None
+            if self.checkpoint_interval:
+                elapsed = time.monotonic() - self._last_checkpoint_at
+                timeout = max(0.05, self.checkpoint_interval - elapsed)
+            try:
+                first = q.get(timeout=timeout)
+            except queue.Empty:
+                self._maybe_checkpoint(force_time=True)
+                continue
+            items = [first]
+            deadline = time.monotonic() + self.batch_wait
+            while len(items) < self.max_batch:
+                try:
+                    items.append(q.get_nowait())
+                except queue.Empty:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.0005)
+            events = []
+            stop = False
+            for obj, fut in items:
+                if obj is _STOP:
+                    stop = True
+                elif obj is _CHECKPOINT or obj is None:
+                    if events:
+                        self._commit(events)
+                        events = []
+                    if obj is _CHECKPOINT:
+                        try:
+                            fut.set_result(self._checkpoint())
+                        except Exception as e:  # noqa: BLE001
+                            fut.set_exception(e)
+                    else:
+                        fut.set_result(None)
+                else:
+                    events.append((obj, fut))
+            if events:
+                self._commit(events)
+            if stop:
+                return
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self, force_time: bool = False) -> None:
+        if not self._since_checkpoint:
+            return
+        due_count = self.checkpoint_every and self._since_checkpoint >= self.checkpoint_every
+        due_time = (
+            self.checkpoint_interval
+            and time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval
+        )
+        if due_count or due_time:
+            try:
+                self._checkpoint()
+            except Exception as e:  # noqa: BLE001 - retried at the next occasion
+                log.error("signed checkpoint failed: %s", e)
+
+    def _checkpoint(self) -> dict | None:
+        if self.seq == 0:
+            return None
+        body = {
+            "seq": self.seq,
+            "hash": self.last_hash.hex(),
+            "merkle_root": self.frontier.root().hex(),
+            "tree_size": self.frontier.size,
+            "time": iso_time(time.time_ns() // 1000),
+            "trail_id": self.trail_id,
+            "key_id": self.key.key_id,
+            "public_key": public_b64(self.key.public),
+        }
+        body["signature"] = self.key.sign(checkpoint_message(body))
+        for path in (self.checkpoint_path, self.checkpoint_mirror):
+            if path is not None:
+                try:
+                    append_checkpoint_line(path, body)
+                except OSError as e:
+                    log.error("cannot append checkpoint to %s: %s", path, e)
+        fut: Future = Future()
+        self._commit([(self._signed("checkpoint", body), fut)])
+        fut.result()
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = time.monotonic()
+        try:
+            self._con.execute("CHECKPOINT")  # keep the WAL small
+        except Exception as e:  # noqa: BLE001
+            log.warning("database checkpoint failed: %s", e)
+        return body
+
+    def _commit(self, items: list[tuple[Prepared, Future]]) -> None:
+        seq = self.seq
+        prev = self.last_hash
+        frontier = self.frontier.copy()
+        last_us = self._last_time_us
+        now_us = time.time_ns() // 1000
+        last_us = max(last_us, now_us)
+        time_iso = iso_time(last_us)
+        known = self._known_identities
+        new_ids: dict[str, tuple[str, str | None, int]] = {}
+        c_seq, c_kind, c_trace, c_kernel, c_nb, c_msg, c_ident, c_eid = ([] for _ in range(8))
+        c_prev, c_hash, c_leaf, c_rec = [], [], [], []
+        traces: dict[str, list] = {}
+        users: set[tuple[str, str]] = set()
+        results = []
+        for p, _fut in items:
+            seq += 1
+            ident = p.identity
+            iid = p.identity_id
+            if iid is not None and iid not in known and iid not in new_ids:
+                new_ids[iid] = (p.identity_json, ident["username"], seq)
+            canon = encode_record(p, seq, prev.hex(), time_iso, RECORD_VERSION)
+            h = sha256(prev + canon).digest()
+            leaf = sha256(b"\x00" + canon).digest()
+            frontier.append(leaf)
+            c_seq.append(seq)
+            c_kind.append(p.kind)
+            c_trace.append(p.trace_id)
+            c_kernel.append(p.kernel_id)
+            c_nb.append(p.notebook)
+            c_msg.append(p.msg_id)
+            c_ident.append(iid)
+            c_eid.append(p.event_id)
+            c_prev.append(prev)
+            c_hash.append(h)
+            c_leaf.append(leaf)
+            c_rec.append(canon)
+            results.append((seq, h, p.event_id))
+            prev = h
+            if p.trace_id is not None:
+                t = traces.get(p.trace_id)
+                if t is None:
+                    t = traces[p.trace_id] = [p.kernel_id, p.notebook, seq, seq, 0, 0, 0, None]
+                t[3] = seq
+                t[4] += 1
+                if p.kernel_id and not t[0]:
+                    t[0] = p.kernel_id
+                if p.notebook:
+                    t[1] = p.notebook
+                kind = p.kind
+                if kind in _CELL_KINDS or (kind == "cell.started" and "unattributed" in p.flags):
+                    t[5] += 1
+                elif kind.startswith("op."):
+                    t[6] += 1
+                if kind in _ENDED:
+                    t[7] = "ended"
+                elif kind == "session.started":
+                    t[7] = "running"
+                if ident is not None:
+                    users.add((p.trace_id, ident["username"]))
+        n = len(c_seq)
+        ts = pa.array([last_us] * n, pa.timestamp("us"))
+        events = pa.table(
+            {
+                "seq": pa.array(c_seq, pa.int64()),
+                "kind": pa.array(c_kind, pa.string()),
+                "time": ts,
+                "trace_id": pa.array(c_trace, pa.string()),
+                "kernel_id": pa.array(c_kernel, pa.string()),
+                "notebook": pa.array(c_nb, pa.string()),
+                "msg_id": pa.array(c_msg, pa.string()),
+                "identity_id": pa.array(c_ident, pa.string()),
+                "event_id": pa.array(c_eid, pa.string()),
+                "prev_hash": pa.array(c_prev, pa.binary()),
+                "hash": pa.array(c_hash, pa.binary()),
+                "leaf": pa.array(c_leaf, pa.binary()),
+                "record": pa.array(c_rec, pa.binary()),
+            }
+        )
+        con = self._con
+        try:
+            con.execute("BEGIN")
+            con.register("_batch_events", events)
+            con.execute("INSERT INTO events SELECT * FROM _batch_events")
+            if new_ids:
+                con.executemany(
+                    "INSERT INTO identities VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [[iid, snap, user, s] for iid, (snap, user, s) in new_ids.items()],
+                )
+            if traces:
+                self._upsert_traces(con, traces, users, last_us)
+            con.execute(
+                "UPDATE meta SET value = CASE key WHEN 'last_seq' THEN ? WHEN 'last_hash' THEN ? "
+                "ELSE ? END WHERE key IN ('last_seq', 'last_hash', 'frontier')",
+                [str(seq), prev.hex(), frontier.to_hex()],
+            )
+            con.execute("COMMIT")
+        except Exception as e:  # noqa: BLE001 - every failure must un-acknowledge the batch
+            try:
+                con.execute("ROLLBACK")
+            except Exception:  # noqa: BLE001
+                pass
+            err = TrailWriteError(f"trail write failed, {n} event(s) not stored: {e}")
+            log.error("%s", err)
+            for _p, fut in items:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        finally:
+            try:
+                con.unregister("_batch_events")
+            except Exception:  # noqa: BLE001
+                pass
+        self.seq = seq
+        self.last_hash = prev
+        self.frontier = frontier
+        self._last_time_us = last_us
+        self._since_checkpoint += n
+        known.update(new_ids)
+        # a batch future (submit_batch) resolves once the last of its events is committed
+        for (_p, fut), (rseq, rh, reid) in zip(items, results, strict=True):
+            res = AppendResult(rseq, rh.hex(), reid)
+            batch = getattr(fut, "_batch", None)
+            if batch is None:
+                if not fut.done():
+                    fut.set_result(res)
+            else:
+                batch.append(res)
+                if len(batch) == fut._size and not fut.done():
+                    fut.set_result(batch)
+
+    @staticmethod
+    def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:
+        ids = list(traces)
+        t = pa.table(
+            {
+                "trace_id": pa.array(ids, pa.string()),
+                "kernel_id": pa.array([traces[i][0] for i in ids], pa.string()),
+                "notebook": pa.array([traces[i][1] for i in ids], pa.string()),
+                "started_at": pa.array([last_us] * len(ids), pa.timestamp("us")),
+                "last_at": pa.array([last_us] * len(ids), pa.timestamp("us")),
+                "first_seq": pa.array([traces[i][2] for i in ids], pa.int64()),
+                "last_seq": pa.array([traces[i][3] for i in ids], pa.int64()),
+                "events": pa.array([traces[i][4] for i in ids], pa.int64()),
+                "cells": pa.array([traces[i][5] for i in ids], pa.int64()),
+                "operations": pa.array([traces[i][6] for i in ids], pa.int64()),
+                "status": pa.array([traces[i][7] for i in ids], pa.string()),
+            }
+        )
+        con.register("_batch_traces", t)
+        try:
+            con.execute(UPSERT_TRACES.format(src="_batch_traces"))
+        finally:
+            con.unregister("_batch_traces")
+        if users:
+            u = pa.table(
+                {
+                    "trace_id": pa.array([a for a, _ in users], pa.string()),
+                    "username": pa.array([b for _, b in users], pa.string()),
+                }
+            )
+            con.register("_batch_users", u)
+            try:
+                con.execute(
+                    "INSERT INTO trace_users SELECT * FROM _batch_users ON CONFLICT DO NOTHING"
+                )
+            finally:
+                con.unregister("_batch_users")
+
+
+UPSERT_TRACES = """
+INSERT INTO traces SELECT * FROM {src}
+ON CONFLICT (trace_id) DO UPDATE SET
+    kernel_id = COALESCE(traces.kernel_id, excluded.kernel_id),
+    notebook = COALESCE(excluded.notebook, traces.notebook),
+    last_at = excluded.last_at,
+    last_seq = excluded.last_seq,
+    events = traces.events + excluded.events,
+    cells = traces.cells + excluded.cells,
+    operations = traces.operations + excluded.operations,
+    status = COALESCE(excluded.status, traces.status)
+"""
+
+
+def default_checkpoint_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".checkpoints")

@@ -1,0 +1,88 @@
+/**
+ * Pure helpers that turn trail records into short display strings. They
+ * return plain text only; callers render it through React, which escapes it.
+ */
+import type { ITraceEvent } from './tokens';
+
+/** Longest one-line summary kept; the full text stays in the row's tooltip. */
+const MAX_SUMMARY = 240;
+
+/** Collapse all whitespace (newlines included) into single spaces. */
+export function oneLine(text: string): string {
+  return text.replace(/\s+/g, ' ').trim();
+}
+
+function truncate(text: string, max = MAX_SUMMARY): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function str(value: unknown): string | null {
+  if (typeof value === 'string') {
+    return value;
+  }
+  if (typeof value === 'number' || typeof value === 'boolean') {
+    return String(value);
+  }
+  return null;
+}
+
+/** The first non-blank line of a cell's source. */
+export function firstLine(code: string): string {
+  const line = code.split(/\r?\n/).find(l => l.trim().length > 0);
+  return (line ?? '').trim();
+}
+
+/**
+ * A one-line summary of an event's payload: a cell's first line of code, a
+ * query's statement, `METHOD url → status` for HTTP, a shell command; the
+ * kind itself for anything else (or when the expected field is missing, for
+ * example because masking withheld it).
+ */
+export function summarizeEvent(
+  event: Pick<ITraceEvent, 'kind' | 'payload'>
+): string {
+  const payload = event.payload ?? {};
+  const kind = event.kind;
+  let summary: string | null = null;
+
+  if (kind.startsWith('cell.')) {
+    const code = str(payload.code);
+    summary = code !== null ? firstLine(code) : null;
+  } else if (kind === 'op.sql') {
+    summary = str(payload.statement);
+  } else if (kind === 'op.http') {
+    const method = str(payload.method);
+    const url = str(payload.url);
+    if (method !== null || url !== null) {
+      const status = str(payload.status);
+      summary = [method, url].filter(part => part !== null).join(' ');
+      summary += ` → ${status ?? '?'}`;
+    }
+  } else if (kind === 'op.shell') {
+    summary = str(payload.command);
+  }
+
+  summary = summary === null ? '' : oneLine(summary);
+  return truncate(summary.length > 0 ? summary : kind);
+}
+
+/** A timestamp from the server (ISO 8601) in the user's locale and time zone. */
+export function formatTime(iso: string | null | undefined): string {
+  if (!iso) {
+    return '';
+  }
+  const date = new Date(iso);
+  return isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+/** Newest first by start time; unparsable times sort last. */
+export function newestFirst<T extends { started_at: string }>(items: T[]): T[] {
+  const time = (item: T): number => {
+    const t = Date.parse(item.started_at);
+    return isNaN(t) ? -Infinity : t;
+  };
+  return [...items].sort((a, b) => {
+    const delta = time(b) - time(a);
+    return isNaN(delta) ? 0 : delta;
+  });
+}

@@ -1,0 +1,109 @@
+/**
+ * The "Audit trail" sidebar panel: a header, a toolbar with a refresh button,
+ * and the React view. Reloads on its own while it is visible.
+ */
+import type { ITranslator } from '@jupyterlab/translation';
+import { nullTranslator } from '@jupyterlab/translation';
+import {
+  SidePanel,
+  ToolbarButton,
+  refreshIcon
+} from '@jupyterlab/ui-components';
+import { Poll } from '@lumino/polling';
+import type { Message } from '@lumino/messaging';
+import { Panel, Widget } from '@lumino/widgets';
+
+import { auditTrailIcon } from './icons';
+import { AuditTrailModel } from './model';
+import { AuditTrailView } from './view';
+
+/** Id of the panel in the shell. */
+export const PANEL_ID = 'jupyter-audit:panel';
+
+/** Default seconds between automatic refreshes. */
+export const DEFAULT_REFRESH_INTERVAL = 10;
+
+export class AuditTrailPanel extends SidePanel {
+  constructor(options: AuditTrailPanel.IOptions) {
+    const translator = options.translator ?? nullTranslator;
+    super({ content: new Panel(), translator });
+    const trans = translator.load('jupyter-audit');
+    this.id = PANEL_ID;
+    this.addClass('jp-AuditTrail-panel');
+    this.title.icon = auditTrailIcon;
+    this.title.caption = trans.__('Audit trail');
+
+    this.model = options.model;
+
+    const heading = new Widget({ node: document.createElement('h2') });
+    heading.node.textContent = trans.__('Audit trail');
+    heading.addClass('jp-AuditTrail-title');
+    this.header.addWidget(heading);
+
+    this.toolbar.addItem(
+      'refresh',
+      new ToolbarButton({
+        icon: refreshIcon,
+        className: 'jp-AuditTrail-refresh',
+        tooltip: trans.__('Refresh the audit trail'),
+        onClick: () => void this.model.refresh()
+      })
+    );
+
+    this.addWidget(new AuditTrailView(this.model, trans));
+
+    this._poll = new Poll({
+      factory: () => this.model.refresh(),
+      frequency: {
+        interval: toMilliseconds(
+          options.refreshInterval ?? DEFAULT_REFRESH_INTERVAL
+        ),
+        backoff: false
+      },
+      // Poll only while the panel is expanded and the browser tab is shown.
+      standby: () => !this.isVisible || 'when-hidden',
+      name: 'jupyter-audit:panel'
+    });
+  }
+
+  /** The panel's state. */
+  readonly model: AuditTrailModel;
+
+  /** Seconds between automatic refreshes while visible; 0 turns them off. */
+  set refreshInterval(seconds: number) {
+    this._poll.frequency = {
+      ...this._poll.frequency,
+      interval: toMilliseconds(seconds)
+    };
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    this.model.dispose();
+    super.dispose();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    // Show fresh data as soon as the panel is opened.
+    void this._poll.refresh();
+  }
+
+  private _poll: Poll;
+}
+
+function toMilliseconds(seconds: number): number {
+  return seconds > 0 ? seconds * 1000 : Poll.NEVER;
+}
+
+export namespace AuditTrailPanel {
+  export interface IOptions {
+    model: AuditTrailModel;
+    translator?: ITranslator;
+    /** Seconds between automatic refreshes while visible; 0 turns them off. */
+    refreshInterval?: number;
+  }
+}

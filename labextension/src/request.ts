@@ -1,0 +1,103 @@
+/**
+ * The one way the panel talks to the jupyter-audit server extension. Failures
+ * become an `AuditAPIError` that carries the server's own message, so the UI
+ * can show it without ever showing a stack trace or an HTML error page.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** The REST namespace of the server extension. */
+export const API_NAMESPACE = 'jupyter-audit/api';
+
+/** A failed call to the audit API. */
+export class AuditAPIError extends Error {
+  /**
+   * @param status HTTP status, 0 when the server could not be reached
+   * @param message Human readable message, the server's when it sent one
+   * @param code Machine readable error code from the server, if any
+   */
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code: string | null = null
+  ) {
+    super(message);
+    this.name = 'AuditAPIError';
+  }
+
+  /** The server refused to show this to the signed-in user. */
+  get isForbidden(): boolean {
+    return this.status === 401 || this.status === 403;
+  }
+}
+
+/**
+ * Call the audit REST API and return its JSON body.
+ *
+ * @param endPoint Path below `/jupyter-audit/api/`, query string included
+ * @param init Initial values for the request
+ * @param serverSettings Server connection settings (the app's by default)
+ * @returns The response body parsed as JSON
+ * @throws AuditAPIError on network failure, non-2xx status or non-JSON body
+ */
+export async function requestAPI<T>(
+  endPoint: string,
+  init: RequestInit = {},
+  serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<T> {
+  const url = URLExt.join(serverSettings.baseUrl, API_NAMESPACE, endPoint);
+
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, serverSettings);
+  } catch {
+    throw new AuditAPIError(0, 'Cannot reach the Jupyter server.', 'network');
+  }
+
+  const text = await response.text();
+  let body: unknown = undefined;
+  if (text.length > 0) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+  }
+
+  if (!response.ok) {
+    throw errorFromResponse(response, body);
+  }
+  if (body === undefined) {
+    throw new AuditAPIError(
+      response.status,
+      'The server sent a response that is not JSON.',
+      'bad_response'
+    );
+  }
+  return body as T;
+}
+
+/**
+ * Build the error for a non-2xx response: the JSON `{code, message}` our
+ * handlers send, else jupyter_server's `{message, reason}`, else the status
+ * text. A traceback the server may add is deliberately dropped.
+ */
+function errorFromResponse(response: Response, body: unknown): AuditAPIError {
+  let message = '';
+  let code: string | null = null;
+  if (body !== null && typeof body === 'object') {
+    const data = body as { [key: string]: unknown };
+    if (typeof data.message === 'string') {
+      message = data.message;
+    } else if (typeof data.reason === 'string') {
+      message = data.reason;
+    }
+    if (typeof data.code === 'string' || typeof data.code === 'number') {
+      code = String(data.code);
+    }
+  }
+  if (!message) {
+    message = response.statusText || `HTTP ${response.status}`;
+  }
+  return new AuditAPIError(response.status, message, code);
+}

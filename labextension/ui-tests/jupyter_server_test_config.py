@@ -1,0 +1,35 @@
+"""Jupyter server configuration for the jupyter-audit Galata tests.
+
+JupyterLab with Galata's test settings (no token, no XSRF check: test use only),
+the jupyter-audit server extension enabled, and a throwaway trail seeded with
+demo traces before the server starts. Never use this configuration in production.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+from jupyterlab.galata import configure_jupyter_server
+
+from jupyter_audit.demo import seed_demo_trail
+
+c = get_config()  # noqa: F821
+
+configure_jupyter_server(c)
+
+# The tests run as root here; Chromium is the Debian one (see playwright.config.js).
+c.ServerApp.allow_root = True
+# One variable sets the port here and in playwright.config.js.
+c.ServerApp.port = int(os.environ.get("JUPYTER_AUDIT_UI_PORT", "8888"))
+c.ServerApp.jpserver_extensions.update({"jupyter_audit": True})
+# No calls to the internet from the test server.
+c.LabApp.news_url = None
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+
+# A fresh trail per run, seeded before the server (the trail's only writer) opens it.
+_trail_dir = tempfile.mkdtemp(prefix="jupyter-audit-ui-")
+atexit.register(shutil.rmtree, _trail_dir, ignore_errors=True)
+_db_path = os.path.join(_trail_dir, "trail.duckdb")
+seed_demo_trail(_db_path)
+c.AuditApp.db_path = _db_path

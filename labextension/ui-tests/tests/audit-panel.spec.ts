@@ -1,0 +1,417 @@
+/**
+ * The "Audit trail" panel in a real JupyterLab and Chromium, against the real
+ * jupyter-audit server on a demo trail (see jupyter_server_test_config.py).
+ * Expected values are read from the REST API, so the tests follow the demo
+ * data rather than hard-coding it.
+ */
+import { expect, test } from '@jupyterlab/galata';
+import type { Locator, Page } from '@playwright/test';
+import * as fs from 'fs';
+import * as path from 'path';
+
+const PANEL_ID = 'jupyter-audit:panel';
+const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
+const DOCS_DIR = path.resolve(__dirname, '..', '..', '..', 'docs');
+
+interface IMe {
+  username: string;
+  display_name: string;
+  identity: { username: string; auth_method?: string | null } | null;
+  roles: string[];
+  trail: { integrity: { ok: boolean } };
+}
+
+interface ITrace {
+  trace_id: string;
+  notebook: string | null;
+  started_at: string;
+  events: number;
+  cells: number;
+  operations: number;
+  users: string[];
+  status: string;
+}
+
+interface IEvent {
+  seq: number;
+  kind: string;
+  identity: { username: string } | null;
+  payload: Record<string, unknown> | null;
+}
+
+async function api<T>(page: Page, endPoint: string): Promise<T> {
+  const response = await page.request.get(`/jupyter-audit/api/${endPoint}`);
+  expect(response.status(), `GET ${endPoint}`).toBe(200);
+  return (await response.json()) as T;
+}
+
+async function apiTraces(page: Page): Promise<ITrace[]> {
+  const { traces } = await api<{ traces: ITrace[] }>(page, 'traces?limit=50');
+  return [...traces].sort(
+    (a, b) => Date.parse(b.started_at) - Date.parse(a.started_at)
+  );
+}
+
+async function apiEvents(page: Page, traceId: string): Promise<IEvent[]> {
+  const { events } = await api<{ events: IEvent[] }>(
+    page,
+    `traces/${encodeURIComponent(traceId)}`
+  );
+  return [...events].sort((a, b) => a.seq - b.seq);
+}
+
+/**
+ * The summary line the panel must show for an event, written out again here
+ * from the specification rather than imported from the extension.
+ */
+function expectedSummary(event: IEvent): string {
+  const p = event.payload ?? {};
+  const text = (v: unknown): string | null =>
+    typeof v === 'string' || typeof v === 'number' ? String(v) : null;
+  let summary: string | null = null;
+  if (event.kind.startsWith('cell.')) {
+    const code = text(p.code);
+    summary =
+      code === null
+        ? null
+        : (code.split(/\r?\n/).find(l => l.trim() !== '') ?? '').trim();
+  } else if (event.kind === 'op.sql') {
+    summary = text(p.statement);
+  } else if (event.kind === 'op.http') {
+    if (p.method !== undefined || p.url !== undefined) {
+      summary = `${text(p.method) ?? ''} ${text(p.url) ?? ''}`.trim();
+      summary += ` → ${text(p.status) ?? '?'}`;
+    }
+  } else if (event.kind === 'op.shell') {
+    summary = text(p.command);
+  }
+  summary = (summary ?? '').replace(/\s+/g, ' ').trim();
+  if (summary === '') {
+    summary = event.kind;
+  }
+  return summary.length > 240 ? `${summary.slice(0, 239)}…` : summary;
+}
+
+function panelLocator(page: Page): Locator {
+  return page.locator('.jp-AuditTrail-panel');
+}
+
+function traceButton(panel: Locator, traceId: string): Locator {
+  return panel.locator(
+    `.jp-AuditTrail-trace[data-trace-id=${JSON.stringify(traceId)}]`
+  );
+}
+
+async function openPanel(page: Page): Promise<Locator> {
+  const tab = page.sidebar.getTabLocator(PANEL_ID);
+  await expect(tab).toBeVisible();
+  await tab.click();
+  const panel = panelLocator(page);
+  await expect(panel).toBeVisible();
+  await expect(panel.locator('.jp-AuditTrail-trace').first()).toBeVisible();
+  return panel;
+}
+
+async function checkTimeline(
+  page: Page,
+  panel: Locator,
+  traceId: string
+): Promise<IEvent[]> {
+  const events = await apiEvents(page, traceId);
+  const rows = panel.locator('.jp-AuditTrail-event');
+  await expect(rows).toHaveCount(events.length);
+  for (const [i, event] of events.entries()) {
+    const row = rows.nth(i);
+    await expect(row.locator('.jp-AuditTrail-seq')).toHaveText(`#${event.seq}`);
+    await expect(row.locator('.jp-AuditTrail-kind')).toHaveText(event.kind);
+    await expect(row.locator('.jp-AuditTrail-who')).toHaveText(
+      event.identity?.username ?? '(no identity)'
+    );
+    await expect(row.locator('.jp-AuditTrail-time')).not.toBeEmpty();
+    await expect(row.locator('.jp-AuditTrail-summary')).toHaveText(
+      expectedSummary(event)
+    );
+  }
+  return events;
+}
+
+// Galata mocks every URL matching /api/me by default (its `mockUser`), which
+// would also swallow our /jupyter-audit/api/me: talk to the real server.
+test.use({ mockUser: false });
+
+// Any alert()/confirm()/prompt() would mean trail data ran as code.
+let dialogs: string[] = [];
+
+test.beforeEach(async ({ page }) => {
+  dialogs = [];
+  page.on('dialog', async dialog => {
+    dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    await dialog.dismiss();
+  });
+});
+
+test.afterEach(() => {
+  expect(dialogs, 'no dialog may open').toEqual([]);
+});
+
+test.describe('Audit trail panel', () => {
+  test('opens from the sidebar icon and shows the user and the traces', async ({
+    page
+  }) => {
+    const tab = page.sidebar.getTabLocator(PANEL_ID);
+    await expect(tab.locator('svg')).toHaveCount(1);
+    await expect(tab).toHaveAttribute('title', 'Audit trail');
+
+    const panel = await openPanel(page);
+    expect(await page.sidebar.isTabOpen(PANEL_ID)).toBe(true);
+    await expect(panel.locator('.jp-AuditTrail-title')).toHaveText(
+      'Audit trail'
+    );
+
+    const me = await api<IMe>(page, 'me');
+    await expect(panel.locator('.jp-AuditTrail-userName')).toHaveText(
+      me.display_name || me.username
+    );
+    if (me.identity?.auth_method) {
+      await expect(panel.locator('.jp-AuditTrail-authMethod')).toHaveText(
+        `via ${me.identity.auth_method}`
+      );
+    }
+    await expect(panel.locator('.jp-AuditTrail-role')).toHaveText(me.roles);
+    await expect(panel.locator('.jp-AuditTrail-integrityAlert')).toHaveCount(
+      me.trail.integrity.ok ? 0 : 1
+    );
+
+    const traces = await apiTraces(page);
+    expect(traces.length).toBeGreaterThan(0);
+    const items = panel.locator('.jp-AuditTrail-trace');
+    await expect(items).toHaveCount(traces.length);
+    for (const [i, trace] of traces.entries()) {
+      const item = items.nth(i); // newest first
+      await expect(item).toHaveAttribute('data-trace-id', trace.trace_id);
+      await expect(item.locator('.jp-AuditTrail-notebook')).toHaveText(
+        trace.notebook ?? '(no notebook)'
+      );
+      await expect(item.locator('.jp-AuditTrail-traceUsers')).toHaveText(
+        trace.users.join(', ')
+      );
+      await expect(item.locator('.jp-AuditTrail-status')).toHaveText(
+        trace.status
+      );
+      await expect(item.locator('.jp-AuditTrail-started')).not.toBeEmpty();
+      await expect(item.locator('.jp-AuditTrail-counts')).toContainText(
+        `${trace.events} event`
+      );
+    }
+    // The demo trail has a trace run by more than one identity.
+    expect(traces.some(trace => trace.users.length > 1)).toBe(true);
+
+    await page.sidebar.setWidth(420);
+    fs.mkdirSync(DOCS_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(DOCS_DIR, 'panel-traces.png') });
+  });
+
+  test('the command palette opens the panel', async ({ page }) => {
+    await page.keyboard.press('Control+Shift+C');
+    const input = page.locator('.lm-CommandPalette-input');
+    await expect(input).toBeVisible();
+    await input.fill('Open audit trail');
+    const item = page.locator('.lm-CommandPalette-item', {
+      hasText: 'Open audit trail'
+    });
+    await expect(item).toBeVisible();
+    await item.click();
+    await expect(panelLocator(page)).toBeVisible();
+    expect(await page.sidebar.isTabOpen(PANEL_ID)).toBe(true);
+  });
+
+  test('clicking a trace shows its timeline, back returns to the list', async ({
+    page
+  }) => {
+    const panel = await openPanel(page);
+    const traces = await apiTraces(page);
+
+    // Every trace's timeline, and every kind of summary the demo data has.
+    const seenKinds = new Set<string>();
+    for (const trace of traces) {
+      await traceButton(panel, trace.trace_id).click();
+      await expect(panel.locator('.jp-AuditTrail-traceList')).toHaveCount(0);
+      await expect(
+        panel.locator('.jp-AuditTrail-traceInfo .jp-AuditTrail-notebook')
+      ).toHaveText(trace.notebook ?? '(no notebook)');
+      const events = await checkTimeline(page, panel, trace.trace_id);
+      events.forEach(event => seenKinds.add(event.kind));
+
+      await panel.locator('.jp-AuditTrail-back').click();
+      await expect(panel.locator('.jp-AuditTrail-timeline')).toHaveCount(0);
+      await expect(panel.locator('.jp-AuditTrail-trace')).toHaveCount(
+        traces.length
+      );
+    }
+    for (const kind of ['op.sql', 'op.http', 'op.shell']) {
+      expect(seenKinds, `the demo trail has ${kind} events`).toContain(kind);
+    }
+    expect([...seenKinds].some(kind => kind.startsWith('cell.'))).toBe(true);
+
+    // The richest trace for the documentation.
+    const richest = [...traces].sort((a, b) => b.operations - a.operations)[0];
+    await traceButton(panel, richest.trace_id).click();
+    await checkTimeline(page, panel, richest.trace_id);
+    await page.sidebar.setWidth(420);
+    fs.mkdirSync(DOCS_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(DOCS_DIR, 'panel-timeline.png') });
+  });
+
+  test('a notebook name with HTML renders as literal text', async ({
+    page
+  }) => {
+    const traces = await apiTraces(page);
+    const hostile = traces.find(trace => trace.notebook === XSS_NOTEBOOK);
+    expect(
+      hostile,
+      `the demo trail has a trace named ${XSS_NOTEBOOK}`
+    ).toBeDefined();
+
+    const panel = await openPanel(page);
+    const item = traceButton(panel, hostile!.trace_id);
+    await expect(item.locator('.jp-AuditTrail-notebook')).toHaveText(
+      XSS_NOTEBOOK
+    );
+    await expect(panel.getByText(XSS_NOTEBOOK, { exact: true })).toHaveCount(1);
+    // The markup stayed text: no element was created from it.
+    await expect(panel.locator('img')).toHaveCount(0);
+    expect(
+      await page.evaluate(
+        () => document.querySelectorAll('img[src="x"]').length
+      )
+    ).toBe(0);
+
+    await item.click();
+    await expect(
+      panel.locator('.jp-AuditTrail-traceInfo .jp-AuditTrail-notebook')
+    ).toHaveText(XSS_NOTEBOOK);
+    await checkTimeline(page, panel, hostile!.trace_id);
+    await expect(panel.locator('img')).toHaveCount(0);
+
+    // Give a would-be onerror handler time to fire; afterEach checks dialogs.
+    await page.waitForTimeout(500);
+  });
+
+  test('server errors show the server message, never a stack trace', async ({
+    page
+  }) => {
+    // The real server answers unless a step below asks for a failure.
+    let tracesFailure: { status: number; body: unknown } | null = {
+      status: 403,
+      body: { code: 'forbidden', message: 'reviewers only' }
+    };
+    let brokenIntegrity = false;
+    await page.route('**/jupyter-audit/api/traces?*', async route => {
+      if (tracesFailure) {
+        await route.fulfill({
+          status: tracesFailure.status,
+          contentType: 'application/json',
+          body: JSON.stringify(tracesFailure.body)
+        });
+      } else {
+        await route.continue();
+      }
+    });
+    await page.route('**/jupyter-audit/api/me?*', async route => {
+      if (!brokenIntegrity) {
+        return route.continue();
+      }
+      const response = await route.fetch();
+      const me = await response.json();
+      me.trail.integrity = {
+        ok: false,
+        first_bad_seq: 7,
+        problem: 'hash mismatch <b>edited</b>',
+        checked_at: new Date().toISOString()
+      };
+      await route.fulfill({ response, json: me });
+    });
+    const refresh = async (): Promise<void> => {
+      const answered = page.waitForResponse(r =>
+        r.url().includes('/jupyter-audit/api/traces?')
+      );
+      await panel.locator('.jp-AuditTrail-refresh').first().click();
+      await answered;
+    };
+
+    await page.sidebar.getTabLocator(PANEL_ID).click();
+    const panel = panelLocator(page);
+    const error = panel.locator('.jp-AuditTrail-error');
+    await expect(error).toHaveText(
+      'You are not allowed to see this (reviewers only)'
+    );
+
+    tracesFailure = {
+      status: 500,
+      body: {
+        message: 'the trail is locked by another process',
+        traceback: 'Traceback (most recent call last):\n  File "x.py"'
+      }
+    };
+    await refresh();
+    await expect(error).toHaveText('the trail is locked by another process');
+    await expect(panel).not.toContainText('Traceback');
+
+    // Not even an HTML error page leaks through: only the status text.
+    tracesFailure = { status: 502, body: '<html><h1>Bad gateway</h1></html>' };
+    await refresh();
+    await expect(error).not.toContainText('<');
+    await expect(panel.locator('h1')).toHaveCount(0);
+
+    // A failed integrity check is impossible to miss.
+    tracesFailure = null;
+    brokenIntegrity = true;
+    await refresh();
+    const alert = panel.locator('.jp-AuditTrail-integrityAlert');
+    await expect(alert).toHaveText(
+      'Trail integrity check failed at record #7: hash mismatch <b>edited</b>'
+    );
+    await expect(panel.locator('b')).toHaveCount(0);
+    const background = await alert.evaluate(
+      element => getComputedStyle(element).backgroundColor
+    );
+    const [red, green, blue] = (background.match(/\d+/g) ?? []).map(Number);
+    expect(red, `red banner, got ${background}`).toBeGreaterThan(150);
+    expect(green).toBeLessThan(120);
+    expect(blue).toBeLessThan(120);
+    // The list recovered once the server answered again.
+    await expect(error).toHaveCount(0);
+    await expect(panel.locator('.jp-AuditTrail-trace').first()).toBeVisible();
+  });
+
+  test('refreshes on demand and every 10 s while visible', async ({ page }) => {
+    const panel = await openPanel(page);
+
+    const onClick = page.waitForRequest(r =>
+      r.url().includes('/jupyter-audit/api/traces?')
+    );
+    await panel.locator('.jp-AuditTrail-refresh').first().click();
+    await onClick;
+
+    const started = Date.now();
+    await page.waitForRequest(
+      r => r.url().includes('/jupyter-audit/api/traces?'),
+      { timeout: 15000 }
+    );
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThan(8000);
+
+    // Collapsed: no more polling.
+    await page.sidebar.close('left');
+    let polled = false;
+    const listener = (r: { url(): string }) => {
+      if (r.url().includes('/jupyter-audit/api/traces?')) {
+        polled = true;
+      }
+    };
+    page.on('request', listener);
+    await page.waitForTimeout(12000);
+    page.off('request', listener);
+    expect(polled).toBe(false);
+  });
+});

@@ -1,0 +1,286 @@
+"""The tamper suite: real trail files altered with duckdb itself; `jupyter audit verify` must
+exit 1 and name the first damaged record and the kind of damage (exit 2 for unusable input)."""
+
+import json
+import shutil
+
+import duckdb
+import pytest
+from conftest import BOB, run_cli, sql_event
+
+from jupyter_audit.cli import main as cli_main
+
+N = 300
+
+
+@pytest.fixture(scope="module")
+def base_trail(tmp_path_factory):
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    d = tmp_path_factory.mktemp("base")
+    masker = MaskingEngine(load_or_create_key(d / "masking.key"))
+    key = SigningKey.load_or_create(d / "signing-key.pem")
+    with Writer(d / "trail.duckdb", masker, key, checkpoint_every=100) as w:
+        w.append_many([sql_event(i, who=BOB if i % 10 == 0 else None) for i in range(N)])
+    return d
+
+
+@pytest.fixture
+def trail(base_trail, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(base_trail, d)
+    return d
+
+
+def verify(trail, *extra):
+    code = cli_main(["verify", "--db", str(trail / "trail.duckdb"), "--json", *extra])
+    return code
+
+
+def verify_json(trail, capsys, *extra):
+    capsys.readouterr()
+    code = verify(trail, *extra)
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def sql(trail, *statements):
+    con = duckdb.connect(str(trail / "trail.duckdb"))
+    for s in statements:
+        con.execute(s)
+    con.close()
+
+
+def test_intact_trail_verifies(trail, capsys):
+    code, r = verify_json(trail, capsys, "--pubkey", str(trail / "signing-key.pem.pub"))
+    assert code == 0, r
+    assert r["ok"] and r["first_bad_seq"] is None
+    assert r["checkpoint"]["seq"] >= N
+    assert r["key_source"] == "pinned"
+
+
+def test_changed_payload_byte(trail, capsys):
+    sql(
+        trail,
+        "UPDATE events SET record = encode(replace(decode(record), 'id = 50\"', 'id = 51\"')) "
+        "WHERE seq = 52",
+    )
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["first_bad_seq"] == 52
+    assert r["problem"] == "record changed"
+
+
+def test_changed_identity_snapshot(trail, capsys):
+    con = duckdb.connect(str(trail / "trail.duckdb"))
+    first = con.execute(
+        "SELECT min(e.seq) FROM events e JOIN identities i USING (identity_id) "
+        "WHERE i.username = 'bob'"
+    ).fetchone()[0]
+    con.execute("UPDATE identities SET snapshot = replace(snapshot, '\"bob\"', '\"eve\"')")
+    con.close()
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["problem"] == "identity snapshot changed"
+    assert r["first_bad_seq"] == first
+
+
+def test_deleted_row(trail, capsys):
+    sql(trail, "DELETE FROM events WHERE seq = 77")
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert (r["first_bad_seq"], r["problem"]) == (77, "record missing")
+
+
+def test_swapped_rows(trail, capsys):
+    cols = "kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
+    cols += "prev_hash, hash, leaf, record"
+    sql(
+        trail,
+        f"CREATE TEMP TABLE a AS SELECT {cols} FROM events WHERE seq = 120",
+        f"CREATE TEMP TABLE b AS SELECT {cols} FROM events WHERE seq = 130",
+        "UPDATE events SET "
+        + ", ".join(f"{c} = (SELECT {c} FROM b)" for c in cols.split(", "))
+        + " WHERE seq = 120",
+        "UPDATE events SET "
+        + ", ".join(f"{c} = (SELECT {c} FROM a)" for c in cols.split(", "))
+        + " WHERE seq = 130",
+    )
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert (r["first_bad_seq"], r["problem"]) == (120, "records reordered")
+
+
+def test_swapped_record_bytes_only(trail, capsys):
+    sql(
+        trail,
+        "CREATE TEMP TABLE a AS SELECT record FROM events WHERE seq = 10",
+        "UPDATE events SET record = (SELECT record FROM events WHERE seq = 11) WHERE seq = 10",
+        "UPDATE events SET record = (SELECT record FROM a) WHERE seq = 11",
+    )
+    code, r = verify_json(trail, capsys)
+    assert (code, r["first_bad_seq"], r["problem"]) == (1, 10, "records reordered")
+
+
+def test_truncated_tail_with_checkpoint_file(trail, capsys):
+    # a tamperer who also repairs the writer's high-water mark: the signed file still tells
+    sql(
+        trail,
+        "DELETE FROM events WHERE seq > 250",
+        "UPDATE meta SET value = '250' WHERE key = 'last_seq'",
+    )
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["problem"] == "tail truncated below a signed checkpoint"
+    assert r["first_bad_seq"] == 251
+
+
+def test_truncated_tail_without_checkpoint_file(trail, capsys):
+    sql(trail, "DELETE FROM events WHERE seq > 250")
+    (trail / "trail.duckdb.checkpoints").unlink()
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["problem"] == "tail truncated below a signed checkpoint"
+    assert r["first_bad_seq"] == 251
+    assert any("checkpoint file missing" in w for w in r["warnings"])
+
+
+def test_truncated_tail_caught_by_checkpoint_copy(trail, capsys, tmp_path):
+    copy = tmp_path / "offsite.checkpoints"
+    shutil.copy(trail / "trail.duckdb.checkpoints", copy)
+    sql(
+        trail,
+        "DELETE FROM events WHERE seq > 250",
+        "UPDATE meta SET value = '250' WHERE key = 'last_seq'",
+    )
+    (trail / "trail.duckdb.checkpoints").unlink()
+    code, r = verify_json(trail, capsys, "--checkpoints", str(copy))
+    assert (code, r["first_bad_seq"]) == (1, 251)
+    assert r["problem"] == "tail truncated below a signed checkpoint"
+
+
+def _rewrite_checkpoints(trail, change):
+    path = trail / "trail.duckdb.checkpoints"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    change(lines)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def test_altered_checkpoint(trail, capsys):
+    def change(lines):
+        lines[0]["hash"] = "00" * 32
+
+    _rewrite_checkpoints(trail, change)
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["problem"] == "checkpoint signature invalid"
+
+
+def test_forged_checkpoint_with_other_key(trail, capsys):
+    from jupyter_audit.store.signing import SigningKey, public_b64
+    from jupyter_audit.store.writer import checkpoint_message
+
+    mallory = SigningKey.generate()
+
+    def change(lines):
+        forged = dict(lines[-1])
+        forged.update(
+            seq=forged["seq"] + 50, key_id=mallory.key_id, public_key=public_b64(mallory.public)
+        )
+        forged["signature"] = mallory.sign(checkpoint_message(forged))
+        lines.append(forged)
+
+    _rewrite_checkpoints(trail, change)
+    code, r = verify_json(trail, capsys, "--pubkey", str(trail / "signing-key.pem.pub"))
+    assert code == 1
+    assert r["problem"] == "checkpoint signature invalid"
+    assert "untrusted key" in r["detail"]
+
+
+def test_rewritten_chain_caught_by_signed_checkpoint(trail, capsys):
+    """Change a record and recompute every later hash: only the signatures can tell."""
+    from hashlib import sha256
+
+    con = duckdb.connect(str(trail / "trail.duckdb"))
+    rows = con.execute("SELECT seq, prev_hash, record FROM events ORDER BY seq").fetchall()
+    prev = None
+    for seq, old_prev, rec in rows:
+        if seq == 40:
+            rec = rec.replace(b"id = 38", b"id = 99")
+        if seq >= 40:
+            p = prev if prev is not None else bytes(old_prev)
+            rec = rec.replace(bytes(old_prev).hex().encode(), p.hex().encode())
+            h = sha256(p + rec).digest()
+            leaf = sha256(b"\x00" + rec).digest()
+            con.execute(
+                "UPDATE events SET record = ?, prev_hash = ?, hash = ?, leaf = ? WHERE seq = ?",
+                [rec, p, h, leaf, seq],
+            )
+            prev = h
+    con.close()
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["problem"] in (
+        "chain rewritten before a signed checkpoint",
+        "checkpoint signature invalid",  # the signed hash inside a rewritten checkpoint record
+    )
+    assert r["first_bad_seq"] is not None and r["first_bad_seq"] >= 40
+
+
+def test_edited_index_column(trail, capsys):
+    sql(trail, "UPDATE events SET trace_id = 'other' WHERE seq = 90")
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    assert r["first_bad_seq"] == 90
+    assert "indexed column" in r["problem"]
+
+
+def test_human_output_names_record_and_damage(trail):
+    sql(trail, "DELETE FROM events WHERE seq = 33")
+    code, out, err = run_cli("verify", "--db", str(trail / "trail.duckdb"))
+    assert code == 1, err
+    assert "record #33: record missing" in out
+
+
+# ----------------------------------------------------------------- unusable input: exit 2
+def test_missing_file(tmp_path):
+    code, out, err = run_cli("verify", "--db", str(tmp_path / "nope.duckdb"))
+    assert code == 2
+    assert "does not exist" in err
+
+
+def test_not_a_trail(tmp_path):
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE x (a INT)").close()
+    code, _, err = run_cli("verify", "--db", str(other))
+    assert code == 2 and "not a jupyter-audit trail" in err
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    code, _, err = run_cli("verify", "--db", str(junk))
+    assert code == 2 and "junk.duckdb" in err
+
+
+def test_unknown_format_version(trail):
+    sql(trail, "UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    code, _, err = run_cli("verify", "--db", str(trail / "trail.duckdb"))
+    assert code == 2
+    assert "unknown trail format version 99" in err
+
+
+def test_locked_by_running_server(trail):
+    con = duckdb.connect(str(trail / "trail.duckdb"))  # a writer holds the file
+    try:
+        code, _, err = run_cli("verify", "--db", str(trail / "trail.duckdb"))
+    finally:
+        con.close()
+    assert code == 2
+    assert "--url" in err
+
+
+def test_usage_errors():
+    code, _, err = run_cli("verify", "--url", "http://127.0.0.1:1")
+    assert code == 2 and "--token" in err
+    code, _, err = run_cli("verify", "--no-such-flag")
+    assert code == 2

@@ -1,0 +1,286 @@
+"""The Writer: validation, masking, caps, gap-free chain, derived tables, crash safety."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import duckdb
+import pytest
+from conftest import ALICE, BOB, REPO, sql_event
+
+from jupyter_audit.events import EventValidationError
+from jupyter_audit.store.queries import list_traces, rebuild_derived
+from jupyter_audit.store.verify import verify_path
+
+
+def records(path):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [
+            json.loads(r[0])
+            for r in con.execute("SELECT record FROM events ORDER BY seq").fetchall()
+        ]
+    finally:
+        con.close()
+
+
+def test_appends_are_sequenced_chained_and_verifiable(make_writer, trail_dir):
+    w = make_writer()
+    results = w.append_many([sql_event(i) for i in range(50)])
+    seqs = [r.seq for r in results]
+    assert seqs == list(range(seqs[0], seqs[0] + 50))
+    w.close()
+    assert verify_path(trail_dir / "trail.duckdb").ok
+    recs = records(trail_dir / "trail.duckdb")
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert recs[0]["kind"] == "trail.integrity" and recs[0]["payload"]["ok"] is True
+    assert recs[-1]["kind"] == "checkpoint"  # signed at shutdown
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        ({"kind": "op.nope", "payload": {}}, "unknown event kind 'op.nope'"),
+        ({"kind": "op.sql", "payload": {"driver": "x"}}, "payload.statement is required"),
+        (
+            {"kind": "op.sql", "payload": {"driver": "x", "statement": 5}},
+            "payload.statement must be string",
+        ),
+        (
+            {"kind": "op.sql", "payload": {"driver": "x", "statement": "s", "rowcount": "1"}},
+            "payload.rowcount must be",
+        ),
+        ({"kind": "op.shell", "payload": {"command": "ok", "out": b"\xff\xfe"}}, "not valid UTF-8"),
+        ({"kind": "op.shell", "payload": {"command": "ok", "x": "\ud800"}}, "not valid UTF-8"),
+        ({"kind": "op.shell", "payload": {"command": "ok"}, "trace_id": "a b"}, "trace_id"),
+        ({"kind": "op.shell", "payload": {"command": "ok"}, "bogus": 1}, "unknown event fields"),
+        ({"kind": "op.shell", "payload": "nope"}, "payload must be an object"),
+        ("not an event", "an event must be an object"),
+        ({"kind": "op.shell", "payload": {"command": "x"}, "identity": {"email": "a"}}, "username"),
+    ],
+)
+def test_malformed_events_are_refused_and_nothing_else_is_lost(make_writer, event, message):
+    w = make_writer()
+    before = w.append(sql_event(1))
+    with pytest.raises(EventValidationError, match=message):
+        w.submit(event)
+    after = w.append(sql_event(2))
+    assert after.seq == before.seq + 1  # no gap, nothing lost
+
+
+def test_fifty_megabyte_field_is_capped_with_size_and_hash(make_writer, trail_dir):
+    import hashlib
+
+    w = make_writer(max_field_bytes=1 << 20)
+    big = ("SELECT 1; -- " + "x" * 100 + "\n") * (50 * 1024 * 1024 // 114)
+    w.append({"kind": "op.sql", "identity": ALICE, "payload": {"driver": "d", "statement": big}})
+    w.append(sql_event(3))
+    w.close()
+    recs = records(trail_dir / "trail.duckdb")
+    capped = next(r for r in recs if r["capped"])
+    info = capped["capped"][0]
+    assert info["field"] == "payload.statement"
+    assert info["original_bytes"] == len(big.encode())
+    assert info["sha256"] == hashlib.sha256(big.encode()).hexdigest()
+    assert len(capped["payload"]["statement"].encode()) <= (1 << 20) + 20
+    assert any(r["kind"] == "op.sql" and r["payload"].get("params") == [3] for r in recs)
+    assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+def test_every_field_is_masked_before_storage(make_writer, trail_dir):
+    w = make_writer()
+    w.append(
+        {
+            "kind": "op.sql",
+            "identity": ALICE,
+            "notebook": "clients/jane.doe@example.com.ipynb",
+            "payload": {
+                "driver": "postgresql",
+                "database": "postgresql://app:hunter2@db.internal/prod",
+                "statement": "SELECT * FROM t WHERE email = 'jane.doe@example.com'",
+                "params": {"card": "4111 1111 1111 1111", "password": "s3cret-pw"},
+            },
+        }
+    )
+    w.close()
+    raw = (trail_dir / "trail.duckdb").read_bytes()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
+    text = " ".join(
+        bytes(r[0]).decode() for r in con.execute("SELECT record FROM events").fetchall()
+    )
+    con.close()
+    for secret in ("jane.doe@example.com", "hunter2", "4111 1111 1111 1111", "s3cret-pw"):
+        assert secret not in text
+        assert secret.encode() not in raw
+    assert "‹EMAIL:" in text and "‹SECRET:" in text
+
+
+def test_identity_snapshots_stored_once_by_hash(make_writer, trail_dir):
+    w = make_writer()
+    w.append_many([sql_event(i, who=ALICE if i % 2 else BOB) for i in range(20)])
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
+    users = sorted(r[0] for r in con.execute("SELECT username FROM identities").fetchall())
+    con.close()
+    assert users.count("alice") == 1 and users.count("bob") == 1
+
+
+def test_derived_tables_rebuild_to_the_same_state(make_writer, trail_dir):
+    w = make_writer()
+    for t in range(5):
+        w.append_many(
+            [sql_event(i, trace=f"trace-{t}", who=BOB if t == 2 else ALICE) for i in range(7)]
+        )
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"))
+    before = list_traces(con, limit=100)
+    rebuild_derived(con)
+    after = list_traces(con, limit=100)
+    con.close()
+    strip = [{k: v for k, v in t.items() if k != "started_at" and k != "last_at"} for t in before]
+    assert strip == [
+        {k: v for k, v in t.items() if k not in ("started_at", "last_at")} for t in after
+    ]
+    assert [t["trace_id"] for t in before][0] == "trace-4"
+    assert next(t for t in before if t["trace_id"] == "trace-2")["users"] == ["bob"]
+    assert all(t["operations"] == 7 for t in before)
+
+
+def test_failed_commit_acknowledges_nothing_and_keeps_the_chain(make_writer, trail_dir):
+    w = make_writer()
+    w.append(sql_event(1))
+    seq_before = w.seq
+    real = w._con
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def execute(self, sql, *a):
+            if sql.startswith("INSERT INTO events"):
+                raise duckdb.IOException("No space left on device")
+            return real.execute(sql, *a)
+
+    w._con = Broken()
+    fut = w.submit(sql_event(2))
+    with pytest.raises(Exception, match="No space left on device"):
+        fut.result(timeout=10)
+    w._con = real
+    assert w.seq == seq_before
+    assert w.append(sql_event(3)).seq == seq_before + 1
+    w.close()
+    assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+def test_key_rotation_is_signed_by_the_old_key(make_writer, trail_dir):
+    from jupyter_audit.store.signing import SigningKey
+
+    w = make_writer(checkpoint_every=5)
+    w.append_many([sql_event(i) for i in range(12)])
+    old_pub = trail_dir / "old.pub"
+    old_pub.write_bytes(w.key.public_pem())
+    w.rotate_key(SigningKey.generate())
+    w.append_many([sql_event(i) for i in range(12)])
+    w.close()
+    r = verify_path(trail_dir / "trail.duckdb", trusted_keys=[_pub(old_pub)])
+    assert r.ok, r
+    assert r.checkpoint["key_id"] == w.key.key_id
+
+
+def _pub(path):
+    from jupyter_audit.store.signing import load_public
+
+    return load_public(path.read_bytes())
+
+
+def test_reopened_broken_trail_records_integrity_and_writes_past_the_damage(make_writer, trail_dir):
+    w = make_writer()
+    w.append_many([sql_event(i) for i in range(30)])
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"))
+    con.execute("DELETE FROM events WHERE seq = 10")
+    last = con.execute("SELECT max(seq) FROM events").fetchone()[0]
+    con.close()
+    w2 = make_writer()
+    assert w2.integrity.ok is False and w2.integrity.first_bad_seq == 10
+    w2.append(sql_event(99))
+    w2.close()
+    recs = records(trail_dir / "trail.duckdb")
+    integrity = [r for r in recs if r["kind"] == "trail.integrity"][-1]
+    assert integrity["seq"] == last + 1
+    assert integrity["payload"]["ok"] is False
+    assert integrity["payload"]["first_bad_seq"] == 10
+    assert integrity["payload"]["problem"] == "record missing"
+    r = verify_path(trail_dir / "trail.duckdb")
+    assert (r.ok, r.first_bad_seq) == (False, 10)  # the damage stays visible
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    from conftest import sql_event
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+    d = {d!r}
+    w = Writer(d + "/trail.duckdb", MaskingEngine(load_or_create_key(d + "/masking.key")),
+               SigningKey.load_or_create(d + "/signing-key.pem"), checkpoint_every=500).open()
+    i = 0
+    while True:
+        res = w.submit_batch([sql_event(i + k) for k in range(50)]).result()
+        i += 50
+        print(res[-1].seq, flush=True)
+    """
+)
+
+
+def test_kill_9_loses_no_acknowledged_event(trail_dir):
+    script = CRASH_SCRIPT.format(repo=str(REPO / "tests"), d=str(trail_dir))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    acked = 0
+    deadline = time.monotonic() + 120
+    while acked < 3000 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert acked >= 3000, "writer did not get going"
+    r = verify_path(trail_dir / "trail.duckdb")
+    assert r.ok, r
+    assert r.last_seq >= acked
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    # the next server continues the chain where the crashed one stopped
+    w = Writer(
+        trail_dir / "trail.duckdb",
+        MaskingEngine(load_or_create_key(trail_dir / "masking.key")),
+        SigningKey.load_or_create(trail_dir / "signing-key.pem"),
+    ).open()
+    assert w.integrity.ok
+    w.append(sql_event(1))
+    w.close()
+    assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+def test_large_intact_trail_verifies(make_writer, trail_dir):
+    w = make_writer()
+    batch = 5000
+    for start in range(0, 100_000, batch):
+        w.submit_batch([sql_event(i, trace=f"t{i % 40}") for i in range(start, start + batch)])
+    w.flush(timeout=600)
+    w.close()
+    r = verify_path(trail_dir / "trail.duckdb")
+    assert r.ok, r
+    assert r.events >= 100_000
