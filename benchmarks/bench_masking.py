@@ -22,7 +22,7 @@ from jupyter_audit.masking import MaskingEngine  # noqa: E402
 
 KEY = bytes(range(32))
 
-CLEAN_CODE = '''import pandas as pd
+CLEAN_CODE = """import pandas as pd
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.linear_model import LogisticRegression
@@ -50,7 +50,7 @@ class ChurnModel:
 model = ChurnModel(c=0.5).fit(X_train, y_train)
 scores = model.clf.predict_proba(X_test)[:, 1]
 print(f"{model.name}: auc={roc_auc_score(y_test, scores):.3f} n={len(y_test)}")
-'''
+"""
 
 CLEAN_SQL = """SELECT c.customer_id, c.region, c.segment, SUM(o.amount) AS total_amount,
        COUNT(*) AS n_orders, MAX(o.created_at) AS last_order_at
@@ -74,7 +74,7 @@ UPDATE inventory.stock SET quantity = quantity - 1 WHERE sku = 'ABC-123' AND war
 PII_CODE = CLEAN_CODE.replace(
     'df = pd.read_csv("data/customers_2024.csv", parse_dates=["signup_date"])',
     'engine = create_engine("postgresql://etl:Tr0ub4dor&3@db.internal:5432/sales")\n'
-    'df = pd.read_sql("SELECT * FROM customers WHERE email = \'alice.smith@example.com\'", engine)',
+    "df = pd.read_sql(\"SELECT * FROM customers WHERE email = 'alice.smith@example.com'\", engine)",
 ).replace(
     'y = df["churned"].astype(int).values',
     'API_KEY = "sk-proj-4f9a8b7c6d5e4f3a2b1c0d9e8f7a"\ny = df["churned"].astype(int).values',
@@ -86,7 +86,15 @@ PII_SQL = CLEAN_SQL.replace(
     "  AND c.card_number <> '4111 1111 1111 1111'",
 )
 
-SHORT_FIELDS = ["psycopg2", "analytics", "SELECT", "sales.orders", "GET", "ok", "notebooks/churn.ipynb"]
+SHORT_FIELDS = [
+    "psycopg2",
+    "analytics",
+    "SELECT",
+    "sales.orders",
+    "GET",
+    "ok",
+    "notebooks/churn.ipynb",
+]
 
 
 def _bench(fn, items, min_time: float) -> float:

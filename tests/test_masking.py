@@ -61,7 +61,9 @@ def test_pseudonyms_stable_within_key_and_differ_across_keys(eng):
     again = MaskingEngine(KEY)
     other = MaskingEngine(OTHER_KEY)
     text = "mail bob@example.com"
-    assert eng.mask_text(text) == again.mask_text(text) == f"mail {p(eng, 'EMAIL', 'bob@example.com')}"
+    assert (
+        eng.mask_text(text) == again.mask_text(text) == f"mail {p(eng, 'EMAIL', 'bob@example.com')}"
+    )
     assert other.mask_text(text) != eng.mask_text(text)
     # same value, same pseudonym wherever it occurs; different values differ
     out = eng.mask_text("from bob@example.com to bob@example.com cc carol@example.com")
@@ -131,7 +133,9 @@ def test_email_in_sql_and_mailto(eng):
     out = assert_masked(
         eng, "SELECT * FROM users WHERE email = 'Bob@Example.com' OR x = 1", "Bob@Example.com"
     )
-    assert out == f"SELECT * FROM users WHERE email = '{p(eng, 'EMAIL', 'bob@example.com')}' OR x = 1"
+    assert (
+        out == f"SELECT * FROM users WHERE email = '{p(eng, 'EMAIL', 'bob@example.com')}' OR x = 1"
+    )
     assert_masked(eng, '<a href="mailto:carol@example.org">', "carol@example.org")
 
 
@@ -254,22 +258,38 @@ ASSIGNMENTS = [
     ("db_password='hunter2'", "hunter2", "db_password='{}'"),
     ("api_key='abc123'", "abc123", "api_key='{}'"),
     ("TOKEN: xyz", "xyz", "TOKEN: {}"),
-    ('{"client_secret": "c-s3cr3t", "user": "bob"}', "c-s3cr3t", '{{"client_secret": "{}", "user": "bob"}}'),
+    (
+        '{"client_secret": "c-s3cr3t", "user": "bob"}',
+        "c-s3cr3t",
+        '{{"client_secret": "{}", "user": "bob"}}',
+    ),
     ("psql --password hunter2 -h db", "hunter2", "psql --password {} -h db"),
     ("tool --api-key=k3y-value run", "k3y-value", "tool --api-key={} run"),
     ("PGPASSWORD=s3cret psql -h db", "s3cret", "PGPASSWORD={} psql -h db"),
-    ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "wJalrXUtnFEMI", "export AWS_SECRET_ACCESS_KEY={}"),
+    (
+        "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI",
+        "wJalrXUtnFEMI",
+        "export AWS_SECRET_ACCESS_KEY={}",
+    ),
     ("Authorization: Bearer abc.def-ghi", "abc.def-ghi", "Authorization: Bearer {}"),
     ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Authorization: Basic {}"),
-    ('headers = {"Authorization": "Bearer t0k3n"}', "t0k3n", 'headers = {{"Authorization": "Bearer {}"}}'),
+    (
+        'headers = {"Authorization": "Bearer t0k3n"}',
+        "t0k3n",
+        'headers = {{"Authorization": "Bearer {}"}}',
+    ),
     ("X-Api-Key: 9f8e7d6c", "9f8e7d6c", "X-Api-Key: {}"),
     ("password: str = 'abc'", "abc", "password: str = '{}'"),
-    ("conn = connect(host='db', password='pw!x')", "pw!x", "conn = connect(host='db', password='{}')"),
+    (
+        "conn = connect(host='db', password='pw!x')",
+        "pw!x",
+        "conn = connect(host='db', password='{}')",
+    ),
     ("host=x password=secret dbname=y", "secret", "host=x password={} dbname=y"),
     ("Server=x;Uid=sa;Pwd=P4ss;Database=y", "P4ss", "Server=x;Uid=sa;Pwd={};Database=y"),
     ("Server=x;PWD={p;w};", "p;w", "Server=x;PWD={{{}}};"),
     ("CREATE USER bob WITH PASSWORD 'hunter2';", "hunter2", "CREATE USER bob WITH PASSWORD '{}';"),
-    ("ALTER USER x IDENTIFIED BY \"s2cr\"", "s2cr", 'ALTER USER x IDENTIFIED BY "{}"'),
+    ('ALTER USER x IDENTIFIED BY "s2cr"', "s2cr", 'ALTER USER x IDENTIFIED BY "{}"'),
     ('secret_value = """multi"""', "multi", 'secret_value = """{}"""'),
     ('{\\"password\\": \\"escaped\\"}', "escaped", '{{\\"password\\": \\"{}\\"}}'),
     ("if password == 'letmein':", "letmein", "if password == '{}':"),
@@ -368,6 +388,17 @@ def test_secret_assignment_negative(eng, text):
 )
 def test_is_secret_name(name, secret):
     assert is_secret_name(name) is secret
+
+
+def test_every_secret_name_word_is_found_in_text(eng):
+    # the stems that gate the assignment recognizer must cover every secret name
+    from jupyter_audit.masking.recognizers import SECRET_NAME_SUFFIXES, SECRET_NAME_WORDS
+
+    for word in sorted(set(SECRET_NAME_SUFFIXES) | SECRET_NAME_WORDS):
+        for name in (word, word.upper(), f"my_{word}", f"{word}_value"):
+            assert is_secret_name(name), name
+            out = eng.mask_text(f"{name} = 'Zq9-v4lue'")
+            assert "Zq9-v4lue" not in out, (name, out)
 
 
 # SECRET: URLs and connection strings ------------------------------------------------------------
@@ -493,7 +524,12 @@ CORPUS = {
     "sql": (
         "SELECT id, email FROM customers\nWHERE email IN ('alice@example.com', 'b.o.b@corp.example.org')\n"
         "  AND card = '4111 1111 1111 1111' AND iban = 'DE89370400440532013000';\n",
-        ["alice@example.com", "b.o.b@corp.example.org", "4111 1111 1111 1111", "DE89370400440532013000"],
+        [
+            "alice@example.com",
+            "b.o.b@corp.example.org",
+            "4111 1111 1111 1111",
+            "DE89370400440532013000",
+        ],
     ),
     "curl": (
         "curl -s -X POST https://api.example.com/v1/jobs \\\n"
@@ -569,6 +605,39 @@ def test_idempotent_on_tokens_and_lookalikes(eng):
     assert eng.mask_text(f"x {token} y") == f"x {token} y"
 
 
+_FRAGMENTS = [
+    "password", "Password", "=", ": ", " ", "'", '"', "\\", "token", "Bearer ", "@", "bob",
+    "example.com", ".", "4111", "1111", "-", "DE89", "3704", "0044", "0532", "0130", "00",
+    "://", "user:", "pass", "/", "?", "&", "sig=", "eyJhbGciOiJIUzI1NiJ9", "AKIA",
+    "IOSFODNN7EXAMPLE", "ghp_", "x" * 12, "\n", "‹", "›", "SECRET", "(", ")", "{", "}", ";",
+    "--", "api_key", "Cookie", "Authorization", "0123456789", "sk-", "abc123def456ghi789jkl0",
+    "a", "1", ",", "#", "\t", "identified by ", "PRIVATE KEY", "-----BEGIN ", "-----END ",
+    '"""', "f", "\x00", "\ud800", "é", "€", "‹SECRET:0123456789abcdef›",
+]  # fmt: skip
+
+
+def test_idempotent_and_total_on_random_fragment_soup(eng):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(
+        max_examples=200,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30))
+    def check(parts):
+        text = "".join(parts)
+        out = eng.mask_text(text)
+        assert isinstance(out, str)
+        assert eng.mask_text(out) == out
+        for token in MASKED_RE.findall(text):
+            assert token in out  # existing pseudonyms pass unchanged
+
+    check()
+
+
 def test_lone_surrogates_and_control_chars(eng):
     text = "\ud800 bob@example.com \x00\x1b[31m password=\udcffhunter2 \udfff\x7f\u202e"
     out = eng.mask_text(text)
@@ -641,6 +710,15 @@ def test_extra_recognizer_is_a_data_entry():
     assert len(eng.recognizers) == len(DEFAULT_RECOGNIZERS) + 1
 
 
+def test_overlapping_secret_is_never_partly_shown():
+    # a higher-priority non-secret recognizer must not cut a secret in two
+    word = PatternRecognizer("WORD", r"hunt", priority=99)
+    eng = MaskingEngine(KEY, extra_recognizers=[word])
+    out = eng.mask_text("password=hunter2 and hunt")
+    assert "er2" not in out
+    assert out.endswith(f" and {eng.pseudonym('WORD', 'hunt')}")
+
+
 def test_short_and_clean_strings_pass(eng):
     for text in ["", "a", "GET", "psycopg2", "sales.orders", "SELECT", "2024-01-01", "x = 1"]:
         assert eng.mask_text(text) == text
@@ -662,7 +740,14 @@ def test_mask_nested_values(eng):
     out = eng.mask(value)
     bob = p(eng, "EMAIL", "bob@example.com")
     assert out["statement"] == f"SELECT * FROM u WHERE email = '{bob}'"
-    assert out["params"] == [bob, 42, 1.5, True, None, [p(eng, "EMAIL", "carol@example.com"), {"n": 1}]]
+    assert out["params"] == [
+        bob,
+        42,
+        1.5,
+        True,
+        None,
+        [p(eng, "EMAIL", "carol@example.com"), {"n": 1}],
+    ]
     assert out["rowcount"] == 3 and out["error"] is None and out["ok"] is False
     assert out["tables"] == ["sales.orders"]
     assert out["nested"]["deeper"]["list"][0]["x"] == f"pay {p(eng, 'CARD', '4111111111111111')}"
@@ -703,6 +788,12 @@ def test_mask_secret_named_keys(eng):
 def test_mask_dict_keys_are_masked(eng):
     out = eng.mask({"bob@example.com": 1, 7: "x", None: "y"})
     assert out == {p(eng, "EMAIL", "bob@example.com"): 1, 7: "x", None: "y"}
+
+
+def test_mask_keeps_values_of_keys_with_one_pseudonym(eng):
+    out = eng.mask({"Bob@Example.com": 1, "bob@example.com": 2})
+    assert sorted(out.values()) == [1, 2]
+    assert all("example" not in k for k in out)
 
 
 def test_mask_scalars_unchanged(eng):

@@ -94,7 +94,7 @@ class MaskingEngine:
         *,
         extra_recognizers: Iterable[Recognizer] = (),
         pseudonym_cache_size: int = 65536,
-        result_cache_size: int = 4096,
+        result_cache_size: int = 2048,
         result_cache_max_len: int = 1024,
     ) -> None:
         if isinstance(key, bytearray | memoryview):
@@ -118,9 +118,7 @@ class MaskingEngine:
                 raise MaskingError(f"recognizer type must match [A-Z_]+: {rec.type!r}")
             if rec.gate not in GATES:
                 raise MaskingError(f"recognizer gate must be one of {GATES}: {rec.gate!r}")
-        self.recognizers: tuple[Recognizer, ...] = tuple(
-            sorted(recs, key=lambda r: -r.priority)
-        )
+        self.recognizers: tuple[Recognizer, ...] = tuple(sorted(recs, key=lambda r: -r.priority))
         # Recognizers grouped by gate, each gate evaluated at most once per text; all token
         # recognizers share one scan of the long token runs.
         tokens = [r for r in recs if isinstance(r, TokenRecognizer)]
@@ -161,7 +159,7 @@ class MaskingEngine:
         if token is None:
             digest = hmac.digest(self._key, cache_key.encode("utf-8", "surrogatepass"), "sha256")
             token = f"{_OPEN}{t}:{digest[:8].hex()}{_CLOSE}"
-            if len(value) <= 1024:
+            if len(value) <= 256:
                 self._pseudonyms.put(cache_key, token)
         return token
 
@@ -318,7 +316,13 @@ class MaskingEngine:
                     if len(self._secret_keys) > 8192:
                         self._secret_keys.clear()
                     self._secret_keys[k] = secret
-                out[self.mask_text(k)] = self._mask_secret(v) if secret else self._mask(v, depth)
+                masked_key = self.mask_text(k)
+                if masked_key in out:  # two keys with one pseudonym: keep both values
+                    i = 2
+                    while f"{masked_key}~{i}" in out:
+                        i += 1
+                    masked_key = f"{masked_key}~{i}"
+                out[masked_key] = self._mask_secret(v) if secret else self._mask(v, depth)
             elif k is None or isinstance(k, bool | int | float):
                 out[k] = self._mask(v, depth)
             else:
@@ -354,8 +358,8 @@ def _has_digit(text: str) -> bool:
 
 
 def _resolve(cands: list) -> list:
-    """Non-overlapping spans, in text order. Overlapping candidates form clusters; in each,
-    higher priority wins, except that overlapping SECRET spans are merged (masking more)."""
+    """Non-overlapping spans, in text order. Overlapping candidates form clusters, resolved
+    by :func:`_resolve_cluster`."""
     cands.sort(key=itemgetter(0))
     prev_end = -1
     for c in cands:
@@ -380,21 +384,28 @@ def _resolve(cands: list) -> list:
     return out
 
 
-def _span_type(c) -> str:
-    return SECRET if c[2] is None else c[2].type
+def _priority(c) -> int:
+    return 1000 if c[2] is None else c[2].priority  # merged SECRET spans come first
 
 
 def _resolve_cluster(cluster: list) -> list:
-    if len(cluster) == 1:
-        return cluster
-    cluster.sort(key=lambda c: (-(c[2].priority if c[2] is not None else 1000), c[0]))
+    """Candidates in priority order: one that overlaps nothing accepted so far is accepted; a
+    SECRET one that overlaps is merged with what it overlaps into one SECRET span (masking
+    more never leaks); any other overlapping one is dropped."""
+    if len(cluster) == 2:  # the common case
+        a, b = cluster
+        hi, lo = (a, b) if _priority(a) >= _priority(b) else (b, a)
+        if lo[2] is None or lo[2].type == SECRET:
+            return [(min(a[0], b[0]), max(a[1], b[1]), None)]
+        return [hi]
+    cluster.sort(key=lambda c: (-_priority(c), c[0]))
     accepted: list = []
     for c in cluster:
         s, e = c[0], c[1]
         overlapping = [a for a in accepted if a[0] < e and s < a[1]]
         if not overlapping:
             accepted.append(c)
-        elif _span_type(c) == SECRET and all(_span_type(a) == SECRET for a in overlapping):
+        elif c[2] is None or c[2].type == SECRET:
             for a in overlapping:
                 accepted.remove(a)
             merged_s = min(s, *(a[0] for a in overlapping))

@@ -6,18 +6,22 @@ is a data entry in :data:`DEFAULT_RECOGNIZERS`; most are a :class:`PatternRecogn
 compiled regex, optional validator, which group to replace) or a :class:`TokenRecognizer`
 (a well-known token format with a literal prefix).
 
-Performance model (this runs on every field of every event): a regex *search* over a text is
-expensive in CPython's ``re`` when the pattern does not start with a literal, while substring
-tests (``bytes in bytes``) and ``bytes.translate`` run at C speed. So every recognizer is gated:
+Performance model (this runs on every field of every event): in CPython's ``re``, a search
+for a pattern that starts with a literal runs at C speed, while a pattern that starts with a
+character class is tried at every position (an order of magnitude slower). ``bytes.translate``
+and substring tests are also C speed. So every recognizer either starts with a literal or is
+gated, and the gates are shared, lazily computed properties of the text (:class:`Context`):
 
-- ``needles``: literal byte strings, at least one must occur in the text (``haystack="ab"``:
-  the ASCII view of the text, ``"low"``: its ASCII-lowercased view) before anything else runs;
-- ``gate``: a shared, lazily computed property of the text -- ``"longrun"`` (the text has a
-  run of at least 20 token characters ``[A-Za-z0-9_-]``, which every well-known secret token
-  format has), ``"digits"`` (four consecutive digits, which every card number and IBAN has).
+- ``"longrun"``: the text has a run of at least 20 token characters ``[A-Za-z0-9_-]``, which
+  every well-known token format (and a PEM body) has;
+- ``"digits"``: the text has a digit (card numbers, IBANs);
+- ``"at"``: the text has an ``@`` (e-mails, passwords in URLs).
 
-All views share the positions of the original text (non-ASCII characters become ``?`` in the
-ASCII view), so a span found on a view is a span of the text.
+``PatternRecognizer`` also takes ``needles``: literals of which one must occur in the text.
+All views share the positions of the text (non-ASCII characters become ``?`` in the ASCII
+view), so a span found on a view is a span of the text. The engine blanks existing pseudonyms
+with NUL characters in the text it hands to recognizers; no built-in pattern matches across
+a NUL.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ __all__ = [
     "Context",
     "PatternRecognizer",
     "Recognizer",
+    "GATES",
+    "JwtRecognizer",
     "TokenRecognizer",
     "TokenScanner",
-    "JwtRecognizer",
     "iban_valid",
     "is_secret_name",
     "luhn_valid",
@@ -78,7 +83,7 @@ _RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
 class Context:
     """Per-call views of one text, computed lazily and shared by all recognizers."""
 
-    __slots__ = ("text", "n", "ab", "_low", "_tok", "_cls", "_runs", "_digits")
+    __slots__ = ("text", "n", "ab", "_low", "_cls", "_runs", "_digits")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -86,7 +91,6 @@ class Context:
         # one byte per character, so positions are shared with ``text``
         self.ab = text.encode("ascii") if text.isascii() else text.encode("ascii", "replace")
         self._low: bytes | None = None
-        self._tok: bytes | None = None
         self._cls: bytes | None = None
         self._runs: list[tuple[int, int]] | None = None
         self._digits: bool | None = None
@@ -123,15 +127,10 @@ class Context:
 
     @property
     def digits(self) -> bool:
-        """True when the text has four consecutive ASCII digits."""
+        """True when the text has an ASCII digit (computes the class view)."""
         if self._digits is None:
-            self._digits = b"0000" in self.cls
+            self._digits = self.cls.find(b"0") >= 0
         return self._digits
-
-    @property
-    def at(self) -> bool:
-        """True when the text has an "@" (emails, URL credentials)."""
-        return "@" in self.text
 
     def gate(self, name: str | None) -> bool:
         if name is None:
@@ -156,7 +155,8 @@ class Recognizer:
 
     ``gate`` names a shared property of the text that must hold before :meth:`find` is
     called (``None``, ``"longrun"``, ``"digits"`` or ``"at"``); ``priority`` decides overlaps
-    (higher wins; overlapping SECRET spans are merged instead).
+    (higher wins; a SECRET span that overlaps is merged with what it overlaps instead, so a
+    secret is never partly shown).
     """
 
     type: str = SECRET
@@ -241,16 +241,19 @@ class PatternRecognizer(Recognizer):
             else:
                 return ()
         subject = ctx.text if self.on == "text" else ctx.low
+        search = self.pattern.search
+        m = search(subject)  # a search loop: cheaper than finditer when nothing matches
+        if m is None:
+            return ()
         out = []
         group, validator, text, after = self.group, self.validator, ctx.text, self.after
-        for m in self.pattern.finditer(subject):
-            if after is not None:
-                start = m.start()
-                if start > 0 and text[start - 1] not in after:
-                    continue
-            s, e = m.span(group)
-            if s < e and (validator is None or validator(text[s:e])):
-                out.append((s, e))
+        while m is not None:
+            start, end = m.span()
+            if after is None or start == 0 or text[start - 1] in after:
+                s, e = m.span(group)
+                if s < e and (validator is None or validator(text[s:e])):
+                    out.append((s, e))
+            m = search(subject, end if end > start else end + 1)
         return out
 
 
@@ -348,18 +351,18 @@ class TokenScanner(Recognizer):
 # Validators ---------------------------------------------------------------------------------
 
 
+# ASCII digit -> the digit doubled, minus 9 when above 9 (the Luhn "doubled" positions)
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+
+
 def luhn_valid(digits: str) -> bool:
     """Luhn checksum of a string of ASCII digits (separators must be removed)."""
-    if not digits.isdigit() or not digits.isascii():
+    if not digits or not digits.isascii() or not digits.isdigit():
         return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    b = digits.encode("ascii")[::-1]
+    plain = b[0::2]
+    # sums over bytes run in C: plain digits are ASCII codes minus 48
+    total = sum(plain) - 48 * len(plain) + sum(b[1::2].translate(_LUHN_DOUBLED))
     return total % 10 == 0
 
 
@@ -411,7 +414,7 @@ SECRET_NAME_SUFFIXES = (
     "sessionid", "sessid", "signature", "privkey",
 ) + tuple(q + "key" for q in _KEY_QUALIFIERS)  # fmt: skip
 # ... or when its last word is one of these ...
-SECRET_NAME_WORDS = frozenset({"pass", "pw", "sig", "psk"})
+SECRET_NAME_WORDS = frozenset({"pass", "pw", "sig"})
 # ... unless it ends with one of these (tokenizer special tokens are not secrets).
 NOT_SECRET_SUFFIXES = (
     "eostoken", "bostoken", "padtoken", "unktoken", "septoken", "clstoken", "masktoken",
@@ -463,7 +466,13 @@ def is_secret_name(name: str) -> bool:
 # sig / auth / cred). Each regex starts with a literal, so ``re`` scans for it at C speed.
 _STEMS = tuple(
     re.compile(p)
-    for p in (rb"k(?:ey|en|ie)", rb"p(?:ass|w)", rb"s(?:ecret|ess|ig)", rb"auth", rb"cred")
+    for p in (
+        rb"k(?:ey|en|ie)",
+        rb"p(?:ass(?:w|p|(?![a-z]))|w)",  # not "passenger"
+        rb"s(?:ecret|ess(?:ion)?[_-]?(?:id|key)|ig(?:nature)?(?![a-z]))",  # not "signup"
+        rb"auth",
+        rb"cred(?:s|ential)",  # not "credit"
+    )
 )
 _NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
 _NAME_FWD = re.compile(rb"[a-z0-9_.\-]{0,128}")
@@ -629,6 +638,7 @@ class EmailRecognizer(Recognizer):
 # on the class view: a run of digits, single spaces or dashes between them allowed
 _DIGIT_RUN = re.compile(rb"000(?:[ -]?0){10,}+")
 _DIGITS_ONLY = re.compile(r"[ -]")
+_GROUPS_OK = re.compile(r"[0-9]{3,}(?:[ -][0-9]{3,})*")
 
 
 class CardRecognizer(Recognizer):
@@ -651,8 +661,11 @@ class CardRecognizer(Recognizer):
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
         cls, text, out = ctx.cls, ctx.text, []
         n = ctx.n
-        for m in _DIGIT_RUN.finditer(cls):
+        search = _DIGIT_RUN.search
+        m = search(cls)
+        while m is not None:
             s, e = m.span()
+            m = search(cls, e)
             if (s > 0 and cls[s - 1] in _LETTER_CLS) or (e < n and cls[e] in _LETTER_CLS):
                 continue
             if s >= 2 and cls[s - 1] == 0x2E and cls[s - 2] == 0x30 and text[s - 1] == ".":
@@ -664,7 +677,11 @@ class CardRecognizer(Recognizer):
                 if len(run) <= 19 and luhn_valid(run):
                     out.append((s, e))
                 continue
-            out.extend(self._grouped(run, s))
+            digits = _DIGITS_ONLY.sub("", run)
+            if len(digits) <= 19 and luhn_valid(digits) and _GROUPS_OK.fullmatch(run):
+                out.append((s, e))  # the common case: the whole run is one card
+            else:
+                out.extend(self._grouped(run, s))
         return out
 
     @staticmethod
@@ -758,8 +775,13 @@ class IbanRecognizer(Recognizer):
 # Well-known formats ----------------------------------------------------------------------------
 
 
+_A_DIGIT = re.compile(r"[0-9]")
+_A_LETTER = re.compile(r"[A-Za-z]")
+
+
 def _has_digit_and_letter(value: str) -> bool:
-    return any(c.isdigit() for c in value) and any(c.isalpha() for c in value[3:])
+    """An ``sk-`` key has both (``sk-learn-tutorial-for-beginners`` is no key)."""
+    return _A_DIGIT.search(value, 3) is not None and _A_LETTER.search(value, 3) is not None
 
 
 DEFAULT_RECOGNIZERS: list[Recognizer] = [
@@ -780,7 +802,6 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
         r"://[^\s/?#@:\"'<>\x00]{0,256}:([^\s/?#\"'<>\x00]{1,512})@",
         group=1,
         gate="at",
-        needles=("://",),
         priority=85,
         name="url-password",
     ),
@@ -790,7 +811,6 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
         r"-(?:u|-user)[ \t]+[\"']?[^\s:\"'\x00]{1,256}:([^\s\"'\x00]{1,1024})",
         group=1,
         after=" \t\r\n\"'\x00",
-        needles=("-u",),  # also in --user
         priority=85,
         name="curl-user",
     ),
@@ -800,8 +820,6 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
         rb"identified[ \t\r\n]+by[ \t\r\n]+(?:password[ \t\r\n]+)?(['\"])([^'\"\n\x00]*)\1",
         group=2,
         on="low",
-        needles=("identified",),
-        haystack="low",
         priority=85,
         name="sql-identified-by",
     ),

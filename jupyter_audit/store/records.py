@@ -9,6 +9,7 @@ field is masked. Nothing unmasked leaves this module.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
@@ -166,6 +167,9 @@ def _id(name: str, value):
     return value
 
 
+_dumps_str = json.JSONEncoder(ensure_ascii=False).encode  # JCS form of a lone string
+
+
 def _json_str(value: str | None) -> str:
     return "null" if value is None else '"' + value + '"'
 
@@ -223,7 +227,7 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
         if len(notebook) > 4096:
             raise EventValidationError("notebook path longer than 4096 characters")
         notebook = masker.mask_text(notebook)
-        p.notebook_json = canonical_bytes(notebook, astral_keys=False).decode("utf-8")
+        p.notebook_json = _dumps_str(notebook)
     else:
         p.notebook_json = "null"
     p.notebook = notebook
@@ -238,9 +242,9 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
         raise EventValidationError("flags must be a list of identifiers")
     p.flags = sorted(set(flags))
     p.extras_json = (
-        canonical_bytes(capped).decode(),
-        canonical_bytes(p.flags).decode(),
-        canonical_bytes(withheld).decode(),
+        canonical_bytes(capped).decode() if capped else "[]",
+        canonical_bytes(p.flags).decode() if p.flags else "[]",
+        canonical_bytes(withheld).decode() if withheld else "[]",
     )
     return p
 
