@@ -284,3 +284,49 @@ def test_usage_errors():
     assert code == 2 and "--token" in err
     code, _, err = run_cli("verify", "--no-such-flag")
     assert code == 2
+
+
+# ------------------------------------------- the same checks split over worker processes
+@pytest.fixture
+def parallel(monkeypatch):
+    from jupyter_audit.store import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "PARALLEL_MIN", 1)
+
+
+@pytest.mark.parametrize(
+    "statements, seq, problem",
+    [
+        ([], None, None),
+        (["DELETE FROM events WHERE seq = 152"], 152, "record missing"),
+        (["DELETE FROM events WHERE seq = 151"], 151, "record missing"),
+        (
+            [
+                "UPDATE events SET record = encode(replace(decode(record), 'id = 150\"', "
+                "'id = 15\"')) WHERE seq = 152"
+            ],
+            152,
+            "record changed",
+        ),
+        (
+            [
+                "CREATE TEMP TABLE a AS SELECT record FROM events WHERE seq = 200",
+                "UPDATE events SET record = (SELECT record FROM events WHERE seq = 201) "
+                "WHERE seq = 200",
+                "UPDATE events SET record = (SELECT record FROM a) WHERE seq = 201",
+            ],
+            200,
+            "records reordered",
+        ),
+    ],
+)
+def test_parallel_verification_finds_the_same_damage(
+    trail, capsys, parallel, statements, seq, problem
+):
+    if statements:
+        sql(trail, *statements)
+    code, r = verify_json(trail, capsys, "--deep")
+    assert (r["first_bad_seq"], r["problem"]) == (seq, problem), r
+    assert code == (1 if statements else 0)
+    if not statements:
+        assert r["checkpoint"]["seq"] >= N

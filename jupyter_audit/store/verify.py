@@ -7,6 +7,7 @@ the REST `verify` endpoint and the Writer when it opens a trail.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
@@ -144,7 +145,10 @@ def verify_connection(
     checkpoint_files=(),
     trusted_keys=None,
     deep: bool = False,
+    parallel_path=None,
 ) -> VerifyResult:
+    """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
+    writing), the chain check runs in worker processes that open it read-only."""
     result = VerifyResult()
     trail_id = meta.get("trail_id", "")
 
@@ -179,53 +183,44 @@ def verify_connection(
     col_thread.start()
 
     # the chain: every record hashes to its stored hash and links to the one before
-    expected = 1
-    prev = GENESIS_HASH
-    leaves: list[bytes] = []
-    hash_at: dict[int, bytes] = {}
-    broken = False
-    n = 0
-    scan = con.cursor()  # its own connection: the diagnosis below queries while it streams
-    reader = scan.sql("SELECT seq, hash, leaf, record FROM events ORDER BY seq").to_arrow_reader(
-        65_536
-    )
-    for batch in reader:
-        seqs = batch.column(0).to_pylist()
-        n += len(seqs)
-        if broken:
-            continue
-        hashes = batch.column(1).to_pylist()
-        records = batch.column(3).to_pylist()
-        for seq, h, rec in zip(seqs, hashes, records, strict=True):
-            if seq != expected or sha256(prev + rec).digest() != h:
-                _diagnose(con, result, seq, expected, prev, h, rec)
-                broken = True
-                break
-            if seq in want_at:
-                hash_at[seq] = h
-            prev = h
-            expected += 1
-        leaves.extend(batch.column(2).to_pylist()[: expected - 1 - len(leaves)])
-    del reader
-    scan.close()
-    result.events = n
-    good = expected - 1  # records #1..good are intact
-    result.last_hash = prev.hex()
     max_seq = con.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
     result.last_seq = max_seq
-    if deep:
-        for i, (leaf, (rec,)) in enumerate(
-            zip(
-                leaves,
-                con.execute("SELECT record FROM events ORDER BY seq").fetchall(),
-                strict=False,  # leaves stop at the first broken record
-            )
-        ):
-            if sha256(b"\x00" + rec).digest() != leaf:
-                result.add("record_changed", i + 1, f"record #{i + 1}: Merkle leaf does not match")
-                break
+    want = sorted(want_at)
+    if parallel_path is not None and max_seq >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
+        segments = _chain_parallel(parallel_path, max_seq, want, deep)
+    else:
+        segments = [_chain_range(con, 1, max_seq, want, deep, GENESIS_HASH)]
+    leaves: list[bytes] = []
+    hash_at: dict[int, bytes] = {}
+    prev = GENESIS_HASH
+    good = 0
+    n = 0
+    broken = False
+    for seg in segments:
+        n += seg["rows"]
+        if broken:
+            continue
+        if seg["first_prev"] is not None and seg["first_prev"] != prev:
+            seg["bad"] = seg["bad"] or (seg["lo"], seg["lo"], None, None, None)
+            seg["good_upto"] = seg["lo"] - 1
+            seg["leaves"] = []
+        leaves.extend(seg["leaves"])
+        hash_at.update(seg["hash_at"])
+        if seg["bad"]:
+            seq, expected, h, rec, leaf_bad = seg["bad"]
+            if leaf_bad:
+                result.add("record_changed", seq, f"record #{seq}: Merkle leaf does not match")
+            else:
+                _diagnose(con, result, seq, expected, prev if seq == seg["lo"] else None, h, rec)
+            good = seg["good_upto"]
+            broken = True
+            continue
+        prev = seg["last_hash"] or prev
+        good = seg["good_upto"]
+    result.events = n
+    result.last_hash = prev.hex()
     tree = MerkleLevels(leaves)
-    seen_at = {s: (h, tree.root(s)) for s, h in hash_at.items() if s <= good}
+    seen_at = {s: (h, tree.root(s)) for s, h in hash_at.items() if s <= good and s <= len(leaves)}
 
     col_thread.join()
     if col_out and isinstance(col_out[0], int):
@@ -249,6 +244,12 @@ def verify_connection(
 
 def _diagnose(con, result: VerifyResult, seq, expected, prev, h, rec) -> None:
     """Name what is wrong at the first record that does not verify."""
+    if rec is None:
+        row = con.execute("SELECT hash, record FROM events WHERE seq = ?", [seq]).fetchone()
+        if row is None:
+            result.add("record_missing", seq, f"record #{seq} is missing")
+            return
+        h, rec = bytes(row[0]), bytes(row[1])
     if seq > expected:
         result.add(
             "record_missing",
@@ -275,6 +276,94 @@ def _diagnose(con, result: VerifyResult, seq, expected, prev, h, rec) -> None:
         result.add("record_changed", seq, f"record #{seq}: content does not match its hash")
     else:
         result.add("record_changed", seq, f"record #{seq} does not link to record #{seq - 1}")
+
+
+PARALLEL_MIN = 200_000  # below this, one process is faster than starting workers
+_CHAIN_SQL = "SELECT seq, hash, leaf, record FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq"
+
+
+def _chain_range(con, lo: int, hi: int, want, deep: bool, start_prev: bytes | None) -> dict:
+    """Check records lo..hi: contiguous, each hashing to its stored hash, each linking to the
+    one before. `start_prev` None: take record lo's stored prev_hash (a later segment, whose
+    link to the segment before is checked by the caller). Returns the good prefix's leaves,
+    hashes at the wanted sequence numbers and the first bad record, if any."""
+    want_set = set(want)
+    first_prev = None
+    if start_prev is None:
+        row = con.execute("SELECT prev_hash FROM events WHERE seq = ?", [lo]).fetchone()
+        start_prev = first_prev = bytes(row[0]) if row else b""
+    prev = start_prev
+    expected = lo
+    leaves: list[bytes] = []
+    hash_at: dict[int, bytes] = {}
+    bad = None
+    rows = 0
+    scan = con.cursor()
+    reader = scan.sql(_CHAIN_SQL, params=[lo, hi]).to_arrow_reader(65_536)
+    for batch in reader:
+        seqs = batch.column(0).to_pylist()
+        rows += len(seqs)
+        if bad:
+            continue
+        hashes = batch.column(1).to_pylist()
+        records = batch.column(3).to_pylist()
+        start = expected
+        for seq, h, rec in zip(seqs, hashes, records, strict=True):
+            if seq != expected or sha256(prev + rec).digest() != h:
+                bad = (seq, expected, h, rec, False)
+                break
+            if seq in want_set:
+                hash_at[seq] = h
+            prev = h
+            expected += 1
+        batch_leaves = batch.column(2).to_pylist()[: expected - start]
+        if deep:
+            for i, leaf in enumerate(batch_leaves):
+                if sha256(b"\x00" + records[i]).digest() != leaf:
+                    bad = (start + i, start + i, None, None, True)
+                    expected = start + i
+                    batch_leaves = batch_leaves[:i]
+                    break
+        leaves.extend(batch_leaves)
+    del reader
+    scan.close()
+    if not bad and expected <= hi:
+        bad = (expected, expected, None, None, False)  # rows missing at the end of the range
+    return {
+        "lo": lo,
+        "rows": rows,
+        "first_prev": first_prev,
+        "last_hash": prev if expected > lo else None,
+        "good_upto": expected - 1,
+        "leaves": leaves,
+        "hash_at": hash_at,
+        "bad": bad,
+    }
+
+
+def _chain_worker(args) -> dict:
+    path, lo, hi, want, deep = args
+    from .schema import connect
+
+    con = connect(path, read_only=True)
+    try:
+        return _chain_range(con, lo, hi, want, deep, GENESIS_HASH if lo == 1 else None)
+    finally:
+        con.close()
+
+
+def _chain_parallel(path, max_seq: int, want, deep: bool) -> list[dict]:
+    """The chain check split over worker processes (each opens the file read-only)."""
+    import multiprocessing
+
+    workers = min(os.cpu_count() or 1, 4)
+    step = -(-max_seq // workers)
+    ranges = [
+        (str(path), lo, min(lo + step - 1, max_seq), want, deep)
+        for lo in range(1, max_seq + 1, step)
+    ]
+    with multiprocessing.get_context("spawn").Pool(len(ranges)) as pool:
+        return pool.map(_chain_worker, ranges)
 
 
 def _check_identities(con, result: VerifyResult) -> None:
@@ -371,7 +460,12 @@ def verify_path(path, *, checkpoint_files=None, trusted_keys=None, deep=False) -
     try:
         files = [default_checkpoint_path(path)] + list(checkpoint_files or [])
         return verify_connection(
-            con, meta, checkpoint_files=files, trusted_keys=trusted_keys, deep=deep
+            con,
+            meta,
+            checkpoint_files=files,
+            trusted_keys=trusted_keys,
+            deep=deep,
+            parallel_path=path,
         )
     finally:
         con.close()
