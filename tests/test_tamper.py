@@ -231,7 +231,7 @@ def test_rewritten_chain_caught_by_signed_checkpoint(trail, capsys):
 
 def test_edited_index_column(trail, capsys):
     sql(trail, "UPDATE events SET trace_id = 'other' WHERE seq = 90")
-    code, r = verify_json(trail, capsys)
+    code, r = verify_json(trail, capsys, "--deep")
     assert code == 1
     assert r["first_bad_seq"] == 90
     assert "indexed column" in r["problem"]
