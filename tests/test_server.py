@@ -188,3 +188,34 @@ class TestRoles:
             r["payload"]["action"] for r in all_events["records"] if r["kind"] == "trail.accessed"
         ]
         assert actions[:2] == ["view", "export"]
+
+
+class TestDamagedTrail:
+    """A server opening a damaged trail still starts, records a trail.integrity event past
+    the damage and reports it to the panel through me and traces."""
+
+    @pytest.fixture
+    def jp_server_config(self, db):
+        import duckdb
+
+        con = duckdb.connect(str(db))
+        con.execute("DELETE FROM events WHERE seq = 5")
+        con.close()
+        return {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_audit": True},
+                "allow_unauthenticated_access": False,
+            },
+            "AuditApp": {"db_path": str(db)},
+        }
+
+    async def test_breakage_is_reported(self, jp_fetch):
+        me = await get_json(jp_fetch, "me")
+        integrity = me["trail"]["integrity"]
+        assert integrity["ok"] is False
+        assert integrity["first_bad_seq"] == 5
+        assert integrity["problem"] == "record missing"
+        traces = await get_json(jp_fetch, "traces")
+        assert traces["integrity"]["first_bad_seq"] == 5
+        result = await get_json(jp_fetch, "verify")
+        assert (result["ok"], result["first_bad_seq"]) == (False, 5)

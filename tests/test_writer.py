@@ -284,3 +284,28 @@ def test_large_intact_trail_verifies(make_writer, trail_dir):
     r = verify_path(trail_dir / "trail.duckdb")
     assert r.ok, r
     assert r.events >= 100_000
+
+
+def test_format_version_migrates_forward(make_writer, trail_dir, monkeypatch):
+    """A trail written by format 1 is migrated (inside one transaction) by a reader that
+    knows format 2, and is then refused by format 1 readers with a clear message."""
+    from jupyter_audit.store import schema
+    from jupyter_audit.store.schema import TrailError, open_readable
+
+    w = make_writer()
+    w.append(sql_event(1))
+    w.close()
+    monkeypatch.setattr(schema, "FORMAT_VERSION", 2)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, ["ALTER TABLE traces ADD COLUMN labels VARCHAR"])
+    w2 = make_writer()
+    w2.append(sql_event(2))
+    w2.close()
+    con, meta = open_readable(trail_dir / "trail.duckdb")
+    cols = [r[0] for r in con.execute("DESCRIBE traces").fetchall()]
+    con.close()
+    assert meta["format_version"] == "2" and "labels" in cols
+    monkeypatch.setattr(schema, "FORMAT_VERSION", 1)
+    with pytest.raises(TrailError, match="unknown trail format version 2"):
+        open_readable(trail_dir / "trail.duckdb")
+    monkeypatch.setattr(schema, "FORMAT_VERSION", 2)
+    assert verify_path(trail_dir / "trail.duckdb").ok

@@ -119,12 +119,12 @@ def export_record(rec_bytes: bytes, hash_: bytes, identities: IdentityCache) -> 
 
 def get_trace_events(cur, trace_id: str, summary: dict, limit: int = 10_000) -> list[dict]:
     rows = cur.execute(
-        "SELECT record, hash FROM events WHERE seq BETWEEN ? AND ? AND trace_id = ? "
-        "ORDER BY seq LIMIT ?",
-        [summary["first_seq"], summary["last_seq"], trace_id, int(limit)],
+        "SELECT record, hash FROM events WHERE trace_id = ? ORDER BY seq LIMIT ?",
+        [trace_id, int(limit)],
     ).fetchall()
     ids = IdentityCache(cur)
-    return [export_record(r, h, ids) for r, h in rows]
+    # the signed record decides: a row whose indexed trace_id was edited is not shown here
+    return [e for e in (export_record(r, h, ids) for r, h in rows) if e["trace_id"] == trace_id]
 
 
 def export_filter(
@@ -242,7 +242,10 @@ def rebuild_derived(con) -> None:
         if users:
             u = pa.table({"trace_id": [a for a, _ in users], "username": [b for _, b in users]})
             con.register("_rebuild_users", u)
-            con.execute("INSERT INTO trace_users SELECT * FROM _rebuild_users")
+            con.execute(
+                "INSERT INTO trace_users (trace_id, username) SELECT trace_id, username "
+                "FROM _rebuild_users"
+            )
             con.unregister("_rebuild_users")
         con.execute("COMMIT")
     except BaseException:

@@ -471,10 +471,13 @@ class Writer:
         try:
             con.execute("BEGIN")
             con.register("_batch_events", events)
-            con.execute("INSERT INTO events SELECT * FROM _batch_events")
+            con.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM _batch_events"
+            )
             if new_ids:
                 con.executemany(
-                    "INSERT INTO identities VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO identities (identity_id, snapshot, username, first_seq) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [[iid, snap, user, s] for iid, (snap, user, s) in new_ids.items()],
                 )
             if traces:
@@ -558,8 +561,22 @@ class Writer:
                 con.unregister("_batch_users")
 
 
-UPSERT_TRACES = """
-INSERT INTO traces SELECT * FROM {src}
+EVENT_COLUMNS = (
+    "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
+    "prev_hash, hash, leaf, record"
+)
+TRACE_COLUMNS = (
+    "trace_id, kernel_id, notebook, started_at, last_at, first_seq, last_seq, events, cells, "
+    "operations, status"
+)
+# explicit column lists: a later format may add columns to these tables
+UPSERT_TRACES = (
+    """
+INSERT INTO traces ("""
+    + TRACE_COLUMNS
+    + """) SELECT """
+    + TRACE_COLUMNS
+    + """ FROM {src}
 ON CONFLICT (trace_id) DO UPDATE SET
     kernel_id = COALESCE(traces.kernel_id, excluded.kernel_id),
     notebook = COALESCE(excluded.notebook, traces.notebook),
@@ -570,6 +587,7 @@ ON CONFLICT (trace_id) DO UPDATE SET
     operations = traces.operations + excluded.operations,
     status = COALESCE(excluded.status, traces.status)
 """
+)
 
 
 def default_checkpoint_path(db_path: Path) -> Path:
