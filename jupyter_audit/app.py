@@ -11,9 +11,12 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 
 from ._version import __version__
+from .attribution import CellRegistry
+from .gateway import AuditKernelWebsocketConnection
 from .handlers import HANDLERS
 from .masking import MaskingEngine, load_or_create_key
 from .store.signing import SigningKey
@@ -110,7 +113,23 @@ class AuditApp(ExtensionApp):
             verify_on_open=self.verify_on_start,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
+        self.cells = CellRegistry()
         self.settings.update({"jupyter_audit": self})
+        self._install_gateway()
+
+    def _install_gateway(self) -> None:
+        """Route kernel websockets through the gateway (identity stamp, cell.requested)."""
+        # self.settings is copied over the web app's settings after initialize_settings
+        settings = self.settings
+        current = settings.get("kernel_websocket_connection_class")
+        if current is not None and not issubclass(current, ZMQChannelsWebsocketConnection):
+            self.log.warning(
+                "jupyter-audit: kernel websockets use %s; cells through it are not recorded "
+                "by the gateway",
+                current.__name__,
+            )
+            return
+        settings["kernel_websocket_connection_class"] = AuditKernelWebsocketConnection
 
     def initialize_handlers(self):
         self.handlers.extend(HANDLERS)

@@ -170,6 +170,11 @@ def _id(name: str, value):
 _dumps_str = json.JSONEncoder(ensure_ascii=False).encode  # JCS form of a lone string
 
 
+def safe_id(value) -> str | None:
+    """`value` if it is a usable id, else None (for ids taken from client messages)."""
+    return value if type(value) is str and _ID_RE.fullmatch(value) else None
+
+
 def _json_str(value: str | None) -> str:
     return "null" if value is None else '"' + value + '"'
 

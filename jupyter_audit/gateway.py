@@ -1,0 +1,138 @@
+"""The gateway: jupyter_server's kernel websocket, tapped.
+
+For every execute_request a client sends through the server (JupyterLab's
+v1.kernel.websocket.jupyter.org protocol and the legacy JSON one) it resolves the
+websocket's authenticated user to an identity snapshot, submits `cell.requested`, and stamps
+`metadata.jupyter_audit` on the message before forwarding it (the server's Session re-signs
+it). The client's own `header.username` is never trusted. It never blocks a cell on the
+trail: the event is queued to the Writer and its outcome logged.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+
+from .events import EventValidationError
+from .identity.resolve import snapshot_for
+from .store.records import safe_id
+
+V1 = "v1.kernel.websocket.jupyter.org"
+STAMP = "jupyter_audit"
+
+
+class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
+    """Kernel websocket connection that records who asked a kernel to run what."""
+
+    _audit_notebook: str | None = None
+
+    @property
+    def _audit(self):
+        return self.websocket_handler.settings.get("jupyter_audit")
+
+    async def connect(self):
+        await super().connect()
+        # jupyter_server leaves Nagle on: clients that delay ACKs wait ~40 ms per round trip
+        try:
+            self.websocket_handler.set_nodelay(True)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+        self._audit_notebook = await self._notebook_path()
+
+    async def _notebook_path(self) -> str | None:
+        try:
+            sm = self.websocket_handler.session_manager
+            for s in await sm.list_sessions():
+                if (s.get("kernel") or {}).get("id") == self.kernel_id:
+                    return s.get("path")
+        except Exception:  # noqa: BLE001 - the path is a detail; the cell is still recorded
+            self.log.debug("jupyter-audit: no session path for kernel %s", self.kernel_id)
+        return None
+
+    def handle_incoming_message(self, incoming_msg) -> None:
+        audit = self._audit
+        if audit is not None:
+            try:
+                incoming_msg = self._tap(audit, incoming_msg)
+            except Exception as e:  # noqa: BLE001 - never lose the user's message
+                # no payload in the log: only what went wrong
+                self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
+        super().handle_incoming_message(incoming_msg)
+
+    # ---------------------------------------------------------------- the tap
+    def _tap(self, audit, ws_msg):
+        if self.subprotocol == V1:
+            channel, parts = deserialize_msg_from_ws_v1(ws_msg)
+            if channel != "shell" or len(parts) < 4:
+                return ws_msg
+            header = json.loads(parts[0])
+            if header.get("msg_type") != "execute_request":
+                return ws_msg
+            metadata = json.loads(parts[2]) if parts[2] else {}
+            content = json.loads(parts[3]) if parts[3] else {}
+            metadata[STAMP] = self._record(audit, header, metadata, content)
+            parts = list(parts)
+            parts[2] = json.dumps(metadata).encode("utf-8")
+            return serialize_msg_to_ws_v1(parts, channel)
+        if isinstance(ws_msg, bytes):
+            return ws_msg  # legacy binary frames carry buffers (comms), never execute_requests
+        msg = json.loads(ws_msg)
+        if msg.get("channel", "shell") != "shell":
+            return ws_msg
+        header = msg.get("header") or {}
+        if header.get("msg_type") != "execute_request":
+            return ws_msg
+        metadata = msg.get("metadata") or {}
+        metadata[STAMP] = self._record(audit, header, metadata, msg.get("content") or {})
+        msg["metadata"] = metadata
+        return json.dumps(msg)
+
+    def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
+        handler = self.websocket_handler
+        identity = snapshot_for(handler.current_user, handler.identity_provider)
+        msg_id = safe_id(header.get("msg_id"))
+        code = content.get("code")
+        event = {
+            "kind": "cell.requested",
+            "identity": identity,
+            "trace_id": self.kernel_id,
+            "kernel_id": self.kernel_id,
+            "session_id": safe_id(header.get("session")),
+            "notebook": self._audit_notebook,
+            "msg_id": msg_id,
+            "payload": {
+                "code": code if isinstance(code, str) else "",
+                "cell_id": metadata.get("cellId")
+                if isinstance(metadata.get("cellId"), str)
+                else None,
+                "silent": bool(content.get("silent", False)),
+            },
+        }
+        try:
+            prepared = audit.writer.prepare(event)
+        except EventValidationError as e:
+            self.log.error("jupyter-audit: execute_request refused by the trail: %s", e)
+            raise
+        audit.cells.remember(msg_id, prepared)
+        fut = audit.writer.submit(prepared)
+        fut.add_done_callback(_log_failure(self.log))
+        return {
+            "username": identity["username"],
+            "identity_id": prepared.identity_id,
+            "trace_id": self.kernel_id,
+            "event_id": prepared.event_id,
+        }
+
+
+def _log_failure(log):
+    def done(fut):
+        exc = fut.exception()
+        if exc is not None:
+            log.error("jupyter-audit: cell.requested not stored: %s", exc)
+
+    return done

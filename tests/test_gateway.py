@@ -1,0 +1,189 @@
+"""The gateway in a real jupyter_server with real kernels, driven over the websocket the way
+JupyterLab does (v1 subprotocol) and the legacy JSON protocol."""
+
+import asyncio
+import getpass
+import json
+import uuid
+
+import pytest
+from jupyter_client.jsonutil import json_default
+from jupyter_client.session import Session
+from jupyter_server.services.kernels.connection.base import (
+    deserialize_msg_from_ws_v1,
+    serialize_msg_to_ws_v1,
+)
+
+V1 = "v1.kernel.websocket.jupyter.org"
+PROBE = (
+    "m = get_ipython().kernel.get_parent()['metadata'].get('jupyter_audit', {})\n"
+    "print('stamped-as', m.get('username'))"
+)
+
+
+@pytest.fixture
+def jp_server_config(trail_dir):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_audit": True},
+            "allow_unauthenticated_access": False,
+        },
+        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
+    }
+
+
+class KernelClient:
+    """Just enough of a JupyterLab kernel connection to run cells over a websocket."""
+
+    def __init__(self, ws, v1: bool):
+        self.ws = ws
+        self.v1 = v1
+        self.session = Session(username="mallory-the-forger")  # never trusted by the server
+
+    def send_execute(self, code: str) -> str:
+        msg = self.session.msg(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+            metadata={"cellId": "cell-" + uuid.uuid4().hex[:8]},
+        )
+        if self.v1:
+            parts = [
+                json.dumps(msg[k], default=json_default).encode()
+                for k in ("header", "parent_header", "metadata", "content")
+            ]
+            self.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        else:
+            msg["channel"] = "shell"
+            self.ws.write_message(json.dumps(msg, default=json_default))
+        return msg["header"]["msg_id"]
+
+    async def run(self, code: str, timeout: float = 60) -> tuple[str, str]:
+        msg_id = self.send_execute(code)
+        out = []
+        state = {}
+
+        async def collect():
+            while True:
+                raw = await self.ws.read_message()
+                assert raw is not None, "websocket closed"
+                if self.v1:
+                    _channel, parts = deserialize_msg_from_ws_v1(raw)
+                    header, parent, _meta, content = (json.loads(p) for p in parts[:4])
+                else:
+                    m = json.loads(raw)
+                    _channel, header, parent, content = (
+                        m["channel"],
+                        m["header"],
+                        m["parent_header"],
+                        m["content"],
+                    )
+                if parent.get("msg_id") != msg_id:
+                    continue
+                if header["msg_type"] == "stream":
+                    out.append(content["text"])
+                if header["msg_type"] == "execute_reply":
+                    state["status"] = content["status"]
+                if header["msg_type"] == "status" and content["execution_state"] == "idle":
+                    state["idle"] = True
+                if "status" in state and "idle" in state:
+                    return state["status"]
+
+        status = await asyncio.wait_for(collect(), timeout)
+        return status, "".join(out)
+
+
+async def open_kernel(jp_fetch, jp_ws_fetch, v1=True, headers=None, kernel_id=None):
+    if kernel_id is None:
+        r = await jp_fetch(
+            "api", "kernels", method="POST", body=json.dumps({"name": "python3"}), headers=headers
+        )
+        kernel_id = json.loads(r.body)["id"]
+    kwargs = {"subprotocols": [V1]} if v1 else {}
+    ws = await jp_ws_fetch(
+        "api",
+        "kernels",
+        kernel_id,
+        "channels",
+        params={"session_id": uuid.uuid4().hex},
+        headers=headers,
+        **kwargs,
+    )
+    return kernel_id, KernelClient(ws, v1)
+
+
+def cell_requests(jp_serverapp):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    audit.writer.flush()
+    rows = (
+        audit.writer.cursor()
+        .execute("SELECT record FROM events WHERE kind = 'cell.requested' ORDER BY seq")
+        .fetchall()
+    )
+    from jupyter_audit.store.queries import IdentityCache
+
+    ids = IdentityCache(audit.writer.cursor())
+    out = []
+    for (rec,) in rows:
+        r = json.loads(rec)
+        r["identity"] = ids.get(r["identity_id"])
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("v1", [True, False], ids=["v1-protocol", "legacy-json"])
+async def test_each_execute_request_is_recorded_and_stamped(
+    jp_serverapp, jp_fetch, jp_ws_fetch, v1
+):
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1)
+    status, out = await client.run(PROBE)
+    assert status == "ok"
+    me = getpass.getuser()
+    assert out.strip() == f"stamped-as {me}"  # the kernel saw the server's stamp
+    status, _ = await client.run("x = 40 + 2")
+    reqs = cell_requests(jp_serverapp)
+    assert [r["payload"]["code"] for r in reqs] == [PROBE, "x = 40 + 2"]
+    for r in reqs:
+        assert r["identity"]["username"] == me  # not the forged header.username
+        assert r["identity"]["auth_method"] == "token"
+        assert r["kernel_id"] == kernel_id and r["trace_id"] == kernel_id
+        assert r["msg_id"] and r["payload"]["cell_id"].startswith("cell-")
+    client.ws.close()
+
+
+class TestTwoUsersOneKernel:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        return {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_audit": True},
+                "allow_unauthenticated_access": False,
+                "identity_provider_class": "identity_fixtures.HeaderIdentityProvider",
+            },
+            "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
+        }
+
+    async def test_each_cell_is_attributed_to_whoever_sent_it(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch
+    ):
+        alice_h, bob_h = {"X-Test-User": "alice"}, {"X-Test-User": "bob"}
+        # started by the server itself (a POST from this header-only login would need XSRF)
+        kernel_id = await jp_serverapp.kernel_manager.start_kernel(kernel_name="python3")
+        _, alice = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice_h, kernel_id=kernel_id)
+        _, bob = await open_kernel(jp_fetch, jp_ws_fetch, headers=bob_h, kernel_id=kernel_id)
+        assert (await alice.run("a = 1"))[0] == "ok"
+        assert (await bob.run("b = a + 1"))[0] == "ok"
+        status, out = await alice.run(PROBE)
+        assert out.strip() == "stamped-as alice"
+        who = [
+            (r["payload"]["code"], r["identity"]["username"]) for r in cell_requests(jp_serverapp)
+        ]
+        assert who == [("a = 1", "alice"), ("b = a + 1", "bob"), (PROBE, "alice")]
+        alice.ws.close()
+        bob.ws.close()
