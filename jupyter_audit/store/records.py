@@ -133,6 +133,7 @@ class Prepared:
     __slots__ = (
         "event_id",
         "extras_json",
+        "client_event",
         "flags",
         "identity",
         "identity_id",
@@ -222,6 +223,7 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
     for name in _ID_FIELDS:
         value = get(name)
         setattr(p, name, None if value is None else _id(name, value))
+    p.client_event = p.event_id is not None
     if p.event_id is None:
         p.event_id = os.urandom(16).hex()
     notebook = get("notebook")

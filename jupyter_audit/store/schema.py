@@ -54,6 +54,11 @@ DDL = [
         username VARCHAR,
         first_seq BIGINT NOT NULL
     )""",
+    # event ids chosen by clients (kernels), for exactly-once delivery of retried batches
+    """CREATE TABLE IF NOT EXISTS client_events (
+        event_id VARCHAR PRIMARY KEY,
+        seq BIGINT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS traces (
         trace_id VARCHAR PRIMARY KEY,
         kernel_id VARCHAR,

@@ -47,6 +47,7 @@ class AppendResult:
     seq: int
     hash: str
     event_id: str
+    duplicate: bool = False  # a client re-sent an event the trail already holds
 
 
 def iso_time(us: int) -> str:
@@ -388,7 +389,52 @@ class Writer:
             log.warning("database checkpoint failed: %s", e)
         return body
 
+    def _drop_duplicates(self, items: list[tuple[Prepared, Future]]):
+        """Exactly once for client-supplied event ids (kernels retry and re-send spools):
+        an id the trail already holds is acknowledged with its first record, not stored."""
+        ids = [p.event_id for p, _ in items if p.client_event]
+        if not ids:
+            return items, []
+        rows = self._con.execute(
+            "SELECT event_id, seq FROM client_events WHERE event_id IN (SELECT unnest(?))", [ids]
+        ).fetchall()
+        held = dict(rows)
+        keep, dupes, seen = [], [], set()
+        for p, fut in items:
+            if p.client_event:
+                if p.event_id in held or p.event_id in seen:
+                    dupes.append((p, fut, held.get(p.event_id)))
+                    continue
+                seen.add(p.event_id)
+            keep.append((p, fut))
+        return keep, dupes
+
     def _commit(self, items: list[tuple[Prepared, Future]]) -> None:
+        try:
+            items, dupes = self._drop_duplicates(items)
+        except Exception as e:  # noqa: BLE001 - nothing acknowledged
+            err = TrailWriteError(f"trail write failed: {e}")
+            for _p, fut in items:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        if items:
+            self._commit_new(items)
+        for p, fut, seq in dupes:
+            self._resolve(fut, AppendResult(seq or 0, "", p.event_id, duplicate=True))
+
+    @staticmethod
+    def _resolve(fut: Future, res: AppendResult) -> None:
+        batch = getattr(fut, "_batch", None)
+        if batch is None:
+            if not fut.done():
+                fut.set_result(res)
+        else:
+            batch.append(res)
+            if len(batch) == fut._size and not fut.done():
+                fut.set_result(batch)
+
+    def _commit_new(self, items: list[tuple[Prepared, Future]]) -> None:
         seq = self.seq
         prev = self.last_hash
         frontier = self.frontier.copy()
@@ -482,6 +528,13 @@ class Writer:
                 )
             if traces:
                 self._upsert_traces(con, traces, users, last_us)
+            client = [
+                (p.event_id, r[0])
+                for (p, _f), r in zip(items, results, strict=True)
+                if p.client_event
+            ]
+            if client:
+                con.executemany("INSERT INTO client_events (event_id, seq) VALUES (?, ?)", client)
             con.execute(
                 "UPDATE meta SET value = CASE key WHEN 'last_seq' THEN ? WHEN 'last_hash' THEN ? "
                 "ELSE ? END WHERE key IN ('last_seq', 'last_hash', 'frontier')",
@@ -512,15 +565,7 @@ class Writer:
         known.update(new_ids)
         # a batch future (submit_batch) resolves once the last of its events is committed
         for (_p, fut), (rseq, rh, reid) in zip(items, results, strict=True):
-            res = AppendResult(rseq, rh.hex(), reid)
-            batch = getattr(fut, "_batch", None)
-            if batch is None:
-                if not fut.done():
-                    fut.set_result(res)
-            else:
-                batch.append(res)
-                if len(batch) == fut._size and not fut.done():
-                    fut.set_result(batch)
+            self._resolve(fut, AppendResult(rseq, rh.hex(), reid))
 
     @staticmethod
     def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:
