@@ -1,0 +1,466 @@
+"""Transport from the kernel to the server's ingest endpoint: batching, retries, spool.
+
+kernel/: runs inside user kernels; never opens the trail file, never trusts its own identity
+claims. Events carry no identity: the server attributes them by the cell's msg_id.
+
+Cells never wait on the network: ``emit`` appends to an in-memory queue; a background
+thread posts batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel
+secret. While the server cannot accept events (down, 5xx, or refusing our credentials)
+events go to a 0600 spool file, ``audit-spool-<kernel_id>.jsonl`` (one wire event per
+line), replayed in order once the server is back. Event ids are fixed when an event is
+made, so a retry never duplicates: the server de-duplicates by event_id. The transport
+uses ``http.client`` directly, which the HTTP capture does not patch, so it never reports
+itself.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .context import format_kernel_time, log, log_once
+
+_SENDER_NAME = "jupyter-audit-sender"
+# ASCII output: a lone surrogate (e.g. an undecodable file name) stays valid JSON
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
+
+
+def _env_int(environ, name: str, default: int) -> int:
+    try:
+        return max(0, int(environ.get(name, "")))
+    except ValueError:
+        return default
+
+
+def _env_float(environ, name: str, default: float) -> float:
+    try:
+        return max(0.0, float(environ.get(name, "")))
+    except ValueError:
+        return default
+
+
+def default_runtime_dir(environ=os.environ) -> Path:
+    runtime = environ.get("JUPYTER_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime)
+    return Path.home() / ".local" / "share" / "jupyter" / "runtime"
+
+
+@dataclass
+class KernelConfig:
+    """What the server tells a kernel, through environment variables, when it starts it."""
+
+    ingest_url: str | None = None
+    kernel_id: str = ""
+    secret: str | None = field(default=None, repr=False)  # never in a log line
+    spool_dir: Path = field(default_factory=default_runtime_dir)
+    fail_mode: str = "open"
+    output_cap: int = 2000
+    body_hosts: frozenset = frozenset()
+    body_cap: int = 10_000
+    kernelspec: str | None = None
+    retry_max: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ=os.environ, fallback_kernel_id: str | None = None) -> KernelConfig:
+        fail_mode = environ.get("JUPYTER_AUDIT_FAIL_MODE", "open").strip().lower()
+        if fail_mode not in ("open", "closed"):
+            log.warning("jupyter-audit: unknown JUPYTER_AUDIT_FAIL_MODE; using 'closed'")
+            fail_mode = "closed"  # a typo must not silently weaken the policy
+        spool = environ.get("JUPYTER_AUDIT_SPOOL_DIR")
+        hosts = environ.get("JUPYTER_AUDIT_BODY_HOSTS", "")
+        return cls(
+            ingest_url=environ.get("JUPYTER_AUDIT_INGEST_URL") or None,
+            kernel_id=environ.get("JUPYTER_AUDIT_KERNEL_ID")
+            or fallback_kernel_id
+            or f"pid-{os.getpid()}",
+            secret=environ.get("JUPYTER_AUDIT_KERNEL_SECRET") or None,
+            spool_dir=Path(spool) if spool else default_runtime_dir(environ),
+            fail_mode=fail_mode,
+            output_cap=_env_int(environ, "JUPYTER_AUDIT_OUTPUT_CAP", 2000),
+            body_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
+            body_cap=_env_int(environ, "JUPYTER_AUDIT_BODY_CAP", 10_000),
+            kernelspec=environ.get("JUPYTER_AUDIT_KERNELSPEC") or None,
+            retry_max=_env_float(environ, "JUPYTER_AUDIT_RETRY_MAX", 30.0) or 30.0,
+        )
+
+
+def _safe_name(kernel_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in kernel_id) or "unknown"
+
+
+class AuditClient:
+    """Batches events to the ingest endpoint; spools them while it cannot."""
+
+    def __init__(
+        self,
+        config: KernelConfig,
+        *,
+        flush_interval: float = 0.05,
+        batch_max: int = 500,
+        queue_max: int = 10_000,
+        retry_min: float = 0.25,
+        timeout: float = 5.0,
+    ) -> None:
+        self.config = config
+        self._flush_interval = flush_interval
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._retry_min = retry_min
+        self._retry_max = max(config.retry_max, retry_min)
+        self._timeout = timeout
+        self._queue: deque = deque()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._cycles = 0
+        self._stopping = False
+        self._retry_now = False
+        self._thread: threading.Thread | None = None
+        self._spool_lock = threading.Lock()
+        self.spool_path = (
+            Path(config.spool_dir) / f"audit-spool-{_safe_name(config.kernel_id)}.jsonl"
+        )
+        # 64 random bits per process + the op_index: unique, and fixed once made
+        self._id_prefix = secrets.token_hex(8)
+        self._conn: http.client.HTTPConnection | None = None
+        self._url = urlsplit(config.ingest_url) if config.ingest_url else None
+        self.healthy = True
+        self.last_error: str | None = None
+        self._backoff = 0.0
+        self._next_retry = 0.0
+        self.sent = 0  # events the server answered for (accepted or rejected)
+        self.rejected = 0
+        self.spooled = 0  # events written to the spool (server away, or queue overflow)
+
+    # -- producer side (any thread; must stay cheap) ----------------------------------------
+
+    def emit(self, kind: str, msg_id, op_index: int, time_ns: int, payload: dict) -> None:
+        q = self._queue
+        q.append((kind, msg_id, op_index, time_ns, payload))
+        n = len(q)
+        if n >= self._batch_max:
+            if n > self._queue_max:
+                self._overflow()
+            self._wake.set()
+
+    def _overflow(self) -> None:
+        """The sender is behind (server slow or away): move the queue to the spool."""
+        items = self._drain(len(self._queue))
+        if items:
+            self._spool_write([self._wire(i) for i in items])
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> AuditClient:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=_SENDER_NAME, daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Deliver what can be delivered within ``timeout``; spool the rest."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._stopping = True
+            self._wake.set()
+            thread.join(timeout)
+        try:
+            items = self._drain(len(self._queue))
+            if items:
+                self._spool_write([self._wire(i) for i in items])
+        except Exception as e:
+            log_once("close", e)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait for a send cycle that starts after this call; True when nothing is left
+        queued or spooled."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._cycles + 2
+            self._wake.set()
+            while self._cycles < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+                self._wake.set()
+        return not self._queue and not self.spool_pending()
+
+    def available(self, timeout: float = 1.0) -> bool:
+        """Can the trail accept events? When the transport has been failing, try once now
+        (waiting at most ``timeout``). Without an ingest URL, the spool is the sink."""
+        if self._url is None or self.healthy:
+            return True
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            # a cycle may be under way already: wait for one that starts after this
+            target = self._cycles + 2
+            self._retry_now = True
+            self._wake.set()
+            while self._cycles < target and not self.healthy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        return self.healthy
+
+    def spool_pending(self) -> bool:
+        try:
+            return self.spool_path.stat().st_size > 0
+        except OSError:
+            return False
+
+    # -- sender thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            stopping = self._stopping
+            with self._cond:
+                force, self._retry_now = self._retry_now or stopping, False
+            try:
+                self._cycle(force)
+            except Exception as e:  # pragma: no cover - keep the sender alive
+                log_once("sender", e)
+            with self._cond:
+                self._cycles += 1
+                self._cond.notify_all()
+            if stopping:
+                return
+
+    def _cycle(self, force: bool) -> None:
+        if self._url is None:
+            self._spool_queue()
+            return
+        if not self.healthy and not force and time.monotonic() < self._next_retry:
+            self._spool_queue()
+            return
+        if not self._replay_spool():
+            self._spool_queue()
+            return
+        while self._queue:
+            items = self._drain(self._batch_max)
+            lines = [self._wire(i) for i in items]
+            if not self._post(lines):
+                self._spool_write(lines)
+                self._spool_queue()
+                return
+
+    def _drain(self, n: int) -> list:
+        q = self._queue
+        out = []
+        try:
+            for _ in range(n):
+                out.append(q.popleft())
+        except IndexError:
+            pass
+        # a batch is sent in op_index order even if two threads raced on emit
+        out.sort(key=lambda item: item[2])
+        return out
+
+    def _wire(self, item) -> bytes:
+        kind, msg_id, op_index, time_ns, payload = item
+        event = {
+            "event_id": f"{self._id_prefix}{op_index:016x}",
+            "kind": kind,
+            "msg_id": msg_id,
+            "op_index": op_index,
+            "kernel_time": format_kernel_time(time_ns),
+            "payload": payload,
+        }
+        return _ENCODER.encode(event).encode("ascii")
+
+    def _spool_queue(self) -> None:
+        while self._queue:
+            items = self._drain(self._batch_max)
+            self._spool_write([self._wire(i) for i in items])
+
+    # -- spool -----------------------------------------------------------------------------
+
+    def _spool_write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        data = b"".join(line + b"\n" for line in lines)
+        with self._spool_lock:
+            try:
+                self.spool_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                try:
+                    if os.fstat(fd).st_mode & 0o077:
+                        os.fchmod(fd, 0o600)
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+                self.spooled += len(lines)
+            except OSError as e:
+                # nowhere to put them: say so (without their content), keep the kernel alive
+                log.error("jupyter-audit: could not spool %d events: %s", len(lines), e.strerror)
+
+    def _replay_spool(self) -> bool:
+        """Send spooled events in order; True when the spool is empty afterwards."""
+        try:
+            size = self.spool_path.stat().st_size
+        except OSError:
+            return True
+        if size == 0:
+            return True
+        offset = 0
+        ok = True
+        try:
+            with open(self.spool_path, "rb") as f:
+                while offset < size:
+                    f.seek(offset)
+                    lines, end = [], offset
+                    while len(lines) < self._batch_max and end < size:
+                        line = f.readline()
+                        if not line.endswith(b"\n"):
+                            break  # an incomplete last line: leave it for later
+                        end += len(line)
+                        if line.strip():
+                            lines.append(line.rstrip(b"\n"))
+                    if end == offset:
+                        break
+                    if lines and not self._post(lines):
+                        ok = False
+                        break
+                    offset = end
+        except OSError as e:
+            log_once("spool read", e)
+            return False
+        self._spool_consumed(offset)
+        return ok and not self.spool_pending()
+
+    def _spool_consumed(self, offset: int) -> None:
+        """Remove the first ``offset`` bytes (delivered), keeping anything appended since."""
+        if offset <= 0:
+            return
+        with self._spool_lock:
+            try:
+                size = self.spool_path.stat().st_size
+                if size <= offset:
+                    self.spool_path.unlink()
+                    return
+                with open(self.spool_path, "rb") as f:
+                    f.seek(offset)
+                    rest = f.read()
+                tmp = self.spool_path.with_suffix(".jsonl.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.write(fd, rest)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, self.spool_path)
+            except OSError as e:
+                log_once("spool trim", e)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            u = self._url
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            self._conn = cls(u.hostname, u.port, timeout=self._timeout)
+        return self._conn
+
+    def _post(self, lines: list[bytes]) -> bool:
+        body = (
+            b'{"kernel_id":'
+            + json.dumps(self.config.kernel_id).encode()
+            + b',"events":['
+            + b",".join(lines)
+            + b"]}"
+        )
+        headers = {
+            "Content-Type": "application/json",
+            "X-Jupyter-Audit-Kernel": self.config.kernel_id,
+        }
+        if self.config.secret:
+            headers["Authorization"] = f"JupyterAudit-Kernel {self.config.secret}"
+        path = self._url.path or "/"
+        if self._url.query:
+            path += "?" + self._url.query
+        # a kept-alive connection the server closed while idle fails on first use: that
+        # is not the trail being away, so try once more on a fresh connection
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                conn = self._connection()
+                conn.request("POST", path, body=body, headers=headers)
+                resp = conn.getresponse()
+                status = resp.status
+                data = resp.read()
+                break
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                if reused and attempt == 1 and not isinstance(e, TimeoutError):
+                    continue
+                reason = getattr(e, "strerror", None) or type(e).__name__
+                if isinstance(e, TimeoutError):
+                    reason = "timed out"
+                elif isinstance(e, ConnectionRefusedError):
+                    reason = "connection refused"
+                return self._failed(f"server unreachable: {reason}")
+        if status == 200:
+            self._succeeded(data, len(lines))
+            return True
+        if status in (401, 403):
+            return self._failed(
+                f"HTTP {status}: the server did not accept this kernel's secret", slow=True
+            )
+        return self._failed(f"HTTP {status}")
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def _succeeded(self, data: bytes, n: int) -> None:
+        if not self.healthy:
+            log.info("jupyter-audit: the audit trail accepts events again")
+        self.healthy = True
+        self.last_error = None
+        self._backoff = 0.0
+        self.sent += n
+        try:
+            reply = json.loads(data or b"{}")
+            rejected = reply.get("rejected") or []
+        except (ValueError, AttributeError):
+            rejected = []
+        if rejected:
+            # the server recorded why; not retried. Never log their content.
+            self.rejected += len(rejected)
+            log.warning("jupyter-audit: the server rejected %d event(s)", len(rejected))
+
+    def _failed(self, reason: str, slow: bool = False) -> bool:
+        if self.healthy or reason != self.last_error:
+            log.warning("jupyter-audit: cannot deliver events (%s); spooling", reason)
+        self.healthy = False
+        self.last_error = reason
+        if slow:
+            self._backoff = self._retry_max
+        else:
+            self._backoff = min(max(self._backoff * 2, self._retry_min), self._retry_max)
+        self._next_retry = time.monotonic() + self._backoff
+        return False

@@ -1,0 +1,169 @@
+"""Which cell caused an operation, in what order, at what kernel time.
+
+kernel/: runs inside user kernels; never opens the trail file, never trusts its own identity
+claims. Standard library only, relative imports only: the server may inject a copy of this
+package under another top-level name.
+
+The current cell's parent ``msg_id`` lives in a context variable, so asyncio tasks (and
+callbacks) created during a cell inherit it. Threads do not inherit context variables, so
+``Thread.start`` records the starting context's msg_id on the thread object, and
+``ThreadPoolExecutor.submit`` carries it into the worker for each submitted call (a pool's
+worker outlives the cell that started it).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("jupyter_audit.kernel")
+
+_CELL_MSG_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jupyter_audit_cell_msg_id", default=None
+)
+_THREAD_ATTR = "_jupyter_audit_msg_id"
+# marks our own wrappers so that a second load (or a second copy of this package) never
+# wraps twice
+WRAPPED_MARK = "__jupyter_audit_wrapped__"
+
+# One counter per kernel process: op_index is unique and increasing across everything the
+# kernel reports (cells and operations), whichever thread reports it.
+_op_counter = itertools.count(1)
+
+Sink = Callable[[str, "str | None", int, int, dict], None]
+_sink: Sink | None = None
+_MISSING: Any = object()
+
+
+def current_msg_id() -> str | None:
+    """The parent execute_request msg_id of the cell the caller is running for, or None."""
+    mid = _CELL_MSG_ID.get()
+    if mid is None:
+        mid = getattr(threading.current_thread(), _THREAD_ATTR, None)
+    return mid
+
+
+def enter_cell(msg_id: str | None) -> contextvars.Token:
+    return _CELL_MSG_ID.set(msg_id)
+
+
+def exit_cell(token: contextvars.Token) -> None:
+    try:
+        _CELL_MSG_ID.reset(token)
+    except ValueError:  # reset from another context (should not happen): just clear
+        _CELL_MSG_ID.set(None)
+
+
+def next_op_index() -> int:
+    return next(_op_counter)
+
+
+def kernel_time_ns() -> int:
+    return time.time_ns()
+
+
+_second_prefix: tuple[int, str] = (-1, "")
+
+
+def format_kernel_time(ns: int) -> str:
+    """ISO 8601 UTC with microseconds, e.g. 2026-11-27T05:31:23.123456Z."""
+    global _second_prefix
+    sec, rem = divmod(ns, 1_000_000_000)
+    cached_sec, prefix = _second_prefix  # one tuple: read and replaced atomically
+    if cached_sec != sec:  # events come in bursts: format each second once
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second_prefix = (sec, prefix)
+    return f"{prefix}.{rem // 1000:06d}Z"
+
+
+def set_sink(sink: Sink | None) -> None:
+    """Where recorded events go (the transport's ``emit``); None turns capture off."""
+    global _sink
+    _sink = sink
+
+
+def active() -> bool:
+    return _sink is not None
+
+
+def record(kind: str, payload: dict, msg_id: str | None = _MISSING) -> None:
+    """Report one event. Cheap (no I/O, no formatting) and never raises."""
+    sink = _sink
+    if sink is None:
+        return
+    try:
+        if msg_id is _MISSING:
+            msg_id = current_msg_id()
+        sink(kind, msg_id, next(_op_counter), time.time_ns(), payload)
+    except Exception as e:  # pragma: no cover - the sink is a deque append
+        log_once("record", e)
+
+
+_logged: set[str] = set()
+
+
+def log_once(where: str, exc: BaseException | None = None) -> None:
+    """Log a failure of our own hook once per place. Never logs payloads or values: only
+    where it happened and the exception type."""
+    if where in _logged:
+        return
+    _logged.add(where)
+    detail = f" ({type(exc).__name__})" if exc is not None else ""
+    log.warning("jupyter-audit: capture hook %s failed%s; user code is unaffected", where, detail)
+
+
+def mark(fn):
+    setattr(fn, WRAPPED_MARK, True)
+    return fn
+
+
+def is_wrapped(fn) -> bool:
+    return bool(getattr(fn, WRAPPED_MARK, False))
+
+
+# -- propagation into threads -----------------------------------------------------------
+
+
+def install_thread_propagation(patcher) -> None:
+    """Threads started during a cell (directly or through a ThreadPoolExecutor, which
+    ``asyncio.run_in_executor`` uses) report under that cell's msg_id."""
+    orig_start = threading.Thread.start
+
+    @functools.wraps(orig_start)
+    def start(self, *args, **kwargs):
+        try:
+            mid = current_msg_id()
+            if mid is not None:
+                setattr(self, _THREAD_ATTR, mid)
+        except Exception as e:
+            log_once("Thread.start", e)
+        return orig_start(self, *args, **kwargs)
+
+    patcher.replace(threading.Thread, "start", mark(start))
+
+    import concurrent.futures.thread as cft
+
+    orig_submit = cft.ThreadPoolExecutor.submit
+
+    @functools.wraps(orig_submit)
+    def submit(self, fn, /, *args, **kwargs):
+        mid = current_msg_id()
+        if mid is None:
+            return orig_submit(self, fn, *args, **kwargs)
+        return orig_submit(self, _run_as_cell, mid, fn, *args, **kwargs)
+
+    patcher.replace(cft.ThreadPoolExecutor, "submit", mark(submit))
+
+
+def _run_as_cell(mid, fn, /, *args, **kwargs):
+    token = _CELL_MSG_ID.set(mid)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        exit_cell(token)
