@@ -12,12 +12,16 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+from jupyter_server.utils import url_path_join
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 
+from . import kernels
 from ._version import __version__
 from .attribution import CellRegistry
 from .gateway import AuditKernelWebsocketConnection
-from .handlers import HANDLERS
+from .handlers import API, HANDLERS
+from .ingest import KernelSecrets
 from .masking import MaskingEngine, load_or_create_key
 from .store.signing import SigningKey
 from .store.writer import Writer, default_checkpoint_path
@@ -114,8 +118,31 @@ class AuditApp(ExtensionApp):
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
         self.cells = CellRegistry()
+        self.kernel_secrets = KernelSecrets()
         self.settings.update({"jupyter_audit": self})
         self._install_gateway()
+        self._install_kernel_side()
+
+    def _install_kernel_side(self) -> None:
+        """Start ipykernel kernels with the kernel side injected (see kernels.py)."""
+        km = self.serverapp.kernel_manager
+        default = "jupyter_server.services.kernels.kernelmanager.ServerKernelManager"
+        if km.kernel_manager_class not in (default, ServerKernelManager):
+            self.log.warning(
+                "jupyter-audit: custom kernel manager %s; kernels are not instrumented",
+                km.kernel_manager_class,
+            )
+            return
+        runtime = self.serverapp.runtime_dir
+        kernels.configure(
+            inject_dir=kernels.prepare_inject_dir(runtime),
+            ingest_url=url_path_join(self.serverapp.connection_url, API, "kernel/events"),
+            secrets=self.kernel_secrets,
+            spool_dir=runtime,
+            fail_mode=self.fail_mode,
+            unaudited=set(),
+        )
+        km.kernel_manager_class = "jupyter_audit.kernels.AuditKernelManager"
 
     def _install_gateway(self) -> None:
         """Route kernel websockets through the gateway (identity stamp, cell.requested)."""

@@ -8,16 +8,19 @@ import asyncio
 import json
 from datetime import datetime
 
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .events import EventValidationError
+from .identity import system_identity
 from .identity.resolve import roles_for, snapshot_for
+from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission
 from .store import queries
 from .store import trail as trail_ops
 from .store.export import ExportError
+from .store.records import safe_id
 from .store.schema import TrailError, read_meta
 from .store.signing import KeyError_, load_public
 
@@ -229,10 +232,84 @@ class ExportHandler(AuditHandler):
         self.finish(json.dumps(bundle, ensure_ascii=False, sort_keys=True))
 
 
+class KernelEventsHandler(APIHandler):
+    """POST /jupyter-audit/api/kernel/events: batches from the kernel side.
+
+    Not for users: authenticated by the per-kernel secret (header `Authorization:
+    JupyterAudit-Kernel <secret>` and `X-Jupyter-Audit-Kernel: <kernel id>`), which is not a
+    cookie, so no XSRF token is involved."""
+
+    @property
+    def audit(self):
+        return self.settings["jupyter_audit"]
+
+    def check_xsrf_cookie(self):
+        return None
+
+    def _reject(self, reason: str, kernel_id: str | None, status: int = 403):
+        self.audit.writer.submit(
+            {
+                "kind": "security.rejected",
+                "identity": system_identity(),
+                "kernel_id": safe_id(kernel_id),
+                "payload": {
+                    "reason": reason,
+                    "source": f"kernel ingest from {self.request.remote_ip}",
+                },
+            }
+        )
+        raise web.HTTPError(status, reason)
+
+    @allow_unauthenticated
+    async def post(self):
+        audit = self.audit
+        kernel_id = self.request.headers.get("X-Jupyter-Audit-Kernel")
+        auth = self.request.headers.get("Authorization", "")
+        scheme, _, secret = auth.partition(" ")
+        if scheme != "JupyterAudit-Kernel" or not audit.kernel_secrets.check(kernel_id, secret):
+            self._reject("kernel secret missing or wrong", kernel_id)
+        if len(self.request.body) > MAX_BODY:
+            raise web.HTTPError(413, f"batch larger than {MAX_BODY} bytes")
+        try:
+            body = json.loads(self.request.body)
+        except ValueError:
+            raise web.HTTPError(400, "body is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise web.HTTPError(400, 'body must be {"kernel_id": ..., "events": [...]}')
+        if body.get("kernel_id") not in (None, kernel_id):
+            self._reject("batch names another kernel than its secret", kernel_id)
+        if len(body["events"]) > MAX_EVENTS:
+            raise web.HTTPError(413, f"more than {MAX_EVENTS} events in one batch")
+        attributor = Attributor(audit.cells, audit.writer.cursor)
+        prepared, rejected = [], []
+        for raw in body["events"]:
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            try:
+                prepared.append(audit.writer.prepare(attributor.event(kernel_id, raw)))
+            except ForgedSubmission as e:
+                rejected.append({"event_id": event_id, "error": str(e)})
+                self._record_forgery(str(e), kernel_id)
+            except EventValidationError as e:
+                rejected.append({"event_id": event_id, "error": str(e)})
+        results = await asyncio.wrap_future(audit.writer.submit_batch(prepared))
+        self.finish({"accepted": [r.event_id for r in results], "rejected": rejected})
+
+    def _record_forgery(self, reason: str, kernel_id: str) -> None:
+        self.audit.writer.submit(
+            {
+                "kind": "security.rejected",
+                "identity": system_identity(),
+                "kernel_id": safe_id(kernel_id),
+                "payload": {"reason": reason, "source": f"kernel {kernel_id}"},
+            }
+        )
+
+
 HANDLERS = [
     (rf"{API}/me", MeHandler),
     (rf"{API}/traces", TracesHandler),
     (rf"{API}/traces/([A-Za-z0-9._:@/+=~-]+)", TraceHandler),
     (rf"{API}/verify", VerifyHandler),
     (rf"{API}/export", ExportHandler),
+    (rf"{API}/kernel/events", KernelEventsHandler),
 ]

@@ -1,0 +1,162 @@
+"""End to end: a real server starts a real kernel with the kernel side injected; cells run
+over the websocket; SQL, shell and cell events reach the trail attributed to the identity the
+server saw, linked to their cell; forged kernel submissions are refused and recorded."""
+
+import asyncio
+import getpass
+import json
+import time
+
+import pytest
+from test_gateway import open_kernel
+from tornado.httpclient import HTTPClientError
+
+
+@pytest.fixture
+def jp_server_config(trail_dir):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_audit": True},
+            "allow_unauthenticated_access": False,
+        },
+        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
+    }
+
+
+def trail_events(audit):
+    audit.writer.flush()
+    from jupyter_audit.store.queries import IdentityCache
+
+    cur = audit.writer.cursor()
+    ids = IdentityCache(audit.writer.cursor())
+    out = []
+    for (rec,) in cur.execute("SELECT record FROM events ORDER BY seq").fetchall():
+        r = json.loads(rec)
+        r["identity"] = ids.get(r["identity_id"])
+        out.append(r)
+    return out
+
+
+async def wait_for(audit, predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = trail_events(audit)
+        if predicate(events):
+            return events
+        await asyncio.sleep(0.2)
+    raise AssertionError("events did not arrive: " + str([e["kind"] for e in events]))
+
+
+SQL_CELL = """import sqlite3
+con = sqlite3.connect(':memory:')
+con.execute('CREATE TABLE loans (id INTEGER, email TEXT)')
+con.execute("INSERT INTO loans VALUES (1, 'jane.doe@example.com')")
+print(con.execute('SELECT count(*) FROM loans').fetchone()[0])"""
+
+
+async def test_cells_and_operations_are_captured_and_attributed(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+    status, out = await client.run(SQL_CELL)
+    assert (status, out.strip()) == ("ok", "1")
+    status, _ = await client.run("import subprocess\nsubprocess.run(['true'])")
+    assert status == "ok"
+    events = await wait_for(
+        audit,
+        lambda ev: (
+            sum(e["kind"] == "op.sql" for e in ev) >= 3
+            and any(e["kind"] == "op.shell" for e in ev)
+            and sum(e["kind"] == "cell.finished" for e in ev) >= 2
+        ),
+    )
+    me = getpass.getuser()
+    requested = [e for e in events if e["kind"] == "cell.requested"]
+    assert len(requested) == 2
+    sql_msg = requested[0]["msg_id"]
+    sql = [e for e in events if e["kind"] == "op.sql"]
+    assert [e["payload"]["statement"].split()[0] for e in sql[:3]] == ["CREATE", "INSERT", "SELECT"]
+    for e in sql:
+        assert e["msg_id"] == sql_msg  # linked to its cell
+        assert e["identity"]["username"] == me and e["identity"]["auth_method"] == "token"
+        assert e["trace_id"] == kernel_id and "unattributed" not in e["flags"]
+    assert "jane.doe@example.com" not in json.dumps(events)  # masked by the server
+    assert [e["op_index"] for e in sql] == sorted(e["op_index"] for e in sql)
+    shell = next(e for e in events if e["kind"] == "op.shell")
+    assert shell["msg_id"] == requested[1]["msg_id"] and shell["payload"]["exit_code"] == 0
+    finished = [e for e in events if e["kind"] == "cell.finished"]
+    assert {e["msg_id"] for e in finished} >= {r["msg_id"] for r in requested}
+    env = [e for e in events if e["kind"] == "session.environment"]
+    assert env and env[0]["payload"]["packages"]
+    r = await jp_fetch("jupyter-audit", "api", "verify")
+    assert json.loads(r.body)["ok"] is True
+    client.ws.close()
+
+
+async def post_events(jp_fetch, kernel_id, secret, events, claimed_kernel=None):
+    return await jp_fetch(
+        "jupyter-audit",
+        "api",
+        "kernel",
+        "events",
+        method="POST",
+        body=json.dumps({"kernel_id": claimed_kernel or kernel_id, "events": events}),
+        headers={
+            "Authorization": f"JupyterAudit-Kernel {secret}",
+            "X-Jupyter-Audit-Kernel": kernel_id,
+        },
+    )
+
+
+def op(event_id, **extra):
+    return {
+        "event_id": event_id,
+        "kind": "op.shell",
+        "msg_id": None,
+        "op_index": 1,
+        "kernel_time": "2026-11-27T00:00:00.000000Z",
+        "payload": {"command": "ls", "exit_code": 0},
+        **extra,
+    }
+
+
+async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetch):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    kid_a, kid_b = "kernel-aaaa", "kernel-bbbb"
+    secret_a = audit.kernel_secrets.issue(kid_a)
+    audit.kernel_secrets.issue(kid_b)
+    # wrong secret
+    with pytest.raises(HTTPClientError) as e:
+        await post_events(jp_fetch, kid_a, "guess", [op("e" * 32)])
+    assert e.value.code == 403
+    # another kernel's id with this kernel's secret
+    with pytest.raises(HTTPClientError) as e:
+        await post_events(jp_fetch, kid_b, secret_a, [op("f" * 32)])
+    assert e.value.code == 403
+    with pytest.raises(HTTPClientError) as e:
+        await post_events(jp_fetch, kid_a, secret_a, [op("f" * 32)], claimed_kernel=kid_b)
+    assert e.value.code == 403
+    # an identity claimed inside an event; a good event beside it is still stored
+    r = await post_events(
+        jp_fetch,
+        kid_a,
+        secret_a,
+        [op("a" * 32, identity={"username": "ceo"}), op("b" * 32)],
+    )
+    body = json.loads(r.body)
+    assert body["accepted"] == ["b" * 32]
+    assert body["rejected"][0]["event_id"] == "a" * 32
+    assert "identity" in body["rejected"][0]["error"]
+    # a retried batch is stored once
+    r = await post_events(jp_fetch, kid_a, secret_a, [op("b" * 32)])
+    assert json.loads(r.body)["accepted"] == ["b" * 32]
+    events = trail_events(audit)
+    stored = [e for e in events if e["event_id"] == "b" * 32]
+    assert len(stored) == 1
+    assert stored[0]["kind"] == "op.unattributed" and stored[0]["flags"] == ["unattributed"]
+    assert stored[0]["identity"] is None
+    assert not any(e["event_id"] in ("a" * 32, "e" * 32, "f" * 32) for e in events)
+    rejected = [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
+    assert len(rejected) == 4
+    assert any("secret" in r for r in rejected) and any("identity" in r for r in rejected)
