@@ -146,6 +146,7 @@ def verify_connection(
     trusted_keys=None,
     deep: bool = False,
     parallel_path=None,
+    pool=None,
 ) -> VerifyResult:
     """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
     writing), the chain check runs in worker processes that open it read-only."""
@@ -190,8 +191,17 @@ def verify_connection(
     result.last_seq = max_seq
     want = sorted(want_at)
     if parallel_path is not None and max_seq >= PARALLEL_MIN and (os.cpu_count() or 1) > 1:
-        segments = _chain_parallel(parallel_path, max_seq, want, deep)
+        own_pool = pool is None
+        pool = pool or chain_pool()
+        try:
+            pending = pool.map_async(_chain_worker, _ranges(parallel_path, max_seq, want, deep))
+            _check_identities(con, result)  # meanwhile, in this process
+            segments = pending.get()
+        finally:
+            if own_pool:
+                pool.terminate()
     else:
+        _check_identities(con, result)
         segments = [_chain_range(con, 1, max_seq, want, deep, GENESIS_HASH)]
     leaves: list[bytes] = []
     hash_at: dict[int, bytes] = {}
@@ -222,8 +232,15 @@ def verify_connection(
         good = seg["good_upto"]
     result.events = n
     result.last_hash = prev.hex()
-    tree = MerkleLevels(leaves)
-    seen_at = {s: (h, tree.root(s)) for s, h in hash_at.items() if s <= good and s <= len(leaves)}
+    # The signed chain hash at a checkpoint vouches for every record before it. The Merkle
+    # roots (what export bundles prove against) are recomputed from the leaves with --deep.
+    if deep:
+        tree = MerkleLevels(leaves)
+        seen_at = {
+            s: (h, tree.root(s)) for s, h in hash_at.items() if s <= good and s <= len(leaves)
+        }
+    else:
+        seen_at = {s: (h, None) for s, h in hash_at.items() if s <= good}
 
     if col_thread is not None:
         col_thread.join()
@@ -241,7 +258,6 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
-    _check_identities(con, result)
     _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
     return result
 
@@ -283,15 +299,18 @@ def _diagnose(con, result: VerifyResult, seq, expected, prev, h, rec) -> None:
 
 
 PARALLEL_MIN = 200_000  # below this, one process is faster than starting workers
+PARALLEL_MIN_BYTES = 256 * 1024 * 1024  # a file this large warms the workers up front
 # Rows come back in insertion order, which is sequence order unless the file was edited; a
 # segment that does not check out is read again in ORDER BY seq to name the damage exactly.
-_CHAIN_SQL = "SELECT seq, hash, leaf, record FROM events WHERE seq BETWEEN ? AND ?"
+_CHAIN_SQL = "SELECT seq, hash, record FROM events WHERE seq BETWEEN ? AND ?"
+_DEEP_SQL = "SELECT seq, hash, record, leaf FROM events WHERE seq BETWEEN ? AND ?"
 
 
 def _chain_range(con, lo: int, hi: int, want, deep: bool, start_prev: bytes | None) -> dict:
-    seg = _chain_scan(con, lo, hi, want, deep, start_prev, _CHAIN_SQL)
+    query = _DEEP_SQL if deep else _CHAIN_SQL
+    seg = _chain_scan(con, lo, hi, want, deep, start_prev, query)
     if seg["bad"]:
-        seg = _chain_scan(con, lo, hi, want, deep, start_prev, _CHAIN_SQL + " ORDER BY seq")
+        seg = _chain_scan(con, lo, hi, want, deep, start_prev, query + " ORDER BY seq")
     return seg
 
 
@@ -319,7 +338,7 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
         if bad:
             continue
         hashes = batch.column(1).to_pylist()
-        records = batch.column(3).to_pylist()
+        records = batch.column(2).to_pylist()
         start = expected
         for seq, h, rec in zip(seqs, hashes, records, strict=True):
             if seq != expected or sha256(prev + rec).digest() != h:
@@ -329,7 +348,9 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
                 hash_at[seq] = h
             prev = h
             expected += 1
-        batch_leaves = batch.column(2).to_pylist()[: expected - start]
+        if not deep:
+            continue
+        batch_leaves = batch.column(3).to_pylist()[: expected - start]
         if deep:
             for i, leaf in enumerate(batch_leaves):
                 if sha256(b"\x00" + records[i]).digest() != leaf:
@@ -365,18 +386,27 @@ def _chain_worker(args) -> dict:
         con.close()
 
 
-def _chain_parallel(path, max_seq: int, want, deep: bool) -> list[dict]:
-    """The chain check split over worker processes (each opens the file read-only)."""
+WORKERS = min(os.cpu_count() or 1, 4)
+
+
+def _warm() -> None:
+    """Worker initializer: import what the chain check needs while the parent gets ready."""
+    from . import schema  # noqa: F401
+
+
+def chain_pool():
+    """Worker processes for the chain check (spawned: the parent holds DuckDB threads)."""
     import multiprocessing
 
-    workers = min(os.cpu_count() or 1, 4)
-    step = -(-max_seq // workers)
-    ranges = [
+    return multiprocessing.get_context("spawn").Pool(WORKERS, initializer=_warm)
+
+
+def _ranges(path, max_seq: int, want, deep: bool) -> list[tuple]:
+    step = -(-max_seq // WORKERS)
+    return [
         (str(path), lo, min(lo + step - 1, max_seq), want, deep)
         for lo in range(1, max_seq + 1, step)
     ]
-    with multiprocessing.get_context("spawn").Pool(len(ranges)) as pool:
-        return pool.map(_chain_worker, ranges)
 
 
 def _check_identities(con, result: VerifyResult) -> None:
@@ -452,7 +482,7 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
                 f"{src}: the chain at #{seq} differs from the signed checkpoint",
             )
             continue
-        if root.hex() != body["merkle_root"] or body.get("tree_size") != seq:
+        if body.get("tree_size") != seq or (root is not None and root.hex() != body["merkle_root"]):
             result.add(
                 "checkpoint_mismatch",
                 seq,
@@ -469,16 +499,24 @@ def verify_path(path, *, checkpoint_files=None, trusted_keys=None, deep=False) -
     from .writer import default_checkpoint_path
 
     path = Path(path)
-    con, meta = open_readable(path)
+    pool = None
+    if WORKERS > 1 and path.exists() and path.stat().st_size > PARALLEL_MIN_BYTES:
+        pool = chain_pool()  # workers start importing while this process opens the file
     try:
-        files = [default_checkpoint_path(path)] + list(checkpoint_files or [])
-        return verify_connection(
-            con,
-            meta,
-            checkpoint_files=files,
-            trusted_keys=trusted_keys,
-            deep=deep,
-            parallel_path=path,
-        )
+        con, meta = open_readable(path)
+        try:
+            files = [default_checkpoint_path(path)] + list(checkpoint_files or [])
+            return verify_connection(
+                con,
+                meta,
+                checkpoint_files=files,
+                trusted_keys=trusted_keys,
+                deep=deep,
+                parallel_path=path,
+                pool=pool,
+            )
+        finally:
+            con.close()
     finally:
-        con.close()
+        if pool is not None:
+            pool.terminate()
