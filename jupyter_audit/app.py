@@ -14,6 +14,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
+from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 
 from . import kernels
@@ -23,6 +24,7 @@ from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
 from .ingest import KernelSecrets
 from .masking import MaskingEngine, load_or_create_key
+from .spools import ingest_spools
 from .store.signing import SigningKey
 from .store.writer import Writer, default_checkpoint_path
 
@@ -75,6 +77,11 @@ class AuditApp(ExtensionApp):
         config=True,
         help="Strings longer than this many bytes are capped; the trail keeps their original "
         "size and sha256.",
+    )
+    spool_interval = Float(
+        30.0,
+        config=True,
+        help="Seconds between looks for spool files left by kernels of earlier servers.",
     )
     verify_on_start = Bool(
         True, config=True, help="Verify the whole trail when the server opens it."
@@ -143,6 +150,19 @@ class AuditApp(ExtensionApp):
             unaudited=set(),
         )
         km.kernel_manager_class = "jupyter_audit.kernels.AuditKernelManager"
+        self._ingest_spools()
+        self._spool_timer = PeriodicCallback(self._ingest_spools_soon, self.spool_interval * 1000)
+        self._spool_timer.start()
+
+    def _ingest_spools(self) -> None:
+        managed = set(self.serverapp.kernel_manager.list_kernel_ids())
+        try:
+            ingest_spools(self, self.serverapp.runtime_dir, managed)
+        except Exception as e:  # noqa: BLE001 - retried at the next interval
+            self.log.error("jupyter-audit: spool ingestion failed: %s", e)
+
+    def _ingest_spools_soon(self) -> None:
+        IOLoop.current().run_in_executor(None, self._ingest_spools)
 
     def _install_gateway(self) -> None:
         """Route kernel websockets through the gateway (identity stamp, cell.requested)."""
@@ -162,6 +182,9 @@ class AuditApp(ExtensionApp):
         self.handlers.extend(HANDLERS)
 
     async def stop_extension(self):
+        timer = getattr(self, "_spool_timer", None)
+        if timer is not None:
+            timer.stop()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close()
