@@ -83,6 +83,12 @@ class AuditApp(ExtensionApp):
         config=True,
         help="Seconds between looks for spool files left by kernels of earlier servers.",
     )
+    unreported_after = Float(
+        15.0,
+        config=True,
+        help="Seconds after a kernel answers a cell within which its kernel side must report "
+        "it; past that the cell is recorded as cell.unreported (a capture gap).",
+    )
     verify_on_start = Bool(
         True, config=True, help="Verify the whole trail when the server opens it."
     )
@@ -153,6 +159,34 @@ class AuditApp(ExtensionApp):
         self._ingest_spools()
         self._spool_timer = PeriodicCallback(self._ingest_spools_soon, self.spool_interval * 1000)
         self._spool_timer.start()
+        self._gap_timer = PeriodicCallback(
+            self._flag_unreported, 1000 * min(5, self.unreported_after)
+        )
+        self._gap_timer.start()
+
+    def _flag_unreported(self) -> None:
+        """cell.unreported for cells the kernel answered but its kernel side never reported
+        (e.g. user code unloaded it). Kernels without the kernel side are flagged once, on
+        their session, instead."""
+        skip = kernels._state.get("unaudited", set())
+        for msg_id, cell in self.cells.unreported(self.unreported_after, skip):
+            fut = self.writer.submit(
+                {
+                    "kind": "cell.unreported",
+                    "identity": cell["identity"],
+                    "trace_id": cell["trace_id"],
+                    "kernel_id": cell["kernel_id"],
+                    "session_id": cell["session_id"],
+                    "notebook": cell["notebook"],
+                    "msg_id": msg_id,
+                    "flags": ["capture_gap"],
+                    "payload": {
+                        "reason": "the kernel answered this cell but its audit capture never "
+                        f"reported it within {self.unreported_after:g} s"
+                    },
+                }
+            )
+            fut.add_done_callback(lambda f: f.exception())
 
     def _ingest_spools(self) -> None:
         managed = set(self.serverapp.kernel_manager.list_kernel_ids())
@@ -182,9 +216,10 @@ class AuditApp(ExtensionApp):
         self.handlers.extend(HANDLERS)
 
     async def stop_extension(self):
-        timer = getattr(self, "_spool_timer", None)
-        if timer is not None:
-            timer.stop()
+        for name in ("_spool_timer", "_gap_timer"):
+            timer = getattr(self, name, None)
+            if timer is not None:
+                timer.stop()
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close()

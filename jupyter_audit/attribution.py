@@ -8,6 +8,7 @@ claims. Recent cells are kept in memory; older ones are looked up in the trail.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 
 
@@ -32,6 +33,39 @@ class CellRegistry:
             self._cells.move_to_end(msg_id)
             while len(self._cells) > self.maxsize:
                 self._cells.popitem(last=False)
+
+    def replied(self, msg_id: str | None) -> None:
+        """The kernel answered this cell (execute_reply seen by the gateway)."""
+        with self._lock:
+            entry = self._cells.get(msg_id) if msg_id else None
+            if entry is not None and "replied_at" not in entry:
+                entry["replied_at"] = time.monotonic()
+
+    def reported(self, msg_id: str | None) -> None:
+        """The kernel side reported this cell (cell.started / cell.finished arrived)."""
+        with self._lock:
+            entry = self._cells.get(msg_id) if msg_id else None
+            if entry is not None:
+                entry["reported"] = True
+
+    def unreported(self, grace: float, skip_kernels=()) -> list[tuple[str, dict]]:
+        """Cells the kernel answered more than `grace` seconds ago without reporting them:
+        each is returned once."""
+        now = time.monotonic()
+        out = []
+        with self._lock:
+            for msg_id, entry in self._cells.items():
+                replied = entry.get("replied_at")
+                if (
+                    replied is not None
+                    and now - replied >= grace
+                    and not entry.get("reported")
+                    and not entry.get("flagged")
+                    and entry.get("kernel_id") not in skip_kernels
+                ):
+                    entry["flagged"] = True
+                    out.append((msg_id, dict(entry)))
+        return out
 
     def lookup(self, msg_id: str | None) -> dict | None:
         if msg_id is None:

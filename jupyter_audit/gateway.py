@@ -64,6 +64,24 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
         super().handle_incoming_message(incoming_msg)
 
+    def handle_outgoing_message(self, stream, outgoing_msg) -> None:
+        if self._audit is not None:
+            try:
+                self._watch_reply(stream, outgoing_msg)
+            except Exception:  # noqa: BLE001 - watching must never drop a message
+                pass
+        super().handle_outgoing_message(stream, outgoing_msg)
+
+    def _watch_reply(self, stream, msg_list) -> None:
+        """Note execute_replies: a cell the kernel answered but never reported is a gap."""
+        channel = stream if isinstance(stream, str) else getattr(stream, "channel", None)
+        if channel != "shell":
+            return
+        _, fed = self.session.feed_identities(msg_list)
+        header = json.loads(_bytes(fed[1]))
+        if header.get("msg_type") == "execute_reply":
+            self._audit.cells.replied(json.loads(_bytes(fed[2])).get("msg_id"))
+
     # ---------------------------------------------------------------- the tap
     def _tap(self, audit, ws_msg):
         if self.subprotocol == V1:
@@ -127,6 +145,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             "trace_id": self.kernel_id,
             "event_id": prepared.event_id,
         }
+
+
+def _bytes(part) -> bytes:
+    return part.bytes if hasattr(part, "bytes") else part
 
 
 def _log_failure(log):

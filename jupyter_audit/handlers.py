@@ -285,7 +285,10 @@ class KernelEventsHandler(APIHandler):
         for raw in body["events"]:
             event_id = raw.get("event_id") if isinstance(raw, dict) else None
             try:
-                prepared.append(audit.writer.prepare(attributor.event(kernel_id, raw)))
+                event = attributor.event(kernel_id, raw)
+                prepared.append(audit.writer.prepare(event))
+                if event["kind"] in ("cell.started", "cell.finished"):
+                    audit.cells.reported(event["msg_id"])
             except ForgedSubmission as e:
                 rejected.append({"event_id": event_id, "error": str(e)})
                 self._record_forgery(str(e), kernel_id)

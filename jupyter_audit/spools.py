@@ -63,6 +63,8 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
                 event = attributor.event(kernel_id, raw)
                 event["flags"] = sorted({*event.get("flags", []), "spooled"})
                 prepared.append(audit.writer.prepare(event))
+                if event["kind"] in ("cell.started", "cell.finished"):
+                    audit.cells.reported(event["msg_id"])
             except (ValueError, EventValidationError):
                 bad += 1
     if prepared:

@@ -160,3 +160,35 @@ async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetc
     rejected = [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
     assert len(rejected) == 4
     assert any("secret" in r for r in rejected) and any("identity" in r for r in rejected)
+
+
+class TestCaptureGaps:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        return {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_audit": True},
+                "allow_unauthenticated_access": False,
+            },
+            "AuditApp": {"db_path": str(trail_dir / "trail.duckdb"), "unreported_after": 1.0},
+        }
+
+    async def test_a_cell_the_kernel_never_reports_becomes_cell_unreported(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch
+    ):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        _, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        assert (await client.run("a = 1"))[0] == "ok"
+        assert (await client.run("%unload_ext jupyter_audit_kernel"))[0] == "ok"
+        assert (await client.run("b = 2"))[0] == "ok"
+        events = await wait_for(audit, lambda ev: any(e["kind"] == "cell.unreported" for e in ev))
+        await asyncio.sleep(2.5)  # a normal cell must not be flagged, even late
+        events = trail_events(audit)
+        by_msg = {e["msg_id"]: e for e in events if e["kind"] == "cell.requested"}
+        gaps = [e for e in events if e["kind"] == "cell.unreported"]
+        flagged_code = [by_msg[g["msg_id"]]["payload"]["code"] for g in gaps]
+        assert "b = 2" in flagged_code and "a = 1" not in flagged_code
+        gap = next(g for g in gaps if by_msg[g["msg_id"]]["payload"]["code"] == "b = 2")
+        assert gap["identity"]["username"] == getpass.getuser()
+        assert gap["flags"] == ["capture_gap"]
+        client.ws.close()
