@@ -17,7 +17,7 @@ from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 
-from . import kernels
+from . import kernels, lifecycle
 from ._version import __version__
 from .attribution import CellRegistry
 from .gateway import AuditKernelWebsocketConnection
@@ -135,6 +135,8 @@ class AuditApp(ExtensionApp):
         self.settings.update({"jupyter_audit": self})
         self._install_gateway()
         self._install_kernel_side()
+        lifecycle.install_kernel_hooks(self, self.serverapp.kernel_manager)
+        lifecycle.install_save_hook(self, self.serverapp.contents_manager)
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see kernels.py)."""
@@ -222,6 +224,7 @@ class AuditApp(ExtensionApp):
                 timer.stop()
         writer = getattr(self, "writer", None)
         if writer is not None:
+            lifecycle.record_server_shutdown(self, self.serverapp.kernel_manager)
             writer.close()
 
     def checkpoint_files(self) -> list[Path]:

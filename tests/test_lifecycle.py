@@ -1,0 +1,84 @@
+"""Kernel lifecycle and saved files in the trail, with the identity that caused them; a
+kernel the kernel side cannot be injected into is flagged on its session."""
+
+import getpass
+import hashlib
+import json
+import sys
+
+import pytest
+from test_capture import trail_events, wait_for
+
+
+@pytest.fixture
+def jp_server_config(trail_dir):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_audit": True},
+            "allow_unauthenticated_access": False,
+        },
+        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
+    }
+
+
+async def test_start_interrupt_restart_shutdown(jp_serverapp, jp_fetch):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kid = json.loads(r.body)["id"]
+    await jp_fetch("api", "kernels", kid, "interrupt", method="POST", body="")
+    await jp_fetch("api", "kernels", kid, "restart", method="POST", body="")
+    await jp_fetch("api", "kernels", kid, method="DELETE")
+    events = await wait_for(
+        audit, lambda ev: any(e["kind"] == "session.ended" and e["kernel_id"] == kid for e in ev)
+    )
+    mine = [(e["kind"], e["payload"]["reason"]) for e in events if e["kernel_id"] == kid]
+    assert [m for m in mine if m[0].startswith("session.")] == [
+        ("session.started", "start"),
+        ("session.interrupted", "interrupt"),
+        ("session.started", "restart"),
+        ("session.ended", "shutdown"),
+    ]
+    started = next(e for e in events if e["kind"] == "session.started" and e["kernel_id"] == kid)
+    assert started["identity"]["username"] == getpass.getuser()
+    assert started["payload"]["audited"] is True and started["trace_id"] == kid
+
+
+async def test_kernel_without_the_kernel_side_is_flagged(jp_serverapp, jp_fetch, jp_data_dir):
+    spec = jp_data_dir / "kernels" / "opaque"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", "import time; time.sleep(30)", "{connection_file}"],
+                "display_name": "Not an ipykernel",
+                "language": "python",
+            }
+        )
+    )
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "opaque"}))
+    kid = json.loads(r.body)["id"]
+    events = trail_events(audit)
+    started = next(e for e in events if e["kind"] == "session.started" and e["kernel_id"] == kid)
+    assert started["flags"] == ["unaudited"] and started["payload"]["audited"] is False
+    await jp_fetch("api", "kernels", kid, method="DELETE")
+
+
+async def test_saved_files_are_recorded_with_their_hash(jp_serverapp, jp_fetch, jp_root_dir):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    await jp_fetch(
+        "api",
+        "contents",
+        "analysis.ipynb",
+        method="PUT",
+        body=json.dumps({"type": "notebook", "format": "json", "content": nb}),
+    )
+    events = trail_events(audit)
+    saved = [e for e in events if e["kind"] == "file.saved"]
+    assert len(saved) == 1
+    on_disk = (jp_root_dir / "analysis.ipynb").read_bytes()
+    assert saved[0]["payload"]["sha256"] == hashlib.sha256(on_disk).hexdigest()
+    assert saved[0]["payload"]["path"] == "analysis.ipynb"
+    assert saved[0]["notebook"] == "analysis.ipynb"
+    assert saved[0]["identity"]["username"] == getpass.getuser()
