@@ -14,3 +14,16 @@ def _jupyter_server_extension_points():
 
 
 __all__ = ["__version__"]
+
+
+def load_ipython_extension(ip):
+    """`%load_ext jupyter_audit` in a kernel: the kernel side (capture only)."""
+    from .kernel import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip):
+    from .kernel import unload_ipython_extension as unload
+
+    unload(ip)

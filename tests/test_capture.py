@@ -5,6 +5,7 @@ server saw, linked to their cell; forged kernel submissions are refused and reco
 import asyncio
 import getpass
 import json
+import sys
 import time
 
 import pytest
@@ -192,3 +193,40 @@ class TestCaptureGaps:
         assert gap["identity"]["username"] == getpass.getuser()
         assert gap["flags"] == ["capture_gap"]
         client.ws.close()
+
+
+BLOCKED_ENV_KERNEL = (
+    "import sys; sys.modules['jupyter_audit'] = None; "  # as if it were not installed
+    "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+)
+
+
+async def test_a_python_environment_without_jupyter_audit_is_captured(
+    jp_serverapp, jp_fetch, jp_ws_fetch, jp_data_dir
+):
+    """The server injects its own copy of the kernel side; the kernel's environment does
+    not need jupyter_audit (importing it there fails)."""
+    spec = jp_data_dir / "kernels" / "bare"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", BLOCKED_ENV_KERNEL, "-f", "{connection_file}"],
+                "display_name": "Python without jupyter_audit",
+                "language": "python",
+            }
+        )
+    )
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "bare"}))
+    kernel_id = json.loads(r.body)["id"]
+    _, client = await open_kernel(jp_fetch, jp_ws_fetch, kernel_id=kernel_id)
+    code = "import sqlite3\nsqlite3.connect(':memory:').execute('SELECT 42').fetchone()"
+    assert (await client.run(code))[0] == "ok"
+    events = await wait_for(
+        audit, lambda ev: any(e["kind"] == "op.sql" and e["kernel_id"] == kernel_id for e in ev)
+    )
+    sql = next(e for e in events if e["kind"] == "op.sql" and e["kernel_id"] == kernel_id)
+    assert sql["payload"]["statement"] == "SELECT 42"
+    assert sql["identity"]["username"] == getpass.getuser()
+    client.ws.close()
