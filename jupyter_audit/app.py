@@ -17,7 +17,7 @@ from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 
-from . import kernels, lifecycle
+from . import kernels, lifecycle, terminals
 from ._version import __version__
 from .attribution import CellRegistry
 from .gateway import AuditKernelWebsocketConnection
@@ -137,6 +137,7 @@ class AuditApp(ExtensionApp):
         self._install_kernel_side()
         lifecycle.install_kernel_hooks(self, self.serverapp.kernel_manager)
         lifecycle.install_save_hook(self, self.serverapp.contents_manager)
+        terminals.install(self)
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see kernels.py)."""

@@ -1,0 +1,86 @@
+"""Jupyter terminals: what a person types into a server terminal becomes `op.shell` lines,
+recorded with the terminal user's identity, so a terminal is not a way around the trail.
+
+Best effort: keystrokes are reassembled into a line at Enter, with backspace applied and
+escape sequences (arrow keys, history recall, completion) dropped, so a line edited with
+them may differ from what the shell ran. Output is not recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from .identity.resolve import snapshot_for
+
+log = logging.getLogger("jupyter_audit.terminals")
+_ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)")
+MAX_LINE = 64 * 1024
+
+
+def _lines(handler, data: str) -> list[str]:
+    buf = getattr(handler, "_audit_line", "")
+    out = []
+    for ch in _ESCAPES.sub("", data):
+        if ch in "\r\n":
+            if buf.strip():
+                out.append(buf)
+            buf = ""
+        elif ch in "\x7f\b":
+            buf = buf[:-1]
+        elif ch == "\x03" or ch == "\x15":  # Ctrl-C, Ctrl-U: the line is discarded
+            buf = ""
+        elif ch >= " " or ch == "\t":
+            buf += ch
+    handler._audit_line = buf[-MAX_LINE:]
+    return out
+
+
+def install(audit) -> bool:
+    try:
+        from jupyter_server_terminals.handlers import TermSocket
+    except ImportError:
+        return False
+    if getattr(TermSocket, "_jupyter_audit", False):
+        return True
+    original = TermSocket.on_message
+
+    async def on_message(self, message):
+        try:
+            _record(self, message)
+        except Exception as e:  # noqa: BLE001 - typing must reach the shell regardless
+            log.error("jupyter-audit: terminal input not recorded: %s", type(e).__name__)
+        return await original(self, message)
+
+    TermSocket.on_message = on_message
+    TermSocket._jupyter_audit = True
+    return True
+
+
+def _record(handler, message) -> None:
+    audit = handler.settings.get("jupyter_audit")
+    if audit is None:
+        return
+    msg = json.loads(message)
+    if not isinstance(msg, list) or len(msg) < 2 or msg[0] != "stdin":
+        return
+    lines = _lines(handler, str(msg[1]))
+    if not lines:
+        return
+    identity = snapshot_for(handler.current_user, handler.identity_provider)
+    name = str(getattr(handler, "term_name", "") or "unknown")
+    for line in lines:
+        audit.writer.submit(
+            {
+                "kind": "op.shell",
+                "identity": identity,
+                "trace_id": f"terminal-{name}",
+                "payload": {
+                    "command": line,
+                    "exit_code": None,
+                    "via": "terminal",
+                    "terminal": name,
+                },
+            }
+        )
