@@ -83,6 +83,17 @@ class AuditApp(ExtensionApp):
         config=True,
         help="Seconds between looks for spool files left by kernels of earlier servers.",
     )
+    capture_body_hosts = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Hosts (exact, or *.suffix) whose HTTP request and response bodies kernels "
+        "capture, size-capped (e.g. LLM API hosts). Bodies are masked like every field.",
+    )
+    capture_body_bytes = Int(10_000, config=True, help="Cap for each captured HTTP body.")
+    output_text_bytes = Int(
+        2_000, config=True, help="Text kept from each cell output in its summary."
+    )
     unreported_after = Float(
         15.0,
         config=True,
@@ -157,6 +168,11 @@ class AuditApp(ExtensionApp):
             spool_dir=runtime,
             fail_mode=self.fail_mode,
             unaudited=set(),
+            extra_env={
+                "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
+                "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
+                "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),
+            },
         )
         km.kernel_manager_class = "jupyter_audit.kernels.AuditKernelManager"
         self._ingest_spools()

@@ -62,6 +62,7 @@ class AuditKernelManager(ServerKernelManager):
                 "JUPYTER_AUDIT_SPOOL_DIR": _state["spool_dir"],
                 "JUPYTER_AUDIT_FAIL_MODE": _state["fail_mode"],
                 "JUPYTER_AUDIT_KERNELSPEC": self.kernel_name or "",
+                **_state.get("extra_env", {}),
             }
         )
         kw["env"] = env

@@ -230,3 +230,62 @@ async def test_a_python_environment_without_jupyter_audit_is_captured(
     assert sql["payload"]["statement"] == "SELECT 42"
     assert sql["identity"]["username"] == getpass.getuser()
     client.ws.close()
+
+
+class TestHttpBodies:
+    @pytest.fixture
+    def echo_server(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Echo(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"score": 0.7, "contact": "risk-team@example.org"}' + body[:0])
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1]
+        server.shutdown()
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        return {
+            "ServerApp": {
+                "jpserver_extensions": {"jupyter_audit": True},
+                "allow_unauthenticated_access": False,
+            },
+            "AuditApp": {
+                "db_path": str(trail_dir / "trail.duckdb"),
+                "capture_body_hosts": ["127.0.0.1"],
+            },
+        }
+
+    async def test_http_calls_with_bodies_for_configured_hosts(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, echo_server
+    ):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        _, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        code = (
+            "import requests\n"
+            f"r = requests.post('http://127.0.0.1:{echo_server}/score?api_key=s3cr3t-k3y',\n"
+            "                  json={'applicant': 'jane.doe@example.com', 'amount': 1200})\n"
+            "print(r.status_code)"
+        )
+        status, out = await client.run(code)
+        assert (status, out.strip()) == ("ok", "200")
+        events = await wait_for(audit, lambda ev: any(e["kind"] == "op.http" for e in ev))
+        http = next(e for e in events if e["kind"] == "op.http")
+        p = http["payload"]
+        assert (p["method"], p["status"]) == ("POST", 200)
+        assert "s3cr3t-k3y" not in p["url"] and "/score" in p["url"]
+        assert "‹EMAIL:" in p["request_body"] and "jane.doe" not in json.dumps(http)
+        assert "risk-team@example.org" not in json.dumps(http) and "score" in p["response_body"]
+        assert http["identity"]["username"] == getpass.getuser()
+        client.ws.close()
