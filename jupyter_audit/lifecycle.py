@@ -105,6 +105,8 @@ def install_save_hook(audit, cm) -> None:
     """file.saved (path, size, sha256) for every save through the Contents API."""
 
     def on_save(model, os_path, contents_manager, **_):
+        if model.get("type") == "directory":
+            return  # a new folder: nothing to hash
         digest, size = hashlib.sha256(), 0
         try:
             with open(os_path, "rb") as f:
