@@ -534,7 +534,20 @@ class Writer:
                 if p.client_event
             ]
             if client:
-                con.executemany("INSERT INTO client_events (event_id, seq) VALUES (?, ?)", client)
+                ids = pa.table(
+                    {
+                        "event_id": pa.array([c[0] for c in client], pa.string()),
+                        "seq": pa.array([c[1] for c in client], pa.int64()),
+                    }
+                )
+                con.register("_batch_client", ids)
+                try:
+                    con.execute(
+                        "INSERT INTO client_events (event_id, seq) "
+                        "SELECT event_id, seq FROM _batch_client"
+                    )
+                finally:
+                    con.unregister("_batch_client")
             con.execute(
                 "UPDATE meta SET value = CASE key WHEN 'last_seq' THEN ? WHEN 'last_hash' THEN ? "
                 "ELSE ? END WHERE key IN ('last_seq', 'last_hash', 'frontier')",
