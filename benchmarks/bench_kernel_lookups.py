@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -32,8 +31,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pathlib import Path
+
+from _ingest import ingest_counts, serve_ingest, start_ingest  # noqa: E402,F401
 
 CELL = """\
 import sqlite3 as _sqlite3, time as _time
@@ -49,61 +51,6 @@ _con.close()
 
 
 # -- the ingest endpoint (a separate process) ----------------------------------------------
-
-
-def serve_ingest(port_pipe) -> None:
-    """Accept every event, count them by kind; GET answers the counts."""
-    from collections import Counter
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    counts: Counter = Counter()
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self, obj) -> None:
-            out = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            batch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            events = batch["events"]
-            with lock:
-                counts.update(e["kind"] for e in events)
-            self._answer({"accepted": [e["event_id"] for e in events], "rejected": []})
-
-        def do_GET(self):  # noqa: N802
-            with lock:
-                self._answer(dict(counts))
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    port_pipe.send(server.server_port)
-    port_pipe.close()
-    server.serve_forever()
-
-
-def start_ingest():
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=serve_ingest, args=(child,), daemon=True, name="bench-ingest")
-    proc.start()
-    if not parent.poll(30):
-        proc.terminate()
-        raise RuntimeError("the ingest endpoint did not start")
-    return proc, parent.recv()
-
-
-def ingest_counts(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
-        return json.loads(r.read())
 
 
 # -- the benchmark -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from .schema import DERIVED_TABLES
-from .writer import UPSERT_TRACES
+from .writer import UPSERT_TRACES, traces_table
 
 TRACE_COLUMNS = (
     "trace_id",
@@ -220,22 +220,7 @@ def rebuild_derived(con) -> None:
         for table in DERIVED_TABLES:
             con.execute(f"DELETE FROM {table}")
         if traces:
-            ids = list(traces)
-            tbl = pa.table(
-                {
-                    "trace_id": ids,
-                    "kernel_id": pa.array([traces[i][0] for i in ids], pa.string()),
-                    "notebook": pa.array([traces[i][1] for i in ids], pa.string()),
-                    "started_at": pa.array([times[i][0] for i in ids], pa.timestamp("us")),
-                    "last_at": pa.array([times[i][1] for i in ids], pa.timestamp("us")),
-                    "first_seq": pa.array([traces[i][2] for i in ids], pa.int64()),
-                    "last_seq": pa.array([traces[i][3] for i in ids], pa.int64()),
-                    "events": pa.array([traces[i][4] for i in ids], pa.int64()),
-                    "cells": pa.array([traces[i][5] for i in ids], pa.int64()),
-                    "operations": pa.array([traces[i][6] for i in ids], pa.int64()),
-                    "status": pa.array([traces[i][7] for i in ids], pa.string()),
-                }
-            )
+            tbl = traces_table(traces, times)
             con.register("_rebuild_traces", tbl)
             con.execute(UPSERT_TRACES.format(src="_rebuild_traces"))
             con.unregister("_rebuild_traces")

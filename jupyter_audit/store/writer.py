@@ -582,22 +582,7 @@ class Writer:
 
     @staticmethod
     def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:
-        ids = list(traces)
-        t = pa.table(
-            {
-                "trace_id": pa.array(ids, pa.string()),
-                "kernel_id": pa.array([traces[i][0] for i in ids], pa.string()),
-                "notebook": pa.array([traces[i][1] for i in ids], pa.string()),
-                "started_at": pa.array([last_us] * len(ids), pa.timestamp("us")),
-                "last_at": pa.array([last_us] * len(ids), pa.timestamp("us")),
-                "first_seq": pa.array([traces[i][2] for i in ids], pa.int64()),
-                "last_seq": pa.array([traces[i][3] for i in ids], pa.int64()),
-                "events": pa.array([traces[i][4] for i in ids], pa.int64()),
-                "cells": pa.array([traces[i][5] for i in ids], pa.int64()),
-                "operations": pa.array([traces[i][6] for i in ids], pa.int64()),
-                "status": pa.array([traces[i][7] for i in ids], pa.string()),
-            }
-        )
+        t = traces_table(traces, {i: (last_us, last_us) for i in traces})
         con.register("_batch_traces", t)
         try:
             con.execute(UPSERT_TRACES.format(src="_batch_traces"))
@@ -646,6 +631,31 @@ ON CONFLICT (trace_id) DO UPDATE SET
     status = COALESCE(excluded.status, traces.status)
 """
 )
+
+
+def traces_table(traces: dict, times: dict) -> pa.Table:
+    """Rows for the traces table: `traces` maps trace id to [kernel_id, notebook, first_seq,
+    last_seq, events, cells, operations, status]; `times` to (started_at, last_at)."""
+    ids = list(traces)
+
+    def col(i, typ):
+        return pa.array([traces[t][i] for t in ids], typ)
+
+    return pa.table(
+        {
+            "trace_id": pa.array(ids, pa.string()),
+            "kernel_id": col(0, pa.string()),
+            "notebook": col(1, pa.string()),
+            "started_at": pa.array([times[t][0] for t in ids], pa.timestamp("us")),
+            "last_at": pa.array([times[t][1] for t in ids], pa.timestamp("us")),
+            "first_seq": col(2, pa.int64()),
+            "last_seq": col(3, pa.int64()),
+            "events": col(4, pa.int64()),
+            "cells": col(5, pa.int64()),
+            "operations": col(6, pa.int64()),
+            "status": col(7, pa.string()),
+        }
+    )
 
 
 def default_checkpoint_path(db_path: Path) -> Path:
