@@ -74,3 +74,16 @@ def run_cli(*args: str) -> tuple[int, str, str]:
         timeout=300,
     )
     return p.returncode, p.stdout, p.stderr
+
+
+def server_config(db, *, server=None, **audit) -> dict:
+    """jp_server_config for a server with jupyter-audit on the trail `db` (a path), every
+    endpoint requiring credentials; `server` adds ServerApp settings, `audit` AuditApp ones."""
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_audit": True},
+            "allow_unauthenticated_access": False,
+            **(server or {}),
+        },
+        "AuditApp": {"db_path": str(db), **audit},
+    }

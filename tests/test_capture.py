@@ -9,19 +9,14 @@ import sys
 import time
 
 import pytest
+from conftest import server_config
 from test_gateway import open_kernel
 from tornado.httpclient import HTTPClientError
 
 
 @pytest.fixture
 def jp_server_config(trail_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_audit": True},
-            "allow_unauthenticated_access": False,
-        },
-        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
-    }
+    return server_config(trail_dir / "trail.duckdb")
 
 
 def trail_events(audit):
@@ -166,13 +161,7 @@ async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetc
 class TestCaptureGaps:
     @pytest.fixture
     def jp_server_config(self, trail_dir):
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_audit": True},
-                "allow_unauthenticated_access": False,
-            },
-            "AuditApp": {"db_path": str(trail_dir / "trail.duckdb"), "unreported_after": 1.0},
-        }
+        return server_config(trail_dir / "trail.duckdb", unreported_after=1.0)
 
     async def test_a_cell_the_kernel_never_reports_becomes_cell_unreported(
         self, jp_serverapp, jp_fetch, jp_ws_fetch
@@ -256,16 +245,7 @@ class TestHttpBodies:
 
     @pytest.fixture
     def jp_server_config(self, trail_dir):
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_audit": True},
-                "allow_unauthenticated_access": False,
-            },
-            "AuditApp": {
-                "db_path": str(trail_dir / "trail.duckdb"),
-                "capture_body_hosts": ["127.0.0.1"],
-            },
-        }
+        return server_config(trail_dir / "trail.duckdb", capture_body_hosts=["127.0.0.1"])
 
     async def test_http_calls_with_bodies_for_configured_hosts(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, echo_server

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from conftest import server_config
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.connection.base import (
@@ -23,13 +24,7 @@ PROBE = (
 
 @pytest.fixture
 def jp_server_config(trail_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_audit": True},
-            "allow_unauthenticated_access": False,
-        },
-        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
-    }
+    return server_config(trail_dir / "trail.duckdb")
 
 
 class KernelClient:
@@ -160,14 +155,10 @@ async def test_each_execute_request_is_recorded_and_stamped(
 class TestTwoUsersOneKernel:
     @pytest.fixture
     def jp_server_config(self, trail_dir):
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_audit": True},
-                "allow_unauthenticated_access": False,
-                "identity_provider_class": "identity_fixtures.HeaderIdentityProvider",
-            },
-            "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
-        }
+        return server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": "identity_fixtures.HeaderIdentityProvider"},
+        )
 
     async def test_each_cell_is_attributed_to_whoever_sent_it(
         self, jp_serverapp, jp_fetch, jp_ws_fetch

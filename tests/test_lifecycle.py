@@ -7,18 +7,13 @@ import json
 import sys
 
 import pytest
+from conftest import server_config
 from test_capture import trail_events, wait_for
 
 
 @pytest.fixture
 def jp_server_config(trail_dir):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_audit": True},
-            "allow_unauthenticated_access": False,
-        },
-        "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
-    }
+    return server_config(trail_dir / "trail.duckdb")
 
 
 async def test_start_interrupt_restart_shutdown(jp_serverapp, jp_fetch):

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from conftest import server_config
 from tornado.httpclient import HTTPClientError
 
 from jupyter_audit.cli import main as cli_main
@@ -21,13 +22,7 @@ def db(trail_dir):
 
 @pytest.fixture
 def jp_server_config(db):
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_audit": True},
-            "allow_unauthenticated_access": False,
-        },
-        "AuditApp": {"db_path": str(db)},
-    }
+    return server_config(db)
 
 
 async def get_json(jp_fetch, *parts, **kw):
@@ -138,14 +133,9 @@ async def test_cli_verify_show_and_export_through_the_live_server(
 class TestRoles:
     @pytest.fixture
     def jp_server_config(self, db):
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_audit": True},
-                "allow_unauthenticated_access": False,
-                "identity_provider_class": "identity_fixtures.HeaderIdentityProvider",
-            },
-            "AuditApp": {"db_path": str(db)},
-        }
+        return server_config(
+            db, server={"identity_provider_class": "identity_fixtures.HeaderIdentityProvider"}
+        )
 
     async def test_unknown_user_is_refused(self, jp_fetch):
         with pytest.raises(HTTPClientError) as e:
@@ -201,13 +191,7 @@ class TestDamagedTrail:
         con = duckdb.connect(str(db))
         con.execute("DELETE FROM events WHERE seq = 5")
         con.close()
-        return {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_audit": True},
-                "allow_unauthenticated_access": False,
-            },
-            "AuditApp": {"db_path": str(db)},
-        }
+        return server_config(db)
 
     async def test_breakage_is_reported(self, jp_fetch):
         me = await get_json(jp_fetch, "me")
