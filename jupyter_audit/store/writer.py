@@ -111,6 +111,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._con = None
         self._known_identities: set[str] = set()
+        self._known_pairs: set[tuple[str, str]] = set()  # (trace, user) rows already stored
         self._system_identity = system_identity()
         self.integrity = None  # VerifyResult of the check run at open
         self.trail_id = ""
@@ -493,7 +494,9 @@ class Writer:
                 elif kind == "session.started":
                     t[7] = "running"
                 if ident is not None:
-                    users.add((p.trace_id, ident["username"]))
+                    pair = (p.trace_id, ident["username"])
+                    if pair not in self._known_pairs:
+                        users.add(pair)
         n = len(c_seq)
         ts = pa.array([last_us] * n, pa.timestamp("us"))
         events = pa.table(
@@ -576,6 +579,9 @@ class Writer:
         self._last_time_us = last_us
         self._since_checkpoint += n
         known.update(new_ids)
+        self._known_pairs.update(users)
+        if len(self._known_pairs) > 100_000:
+            self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
         # a batch future (submit_batch) resolves once the last of its events is committed
         for (_p, fut), (rseq, rh, reid) in zip(items, results, strict=True):
             self._resolve(fut, AppendResult(rseq, rh.hex(), reid))
