@@ -30,6 +30,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     """Kernel websocket connection that records who asked a kernel to run what."""
 
     _audit_notebook: str | None = None
+    _pending = None  # the cell.requested to queue once the message is on its way
 
     @property
     def _audit(self):
@@ -56,6 +57,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def handle_incoming_message(self, incoming_msg) -> None:
         audit = self._audit
+        self._pending = None
         if audit is not None:
             try:
                 incoming_msg = self._tap(audit, incoming_msg)
@@ -63,6 +65,11 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 # no payload in the log: only what went wrong
                 self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
         super().handle_incoming_message(incoming_msg)
+        if self._pending is not None:
+            # queued after forwarding, so waking the writer never delays the cell
+            fut = audit.writer.submit(self._pending)
+            fut.add_done_callback(_log_failure(self.log))
+            self._pending = None
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
         if self._audit is not None:
@@ -137,8 +144,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             self.log.error("jupyter-audit: execute_request refused by the trail: %s", e)
             raise
         audit.cells.remember(msg_id, prepared)
-        fut = audit.writer.submit(prepared)
-        fut.add_done_callback(_log_failure(self.log))
+        self._pending = prepared
         return {
             "username": identity["username"],
             "identity_id": prepared.identity_id,
