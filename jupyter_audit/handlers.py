@@ -280,20 +280,12 @@ class KernelEventsHandler(APIHandler):
             self._reject("batch names another kernel than its secret", kernel_id)
         if len(body["events"]) > MAX_EVENTS:
             raise web.HTTPError(413, f"more than {MAX_EVENTS} events in one batch")
-        attributor = Attributor(audit.cells, audit.writer.cursor)
-        prepared, rejected = [], []
-        for raw in body["events"]:
-            event_id = raw.get("event_id") if isinstance(raw, dict) else None
-            try:
-                event = attributor.event(kernel_id, raw)
-                prepared.append(audit.writer.prepare(event))
-                if event["kind"] in ("cell.started", "cell.finished"):
-                    audit.cells.reported(event["msg_id"])
-            except ForgedSubmission as e:
-                rejected.append({"event_id": event_id, "error": str(e)})
-                self._record_forgery(str(e), kernel_id)
-            except EventValidationError as e:
-                rejected.append({"event_id": event_id, "error": str(e)})
+        # validating and masking a batch (up to MAX_EVENTS) must not stall the event loop
+        prepared, rejected, forged = await asyncio.to_thread(
+            _prepare_batch, audit, kernel_id, body["events"]
+        )
+        for reason in forged:
+            self._record_forgery(reason, kernel_id)
         results = await asyncio.wrap_future(audit.writer.submit_batch(prepared))
         self.finish({"accepted": [r.event_id for r in results], "rejected": rejected})
 
@@ -306,6 +298,25 @@ class KernelEventsHandler(APIHandler):
                 "payload": {"reason": reason, "source": f"kernel {kernel_id}"},
             }
         )
+
+
+def _prepare_batch(audit, kernel_id: str, events: list):
+    """Attribute, validate and mask one kernel batch: (prepared, rejected, forgeries)."""
+    attributor = Attributor(audit.cells, audit.writer.cursor)
+    prepared, rejected, forged = [], [], []
+    for raw in events:
+        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        try:
+            event = attributor.event(kernel_id, raw)
+            prepared.append(audit.writer.prepare(event))
+            if event["kind"] in ("cell.started", "cell.finished"):
+                audit.cells.reported(event["msg_id"])
+        except ForgedSubmission as e:
+            rejected.append({"event_id": event_id, "error": str(e)})
+            forged.append(str(e))
+        except EventValidationError as e:
+            rejected.append({"event_id": event_id, "error": str(e)})
+    return prepared, rejected, forged
 
 
 HANDLERS = [
