@@ -65,6 +65,8 @@ async def test_cells_and_operations_are_captured_and_attributed(
             sum(e["kind"] == "op.sql" for e in ev) >= 3
             and any(e["kind"] == "op.shell" for e in ev)
             and sum(e["kind"] == "cell.finished" for e in ev) >= 2
+            # computed in the background after load, so it may come last
+            and any(e["kind"] == "session.environment" for e in ev)
         ),
     )
     me = getpass.getuser()
