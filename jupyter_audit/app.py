@@ -20,8 +20,11 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
 from . import kernels, lifecycle, terminals
 from ._version import __version__
 from .attribution import CellRegistry
+from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
+from .identity import tokens
+from .identity.tokens import TokenStore
 from .ingest import KernelSecrets
 from .masking import MaskingEngine, load_or_create_key
 from .spools import ingest_spools
@@ -143,7 +146,17 @@ class AuditApp(ExtensionApp):
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
         self.cells = CellRegistry()
         self.kernel_secrets = KernelSecrets()
-        self.settings.update({"jupyter_audit": self})
+        self.tokens = TokenStore(self.writer)
+        tokens.install(self.serverapp.identity_provider, self.tokens)
+        # every audit endpoint and the kernel API go through the audit rules first
+        self.authorizer = AuditAuthorizer(
+            parent=self.serverapp,
+            identity_provider=self.serverapp.identity_provider,
+            base=self.serverapp.authorizer,
+            audit=self,
+        )
+        self.token_sockets: dict[str, set] = {}
+        self.settings.update({"jupyter_audit": self, "authorizer": self.authorizer})
         self._install_gateway()
         self._install_kernel_side()
         lifecycle.install_kernel_hooks(self, self.serverapp.kernel_manager)
@@ -243,6 +256,14 @@ class AuditApp(ExtensionApp):
         if writer is not None:
             lifecycle.record_server_shutdown(self, self.serverapp.kernel_manager)
             writer.close()
+
+    def close_token_sockets(self, token_id: str) -> None:
+        """A revoked token's open kernel websockets are closed at once."""
+        for conn in list(self.token_sockets.pop(token_id, ())):
+            try:
+                conn.websocket_handler.close(4001, "service token revoked")
+            except Exception:  # noqa: BLE001 - already closing
+                pass
 
     def checkpoint_files(self) -> list[Path]:
         files = [self.writer.checkpoint_path]

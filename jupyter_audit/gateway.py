@@ -23,6 +23,12 @@ from .identity.resolve import snapshot_for
 from .store.records import safe_id
 
 V1 = "v1.kernel.websocket.jupyter.org"
+
+
+class CellRefused(Exception):
+    """The sender may no longer run cells; the message is not forwarded."""
+
+
 STAMP = "jupyter_audit"
 
 
@@ -44,6 +50,23 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
         self._audit_notebook = await self._notebook_path()
+        audit = self._audit
+        token_id = self._identity().get("token_id") if audit is not None else None
+        if token_id:
+            # closed at once if the token is revoked (AuditApp.close_token_sockets)
+            audit.token_sockets.setdefault(token_id, set()).add(self)
+            self._audit_token_id = token_id
+
+    def disconnect(self):
+        audit = self._audit
+        token_id = getattr(self, "_audit_token_id", None)
+        if audit is not None and token_id:
+            audit.token_sockets.get(token_id, set()).discard(self)
+        return super().disconnect()
+
+    def _identity(self) -> dict:
+        handler = self.websocket_handler
+        return snapshot_for(handler.current_user, handler.identity_provider)
 
     async def _notebook_path(self) -> str | None:
         try:
@@ -61,6 +84,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if audit is not None:
             try:
                 incoming_msg = self._tap(audit, incoming_msg)
+            except CellRefused as e:
+                self.log.warning("jupyter-audit: cell refused: %s", e)
+                self.websocket_handler.close(4003, str(e))
+                return
             except Exception as e:  # noqa: BLE001 - never lose the user's message
                 # no payload in the log: only what went wrong
                 self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
@@ -119,7 +146,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
         handler = self.websocket_handler
-        identity = snapshot_for(handler.current_user, handler.identity_provider)
+        # checked per cell: a token revoked while the socket is open stops here
+        if not audit.authorizer.allows(handler, handler.current_user, "audit:cells"):
+            raise CellRefused("not authorized to run cells (token revoked or expired?)")
+        identity = self._identity()
         msg_id = safe_id(header.get("msg_id"))
         code = content.get("code")
         event = {

@@ -5,17 +5,21 @@ our own failure 500. Kernel endpoints (per-kernel secrets) are added by the capt
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from datetime import datetime
+from functools import wraps
 
-from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from .authorization import RESOURCES
 from .events import EventValidationError
 from .identity import system_identity
 from .identity.resolve import roles_for, snapshot_for
+from .identity.tokens import TokenError
 from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission
 from .store import queries
 from .store import trail as trail_ops
@@ -28,8 +32,56 @@ API = "/jupyter-audit/api"
 MAX_LIMIT = 1000
 
 
+def requires(resource: str):
+    """Authenticated (401 otherwise) and authorized for `resource` by the server's
+    Authorizer (403 otherwise, naming the role)."""
+
+    def wrap(method):
+        @wraps(method)
+        async def inner(self, *args, **kwargs):
+            if not self.current_user:
+                raise web.HTTPError(401, self.auth_message())
+            await self.authorize(resource)
+            out = method(self, *args, **kwargs)
+            if inspect.isawaitable(out):
+                out = await out
+            return out
+
+        return inner
+
+    return wrap
+
+
 class AuditHandler(ExtensionHandlerMixin, APIHandler):
-    auth_resource = "jupyter_audit"
+    auth_resource = "audit:me"
+
+    def auth_message(self) -> str:
+        why = getattr(self, "_audit_auth_error", None)
+        if why:
+            return f"authentication failed: {why}"
+        return "authentication required: sign in, or send 'Authorization: Bearer <token>'"
+
+    def get_login_url(self):
+        # an API: answer 401 instead of redirecting to a login page
+        raise web.HTTPError(401, self.auth_message())
+
+    def check_xsrf_cookie(self):
+        # tornado calls this once before prepare() (no user known yet; jupyter_server skips
+        # that call) and prepare() again after authentication: then answer 401, not 403
+        if hasattr(self, "_jupyter_current_user") and not self._jupyter_current_user:
+            raise web.HTTPError(401, self.auth_message())
+        return super().check_xsrf_cookie()
+
+    async def authorize(self, resource: str, action: str | None = None) -> None:
+        action = action or {"GET": "read", "HEAD": "read"}.get(self.request.method, "write")
+        ok = self.authorizer.is_authorized(self, self.current_user, action, resource)
+        if inspect.isawaitable(ok):
+            ok = await ok
+        if not ok:
+            role = RESOURCES.get(resource)
+            raise web.HTTPError(
+                403, f"this needs the {role} role" if role else f"not allowed: {resource}"
+            )
 
     @property
     def audit(self):
@@ -44,10 +96,6 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
 
     def roles(self, identity: dict | None = None) -> list[str]:
         return roles_for(identity or self.identity(), self.identity_provider, self.audit)
-
-    def require(self, role: str, identity: dict | None = None) -> None:
-        if role not in self.roles(identity):
-            raise web.HTTPError(403, f"this needs the {role} role")
 
     def arg_int(self, name: str, default: int, lo: int = 0, hi: int = MAX_LIMIT) -> int:
         raw = self.get_argument(name, None)
@@ -69,6 +117,15 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
             return parse_time(raw)
         except ValueError as e:
             raise web.HTTPError(400, f"{name}: {e}") from None
+
+    def json_body(self) -> dict:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "body must be a JSON object")
+        return body
 
     def record_access(self, identity: dict, action: str, trace_id=None, filters=None) -> None:
         self.writer.append(
@@ -96,6 +153,8 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
                 message = exc.log_message % exc.args if exc.args else exc.log_message
             else:
                 message = self._reason
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="jupyter-audit"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"code": status_code, "message": message}))
 
@@ -125,7 +184,7 @@ def integrity_json(result) -> dict:
 
 class MeHandler(AuditHandler):
     @web.authenticated
-    @authorized
+    @requires("audit:me")
     def get(self):
         ident = self.identity()
         cur = self.writer.cursor()
@@ -143,18 +202,17 @@ class MeHandler(AuditHandler):
 
 class TracesHandler(AuditHandler):
     @web.authenticated
-    @authorized
-    def get(self):
+    @requires("audit:traces")
+    async def get(self):
         ident = self.identity()
-        roles = self.roles(ident)
         limit = self.arg_int("limit", 50, 1)
         before = self.get_argument("before", None)
         only = self.get_argument("user", None)
-        if "auditor" in roles:
+        if "auditor" in self.roles(ident):
             username = only
         else:
             if only not in (None, ident["username"]):
-                raise web.HTTPError(403, "only auditors can list other users' traces")
+                await self.authorize("audit:traces:all")  # 403: only auditors
             username = ident["username"]
         traces = queries.list_traces(
             self.writer.cursor(), username=username, limit=limit, before_seq=before
@@ -164,15 +222,15 @@ class TracesHandler(AuditHandler):
 
 class TraceHandler(AuditHandler):
     @web.authenticated
-    @authorized
-    def get(self, trace_id):
+    @requires("audit:traces")
+    async def get(self, trace_id):
         ident = self.identity()
         cur = self.writer.cursor()
         summary = queries.get_trace_summary(cur, trace_id)
         if summary is None:
             raise web.HTTPError(404, f"no trace {trace_id}")
         if ident["username"] not in summary["users"]:
-            self.require("auditor", ident)
+            await self.authorize("audit:traces:all")
             self.record_access(ident, "view", trace_id)
         events = queries.get_trace_events(cur, trace_id, summary)
         self.finish({"trace": summary, "events": events})
@@ -180,10 +238,8 @@ class TraceHandler(AuditHandler):
 
 class VerifyHandler(AuditHandler):
     @web.authenticated
-    @authorized
+    @requires("audit:verify")
     async def get(self):
-        ident = self.identity()
-        self.require("auditor", ident)
         deep = self.get_argument("deep", "false").lower() in ("1", "true", "yes")
         pinned = None
         if self.get_argument("pubkey", None):
@@ -207,10 +263,9 @@ class ExportHandler(AuditHandler):
     inclusion proofs. The CLI writes the records file (jsonl/csv/parquet) from it."""
 
     @web.authenticated
-    @authorized
+    @requires("audit:export")
     async def get(self):
         ident = self.identity()
-        self.require("auditor", ident)
         filters = {
             "user": self.get_argument("user", None),
             "since": self.arg_time("since"),
@@ -230,6 +285,64 @@ class ExportHandler(AuditHandler):
         bundle = await asyncio.to_thread(run)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(bundle, ensure_ascii=False, sort_keys=True))
+
+
+class TokensHandler(AuditHandler):
+    """Service-account tokens, for admins: GET lists them (never a secret), POST
+    `{"service_account", "owner", "expires"}` creates one and returns it once."""
+
+    @web.authenticated
+    @requires("audit:tokens")
+    def get(self):
+        self.finish({"tokens": self.audit.tokens.list()})
+
+    @web.authenticated
+    @requires("audit:tokens")
+    async def post(self):
+        body = self.json_body()
+        try:
+            token, record = await asyncio.to_thread(
+                self.audit.tokens.create,
+                body.get("service_account"),
+                body.get("owner"),
+                body.get("expires") or "30d",
+                self.identity(),
+            )
+        except TokenError as e:
+            raise web.HTTPError(400, str(e)) from None
+        self.set_status(201)
+        self.finish({**record, "token": token})
+
+
+class TokenHandler(AuditHandler):
+    """GET one token's record; DELETE revokes it (optional `{"reason": ...}`) and closes the
+    websockets opened with it."""
+
+    @web.authenticated
+    @requires("audit:tokens")
+    def get(self, token_id):
+        record = self.audit.tokens.get(token_id)
+        if record is None:
+            raise web.HTTPError(404, f"no token {token_id}")
+        self.finish(record)
+
+    @web.authenticated
+    @requires("audit:tokens")
+    async def delete(self, token_id):
+        body = self.json_body() if self.request.body else {}
+        reason = body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise web.HTTPError(400, "reason must be a string")
+        try:
+            record = await asyncio.to_thread(
+                self.audit.tokens.revoke, token_id, self.identity(), reason
+            )
+        except KeyError:
+            raise web.HTTPError(404, f"no token {token_id}") from None
+        except TokenError as e:
+            raise web.HTTPError(409, str(e)) from None
+        self.audit.close_token_sockets(token_id)
+        self.finish(record)
 
 
 class KernelEventsHandler(APIHandler):
@@ -325,5 +438,7 @@ HANDLERS = [
     (rf"{API}/traces/([A-Za-z0-9._:@/+=~-]+)", TraceHandler),
     (rf"{API}/verify", VerifyHandler),
     (rf"{API}/export", ExportHandler),
+    (rf"{API}/tokens", TokensHandler),
+    (rf"{API}/tokens/([0-9a-f]{{16}})", TokenHandler),
     (rf"{API}/kernel/events", KernelEventsHandler),
 ]

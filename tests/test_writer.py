@@ -287,25 +287,44 @@ def test_large_intact_trail_verifies(make_writer, trail_dir):
 
 
 def test_format_version_migrates_forward(make_writer, trail_dir, monkeypatch):
-    """A trail written by format 1 is migrated (inside one transaction) by a reader that
-    knows format 2, and is then refused by format 1 readers with a clear message."""
+    """A trail written by format N is migrated (inside one transaction) by a reader that
+    knows format N+1, and is then refused by format N readers with a clear message."""
     from jupyter_audit.store import schema
     from jupyter_audit.store.schema import TrailError, open_readable
 
+    now = schema.FORMAT_VERSION
     w = make_writer()
     w.append(sql_event(1))
     w.close()
-    monkeypatch.setattr(schema, "FORMAT_VERSION", 2)
-    monkeypatch.setitem(schema.MIGRATIONS, 1, ["ALTER TABLE traces ADD COLUMN labels VARCHAR"])
+    monkeypatch.setattr(schema, "FORMAT_VERSION", now + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, now, ["ALTER TABLE traces ADD COLUMN labels VARCHAR"])
     w2 = make_writer()
     w2.append(sql_event(2))
     w2.close()
     con, meta = open_readable(trail_dir / "trail.duckdb")
     cols = [r[0] for r in con.execute("DESCRIBE traces").fetchall()]
     con.close()
-    assert meta["format_version"] == "2" and "labels" in cols
-    monkeypatch.setattr(schema, "FORMAT_VERSION", 1)
-    with pytest.raises(TrailError, match="unknown trail format version 2"):
+    assert meta["format_version"] == str(now + 1) and "labels" in cols
+    monkeypatch.setattr(schema, "FORMAT_VERSION", now)
+    with pytest.raises(TrailError, match=f"unknown trail format version {now + 1}"):
         open_readable(trail_dir / "trail.duckdb")
-    monkeypatch.setattr(schema, "FORMAT_VERSION", 2)
+    monkeypatch.setattr(schema, "FORMAT_VERSION", now + 1)
+    assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+def test_format_1_trail_gains_the_service_token_table(make_writer, trail_dir):
+    """Format 1 (before service accounts) opens under format 2: the token table is added."""
+    from jupyter_audit.store.schema import connect
+
+    w = make_writer()
+    w.append(sql_event(1))
+    w.close()
+    con = connect(trail_dir / "trail.duckdb")
+    con.execute("DROP TABLE service_tokens")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    con.close()
+    w2 = make_writer()
+    w2.append(sql_event(2))
+    assert w2.cursor().execute("SELECT count(*) FROM service_tokens").fetchone() == (0,)
+    w2.close()
     assert verify_path(trail_dir / "trail.duckdb").ok

@@ -7,6 +7,9 @@ a token or deleting a user never erases who did what.
 from __future__ import annotations
 
 import getpass
+from dataclasses import dataclass
+
+from jupyter_server.auth import User
 
 SNAPSHOT_FIELDS = (
     "username",
@@ -55,3 +58,46 @@ def os_username() -> str:
 def system_identity() -> dict:
     """The server itself (checkpoints, integrity checks): the OS account that runs it."""
     return make_snapshot(username=os_username(), auth_method="system")
+
+
+@dataclass
+class AuditUser(User):
+    """A jupyter_server User that carries the identity snapshot the trail records."""
+
+    audit_identity: dict | None = None
+
+
+def user_for(snapshot: dict) -> AuditUser:
+    """The jupyter_server user for an identity snapshot."""
+    return AuditUser(
+        username=snapshot["username"],
+        name=snapshot.get("display_name") or snapshot["username"],
+        display_name=snapshot.get("display_name") or snapshot["username"],
+        audit_identity=snapshot,
+    )
+
+
+def refuse(handler, reason: str, log) -> None:
+    """A credential was refused: say why in the 401, log it and record `security.rejected`
+    (never the token itself, and nothing under the identity it claimed)."""
+    handler._audit_auth_error = reason
+    source = f"{handler.request.method} {handler.request.path} from {handler.request.remote_ip}"
+    log.warning("jupyter-audit: refused credentials (%s): %s", source, reason)
+    audit = handler.settings.get("jupyter_audit")
+    if audit is not None:
+        audit.writer.submit(
+            {
+                "kind": "security.rejected",
+                "identity": system_identity(),
+                "payload": {"reason": reason, "source": source},
+            }
+        )
+
+
+def __getattr__(name: str):
+    # `c.ServerApp.identity_provider_class = "jupyter_audit.identity.OIDCIdentityProvider"`
+    if name == "OIDCIdentityProvider":
+        from .oidc import OIDCIdentityProvider
+
+        return OIDCIdentityProvider
+    raise AttributeError(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class TrailError(Exception):
@@ -79,10 +79,26 @@ DDL = [
     )""",
 ]
 
+# Service-account tokens: state, not log. Only a hash of each secret is kept; creation and
+# revocation are also recorded in the log as `token.created` / `token.revoked`.
+SERVICE_TOKENS_DDL = """CREATE TABLE IF NOT EXISTS service_tokens (
+    token_id VARCHAR PRIMARY KEY,
+    secret_hash VARCHAR NOT NULL,
+    service_account VARCHAR NOT NULL,
+    owner VARCHAR NOT NULL,
+    owner_identity_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    created_by VARCHAR NOT NULL,
+    expires_at TIMESTAMP,
+    revoked_at TIMESTAMP,
+    revoked_by VARCHAR
+)"""
+DDL.append(SERVICE_TOKENS_DDL)
+
 DERIVED_TABLES = ("traces", "trace_users")
 
 # Migrations from version N to N+1, applied in order inside one transaction.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {1: [SERVICE_TOKENS_DDL]}
 
 CONNECTION_CONFIG = {
     "autoinstall_known_extensions": False,

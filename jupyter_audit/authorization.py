@@ -1,0 +1,61 @@
+"""Who may do what: jupyter_server's Authorizer with audit resources.
+
+The extension puts `AuditAuthorizer` in front of the server's configured Authorizer. For
+`audit:*` resources it requires a role (from the identity's groups, see identity.resolve);
+for every resource (the kernel API and its websocket included) a revoked or expired service
+token is refused; everything else is left to the configured Authorizer, which can only
+narrow further.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from jupyter_server.auth.authorizer import Authorizer
+from traitlets import Any
+
+from .identity.resolve import roles_for, snapshot_for
+
+# resource -> the role it needs
+RESOURCES = {
+    "audit:me": "user",
+    "audit:traces": "user",  # traces the user took part in
+    "audit:traces:all": "auditor",  # everyone's traces (each view recorded as trail.accessed)
+    "audit:verify": "auditor",
+    "audit:export": "auditor",
+    "audit:tokens": "admin",
+    "audit:cells": "user",  # running cells through the gateway
+}
+
+
+class AuditAuthorizer(Authorizer):
+    base = Any(help="The server's configured Authorizer, consulted after the audit rules.")
+    audit = Any(help="The AuditApp (role groups, service tokens).")
+
+    def identity(self, handler, user) -> dict:
+        return snapshot_for(user, handler.identity_provider)
+
+    def roles(self, handler, user) -> list[str]:
+        return roles_for(self.identity(handler, user), handler.identity_provider, self.audit)
+
+    def allows(self, handler, user, resource: str) -> bool:
+        """The audit rules alone (synchronous; the gateway uses them per cell)."""
+        if user is None:
+            return False
+        ident = self.identity(handler, user)
+        token_id = ident.get("token_id")
+        tokens = getattr(self.audit, "tokens", None)
+        if token_id and (tokens is None or not tokens.is_active(token_id)):
+            return False
+        role = RESOURCES.get(resource)
+        return role is None or role in roles_for(ident, handler.identity_provider, self.audit)
+
+    def is_authorized(self, handler, user, action, resource):
+        if not self.allows(handler, user, resource):
+            return False
+        if self.base is None:
+            return True
+        result = self.base.is_authorized(handler, user, action, resource)
+        if inspect.isawaitable(result):
+            return result
+        return bool(result)

@@ -1,0 +1,252 @@
+"""OIDC sign-in against real issuers over HTTP: the `oidc-provider-mock` package for the
+browser flow, bearer ID tokens and opaque access tokens; an issuer of the tests' own
+(tests/oidc_fixtures.KeyIssuer) for key rotation, unknown key ids, bad signatures and any
+claims. A refused credential gets a clear 401 and nothing is recorded under its identity."""
+
+import asyncio
+import base64
+import json
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+from conftest import server_config
+from oidc_fixtures import KeyIssuer, MockProvider
+from test_capture import trail_events
+from test_gateway import open_kernel
+from tornado.httpclient import HTTPClientError
+
+CLIENT = "jupyter-audit-tests"
+ALICE = {
+    "preferred_username": "alice",
+    "email": "alice@example.org",
+    "name": "Alice Auditor",
+    "groups": ["audit-auditors", "risk"],
+}
+BOB = {"preferred_username": "bob", "email": "bob@example.org", "groups": ["analysts"]}
+
+
+@pytest.fixture(scope="module")
+def provider():
+    p = MockProvider()
+    p.set_user("alice-sub", ALICE)
+    p.set_user("bob-sub", BOB)
+    yield p
+    p.stop()
+
+
+def oidc_config(trail_dir, issuer, **idp):
+    cfg = server_config(
+        trail_dir / "trail.duckdb",
+        server={"identity_provider_class": "jupyter_audit.identity.OIDCIdentityProvider"},
+    )
+    cfg["OIDCIdentityProvider"] = {
+        "issuer": issuer,
+        "client_id": CLIENT,
+        "client_secret": "secret",
+        "jwks_refresh_interval": 0.0,
+        "userinfo_cache_seconds": 0,
+        **idp,
+    }
+    return cfg
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def api(jp_fetch, *parts, token=None, headers=None, **kw):
+    h = headers if headers is not None else (bearer(token) if token else {"Authorization": ""})
+    r = await jp_fetch("jupyter-audit", "api", *parts, headers=h, **kw)
+    return json.loads(r.body)
+
+
+async def refused(jp_fetch, *parts, token=None, headers=None, **kw) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as e:
+        await api(jp_fetch, *parts, token=token, headers=headers, **kw)
+    return e.value.code, json.loads(e.value.response.body)["message"]
+
+
+def usernames_in_trail(jp_serverapp) -> set[str]:
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    return {e["identity"]["username"] for e in trail_events(audit) if e["identity"]}
+
+
+class TestMockProvider:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, provider):
+        return oidc_config(trail_dir, provider.issuer)
+
+    async def test_browser_sign_in_with_pkce_then_sign_out(
+        self, jp_fetch, jp_http_port, jp_base_url, provider
+    ):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+        me_url = base + "jupyter-audit/api/me"
+
+        def browser():
+            s = requests.Session()
+            r = s.get(base + "login", params={"next": jp_base_url + "lab"}, allow_redirects=False)
+            assert r.status_code == 302
+            authorize = r.headers["Location"]
+            q = parse_qs(urlparse(authorize).query)
+            assert authorize.startswith(provider.discovery["authorization_endpoint"])
+            assert q["code_challenge_method"] == ["S256"] and q["nonce"] and q["state"]
+            assert q["redirect_uri"] == [base + "oidc/callback"]
+            callback = provider.approve(authorize, "alice-sub")
+            flow_cookies = s.cookies.copy()
+            r = s.get(callback, allow_redirects=False)
+            assert r.status_code == 302 and r.headers["Location"] == jp_base_url + "lab"
+            me = s.get(me_url).json()
+            # the same sign-in response again: its nonce was used, it is refused
+            replay = requests.get(callback, cookies=flow_cookies, allow_redirects=False)
+            r = s.get(base + "logout", allow_redirects=False)
+            assert r.status_code == 302
+            assert r.headers["Location"].startswith(provider.discovery["end_session_endpoint"])
+            after = s.get(me_url)
+            return me, replay, after
+
+        me, replay, after = await asyncio.to_thread(browser)
+        ident = me["identity"]
+        assert ident["username"] == "alice" and ident["subject"] == "alice-sub"
+        assert ident["issuer"] == provider.issuer and ident["email"] == "alice@example.org"
+        assert ident["auth_method"] == "oidc" and ident["display_name"] == "Alice Auditor"
+        assert set(ident["groups"]) == {"audit-auditors", "risk"}
+        assert "auditor" in me["roles"] and "admin" not in me["roles"]
+        assert replay.status_code == 403 and "replayed nonce" in replay.text
+        assert after.status_code == 401
+
+    async def test_bearer_id_token_runs_cells_attributed_over_the_websocket(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, provider
+    ):
+        tokens = await asyncio.to_thread(provider.tokens, "bob-sub", CLIENT)
+        h = bearer(tokens["id_token"])
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=h)
+        status, out = await client.run("print(6 * 7)")
+        assert (status, out.strip()) == ("ok", "42")
+        client.ws.close()
+        events = trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+        req = next(e for e in events if e["kind"] == "cell.requested")
+        assert req["trace_id"] == kernel_id
+        ident = req["identity"]
+        assert (ident["username"], ident["subject"], ident["issuer"]) == (
+            "bob",
+            "bob-sub",
+            provider.issuer,
+        )
+        assert ident["auth_method"] == "oidc_id_token" and ident["groups"] == ["analysts"]
+        me = await api(jp_fetch, "me", token=tokens["id_token"])
+        assert me["roles"] == ["user"]
+
+    async def test_opaque_access_token_via_userinfo_until_revoked(
+        self, jp_serverapp, jp_fetch, provider
+    ):
+        tokens = await asyncio.to_thread(provider.tokens, "alice-sub", CLIENT)
+        me = await api(jp_fetch, "me", token=tokens["access_token"])
+        assert me["identity"]["username"] == "alice"
+        assert me["identity"]["auth_method"] == "oidc_access_token"
+        await asyncio.to_thread(provider.revoke_tokens, "alice-sub")
+        code, message = await refused(jp_fetch, "me", token=tokens["access_token"])
+        assert code == 401 and "refused by the issuer" in message
+
+    async def test_wrong_client_id_token_is_refused(self, jp_serverapp, jp_fetch, provider):
+        tokens = await asyncio.to_thread(provider.tokens, "bob-sub", "another-app")
+        code, message = await refused(jp_fetch, "me", token=tokens["id_token"])
+        assert code == 401 and "another audience" in message
+
+
+@pytest.fixture
+def issuer():
+    i = KeyIssuer()
+    yield i
+    i.stop()
+
+
+def tamper(token: str, **changes) -> str:
+    head, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims.update(changes)
+    raw = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{raw}.{sig}"
+
+
+class TestKeyIssuer:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, issuer):
+        return oidc_config(
+            trail_dir,
+            issuer.issuer,
+            access_token_audiences=["audit-api"],
+            groups_claim="realm_access.roles",
+        )
+
+    async def test_valid_tokens_key_rotation_and_nested_groups(self, jp_fetch, issuer):
+        claims = issuer.claims(
+            "sub-1", CLIENT, preferred_username="carol", realm_access={"roles": ["audit-admins"]}
+        )
+        me = await api(jp_fetch, "me", token=issuer.mint(claims))
+        assert me["identity"]["groups"] == ["audit-admins"] and "admin" in me["roles"]
+        # the issuer rotates its key: a token with the new key id makes the server refetch
+        fetches = issuer.jwks_requests
+        issuer.rotate(drop_old=True)
+        me = await api(jp_fetch, "me", token=issuer.mint(claims))
+        assert me["identity"]["username"] == "carol" and issuer.jwks_requests > fetches
+        # a JWT access token for the configured API audience
+        access = issuer.claims("sub-2", "audit-api", preferred_username="dave")
+        me = await api(jp_fetch, "me", token=issuer.mint(access))
+        assert me["identity"]["auth_method"] == "oidc_access_token"
+
+    async def test_bad_tokens_are_refused_and_nothing_is_recorded_under_them(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, issuer
+    ):
+        def claims(**extra):
+            return issuer.claims("mallory-sub", CLIENT, preferred_username="mallory", **extra)
+
+        stranger_kid, stranger_key = issuer.unpublished_key()
+        good = issuer.mint(claims())
+        cases = {
+            "expired": (issuer.mint(claims(exp=1_000_000, iat=999_000)), "expired"),
+            "wrong audience": (
+                issuer.mint(issuer.claims("m", "other-app", preferred_username="mallory")),
+                "another audience",
+            ),
+            "wrong issuer": (issuer.mint(claims(iss="https://evil.example")), "another issuer"),
+            "bad signature": (
+                issuer.mint(claims(), kid=issuer.current, key=stranger_key),
+                "signature",
+            ),
+            "unknown key id": (
+                issuer.mint(claims(), kid=stranger_kid, key=stranger_key),
+                "unknown key id",
+            ),
+            "tampered claims": (tamper(good, preferred_username="eve-admin"), "signature"),
+            "not yet valid": (issuer.mint(claims(nbf=4_000_000_000)), "not valid yet"),
+            "no username claim": (
+                issuer.mint(issuer.claims("s", CLIENT)),
+                "no 'preferred_username' claim",
+            ),
+            "garbage": ("not-a-token", "refused by the issuer"),
+        }
+        for name, (token, reason) in cases.items():
+            code, message = await refused(jp_fetch, "me", token=token)
+            assert code == 401, name
+            assert reason in message, (name, message)
+            # the kernel API refuses too: no websocket, no cell under that identity
+            with pytest.raises(HTTPClientError) as e:
+                await open_kernel(jp_fetch, jp_ws_fetch, headers=bearer(token))
+            assert e.value.code == 403, name
+        assert "mallory" not in usernames_in_trail(jp_serverapp)
+        assert "eve-admin" not in usernames_in_trail(jp_serverapp)
+        events = trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+        rejected = [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
+        assert any("expired" in r for r in rejected) and any("signature" in r for r in rejected)
+        assert "eyJ" not in json.dumps(events)  # no token in the trail
+
+    async def test_algorithm_none_and_hmac_are_refused(self, jp_fetch, issuer):
+        import jwt
+
+        claims = issuer.claims("m", CLIENT, preferred_username="mallory")
+        unsigned = jwt.encode(claims, None, algorithm="none")
+        hmac = jwt.encode(claims, "x" * 32, algorithm="HS256")
+        for token in (unsigned, hmac):
+            code, message = await refused(jp_fetch, "me", token=token)
+            assert code == 401 and "algorithm" in message
