@@ -250,3 +250,61 @@ class TestKeyIssuer:
         for token in (unsigned, hmac):
             code, message = await refused(jp_fetch, "me", token=token)
             assert code == 401 and "algorithm" in message
+
+
+# every user-facing endpoint: (method, path parts, role it needs or None for any user)
+ENDPOINTS = [
+    ("GET", ("me",), None),
+    ("GET", ("traces",), None),
+    ("GET", ("traces?user=someone-else",), "auditor"),
+    ("GET", ("traces", "OTHER"), "auditor"),
+    ("GET", ("verify",), "auditor"),
+    ("GET", ("export",), "auditor"),
+    ("GET", ("tokens",), "admin"),
+    ("POST", ("tokens",), "admin"),
+    ("GET", ("tokens", "0123456789abcdef"), "admin"),
+    ("DELETE", ("tokens", "0123456789abcdef"), "admin"),
+]
+
+
+class TestEveryEndpoint:
+    """401 without credentials, 403 without the role, for each endpoint, with real tokens."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, issuer):
+        return oidc_config(trail_dir, issuer.issuer)
+
+    @pytest.mark.parametrize("method,parts,role", ENDPOINTS, ids=lambda v: str(v))
+    async def test_endpoint(self, jp_serverapp, jp_fetch, issuer, method, parts, role):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        other = audit.writer.append(
+            {
+                "kind": "cell.requested",
+                "identity": {"username": "someone-else", "auth_method": "oidc"},
+                "trace_id": "OTHER",
+                "kernel_id": "OTHER",
+                "msg_id": "m1",
+                "payload": {"code": "1", "cell_id": None, "silent": False},
+            }
+        )
+        assert other.seq
+        *head, last = parts
+        path, _, query = last.partition("?")
+        params = dict([query.split("=")]) if query else None
+        kw = {"method": method, "params": params, "allow_nonstandard_methods": True}
+        if method == "POST":
+            kw["body"] = json.dumps({"service_account": "x", "owner": "a@example.org"})
+        code, message = await refused(jp_fetch, *head, path, **kw)
+        assert code == 401 and "authentication required" in message
+        plain = issuer.mint(issuer.claims("u1", CLIENT, preferred_username="una"))
+        if role is None:
+            await api(jp_fetch, *head, path, token=plain, **kw)
+            return
+        code, message = await refused(jp_fetch, *head, path, token=plain, **kw)
+        assert code == 403 and f"{role} role" in message
+        group = {"auditor": "audit-auditors", "admin": "audit-admins"}[role]
+        holder = issuer.mint(issuer.claims("u2", CLIENT, preferred_username="rita", groups=[group]))
+        try:
+            await api(jp_fetch, *head, path, token=holder, **kw)
+        except HTTPClientError as e:
+            assert e.code == 404, (e.code, e.response.body)  # allowed; the token id is unknown
