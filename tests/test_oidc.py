@@ -308,3 +308,26 @@ class TestEveryEndpoint:
             await api(jp_fetch, *head, path, token=holder, **kw)
         except HTTPClientError as e:
             assert e.code == 404, (e.code, e.response.body)  # allowed; the token id is unknown
+
+
+class TestSessionExpiry:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, provider):
+        return oidc_config(trail_dir, provider.issuer, session_lifetime=1)
+
+    async def test_browser_session_expires(self, jp_fetch, jp_http_port, jp_base_url, provider):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+        def browser():
+            import time
+
+            s = requests.Session()
+            r = s.get(base + "login", allow_redirects=False)
+            s.get(provider.approve(r.headers["Location"], "bob-sub"), allow_redirects=False)
+            first = s.get(base + "jupyter-audit/api/me")
+            time.sleep(2.1)
+            return first, s.get(base + "jupyter-audit/api/me")
+
+        first, later = await asyncio.to_thread(browser)
+        assert first.status_code == 200 and first.json()["username"] == "bob"
+        assert later.status_code == 401 and "session expired" in later.json()["message"]
