@@ -23,6 +23,10 @@ def snapshot_for(user, identity_provider) -> dict:
     explicit = getattr(user, "audit_identity", None)
     if isinstance(explicit, dict):
         return make_snapshot(**explicit)
+    if type(identity_provider).__name__ == "JupyterHubIdentityProvider":
+        from .hub import snapshot_for_hub_user
+
+        return snapshot_for_hub_user(user)
     if identity_provider is None or is_builtin_login(identity_provider):
         method = "password" if getattr(identity_provider, "hashed_password", "") else "token"
         return make_snapshot(
