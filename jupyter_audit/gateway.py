@@ -11,12 +11,16 @@ trail: the event is queued to the Writer and its outcome logged.
 from __future__ import annotations
 
 import json
+import uuid
+from collections import deque
+from datetime import UTC, datetime
 
 from jupyter_server.services.kernels.connection.base import (
     deserialize_msg_from_ws_v1,
     serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from tornado.ioloop import IOLoop
 
 from .events import EventValidationError
 from .identity.resolve import snapshot_for
@@ -37,6 +41,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     _audit_notebook: str | None = None
     _pending = None  # the cell.requested to queue once the message is on its way
+    _held: deque | None = None  # fail_mode=closed: messages behind a cell awaiting its record
 
     @property
     def _audit(self):
@@ -79,6 +84,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return None
 
     def handle_incoming_message(self, incoming_msg) -> None:
+        if self._held is not None:
+            self._held.append(incoming_msg)  # keep the client's order behind a held cell
+            return
         audit = self._audit
         self._pending = None
         if audit is not None:
@@ -91,12 +99,88 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             except Exception as e:  # noqa: BLE001 - never lose the user's message
                 # no payload in the log: only what went wrong
                 self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
+        if self._pending is not None and audit.fail_mode == "closed":
+            self._hold_until_recorded(audit, incoming_msg)
+            return
         super().handle_incoming_message(incoming_msg)
         if self._pending is not None:
             # queued after forwarding, so waking the writer never delays the cell
             fut = audit.writer.submit(self._pending)
             fut.add_done_callback(_log_failure(self.log))
             self._pending = None
+
+    # ---------------------------------------------------------------- fail_mode=closed
+    def _hold_until_recorded(self, audit, msg) -> None:
+        """fail_mode=closed: a cell reaches the kernel only once its `cell.requested` is
+        committed; if the trail cannot take it, the client gets an error instead."""
+        pending, self._pending = self._pending, None
+        parent = self._pending_header
+        self._held = deque()
+        loop = IOLoop.current()
+        try:
+            fut = audit.writer.submit(pending)
+        except Exception as e:  # noqa: BLE001 - the writer is not running
+            loop.add_callback(self._release, msg, parent, e)
+            return
+
+        def done(f):
+            loop.add_callback(self._release, msg, parent, f.exception())
+
+        fut.add_done_callback(done)
+
+    def _release(self, msg, parent: dict, error) -> None:
+        if error is None:
+            super().handle_incoming_message(msg)
+        else:
+            self.log.error("jupyter-audit: cell refused (fail_mode=closed): %s", error)
+            self._refuse_cell(parent, str(error))
+        held, self._held = self._held or deque(), None
+        while held and self._held is None:
+            self.handle_incoming_message(held.popleft())
+        if held:  # another cell is held again: the rest waits behind it, in order
+            self._held.extendleft(reversed(held))
+
+    def _refuse_cell(self, parent: dict, reason: str) -> None:
+        """Answer an execute_request the kernel never saw, as a kernel would for an error."""
+        text = (
+            f"jupyter-audit: this cell was not run because the audit trail cannot record it "
+            f"({reason}). This server refuses cells until the trail accepts events again "
+            "(fail_mode=closed); ask your administrator."
+        )
+        error = {"ename": "AuditTrailUnavailable", "evalue": text, "traceback": [text]}
+        replies = [
+            ("iopub", "status", {"execution_state": "busy"}),
+            ("iopub", "error", error),
+            ("shell", "execute_reply", {"status": "error", "execution_count": None, **error}),
+            ("iopub", "status", {"execution_state": "idle"}),
+        ]
+        for channel, msg_type, content in replies:
+            header = {
+                "msg_id": uuid.uuid4().hex,
+                "msg_type": msg_type,
+                "username": "jupyter-audit",
+                "session": "jupyter-audit",
+                "date": datetime.now(UTC).isoformat(),
+                "version": "5.3",
+            }
+            if self.subprotocol == V1:
+                parts = [json.dumps(x).encode() for x in (header, parent, {}, content)]
+                data = serialize_msg_to_ws_v1(parts, channel)
+            else:
+                data = json.dumps(
+                    {
+                        "channel": channel,
+                        "header": header,
+                        "parent_header": parent,
+                        "metadata": {},
+                        "content": content,
+                        "buffers": [],
+                    }
+                )
+            try:
+                self.websocket_handler.write_message(data, binary=isinstance(data, bytes))
+            except Exception:  # noqa: BLE001 - the client went away
+                return
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
         if self._audit is not None:
@@ -175,6 +259,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             raise
         audit.cells.remember(msg_id, prepared)
         self._pending = prepared
+        self._pending_header = header
         return {
             "username": identity["username"],
             "identity_id": prepared.identity_id,

@@ -2,6 +2,7 @@
 keeps everything it acknowledged, and goes on once space is back. Runs on a small tmpfs
 (needs root to mount it, as in CI); skipped elsewhere."""
 
+import json
 import os
 import subprocess
 
@@ -69,3 +70,56 @@ def test_full_disk_loses_no_acknowledged_event(small_disk, tmp_path):
     con.close()
     assert set(acked) <= stored
     assert os.path.exists(small_disk / "trail.duckdb.checkpoints")
+
+
+class TestFailClosed:
+    """fail_mode=closed on a server whose trail disk fills up: the cell never reaches the
+    kernel and the user sees why in the cell's output; once space is back, cells run again
+    and every recorded cell is still there."""
+
+    @pytest.fixture
+    def jp_server_config(self, small_disk):
+        from conftest import server_config
+
+        return server_config(small_disk / "trail.duckdb", fail_mode="closed")
+
+    async def test_cells_are_refused_while_the_trail_cannot_record_them(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, small_disk
+    ):
+        from test_gateway import open_kernel
+
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        assert (await client.run("x = 1\nprint('first')"))[0] == "ok"
+        audit.writer.flush()
+        filler = small_disk / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (256 * 1024))
+                    f.flush()
+            except OSError:
+                pass
+        refused = None
+        for i in range(50):  # the WAL may still have room for a few small commits
+            status, out, errors = await client.run_full(f"x = {i + 2}")
+            if status == "error":
+                refused = errors
+                break
+        assert refused, "the full disk never refused a cell"
+        assert refused[0]["ename"] == "AuditTrailUnavailable"
+        assert "fail_mode=closed" in refused[0]["evalue"]
+        assert "No space left on device" in refused[0]["evalue"]
+        filler.unlink()
+        # the refused cell never ran: x still holds the last recorded cell's value
+        status, out, _ = await client.run_full("print(x)")
+        assert status == "ok" and out.strip() == str(i + 1)
+        audit.writer.flush()
+        rows = (
+            audit.writer.cursor()
+            .execute("SELECT count(*) FROM events WHERE kind = 'cell.requested'")
+            .fetchone()
+        )
+        assert rows[0] == i + 2  # every cell that ran was recorded; the refused one was not
+        client.ws.close()
+        assert (json.loads((await jp_fetch("jupyter-audit", "api", "verify")).body))["ok"]

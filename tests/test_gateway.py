@@ -60,8 +60,14 @@ class KernelClient:
         return msg["header"]["msg_id"]
 
     async def run(self, code: str, timeout: float = 60) -> tuple[str, str]:
+        status, out, _errors = await self.run_full(code, timeout)
+        return status, out
+
+    async def run_full(self, code: str, timeout: float = 60) -> tuple[str, str, list[dict]]:
+        """(execute_reply status, stream text, error outputs) of one cell."""
         msg_id = self.send_execute(code)
         out = []
+        errors = []
         state = {}
 
         async def collect():
@@ -83,6 +89,8 @@ class KernelClient:
                     continue
                 if header["msg_type"] == "stream":
                     out.append(content["text"])
+                if header["msg_type"] == "error":
+                    errors.append(content)
                 if header["msg_type"] == "execute_reply":
                     state["status"] = content["status"]
                 if header["msg_type"] == "status" and content["execution_state"] == "idle":
@@ -91,7 +99,7 @@ class KernelClient:
                     return state["status"]
 
         status = await asyncio.wait_for(collect(), timeout)
-        return status, "".join(out)
+        return status, "".join(out), errors
 
 
 async def open_kernel(jp_fetch, jp_ws_fetch, v1=True, headers=None, kernel_id=None):
