@@ -1,4 +1,4 @@
-"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, mask, demo.
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -47,11 +47,18 @@ def _source(args) -> tuple[str, str]:
     return "db", args.db or default_db()
 
 
-def _api(args, path: str, params: dict | None = None) -> dict:
+def _api(
+    args, path: str, params: dict | None = None, method: str = "GET", body: dict | None = None
+) -> dict:
     query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
     url = f"{args.url.rstrip('/')}/jupyter-audit/api/{path}" + (f"?{query}" if query else "")
     auth = args.token if " " in args.token else f"token {args.token}"
-    req = urllib.request.Request(url, headers={"Authorization": auth})
+    headers = {"Authorization": auth}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode("utf-8")
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=600) as resp:
             return json.loads(resp.read())
@@ -296,6 +303,121 @@ def cmd_mask(args) -> int:
     return EXIT_OK
 
 
+def cmd_run(args) -> int:
+    import os
+
+    from .runner import TOKEN_ENV, RunError, run_notebook
+
+    args.token = args.token or os.environ.get(TOKEN_ENV)  # kept out of `ps` that way
+    if not args.token:
+        raise CLIError(f"--url needs --token (or {TOKEN_ENV} in the environment)")
+    _, url = _source(args)
+    try:
+        return run_notebook(
+            args.notebook,
+            url=url,
+            token=args.token,
+            output=args.output,
+            kernel=args.kernel,
+            path=args.path,
+            timeout=args.timeout,
+        )
+    except RunError as e:
+        raise CLIError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------- token
+def _token_store(args):
+    """A TokenStore on a stopped server's trail, with the keys beside it (never new ones)."""
+    from .identity.tokens import TokenStore
+    from .masking import MaskingEngine, load_or_create_key
+    from .store.schema import TrailError
+    from .store.signing import SigningKey
+    from .store.writer import Writer
+
+    db = Path(args.db or default_db())
+    keys = [db.parent / "signing-key.pem", db.parent / "masking.key"]
+    if not db.exists():
+        raise CLIError(f"no trail at {db}: file does not exist")
+    missing = [str(k) for k in keys if not k.exists()]
+    if missing:
+        raise CLIError(f"the trail's keys are not beside it ({', '.join(missing)}); use --url")
+    try:
+        writer = Writer(
+            db, MaskingEngine(load_or_create_key(keys[1])), SigningKey.load(keys[0])
+        ).open()
+    except TrailError as e:
+        raise CLIError(str(e)) from None
+    return writer, TokenStore(writer)
+
+
+def _local_admin() -> dict:
+    from .identity import make_snapshot, os_username
+
+    # someone with the trail file in hand: the OS account, recorded as such
+    return make_snapshot(username=os_username(), auth_method="local")
+
+
+def _print_token_row(t: dict) -> None:
+    print(
+        f"{t['id']}  {t['state']:<8} {t['service_account']}  owner {t['owner']}  "
+        f"expires {t['expires_at'] or 'never'}"
+        + (f"  revoked {t['revoked_at']} by {t['revoked_by']}" if t.get("revoked_at") else "")
+    )
+
+
+def cmd_token(args) -> int:
+    from .identity.tokens import TokenError
+
+    kind, _ = _source(args)
+    if kind == "url":
+        if args.action == "create":
+            body = {
+                "service_account": args.service_account,
+                "owner": args.owner,
+                "expires": args.expires,
+            }
+            result = _api(args, "tokens", method="POST", body=body)
+        elif args.action == "list":
+            result = _api(args, "tokens")
+        else:
+            body = {"reason": args.reason} if args.reason else {}
+            result = _api(args, f"tokens/{args.token_id}", method="DELETE", body=body)
+    else:
+        writer, store = _token_store(args)
+        try:
+            if args.action == "create":
+                token, record = store.create(
+                    args.service_account, args.owner, args.expires, _local_admin()
+                )
+                result = {**record, "token": token}
+            elif args.action == "list":
+                result = {"tokens": store.list()}
+            else:
+                result = store.revoke(args.token_id, _local_admin(), args.reason)
+        except TokenError as e:
+            raise CLIError(str(e)) from None
+        except KeyError:
+            raise CLIError(f"no token {args.token_id}") from None
+        finally:
+            writer.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.action == "create":
+        print(f"created token {result['id']} for service account {result['service_account']}")
+        print(f"owner {result['owner']}, expires {result['expires_at']}")
+        print("the token is shown only this once; store it in a secret store now:")
+        print(result["token"])
+    elif args.action == "list":
+        for t in result["tokens"]:
+            _print_token_row(t)
+        if not result["tokens"]:
+            print("no service tokens")
+    else:
+        print(f"revoked token {result['id']} ({result['service_account']})")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import seed_demo_trail
 
@@ -339,6 +461,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--user", help="only traces of this username")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "run",
+        help="execute a notebook through a running server, attributed to the token's identity",
+        description="Execute NOTEBOOK cell by cell in a new kernel session of a running Jupyter "
+        "server, so the server records every cell and operation against the token's identity; "
+        "write the executed notebook. Exit codes: 0 all cells ran, 1 a cell failed or timed "
+        "out, 2 usage, authentication or connection error.",
+    )
+    p.add_argument("notebook", metavar="NOTEBOOK")
+    p.add_argument(
+        "--url", metavar="URL", required=True, help="base URL of a running Jupyter server"
+    )
+    p.add_argument(
+        "--token", metavar="T", help="API token (or bearer token); default: $JUPYTER_AUDIT_TOKEN"
+    )
+    p.add_argument("-o", "--output", metavar="OUT", help="default: NOTEBOOK's stem + .run.ipynb")
+    p.add_argument(
+        "--kernel", metavar="NAME", help="kernelspec; default: the notebook's, or python3"
+    )
+    p.add_argument("--path", metavar="PATH", help="session path on the server; default: file name")
+    p.add_argument("--timeout", type=float, default=600, metavar="S", help="per cell (default 600)")
+    p.set_defaults(func=cmd_run, db=None)
+
+    p = sub.add_parser("token", help="service-account tokens for automated jobs (admins)")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", help="create a token; it is shown once")
+    t.add_argument("--service-account", required=True, metavar="NAME")
+    t.add_argument("--owner", required=True, metavar="EMAIL", help="the person responsible")
+    t.add_argument("--expires", default="30d", help="30d, 12h, 2w or an ISO date (default 30d)")
+    t = tsub.add_parser("list", help="list tokens (never their secrets)")
+    t = tsub.add_parser("revoke", help="revoke a token now")
+    t.add_argument("token_id", metavar="ID")
+    t.add_argument("--reason", help="why (recorded in the trail)")
+    for t in tsub.choices.values():
+        _add_source(t)
+        t.add_argument("--json", action="store_true", help="machine-readable output")
+        t.set_defaults(func=cmd_token, reason=None)
 
     p = sub.add_parser("mask", help="print TEXT as the trail would store it")
     p.add_argument("text", nargs="+", metavar="TEXT")

@@ -1,0 +1,193 @@
+"""Service-account tokens on a real server and a real trail file: created by an admin (REST
+and CLI), shown once, stored hashed, used over REST and the kernel websocket, revoked with
+immediate effect (open websockets closed), and everything recorded."""
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import run_cli, server_config
+from test_capture import trail_events
+from test_gateway import open_kernel
+from tornado.httpclient import HTTPClientError
+
+from jupyter_audit.cli import main as cli_main
+
+
+@pytest.fixture
+def jp_server_config(trail_dir):
+    return server_config(trail_dir / "trail.duckdb")
+
+
+async def call(jp_fetch, *parts, token=None, **kw):
+    headers = {"Authorization": f"token {token}"} if token else {}
+    r = await jp_fetch("jupyter-audit", "api", *parts, headers=headers, **kw)
+    return json.loads(r.body) if r.body else None
+
+
+async def refused(jp_fetch, *parts, **kw) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as e:
+        await call(jp_fetch, *parts, **kw)
+    return e.value.code, json.loads(e.value.response.body)["message"]
+
+
+async def create(jp_fetch, **body):
+    body = {"service_account": "contractor-etl", "owner": "ada@example.org", **body}
+    return await call(jp_fetch, "tokens", method="POST", body=json.dumps(body))
+
+
+async def test_admin_creates_a_token_that_runs_cells_until_revoked(
+    jp_serverapp, jp_fetch, jp_ws_fetch, trail_dir
+):
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    made = await create(jp_fetch, expires="30d")
+    token, token_id = made["token"], made["id"]
+    assert token.startswith(f"jat_{token_id}_") and made["state"] == "active"
+    listed = await call(jp_fetch, "tokens")
+    assert [t["id"] for t in listed["tokens"]] == [token_id]
+    assert token.split("_")[-1] not in json.dumps(listed)  # never shown again
+
+    me = await call(jp_fetch, "me", token=token)
+    ident = me["identity"]
+    assert (ident["username"], ident["auth_method"]) == ("contractor-etl", "service_token")
+    assert (ident["token_id"], ident["token_owner"]) == (token_id, "ada@example.org")
+    assert me["roles"] == ["user"]
+    code, message = await refused(jp_fetch, "tokens", token=token)
+    assert code == 403 and "admin role" in message
+
+    h = {"Authorization": f"token {token}"}
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=h)
+    assert (await client.run("print(1 + 1)"))[0] == "ok"
+    revoked = await call(
+        jp_fetch,
+        "tokens",
+        token_id,
+        method="DELETE",
+        body=json.dumps({"reason": "left"}),
+        allow_nonstandard_methods=True,
+    )
+    assert revoked["state"] == "revoked"
+    # the open websocket is closed at once, and the next request is refused
+    assert await asyncio.wait_for(client.ws.read_message(), 10) is None
+    code, message = await refused(jp_fetch, "me", token=token)
+    assert code == 401 and "revoked" in message
+    with pytest.raises(HTTPClientError) as e:
+        await open_kernel(jp_fetch, jp_ws_fetch, headers=h, kernel_id=kernel_id)
+    assert e.value.code == 403
+
+    events = trail_events(audit)
+    kinds = [e["kind"] for e in events]
+    assert "token.created" in kinds and "token.revoked" in kinds
+    cell = next(e for e in events if e["kind"] == "cell.requested")
+    assert cell["identity"]["username"] == "contractor-etl"
+    assert cell["identity"]["token_id"] == token_id
+    assert token.split("_")[-1] not in json.dumps(events)  # the secret is nowhere in the trail
+    assert (await call(jp_fetch, "verify"))["ok"] is True
+
+
+async def test_bad_token_requests_get_clear_errors(jp_fetch):
+    for body, expected in (
+        ({"owner": "nobody"}, "email address"),
+        ({"service_account": "bad name!"}, "service account"),
+        ({"expires": "-1d"}, "duration"),
+        ({"expires": "2001-01-01"}, "future"),
+        ({"expires": "900d"}, "at most"),
+    ):
+        with pytest.raises(HTTPClientError) as e:
+            await create(jp_fetch, **body)
+        assert e.value.code == 400
+        assert expected in json.loads(e.value.response.body)["message"], body
+    code, _ = await refused(
+        jp_fetch, "tokens", "0123456789abcdef", method="DELETE", allow_nonstandard_methods=True
+    )
+    assert code == 404
+    made = await create(jp_fetch)
+    await call(jp_fetch, "tokens", made["id"], method="DELETE", allow_nonstandard_methods=True)
+    code, message = await refused(
+        jp_fetch, "tokens", made["id"], method="DELETE", allow_nonstandard_methods=True
+    )
+    assert code == 409 and "already revoked" in message
+    for forged in ("jat_" + made["id"] + "_" + "A" * 43, "jat_nonsense"):
+        code, message = await refused(jp_fetch, "me", token=forged)
+        assert code == 401
+
+
+async def test_cli_manages_tokens_through_the_live_server(
+    jp_serverapp, jp_fetch, jp_http_port, jp_base_url, capsys
+):
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    admin = jp_serverapp.identity_provider.token
+    args = ["--url", url, "--token", admin]
+    create_args = ["token", "create", "--service-account", "nightly", "--owner", "ada@example.org"]
+    code = await asyncio.to_thread(cli_main, [*create_args, "--expires", "7d", *args, "--json"])
+    assert code == 0
+    made = json.loads(capsys.readouterr().out)
+    me = await call(jp_fetch, "me", token=made["token"])
+    assert me["identity"]["username"] == "nightly"
+    code = await asyncio.to_thread(cli_main, ["token", "list", *args])
+    out = capsys.readouterr().out
+    assert code == 0 and made["id"] in out and "active" in out and made["token"] not in out
+    code = await asyncio.to_thread(cli_main, ["token", "revoke", made["id"], *args])
+    assert code == 0
+    # a service token cannot manage tokens
+    code = await asyncio.to_thread(
+        cli_main, ["token", "list", "--url", url, "--token", made["token"]]
+    )
+    assert code == 2
+    assert "401" in capsys.readouterr().err
+
+
+def test_cli_manages_tokens_on_a_stopped_trail(trail_dir):
+    db = str(trail_dir / "trail.duckdb")
+    code, out, err = run_cli("demo", "--db", db)
+    assert code == 0, err
+    code, out, err = run_cli(
+        "token",
+        "create",
+        "--db",
+        db,
+        "--service-account",
+        "etl",
+        "--owner",
+        "ada@example.org",
+    )
+    assert code == 0, err
+    assert "shown only this once" in out
+    token = out.strip().splitlines()[-1]
+    token_id = token.split("_")[1]
+    code, out, err = run_cli("token", "list", "--db", db, "--json")
+    rows = json.loads(out)["tokens"]
+    assert code == 0 and rows[0]["id"] == token_id and "secret_hash" not in rows[0]
+    code, out, err = run_cli("token", "revoke", token_id, "--db", db, "--reason", "rotated")
+    assert code == 0, err
+    code, out, err = run_cli("token", "revoke", token_id, "--db", db)
+    assert code == 2 and "already revoked" in err
+    code, out, err = run_cli(
+        "token", "create", "--db", db, "--service-account", "x", "--owner", "a"
+    )
+    assert code == 2 and "email" in err
+    code, out, err = run_cli("verify", "--db", db)
+    assert code == 0, out + err
+    code, out, err = run_cli("export", "--db", db, "-o", str(trail_dir / "out.jsonl"))
+    records = [json.loads(x) for x in (trail_dir / "out.jsonl").read_text().splitlines()]
+    created = next(r for r in records if r["kind"] == "token.created")
+    assert created["payload"]["token_id"] == token_id
+    assert created["identity"]["auth_method"] == "local"
+    assert token.split("_")[-1] not in (trail_dir / "out.jsonl").read_text()
+
+
+def test_expired_token_is_refused(make_writer):
+    from jupyter_audit.identity.tokens import TokenStore
+
+    w = make_writer()
+    store = TokenStore(w)
+    admin = {"username": "admin", "auth_method": "local"}
+    token, record = store.create("etl", "ada@example.org", "1h", admin)
+    assert store.check(token)[0]["token_id"] == record["id"]
+    store._rows[record["id"]]["expires_at"] = datetime.now(UTC) - timedelta(seconds=1)
+    snapshot, why = store.check(token)
+    assert snapshot is None and "expired" in why
+    assert store.get(record["id"])["state"] == "expired"
+    # a reopened store reads the same tokens from the trail
+    assert TokenStore(w).get(record["id"])["service_account"] == "etl"
