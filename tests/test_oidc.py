@@ -331,3 +331,29 @@ class TestSessionExpiry:
         first, later = await asyncio.to_thread(browser)
         assert first.status_code == 200 and first.json()["username"] == "bob"
         assert later.status_code == 401 and "session expired" in later.json()["message"]
+
+
+async def test_userinfo_answers_are_cached_briefly(provider):
+    from jupyter_audit.identity.oidc import OIDCError, OIDCIdentityProvider
+
+    idp = OIDCIdentityProvider(issuer=provider.issuer, client_id=CLIENT, userinfo_cache_seconds=60)
+    tokens = await asyncio.to_thread(provider.tokens, "bob-sub", CLIENT)
+    claims, method = await idp.bearer_claims(tokens["access_token"])
+    assert claims["sub"] == "bob-sub" and method == "oidc_access_token"
+    await asyncio.to_thread(provider.revoke_tokens, "bob-sub")
+    # within the cache window the answer is reused; a fresh provider asks again and is refused
+    assert (await idp.bearer_claims(tokens["access_token"]))[0]["sub"] == "bob-sub"
+    fresh = OIDCIdentityProvider(issuer=provider.issuer, client_id=CLIENT)
+    with pytest.raises(OIDCError, match="refused by the issuer"):
+        await fresh.bearer_claims(tokens["access_token"])
+
+
+def test_client_secret_from_value_file_or_environment(tmp_path, monkeypatch):
+    from jupyter_audit.identity.oidc import OIDCIdentityProvider
+
+    assert OIDCIdentityProvider(client_secret="v").secret() == "v"
+    f = tmp_path / "secret"
+    f.write_text("from-file\n")
+    assert OIDCIdentityProvider(client_secret_file=str(f)).secret() == "from-file"
+    monkeypatch.setenv("JUPYTER_AUDIT_OIDC_CLIENT_SECRET", "from-env")
+    assert OIDCIdentityProvider().secret() == "from-env"

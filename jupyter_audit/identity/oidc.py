@@ -38,6 +38,7 @@ from . import make_snapshot, refuse, user_for
 # asymmetric algorithms only: "none" and HMAC (a shared secret anyone with it could forge)
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 FLOW_COOKIE = "jupyter-audit-oidc-flow"
+FLOW_SECONDS = 600  # a sign-in must come back from the issuer within this
 
 
 class OIDCError(Exception):
@@ -430,13 +431,13 @@ class OIDCLoginHandler(_OIDCHandler):
             self.log.error("jupyter-audit: OIDC discovery failed: %s", e)
             return self.fail(502, f"the identity provider is unavailable ({e})")
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        flow = {"state": state, "nonce": nonce, "verifier": verifier}
+        flow = {"state": state, "nonce": nonce, "verifier": verifier, "t": time.time()}
         flow["next"] = self.safe_next(self.get_argument("next", None))
         self.set_secure_cookie(
             FLOW_COOKIE,
             json.dumps(flow),
             expires_days=None,
-            max_age=600,
+            max_age=FLOW_SECONDS,
             httponly=True,
             path=self.base_url,
             secure=self.request.protocol == "https",
@@ -468,6 +469,8 @@ class OIDCCallbackHandler(_OIDCHandler):
         if not raw:
             return self.fail(400, "no sign-in in progress (or it took over 10 minutes)")
         flow = json.loads(raw)
+        if time.time() - flow.get("t", 0) > FLOW_SECONDS:
+            return self.fail(400, "this sign-in took over 10 minutes; start again")
         if not secrets.compare_digest(self.get_argument("state", ""), flow["state"]):
             return self.fail(400, "state does not match this sign-in")
         provider = self.provider
