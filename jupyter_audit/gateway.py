@@ -16,7 +16,9 @@ from collections import deque
 from datetime import UTC, datetime
 
 from jupyter_server.services.kernels.connection.base import (
+    deserialize_binary_message,
     deserialize_msg_from_ws_v1,
+    serialize_binary_message,
     serialize_msg_to_ws_v1,
 )
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
@@ -96,9 +98,14 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 self.log.warning("jupyter-audit: cell refused: %s", e)
                 self.websocket_handler.close(4003, str(e))
                 return
-            except Exception as e:  # noqa: BLE001 - never lose the user's message
-                # no payload in the log: only what went wrong
-                self.log.error("jupyter-audit: execute_request not recorded: %s", type(e).__name__)
+            except Exception as e:  # noqa: BLE001 - never lose the user's message...
+                # ...unless it may be code to run: nothing runs unrecorded
+                if _mentions_execute(incoming_msg):
+                    self.log.error(
+                        "jupyter-audit: unreadable execute_request dropped: %s", type(e).__name__
+                    )
+                    return
+                self.log.warning("jupyter-audit: message not inspected: %s", type(e).__name__)
         if self._pending is not None and audit.fail_mode == "closed":
             self._hold_until_recorded(audit, incoming_msg)
             return
@@ -202,31 +209,35 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     # ---------------------------------------------------------------- the tap
     def _tap(self, audit, ws_msg):
+        """Record and stamp an execute_request, in whatever framing the client used; refuse
+        one outside the shell channel (the kernel would run it, unrecorded)."""
         if self.subprotocol == V1:
             channel, parts = deserialize_msg_from_ws_v1(ws_msg)
-            if channel != "shell" or len(parts) < 4:
-                return ws_msg
-            header = json.loads(parts[0])
+            header = _obj(parts[0]) if parts else {}
             if header.get("msg_type") != "execute_request":
                 return ws_msg
-            metadata = json.loads(parts[2]) if parts[2] else {}
-            content = json.loads(parts[3]) if parts[3] else {}
+            if channel != "shell" or len(parts) < 4:
+                raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
+            metadata, content = _obj(parts[2]), _obj(parts[3])
             metadata[STAMP] = self._record(audit, header, metadata, content)
             parts = list(parts)
             parts[2] = json.dumps(metadata).encode("utf-8")
             return serialize_msg_to_ws_v1(parts, channel)
-        if isinstance(ws_msg, bytes):
-            return ws_msg  # legacy binary frames carry buffers (comms), never execute_requests
-        msg = json.loads(ws_msg)
-        if msg.get("channel", "shell") != "shell":
+        binary = isinstance(ws_msg, bytes)  # legacy binary frames carry buffers
+        msg = deserialize_binary_message(ws_msg) if binary else json.loads(ws_msg)
+        if not isinstance(msg, dict):
             return ws_msg
-        header = msg.get("header") or {}
+        header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
         if header.get("msg_type") != "execute_request":
             return ws_msg
-        metadata = msg.get("metadata") or {}
-        metadata[STAMP] = self._record(audit, header, metadata, msg.get("content") or {})
+        channel = msg.get("channel") or "shell"  # jupyter_server assumes shell when missing
+        if channel != "shell":
+            raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
+        metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
+        content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
+        metadata[STAMP] = self._record(audit, header, metadata, content)
         msg["metadata"] = metadata
-        return json.dumps(msg)
+        return serialize_binary_message(msg) if binary else json.dumps(msg)
 
     def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
         handler = self.websocket_handler
@@ -235,6 +246,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             raise CellRefused("not authorized to run cells (token revoked or expired?)")
         identity = self._identity()
         msg_id = safe_id(header.get("msg_id"))
+        if msg_id is None or audit.cells.lookup(msg_id) is not None:
+            # a reused msg_id would join this cell's operations to another person's cell
+            raise CellRefused("execute_request without a fresh msg_id")
         code = content.get("code")
         event = {
             "kind": "cell.requested",
@@ -266,6 +280,19 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             "trace_id": self.kernel_id,
             "event_id": prepared.event_id,
         }
+
+
+def _obj(raw) -> dict:
+    """A JSON object from a message part; anything else counts as empty."""
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {}
+
+
+def _mentions_execute(raw) -> bool:
+    data = raw if isinstance(raw, bytes | bytearray | memoryview) else str(raw).encode()
+    return b"execute_request" in bytes(data)
 
 
 def _bytes(part) -> bytes:

@@ -186,3 +186,83 @@ class TestTwoUsersOneKernel:
         assert who == [("a = 1", "alice"), ("b = a + 1", "bob"), (PROBE, "alice")]
         alice.ws.close()
         bob.ws.close()
+
+
+def execute_request(code: str, msg_id: str | None = None) -> dict:
+    msg = Session(username="mallory").msg(
+        "execute_request",
+        {"code": code, "silent": False, "store_history": True, "allow_stdin": False},
+    )
+    if msg_id:
+        msg["header"]["msg_id"] = msg_id
+    return json.loads(json.dumps(msg, default=json_default))
+
+
+async def closed_by_server(ws, timeout: float = 20) -> bool:
+    """True once the server closes the websocket (messages before that are skipped)."""
+
+    async def drain():
+        while await ws.read_message() is not None:
+            pass
+
+    await asyncio.wait_for(drain(), timeout)
+    return True
+
+
+class TestNoWayAround:
+    """Every framing a client could use to make the kernel run code is recorded, or refused
+    when it cannot be: nothing runs without a `cell.requested`."""
+
+    async def test_legacy_framings_are_recorded(self, jp_serverapp, jp_fetch, jp_ws_fetch):
+        from jupyter_server.services.kernels.connection.base import serialize_binary_message
+
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=False)
+        no_channel = execute_request("print('no channel')")
+        no_channel["channel"] = None
+        no_channel["metadata"] = None
+        client.ws.write_message(json.dumps(no_channel))
+        binary = execute_request("print('binary frame')")
+        binary["channel"] = "shell"
+        binary["buffers"] = [b"x"]
+        client.ws.write_message(serialize_binary_message(binary), binary=True)
+        assert (await client.run("print('last')"))[0] == "ok"
+        codes = [r["payload"]["code"] for r in cell_requests(jp_serverapp)]
+        assert "print('no channel')" in codes and "print('binary frame')" in codes
+        client.ws.close()
+
+    @pytest.mark.parametrize("v1", [True, False], ids=["v1-protocol", "legacy-json"])
+    async def test_control_channel_execute_and_reused_msg_id_are_refused(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, v1, tmp_path
+    ):
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1)
+        marker = tmp_path / "ran-unrecorded"
+        sneaky = execute_request(f"open({str(marker)!r}, 'w')")
+        if v1:
+            parts = [
+                json.dumps(sneaky[k]).encode()
+                for k in ("header", "parent_header", "metadata", "content")
+            ]
+            client.ws.write_message(serialize_msg_to_ws_v1(parts, "control"), binary=True)
+        else:
+            sneaky["channel"] = "control"
+            client.ws.write_message(json.dumps(sneaky))
+        assert await closed_by_server(client.ws)
+        assert cell_requests(jp_serverapp) == []
+        await asyncio.sleep(1)
+        assert not marker.exists()  # the kernel never got it
+
+        _, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1, kernel_id=kernel_id)
+        first = client.send_execute("y = 1")
+        await asyncio.sleep(1)
+        reused = execute_request("y = 'from someone else'", msg_id=first)
+        reused["channel"] = "shell"
+        if v1:
+            parts = [
+                json.dumps(reused[k]).encode()
+                for k in ("header", "parent_header", "metadata", "content")
+            ]
+            client.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        else:
+            client.ws.write_message(json.dumps(reused))
+        assert await closed_by_server(client.ws)
+        assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["y = 1"]
