@@ -156,6 +156,7 @@ class AuditApp(ExtensionApp):
             audit=self,
         )
         self.token_sockets: dict[str, set] = {}
+        self.rejections: dict[str, list] = {}  # refused credentials per address (rate limit)
         self.settings.update({"jupyter_audit": self, "authorizer": self.authorizer})
         self._install_gateway()
         self._install_kernel_side()
@@ -258,10 +259,10 @@ class AuditApp(ExtensionApp):
             writer.close()
 
     def close_token_sockets(self, token_id: str) -> None:
-        """A revoked token's open kernel websockets are closed at once."""
-        for conn in list(self.token_sockets.pop(token_id, ())):
+        """A revoked token's open kernel websockets and terminals are closed at once."""
+        for handler in list(self.token_sockets.pop(token_id, ())):
             try:
-                conn.websocket_handler.close(4001, "service token revoked")
+                handler.close(4001, "service token revoked")
             except Exception:  # noqa: BLE001 - already closing
                 pass
 

@@ -10,6 +10,7 @@ narrow further.
 from __future__ import annotations
 
 import inspect
+import time
 
 from jupyter_server.auth.authorizer import Authorizer
 from traitlets import Any
@@ -24,7 +25,7 @@ RESOURCES = {
     "audit:verify": "auditor",
     "audit:export": "auditor",
     "audit:tokens": "admin",
-    "audit:cells": "user",  # running cells through the gateway
+    "audit:cells": "user",  # running cells through the gateway, typing into terminals
 }
 
 
@@ -42,6 +43,9 @@ class AuditAuthorizer(Authorizer):
         """The audit rules alone (synchronous; the gateway uses them per cell)."""
         if user is None:
             return False
+        expires_at = getattr(user, "expires_at", None)
+        if expires_at is not None and time.time() >= expires_at:
+            return False  # e.g. a websocket opened with a token that has since expired
         ident = self.identity(handler, user)
         token_id = ident.get("token_id")
         tokens = getattr(self.audit, "tokens", None)

@@ -61,14 +61,14 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         token_id = self._identity().get("token_id") if audit is not None else None
         if token_id:
             # closed at once if the token is revoked (AuditApp.close_token_sockets)
-            audit.token_sockets.setdefault(token_id, set()).add(self)
+            audit.token_sockets.setdefault(token_id, set()).add(self.websocket_handler)
             self._audit_token_id = token_id
 
     def disconnect(self):
         audit = self._audit
         token_id = getattr(self, "_audit_token_id", None)
         if audit is not None and token_id:
-            audit.token_sockets.get(token_id, set()).discard(self)
+            audit.token_sockets.get(token_id, set()).discard(self.websocket_handler)
         return super().disconnect()
 
     def _identity(self) -> dict:

@@ -47,6 +47,19 @@ def install(audit) -> bool:
     original = TermSocket.on_message
 
     async def on_message(self, message):
+        audit = self.settings.get("jupyter_audit")
+        if audit is not None and not audit.authorizer.allows(
+            self, self.current_user, "audit:cells"
+        ):
+            # e.g. the service token behind this terminal was revoked or has expired
+            self.close(4001, "not authorized any more")
+            return None
+        if audit is not None and not getattr(self, "_audit_registered", False):
+            token_id = getattr(self.current_user, "audit_identity", None) or {}
+            token_id = token_id.get("token_id")
+            if token_id:  # closed at once if the token is revoked
+                audit.token_sockets.setdefault(token_id, set()).add(self)
+            self._audit_registered = True
         try:
             _record(self, message)
         except Exception as e:  # noqa: BLE001 - typing must reach the shell regardless

@@ -241,6 +241,39 @@ class TestKeyIssuer:
         assert any("expired" in r for r in rejected) and any("signature" in r for r in rejected)
         assert "eyJ" not in json.dumps(events)  # no token in the trail
 
+    async def test_a_bearer_request_never_becomes_a_cookie_session(self, jp_fetch, issuer):
+        token = issuer.mint(issuer.claims("s", CLIENT, preferred_username="una"))
+        r = await jp_fetch("api", "status", headers=bearer(token))
+        assert r.code == 200 and not r.headers.get_list("Set-Cookie")
+
+    async def test_an_expired_token_stops_its_open_websocket(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, issuer
+    ):
+        token = issuer.mint(issuer.claims("s", CLIENT, lifetime=4, preferred_username="una"))
+        _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=bearer(token))
+        assert (await client.run("1"))[0] == "ok"
+        await asyncio.sleep(4.5)
+        client.send_execute("print('after expiry')")
+
+        async def until_closed():
+            while await client.ws.read_message() is not None:
+                pass
+
+        await asyncio.wait_for(until_closed(), 10)
+        codes = [
+            e["payload"]["code"]
+            for e in trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+            if e["kind"] == "cell.requested"
+        ]
+        assert codes == ["1"]
+
+    async def test_a_flood_of_bad_tokens_is_recorded_as_counts(self, jp_serverapp, jp_fetch):
+        for _ in range(60):
+            await refused(jp_fetch, "me", token="x.y.z")
+        events = trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+        rejected = [e for e in events if e["kind"] == "security.rejected"]
+        assert 1 <= len(rejected) <= 25
+
     async def test_algorithm_none_and_hmac_are_refused(self, jp_fetch, issuer):
         import jwt
 

@@ -46,3 +46,32 @@ def test_line_reassembly():
     assert _lines(h, "ls -l") == []
     assert _lines(h, "a\x1b[D\x1b[Cb\r") == ["ls -lab"]
     assert _lines(h, "oops\x03whoami\n") == ["whoami"]
+
+
+async def test_a_revoked_service_token_closes_its_terminal(jp_serverapp, jp_fetch, jp_ws_fetch):
+    made = json.loads(
+        (
+            await jp_fetch(
+                "jupyter-audit",
+                "api",
+                "tokens",
+                method="POST",
+                body=json.dumps({"service_account": "ops-bot", "owner": "ada@example.org"}),
+            )
+        ).body
+    )
+    h = {"Authorization": f"token {made['token']}"}
+    r = await jp_fetch("api", "terminals", method="POST", body="{}", headers=h)
+    ws = await jp_ws_fetch("terminals", "websocket", json.loads(r.body)["name"], headers=h)
+    ws.write_message(json.dumps(["stdin", "echo as-bot\r"]))
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    events = await wait_for(audit, lambda ev: any(e["kind"] == "op.shell" for e in ev))
+    shell = next(e for e in events if e["kind"] == "op.shell")
+    assert shell["identity"]["username"] == "ops-bot"
+    await jp_fetch("jupyter-audit", "api", "tokens", made["id"], method="DELETE")
+
+    async def until_closed():
+        while await ws.read_message() is not None:
+            pass
+
+    await asyncio.wait_for(until_closed(), 10)

@@ -7,6 +7,7 @@ a token or deleting a user never erases who did what.
 from __future__ import annotations
 
 import getpass
+import time
 from dataclasses import dataclass
 
 from jupyter_server.auth import User
@@ -65,33 +66,58 @@ class AuditUser(User):
     """A jupyter_server User that carries the identity snapshot the trail records."""
 
     audit_identity: dict | None = None
+    # when the credential behind this user stops being valid (epoch seconds), if it does:
+    # open websockets and terminals stop accepting input after it
+    expires_at: float | None = None
 
 
-def user_for(snapshot: dict) -> AuditUser:
+def user_for(snapshot: dict, expires_at: float | None = None) -> AuditUser:
     """The jupyter_server user for an identity snapshot."""
     return AuditUser(
         username=snapshot["username"],
         name=snapshot.get("display_name") or snapshot["username"],
         display_name=snapshot.get("display_name") or snapshot["username"],
         audit_identity=snapshot,
+        expires_at=expires_at,
     )
+
+
+REJECTIONS_PER_MINUTE = 20  # per client address; the rest are counted, not each recorded
 
 
 def refuse(handler, reason: str, log) -> None:
     """A credential was refused: say why in the 401, log it and record `security.rejected`
-    (never the token itself, and nothing under the identity it claimed)."""
+    (never the token itself, and nothing under the identity it claimed). A flood from one
+    address is recorded as counts, so bad tokens cannot fill the trail."""
     handler._audit_auth_error = reason
-    source = f"{handler.request.method} {handler.request.path} from {handler.request.remote_ip}"
-    log.warning("jupyter-audit: refused credentials (%s): %s", source, reason)
+    ip = handler.request.remote_ip or "?"
+    source = f"{handler.request.method} {handler.request.path} from {ip}"
     audit = handler.settings.get("jupyter_audit")
-    if audit is not None:
-        audit.writer.submit(
-            {
-                "kind": "security.rejected",
-                "identity": system_identity(),
-                "payload": {"reason": reason, "source": source},
-            }
-        )
+    if audit is None:
+        log.warning("jupyter-audit: refused credentials (%s): %s", source, reason)
+        return
+    rejections = audit.rejections  # per server: address -> [window start, recorded, suppressed]
+    now = time.monotonic()
+    if len(rejections) > 10_000:
+        rejections.clear()
+    window = rejections.setdefault(ip, [now, 0, 0])
+    if now - window[0] >= 60:
+        window[:] = [now, 0, window[2]]
+    if window[1] >= REJECTIONS_PER_MINUTE:
+        window[2] += 1
+        return
+    window[1] += 1
+    if window[2]:
+        source += f" ({window[2]} more refused since, not recorded one by one)"
+        window[2] = 0
+    log.warning("jupyter-audit: refused credentials (%s): %s", source, reason)
+    audit.writer.submit(
+        {
+            "kind": "security.rejected",
+            "identity": system_identity(),
+            "payload": {"reason": reason, "source": source},
+        }
+    )
 
 
 def __getattr__(name: str):

@@ -72,7 +72,7 @@ class Issuer:
         self.timeout = timeout
         self.refresh_interval = refresh_interval
         self._discovery: dict | None = None
-        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._keys: dict[str | None, dict] = {}
         self._fetched_at = float("-inf")
 
     async def _get_json(self, url: str, headers: dict | None = None) -> dict:
@@ -105,29 +105,32 @@ class Issuer:
         return self._discovery
 
     async def _fetch_keys(self) -> None:
-        doc = await self._get_json((await self.discovery())["jwks_uri"])
-        keys: dict[str | None, jwt.PyJWK] = {}
-        for raw in doc.get("keys") or []:
-            if raw.get("use", "sig") != "sig":
-                continue
-            try:
-                key = jwt.PyJWK.from_dict(raw)
-            except jwt.PyJWKError:
-                continue  # a key type we do not use; the others still work
-            keys[raw.get("kid")] = key
-        self._keys = keys
+        # counted from the attempt, so failures and random key ids cannot cause a storm
         self._fetched_at = time.monotonic()
+        doc = await self._get_json((await self.discovery())["jwks_uri"])
+        self._keys = {
+            raw.get("kid"): raw
+            for raw in doc.get("keys") or []
+            if isinstance(raw, dict) and raw.get("use", "sig") == "sig"
+        }
 
-    async def key(self, kid: str | None) -> jwt.PyJWK:
-        if not self._keys or (
-            kid not in self._keys and time.monotonic() - self._fetched_at >= self.refresh_interval
-        ):
+    async def key(self, kid, alg: str) -> jwt.PyJWK:
+        if kid is not None and not isinstance(kid, str):
+            raise OIDCError("malformed token (key id)")
+        if kid not in self._keys and time.monotonic() - self._fetched_at >= self.refresh_interval:
             await self._fetch_keys()
         if kid is None and len(self._keys) == 1:
-            return next(iter(self._keys.values()))
-        if kid not in self._keys:
+            raw = next(iter(self._keys.values()))
+        elif kid in self._keys:
+            raw = self._keys[kid]
+        else:
             raise OIDCError(f"token signed with an unknown key id {kid!r}")
-        return self._keys[kid]
+        if raw.get("alg") not in (None, alg):
+            raise OIDCError(f"token algorithm {alg} does not match its key's {raw['alg']}")
+        try:
+            return jwt.PyJWK(raw, algorithm=alg)
+        except jwt.PyJWKError as e:
+            raise OIDCError(f"the issuer's key {kid!r} cannot check {alg}: {e}") from None
 
 
 class OIDCIdentityProvider(IdentityProvider):
@@ -247,12 +250,12 @@ class OIDCIdentityProvider(IdentityProvider):
         """Claims of a JWT signed by the issuer, or OIDCError naming what is wrong."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:
             raise OIDCError("malformed token") from None
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise OIDCError(f"token algorithm {alg!r} is not accepted")
-        key = await self.remote.key(header.get("kid"))
+        key = await self.remote.key(header.get("kid"), alg)
         try:
             claims = jwt.decode(
                 token,
@@ -294,17 +297,20 @@ class OIDCIdentityProvider(IdentityProvider):
         now = time.monotonic()
         cached = self._userinfo_cache.get(digest)
         if cached and cached[0] > now:
+            if cached[1] is None:  # refused a moment ago: do not ask the issuer again
+                raise OIDCError("access token refused by the issuer (expired or revoked)")
             return cached[1]
+        if len(self._userinfo_cache) > 10_000:
+            self._userinfo_cache = {k: v for k, v in self._userinfo_cache.items() if v[0] > now}
         try:
             info = await self.remote._get_json(
                 endpoint, {"Authorization": f"Bearer {access_token}"}
             )
+            if not isinstance(info.get("sub"), str):
+                raise OIDCError("userinfo answer has no subject")
         except OIDCError:
+            self._userinfo_cache[digest] = (now + min(30, self.userinfo_cache_seconds), None)
             raise OIDCError("access token refused by the issuer (expired or revoked)") from None
-        if not isinstance(info.get("sub"), str):
-            raise OIDCError("userinfo answer has no subject")
-        if len(self._userinfo_cache) > 10_000:
-            self._userinfo_cache = {k: v for k, v in self._userinfo_cache.items() if v[0] > now}
         self._userinfo_cache[digest] = (now + self.userinfo_cache_seconds, info)
         return info
 
@@ -356,12 +362,19 @@ class OIDCIdentityProvider(IdentityProvider):
             return None
         try:
             claims, method = await self.bearer_claims(token)
-            user = user_for(self.snapshot(claims, method))
+            exp = claims.get("exp") if isinstance(claims.get("exp"), int | float) else None
+            user = user_for(self.snapshot(claims, method), expires_at=exp)
         except OIDCError as e:
             refuse(handler, str(e), self.log)
             return None
         handler._token_authenticated = True
+        handler._audit_bearer = True  # a bearer request never turns into a cookie session
         return user
+
+    def set_login_cookie(self, handler, user) -> None:
+        if getattr(handler, "_audit_bearer", False):
+            return
+        super().set_login_cookie(handler, user)
 
     def get_token(self, handler) -> str | None:
         m = self.auth_header_pat.match(handler.request.headers.get("Authorization", ""))
@@ -376,9 +389,10 @@ class OIDCIdentityProvider(IdentityProvider):
         data = json.loads(cookie_value)
         if not isinstance(data, dict) or not isinstance(data.get("identity"), dict):
             return None
-        if data.get("exp", 0) < time.time():
+        exp = data.get("exp", 0)
+        if not isinstance(exp, int | float) or exp < time.time():
             return None  # session expired: sign in again
-        return user_for(make_snapshot(**data["identity"]))
+        return user_for(make_snapshot(**data["identity"]), expires_at=exp)
 
     def get_user_cookie(self, handler):
         user = super().get_user_cookie(handler)
@@ -389,7 +403,8 @@ class OIDCIdentityProvider(IdentityProvider):
     def consume_nonce(self, nonce: str) -> None:
         """Each sign-in's nonce works once: a replayed callback is refused."""
         now = time.time()
-        self._used_nonces = {n: t for n, t in self._used_nonces.items() if t > now}
+        if len(self._used_nonces) > 10_000:
+            self._used_nonces = {n: t for n, t in self._used_nonces.items() if t > now}
         if nonce in self._used_nonces:
             raise OIDCError("this sign-in response was already used (replayed nonce)")
         self._used_nonces[nonce] = now + 3600
@@ -471,7 +486,8 @@ class OIDCCallbackHandler(_OIDCHandler):
         flow = json.loads(raw)
         if time.time() - flow.get("t", 0) > FLOW_SECONDS:
             return self.fail(400, "this sign-in took over 10 minutes; start again")
-        if not secrets.compare_digest(self.get_argument("state", ""), flow["state"]):
+        state = self.get_argument("state", "").encode("utf-8")
+        if not secrets.compare_digest(state, str(flow.get("state", "")).encode("utf-8")):
             return self.fail(400, "state does not match this sign-in")
         provider = self.provider
         try:
@@ -526,7 +542,10 @@ class OIDCCallbackHandler(_OIDCHandler):
             raise OIDCError(f"code exchange refused (HTTP {e.code} {detail})".strip()) from None
         except OSError as e:
             raise OIDCError(f"cannot reach the token endpoint: {e}") from None
-        tokens = json.loads(resp.body)
+        try:
+            tokens = json.loads(resp.body)
+        except ValueError:
+            raise OIDCError("the token endpoint did not answer JSON") from None
         if not isinstance(tokens, dict) or not isinstance(tokens.get("id_token"), str):
             raise OIDCError("the token endpoint returned no ID token")
         return tokens
