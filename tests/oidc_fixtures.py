@@ -130,6 +130,8 @@ class KeyIssuer:
         self.keys: dict[str, object] = {}
         self.current = self.add_key()
         self.jwks_requests = 0
+        # opaque access tokens: token -> (client it was issued to, userinfo claims)
+        self.opaque: dict[str, tuple[str, dict]] = {}
         issuer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,14 +144,42 @@ class KeyIssuer:
                         "authorization_endpoint": issuer.issuer + "/authorize",
                         "token_endpoint": issuer.issuer + "/token",
                         "userinfo_endpoint": issuer.issuer + "/userinfo",
+                        "introspection_endpoint": issuer.issuer + "/introspect",
                         "id_token_signing_alg_values_supported": ["RS256"],
                     }
+                elif path == "/userinfo":
+                    token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                    if token not in issuer.opaque:
+                        self.send_error(401)
+                        return
+                    body = issuer.opaque[token][1]
                 elif path == "/jwks":
                     issuer.jwks_requests += 1
                     body = {"keys": [issuer.public_jwk(kid) for kid in list(issuer.keys)]}
                 else:
                     self.send_error(404)
                     return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):  # noqa: N802 - RFC 7662 introspection
+                length = int(self.headers.get("Content-Length", 0))
+                form = parse_qs(self.rfile.read(length).decode())
+                token = form.get("token", [""])[0]
+                if urlparse(self.path).path != "/introspect" or not self.headers.get(
+                    "Authorization", ""
+                ).startswith("Basic "):
+                    self.send_error(401)
+                    return
+                if token in issuer.opaque:
+                    client, claims = issuer.opaque[token]
+                    body = {"active": True, "client_id": client, "sub": claims["sub"]}
+                else:
+                    body = {"active": False}
                 data = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

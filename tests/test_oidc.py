@@ -224,7 +224,7 @@ class TestKeyIssuer:
                 issuer.mint(issuer.claims("s", CLIENT)),
                 "no 'preferred_username' claim",
             ),
-            "garbage": ("not-a-token", "refused by the issuer"),
+            "garbage": ("not-a-token", "not active"),
         }
         for name, (token, reason) in cases.items():
             code, message = await refused(jp_fetch, "me", token=token)
@@ -240,6 +240,16 @@ class TestKeyIssuer:
         rejected = [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
         assert any("expired" in r for r in rejected) and any("signature" in r for r in rejected)
         assert "eyJ" not in json.dumps(events)  # no token in the trail
+
+    async def test_opaque_tokens_must_be_issued_to_this_client(self, jp_fetch, issuer):
+        claims = {"sub": "s9", "preferred_username": "olga"}
+        issuer.opaque["opaque-ours"] = (CLIENT, claims)
+        issuer.opaque["opaque-theirs"] = ("some-other-app", claims)
+        me = await api(jp_fetch, "me", token="opaque-ours")
+        assert me["identity"]["username"] == "olga"
+        assert me["identity"]["auth_method"] == "oidc_access_token"
+        code, message = await refused(jp_fetch, "me", token="opaque-theirs")
+        assert code == 401 and "another client" in message
 
     async def test_a_bearer_request_never_becomes_a_cookie_session(self, jp_fetch, issuer):
         token = issuer.mint(issuer.claims("s", CLIENT, preferred_username="una"))

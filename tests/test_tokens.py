@@ -191,3 +191,19 @@ def test_expired_token_is_refused(make_writer):
     assert store.get(record["id"])["state"] == "expired"
     # a reopened store reads the same tokens from the trail
     assert TokenStore(w).get(record["id"])["service_account"] == "etl"
+
+
+def test_a_service_account_cannot_take_a_persons_username(make_writer):
+    from conftest import ALICE, sql_event
+
+    from jupyter_audit.identity.tokens import TokenError, TokenStore
+
+    w = make_writer()
+    w.append(sql_event(1, who=ALICE))
+    store = TokenStore(w)
+    with pytest.raises(TokenError, match="a person's username"):
+        store.create(
+            "alice", "ada@example.org", "1d", {"username": "admin", "auth_method": "local"}
+        )
+    token, record = store.create("alice-etl", "ada@example.org", "1d", ALICE)
+    assert record["owner_identity_id"] is None  # ada never acted here

@@ -289,8 +289,36 @@ class OIDCIdentityProvider(IdentityProvider):
                 raise OIDCError("ID token nonce does not match this sign-in")
         return claims
 
-    async def userinfo(self, access_token: str) -> dict:
-        endpoint = (await self.remote.discovery()).get("userinfo_endpoint")
+    async def introspect(self, access_token: str, endpoint: str) -> None:
+        """RFC 7662: an opaque token must be active and issued to this client (or to an
+        audience in access_token_audiences), not merely valid somewhere at the issuer."""
+        basic = base64.b64encode(f"{self.client_id}:{self.secret()}".encode()).decode()
+        req = HTTPRequest(
+            endpoint,
+            method="POST",
+            body=urlencode({"token": access_token, "token_type_hint": "access_token"}),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": f"Basic {basic}",
+                "Accept": "application/json",
+            },
+            request_timeout=self.http_timeout,
+        )
+        try:
+            answer = json.loads((await AsyncHTTPClient().fetch(req)).body)
+        except (HTTPClientError, OSError, ValueError) as e:
+            raise OIDCError(f"token introspection failed: {e}") from None
+        if not isinstance(answer, dict) or answer.get("active") is not True:
+            raise OIDCError("access token is not active (expired or revoked)")
+        allowed = {self.client_id, *self.access_token_audiences}
+        aud = answer.get("aud")
+        auds = set(aud if isinstance(aud, list) else [aud]) if aud else set()
+        if answer.get("client_id") not in allowed and not auds & allowed:
+            raise OIDCError("access token issued for another client")
+
+    async def userinfo(self, access_token: str, opaque: bool = False) -> dict:
+        doc = await self.remote.discovery()
+        endpoint = doc.get("userinfo_endpoint")
         if not endpoint:
             raise OIDCError("the issuer has no userinfo endpoint for opaque access tokens")
         digest = hashlib.sha256(access_token.encode()).hexdigest()
@@ -302,6 +330,12 @@ class OIDCIdentityProvider(IdentityProvider):
             return cached[1]
         if len(self._userinfo_cache) > 10_000:
             self._userinfo_cache = {k: v for k, v in self._userinfo_cache.items() if v[0] > now}
+        try:
+            if opaque and doc.get("introspection_endpoint"):
+                await self.introspect(access_token, doc["introspection_endpoint"])
+        except OIDCError:
+            self._userinfo_cache[digest] = (now + min(30, self.userinfo_cache_seconds), None)
+            raise
         try:
             info = await self.remote._get_json(
                 endpoint, {"Authorization": f"Bearer {access_token}"}
@@ -328,7 +362,7 @@ class OIDCIdentityProvider(IdentityProvider):
                     raise OIDCError("userinfo subject differs from the access token's")
                 claims = {**info, **claims}
             return claims, "oidc_access_token"
-        info = await self.userinfo(token)
+        info = await self.userinfo(token, opaque=True)
         return {**info, "iss": self.remote.url}, "oidc_access_token"
 
     def snapshot(self, claims: dict, auth_method: str) -> dict:

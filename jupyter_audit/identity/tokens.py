@@ -193,6 +193,18 @@ class TokenStore:
         if not isinstance(owner, str) or not _EMAIL.match(owner):
             raise TokenError("owner must be the email address of the person responsible")
         expires_at = parse_expiry(expires)
+        taken = (
+            self.writer.cursor()
+            .execute(
+                "SELECT 1 FROM identities WHERE username = ? "
+                "AND json_extract_string(snapshot, '$.auth_method') <> 'service_token' LIMIT 1",
+                [service_account],
+            )
+            .fetchone()
+        )
+        if taken:
+            # the trail and the access rules go by username: a job must not pass as a person
+            raise TokenError(f"{service_account!r} is a person's username here; pick another name")
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
