@@ -159,12 +159,7 @@ class KeyIssuer:
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(body)
 
             def do_POST(self):  # noqa: N802 - RFC 7662 introspection
                 length = int(self.headers.get("Content-Length", 0))
@@ -180,6 +175,9 @@ class KeyIssuer:
                     body = {"active": True, "client_id": client, "sub": claims["sub"]}
                 else:
                     body = {"active": False}
+                self.send_json(body)
+
+            def send_json(self, body: dict) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
