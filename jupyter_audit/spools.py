@@ -23,20 +23,52 @@ log = logging.getLogger("jupyter_audit.spools")
 PREFIX, SUFFIX = "audit-spool-", ".jsonl"
 
 
+CHUNK = 5000  # events prepared and committed at a time: memory stays bounded on big backlogs
+
+
+def _kernel_of(name: str) -> str | None:
+    """`audit-spool-<kernel>.jsonl`, or the same with `.ingesting-<pid>` / `.retry-<pid>`."""
+    if not name.startswith(PREFIX) or SUFFIX not in name:
+        return None
+    return name[len(PREFIX) : name.index(SUFFIX)] or None
+
+
+def _busy(name: str) -> bool:
+    """Being ingested right now by another live server process."""
+    _, sep, rest = name.rpartition(".ingesting-")
+    pid = rest.split("-")[0]
+    if not sep or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False  # that server died mid-way: take the file over (event ids dedupe)
+    except PermissionError:
+        return True
+    return True
+
+
 def spool_files(runtime_dir: str | Path, managed: set[str]) -> list[tuple[str, Path]]:
     out = []
-    for path in sorted(Path(runtime_dir).glob(f"{PREFIX}*{SUFFIX}")):
-        kernel_id = path.name[len(PREFIX) : -len(SUFFIX)]
-        if kernel_id not in managed:
+    for path in sorted(Path(runtime_dir).glob(f"{PREFIX}*{SUFFIX}*")):
+        kernel_id = _kernel_of(path.name)
+        if kernel_id and kernel_id not in managed and not _busy(path.name):
             out.append((kernel_id, path))
     return out
 
 
 def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
-    """Ingest every foreign spool file; returns the number of events stored."""
+    """Ingest every foreign spool file; returns the number of events stored. A file that
+    cannot be ingested now is kept as `….retry-<pid>` and taken again next time."""
     stored = 0
     for kernel_id, path in spool_files(runtime_dir, managed):
-        taken = path.with_name(f"{path.name}.ingesting-{os.getpid()}")
+        base = path.name[: path.name.index(SUFFIX) + len(SUFFIX)]
+        n = 0
+        while True:  # a unique name per attempt, so files never overwrite each other
+            taken = path.with_name(f"{base}.ingesting-{os.getpid()}-{n}")
+            if not taken.exists():
+                break
+            n += 1
         try:
             os.rename(path, taken)
         except OSError:
@@ -45,7 +77,7 @@ def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
             stored += _ingest_file(audit, kernel_id, taken)
         except Exception as e:  # noqa: BLE001 - keep the file for the next attempt
             log.error("jupyter-audit: spool %s not ingested (kept): %s", taken.name, e)
-            os.rename(taken, path.with_name(f"{path.name}.retry-{os.getpid()}"))
+            os.rename(taken, taken.with_name(f"{base}.retry-{os.getpid()}-{n}"))
             continue
         taken.unlink()
     return stored
@@ -53,7 +85,16 @@ def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
 
 def _ingest_file(audit, kernel_id: str, path: Path) -> int:
     attributor = Attributor(audit.cells, audit.writer.cursor)
-    prepared, bad = [], 0
+    stored, bad = 0, 0
+    prepared: list = []
+
+    def commit() -> None:
+        nonlocal stored
+        if prepared:
+            audit.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
+            stored += len(prepared)
+            prepared.clear()
+
     with open(path, "rb") as f:
         for line in f:
             if not line.strip():
@@ -67,8 +108,9 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
                     audit.cells.reported(event["msg_id"])
             except (ValueError, EventValidationError):
                 bad += 1
-    if prepared:
-        audit.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
+            if len(prepared) >= CHUNK:
+                commit()
+    commit()
     if bad:
         audit.writer.append(
             {
@@ -80,5 +122,5 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
                 },
             }
         )
-    log.info("jupyter-audit: ingested %d spooled event(s) of kernel %s", len(prepared), kernel_id)
-    return len(prepared)
+    log.info("jupyter-audit: ingested %d spooled event(s) of kernel %s", stored, kernel_id)
+    return stored
