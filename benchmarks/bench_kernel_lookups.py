@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return cell_ms, loop_ms
 
         checks = {"reps": 0, "missing": 0, "spooled": 0, "rejected": 0}
+        drained_ms: list[float] = []
 
         def audited() -> tuple[float, float]:
             load_ipython_extension(ip)
@@ -137,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                 cell_ms, loop_ms, wrapped = run_cell()
                 if not wrapped:
                     raise RuntimeError("audited run: the connection was not captured")
+                t0 = time.perf_counter_ns()
                 if not capture.client.flush(60):
                     raise RuntimeError("audited run: events not delivered within 60 s")
+                drained_ms.append((time.perf_counter_ns() - t0) / 1e6)
                 got = ingest_counts(port).get("op.sql", 0) - before
                 checks["reps"] += 1
                 checks["missing"] += max(0, args.lookups - got)
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         plain()  # warm up both paths (imports, page cache, first load)
         audited()
         checks.update(reps=0, missing=0, spooled=0, rejected=0)
+        drained_ms.clear()
 
         results: dict[str, list[tuple[float, float]]] = {"plain": [], "audited": []}
         for r in range(args.reps):
@@ -173,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     pl = statistics.median(lo for _, lo in results["plain"])
     al = statistics.median(lo for _, lo in results["audited"])
     per_stmt = (al - pl) * 1000 / args.lookups
+    # each audited run next to the plain run of its repetition (adjacent in time, so they
+    # share the machine's momentary speed)
+    paired = statistics.median(
+        a / p for (a, _), (p, _) in zip(results["audited"], results["plain"], strict=True)
+    )
+    drained = statistics.median(drained_ms)
     print(
         f"cell of {args.lookups:,} indexed lookups on a {args.rows:,}-row sqlite3 table "
         f"(file, warm page cache), {args.reps} interleaved repetitions each"
@@ -190,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         f"({per_stmt:.2f} us added per statement)"
     )
     print(
+        f"  median of per-repetition ratios (cell): {paired:.2f}x; after the cell, the "
+        f"transport took {drained:.0f} ms (median) to render and deliver its events "
+        "(it holds back while a cell runs)"
+    )
+    print(
         "  all runs (cell ms): plain "
         + ", ".join(f"{c:.0f}" for c, _ in results["plain"])
         + "; audited "
@@ -204,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                 "audited_loop_ms": round(al, 2),
                 "plain_loop_ms": round(pl, 2),
                 "added_us_per_statement": round(per_stmt, 2),
+                "paired_cell_ratio": round(paired, 3),
+                "delivery_after_cell_ms": round(drained, 1),
             }
         )
     )

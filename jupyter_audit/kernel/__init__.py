@@ -55,7 +55,7 @@ class _Capture:
 
     def start(self) -> None:
         self.client.start()
-        context.set_sink(self.client.emit)
+        context.set_sink(self.client.emit, self.client)
         env_slot = (context.next_op_index(), context.kernel_time_ns())
         context.install_thread_propagation(self.patcher)
         sql_capture.install(self.hooks, self.patcher)

@@ -3,14 +3,18 @@
 kernel/: runs inside user kernels; never opens the trail file, never trusts its own identity
 claims. Events carry no identity: the server attributes them by the cell's msg_id.
 
-Cells never wait on the network: ``emit`` appends to an in-memory queue; a background
-thread posts batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel
-secret. While the server cannot accept events (down, 5xx, or refusing our credentials)
-events go to a 0600 spool file, ``audit-spool-<kernel_id>.jsonl`` (one wire event per
-line), replayed in order once the server is back. Event ids are fixed when an event is
-made, so a retry never duplicates: the server de-duplicates by event_id. The transport
-uses ``http.client`` directly, which the HTTP capture does not patch, so it never reports
-itself.
+Cells never wait on the network: ``emit`` appends to an in-memory queue (the SQL capture
+writes raw records there itself, rendered into events here); a background thread posts
+batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel secret. While a
+cell executes, the sender holds back (until the oldest queued event may be 0.5 s old, or
+20,000 events are queued): encoding events takes the GIL, and a burst of statements would
+otherwise pay for it while it runs; the backlog goes out right after the cell (within one
+50 ms tick), or once a bound is reached. While the server cannot accept events (down, 5xx,
+or refusing our credentials) events go to a 0600 spool file,
+``audit-spool-<kernel_id>.jsonl`` (one wire event per line), replayed in order once the
+server is back. Event ids are fixed when an event is made, so a retry never duplicates: the
+server de-duplicates by event_id. The transport uses ``http.client`` directly, which the
+HTTP capture does not patch, so it never reports itself.
 """
 
 from __future__ import annotations
@@ -19,18 +23,26 @@ import http.client
 import json
 import os
 import secrets
+import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import groupby
+from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .context import format_kernel_time, log, log_once
+from . import context
+from .context import RECORD, log, log_once, utc_second
 
 _SENDER_NAME = "jupyter-audit-sender"
 # ASCII output: a lone surrogate (e.g. an undecodable file name) stays valid JSON
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=repr)
+_BY_OP_INDEX = itemgetter(2)
+_KIND = itemgetter(0)
+_PAD = (None,) * (RECORD - 5)
 
 
 def _env_int(environ, name: str, default: int) -> int:
@@ -106,7 +118,9 @@ class AuditClient:
         *,
         flush_interval: float = 0.05,
         batch_max: int = 500,
-        queue_max: int = 10_000,
+        queue_max: int = 50_000,
+        busy_interval: float = 0.5,
+        busy_max: int = 20_000,
         retry_min: float = 0.25,
         timeout: float = 5.0,
     ) -> None:
@@ -114,15 +128,31 @@ class AuditClient:
         self._flush_interval = flush_interval
         self._batch_max = batch_max
         self._queue_max = queue_max
+        self._busy_interval = busy_interval
+        self._busy_max = min(busy_max, queue_max)
+        # the queue holds flat records of RECORD items (see context.queue): limits in items
+        self._batch_items = batch_max * RECORD
+        self._queue_items = queue_max * RECORD
+        self._busy_items = self._busy_max * RECORD
+        self._drain_lock = threading.Lock()
         self._retry_min = retry_min
         self._retry_max = max(config.retry_max, retry_min)
         self._timeout = timeout
+        # flat records: (kind, msg_id, op_index, time_ns, payload, None...) from ``emit``,
+        # or (encoder index, msg_id, op_index, time_ns, ...) written by a capture's hot
+        # path (see context.queue), rendered by that encoder here, on the sender thread
         self._queue: deque = deque()
+        self.queue = self._queue
+        # past this many queued items a producer calls ``pressure()`` (idle / in a cell)
+        self.queue_limit = self._batch_items
+        self.busy_queue_limit = self._busy_items
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._cycles = 0
         self._stopping = False
         self._retry_now = False
+        self._flushers = 0  # flush() calls waiting: no holding back meanwhile
+        self._last_cycle = 0.0  # monotonic time the last send cycle started
         self._thread: threading.Thread | None = None
         self._spool_lock = threading.Lock()
         self.spool_path = (
@@ -130,6 +160,7 @@ class AuditClient:
         )
         # 64 random bits per process + the op_index: unique, and fixed once made
         self._id_prefix = secrets.token_hex(8)
+        self._heads: dict[tuple, tuple[str, str]] = {}  # (kind, msg_id) -> see _head
         self._conn: http.client.HTTPConnection | None = None
         self._url = urlsplit(config.ingest_url) if config.ingest_url else None
         self.healthy = True
@@ -144,23 +175,40 @@ class AuditClient:
 
     def emit(self, kind: str, msg_id, op_index: int, time_ns: int, payload: dict) -> None:
         q = self._queue
-        q.append((kind, msg_id, op_index, time_ns, payload))
+        q.extend((kind, msg_id, op_index, time_ns, payload) + _PAD)
         n = len(q)
-        if n >= self._batch_max:
-            if n > self._queue_max:
+        if n >= self._batch_items:
+            if n > self._queue_items:
                 self._overflow()
-            self._wake.set()
+                self._wake.set()
+            elif n >= self._busy_items or not context.cell_running:
+                self._wake.set()
+
+    def pressure(self) -> None:
+        """Called by a raw producer once the queue is past ``queue_limit``: wake the
+        sender (once), or spool the queue when it is past ``queue_max``."""
+        try:
+            if len(self._queue) > self._queue_items:
+                self._overflow()
+                self._wake.set()
+            elif not self._wake.is_set():
+                self._wake.set()
+        except Exception as e:  # pragma: no cover - called from user code: never raise
+            log_once("pressure", e)
 
     def _overflow(self) -> None:
-        """The sender is behind (server slow or away): move the queue to the spool."""
-        items = self._drain(len(self._queue))
-        if items:
-            self._spool_write([self._wire(i) for i in items])
+        """The sender is behind (server slow or away): move the queue to the spool (taken
+        at once, written a batch at a time: a bounded amount of text in memory)."""
+        items = self._drain(len(self._queue) // RECORD)
+        step = self._batch_max
+        for i in range(0, len(items), step):
+            self._spool_write(self._wire_all(items[i : i + step]))
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> AuditClient:
         if self._thread is None:
+            self._last_cycle = time.monotonic()
             self._thread = threading.Thread(target=self._run, name=_SENDER_NAME, daemon=True)
             self._thread.start()
         return self
@@ -173,9 +221,7 @@ class AuditClient:
             self._wake.set()
             thread.join(timeout)
         try:
-            items = self._drain(len(self._queue))
-            if items:
-                self._spool_write([self._wire(i) for i in items])
+            self._overflow()
         except Exception as e:
             log_once("close", e)
         if self._conn is not None:
@@ -193,13 +239,17 @@ class AuditClient:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._cycles + 2
-            self._wake.set()
-            while self._cycles < target:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            self._flushers += 1
+            try:
                 self._wake.set()
+                while self._cycles < target:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                    self._wake.set()
+            finally:
+                self._flushers -= 1
         return not self._queue and not self.spool_pending()
 
     def available(self, timeout: float = 1.0) -> bool:
@@ -237,6 +287,10 @@ class AuditClient:
             stopping = self._stopping
             with self._cond:
                 force, self._retry_now = self._retry_now or stopping, False
+                urgent = force or self._flushers > 0
+            if not urgent and self._hold_back():
+                continue
+            self._last_cycle = time.monotonic()
             try:
                 self._cycle(force)
             except Exception as e:  # pragma: no cover - keep the sender alive
@@ -246,6 +300,15 @@ class AuditClient:
                 self._cond.notify_all()
             if stopping:
                 return
+
+    def _hold_back(self) -> bool:
+        """While a cell executes, skip sending until the oldest queued event may be
+        ``busy_interval`` old or ``busy_max`` events are queued."""
+        return (
+            context.cell_running
+            and len(self._queue) < self._busy_items
+            and time.monotonic() - self._last_cycle < self._busy_interval
+        )
 
     def _cycle(self, force: bool) -> None:
         if self._url is None:
@@ -257,49 +320,103 @@ class AuditClient:
         if not self._replay_spool():
             self._spool_queue()
             return
-        while self._queue:
+        while len(self._queue) >= RECORD:
             items = self._drain(self._batch_max)
-            lines = [self._wire(i) for i in items]
+            lines = self._wire_all(items)
             if not self._post(lines):
                 self._spool_write(lines)
                 self._spool_queue()
                 return
 
     def _drain(self, n: int) -> list:
+        """Take up to ``n`` records off the queue, as tuples, in op_index order."""
         q = self._queue
-        out = []
-        try:
-            for _ in range(n):
-                out.append(q.popleft())
-        except IndexError:
-            pass
+        popleft = q.popleft
+        with self._drain_lock:  # one taker at a time: records stay whole
+            k = min(n, len(q) // RECORD) * RECORD
+            flat = [popleft() for _ in range(k)]
+        out = list(zip(*[iter(flat)] * RECORD, strict=True))
+        for item in out:
+            if item[2].__class__ is not int:  # cannot happen: every write is one record
+                log_once("queue record")
+                out = [i for i in out if i[2].__class__ is int]
+                break
         # a batch is sent in op_index order even if two threads raced on emit
-        out.sort(key=lambda item: item[2])
+        out.sort(key=_BY_OP_INDEX)
         return out
 
-    def _wire(self, item) -> bytes:
-        kind, msg_id, op_index, time_ns, payload = item
-        event = {
-            "event_id": f"{self._id_prefix}{op_index:016x}",
-            "kind": kind,
-            "msg_id": msg_id,
-            "op_index": op_index,
-            "kernel_time": format_kernel_time(time_ns),
-            "payload": payload,
-        }
-        return _ENCODER.encode(event).encode("ascii")
+    def _head(self, kind: str, msg_id: str | None) -> tuple[str, str]:
+        """The fixed parts of an event's wire JSON before its op_index: (the start up to the
+        event id's counter, the part between it and the op_index). An event is
+        ``f'{a}{op_index:016x}{b}{op_index},"kernel_time":"{time}Z","payload":{payload}}}'``.
+        Cached: a kernel has few kinds and msg_ids at a time."""
+        key = (kind, msg_id)
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= 1024:
+                self._heads.clear()
+            mid = "null" if msg_id is None else encode_basestring_ascii(msg_id)
+            head = (
+                f'{{"event_id":"{self._id_prefix}',
+                f'","kind":{encode_basestring_ascii(kind)},"msg_id":{mid},"op_index":',
+            )
+            self._heads[key] = head
+        return head
+
+    def _wire(self, item) -> str:
+        """One event as its wire JSON text (ASCII)."""
+        kind = item[0]
+        if kind.__class__ is int:  # a raw tuple: its encoder renders it
+            out: list[str] = []
+            context.encoders[kind].wire_many((item,), self._head, out)
+            return out[0]
+        a, b = self._head(kind, item[1])
+        op = item[2]
+        sec, ns = divmod(item[3], 1_000_000_000)
+        return (
+            f'{a}{op:016x}{b}{op},"kernel_time":"{utc_second(sec)}.{ns // 1000:06d}Z",'
+            f'"payload":{_ENCODER.encode(item[4])}}}'
+        )
+
+    def _wire_all(self, items: list) -> list[str]:
+        """Wire JSON text of a batch, in order: raw items in runs, by their encoder."""
+        out: list[str] = []
+        try:
+            for kind, run in groupby(items, _KIND):
+                if kind.__class__ is int:
+                    context.encoders[kind].wire_many(list(run), self._head, out)
+                else:
+                    out.extend(map(self._wire, run))
+            return out
+        except Exception as e:  # an event we cannot render is still reported, as such
+            log_once("encode", e)
+            out = []
+            for i in items:
+                try:
+                    out.append(self._wire(i))
+                except Exception as e2:
+                    out.append(self._wire(self._unrenderable(i, e2)))
+            return out
+
+    @staticmethod
+    def _unrenderable(item, exc: BaseException) -> tuple:
+        kind = item[0]
+        if kind.__class__ is int:
+            kind = getattr(context.encoders[kind], "kind", "op.sql")
+        payload = {"capture_error": f"event could not be rendered ({type(exc).__name__})"}
+        return (kind, item[1], item[2], item[3], payload)
 
     def _spool_queue(self) -> None:
-        while self._queue:
+        while len(self._queue) >= RECORD:
             items = self._drain(self._batch_max)
-            self._spool_write([self._wire(i) for i in items])
+            self._spool_write(self._wire_all(items))
 
     # -- spool -----------------------------------------------------------------------------
 
-    def _spool_write(self, lines: list[bytes]) -> None:
+    def _spool_write(self, lines: list[str]) -> None:
         if not lines:
             return
-        data = b"".join(line + b"\n" for line in lines)
+        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
         with self._spool_lock:
             try:
                 self.spool_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -336,7 +453,8 @@ class AuditClient:
                             break  # an incomplete last line: leave it for later
                         end += len(line)
                         if line.strip():
-                            lines.append(line.rstrip(b"\n"))
+                            # byte-exact round trip (the body is encoded the same way)
+                            lines.append(line.rstrip(b"\n").decode("utf-8", "surrogateescape"))
                     if end == offset:
                         break
                     if lines and not self._post(lines):
@@ -378,17 +496,25 @@ class AuditClient:
         if self._conn is None:
             u = self._url
             cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(u.hostname, u.port, timeout=self._timeout)
+            conn = cls(u.hostname, u.port, timeout=self._timeout)
+            conn.connect()
+            # http.client sends the headers and the body in two writes: with Nagle on, the
+            # body waits for the server's (delayed) ACK of the headers, ~40 ms a batch
+            try:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+            self._conn = conn
         return self._conn
 
-    def _post(self, lines: list[bytes]) -> bool:
+    def _post(self, lines: list[str]) -> bool:
         body = (
-            b'{"kernel_id":'
-            + json.dumps(self.config.kernel_id).encode()
-            + b',"events":['
-            + b",".join(lines)
-            + b"]}"
-        )
+            '{"kernel_id":'
+            + json.dumps(self.config.kernel_id)
+            + ',"events":['
+            + ",".join(lines)
+            + "]}"
+        ).encode("utf-8", "surrogateescape")
         headers = {
             "Content-Type": "application/json",
             "X-Jupyter-Audit-Kernel": self.config.kernel_id,
@@ -443,6 +569,8 @@ class AuditClient:
         self.last_error = None
         self._backoff = 0.0
         self.sent += n
+        if b'"rejected": []' in data or b'"rejected":[]' in data:
+            return  # the usual answer: no need to parse the accepted ids
         try:
             reply = json.loads(data or b"{}")
             rejected = reply.get("rejected") or []

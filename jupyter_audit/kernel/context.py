@@ -27,6 +27,7 @@ log = logging.getLogger("jupyter_audit.kernel")
 _CELL_MSG_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "jupyter_audit_cell_msg_id", default=None
 )
+cell_msg_id_var = _CELL_MSG_ID  # for hot paths that read it directly
 _THREAD_ATTR = "_jupyter_audit_msg_id"
 # marks our own wrappers so that a second load (or a second copy of this package) never
 # wraps twice
@@ -35,10 +36,44 @@ WRAPPED_MARK = "__jupyter_audit_wrapped__"
 # One counter per kernel process: op_index is unique and increasing across everything the
 # kernel reports (cells and operations), whichever thread reports it.
 _op_counter = itertools.count(1)
+op_counter = _op_counter  # for hot paths that take the next index themselves
 
 Sink = Callable[[str, "str | None", int, int, dict], None]
 _sink: Sink | None = None
 _MISSING: Any = object()
+
+# The raw fast path (SQL statements): the transport's queue itself, a deque of flat
+# records of RECORD items each. A hot path writes one record with one atomic
+# ``queue.extend((encoder, msg_id, op_index, time_ns, ...))`` (a C loop over a tuple: no
+# other thread runs in between), where ``encoder`` is the index of an encoder in
+# ``encoders`` that renders the event later, on the sender thread (see
+# ``client.AuditClient._wire_all``). Flat, so that a queued statement is no object of its
+# own for the garbage collector: a burst of statements triggers no collections (a
+# collection amid a cell costs more than the whole record). ``queue`` is None while capture
+# is off. After writing, a producer calls ``pressure()`` once ``len(queue) > queue_limit``
+# (the sender is behind; both counted in items).
+RECORD = 10
+encoders: list = []
+
+
+def register_encoder(encoder) -> int:
+    """An encoder of raw tuples: has ``kind`` and ``wire_many(items, head, out)``."""
+    encoders.append(encoder)
+    return len(encoders) - 1
+
+
+def _no_pressure() -> None:
+    pass
+
+
+queue: Any = None
+queue_limit: int = 0
+pressure: Callable[[], None] = _no_pressure
+_limits: tuple[int, int] = (0, 0)  # queue_limit (idle, while a cell runs)
+
+# True while a cell executes (set by the cell hooks): the transport then sends less often,
+# so that a burst of operations does not compete with its encoding for the GIL.
+cell_running: bool = False
 
 
 def current_msg_id() -> str | None:
@@ -47,6 +82,11 @@ def current_msg_id() -> str | None:
     if mid is None:
         mid = getattr(threading.current_thread(), _THREAD_ATTR, None)
     return mid
+
+
+def thread_msg_id() -> str | None:
+    """The msg_id a thread started during a cell carries (when the context has none)."""
+    return getattr(threading.current_thread(), _THREAD_ATTR, None)
 
 
 def enter_cell(msg_id: str | None) -> contextvars.Token:
@@ -71,21 +111,40 @@ def kernel_time_ns() -> int:
 _second_prefix: tuple[int, str] = (-1, "")
 
 
-def format_kernel_time(ns: int) -> str:
-    """ISO 8601 UTC with microseconds, e.g. 2026-11-27T05:31:23.123456Z."""
+def utc_second(sec: int) -> str:
+    """ISO 8601 UTC of a Unix second, e.g. 2026-11-27T05:31:23."""
     global _second_prefix
-    sec, rem = divmod(ns, 1_000_000_000)
     cached_sec, prefix = _second_prefix  # one tuple: read and replaced atomically
     if cached_sec != sec:  # events come in bursts: format each second once
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _second_prefix = (sec, prefix)
-    return f"{prefix}.{rem // 1000:06d}Z"
+    return prefix
 
 
-def set_sink(sink: Sink | None) -> None:
-    """Where recorded events go (the transport's ``emit``); None turns capture off."""
-    global _sink
+def format_kernel_time(ns: int) -> str:
+    """ISO 8601 UTC with microseconds, e.g. 2026-11-27T05:31:23.123456Z."""
+    sec, rem = divmod(ns, 1_000_000_000)
+    return f"{utc_second(sec)}.{rem // 1000:06d}Z"
+
+
+def set_sink(sink: Sink | None, client: Any = None) -> None:
+    """Where recorded events go (the transport's ``emit``); None turns capture off.
+    ``client`` (the transport) also takes raw tuples on its queue (the SQL fast path)."""
+    global _sink, queue, queue_limit, pressure, _limits
+    if sink is None or client is None:
+        queue, pressure, queue_limit, _limits = None, _no_pressure, 0, (0, 0)
+    else:
+        _limits = (client.queue_limit, client.busy_queue_limit)
+        queue_limit = _limits[cell_running]
+        pressure = client.pressure
+        queue = client.queue
     _sink = sink
+
+
+def set_cell_running(running: bool) -> None:
+    global cell_running, queue_limit
+    cell_running = running
+    queue_limit = _limits[running]
 
 
 def active() -> bool:

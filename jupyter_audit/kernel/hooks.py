@@ -24,7 +24,7 @@ import traceback
 from contextvars import ContextVar
 from time import perf_counter_ns
 
-from .context import enter_cell, exit_cell, log_once, mark, record
+from .context import enter_cell, exit_cell, log_once, mark, record, set_cell_running
 
 CODE_CAP = 1_000_000  # characters of cell code kept
 TRACEBACK_LINES = 60
@@ -179,12 +179,14 @@ class CellHooks:
                 args, kwargs = bound.args, bound.kwargs
             token = enter_cell(cell.msg_id)
             in_cell = _IN_CELL.set(True)
+            set_cell_running(True)
             try:
                 result = await orig(*args, **kwargs)
             except BaseException as e:
                 hooks._finish(cell, None, e)
                 raise
             finally:
+                set_cell_running(False)
                 _IN_CELL.reset(in_cell)
                 exit_cell(token)
             hooks._finish(cell, result, None)

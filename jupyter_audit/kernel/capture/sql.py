@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import os
 import re
 import sys
 import weakref
 from contextvars import ContextVar
-from time import perf_counter_ns
+from json.encoder import encode_basestring_ascii
+from time import perf_counter_ns, time_ns
 
-from ..context import active, is_wrapped, log_once, mark, record
+from .. import context as _ctx
+from ..context import active, is_wrapped, log_once, mark, record, thread_msg_id, utc_second
 
 # Set while a reported SQL call is in progress (including SQLAlchemy's cursor execution),
 # so that a driver call made underneath it is not reported a second time.
@@ -46,6 +49,7 @@ STATEMENT_CAP = 100_000  # characters of a statement kept in the event
 PARAM_ITEMS_CAP = 100  # parameters (or param sets of executemany) kept
 PARAM_TEXT_CAP = 1_000  # characters of one parameter value kept
 _SAFE_INT = 2**53
+_MIN_SAFE_INT = -_SAFE_INT
 
 # modules whose own bookkeeping connections are not user work
 _IGNORED_CALLERS = ("IPython.core.history",)
@@ -82,7 +86,7 @@ def jsonable(value, depth: int = 0):
     if t is str:
         return value if len(value) <= PARAM_TEXT_CAP else value[:PARAM_TEXT_CAP] + "…"
     if t is int:
-        return value if -_SAFE_INT < value < _SAFE_INT else repr(value)
+        return value if _MIN_SAFE_INT < value < _SAFE_INT else repr(value)
     if t is float:
         return value if math.isfinite(value) else repr(value)
     if depth < 4:
@@ -221,6 +225,231 @@ def _rowcount(cursor):
         return None
 
 
+# -- the raw fast path --------------------------------------------------------------------
+#
+# A statement's hot path only writes one flat record to the transport's queue (see
+# context.queue):
+#   (encoder index, msg_id, op_index, end_time_ns, statement, params, start_time_ns, rowcount,
+#    database, error_text)
+# holding references (params: the caller's tuple, or a copy of a list/dict, so later
+# mutation does not change what is reported). The encoder renders the op.sql payload from
+# it on the sender thread: statement text and capping, parameter rendering, rowcount and
+# duration. msg_id, op_index, times and rowcount are all taken at call time.
+
+_ENC = json.JSONEncoder(separators=(",", ":"), default=repr)  # ASCII output
+_CELL_MSG_ID = _ctx.cell_msg_id_var
+_next_op_index = _ctx.op_counter.__next__
+_TEXT_CACHE_MAX = 512  # statements/databases whose JSON text is kept (they repeat)
+_TEXT_CACHED_LEN = 4096  # longer texts are encoded each time
+_texts: dict[str, str] = {}
+
+
+def _json_text(text: str) -> str:
+    out = _texts.get(text)
+    if out is None:
+        out = encode_basestring_ascii(text)
+        if len(text) <= _TEXT_CACHED_LEN:
+            if len(_texts) >= _TEXT_CACHE_MAX:
+                _texts.clear()
+            _texts[text] = out
+    return out
+
+
+# A one-value tuple of an int or a str (the usual ``(id,)``) is recorded as that value:
+# the tuple would be the one object a queued statement keeps for the garbage collector.
+_SINGLE = frozenset({int, str})
+
+
+class _Rendered:
+    """Parameters rendered at call time (types that may change after the call)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+
+def _snapshot(params):
+    """Parameters other than a tuple, as they are now: lists and dicts copied (rendered
+    later), anything else rendered now."""
+    cls = params.__class__
+    if cls is list:
+        return tuple(params)
+    if cls is dict:
+        return dict(params)
+    try:
+        return _Rendered(params_json(params))
+    except Exception:
+        return _Rendered(None)
+
+
+def _params_text(params) -> str:
+    """JSON text of recorded parameters, as ``params_json`` renders them (fast for the
+    usual flat tuple of ints, short strings, finite floats, None and booleans). A bare int
+    or str stands for a tuple of that one value (see ``_SINGLE``)."""
+    cls = params.__class__
+    if cls is int or cls is str:
+        params = (params,)
+    if params.__class__ is tuple and len(params) <= PARAM_ITEMS_CAP:
+        out = []
+        for v in params:
+            cls = v.__class__
+            if cls is int:
+                if _MIN_SAFE_INT < v < _SAFE_INT:
+                    out.append(int.__repr__(v))
+                    continue
+            elif cls is str:
+                if len(v) <= PARAM_TEXT_CAP:
+                    out.append(encode_basestring_ascii(v))
+                    continue
+            elif cls is float:
+                if math.isfinite(v):
+                    out.append(float.__repr__(v))
+                    continue
+            elif v is None:
+                out.append("null")
+                continue
+            elif cls is bool:
+                out.append("true" if v else "false")
+                continue
+            return _ENC.encode(params_json(params))
+        return "[" + ",".join(out) + "]"
+    if params is None:
+        return "null"
+    if params.__class__ is _Rendered:
+        return _ENC.encode(params.value)
+    return _ENC.encode(params_json(params))
+
+
+class RawSql:
+    """Encoder of the raw tuples one driver's hot path records (see above)."""
+
+    kind = "op.sql"
+    __slots__ = ("driver", "_head")
+
+    def __init__(self, driver: str) -> None:
+        self.driver = driver
+        self._head = '{"driver":' + encode_basestring_ascii(driver) + ',"database":'
+
+    def payload(self, item) -> dict:
+        """The payload as a dict (the general path)."""
+        statement, more = statement_text(item[4])
+        params = item[5]
+        if params is not None:
+            params = json.loads(_params_text(params))
+        rowcount = item[7]
+        if rowcount.__class__ is not int or rowcount < 0:
+            rowcount = None
+        payload = {
+            "driver": self.driver,
+            "database": item[8],
+            "statement": statement,
+            "params": params,
+            "rowcount": rowcount,
+            "duration_us": max(0, item[3] - item[6]) // 1000,
+            "error": item[9],
+        }
+        payload.update(more)
+        return payload
+
+    def wire_many(self, items, head, out: list) -> None:
+        """Append the wire JSON text (ASCII) of each raw item to ``out``. ``head(kind,
+        msg_id)`` gives the transport's fixed envelope parts (see
+        ``AuditClient._head``); with them, the usual item is one f-string of parts cached
+        per (msg_id, statement, database) and the values of this one call."""
+        parts: dict = {}
+        kind = self.kind
+        cap = STATEMENT_CAP
+        last_sec = -1
+        second = ""
+        for item in items:
+            _, mid, op, t1, statement, params, t0, rowcount, database, error = item
+            sec, ns = divmod(t1, 1_000_000_000)
+            if sec != last_sec:
+                second = utc_second(sec)
+                last_sec = sec
+            if statement.__class__ is not str or len(statement) > cap:
+                a, b = head(kind, mid)
+                out.append(
+                    f'{a}{op:016x}{b}{op},"kernel_time":"{second}.{ns // 1000:06d}Z",'
+                    f'"payload":{_ENC.encode(self.payload(item))}}}'
+                )
+                continue
+            key = (mid, statement, database)
+            fixed = parts.get(key)
+            if fixed is None:
+                a, b = head(kind, mid)
+                fixed = parts[key] = (
+                    a,
+                    b,
+                    'Z","payload":'
+                    + self._head
+                    + ("null" if database is None else _json_text(database))
+                    + ',"statement":'
+                    + _json_text(statement)
+                    + ',"params":',
+                )
+            a, b, c = fixed
+            # the usual parameters: one int or short string (recorded bare: see _SINGLE)
+            if params.__class__ is int and _MIN_SAFE_INT < params < _SAFE_INT:
+                p = f"[{params}]"
+            elif params.__class__ is str and len(params) <= PARAM_TEXT_CAP:
+                p = f"[{encode_basestring_ascii(params)}]"
+            else:
+                p = _params_text(params)
+            if rowcount.__class__ is not int or rowcount < 0:
+                rowcount = "null"
+            out.append(
+                f'{a}{op:016x}{b}{op},"kernel_time":"{second}.{ns // 1000:06d}{c}{p},'
+                f'"rowcount":{rowcount},"duration_us":{(t1 - t0) // 1000 if t1 > t0 else 0},'
+                f'"error":{"null" if error is None else encode_basestring_ascii(error)}}}}}'
+            )
+
+
+def _failed(encoder: int, queue, statement, params, t0: int, exc: BaseException, database) -> None:
+    """The raw record of a statement that raised (not the hot path)."""
+    try:
+        t1 = time_ns()
+        mid = _CELL_MSG_ID.get()
+        if mid is None:
+            mid = thread_msg_id()
+        if params.__class__ is not tuple:
+            params = _snapshot(params)
+        try:
+            error = _error_text(exc)
+        except Exception:
+            error = type(exc).__name__
+        queue.extend(
+            (encoder, mid, _next_op_index(), t1, statement, params, t0, None, database, error)
+        )
+        if len(queue) > _ctx.queue_limit:
+            _ctx.pressure()
+    except Exception as e:
+        log_once("sql failed", e)
+
+
+_SQLITE = _ctx.register_encoder(RawSql("sqlite3"))
+_RECORDED = frozenset({tuple, int, str, _Rendered})  # forms params are recorded in
+
+
+def _recover(queue, cursor, statement, params, t0: int, t1: int) -> None:
+    """The record of a sqlite3 statement whose fast record failed (not the hot path)."""
+    try:
+        mid = _CELL_MSG_ID.get()
+        if mid is None:
+            mid = thread_msg_id()
+        if params.__class__ not in _RECORDED:
+            params = _snapshot(params)
+        conn = getattr(cursor, "connection", cursor)
+        database = getattr(conn, "_jupyter_audit_db", None)
+        rowcount = _rowcount(cursor)
+        queue.extend(
+            (_SQLITE, mid, _next_op_index(), t1, statement, params, t0, rowcount, database, None)
+        )
+    except Exception as e:
+        log_once("sqlite3 record", e)
+
+
 def _should_skip() -> bool:
     return _IN_SQL.get() or not active()
 
@@ -229,16 +458,47 @@ def _should_skip() -> bool:
 
 
 class _SqliteCursorMixin:
+    # no instance __dict__, as sqlite3.Cursor itself (and a smaller object to create)
+    __slots__ = ()
+
+    # the hot path: kept to the minimum (see "the raw fast path" above)
     def execute(self, sql, parameters=(), /):
-        if _should_skip():
+        queue = _ctx.queue
+        if queue is None or _IN_SQL.get():
             return super().execute(sql, parameters)
-        t0 = perf_counter_ns()
+        t0 = time_ns()
         try:
             result = super().execute(sql, parameters)
         except BaseException as e:
-            report("sqlite3", _sqlite_db(self), sql, params_json(parameters), None, t0, e)
+            _failed(_SQLITE, queue, sql, parameters, t0, e, _sqlite_db(self))
             raise
-        report("sqlite3", _sqlite_db(self), sql, params_json(parameters), self.rowcount, t0)
+        t1 = time_ns()
+        try:
+            mid = _CELL_MSG_ID.get()
+            if mid is None:
+                mid = thread_msg_id()
+            if parameters.__class__ is not tuple:
+                parameters = _snapshot(parameters)
+            elif len(parameters) == 1 and parameters[0].__class__ in _SINGLE:
+                parameters = parameters[0]
+            queue.extend(
+                (
+                    _SQLITE,
+                    mid,
+                    _next_op_index(),
+                    t1,
+                    sql,
+                    parameters,
+                    t0,
+                    self.rowcount,
+                    self.connection._jupyter_audit_db,
+                    None,
+                )
+            )
+        except Exception:  # e.g. a cursor of ours on a connection that is not
+            _recover(queue, self, sql, parameters, t0, t1)
+        if len(queue) > _ctx.queue_limit:
+            _ctx.pressure()  # never raises
         return result
 
     def executemany(self, sql, seq_of_parameters, /):
@@ -291,23 +551,68 @@ class _SqliteConnectionMixin:
 
     def cursor(self, factory=None):
         if factory is None:
-            return super().cursor(_sqlite["cursor"])
+            return super().cursor(_sqlite_cursor)
         return super().cursor(_audited_sqlite_cursor(factory))
 
     # The C implementations call the cursor internals directly; route them through an
-    # audited cursor instead (same semantics: a new cursor, executed, returned).
+    # audited cursor instead (same semantics: a new cursor, executed, returned). The
+    # execute shortcut is the hot path: it records itself, like the cursor's execute.
     def execute(self, sql, parameters=(), /):
-        return super().cursor(_sqlite["cursor"]).execute(sql, parameters)
+        cur = _sqlite_new_cursor(self, _sqlite_cursor)
+        queue = _ctx.queue
+        if queue is None or _IN_SQL.get():
+            return _sqlite_execute(cur, sql, parameters)
+        t0 = time_ns()
+        try:
+            _sqlite_execute(cur, sql, parameters)
+        except BaseException as e:
+            _failed(_SQLITE, queue, sql, parameters, t0, e, self._jupyter_audit_db)
+            raise
+        t1 = time_ns()
+        try:
+            mid = _CELL_MSG_ID.get()
+            if mid is None:
+                mid = thread_msg_id()
+            if parameters.__class__ is not tuple:
+                parameters = _snapshot(parameters)
+            elif len(parameters) == 1 and parameters[0].__class__ in _SINGLE:
+                parameters = parameters[0]
+            queue.extend(
+                (
+                    _SQLITE,
+                    mid,
+                    _next_op_index(),
+                    t1,
+                    sql,
+                    parameters,
+                    t0,
+                    cur.rowcount,
+                    self._jupyter_audit_db,
+                    None,
+                )
+            )
+        except Exception:
+            _recover(queue, cur, sql, parameters, t0, t1)
+        if len(queue) > _ctx.queue_limit:
+            _ctx.pressure()  # never raises
+        return cur
 
     def executemany(self, sql, parameters, /):
-        return super().cursor(_sqlite["cursor"]).executemany(sql, parameters)
+        return super().cursor(_sqlite_cursor).executemany(sql, parameters)
 
     def executescript(self, sql_script, /):
-        return super().cursor(_sqlite["cursor"]).executescript(sql_script)
+        return super().cursor(_sqlite_cursor).executescript(sql_script)
 
 
 _sqlite_classes: dict[type, type] = {}
-_sqlite: dict = {}  # the audited subclass of sqlite3.Cursor, once sqlite3 is patched
+_sqlite_cursor: type | None = None  # the audited sqlite3.Cursor, once sqlite3 is patched
+
+
+def _sqlite_new_cursor(conn, factory):  # sqlite3.Connection.cursor, once sqlite3 is patched
+    raise RuntimeError("sqlite3 is not patched")
+
+
+_sqlite_execute = _sqlite_new_cursor  # sqlite3.Cursor.execute, once sqlite3 is patched
 
 
 def _audited_class(cache: dict, base, mixin: type, root: type):
@@ -319,7 +624,10 @@ def _audited_class(cache: dict, base, mixin: type, root: type):
         return base
     cls = cache.get(base)
     if cls is None:
-        cls = type(base.__name__, (mixin, base), {"__module__": __name__})
+        namespace = {"__module__": __name__}
+        if "__slots__" in mixin.__dict__:
+            namespace["__slots__"] = ()
+        cls = type(base.__name__, (mixin, base), namespace)
         cache[base] = cls
     return cls
 
@@ -339,10 +647,14 @@ def _caller_ignored(depth: int = 2) -> bool:
 
 
 def patch_sqlite3(module, patcher) -> None:
+    global _sqlite_cursor, _sqlite_new_cursor, _sqlite_execute
     orig_connect = module.connect
     if is_wrapped(orig_connect):
         return
-    _sqlite["cursor"] = _audited_sqlite_cursor(module.Cursor)
+    _sqlite_cursor = _audited_sqlite_cursor(module.Cursor)
+    # the C methods themselves (the audited cursor's own execute would record twice)
+    _sqlite_new_cursor = module.Connection.cursor
+    _sqlite_execute = module.Cursor.execute
 
     @functools.wraps(orig_connect)
     def connect(database, *args, **kwargs):
