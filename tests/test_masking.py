@@ -877,3 +877,189 @@ def test_key_from_file_drives_the_engine(tmp_path):
     key = load_or_create_key(tmp_path / "k")
     a = MaskingEngine(key).mask_text("bob@example.com")
     assert MaskingEngine(load_or_create_key(tmp_path / "k")).mask_text("bob@example.com") == a
+
+
+# Shortcuts (pre-screens, caches) never change the output -------------------------------------
+
+# the reference: every recognizer's full search on every text, nothing remembered
+_REFERENCE = MaskingEngine(KEY, prescreen=False, result_cache_size=0)
+
+_PII = [
+    "bob@example.com",
+    "Alice.Smith+tag@mail.example.co.uk",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "5500-0000-0000-0004",
+    "DE89370400440532013000",
+    "GB82 WEST 1234 5698 7654 32",
+    "password='hunter2'",
+    "api_key=k-998877",
+    "Authorization: Bearer tk_live_ABCDEF123456",
+    "postgresql://etl:Tr0ub4dor@db.internal:5432/sales",
+    "curl -u deploy:Deploy#2024 https://ci.example.com",
+    "CREATE USER x IDENTIFIED BY 'pw-123'",
+    "--token abc.def-123",
+] + TOKENS
+
+_FILLER = [
+    "SELECT", " ", "x", "0.8444218515250481", ", ", "1234", "-", ".", "_", "\n", "é", "=",
+    ":", "'", '"', "a" * 25, "0123456789", "1.5", "xoxo", "sk", "gh", "eyJ", "AA", "key",
+    "pass", "-u", "@", "://", "(", ")", "[", "]", "‹SECRET:0123456789abcdef›", "\x00",
+    "fp_", "AKIA", "9" * 14, "12-34", "0.", "A1", "v1/score/123?region=eu",
+]  # fmt: skip
+
+
+def _fresh_engine() -> MaskingEngine:
+    return MaskingEngine(KEY)
+
+
+def test_shortcuts_match_the_full_engine_on_embedded_pii():
+    """Pre-screens (card, token prefixes, short texts), the result cache and the dict-key
+    cache give exactly the full engine's output, and no embedded value survives."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    fast = _fresh_engine()
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(
+        st.lists(st.sampled_from(_FILLER), max_size=12),
+        st.sampled_from(_PII),
+        st.lists(st.sampled_from(_FILLER), max_size=12),
+        st.sampled_from(["", " ", "\n", "'", '"', ", ", "="]),
+    )
+    def check(before, pii, after, sep):
+        text = "".join(before) + sep + pii + sep + "".join(after)
+        expected = _REFERENCE.mask_text(text)
+        for _ in range(3):  # again: now from the result cache
+            assert fast.mask_text(text) == expected
+        value = {"field": text, text[:40]: [text], "password": text}
+        assert fast.mask(value) == _REFERENCE.mask(value)
+        assert fast.mask(value) == _REFERENCE.mask(value)
+
+    check()
+
+
+def test_shortcuts_match_the_full_engine_on_random_text():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    fast = _fresh_engine()
+    alphabet = st.sampled_from(list("0123456789 -._,:=@/'\"\nAaBxzKkeyJgh\x00é") + ["‹", "›"])
+
+    @settings(max_examples=600, deadline=None, database=None)
+    @given(
+        st.one_of(
+            st.text(alphabet, max_size=300),
+            st.lists(st.sampled_from(_FILLER + _PII + _FRAGMENTS), max_size=25).map("".join),
+            st.text(max_size=80),
+        )
+    )
+    def check(text):
+        assert fast.mask_text(text) == _REFERENCE.mask_text(text)
+
+    check()
+
+
+def test_default_may_match_is_a_necessary_condition():
+    """When the short-text screen says no, no default recognizer finds anything."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.masking.recognizers import Context, default_may_match
+
+    groups = _REFERENCE._groups
+
+    def found(text: str) -> list:
+        ctx, cands = Context(text, screen=False), []
+        for gate, recs in groups:
+            if gate is None or ctx.gate(gate):
+                for rec in recs:
+                    rec.collect(ctx, cands)
+        return cands
+
+    @settings(max_examples=800, deadline=None, database=None)
+    @given(
+        st.one_of(
+            st.lists(st.sampled_from(_FILLER + _PII + _FRAGMENTS), max_size=8).map("".join),
+            st.text(max_size=120),
+        )
+    )
+    def check(text):
+        if not default_may_match(Context(text)):
+            assert found(text) == [], text
+
+    check()
+    for pii in _PII:
+        assert default_may_match(Context(pii)), pii
+
+
+def test_card_and_token_prescreens_are_exact():
+    """The card pre-screen and the token-prefix pre-screen find what the full searches find,
+    on digit-heavy texts (floats, grouped numbers, hex) and on long token runs."""
+    import random as _random
+
+    from jupyter_audit.masking.recognizers import CardRecognizer, Context, TokenScanner
+
+    rng = _random.Random(7)
+    card = CardRecognizer()
+    tokens = TokenScanner([r for r in DEFAULT_RECOGNIZERS if hasattr(r, "prefixes")])
+    pieces = ["4111111111111111", "4111 1111 1111 1111", "0.", "1.", ".", " ", "-", ",", "x"]
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            r = rng.random()
+            if r < 0.4:
+                parts.append("".join(rng.choice("0123456789") for _ in range(rng.randint(1, 20))))
+            elif r < 0.5:
+                parts.append(str(rng.random()))
+            else:
+                parts.append(rng.choice(pieces + ["a", "A", "z", "é"]))
+        text = "".join(parts)
+        assert card.find(Context(text)) == card.find(Context(text, screen=False)), text
+    alphabet = "abcxyzghpsokeJAKIS_-0123456789"
+    for _ in range(1500):
+        run = "".join(rng.choice(alphabet) for _ in range(rng.randint(20, 400)))
+        if rng.random() < 0.5:
+            token = rng.choice(TOKENS)
+            at = rng.randint(0, len(run))
+            run = run[:at] + rng.choice(["", " ", "-", "x"]) + token + run[at:]
+        text = rng.choice(["", "v=", "key: "]) + run + rng.choice(["", " end", "."])
+        a, b = [], []
+        tokens.collect(Context(text), a)
+        tokens.collect(Context(text, screen=False), b)
+        assert a == b, text
+
+
+def test_result_cache_keeps_recurring_texts_and_stays_bounded():
+    eng = MaskingEngine(KEY, result_cache_size=64, result_cache_chars=4000)
+    text = "SELECT * FROM t WHERE email = 'bob@example.com' -- " + "x" * 100
+    first = eng.mask_text(text)
+    assert len(eng._results) == 0  # seen once: not remembered yet
+    assert eng.mask_text(text) == first
+    assert len(eng._results) == 1  # seen twice: remembered
+    assert eng.mask_text(text) == first == _REFERENCE.mask_text(text)
+    for i in range(500):  # one-off and recurring texts: the cache stays within its bounds
+        t = f"row {i} of {'y' * (i % 300)} for carol{i}@example.org"
+        assert eng.mask_text(t) == eng.mask_text(t) == _REFERENCE.mask_text(t)
+        assert len(eng._results) <= 64
+        young = eng._results.young
+        assert sum(len(k) + (0 if v is k else len(v)) for k, v in young.items()) <= 2000 + 800
+
+
+def test_dict_key_cache_keeps_secret_names_and_key_pseudonyms():
+    eng = _fresh_engine()
+    value = {"password": "pw-1", "bob@example.com": "x", "token_id": "t-1", "note": "ok"}
+    for _ in range(3):
+        assert eng.mask(value) == _REFERENCE.mask(value)
+    out = eng.mask({"password": "other", "bob@example.com": 2})
+    assert out == {"password": p(eng, "SECRET", "other"), p(eng, "EMAIL", "bob@example.com"): 2}
+
+
+def test_short_text_screen_only_with_recognizers_it_covers():
+    """A recognizer the short-text screen knows nothing about turns it off: its short matches
+    are still found."""
+    phone = PatternRecognizer("PHONE", r"\+\d{2} \d{3} \d{7}", needles=["+"])
+    eng = MaskingEngine(KEY, extra_recognizers=[phone])
+    assert MaskingEngine(KEY)._quick and not eng._quick
+    assert eng.mask_text("+41 791 2345678") == eng.pseudonym("PHONE", "+41 791 2345678")

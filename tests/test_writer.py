@@ -328,3 +328,169 @@ def test_format_1_trail_gains_the_service_token_table(make_writer, trail_dir):
     assert w2.cursor().execute("SELECT count(*) FROM service_tokens").fetchone() == (0,)
     w2.close()
     assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+# Fast paths of prepare() give exactly what the general code gives ---------------------------
+
+_scalars = (
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**53 - 1,
+    2**53,
+    -(2**60),
+    1.5,
+    "",
+    "text",
+    "é€",
+    "\U0001f600",
+    "\ud800",
+    b"bytes",
+    b"\xff",
+    "x" * 40,
+)
+
+
+def _json_like():
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(["a", "b", "password", "é", "\U0001f600k", "\ufb33", "k" * 30])
+    return st.recursive(
+        st.sampled_from(_scalars) | st.text(max_size=20) | st.integers(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.lists(children, max_size=3).map(tuple)
+            | st.dictionaries(keys, children, max_size=4)
+            | st.dictionaries(st.integers(), children, max_size=1)
+        ),
+        max_leaves=15,
+    )
+
+
+def test_normal_form_check_agrees_with_normalise():
+    """`_is_normal` says True only for values `_normalise` returns unchanged, with the same
+    size and key flags (and does say True for values already in normal form); anything else
+    goes through `_normalise` itself."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.store.records import _is_normal, _normalise, _Walk
+
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+    keys = text | st.sampled_from(["\U0001f600k", "\ufb33", "a"])
+    normal = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | text,
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(keys, c, max_size=4),
+        max_leaves=15,
+    )
+
+    def walks(value, cap):
+        fast, slow = _Walk(), _Walk()
+        ok = _is_normal(value, 0, cap, fast)
+        if ok:
+            assert _normalise(value, "payload", 0, cap, slow) == value
+            assert (fast.oversize, fast.astral) == (slow.oversize, slow.astral)
+        return ok
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(st.dictionaries(keys, normal, max_size=5), st.sampled_from([4, 8, 1 << 20]))
+    def check_normal(value, cap):
+        assert walks(value, cap)
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(
+        st.dictionaries(st.text(max_size=5), _json_like(), max_size=5),
+        st.sampled_from([8, 1 << 20]),
+    )
+    def check_any(value, cap):
+        walks(value, cap)
+
+    check_normal()
+    check_any()
+
+
+def test_payload_validation_fast_path_agrees_with_the_full_check():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.events import REGISTRY, _validate, validate_payload
+
+    fields = sorted({n for spec in REGISTRY.values() for n in spec["fields"]}) + ["extra"]
+
+    def outcome(fn, *args):
+        try:
+            return fn(*args)
+        except EventValidationError as e:
+            return str(e)
+
+    @settings(max_examples=600, deadline=None, database=None)
+    @given(
+        st.sampled_from(sorted(REGISTRY) + ["op.nope"]),
+        st.dictionaries(st.sampled_from(fields), _json_like(), max_size=6) | _json_like(),
+    )
+    def check(kind, payload):
+        assert outcome(validate_payload, kind, payload) == outcome(
+            _validate, REGISTRY.get(kind), kind, payload
+        )
+
+    check()
+
+
+def test_payload_encoder_is_canonical_bytes():
+    import rfc8785
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.store.canonical import canonical_bytes
+    from jupyter_audit.store.records import _jcs_bmp
+
+    text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | text,
+        lambda c: (
+            st.lists(c, max_size=4)
+            | st.dictionaries(
+                text.filter(lambda k: all(ord(ch) <= 0xFFFF for ch in k)), c, max_size=4
+            )
+        ),
+        max_leaves=20,
+    )
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(values)
+    def check(value):
+        assert _jcs_bmp(value) == canonical_bytes(value, astral_keys=False) == rfc8785.dumps(value)
+
+    check()
+
+
+def test_stored_records_are_the_spliced_canonical_bytes(make_writer, trail_dir):
+    """What the Writer stores is `encode_record` of the prepared event, which is JCS."""
+    import rfc8785
+
+    from jupyter_audit.store.records import encode_record
+
+    w = make_writer()
+    events = [
+        sql_event(1),
+        {**sql_event(2), "notebook": "Grüße/ünï.ipynb", "flags": ["b", "a", "b"]},
+        {**sql_event(3), "event_id": "client-ev-3", "session_id": "s-1", "kernel_time": "t-9"},
+        {"kind": "op.shell", "payload": {"command": "echo é €", "extra": {"\U0001f600": 1}}},
+    ]
+    prepared = [w.prepare(e) for e in events]
+    results = w.submit_batch(prepared).result(timeout=60)
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
+    rows = {
+        seq: (bytes(rec), bytes(prev))
+        for seq, rec, prev in con.execute("SELECT seq, record, prev_hash FROM events").fetchall()
+    }
+    con.close()
+    for p, r in zip(prepared, results, strict=True):
+        raw, prev = rows[r.seq]
+        time_iso = json.loads(raw)["time"]
+        assert raw == encode_record(p, r.seq, prev.hex(), time_iso, 1)
+        assert raw == rfc8785.dumps(json.loads(raw))
+    assert verify_path(trail_dir / "trail.duckdb").ok

@@ -23,7 +23,9 @@ from .recognizers import (
     Recognizer,
     TokenRecognizer,
     TokenScanner,
+    default_may_match,
     is_secret_name,
+    screened_by_default,
 )
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
@@ -39,6 +41,10 @@ _MIN_KEY_BYTES = 16
 _MAX_DEPTH = 200
 _SHORT = 5  # no recognizer matches fewer characters
 _MAX_PASSES = 8
+# Texts up to this long are first checked with `default_may_match` (on a long text the
+# recognizers' own gates and searches cost about as much and most code passes it anyway)
+_QUICK_MAX_LEN = 512
+_DOORKEEPER_SIZE = 1 << 16
 
 
 class MaskingError(Exception):
@@ -47,15 +53,18 @@ class MaskingError(Exception):
 
 class _TwoGenerationCache:
     """A bounded dict with LRU-ish eviction: entries live in a young and an old generation;
-    when the young one is full it becomes the old one (the previous old one is dropped), and
-    a hit in the old generation is promoted. Safe enough under the GIL without a lock."""
+    when the young one is full (``limit / 2`` entries, or ``max_chars / 2`` characters of
+    keys when ``max_chars`` is given) it becomes the old one (the previous old one is dropped),
+    and a hit in the old generation is promoted. Safe enough under the GIL without a lock."""
 
-    __slots__ = ("young", "old", "limit")
+    __slots__ = ("young", "old", "limit", "max_chars", "chars")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_chars: int = 0) -> None:
         self.young: dict = {}
         self.old: dict = {}
         self.limit = max(1, limit // 2)
+        self.max_chars = max_chars // 2
+        self.chars = 0  # characters of the keys in the young generation
 
     def get(self, key):
         value = self.young.get(key)
@@ -67,13 +76,17 @@ class _TwoGenerationCache:
 
     def put(self, key, value) -> None:
         young = self.young
-        if len(young) >= self.limit:
+        if len(young) >= self.limit or (self.max_chars and self.chars >= self.max_chars):
             self.old = young
             young = self.young = {}
+            self.chars = 0
         young[key] = value
+        if self.max_chars:
+            self.chars += len(key) + (0 if value is key else len(value))
 
     def clear(self) -> None:
         self.young, self.old = {}, {}
+        self.chars = 0
 
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
@@ -83,8 +96,13 @@ class MaskingEngine:
     """Masks text and JSON-like values with keyed pseudonyms.
 
     ``recognizers`` replaces the default recognizer list (:data:`DEFAULT_RECOGNIZERS`);
-    ``extra_recognizers`` are added to it. ``result_cache_size`` bounds the cache of masked
-    short texts (0 disables it); ``pseudonym_cache_size`` the cache of pseudonyms.
+    ``extra_recognizers`` are added to it. ``result_cache_size`` bounds the number of masked
+    texts remembered (0 disables the cache: statements and cells recur, and masking is a pure
+    function of the text under one key), ``result_cache_max_len`` the length of a text worth
+    remembering and ``result_cache_chars`` the characters they hold in all (memory);
+    ``pseudonym_cache_size`` bounds the cache of pseudonyms. ``prescreen=False`` runs every
+    recognizer's full search even where an exact pre-screen proves it would find nothing (the
+    reference the tests compare the screened path with; the output is the same).
     """
 
     def __init__(
@@ -94,8 +112,10 @@ class MaskingEngine:
         *,
         extra_recognizers: Iterable[Recognizer] = (),
         pseudonym_cache_size: int = 65536,
-        result_cache_size: int = 2048,
-        result_cache_max_len: int = 1024,
+        result_cache_size: int = 8192,
+        result_cache_max_len: int = 8192,
+        result_cache_chars: int = 8_000_000,
+        prescreen: bool = True,
     ) -> None:
         if isinstance(key, bytearray | memoryview):
             key = bytes(key)
@@ -130,9 +150,21 @@ class MaskingEngine:
             groups.setdefault("longrun", []).append(TokenScanner(tokens))
         self._groups = tuple((gate, tuple(rs)) for gate, rs in groups.items())
         self._pseudonyms = _TwoGenerationCache(pseudonym_cache_size)
-        self._results = _TwoGenerationCache(result_cache_size) if result_cache_size else None
+        self._results = (
+            _TwoGenerationCache(result_cache_size, result_cache_chars)
+            if result_cache_size
+            else None
+        )
         self._result_max_len = result_cache_max_len
-        self._secret_keys: dict[str, bool] = {}
+        # hashes of texts masked once: a text is remembered when it comes again, so one-off
+        # texts (ids, urls, request bodies) do not push recurring ones out of the cache
+        self._seen: set[int] = set()
+        self._screen = bool(prescreen)
+        # a short text is first checked against what the recognizers need at all, when that
+        # check covers every one of them (the default set does)
+        self._quick = self._screen and all(screened_by_default(r) for r in recs)
+        # dict key -> (masked key, names a secret): keys recur in every event
+        self._keys: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
@@ -188,7 +220,14 @@ class MaskingEngine:
         except Exception:  # noqa: BLE001 - never let a field through unmasked
             out = self._pseudonym(WITHHELD, text)
         if results is not None and n <= self._result_max_len:
-            results.put(text, out)
+            seen = self._seen
+            h = hash(text)
+            if h in seen:
+                results.put(text, out)
+            else:
+                if len(seen) >= _DOORKEEPER_SIZE:
+                    seen.clear()
+                seen.add(h)
         return out
 
     def _mask_to_fixed_point(self, text: str) -> str:
@@ -245,7 +284,9 @@ class MaskingEngine:
             and (n < 13 or not _has_digit(text))
         ):
             return text  # no separator for an assignment, no e-mail, too short for a card
-        ctx = Context(view)
+        ctx = Context(view, self._screen)
+        if n <= _QUICK_MAX_LEN and self._quick and not default_may_match(ctx):
+            return text
         cands: list[tuple[int, int, Recognizer | None]] = []
         for gate, recs in self._groups:
             if gate is None or ctx.gate(gate):
@@ -308,25 +349,33 @@ class MaskingEngine:
 
     def _mask_dict(self, value: dict, depth: int) -> dict:
         out = {}
+        keys = self._keys
         for k, v in value.items():
-            if isinstance(k, str):
-                secret = self._secret_keys.get(k)
-                if secret is None:
-                    secret = is_secret_name(k)
-                    if len(self._secret_keys) > 8192:
-                        self._secret_keys.clear()
-                    self._secret_keys[k] = secret
+            if type(k) is str and (hit := keys.get(k)) is not None:
+                masked_key, secret = hit
+            elif isinstance(k, str):
+                secret = is_secret_name(k)
                 masked_key = self.mask_text(k)
-                if masked_key in out:  # two keys with one pseudonym: keep both values
-                    i = 2
-                    while f"{masked_key}~{i}" in out:
-                        i += 1
-                    masked_key = f"{masked_key}~{i}"
-                out[masked_key] = self._mask_secret(v) if secret else self._mask(v, depth)
+                if len(k) <= 256:
+                    if len(keys) > 8192:
+                        keys.clear()
+                    keys[k] = (masked_key, secret)
             elif k is None or isinstance(k, bool | int | float):
                 out[k] = self._mask(v, depth)
+                continue
             else:
                 raise MaskingError(f"cannot mask a dict key of type {type(k).__name__}")
+            if masked_key in out:  # two keys with one pseudonym: keep both values
+                i = 2
+                while f"{masked_key}~{i}" in out:
+                    i += 1
+                masked_key = f"{masked_key}~{i}"
+            if secret:
+                out[masked_key] = self._mask_secret(v)
+            elif type(v) is str:
+                out[masked_key] = self.mask_text(v)
+            else:
+                out[masked_key] = self._mask(v, depth)
         return out
 
     def _mask_secret(self, value):

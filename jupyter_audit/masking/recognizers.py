@@ -70,24 +70,31 @@ def _cls(b: int) -> int:
         return ord("a")
     if b < 128 and c.isdigit():
         return ord("0")
-    if c in " -":
+    if c in " -.":
         return b
-    return ord(".")
+    return ord("_")
 
 
-# character classes: upper -> "A", lower -> "a", digit -> "0", " " and "-" kept, other -> "."
+# character classes: upper -> "A", lower -> "a", digit -> "0", " ", "-" and "." kept,
+# other -> "_"
 _T_CLS = bytes(_cls(b) for b in range(256))
 _RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
 
 
 class Context:
-    """Per-call views of one text, computed lazily and shared by all recognizers."""
+    """Per-call views of one text, computed lazily and shared by all recognizers.
 
-    __slots__ = ("text", "n", "ab", "_low", "_cls", "_runs", "_digits")
+    ``screen``: recognizers may skip work with exact pre-screens (a cheap test that proves
+    their full search would find nothing). ``False`` runs every search in full; the engine
+    uses that as the reference the tests compare the screened path with.
+    """
 
-    def __init__(self, text: str) -> None:
+    __slots__ = ("text", "n", "ab", "screen", "_low", "_cls", "_runs", "_digits")
+
+    def __init__(self, text: str, screen: bool = True) -> None:
         self.text = text
         self.n = len(text)
+        self.screen = screen
         # one byte per character, so positions are shared with ``text``
         self.ab = text.encode("ascii") if text.isascii() else text.encode("ascii", "replace")
         self._low: bytes | None = None
@@ -236,7 +243,7 @@ class PatternRecognizer(Recognizer):
         if self.needles:
             hay = ctx.ab if self.haystack == "ab" else ctx.low
             for needle in self.needles:
-                if needle in hay:
+                if hay.find(needle) >= 0:  # cheaper than `in` on bytes
                     break
             else:
                 return ()
@@ -317,6 +324,9 @@ class JwtRecognizer(TokenRecognizer):
         return span
 
 
+_LONG_RUN = 96  # a token run at least this long is screened for its prefixes first
+
+
 class TokenScanner(Recognizer):
     """Runs many :class:`TokenRecognizer` in one pass over the long token runs."""
 
@@ -329,13 +339,41 @@ class TokenScanner(Recognizer):
             for prefix in rec.prefixes:
                 self.by_prefix.setdefault(prefix, []).append(rec)
         # longest first, so "github_pat_" is not shadowed by a shorter prefix
-        prefixes = sorted(self.by_prefix, key=len, reverse=True)
-        self.prefix_re = re.compile("|".join(map(re.escape, prefixes)))
+        self.prefixes = tuple(sorted(self.by_prefix, key=len, reverse=True))
+        self.prefix_re = self._prefix_re(self.prefixes)
+        self._res: dict[tuple[str, ...], re.Pattern] = {}
         self.name = "tokens"
 
+    @staticmethod
+    def _prefix_re(prefixes: tuple[str, ...]) -> re.Pattern:
+        return re.compile("|".join(map(re.escape, prefixes)))
+
+    def _search_in(self, text: str, start: int, end: int):
+        """The prefix search for one run. An alternation of many prefixes is tried at every
+        position whose character starts one of them (~15 ns a character); in a long run,
+        ``str.find`` first tells which prefixes occur at all (~1 ns a character each), and the
+        alternation of only those (in the same order) finds the same matches."""
+        if end - start < _LONG_RUN:
+            return self.prefix_re.search
+        present = tuple(p for p in self.prefixes if text.find(p, start, end) >= 0)
+        if not present:
+            return None
+        pattern = self._res.get(present)
+        if pattern is None:
+            if len(self._res) > 256:
+                self._res.clear()
+            pattern = self._res[present] = self._prefix_re(present)
+        return pattern.search
+
     def collect(self, ctx: Context, out: list) -> None:
-        ab, search, by_prefix = ctx.ab, self.prefix_re.search, self.by_prefix
+        ab, by_prefix = ctx.ab, self.by_prefix
         for start, end in ctx.runs:
+            if ctx.screen:
+                search = self._search_in(ctx.text, start, end)
+                if search is None:
+                    continue
+            else:
+                search = self.prefix_re.search
             m = search(ctx.text, start, end)
             while m is not None:
                 pos = m.start()
@@ -637,6 +675,13 @@ class EmailRecognizer(Recognizer):
 
 # on the class view: a run of digits, single spaces or dashes between them allowed
 _DIGIT_RUN = re.compile(rb"000(?:[ -]?0){10,}+")
+# A pre-screen at C speed: a run that ``find`` could accept (see there) is not glued to a
+# letter or a digit on its left, is no decimal fraction ("0.<run>"), and is followed neither
+# by a letter nor by a decimal point and a digit. A run that ``find`` accepts is always found
+# by this pattern at the same start (the first digit of a run that ``_DIGIT_RUN`` reports never
+# follows a digit), so a text where it finds nothing has no card; floats and hex digests, the
+# common digit runs, are skipped without a Python-level loop over their runs.
+_CARD_SCREEN = re.compile(rb"000(?<![Aa0]000)(?<!0\.000)(?:[ -]?0){10,}+(?![Aa]|\.0)")
 _DIGITS_ONLY = re.compile(r"[ -]")
 _GROUPS_OK = re.compile(r"[0-9]{3,}(?:[ -][0-9]{3,})*")
 
@@ -660,6 +705,8 @@ class CardRecognizer(Recognizer):
 
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
         cls, text, out = ctx.cls, ctx.text, []
+        if ctx.screen and _CARD_SCREEN.search(cls) is None:
+            return out
         n = ctx.n
         search = _DIGIT_RUN.search
         m = search(cls)
@@ -668,9 +715,9 @@ class CardRecognizer(Recognizer):
             m = search(cls, e)
             if (s > 0 and cls[s - 1] in _LETTER_CLS) or (e < n and cls[e] in _LETTER_CLS):
                 continue
-            if s >= 2 and cls[s - 1] == 0x2E and cls[s - 2] == 0x30 and text[s - 1] == ".":
+            if s >= 2 and cls[s - 1] == 0x2E and cls[s - 2] == 0x30:
                 continue  # 3.14159265358979323...
-            if e + 1 < n and text[e] == "." and cls[e + 1] == 0x30:
+            if e + 1 < n and cls[e] == 0x2E and cls[e + 1] == 0x30:
                 continue
             run = text[s:e]
             if " " not in run and "-" not in run:
@@ -850,3 +897,61 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
     EmailRecognizer(),
 ]
 """The first engine's recognizers (order does not matter: overlaps are decided by priority)."""
+
+
+# Pre-screen of the default set ---------------------------------------------------------------
+
+# a literal that every match of each stem in ``_STEMS`` (and "identified") contains
+_STEM_LITERALS = ("key", "ken", "kie", "pass", "pw", "secret", "sess", "sig", "auth", "cred")
+_STEM_LITERALS += ("identified",)
+
+
+def default_may_match(ctx: Context) -> bool:
+    """False only when no recognizer of :data:`DEFAULT_RECOGNIZERS` can find anything in
+    ``ctx``: each one's first necessary condition is checked at C speed. On a short text this
+    costs a fraction of running the recognizers, whose fixed costs dominate there.
+
+    - "@": emails and URL passwords (gate ``at``); "-u": ``-u`` / ``--user``;
+    - a stem of a secret name, case-insensitively (assignments; "key" also covers
+      ``PRIVATE KEY``), or "identified" (``IDENTIFIED BY``);
+    - "AA00" in the class view (IBAN) or a run of 13 digits as the card search reads it;
+    - a run of MIN_TOKEN_RUN token characters (well-known token formats, JWTs, PEM bodies).
+
+    (Substring tests on ``str`` here: ``bytes in bytes`` costs several times more.) The engine
+    uses it only when :func:`screened_by_default` holds for every recognizer it has; a
+    property test compares it with the recognizers.
+    """
+    text = ctx.text
+    if "@" in text or "-u" in text:
+        return True
+    # ASCII letters lowercase to ASCII letters, whatever the characters around them
+    low = text.lower()
+    for stem in _STEM_LITERALS:
+        if stem in low:
+            return True
+    cls = ctx.cls
+    if cls.find(b"AA00") >= 0 or _DIGIT_RUN.search(cls) is not None:
+        return True
+    return ctx.ab.translate(_T_TOK).find(_RUN_NEEDLE) >= 0
+
+
+# the pattern recognizers `default_may_match` was written for (by name: a pattern added to
+# DEFAULT_RECOGNIZERS later is not covered until the screen learns its condition)
+_SCREENED_PATTERNS = tuple(
+    r
+    for r in DEFAULT_RECOGNIZERS
+    if type(r) is PatternRecognizer
+    and r.name in ("pem", "url-password", "curl-user", "sql-identified-by")
+)
+_SCREENED_TYPES = (SecretAssignmentRecognizer, IbanRecognizer, CardRecognizer, EmailRecognizer)
+
+
+def screened_by_default(rec: Recognizer) -> bool:
+    """True when :func:`default_may_match` covers ``rec``: any token format (found only in a
+    run of token characters), the built-in assignment, IBAN, card and e-mail recognizers (not
+    subclasses, which may find more), and the built-in pattern recognizers themselves."""
+    return (
+        isinstance(rec, TokenRecognizer)
+        or type(rec) in _SCREENED_TYPES
+        or any(rec is r for r in _SCREENED_PATTERNS)
+    )

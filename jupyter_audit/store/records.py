@@ -17,6 +17,11 @@ from ..events import EventValidationError, validate_payload
 from ..identity import normalise_snapshot
 from .canonical import SAFE_INT, canonical_bytes, jcs
 
+try:
+    from _json import make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - CPython always has it
+    _c_make_encoder = None
+
 ENVELOPE_FIELDS = {
     "kind",
     "payload",
@@ -100,6 +105,53 @@ def _normalise(value, path: str, depth: int, cap: int, walk: _Walk):
     raise EventValidationError(f"{path}: unsupported value of type {t.__name__}")
 
 
+def _is_normal(value, depth: int, cap: int, walk: _Walk) -> bool:
+    """True when a dict or list is already in the form `_normalise` returns (only str, int
+    within the safe range, bool, None, dict with str keys and list), setting the same `walk`
+    flags; nothing is copied. False when anything needs converting or is refused: the caller
+    then runs `_normalise` itself (from a fresh `_Walk`), which converts or reports the field."""
+    if depth >= MAX_DEPTH:
+        return False
+    if type(value) is dict:
+        for k in value:
+            if type(k) is not str:
+                return False
+            if not k.isascii():
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    return False
+                if any(ord(c) > 0xFFFF for c in k):
+                    walk.astral = True
+        items = value.values()
+    else:
+        items = value
+    for v in items:
+        t = type(v)
+        if t is str:
+            if v.isascii():
+                if len(v) > cap:
+                    walk.oversize = True
+            else:
+                try:
+                    n = len(v.encode("utf-8"))
+                except UnicodeEncodeError:
+                    return False
+                if n > cap:
+                    walk.oversize = True
+        elif t is int:
+            if not -SAFE_INT <= v <= SAFE_INT:
+                return False
+        elif v is None or t is bool:
+            continue
+        elif t is dict or t is list:
+            if not _is_normal(v, depth + 1, cap, walk):
+                return False
+        else:
+            return False
+    return True
+
+
 def _cap(value, path: str, cap: int, capped: list):
     t = type(value)
     if t is str:
@@ -127,8 +179,10 @@ def _cap(value, path: str, cap: int, capped: list):
 
 
 class Prepared:
-    """A validated, masked event waiting for its sequence number. The `*_json` attributes are
-    canonical JSON fragments, so sequencing only has to splice them together."""
+    """A validated, masked event waiting for its sequence number. `parts` holds the record's
+    canonical (JCS) bytes around the fields only sequencing knows (`prev_hash`, `seq`, `time`,
+    `v`), so sequencing only has to splice them together (`encode_record`). They are sealed by
+    `prepare`: change the payload only through `set_payload`, and nothing else afterwards."""
 
     __slots__ = (
         "event_id",
@@ -145,6 +199,7 @@ class Prepared:
         "notebook",
         "notebook_json",
         "op_index",
+        "parts",
         "payload",
         "payload_json",
         "schema",
@@ -154,17 +209,74 @@ class Prepared:
 
     def set_payload(self, payload: dict, astral: bool = False) -> None:
         self.payload = payload
-        self.payload_json = canonical_bytes(payload, astral_keys=astral).decode("utf-8")
+        if astral:
+            self.payload_json = canonical_bytes(payload, astral_keys=True)
+        else:
+            self.payload_json = _jcs_bmp(payload)
+        self.parts = None
+
+    def seal(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The record's canonical bytes around `prev_hash`, `seq`, `time` and `v` (keys in
+        JCS order): head + prev + mid + seq + at + time + tail + v + end."""
+        capped, flags, withheld = self.extras_json
+        op_index = self.op_index
+        parts = (
+            (
+                f'{{"capped":{capped},"event_id":"{self.event_id}","flags":{flags},'
+                f'"identity_id":{_json_str(self.identity_id)},'
+                f'"kernel_id":{_json_str(self.kernel_id)},'
+                f'"kernel_time":{_json_str(self.kernel_time)},"kind":"{self.kind}",'
+                f'"msg_id":{_json_str(self.msg_id)},"notebook":{self.notebook_json},'
+                f'"op_index":{"null" if op_index is None else op_index},"payload":'
+            ).encode()
+            + self.payload_json
+            + b',"prev_hash":"',
+            f'","schema":{self.schema},"seq":'.encode(),
+            f',"session_id":{_json_str(self.session_id)},"time":"'.encode(),
+            f'","trace_id":{_json_str(self.trace_id)},"v":'.encode(),
+            f',"withheld":{withheld}}}'.encode(),
+        )
+        self.parts = parts
+        return parts
+
+
+def _make_jcs_bmp():
+    """JCS text of a normalised value whose dict keys all lie in the BMP, as UTF-8 bytes: what
+    `canonical_bytes` computes, with the C encoder built once instead of per call (that costs
+    more than encoding a typical payload). Checked against `canonical_bytes` at import."""
+    if _c_make_encoder is not None:
+        from json.encoder import encode_basestring
+
+        try:
+            enc = _c_make_encoder(None, None, encode_basestring, None, ":", ",", True, False, False)
+            probe = {"b": [1, -2, 'é\u2028"\\\x00€', None, True, {}], "a": {"x": [], "\ufb33": ""}}
+            if "".join(enc(probe, 0)).encode() == canonical_bytes(probe, astral_keys=False):
+                join = "".join
+                return lambda value: join(enc(value, 0)).encode("utf-8")
+        except Exception:  # noqa: BLE001 - another Python: the portable encoder below
+            pass
+    return lambda value: canonical_bytes(value, astral_keys=False)
+
+
+_jcs_bmp = _make_jcs_bmp()
 
 
 _ID_RE = re.compile(rf"[A-Za-z0-9._:@/+=~-]{{1,{MAX_ID_LEN}}}")
 
 
+_VALID_IDS: set[str] = set()  # ids seen valid (trace and kernel ids recur in every event)
+
+
 def _id(name: str, value):
+    if type(value) is str and value in _VALID_IDS:
+        return value
     if type(value) is not str or not _ID_RE.fullmatch(value):
         raise EventValidationError(
             f"{name} must be 1-{MAX_ID_LEN} characters of A-Z a-z 0-9 . _ : @ / + = ~ -"
         )
+    if len(_VALID_IDS) > 16384:
+        _VALID_IDS.clear()
+    _VALID_IDS.add(value)
     return value
 
 
@@ -196,7 +308,9 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
     p.kind = kind
     p.schema = schema
     walk = _Walk()
-    payload = _normalise(payload, "payload", 0, max_field_bytes, walk)
+    if not _is_normal(payload, 0, max_field_bytes, walk):
+        walk = _Walk()
+        payload = _normalise(payload, "payload", 0, max_field_bytes, walk)
     withheld: list = []
     try:
         payload = masker.mask(payload)
@@ -220,12 +334,23 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
         p.identity = p.identity_id = p.identity_json = None
     else:
         p.identity, p.identity_id, p.identity_json = _identity(ident)
-    for name in _ID_FIELDS:
-        value = get(name)
-        setattr(p, name, None if value is None else _id(name, value))
-    p.client_event = p.event_id is not None
-    if p.event_id is None:
+    value = get("trace_id")
+    p.trace_id = None if value is None else _id("trace_id", value)
+    value = get("kernel_id")
+    p.kernel_id = None if value is None else _id("kernel_id", value)
+    value = get("session_id")
+    p.session_id = None if value is None else _id("session_id", value)
+    value = get("msg_id")
+    p.msg_id = None if value is None else _id("msg_id", value)
+    value = get("event_id")
+    if value is None:
+        p.client_event = False
         p.event_id = os.urandom(16).hex()
+    else:
+        p.client_event = True
+        p.event_id = _id("event_id", value)
+    value = get("kernel_time")
+    p.kernel_time = None if value is None else _id("kernel_time", value)
     notebook = get("notebook")
     if notebook is not None:
         if type(notebook) is not str:
@@ -242,34 +367,42 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
     if op_index is not None and (type(op_index) is not int or not 0 <= op_index <= SAFE_INT):
         raise EventValidationError("op_index must be a non-negative integer")
     p.op_index = op_index
-    flags = get("flags") or []
-    if not isinstance(flags, list | tuple) or not all(
-        type(f) is str and f.isidentifier() for f in flags
-    ):
-        raise EventValidationError("flags must be a list of identifiers")
-    p.flags = sorted(set(flags))
+    flags = get("flags")
+    if not flags:
+        p.flags = []
+        flags_json = "[]"
+    else:
+        if not isinstance(flags, list | tuple) or not all(
+            type(f) is str and f.isidentifier() for f in flags
+        ):
+            raise EventValidationError("flags must be a list of identifiers")
+        p.flags = sorted(set(flags))
+        flags_json = canonical_bytes(p.flags).decode()
     p.extras_json = (
         canonical_bytes(capped).decode() if capped else "[]",
-        canonical_bytes(p.flags).decode() if p.flags else "[]",
+        flags_json,
         canonical_bytes(withheld).decode() if withheld else "[]",
     )
+    p.seal()
     return p
 
 
 def encode_record(p: Prepared, seq: int, prev_hex: str, time_iso: str, version: int) -> bytes:
     """Canonical (JCS) bytes of a sequenced record: keys in sorted order, fragments spliced."""
-    capped, flags, withheld = p.extras_json
-    op_index = p.op_index
-    return (
-        f'{{"capped":{capped},"event_id":"{p.event_id}","flags":{flags},'
-        f'"identity_id":{_json_str(p.identity_id)},"kernel_id":{_json_str(p.kernel_id)},'
-        f'"kernel_time":{_json_str(p.kernel_time)},"kind":"{p.kind}",'
-        f'"msg_id":{_json_str(p.msg_id)},"notebook":{p.notebook_json},'
-        f'"op_index":{"null" if op_index is None else op_index},"payload":{p.payload_json},'
-        f'"prev_hash":"{prev_hex}","schema":{p.schema},"seq":{seq},'
-        f'"session_id":{_json_str(p.session_id)},"time":"{time_iso}",'
-        f'"trace_id":{_json_str(p.trace_id)},"v":{version},"withheld":{withheld}}}'
-    ).encode()
+    head, mid, at, tail, end = p.parts or p.seal()
+    return b"".join(
+        (
+            head,
+            prev_hex.encode(),
+            mid,
+            str(seq).encode(),
+            at,
+            time_iso.encode(),
+            tail,
+            str(version).encode(),
+            end,
+        )
+    )
 
 
 _IDENTITY_CACHE: dict = {}
@@ -280,8 +413,9 @@ def _identity(raw) -> tuple[dict, str, str]:
     if not isinstance(raw, dict):
         raise EventValidationError("identity must be an object")
     try:
+        # in the order given (the same identity in another key order is one more entry)
         key = tuple(
-            (k, tuple(v) if isinstance(v, list | tuple) else v) for k, v in sorted(raw.items())
+            [(k, tuple(v) if type(v) is list or type(v) is tuple else v) for k, v in raw.items()]
         )
         hit = _IDENTITY_CACHE.get(key)
     except TypeError:  # unhashable values: normalise below reports them

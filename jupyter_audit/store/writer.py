@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+from binascii import hexlify
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ import pyarrow as pa
 from ..identity import system_identity
 from .canonical import GENESIS_HASH, jcs
 from .merkle import MerkleFrontier
-from .records import Prepared, encode_record, prepare
+from .records import Prepared, prepare
 from .schema import TrailError, connect, initialise
 from .signing import SigningKey, public_b64
 
@@ -142,6 +143,9 @@ class Writer:
                 + ([self.checkpoint_mirror] if self.checkpoint_mirror else []),
                 trusted_keys=None,
             )
+        # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
+        # commit of the first event
+        pa.array([0], pa.int64())
         self._thread = threading.Thread(target=self._run, name="jupyter-audit-writer", daemon=True)
         self._thread.start()
         if self.integrity is not None:
@@ -436,80 +440,74 @@ class Writer:
                 fut.set_result(batch)
 
     def _commit_new(self, items: list[tuple[Prepared, Future]]) -> None:
-        seq = self.seq
+        seq0 = seq = self.seq
         prev = self.last_hash
         frontier = self.frontier.copy()
-        last_us = self._last_time_us
-        now_us = time.time_ns() // 1000
-        last_us = max(last_us, now_us)
-        time_iso = iso_time(last_us)
+        last_us = max(self._last_time_us, time.time_ns() // 1000)
+        time_b = iso_time(last_us).encode()
+        version_b = b"%d" % RECORD_VERSION
         known = self._known_identities
         new_ids: dict[str, tuple[str, str | None, int]] = {}
-        c_seq, c_kind, c_trace, c_kernel, c_nb, c_msg, c_ident, c_eid = ([] for _ in range(8))
+        ps = [p for p, _fut in items]
         c_prev, c_hash, c_leaf, c_rec = [], [], [], []
-        traces: dict[str, list] = {}
-        users: set[tuple[str, str]] = set()
-        results = []
-        for p, _fut in items:
+        add_leaf, join = frontier.append, b"".join
+        for p in ps:
             seq += 1
-            ident = p.identity
             iid = p.identity_id
             if iid is not None and iid not in known and iid not in new_ids:
-                new_ids[iid] = (p.identity_json, ident["username"], seq)
-            canon = encode_record(p, seq, prev.hex(), time_iso, RECORD_VERSION)
+                new_ids[iid] = (p.identity_json, p.identity["username"], seq)
+            # encode_record(p, seq, prev.hex(), time, RECORD_VERSION), spliced here
+            head, mid, at, tail, end = p.parts or p.seal()
+            canon = join((head, hexlify(prev), mid, b"%d" % seq, at, time_b, tail, version_b, end))
             h = sha256(prev + canon).digest()
             leaf = sha256(b"\x00" + canon).digest()
-            frontier.append(leaf)
-            c_seq.append(seq)
-            c_kind.append(p.kind)
-            c_trace.append(p.trace_id)
-            c_kernel.append(p.kernel_id)
-            c_nb.append(p.notebook)
-            c_msg.append(p.msg_id)
-            c_ident.append(iid)
-            c_eid.append(p.event_id)
+            add_leaf(leaf)
             c_prev.append(prev)
             c_hash.append(h)
             c_leaf.append(leaf)
             c_rec.append(canon)
-            results.append((seq, h, p.event_id))
             prev = h
-            if p.trace_id is not None:
-                t = traces.get(p.trace_id)
-                if t is None:
-                    t = traces[p.trace_id] = [p.kernel_id, p.notebook, seq, seq, 0, 0, 0, None]
-                t[3] = seq
-                t[4] += 1
-                if p.kernel_id and not t[0]:
-                    t[0] = p.kernel_id
-                if p.notebook:
-                    t[1] = p.notebook
-                kind = p.kind
-                if kind in _CELL_KINDS or (kind == "cell.started" and "unattributed" in p.flags):
-                    t[5] += 1
-                elif kind.startswith("op."):
-                    t[6] += 1
-                if kind in _ENDED:
-                    t[7] = "ended"
-                elif kind == "session.started":
-                    t[7] = "running"
-                if ident is not None:
-                    pair = (p.trace_id, ident["username"])
-                    if pair not in self._known_pairs:
-                        users.add(pair)
-        n = len(c_seq)
-        ts = pa.array([last_us] * n, pa.timestamp("us"))
+        traces: dict[str, list] = {}
+        users: set[tuple[str, str]] = set()
+        known_pairs = self._known_pairs
+        for s, p in enumerate(ps, seq0 + 1):
+            trace_id = p.trace_id
+            if trace_id is None:
+                continue
+            t = traces.get(trace_id)
+            if t is None:
+                t = traces[trace_id] = [p.kernel_id, p.notebook, s, s, 0, 0, 0, None]
+            t[3] = s
+            t[4] += 1
+            if p.kernel_id and not t[0]:
+                t[0] = p.kernel_id
+            if p.notebook:
+                t[1] = p.notebook
+            kind = p.kind
+            if kind in _CELL_KINDS or (kind == "cell.started" and "unattributed" in p.flags):
+                t[5] += 1
+            elif kind.startswith("op."):
+                t[6] += 1
+            if kind in _ENDED:
+                t[7] = "ended"
+            elif kind == "session.started":
+                t[7] = "running"
+            if p.identity is not None:
+                pair = (trace_id, p.identity["username"])
+                if pair not in known_pairs:
+                    users.add(pair)
+        n = len(ps)
         events = pa.table(
             {
-                "seq": pa.array(c_seq, pa.int64()),
-                "kind": pa.array(c_kind, pa.string()),
-                "time": ts,
-                "trace_id": pa.array(c_trace, pa.string()),
-                "kernel_id": pa.array(c_kernel, pa.string()),
-                "notebook": pa.array(c_nb, pa.string()),
-                "msg_id": pa.array(c_msg, pa.string()),
-                "identity_id": pa.array(c_ident, pa.string()),
-                "event_id": pa.array(c_eid, pa.string()),
+                "seq": pa.array(range(seq0 + 1, seq + 1), pa.int64()),
+                "kind": pa.array([p.kind for p in ps], pa.string()),
+                "time": pa.array([last_us] * n, pa.timestamp("us")),
+                "trace_id": pa.array([p.trace_id for p in ps], pa.string()),
+                "kernel_id": pa.array([p.kernel_id for p in ps], pa.string()),
+                "notebook": pa.array([p.notebook for p in ps], pa.string()),
+                "msg_id": pa.array([p.msg_id for p in ps], pa.string()),
+                "identity_id": pa.array([p.identity_id for p in ps], pa.string()),
+                "event_id": pa.array([p.event_id for p in ps], pa.string()),
                 "prev_hash": pa.array(c_prev, pa.binary()),
                 "hash": pa.array(c_hash, pa.binary()),
                 "leaf": pa.array(c_leaf, pa.binary()),
@@ -531,11 +529,7 @@ class Writer:
                 )
             if traces:
                 self._upsert_traces(con, traces, users, last_us)
-            client = [
-                (p.event_id, r[0])
-                for (p, _f), r in zip(items, results, strict=True)
-                if p.client_event
-            ]
+            client = [(p.event_id, s) for s, p in enumerate(ps, seq0 + 1) if p.client_event]
             if client:
                 ids = pa.table(
                     {
@@ -583,8 +577,17 @@ class Writer:
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
         # a batch future (submit_batch) resolves once the last of its events is committed
-        for (_p, fut), (rseq, rh, reid) in zip(items, results, strict=True):
-            self._resolve(fut, AppendResult(rseq, rh.hex(), reid))
+        # (Writer._resolve, inlined)
+        for s, (p, fut), h in zip(range(seq0 + 1, seq + 1), items, c_hash, strict=True):
+            res = AppendResult(s, h.hex(), p.event_id)
+            batch = getattr(fut, "_batch", None)
+            if batch is None:
+                if not fut.done():
+                    fut.set_result(res)
+            else:
+                batch.append(res)
+                if len(batch) == fut._size and not fut.done():
+                    fut.set_result(batch)
 
     @staticmethod
     def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:
