@@ -39,14 +39,15 @@ class AuditAuthorizer(Authorizer):
     def roles(self, handler, user) -> list[str]:
         return roles_for(self.identity(handler, user), handler.identity_provider, self.audit)
 
-    def allows(self, handler, user, resource: str) -> bool:
-        """The audit rules alone (synchronous; the gateway uses them per cell)."""
+    def allows(self, handler, user, resource: str, ident: dict | None = None) -> bool:
+        """The audit rules alone (synchronous; the gateway uses them per cell, passing the
+        identity snapshot it has already resolved)."""
         if user is None:
             return False
         expires_at = getattr(user, "expires_at", None)
         if expires_at is not None and time.time() >= expires_at:
             return False  # e.g. a websocket opened with a token that has since expired
-        ident = self.identity(handler, user)
+        ident = ident or self.identity(handler, user)
         token_id = ident.get("token_id")
         tokens = getattr(self.audit, "tokens", None)
         if token_id and (tokens is None or not tokens.is_active(token_id)):

@@ -52,8 +52,9 @@ def _api(
 ) -> dict:
     query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
     url = f"{args.url.rstrip('/')}/jupyter-audit/api/{path}" + (f"?{query}" if query else "")
-    auth = args.token if " " in args.token else f"token {args.token}"
-    headers = {"Authorization": auth}
+    from .runner import authorization
+
+    headers = {"Authorization": authorization(args.token)}
     data = None
     if body is not None:
         data = json.dumps(body).encode("utf-8")

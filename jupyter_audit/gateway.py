@@ -241,10 +241,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
         handler = self.websocket_handler
-        # checked per cell: a token revoked while the socket is open stops here
-        if not audit.authorizer.allows(handler, handler.current_user, "audit:cells"):
-            raise CellRefused("not authorized to run cells (token revoked or expired?)")
         identity = self._identity()
+        # checked per cell: a token revoked while the socket is open stops here
+        if not audit.authorizer.allows(handler, handler.current_user, "audit:cells", identity):
+            raise CellRefused("not authorized to run cells (token revoked or expired?)")
         msg_id = safe_id(header.get("msg_id"))
         if msg_id is None or audit.cells.lookup(msg_id) is not None:
             # a reused msg_id would join this cell's operations to another person's cell

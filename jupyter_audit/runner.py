@@ -74,8 +74,8 @@ def _now() -> str:
 
 # ---------------------------------------------------------------------------- HTTP
 def authorization(token: str) -> str:
-    """The Authorization header, as `jupyter audit … --url` sends it (cli._api): a bare
-    token becomes `token T`; a value with a scheme (`Bearer …`) is sent as given."""
+    """The Authorization header every `jupyter audit … --url` command sends: a bare token
+    becomes `token T`; a value with a scheme (`Bearer …`) is sent as given."""
     return token if " " in token else f"token {token}"
 
 

@@ -93,6 +93,8 @@ async def test_bad_token_requests_get_clear_errors(jp_fetch):
         ({"expires": "-1d"}, "duration"),
         ({"expires": "2001-01-01"}, "future"),
         ({"expires": "900d"}, "at most"),
+        ({"expires": 30}, "must be a string"),
+        ({"service_account": ["x"]}, "service account"),
     ):
         with pytest.raises(HTTPClientError) as e:
             await create(jp_fetch, **body)

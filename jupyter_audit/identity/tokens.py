@@ -36,7 +36,9 @@ class TokenError(ValueError):
 def parse_expiry(raw: str, now: datetime | None = None) -> datetime:
     """`30d`, `12h`, `90m`, `2w`, or an ISO 8601 date/time (UTC when naive)."""
     now = now or datetime.now(UTC)
-    text = (raw or "").strip()
+    if not isinstance(raw, str):
+        raise TokenError("expires must be a string such as 30d, 12h, 90m, 2w or an ISO date")
+    text = raw.strip()
     m = _DURATION.match(text)
     if m:
         n, unit = int(m.group(1)), m.group(2)

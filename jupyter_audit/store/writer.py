@@ -577,17 +577,9 @@ class Writer:
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
         # a batch future (submit_batch) resolves once the last of its events is committed
-        # (Writer._resolve, inlined)
+        resolve = self._resolve
         for s, (p, fut), h in zip(range(seq0 + 1, seq + 1), items, c_hash, strict=True):
-            res = AppendResult(s, h.hex(), p.event_id)
-            batch = getattr(fut, "_batch", None)
-            if batch is None:
-                if not fut.done():
-                    fut.set_result(res)
-            else:
-                batch.append(res)
-                if len(batch) == fut._size and not fut.done():
-                    fut.set_result(batch)
+            resolve(fut, AppendResult(s, h.hex(), p.event_id))
 
     @staticmethod
     def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:
