@@ -81,6 +81,14 @@ class AuditApp(ExtensionApp):
         help="Strings longer than this many bytes are capped; the trail keeps their original "
         "size and sha256.",
     )
+    prepare_workers = Int(
+        None,
+        allow_none=True,
+        config=True,
+        help="Worker processes that validate and mask big batches (kernel ingest, spool "
+        "backlogs) beside the writer thread; default one per core left free, at most 4; 0 "
+        "prepares everything in the server process.",
+    )
     spool_interval = Float(
         30.0,
         config=True,
@@ -142,6 +150,7 @@ class AuditApp(ExtensionApp):
             checkpoint_mirror=self.checkpoint_mirror_path or None,
             max_field_bytes=self.max_field_bytes,
             verify_on_open=self.verify_on_start,
+            prepare_workers=self.prepare_workers,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
         self.cells = CellRegistry()

@@ -416,20 +416,27 @@ class KernelEventsHandler(APIHandler):
 def _prepare_batch(audit, kernel_id: str, events: list):
     """Attribute, validate and mask one kernel batch: (prepared, rejected, forgeries)."""
     attributor = Attributor(audit.cells, audit.writer.cursor)
-    prepared, rejected, forged = [], [], []
-    for raw in events:
+    attributed, rejected, forged = [], [], []
+    for i, raw in enumerate(events):
         event_id = raw.get("event_id") if isinstance(raw, dict) else None
         try:
-            event = attributor.event(kernel_id, raw)
-            prepared.append(audit.writer.prepare(event))
-            if event["kind"] in ("cell.started", "cell.finished"):
-                audit.cells.reported(event["msg_id"])
+            attributed.append((i, event_id, attributor.event(kernel_id, raw)))
         except ForgedSubmission as e:
-            rejected.append({"event_id": event_id, "error": str(e)})
+            rejected.append((i, {"event_id": event_id, "error": str(e)}))
             forged.append(str(e))
         except EventValidationError as e:
-            rejected.append({"event_id": event_id, "error": str(e)})
-    return prepared, rejected, forged
+            rejected.append((i, {"event_id": event_id, "error": str(e)}))
+    prepared = []
+    results = audit.writer.prepare_many([event for _, _, event in attributed])
+    for (i, event_id, event), p in zip(attributed, results, strict=True):
+        if isinstance(p, EventValidationError):
+            rejected.append((i, {"event_id": event_id, "error": str(p)}))
+            continue
+        prepared.append(p)
+        if event["kind"] in ("cell.started", "cell.finished"):
+            audit.cells.reported(event["msg_id"])
+    rejected.sort(key=lambda r: r[0])
+    return prepared, [r for _, r in rejected], forged
 
 
 HANDLERS = [

@@ -86,14 +86,24 @@ def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
 def _ingest_file(audit, kernel_id: str, path: Path) -> int:
     attributor = Attributor(audit.cells, audit.writer.cursor)
     stored, bad = 0, 0
-    prepared: list = []
+    events: list = []
 
     def commit() -> None:
-        nonlocal stored
+        nonlocal stored, bad
+        if not events:
+            return
+        prepared = []
+        for event, p in zip(events, audit.writer.prepare_many(events), strict=True):
+            if isinstance(p, EventValidationError):
+                bad += 1
+                continue
+            prepared.append(p)
+            if event["kind"] in ("cell.started", "cell.finished"):
+                audit.cells.reported(event["msg_id"])
+        events.clear()
         if prepared:
             audit.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
             stored += len(prepared)
-            prepared.clear()
 
     with open(path, "rb") as f:
         for line in f:
@@ -103,12 +113,10 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
                 raw = json.loads(line)
                 event = attributor.event(kernel_id, raw)
                 event["flags"] = sorted({*event.get("flags", []), "spooled"})
-                prepared.append(audit.writer.prepare(event))
-                if event["kind"] in ("cell.started", "cell.finished"):
-                    audit.cells.reported(event["msg_id"])
+                events.append(event)
             except (ValueError, EventValidationError):
                 bad += 1
-            if len(prepared) >= CHUNK:
+            if len(events) >= CHUNK:
                 commit()
     commit()
     if bad:

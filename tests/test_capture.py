@@ -160,6 +160,37 @@ async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetc
     assert any("secret" in r for r in rejected) and any("identity" in r for r in rejected)
 
 
+async def test_a_big_batch_is_prepared_by_workers_with_the_same_verdicts(jp_serverapp, jp_fetch):
+    """A backlog-sized batch goes to the prepare workers: every good event is stored, masked
+    and in order; malformed and forged ones are refused at their own place in the batch."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    kid = "kernel-cccc"
+    secret = audit.kernel_secrets.issue(kid)
+    batch = []
+    for i in range(300):
+        event_id = f"{i:032x}"
+        if i == 7:
+            batch.append(op(event_id, identity={"username": "ceo"}))  # forged
+        elif i == 150:
+            batch.append({**op(event_id), "payload": {"command": "ls \ud800"}})  # malformed
+        else:
+            batch.append(
+                {**op(event_id), "op_index": i, "payload": {"command": f"mail x{i}@corp.example"}}
+            )
+    r = await post_events(jp_fetch, kid, secret, batch)
+    body = json.loads(r.body)
+    good = [e["event_id"] for i, e in enumerate(batch) if i not in (7, 150)]
+    assert body["accepted"] == good
+    assert [x["event_id"] for x in body["rejected"]] == [f"{7:032x}", f"{150:032x}"]
+    assert "identity" in body["rejected"][0]["error"]
+    assert "not valid UTF-8" in body["rejected"][1]["error"]
+    assert audit.writer.pool._executor is not None, "the batch went to a worker process"
+    stored = [e for e in trail_events(audit) if e.get("kernel_id") == kid and e["event_id"] in good]
+    assert [e["event_id"] for e in stored] == good
+    assert not any("corp.example" in json.dumps(e) for e in stored)
+    assert all(e["payload"]["command"].startswith("mail ‹EMAIL:") for e in stored)
+
+
 class TestCaptureGaps:
     @pytest.fixture
     def jp_server_config(self, trail_dir):

@@ -169,6 +169,18 @@ class MaskingEngine:
     def __repr__(self) -> str:
         return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
 
+    def __getstate__(self) -> dict:
+        """Pickled (for prepare workers) without its caches: a fresh engine, same key."""
+        state = dict(self.__dict__)
+        state["_pseudonyms"] = _TwoGenerationCache(self._pseudonyms.limit * 2)
+        if self._results is not None:
+            state["_results"] = _TwoGenerationCache(
+                self._results.limit * 2, self._results.max_chars * 2
+            )
+        state["_seen"] = set()
+        state["_keys"] = {}
+        return state
+
     # Pseudonyms ---------------------------------------------------------------------------
 
     def pseudonym(self, type: str, value: str | bytes) -> str:

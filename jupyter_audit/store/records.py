@@ -207,6 +207,53 @@ class Prepared:
         "trace_id",
     )
 
+    # what a prepare worker sends back (`store.pool`): the sealed record and the fields the
+    # Writer indexes; not the payload, which lives on in the sealed bytes
+    _WIRE = (
+        "kind",
+        "trace_id",
+        "kernel_id",
+        "session_id",
+        "notebook",
+        "msg_id",
+        "identity_id",
+        "identity_json",
+        "event_id",
+        "client_event",
+        "flags",
+        "op_index",
+        "kernel_time",
+        "parts",
+    )
+
+    def to_wire(self) -> tuple:
+        if self.parts is None:
+            self.seal()
+        return tuple([getattr(self, name) for name in self._WIRE])
+
+    @classmethod
+    def from_wire(cls, wire: tuple) -> Prepared:
+        p = cls()
+        (
+            p.kind,
+            p.trace_id,
+            p.kernel_id,
+            p.session_id,
+            p.notebook,
+            p.msg_id,
+            p.identity_id,
+            p.identity_json,
+            p.event_id,
+            p.client_event,
+            p.flags,
+            p.op_index,
+            p.kernel_time,
+            p.parts,
+        ) = wire  # the order of _WIRE
+        p.identity = None if p.identity_json is None else _snapshot(p.identity_id, p.identity_json)
+        p.payload = p.payload_json = p.schema = p.extras_json = None
+        return p
+
     def set_payload(self, payload: dict, astral: bool = False) -> None:
         self.payload = payload
         if astral:
@@ -406,6 +453,16 @@ def encode_record(p: Prepared, seq: int, prev_hex: str, time_iso: str, version: 
 
 
 _IDENTITY_CACHE: dict = {}
+_SNAPSHOTS: dict[str, dict] = {}  # identity_id -> snapshot, for records sealed elsewhere
+
+
+def _snapshot(identity_id: str, text: str) -> dict:
+    snap = _SNAPSHOTS.get(identity_id)
+    if snap is None:
+        if len(_SNAPSHOTS) > 4096:
+            _SNAPSHOTS.clear()
+        snap = _SNAPSHOTS[identity_id] = json.loads(text)
+    return snap
 
 
 def _identity(raw) -> tuple[dict, str, str]:

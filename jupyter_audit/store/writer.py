@@ -16,16 +16,19 @@ import threading
 import time
 from binascii import hexlify
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
+from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 
+from ..events import EventValidationError
 from ..identity import system_identity
 from .canonical import GENESIS_HASH, jcs
 from .merkle import MerkleFrontier
+from .pool import PreparePool
 from .records import Prepared, prepare
 from .schema import TrailError, connect, initialise
 from .signing import SigningKey, public_b64
@@ -36,6 +39,8 @@ RECORD_VERSION = 1
 _STOP = object()
 _CHECKPOINT = object()
 _CELL_KINDS = {"cell.requested"}
+BUSY_BATCH = 500  # a round that took this many events means sustained load...
+BUSY_WAIT = 0.05  # ...and the next one waits up to this long to fill a bigger batch
 _ENDED = {"session.ended"}
 
 
@@ -43,8 +48,7 @@ class TrailWriteError(TrailError):
     """The trail could not store a batch; nothing in it was acknowledged."""
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     seq: int
     hash: str
     event_id: str
@@ -93,6 +97,7 @@ class Writer:
         batch_wait: float = 0.002,
         verify_on_open: bool = True,
         pubkey_path: str | os.PathLike | None = None,
+        prepare_workers: int | None = None,
     ):
         self.db_path = Path(db_path)
         self.masker = masker
@@ -108,6 +113,7 @@ class Writer:
         self.batch_wait = batch_wait
         self.verify_on_open = verify_on_open
         self.pubkey_path = pubkey_path
+        self.pool = PreparePool(masker, max_field_bytes, prepare_workers)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._con = None
@@ -123,6 +129,7 @@ class Writer:
         self._since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         self._closed = False
+        self._last_count = 0  # events taken in the last round (load indicator)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self):
@@ -180,6 +187,7 @@ class Writer:
                 self.checkpoint().result(timeout=60)
             except Exception as e:  # noqa: BLE001 - closing must go on
                 log.warning("final checkpoint failed: %s", e)
+        self.pool.close()
         self._queue.put((_STOP, None))
         self._thread.join(timeout=60)
         self._closed = True
@@ -226,6 +234,11 @@ class Writer:
         """Validate and mask an event now (raises EventValidationError)."""
         return prepare(event, self.masker, self.max_field_bytes)
 
+    def prepare_many(self, events: list) -> list[Prepared | EventValidationError]:
+        """Validate and mask a batch; big batches in worker processes (`PreparePool`). A
+        Prepared or the EventValidationError for each event, in order."""
+        return self.pool.prepare_many(events)
+
     def submit(self, event: dict | Prepared) -> Future:
         """Queue one event; the future resolves to an AppendResult after commit."""
         if self._closed or self._thread is None:
@@ -240,16 +253,21 @@ class Writer:
         to their AppendResults, in order, after the commit that holds the last of them."""
         if self._closed or self._thread is None:
             raise TrailWriteError("the trail writer is not running")
-        prepared = [e if isinstance(e, Prepared) else self.prepare(e) for e in events]
+        prepared = list(events)
+        raw = [i for i, e in enumerate(prepared) if type(e) is not Prepared]
+        if raw:
+            done = self.prepare_many([prepared[i] for i in raw])
+            for i, p in zip(raw, done, strict=True):
+                if not isinstance(p, Prepared):
+                    raise p
+                prepared[i] = p
         fut: Future = Future()
         fut._batch = []
         fut._size = len(prepared)
         if not prepared:
             fut.set_result([])
             return fut
-        put = self._queue.put
-        for p in prepared:
-            put((p, fut))
+        self._queue.put((prepared, fut))
         return fut
 
     def append(self, event: dict, timeout: float | None = 60) -> AppendResult:
@@ -317,18 +335,27 @@ class Writer:
                 self._maybe_checkpoint(force_time=True)
                 continue
             items = [first]
-            deadline = time.monotonic() + self.batch_wait
-            while len(items) < self.max_batch:
+            count = len(first[0]) if type(first[0]) is list else 1
+            # under sustained load, gather bigger transactions: each one costs a WAL sync
+            # and a traces upsert (several ms) whatever its size
+            wait = self.batch_wait if self._last_count < BUSY_BATCH else BUSY_WAIT
+            deadline = time.monotonic() + wait
+            while count < self.max_batch:
                 try:
-                    items.append(q.get_nowait())
+                    item = q.get_nowait()
                 except queue.Empty:
                     if time.monotonic() >= deadline:
                         break
                     time.sleep(0.0005)
+                    continue
+                items.append(item)
+                count += len(item[0]) if type(item[0]) is list else 1
             events = []
             stop = False
             for obj, fut in items:
-                if obj is _STOP:
+                if type(obj) is list:  # submit_batch: one queue item for the whole batch
+                    events.extend(zip(obj, repeat(fut)))
+                elif obj is _STOP:
                     stop = True
                 elif obj is _CHECKPOINT or obj is None:
                     if events:
@@ -345,6 +372,7 @@ class Writer:
                     events.append((obj, fut))
             if events:
                 self._commit(events)
+            self._last_count = count
             if stop:
                 return
             self._maybe_checkpoint()
@@ -359,11 +387,15 @@ class Writer:
         )
         if due_count or due_time:
             try:
-                self._checkpoint()
+                # under load the WAL is left to DuckDB's own threshold (CONNECTION_CONFIG):
+                # a CHECKPOINT every few thousand events rewrites the table's open row group
+                # each time and costs more than the inserts themselves
+                self._checkpoint(flush_wal=bool(due_time))
             except Exception as e:  # noqa: BLE001 - retried at the next occasion
                 log.error("signed checkpoint failed: %s", e)
 
-    def _checkpoint(self) -> dict | None:
+    def _checkpoint(self, flush_wal: bool = True) -> dict | None:
+        """Sign and record a checkpoint; `flush_wal` also folds the WAL into the file."""
         if self.seq == 0:
             return None
         body = {
@@ -388,10 +420,11 @@ class Writer:
         fut.result()
         self._since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
-        try:
-            self._con.execute("CHECKPOINT")  # keep the WAL small
-        except Exception as e:  # noqa: BLE001
-            log.warning("database checkpoint failed: %s", e)
+        if flush_wal:
+            try:
+                self._con.execute("CHECKPOINT")
+            except Exception as e:  # noqa: BLE001
+                log.warning("database checkpoint failed: %s", e)
         return body
 
     def _drop_duplicates(self, items: list[tuple[Prepared, Future]]):
@@ -438,6 +471,13 @@ class Writer:
             batch.append(res)
             if len(batch) == fut._size and not fut.done():
                 fut.set_result(batch)
+
+    @staticmethod
+    def _resolve_many(fut: Future, results: list) -> None:
+        batch = fut._batch
+        batch.extend(results)
+        if len(batch) == fut._size and not fut.done():
+            fut.set_result(batch)
 
     def _commit_new(self, items: list[tuple[Prepared, Future]]) -> None:
         seq0 = seq = self.seq
@@ -576,10 +616,28 @@ class Writer:
         self._known_pairs.update(users)
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
-        # a batch future (submit_batch) resolves once the last of its events is committed
-        resolve = self._resolve
-        for s, (p, fut), h in zip(range(seq0 + 1, seq + 1), items, c_hash, strict=True):
-            resolve(fut, AppendResult(s, h.hex(), p.event_id))
+        # a batch future (submit_batch) resolves once the last of its events is committed;
+        # consecutive events of one future are resolved together
+        resolve, i = self._resolve, 0
+        while i < n:
+            fut = items[i][1]
+            j = i + 1
+            while j < n and items[j][1] is fut:
+                j += 1
+            results = list(
+                map(
+                    AppendResult,
+                    range(seq0 + 1 + i, seq0 + 1 + j),
+                    map(bytes.hex, c_hash[i:j]),
+                    [p.event_id for p in ps[i:j]],
+                )
+            )
+            if j - i == 1 or getattr(fut, "_batch", None) is None:
+                for res in results:
+                    resolve(fut, res)
+            else:
+                self._resolve_many(fut, results)
+            i = j
 
     @staticmethod
     def _upsert_traces(con, traces: dict, users: set, last_us: int) -> None:

@@ -1,0 +1,145 @@
+"""Validate and mask big batches of events in worker processes.
+
+Preparing an event (validation, masking, canonical encoding: `records.prepare`) is the
+heaviest step between a kernel's report and the trail, and it is pure Python: in the server
+process it runs on one core and competes for the GIL with the event loop and the writer
+thread. `PreparePool` hands big batches (kernel ingest, spool backlogs) to spawned worker
+processes, each with its own copy of the masking engine (same key, so the same pseudonyms),
+while the writer thread chains and inserts the previous batch.
+
+Small batches are prepared in-process (a worker round trip costs more than they do). Results
+come back in submission order. A worker that fails or dies makes its part of the batch fall
+back to in-process preparation, so a pool problem costs speed, never events.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from ..events import EventValidationError
+from .records import Prepared, prepare
+
+log = logging.getLogger("jupyter_audit.pool")
+
+#: batches smaller than this are prepared in-process
+MIN_BATCH = 64
+#: events per task sent to a worker
+CHUNK = 500
+
+
+def default_workers() -> int:
+    """One worker per core the writer thread and the event loop leave free (at least one,
+    at most four: the writer thread's DuckDB insert is the next limit)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
+
+_state: tuple | None = None  # (masker, max_field_bytes) in a worker process
+
+
+def _init_worker(masker, max_field_bytes: int) -> None:
+    global _state
+    # Ctrl-C in a terminal reaches the whole process group: the server shuts the pool down
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _state = (masker, max_field_bytes)
+
+
+def _prepare_chunk(events: list) -> list:
+    """In a worker: a Prepared's wire tuple, or the validation message (str), per event."""
+    masker, cap = _state
+    out = []
+    for event in events:
+        try:
+            out.append(prepare(event, masker, cap).to_wire())
+        except EventValidationError as e:
+            out.append(str(e))
+    return out
+
+
+class PreparePool:
+    """`prepare_many` for one Writer; workers start on the first big batch."""
+
+    def __init__(self, masker, max_field_bytes: int, workers: int | None = None):
+        self.masker = masker
+        self.max_field_bytes = max_field_bytes
+        self.workers = default_workers() if workers is None else max(0, workers)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def prepare_many(self, events: list) -> list[Prepared | EventValidationError]:
+        """A Prepared or an EventValidationError for each event, in order."""
+        if self.workers == 0 or len(events) < MIN_BATCH or self._closed:
+            return self._inline(events)
+        executor = self._get_executor()
+        if executor is None:
+            return self._inline(events)
+        size = max(MIN_BATCH, min(CHUNK, -(-len(events) // self.workers)))
+        chunks = [events[i : i + size] for i in range(0, len(events), size)]
+        try:
+            futures = [executor.submit(_prepare_chunk, c) for c in chunks]
+        except Exception as e:  # noqa: BLE001 - a broken or closing pool: prepare here
+            self._broken(executor, e)
+            return self._inline(events)
+        out: list = []
+        for chunk, fut in zip(chunks, futures, strict=True):
+            try:
+                results = fut.result()
+            except BrokenProcessPool as e:  # a worker died: prepare here, start afresh later
+                self._broken(executor, e)
+                out.extend(self._inline(chunk))
+                continue
+            except Exception:  # noqa: BLE001 - an error in prepare itself: report it as here
+                out.extend(self._inline(chunk))
+                continue
+            from_wire = Prepared.from_wire
+            out.extend(EventValidationError(r) if type(r) is str else from_wire(r) for r in results)
+        return out
+
+    def _inline(self, events: list) -> list:
+        masker, cap, out = self.masker, self.max_field_bytes, []
+        for event in events:
+            try:
+                out.append(prepare(event, masker, cap))
+            except EventValidationError as e:
+                out.append(e)
+        return out
+
+    def _get_executor(self) -> ProcessPoolExecutor | None:
+        with self._lock:
+            if self._executor is None and not self._closed:
+                try:
+                    self._executor = ProcessPoolExecutor(
+                        max_workers=self.workers,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_init_worker,
+                        initargs=(self.masker, self.max_field_bytes),
+                    )
+                except Exception as e:  # noqa: BLE001 - no processes here: stay in-process
+                    log.warning("jupyter-audit: cannot start prepare workers (%s)", e)
+                    self.workers = 0
+            return self._executor
+
+    def _broken(self, executor: ProcessPoolExecutor, error: Exception) -> None:
+        with self._lock:
+            if self._executor is not executor:
+                return  # already replaced (reported once)
+            self._executor = None
+        log.warning("jupyter-audit: a prepare worker failed (%s); prepared in-process", error)
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
