@@ -4,7 +4,7 @@ beside naive row-at-a-time inserts of the same records measured in the same run.
     python benchmarks/bench_writer.py [N] [--no-cold]
 
 Batches are prepared (validated, masked, encoded) by the Writer's prepare workers
-(`store/pool.py`, one per core left free) while its thread chains and inserts, as the
+(`store/pool.py`, one per core) while its thread chains and inserts, as the
 server's kernel ingest does; a second run prepares in-process (``prepare_workers=0``).
 Prints wall-clock rate and CPU time of this process (``time.process_time``: every thread,
 DuckDB's included; the workers' CPU is not in it). The events

@@ -86,7 +86,7 @@ class AuditApp(ExtensionApp):
         allow_none=True,
         config=True,
         help="Worker processes that validate and mask big batches (kernel ingest, spool "
-        "backlogs) beside the writer thread; default one per core left free, at most 4; 0 "
+        "backlogs) beside the writer thread; default one per core, at most 4; 0 "
         "prepares everything in the server process.",
     )
     spool_interval = Float(
