@@ -99,6 +99,9 @@ class Server:
         self.proc = subprocess.Popen(
             cmd,
             env=env,
+            # not the caller's directory: `python -m` puts the working directory first on
+            # sys.path, so run from a checkout the servers would load that checkout's code
+            cwd=self.dir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,

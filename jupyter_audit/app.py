@@ -21,7 +21,7 @@ from . import kernels, lifecycle, terminals
 from ._version import __version__
 from .attribution import CellRegistry
 from .authorization import AuditAuthorizer
-from .gateway import AuditKernelWebsocketConnection
+from .gateway import AuditKernelWebsocketConnection, CellRequests
 from .handlers import API, HANDLERS
 from .identity import tokens
 from .identity.tokens import TokenStore
@@ -154,6 +154,7 @@ class AuditApp(ExtensionApp):
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
         self.cells = CellRegistry()
+        self.cell_requests = CellRequests(self.writer, self.log)
         self.kernel_secrets = KernelSecrets()
         self.tokens = TokenStore(self.writer)
         tokens.install(self.serverapp.identity_provider, self.tokens)
@@ -264,6 +265,7 @@ class AuditApp(ExtensionApp):
                 timer.stop()
         writer = getattr(self, "writer", None)
         if writer is not None:
+            self.cell_requests.flush()
             lifecycle.record_server_shutdown(self, self.serverapp.kernel_manager)
             writer.close()
 

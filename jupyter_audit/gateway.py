@@ -4,8 +4,8 @@ For every execute_request a client sends through the server (JupyterLab's
 v1.kernel.websocket.jupyter.org protocol and the legacy JSON one) it resolves the
 websocket's authenticated user to an identity snapshot, submits `cell.requested`, and stamps
 `metadata.jupyter_audit` on the message before forwarding it (the server's Session re-signs
-it). The client's own `header.username` is never trusted. It never blocks a cell on the
-trail: the event is queued to the Writer and its outcome logged.
+it). The client's own `header.username` is never trusted. With fail_mode=open it never
+blocks a cell on the trail: the event is queued (`CellRequests`) and its outcome logged.
 """
 
 from __future__ import annotations
@@ -31,6 +31,56 @@ from .store.records import safe_id
 V1 = "v1.kernel.websocket.jupyter.org"
 
 
+class CellRequests:
+    """fail_mode=open: `cell.requested` events on their way to the writer, several a commit.
+
+    A commit costs the writer thread 10-15 ms of CPU however few events it holds, much of it
+    holding the GIL: one commit per cell would run inside the round trips of the cells that
+    follow (and compete for the CPU). Events are submitted together once no cell has been
+    requested for `quiet` seconds, or the oldest has waited `max_wait`. `flush()`
+    submits them at once: the kernel ingest calls it before it queues a kernel's events (a
+    cell's own record always comes first in the trail), the server before it stops."""
+
+    def __init__(self, writer, log, quiet: float = 0.2, max_wait: float = 1.0) -> None:
+        self.writer, self.log = writer, log
+        self.quiet, self.max_wait = quiet, max_wait
+        self._events: list = []
+        self._first = self._last = 0.0
+        self._timer = None
+
+    def add(self, prepared) -> None:
+        loop = IOLoop.current()
+        self._last = loop.time()
+        if not self._events:
+            self._first = self._last
+        self._events.append(prepared)
+        if self._timer is None:
+            self._timer = loop.call_later(self.quiet, self._due)
+
+    def _due(self) -> None:
+        loop = IOLoop.current()
+        due = min(self._last + self.quiet, self._first + self.max_wait)
+        if loop.time() < due:
+            self._timer = loop.call_at(due, self._due)
+        else:
+            self._timer = None
+            self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            IOLoop.current().remove_timeout(self._timer)
+            self._timer = None
+        events, self._events = self._events, []
+        if not events:
+            return
+        try:
+            fut = self.writer.submit_batch(events)
+        except Exception as e:  # noqa: BLE001 - the writer is not running
+            self.log.error("jupyter-audit: %d cell.requested not stored: %s", len(events), e)
+            return
+        fut.add_done_callback(_log_failure(self.log))
+
+
 class CellRefused(Exception):
     """The sender may no longer run cells; the message is not forwarded."""
 
@@ -44,6 +94,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     _audit_notebook: str | None = None
     _pending = None  # the cell.requested to queue once the message is on its way
     _held: deque | None = None  # fail_mode=closed: messages behind a cell awaiting its record
+    _identity_of: tuple | None = None  # (user, its snapshot): resolved once per socket user
 
     @property
     def _audit(self):
@@ -72,8 +123,14 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return super().disconnect()
 
     def _identity(self) -> dict:
+        """The snapshot of the socket's user, resolved once: a websocket keeps the user it
+        was opened by (what can change, revocation and expiry, is checked per cell)."""
         handler = self.websocket_handler
-        return snapshot_for(handler.current_user, handler.identity_provider)
+        user = handler.current_user
+        cached = self._identity_of
+        if cached is None or cached[0] is not user:
+            cached = self._identity_of = (user, snapshot_for(user, handler.identity_provider))
+        return cached[1]
 
     async def _notebook_path(self) -> str | None:
         try:
@@ -111,9 +168,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             return
         super().handle_incoming_message(incoming_msg)
         if self._pending is not None:
-            # queued after forwarding, so waking the writer never delays the cell
-            fut = audit.writer.submit(self._pending)
-            fut.add_done_callback(_log_failure(self.log))
+            audit.cell_requests.add(self._pending)  # after forwarding: never delays the cell
             self._pending = None
 
     # ---------------------------------------------------------------- fail_mode=closed

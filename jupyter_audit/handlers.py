@@ -399,6 +399,7 @@ class KernelEventsHandler(APIHandler):
         )
         for reason in forged:
             self._record_forgery(reason, kernel_id)
+        audit.cell_requests.flush()  # the cells' own records go first
         results = await asyncio.wrap_future(audit.writer.submit_batch(prepared))
         self.finish({"accepted": [r.event_id for r in results], "rejected": rejected})
 

@@ -20,6 +20,7 @@ def jp_server_config(trail_dir):
 
 
 def trail_events(audit):
+    audit.cell_requests.flush()
     audit.writer.flush()
     from jupyter_audit.store.queries import IdentityCache
 

@@ -86,12 +86,14 @@ async def test_contractor_story(
     # 3. the token is revoked; 4. the next run is refused and records nothing under it
     code, out, err = await cli("token", "revoke", token_id, "--url", url, "--token", admin)
     assert code == 0, err
+    audit.cell_requests.flush()
     audit.writer.flush()
     before = audit.writer.cursor().execute("SELECT count(*) FROM events").fetchone()[0]
     code, out, err = await cli(
         "run", str(tmp_path / "scoring.ipynb"), "--url", url, "--token", token, "-o", str(out_nb)
     )
     assert code == 2 and "refused the token" in err and token not in err + out
+    audit.cell_requests.flush()
     audit.writer.flush()
     after = (
         audit.writer.cursor()

@@ -4,6 +4,7 @@ JupyterLab does (v1 subprotocol) and the legacy JSON protocol."""
 import asyncio
 import getpass
 import json
+import time
 import uuid
 
 import pytest
@@ -123,6 +124,7 @@ async def open_kernel(jp_fetch, jp_ws_fetch, v1=True, headers=None, kernel_id=No
 
 def cell_requests(jp_serverapp):
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    audit.cell_requests.flush()
     audit.writer.flush()
     rows = (
         audit.writer.cursor()
@@ -266,3 +268,69 @@ class TestNoWayAround:
             client.ws.write_message(json.dumps(reused))
         assert await closed_by_server(client.ws)
         assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["y = 1"]
+
+
+async def test_cell_requests_are_committed_together():
+    """fail_mode=open: cell.requested events go to the writer as one batch once cells stop
+    coming for `quiet`, or the oldest has waited `max_wait`; flush() sends them at once."""
+    import logging
+    from concurrent.futures import Future
+
+    from jupyter_audit.gateway import CellRequests
+
+    batches = []
+
+    class Writer:
+        def submit_batch(self, events):
+            batches.append(list(events))
+            fut = Future()
+            fut.set_result([])
+            return fut
+
+    requests = CellRequests(Writer(), logging.getLogger("test"), quiet=0.3, max_wait=1.0)
+    for i in range(3):
+        requests.add(i)
+        await asyncio.sleep(0.01)
+    assert batches == []
+    await asyncio.sleep(0.6)
+    assert batches == [[0, 1, 2]]
+    for i in range(50):  # a steady stream: committed at least every max_wait
+        requests.add(i)
+        await asyncio.sleep(0.03)
+    assert len(batches) >= 2 and sum(map(len, batches)) < 53
+    requests.flush()
+    assert sum(map(len, batches)) == 53
+    n = len(batches)
+    requests.flush()  # nothing left: nothing submitted
+    assert len(batches) == n
+
+
+async def test_a_cells_record_precedes_its_kernels_report(jp_serverapp, jp_fetch, jp_ws_fetch):
+    """However long cell.requested events wait to be committed together, the kernel ingest
+    sends them on before what the kernel reports about those cells."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    audit.cell_requests.quiet = audit.cell_requests.max_wait = 3600  # only the ingest flushes
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+    codes = [f"x = {i}" for i in range(5)]
+    for code in codes:
+        assert (await client.run(code))[0] == "ok"
+    deadline = time.monotonic() + 30
+    while True:
+        audit.writer.flush()
+        rows = (
+            audit.writer.cursor()
+            .execute("SELECT kind, msg_id FROM events WHERE trace_id = ? ORDER BY seq", [kernel_id])
+            .fetchall()
+        )
+        if sum(kind == "cell.finished" for kind, _ in rows) == len(codes):
+            break
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.1)
+    position = {}
+    for i, row in enumerate(rows):
+        position.setdefault(row, i)
+    reported = [(k, m) for k, m in position if k in ("cell.started", "cell.finished")]
+    assert len(reported) == 2 * len(codes)
+    for kind, msg_id in reported:
+        assert position[("cell.requested", msg_id)] < position[(kind, msg_id)]
+    client.ws.close()

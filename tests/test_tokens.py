@@ -209,3 +209,28 @@ def test_a_service_account_cannot_take_a_persons_username(make_writer):
         )
     token, record = store.create("alice-etl", "ada@example.org", "1d", ALICE)
     assert record["owner_identity_id"] is None  # ada never acted here
+
+
+async def test_a_revoked_token_runs_no_more_cells_on_a_socket_left_open(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """The gateway resolves a socket's identity once, but checks its token at every cell:
+    revoked behind the socket registry's back, the next cell is refused and not recorded."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    made = await create(jp_fetch)
+    h = {"Authorization": f"token {made['token']}"}
+    _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=h)
+    assert (await client.run("print(1)"))[0] == "ok"
+    audit.token_sockets.clear()  # revocation will not close this socket: the gateway must
+    admin = {"username": "admin", "auth_method": "token"}
+    await asyncio.to_thread(audit.tokens.revoke, made["id"], admin)
+    client.send_execute("print(2)")
+
+    async def closed():
+        while await client.ws.read_message() is not None:
+            pass
+
+    await asyncio.wait_for(closed(), 10)
+    assert client.ws.close_code == 4003
+    cells = [e for e in trail_events(audit) if e["kind"] == "cell.requested"]
+    assert [e["payload"]["code"] for e in cells] == ["print(1)"]

@@ -69,6 +69,7 @@ class _Capture:
 
     def stop(self) -> None:
         atexit.unregister(self.stop)
+        self.cells.complete_pending()
         self.hooks.uninstall()
         self.patcher.restore()
         context.set_sink(None)

@@ -5,12 +5,14 @@ claims. Events carry no identity: the server attributes them by the cell's msg_i
 
 Cells never wait on the network: ``emit`` appends to an in-memory queue (the SQL capture
 writes raw records there itself, rendered into events here); a background thread posts
-batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel secret. While a
-cell executes, the sender holds back (until the oldest queued event may be 0.5 s old, or
+batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel secret, each
+cycle what was queued when it began. While a cell executes, or cells follow each other
+within 0.2 s, the sender holds back (until the oldest queued event may be 0.5 s old, or
 20,000 events are queued): encoding events takes the GIL, and a burst of statements would
-otherwise pay for it while it runs; the backlog goes out right after the cell (within one
-50 ms tick), or once a bound is reached. While the server cannot accept events (down, 5xx,
-or refusing our credentials) events go to a 0600 spool file,
+otherwise pay for it while it runs; and every post costs the server a commit, which
+competes with the round trips of the cells that follow. The backlog goes out once the
+kernel has been quiet for 0.2 s, or once a bound is reached. While the server cannot accept
+events (down, 5xx, or refusing our credentials) events go to a 0600 spool file,
 ``audit-spool-<kernel_id>.jsonl`` (one wire event per line), replayed in order once the
 server is back. Event ids are fixed when an event is made, so a retry never duplicates: the
 server de-duplicates by event_id. The transport uses ``http.client`` directly, which the
@@ -120,6 +122,7 @@ class AuditClient:
         batch_max: int = 500,
         queue_max: int = 50_000,
         busy_interval: float = 0.5,
+        quiet: float = 0.2,
         busy_max: int = 20_000,
         retry_min: float = 0.25,
         timeout: float = 5.0,
@@ -129,6 +132,7 @@ class AuditClient:
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._busy_interval = busy_interval
+        self._quiet = quiet
         self._busy_max = min(busy_max, queue_max)
         # the queue holds flat records of RECORD items (see context.queue): limits in items
         self._batch_items = batch_max * RECORD
@@ -153,6 +157,7 @@ class AuditClient:
         self._retry_now = False
         self._flushers = 0  # flush() calls waiting: no holding back meanwhile
         self._last_cycle = 0.0  # monotonic time the last send cycle started
+        self._ppid = os.getppid()
         self._thread: threading.Thread | None = None
         self._spool_lock = threading.Lock()
         self.spool_path = (
@@ -281,6 +286,9 @@ class AuditClient:
     # -- sender thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The sender thread. A kernel whose server died is ended by ipykernel's parent
+        poller within a second, by ``os._exit`` (no atexit): once the parent process is
+        gone nothing is held back, so that the queue reaches the spool before that."""
         while True:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
@@ -288,7 +296,7 @@ class AuditClient:
             with self._cond:
                 force, self._retry_now = self._retry_now or stopping, False
                 urgent = force or self._flushers > 0
-            if not urgent and self._hold_back():
+            if not urgent and self._hold_back() and os.getppid() == self._ppid:
                 continue
             self._last_cycle = time.monotonic()
             try:
@@ -302,12 +310,14 @@ class AuditClient:
                 return
 
     def _hold_back(self) -> bool:
-        """While a cell executes, skip sending until the oldest queued event may be
-        ``busy_interval`` old or ``busy_max`` events are queued."""
+        """While a cell executes, or the last one ended under ``quiet`` ago (cells in quick
+        succession), skip sending until the oldest queued event may be ``busy_interval``
+        old or ``busy_max`` events are queued."""
+        now = time.monotonic()
         return (
-            context.cell_running
+            (context.cell_running or now - context.cell_ended < self._quiet)
             and len(self._queue) < self._busy_items
-            and time.monotonic() - self._last_cycle < self._busy_interval
+            and now - self._last_cycle < self._busy_interval
         )
 
     def _cycle(self, force: bool) -> None:
@@ -320,8 +330,14 @@ class AuditClient:
         if not self._replay_spool():
             self._spool_queue()
             return
-        while len(self._queue) >= RECORD:
-            items = self._drain(self._batch_max)
+        # what is queued now: events queued meanwhile wait for the next cycle (a steady
+        # stream of cells would otherwise become back-to-back posts, a commit each)
+        left = len(self._queue) // RECORD
+        while left > 0:
+            items = self._drain(min(left, self._batch_max))
+            if not items:
+                return
+            left -= len(items)
             lines = self._wire_all(items)
             if not self._post(lines):
                 self._spool_write(lines)

@@ -74,6 +74,7 @@ _limits: tuple[int, int] = (0, 0)  # queue_limit (idle, while a cell runs)
 # True while a cell executes (set by the cell hooks): the transport then sends less often,
 # so that a burst of operations does not compete with its encoding for the GIL.
 cell_running: bool = False
+cell_ended: float = 0.0  # time.monotonic() when the last cell ended
 
 
 def current_msg_id() -> str | None:
@@ -142,9 +143,11 @@ def set_sink(sink: Sink | None, client: Any = None) -> None:
 
 
 def set_cell_running(running: bool) -> None:
-    global cell_running, queue_limit
+    global cell_running, cell_ended, queue_limit
     cell_running = running
     queue_limit = _limits[running]
+    if not running:
+        cell_ended = time.monotonic()
 
 
 def active() -> bool:

@@ -8,7 +8,10 @@ IPython's ``pre_run_cell``/``post_run_cell`` events skip ``silent=True`` executi
 hook wraps the shell's ``run_cell_async`` instead: ipykernel's ``do_execute`` awaits it
 directly, and ``run_cell`` goes through it too. Outputs are summarised from the kernel's
 own IOPub messages (``Session.send``: stream, display_data, execute_result, error) for the
-cell's parent msg_id; without a kernel (plain IPython) only errors are summarised.
+cell's parent msg_id; without a kernel (plain IPython) only errors are summarised. A cell run
+for an execute_request is reported once its execute_reply (or its idle status) is sent:
+ipykernel flushes the cell's streams before either, so the summary is complete without a
+flush of our own (each flush is a round trip to the IOPub thread, on the cell's path).
 Requests that ipykernel aborts after an earlier error never run: their ``aborted`` reply is
 reported as a ``cell.finished`` with status ``aborted``.
 """
@@ -120,11 +123,12 @@ class _Outputs:
 
 
 class _Cell:
-    __slots__ = ("msg_id", "code", "silent", "cell_id", "t0", "outputs", "refused")
+    __slots__ = ("msg_id", "code", "silent", "cell_id", "t0", "outputs", "refused", "request")
 
-    def __init__(self, msg_id, code, silent, cell_id, outputs):
+    def __init__(self, msg_id, code, silent, cell_id, outputs, request=False):
         self.msg_id, self.code, self.silent, self.cell_id = msg_id, code, silent, cell_id
         self.outputs = outputs
+        self.request = request  # run for an execute_request: its reply is still to come
         self.t0 = perf_counter_ns()
         self.refused: AuditTrailUnavailable | None = None
 
@@ -154,6 +158,8 @@ class CellHooks:
         self.client = client
         self.patcher = patcher
         self._outputs: dict[str, _Outputs] = {}
+        # finished cells whose execute_reply is still to come: msg_id -> (cell, payload)
+        self._replying: dict[str, tuple[_Cell, dict]] = {}
 
     def install(self) -> None:
         ip = self.ip
@@ -221,6 +227,8 @@ class CellHooks:
         return parent if isinstance(parent, dict) else {}
 
     def _begin(self, arguments: dict) -> _Cell:
+        if self._replying:  # an earlier cell's reply never came by (e.g. run from a thread)
+            self.complete_pending()
         raw = arguments.get("raw_cell") or ""
         silent = bool(arguments.get("silent", False))
         store_history = bool(arguments.get("store_history", False)) and not silent
@@ -235,7 +243,8 @@ class CellHooks:
         code = raw if isinstance(raw, str) else str(raw)
         if len(code) > CODE_CAP:
             code = code[:CODE_CAP]
-        cell = _Cell(msg_id, code, silent, cell_id, outputs)
+        request = header.get("msg_type") == "execute_request"
+        cell = _Cell(msg_id, code, silent, cell_id, outputs, request)
         payload = {
             "code": code,
             "execution_count": self.ip.execution_count if store_history else None,
@@ -255,16 +264,6 @@ class CellHooks:
     def _finish(self, cell: _Cell, result, exc: BaseException | None) -> None:
         try:
             duration_us = (perf_counter_ns() - cell.t0) // 1000
-            if cell.outputs is not None:
-                # streams are published from ipykernel's IO thread: flush them into the
-                # summary before it is taken (ipykernel flushes here right after anyway)
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        if stream is not None:
-                            stream.flush()
-                    except Exception:
-                        pass
-                self._outputs.pop(cell.msg_id, None)
             if exc is not None:
                 status = "aborted" if isinstance(exc, asyncio.CancelledError) else "error"
                 err = exc
@@ -279,17 +278,55 @@ class CellHooks:
                 "status": status,
                 "duration_us": duration_us,
                 "error": error_summary(err),
-                "outputs": cell.outputs.items if cell.outputs is not None else None,
+                "outputs": None,
                 "silent": cell.silent,
                 "cell_id": cell.cell_id,
             }
-            if cell.outputs is not None and cell.outputs.dropped:
-                payload["outputs_dropped"] = cell.outputs.dropped
             if cell.refused is not None:
                 payload["refused"] = True
+        except Exception as e:
+            log_once("cell finish", e)
+            return
+        if cell.outputs is not None and cell.request:
+            self._replying[cell.msg_id] = (cell, payload)  # see _replied
+        else:
+            self._report(cell, payload, flush=True)
+
+    def _report(self, cell: _Cell, payload: dict, flush: bool) -> None:
+        """``cell.finished``, with the cell's outputs summarised."""
+        try:
+            if cell.outputs is not None:
+                if flush:
+                    # streams are published from ipykernel's IO thread: flush them into
+                    # the summary before it is taken
+                    for stream in (sys.stdout, sys.stderr):
+                        try:
+                            if stream is not None:
+                                stream.flush()
+                        except Exception:
+                            pass
+                self._outputs.pop(cell.msg_id, None)
+                payload["outputs"] = cell.outputs.items
+                if cell.outputs.dropped:
+                    payload["outputs_dropped"] = cell.outputs.dropped
             record("cell.finished", payload, cell.msg_id)
         except Exception as e:
             log_once("cell finish", e)
+
+    def _replied(self, msg_id) -> bool:
+        """The kernel is answering this request: report its cell, if one awaits that."""
+        pending = self._replying.pop(msg_id, None) if msg_id else None
+        if pending is None:
+            return False
+        self._report(*pending, flush=False)  # ipykernel has just flushed the streams
+        return True
+
+    def complete_pending(self) -> None:
+        """Report the finished cells still waiting for their reply (flushing first)."""
+        for msg_id in list(self._replying):
+            pending = self._replying.pop(msg_id, None)
+            if pending is not None:
+                self._report(*pending, flush=True)
 
     # -- IOPub -----------------------------------------------------------------------------
 
@@ -308,13 +345,22 @@ class CellHooks:
             outputs = self._outputs.get(parent_header.get("msg_id"))
             if outputs is not None and isinstance(content, dict):
                 outputs.add(msg_type, content)
+        elif msg_type == "execute_reply":
+            if self._replied(parent_header.get("msg_id")):
+                return
+            if (
+                isinstance(content, dict)
+                and content.get("status") == "aborted"
+                and isinstance(parent, dict)
+            ):
+                self._aborted(parent)
         elif (
-            msg_type == "execute_reply"
+            msg_type == "status"
+            and self._replying
             and isinstance(content, dict)
-            and content.get("status") == "aborted"
-            and isinstance(parent, dict)
+            and content.get("execution_state") == "idle"
         ):
-            self._aborted(parent)
+            self._replied(parent_header.get("msg_id"))  # e.g. do_execute raised: no reply
 
     def _aborted(self, request: dict) -> None:
         header = request.get("header") or {}

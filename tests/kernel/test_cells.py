@@ -136,3 +136,49 @@ def test_user_expressions_are_reported_with_the_cell(audited):
     assert reply["user_expressions"]["probe"]["status"] == "ok"
     started = [e for e in audited.ingest.cell(msg_id) if e["kind"] == "cell.started"][0]
     assert started["payload"]["user_expressions"] == {"probe": "y * 10"}
+
+
+def test_a_cell_is_reported_at_its_reply_or_else_its_idle_status():
+    """A cell run for an execute_request is reported when the kernel answers it (ipykernel
+    has flushed its streams by then); with no reply, at its idle status; a cell whose
+    answer never comes by, when the next cell begins."""
+    from types import SimpleNamespace
+
+    from jupyter_audit.kernel import context
+    from jupyter_audit.kernel.client import KernelConfig
+    from jupyter_audit.kernel.hooks import CellHooks
+
+    requests = {}
+
+    def request(msg_id):
+        requests[msg_id] = {"header": {"msg_id": msg_id, "msg_type": "execute_request"}}
+        kernel.parent = requests[msg_id]
+        return requests[msg_id]
+
+    kernel = SimpleNamespace(parent={}, get_parent=lambda: kernel.parent, session=None)
+    ip = SimpleNamespace(kernel=kernel, execution_count=1)
+    hooks = CellHooks(ip, KernelConfig(), client=None, patcher=None)
+    ok = SimpleNamespace(
+        error_before_exec=None, error_in_exec=None, success=True, execution_count=1
+    )
+    recorded = []
+    context.set_sink(lambda kind, msg_id, *_: recorded.append((kind, msg_id)))
+    try:
+        for msg_id in ("m1", "m2", "m3", "m4"):
+            request(msg_id)
+            cell = hooks._begin({"raw_cell": "pass"})
+            hooks._observe("stream", {"name": "stdout", "text": "out"}, requests[msg_id])
+            hooks._finish(cell, ok, None)
+            assert ("cell.finished", msg_id) not in recorded  # the reply is still to come
+            if msg_id == "m1":
+                hooks._observe("execute_reply", {"status": "ok"}, requests[msg_id])
+            elif msg_id == "m2":
+                hooks._observe("status", {"execution_state": "idle"}, requests[msg_id])
+            if msg_id in ("m1", "m2"):
+                assert recorded[-1] == ("cell.finished", msg_id)
+        assert ("cell.finished", "m3") in recorded  # reported when m4 began
+        hooks.complete_pending()  # e.g. the capture stops
+    finally:
+        context.set_sink(None)
+    finished = [m for kind, m in recorded if kind == "cell.finished"]
+    assert finished == ["m1", "m2", "m3", "m4"]

@@ -189,3 +189,52 @@ def test_sender_holds_back_while_a_cell_runs(ingest_factory, tmp_path):
         client.close()
     commands = [e["payload"]["command"] for e in ingest.events()]
     assert commands == [str(i) for i in range(60)] + ["last"]
+
+
+def test_cells_in_quick_succession_share_a_post(ingest_factory, tmp_path):
+    """Each post costs the server a commit: cells that follow each other closely are sent
+    together once the kernel is quiet, not one post per cell."""
+    ingest = ingest_factory()
+    client = AuditClient(
+        KernelConfig(ingest_url=ingest.url, kernel_id="burst", secret="s", spool_dir=tmp_path),
+        flush_interval=0.02,
+        busy_interval=60,
+    ).start()
+    context.set_sink(client.emit, client)
+    try:
+        for i in range(20):
+            context.set_cell_running(True)
+            context.record("cell.started", {"n": i})
+            time.sleep(0.005)
+            context.record("cell.finished", {"n": i})
+            context.set_cell_running(False)
+            time.sleep(0.005)
+        ingest.wait_for(lambda evs: len(evs) == 40)
+    finally:
+        context.set_cell_running(False)
+        context.set_sink(None)
+        client.close()
+    assert len(ingest.batches) <= 2  # not one (or two) per cell
+
+
+def test_a_cycle_sends_what_was_queued_when_it_began(ingest_factory, tmp_path):
+    """Events queued while a cycle posts wait for the next cycle: a steady stream of cells
+    does not become back-to-back posts."""
+    ingest = ingest_factory()
+    client = AuditClient(
+        KernelConfig(ingest_url=ingest.url, kernel_id="snap", secret="s", spool_dir=tmp_path),
+        batch_max=5,
+    )  # not started: cycles are run here
+    post = client._post
+
+    def post_and_emit(lines):
+        client.emit("op.shell", None, 100 + len(ingest.batches), time.time_ns(), {})
+        return post(lines)
+
+    client._post = post_and_emit
+    for i in range(10):
+        client.emit("op.shell", None, i, time.time_ns(), {})
+    client._cycle(False)
+    assert [len(b["events"]) for b in ingest.batches] == [5, 5]
+    assert len(client.queue) == 2 * context.RECORD  # the two emitted meanwhile
+    client.close()
