@@ -106,7 +106,7 @@ CONNECTION_CONFIG = {
     "lock_configuration": True,
     # the WAL is folded into the file when it reaches this size (and when the Writer goes
     # quiet or closes): DuckDB's 16 MB default rewrites the table's open row group every
-    # ~10,000 events, which costs twice the inserts and leaves a bigger file
+    # ~10,000 events, which costs twice the inserts
     "checkpoint_threshold": "64MB",
 }
 

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
 
+import pyarrow as pa
+
 from .canonical import GENESIS_HASH
 from .merkle import MerkleLevels
 from .schema import open_readable
@@ -338,11 +340,13 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
         if bad:
             continue
         hashes = batch.column(1).to_pylist()
-        records = batch.column(2).to_pylist()
+        records = _binary_views(batch.column(2))
         start = expected
         for seq, h, rec in zip(seqs, hashes, records, strict=True):
-            if seq != expected or sha256(prev + rec).digest() != h:
-                bad = (seq, expected, h, rec, False)
+            digest = sha256(prev)
+            digest.update(rec)
+            if seq != expected or digest.digest() != h:
+                bad = (seq, expected, h, bytes(rec), False)
                 break
             if seq in want_set:
                 hash_at[seq] = h
@@ -373,6 +377,19 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
         "hash_at": hash_at,
         "bad": bad,
     }
+
+
+def _binary_views(column) -> list:
+    """The values of an Arrow binary column as memoryviews into its data buffer: hashing
+    them skips copying a gigabyte of records into bytes objects (~17 % of the chain check)."""
+    typecode = {pa.binary(): "i", pa.large_binary(): "q"}.get(column.type)
+    if typecode is None or column.null_count:
+        return column.to_pylist()
+    _, offsets_buf, data_buf = column.buffers()
+    first = column.offset
+    offsets = memoryview(offsets_buf).cast(typecode)[first : first + len(column) + 1]
+    data = memoryview(data_buf)
+    return [data[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def _chain_worker(args) -> dict:
