@@ -34,8 +34,8 @@ V1 = "v1.kernel.websocket.jupyter.org"
 class CellRequests:
     """fail_mode=open: `cell.requested` events on their way to the writer, several a commit.
 
-    A commit costs the writer thread 10-15 ms of CPU however few events it holds, much of it
-    holding the GIL: one commit per cell would run inside the round trips of the cells that
+    A commit costs the writer thread several ms of CPU however few events it holds, part of
+    it holding the GIL: one commit per cell would run inside the round trips of the cells that
     follow (and compete for the CPU). Events are submitted together once no cell has been
     requested for `quiet` seconds, or the oldest has waited `max_wait`. `flush()`
     submits them at once: the kernel ingest calls it before it queues a kernel's events (a

@@ -20,7 +20,7 @@ from .events import EventValidationError
 from .identity import system_identity
 from .identity.resolve import roles_for, snapshot_for
 from .identity.tokens import TokenError
-from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission
+from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission, prepare_attributed
 from .store import queries
 from .store import trail as trail_ops
 from .store.export import ExportError
@@ -428,14 +428,12 @@ def _prepare_batch(audit, kernel_id: str, events: list):
         except EventValidationError as e:
             rejected.append((i, {"event_id": event_id, "error": str(e)}))
     prepared = []
-    results = audit.writer.prepare_many([event for _, _, event in attributed])
-    for (i, event_id, event), p in zip(attributed, results, strict=True):
+    results = prepare_attributed(audit, [event for _, _, event in attributed])
+    for (i, event_id, _), p in zip(attributed, results, strict=True):
         if isinstance(p, EventValidationError):
             rejected.append((i, {"event_id": event_id, "error": str(p)}))
-            continue
-        prepared.append(p)
-        if event["kind"] in ("cell.started", "cell.finished"):
-            audit.cells.reported(event["msg_id"])
+        else:
+            prepared.append(p)
     rejected.sort(key=lambda r: r[0])
     return prepared, [r for _, r in rejected], forged
 

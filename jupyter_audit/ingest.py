@@ -131,3 +131,16 @@ class Attributor:
                 event["kind"] = "op.unattributed"
                 event["payload"] = {**payload, "original_kind": kind}
         return event
+
+
+def prepare_attributed(audit, events: list) -> list:
+    """Validate and mask attributed kernel events (`Writer.prepare_many`: big batches in
+    worker processes) and note the cells they report. A Prepared or the
+    EventValidationError for each event, in order."""
+    results = audit.writer.prepare_many(events)
+    for event, p in zip(events, results, strict=True):
+        if event["kind"] in ("cell.started", "cell.finished") and not isinstance(
+            p, EventValidationError
+        ):
+            audit.cells.reported(event["msg_id"])
+    return results

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .events import EventValidationError
 from .identity import system_identity
-from .ingest import Attributor
+from .ingest import Attributor, prepare_attributed
 
 log = logging.getLogger("jupyter_audit.spools")
 PREFIX, SUFFIX = "audit-spool-", ".jsonl"
@@ -93,13 +93,11 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
         if not events:
             return
         prepared = []
-        for event, p in zip(events, audit.writer.prepare_many(events), strict=True):
+        for p in prepare_attributed(audit, events):
             if isinstance(p, EventValidationError):
                 bad += 1
-                continue
-            prepared.append(p)
-            if event["kind"] in ("cell.started", "cell.finished"):
-                audit.cells.reported(event["msg_id"])
+            else:
+                prepared.append(p)
         events.clear()
         if prepared:
             audit.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed

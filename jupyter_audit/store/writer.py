@@ -460,22 +460,17 @@ class Writer:
         if items:
             self._commit_new(items)
         for p, fut, seq in dupes:
-            self._resolve(fut, AppendResult(seq or 0, "", p.event_id, duplicate=True))
+            self._resolve(fut, [AppendResult(seq or 0, "", p.event_id, duplicate=True)])
 
     @staticmethod
-    def _resolve(fut: Future, res: AppendResult) -> None:
+    def _resolve(fut: Future, results: list[AppendResult]) -> None:
+        """A submit's future gets its one result; a submit_batch future collects results and
+        resolves once the last of its events is in."""
         batch = getattr(fut, "_batch", None)
         if batch is None:
             if not fut.done():
-                fut.set_result(res)
-        else:
-            batch.append(res)
-            if len(batch) == fut._size and not fut.done():
-                fut.set_result(batch)
-
-    @staticmethod
-    def _resolve_many(fut: Future, results: list) -> None:
-        batch = fut._batch
+                fut.set_result(results[0])
+            return
         batch.extend(results)
         if len(batch) == fut._size and not fut.done():
             fut.set_result(batch)
@@ -607,27 +602,24 @@ class Writer:
         self._known_pairs.update(users)
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
-        # a batch future (submit_batch) resolves once the last of its events is committed;
-        # consecutive events of one future are resolved together
-        resolve, i = self._resolve, 0
+        # consecutive events of one future (a submit_batch) are resolved together
+        i = 0
         while i < n:
             fut = items[i][1]
             j = i + 1
             while j < n and items[j][1] is fut:
                 j += 1
-            results = list(
-                map(
-                    AppendResult,
-                    range(seq0 + 1 + i, seq0 + 1 + j),
-                    map(bytes.hex, c_hash[i:j]),
-                    [p.event_id for p in ps[i:j]],
-                )
+            self._resolve(
+                fut,
+                list(
+                    map(
+                        AppendResult,
+                        range(seq0 + 1 + i, seq0 + 1 + j),
+                        map(bytes.hex, c_hash[i:j]),
+                        [p.event_id for p in ps[i:j]],
+                    )
+                ),
             )
-            if j - i == 1 or getattr(fut, "_batch", None) is None:
-                for res in results:
-                    resolve(fut, res)
-            else:
-                self._resolve_many(fut, results)
             i = j
 
     def _store_traces(self, con, traces: dict, users: set, last_us: int) -> None:
@@ -674,10 +666,6 @@ class Writer:
             con.unregister("_batch_users")
 
 
-EVENT_COLUMNS = (
-    "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
-    "prev_hash, hash, leaf, record"
-)
 TRACE_COLUMNS = (
     "trace_id, kernel_id, notebook, started_at, last_at, first_seq, last_seq, events, cells, "
     "operations, status"
