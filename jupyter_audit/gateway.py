@@ -11,6 +11,7 @@ blocks a cell on the trail: the event is queued (`CellRequests`) and its outcome
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections import deque
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from tornado.ioloop import IOLoop
 
 from .events import EventValidationError
 from .identity.resolve import snapshot_for
-from .store.records import safe_id
+from .store.records import identity_id_of, safe_id
 
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -92,9 +93,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     """Kernel websocket connection that records who asked a kernel to run what."""
 
     _audit_notebook: str | None = None
-    _pending = None  # the cell.requested to queue once the message is on its way
+    _pending = None  # (cell.requested event, its event_id) to queue once the message is on its way
     _held: deque | None = None  # fail_mode=closed: messages behind a cell awaiting its record
-    _identity_of: tuple | None = None  # (user, its snapshot): resolved once per socket user
+    _identity_of: tuple | None = None  # (user, snapshot, identity_id): once per socket user
 
     @property
     def _audit(self):
@@ -123,14 +124,19 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return super().disconnect()
 
     def _identity(self) -> dict:
-        """The snapshot of the socket's user, resolved once: a websocket keeps the user it
-        was opened by (what can change, revocation and expiry, is checked per cell)."""
+        return self._identity_and_id()[0]
+
+    def _identity_and_id(self) -> tuple[dict, str]:
+        """The snapshot of the socket's user and its identity_id, resolved once: a websocket
+        keeps the user it was opened by (what can change, revocation and expiry, is checked
+        per cell)."""
         handler = self.websocket_handler
         user = handler.current_user
         cached = self._identity_of
         if cached is None or cached[0] is not user:
-            cached = self._identity_of = (user, snapshot_for(user, handler.identity_provider))
-        return cached[1]
+            snapshot = snapshot_for(user, handler.identity_provider)
+            cached = self._identity_of = (user, snapshot, identity_id_of(snapshot))
+        return cached[1], cached[2]
 
     async def _notebook_path(self) -> str | None:
         try:
@@ -155,6 +161,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 self.log.warning("jupyter-audit: cell refused: %s", e)
                 self.websocket_handler.close(4003, str(e))
                 return
+            except EventValidationError as e:  # the trail could not record it: not run
+                self.log.error("jupyter-audit: execute_request refused by the trail: %s", e)
+                return
             except Exception as e:  # noqa: BLE001 - never lose the user's message...
                 # ...unless it may be code to run: nothing runs unrecorded
                 if _mentions_execute(incoming_msg):
@@ -168,19 +177,31 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             return
         super().handle_incoming_message(incoming_msg)
         if self._pending is not None:
-            audit.cell_requests.add(self._pending)  # after forwarding: never delays the cell
-            self._pending = None
+            # fail_mode=open: the event is prepared (masked) and queued once the message is
+            # on its way, so that work overlaps the kernel's instead of delaying the cell
+            try:
+                audit.cell_requests.add(self._prepare_pending(audit))
+            except Exception as e:  # noqa: BLE001 - checked before forwarding: a bug
+                self.log.error("jupyter-audit: cell.requested not recorded: %s", e)
+
+    def _prepare_pending(self, audit):
+        """The pending `cell.requested`, validated and masked; the cell is remembered for the
+        kernel's reports to be attributed to it."""
+        event, event_id = self._pending
+        self._pending = None
+        prepared = audit.writer.prepare(event, event_id=event_id)
+        audit.cells.remember(event["msg_id"], prepared)
+        return prepared
 
     # ---------------------------------------------------------------- fail_mode=closed
     def _hold_until_recorded(self, audit, msg) -> None:
         """fail_mode=closed: a cell reaches the kernel only once its `cell.requested` is
         committed; if the trail cannot take it, the client gets an error instead."""
-        pending, self._pending = self._pending, None
         parent = self._pending_header
         self._held = deque()
         loop = IOLoop.current()
         try:
-            fut = audit.writer.submit(pending)
+            fut = audit.writer.submit(self._prepare_pending(audit))
         except Exception as e:  # noqa: BLE001 - the writer is not running
             loop.add_callback(self._release, msg, parent, e)
             return
@@ -295,8 +316,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return serialize_binary_message(msg) if binary else json.dumps(msg)
 
     def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
+        """Check that this socket's user may run the cell and build its `cell.requested`
+        (left in `_pending`, prepared by the caller); the stamp for the message."""
         handler = self.websocket_handler
-        identity = self._identity()
+        identity, identity_id = self._identity_and_id()
         # checked per cell: a token revoked while the socket is open stops here
         if not audit.authorizer.allows(handler, handler.current_user, "audit:cells", identity):
             raise CellRefused("not authorized to run cells (token revoked or expired?)")
@@ -305,36 +328,50 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             # a reused msg_id would join this cell's operations to another person's cell
             raise CellRefused("execute_request without a fresh msg_id")
         code = content.get("code")
-        event = {
-            "kind": "cell.requested",
-            "identity": identity,
-            "trace_id": self.kernel_id,
-            "kernel_id": self.kernel_id,
-            "session_id": safe_id(header.get("session")),
-            "notebook": self._audit_notebook,
-            "msg_id": msg_id,
-            "payload": {
-                "code": code if isinstance(code, str) else "",
-                "cell_id": metadata.get("cellId")
-                if isinstance(metadata.get("cellId"), str)
-                else None,
-                "silent": bool(content.get("silent", False)),
-            },
+        cell_id = metadata.get("cellId")
+        payload = {
+            "code": code if isinstance(code, str) else "",
+            "cell_id": cell_id if isinstance(cell_id, str) else None,
+            "silent": bool(content.get("silent", False)),
         }
-        try:
-            prepared = audit.writer.prepare(event)
-        except EventValidationError as e:
-            self.log.error("jupyter-audit: execute_request refused by the trail: %s", e)
-            raise
-        audit.cells.remember(msg_id, prepared)
-        self._pending = prepared
+        # what could make preparing the event fail, checked before the cell goes anywhere
+        notebook = self._audit_notebook
+        for field, text in (("payload.code", code), ("payload.cell_id", cell_id)):
+            if isinstance(text, str) and not _utf8(text):
+                raise EventValidationError(f"{field}: not valid UTF-8 text")
+        if notebook is not None and (len(notebook) > 4096 or not _utf8(notebook)):
+            raise EventValidationError("notebook path is not recordable")
+        event_id = os.urandom(16).hex()
+        self._pending = (
+            {
+                "kind": "cell.requested",
+                "identity": identity,
+                "trace_id": self.kernel_id,
+                "kernel_id": self.kernel_id,
+                "session_id": safe_id(header.get("session")),
+                "notebook": notebook,
+                "msg_id": msg_id,
+                "payload": payload,
+            },
+            event_id,
+        )
         self._pending_header = header
         return {
             "username": identity["username"],
-            "identity_id": prepared.identity_id,
+            "identity_id": identity_id,
             "trace_id": self.kernel_id,
-            "event_id": prepared.event_id,
+            "event_id": event_id,
         }
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (JSON can carry them)
+        return False
+    return True
 
 
 def _obj(raw) -> dict:

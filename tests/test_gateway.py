@@ -269,6 +269,22 @@ class TestNoWayAround:
         assert await closed_by_server(client.ws)
         assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["y = 1"]
 
+    async def test_code_the_trail_cannot_record_never_reaches_the_kernel(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path, caplog
+    ):
+        """A cell's event is prepared after the message is on its way (fail_mode=open), so
+        what could make preparing it fail is checked before: code with a lone surrogate
+        (JSON can carry one, UTF-8 cannot) is refused, not run unrecorded."""
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        marker = tmp_path / "ran-unrecorded"
+        client.send_execute(f"open({str(marker)!r}, 'w')  # \ud800")
+        assert (await client.run("z = 3"))[0] == "ok"  # the socket stays usable
+        await asyncio.sleep(0.5)
+        assert not marker.exists()
+        assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["z = 3"]
+        assert "payload.code: not valid UTF-8 text" in caplog.text
+        client.ws.close()
+
 
 async def test_cell_requests_are_committed_together():
     """fail_mode=open: cell.requested events go to the writer as one batch once cells stop

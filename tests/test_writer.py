@@ -184,6 +184,39 @@ def test_failed_commit_acknowledges_nothing_and_keeps_the_chain(make_writer, tra
     assert verify_path(trail_dir / "trail.duckdb").ok
 
 
+def test_client_event_ids_are_stored_exactly_once(make_writer, trail_dir):
+    """Kernels retry batches and re-send spools: an event id the trail holds is acknowledged
+    with its first record and not stored again, whether it comes back alone, inside a batch
+    of new events (the batch is first tried without looking ids up; the primary key refuses
+    it, then the held ids are dropped) or twice within one batch."""
+
+    def ev(i):
+        return {**sql_event(i), "event_id": f"{i:032x}"}
+
+    w = make_writer()
+    first = w.submit_batch([ev(i) for i in range(5)]).result(timeout=10)
+    assert not any(r.duplicate for r in first)
+    seq_of = {r.event_id: r.seq for r in first}
+
+    again = w.submit_batch([ev(3), ev(5), ev(1), ev(6), ev(5)]).result(timeout=10)
+    assert [(r.event_id, r.duplicate) for r in again] == [
+        (f"{3:032x}", True),
+        (f"{5:032x}", False),
+        (f"{1:032x}", True),
+        (f"{6:032x}", False),
+        (f"{5:032x}", True),  # repeated within the batch
+    ]
+    assert again[0].seq == seq_of[f"{3:032x}"] and again[2].seq == seq_of[f"{1:032x}"]
+    alone = w.append(ev(2))
+    assert alone.duplicate and alone.seq == seq_of[f"{2:032x}"]
+    new = w.append(ev(7))
+    assert not new.duplicate and new.seq == again[3].seq + 1  # no gap left by the retries
+    w.close()
+    stored = [r["event_id"] for r in records(trail_dir / "trail.duckdb") if r["kind"] == "op.sql"]
+    assert stored == [f"{i:032x}" for i in (0, 1, 2, 3, 4, 5, 6, 7)]
+    assert verify_path(trail_dir / "trail.duckdb").ok
+
+
 def test_key_rotation_is_signed_by_the_old_key(make_writer, trail_dir):
     from jupyter_audit.store.signing import SigningKey
 

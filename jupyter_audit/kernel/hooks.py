@@ -9,9 +9,10 @@ hook wraps the shell's ``run_cell_async`` instead: ipykernel's ``do_execute`` aw
 directly, and ``run_cell`` goes through it too. Outputs are summarised from the kernel's
 own IOPub messages (``Session.send``: stream, display_data, execute_result, error) for the
 cell's parent msg_id; without a kernel (plain IPython) only errors are summarised. A cell run
-for an execute_request is reported once its execute_reply (or its idle status) is sent:
-ipykernel flushes the cell's streams before either, so the summary is complete without a
-flush of our own (each flush is a round trip to the IOPub thread, on the cell's path).
+for an execute_request is reported once the idle status after its execute_reply is sent:
+ipykernel flushes the cell's streams before the reply, so the summary is complete without a
+flush of our own (each flush is a round trip to the IOPub thread, on the cell's path), and
+the report is off the path of the reply and the idle status the client waits for.
 Requests that ipykernel aborts after an earlier error never run: their ``aborted`` reply is
 reported as a ``cell.finished`` with status ``aborted``.
 """
@@ -160,11 +161,14 @@ class CellHooks:
         self._outputs: dict[str, _Outputs] = {}
         # finished cells whose execute_reply is still to come: msg_id -> (cell, payload)
         self._replying: dict[str, tuple[_Cell, dict]] = {}
+        # cells answered (execute_reply sent), reported once their idle status is sent
+        self._answered: list[tuple[_Cell, dict]] = []
 
     def install(self) -> None:
         ip = self.ip
         orig = ip.run_cell_async
         sig = inspect.signature(orig)
+        named = frozenset(list(sig.parameters)[1:])
         hooks = self
 
         @functools.wraps(orig)
@@ -172,8 +176,11 @@ class CellHooks:
             if _IN_CELL.get():  # run_cell from inside a cell: part of that cell
                 return await orig(*args, **kwargs)
             try:
-                bound = sig.bind(*args, **kwargs)
-                cell = hooks._begin(bound.arguments)
+                if len(args) == 1 and kwargs.keys() <= named:  # how ipykernel calls it
+                    arguments = {"raw_cell": args[0], **kwargs}
+                else:
+                    arguments = sig.bind(*args, **kwargs).arguments
+                cell = hooks._begin(arguments)
             except Exception as e:
                 log_once("cell start", e)
                 cell = None
@@ -181,6 +188,7 @@ class CellHooks:
                 return await orig(*args, **kwargs)
             if cell.refused is not None:
                 exc = cell.refused
+                bound = sig.bind(*args, **kwargs)
                 bound.arguments["preprocessing_exc_tuple"] = (type(exc), exc, None)
                 args, kwargs = bound.args, bound.kwargs
             token = enter_cell(cell.msg_id)
@@ -206,11 +214,16 @@ class CellHooks:
 
             @functools.wraps(orig_send)
             def send(stream, msg_or_type, content=None, parent=None, *args, **kwargs):
+                idle = False
                 try:
-                    hooks._observe(msg_or_type, content, parent)
+                    idle = hooks._observe(msg_or_type, content, parent)
                 except Exception as e:
                     log_once("output capture", e)
-                return orig_send(stream, msg_or_type, content, parent, *args, **kwargs)
+                try:
+                    return orig_send(stream, msg_or_type, content, parent, *args, **kwargs)
+                finally:
+                    if idle:  # the client has its answer: report the cell now
+                        hooks.report_answered()
 
             self.patcher.replace(session, "send", mark(send))
 
@@ -227,7 +240,7 @@ class CellHooks:
         return parent if isinstance(parent, dict) else {}
 
     def _begin(self, arguments: dict) -> _Cell:
-        if self._replying:  # an earlier cell's reply never came by (e.g. run from a thread)
+        if self._replying or self._answered:  # e.g. an earlier cell run from a thread
             self.complete_pending()
         raw = arguments.get("raw_cell") or ""
         silent = bool(arguments.get("silent", False))
@@ -314,15 +327,23 @@ class CellHooks:
             log_once("cell finish", e)
 
     def _replied(self, msg_id) -> bool:
-        """The kernel is answering this request: report its cell, if one awaits that."""
+        """The kernel is answering this request: its cell, if one awaits that, is reported
+        once the idle status that follows is sent (`report_answered`), off the path of the
+        reply. ipykernel has flushed the cell's streams before either."""
         pending = self._replying.pop(msg_id, None) if msg_id else None
         if pending is None:
             return False
-        self._report(*pending, flush=False)  # ipykernel has just flushed the streams
+        self._answered.append(pending)
         return True
+
+    def report_answered(self) -> None:
+        answered, self._answered = self._answered, []
+        for pending in answered:
+            self._report(*pending, flush=False)
 
     def complete_pending(self) -> None:
         """Report the finished cells still waiting for their reply (flushing first)."""
+        self.report_answered()
         for msg_id in list(self._replying):
             pending = self._replying.pop(msg_id, None)
             if pending is not None:
@@ -330,7 +351,9 @@ class CellHooks:
 
     # -- IOPub -----------------------------------------------------------------------------
 
-    def _observe(self, msg_or_type, content, parent) -> None:
+    def _observe(self, msg_or_type, content, parent) -> bool:
+        """Note an outgoing message; True for an idle status after which answered cells are
+        to be reported."""
         if isinstance(msg_or_type, dict):
             msg_type = (msg_or_type.get("header") or {}).get("msg_type")
             content = msg_or_type.get("content")
@@ -347,7 +370,7 @@ class CellHooks:
                 outputs.add(msg_type, content)
         elif msg_type == "execute_reply":
             if self._replied(parent_header.get("msg_id")):
-                return
+                return False
             if (
                 isinstance(content, dict)
                 and content.get("status") == "aborted"
@@ -356,11 +379,13 @@ class CellHooks:
                 self._aborted(parent)
         elif (
             msg_type == "status"
-            and self._replying
+            and (self._replying or self._answered)
             and isinstance(content, dict)
             and content.get("execution_state") == "idle"
         ):
             self._replied(parent_header.get("msg_id"))  # e.g. do_execute raised: no reply
+            return bool(self._answered)
+        return False
 
     def _aborted(self, request: dict) -> None:
         header = request.get("header") or {}

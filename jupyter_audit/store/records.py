@@ -339,8 +339,10 @@ def _json_str(value: str | None) -> str:
     return "null" if value is None else '"' + value + '"'
 
 
-def prepare(event, masker, max_field_bytes: int) -> Prepared:
-    """Validate, normalise, mask and cap one submitted event."""
+def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None) -> Prepared:
+    """Validate, normalise, mask and cap one submitted event. `event_id` is an id the server
+    chose ahead of time (the gateway stamps it on a cell's message before the cell's event
+    is prepared); an `event_id` inside the event is a client's, for exactly-once delivery."""
     if type(event) is not dict:
         raise EventValidationError(f"an event must be an object, not {type(event).__name__}")
     if not event.keys() <= ENVELOPE_FIELDS:
@@ -392,7 +394,7 @@ def prepare(event, masker, max_field_bytes: int) -> Prepared:
     value = get("event_id")
     if value is None:
         p.client_event = False
-        p.event_id = os.urandom(16).hex()
+        p.event_id = event_id or os.urandom(16).hex()
     else:
         p.client_event = True
         p.event_id = _id("event_id", value)
@@ -463,6 +465,11 @@ def _snapshot(identity_id: str, text: str) -> dict:
             _SNAPSHOTS.clear()
         snap = _SNAPSHOTS[identity_id] = json.loads(text)
     return snap
+
+
+def identity_id_of(raw) -> str:
+    """The identity_id `prepare` records for an identity snapshot."""
+    return _identity(raw)[1]
 
 
 def _identity(raw) -> tuple[dict, str, str]:

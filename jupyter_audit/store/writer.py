@@ -22,6 +22,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
+import duckdb
 import pyarrow as pa
 
 from ..events import EventValidationError
@@ -231,9 +232,10 @@ class Writer:
         self.seq = max(self.seq, self.frontier.size)
 
     # ------------------------------------------------------------------ submitting
-    def prepare(self, event: dict) -> Prepared:
-        """Validate and mask an event now (raises EventValidationError)."""
-        return prepare(event, self.masker, self.max_field_bytes)
+    def prepare(self, event: dict, *, event_id: str | None = None) -> Prepared:
+        """Validate and mask an event now (raises EventValidationError); `event_id`: an id
+        the server chose for it ahead of time (`records.prepare`)."""
+        return prepare(event, self.masker, self.max_field_bytes, event_id=event_id)
 
     def prepare_many(self, events: list) -> list[Prepared | EventValidationError]:
         """Validate and mask a batch; big batches in worker processes (`PreparePool`). A
@@ -263,8 +265,8 @@ class Writer:
                     raise p
                 prepared[i] = p
         fut: Future = Future()
-        fut._batch = []
-        fut._size = len(prepared)
+        fut._prepared = prepared
+        fut._got, fut._count = {}, 0  # results that came in parts (`_resolve`)
         if not prepared:
             fut.set_result([])
             return fut
@@ -428,54 +430,77 @@ class Writer:
                 log.warning("database checkpoint failed: %s", e)
         return body
 
-    def _drop_duplicates(self, items: list[tuple[Prepared, Future]]):
-        """Exactly once for client-supplied event ids (kernels retry and re-send spools):
-        an id the trail already holds is acknowledged with its first record, not stored."""
+    def _drop_duplicates(self, items: list[tuple[Prepared, Future]], *, held: bool):
+        """(items to store, [(p, fut, seq of the first record or None)] for the rest): a
+        client id repeated within `items`, and with `held` one the trail already holds (a
+        query), is not stored again."""
         ids = [p.event_id for p, _ in items if p.client_event]
         if not ids:
             return items, []
-        rows = self._con.execute(
-            "SELECT event_id, seq FROM client_events WHERE event_id IN (SELECT unnest(?))", [ids]
-        ).fetchall()
-        held = dict(rows)
+        stored = {}
+        if held:
+            stored = dict(
+                self._con.execute(
+                    "SELECT event_id, seq FROM client_events WHERE event_id IN (SELECT unnest(?))",
+                    [ids],
+                ).fetchall()
+            )
         keep, dupes, seen = [], [], set()
         for p, fut in items:
             if p.client_event:
-                if p.event_id in held or p.event_id in seen:
-                    dupes.append((p, fut, held.get(p.event_id)))
+                if p.event_id in stored or p.event_id in seen:
+                    dupes.append((p, fut, stored.get(p.event_id)))
                     continue
                 seen.add(p.event_id)
             keep.append((p, fut))
         return keep, dupes
 
     def _commit(self, items: list[tuple[Prepared, Future]]) -> None:
-        try:
-            items, dupes = self._drop_duplicates(items)
-        except Exception as e:  # noqa: BLE001 - nothing acknowledged
-            err = TrailWriteError(f"trail write failed: {e}")
-            for _p, fut in items:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        if items:
-            self._commit_new(items)
+        """Exactly once for client-supplied event ids (kernels retry and re-send spools): an
+        id the trail already holds is acknowledged with its first record, not stored. Held
+        ids are rare, so a batch is first committed without looking them up (a query costs
+        about a millisecond): the `client_events` primary key refuses a held one, and the
+        batch is then committed without the held ids."""
+        items, dupes = self._drop_duplicates(items, held=False)
+        if items and not self._commit_new(items, optimistic=True):
+            try:
+                items, held = self._drop_duplicates(items, held=True)
+            except Exception as e:  # noqa: BLE001 - nothing acknowledged
+                err = TrailWriteError(f"trail write failed: {e}")
+                for _p, fut in items:
+                    if not fut.done():
+                        fut.set_exception(err)
+                items, held = [], []
+            dupes.extend(held)
+            if items:
+                self._commit_new(items)
         for p, fut, seq in dupes:
-            self._resolve(fut, [AppendResult(seq or 0, "", p.event_id, duplicate=True)])
+            self._resolve(fut, [p], [AppendResult(seq or 0, "", p.event_id, duplicate=True)])
 
     @staticmethod
-    def _resolve(fut: Future, results: list[AppendResult]) -> None:
-        """A submit's future gets its one result; a submit_batch future collects results and
-        resolves once the last of its events is in."""
-        batch = getattr(fut, "_batch", None)
-        if batch is None:
+    def _resolve(fut: Future, ps: list[Prepared], results: list[AppendResult]) -> None:
+        """A submit's future gets its one result. A submit_batch future resolves once all of
+        its events are in, to their results in the order they were submitted (a batch's
+        held client ids are acknowledged after the events stored with it)."""
+        got = getattr(fut, "_got", None)
+        if got is None:
             if not fut.done():
                 fut.set_result(results[0])
             return
-        batch.extend(results)
-        if len(batch) == fut._size and not fut.done():
-            fut.set_result(batch)
+        if not got and len(results) == len(fut._prepared):  # all at once, in order
+            if not fut.done():
+                fut.set_result(results)
+            return
+        for p, r in zip(ps, results, strict=True):
+            got.setdefault(id(p), []).append(r)
+        fut._count += len(results)
+        if fut._count == len(fut._prepared) and not fut.done():
+            fut.set_result([got[id(p)].pop(0) for p in fut._prepared])
 
-    def _commit_new(self, items: list[tuple[Prepared, Future]]) -> None:
+    def _commit_new(self, items: list[tuple[Prepared, Future]], optimistic=False) -> bool:
+        """Sequence, chain and store `items` in one transaction, then resolve their futures
+        (with the error if it fails). False, with nothing stored or resolved, when
+        `optimistic` and the trail already holds one of their client ids (see `_commit`)."""
         seq0 = seq = self.seq
         prev = self.last_hash
         frontier = self.frontier.copy()
@@ -572,7 +597,13 @@ class Writer:
                         "seq": pa.array([c[1] for c in client], pa.int64()),
                     }
                 )
-                con.from_arrow(ids).insert_into("client_events")
+                try:
+                    con.from_arrow(ids).insert_into("client_events")
+                except duckdb.ConstraintException:
+                    if not optimistic:
+                        raise
+                    con.execute("ROLLBACK")
+                    return False
             con.execute(
                 "UPDATE meta SET value = CASE key WHEN 'last_seq' THEN ? WHEN 'last_hash' THEN ? "
                 "ELSE ? END WHERE key IN ('last_seq', 'last_hash', 'frontier')",
@@ -589,7 +620,7 @@ class Writer:
             for _p, fut in items:
                 if not fut.done():
                     fut.set_exception(err)
-            return
+            return True
         self.seq = seq
         self.last_hash = prev
         self.frontier = frontier
@@ -611,6 +642,7 @@ class Writer:
                 j += 1
             self._resolve(
                 fut,
+                ps[i:j],
                 list(
                     map(
                         AppendResult,
@@ -621,6 +653,7 @@ class Writer:
                 ),
             )
             i = j
+        return True
 
     def _store_traces(self, con, traces: dict, users: set, last_us: int) -> None:
         """Add a batch's counts to its traces' rows. A cell's few events touch one or two

@@ -138,10 +138,11 @@ def test_user_expressions_are_reported_with_the_cell(audited):
     assert started["payload"]["user_expressions"] == {"probe": "y * 10"}
 
 
-def test_a_cell_is_reported_at_its_reply_or_else_its_idle_status():
-    """A cell run for an execute_request is reported when the kernel answers it (ipykernel
-    has flushed its streams by then); with no reply, at its idle status; a cell whose
-    answer never comes by, when the next cell begins."""
+def test_a_cell_is_reported_once_the_idle_status_after_its_answer_is_sent():
+    """A cell run for an execute_request is reported once the kernel has answered it
+    (ipykernel has flushed its streams by then) and sent the idle status the client waits
+    for, so the report is off the path of both; with no reply, after its idle status too;
+    a cell whose answer never comes by, when the next cell begins."""
     from types import SimpleNamespace
 
     from jupyter_audit.kernel import context
@@ -171,10 +172,11 @@ def test_a_cell_is_reported_at_its_reply_or_else_its_idle_status():
             hooks._finish(cell, ok, None)
             assert ("cell.finished", msg_id) not in recorded  # the reply is still to come
             if msg_id == "m1":
-                hooks._observe("execute_reply", {"status": "ok"}, requests[msg_id])
-            elif msg_id == "m2":
-                hooks._observe("status", {"execution_state": "idle"}, requests[msg_id])
-            if msg_id in ("m1", "m2"):
+                assert not hooks._observe("execute_reply", {"status": "ok"}, requests[msg_id])
+                assert ("cell.finished", msg_id) not in recorded  # the idle status is to come
+            if msg_id in ("m1", "m2"):  # m2: no reply, only the idle status
+                assert hooks._observe("status", {"execution_state": "idle"}, requests[msg_id])
+                hooks.report_answered()  # what Session.send does once the status is sent
                 assert recorded[-1] == ("cell.finished", msg_id)
         assert ("cell.finished", "m3") in recorded  # reported when m4 began
         hooks.complete_pending()  # e.g. the capture stops
