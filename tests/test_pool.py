@@ -10,7 +10,7 @@ from conftest import ALICE, sql_event
 
 from jupyter_audit.events import EventValidationError
 from jupyter_audit.store.pool import MIN_BATCH, PreparePool
-from jupyter_audit.store.records import prepare
+from jupyter_audit.store.records import Prepared, prepare
 from jupyter_audit.store.verify import verify_path
 
 
@@ -59,6 +59,7 @@ def test_workers_prepare_exactly_what_the_server_would(make_writer):
             assert isinstance(got, EventValidationError) and str(got) == str(e)
             continue
         assert got.to_wire() == want.to_wire()
+        assert want.to_wire() == tuple(getattr(want, name) for name in Prepared._WIRE)
         assert "carol" not in repr(got.parts) and "hunter2" not in repr(got.parts)
     # submitted, they are stored, chained and verifiable like any other records
     ok = [p for p in pooled if not isinstance(p, EventValidationError)]

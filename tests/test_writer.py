@@ -129,6 +129,21 @@ def test_identity_snapshots_stored_once_by_hash(make_writer, trail_dir):
     assert users.count("alice") == 1 and users.count("bob") == 1
 
 
+def test_identities_are_remembered_by_their_exact_json():
+    """Identity snapshots are memoised by the submitted object's JSON: an equal identity
+    hits, while one differing only in a value's type (True vs 1) or a nested list does not
+    share its entry; one JSON cannot hold (a set) is normalised without being memoised."""
+    from jupyter_audit.store.records import _identity
+
+    a = _identity({"username": "alice", "groups": ["x", "y"]})
+    assert _identity({"username": "alice", "groups": ["x", "y"]}) is a
+    assert _identity({"username": "alice", "groups": ["x"]})[1] != a[1]
+    assert _identity({"username": "alice", "groups": ["x", "y"], "display_name": None})[1] == a[1]
+    assert _identity({"username": "alice", "groups": {"y", "x"}})[1] == a[1]
+    with pytest.raises(EventValidationError, match="identity"):
+        _identity(["alice"])
+
+
 def test_derived_tables_rebuild_to_the_same_state(make_writer, trail_dir):
     w = make_writer()
     for t in range(5):
@@ -505,6 +520,25 @@ def test_payload_encoder_is_canonical_bytes():
         assert _jcs_bmp(value) == canonical_bytes(value, astral_keys=False) == rfc8785.dumps(value)
 
     check()
+
+
+def test_payload_encoder_agrees_with_jcs_on_every_code_point():
+    """The payload encoder in use is orjson's (sorted keys): the same bytes as JCS for every
+    character a stored text can hold, in keys and in values."""
+    import rfc8785
+
+    from jupyter_audit.store.canonical import canonical_bytes
+    from jupyter_audit.store.records import _jcs_bmp
+
+    assert "dumps" in _jcs_bmp.__code__.co_freevars  # orjson, not a fallback
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # lone surrogates never reach the encoder
+        c = chr(cp)
+        value = {"z": [c, 1], "k" + (c if cp <= 0xFFFF else ""): "a" + c + "b"}
+        assert _jcs_bmp(value) == canonical_bytes(value, astral_keys=False), hex(cp)
+        if cp % 97 == 0:
+            assert _jcs_bmp(value) == rfc8785.dumps(value), hex(cp)
 
 
 def test_stored_records_are_the_spliced_canonical_bytes(make_writer, trail_dir):

@@ -643,12 +643,18 @@ class Writer:
             self._resolve(
                 fut,
                 ps[i:j],
+                # AppendResults built by tuple.__new__ (C) rather than the NamedTuple's own
+                # __new__ (a Python function): a big batch makes thousands
                 list(
                     map(
-                        AppendResult,
-                        range(seq0 + 1 + i, seq0 + 1 + j),
-                        map(bytes.hex, c_hash[i:j]),
-                        [p.event_id for p in ps[i:j]],
+                        tuple.__new__,
+                        repeat(AppendResult),
+                        zip(
+                            range(seq0 + 1 + i, seq0 + 1 + j),
+                            map(bytes.hex, c_hash[i:j]),
+                            [p.event_id for p in ps[i:j]],
+                            repeat(False),
+                        ),
                     )
                 ),
             )
