@@ -181,15 +181,24 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             # on its way, so that work overlaps the kernel's instead of delaying the cell
             try:
                 audit.cell_requests.add(self._prepare_pending(audit))
-            except Exception as e:  # noqa: BLE001 - checked before forwarding: a bug
+            except Exception as e:  # noqa: BLE001 - even the fallback failed: a bug
                 self.log.error("jupyter-audit: cell.requested not recorded: %s", e)
 
     def _prepare_pending(self, audit):
         """The pending `cell.requested`, validated and masked; the cell is remembered for the
-        kernel's reports to be attributed to it."""
+        kernel's reports to be attributed to it. In fail_mode=open the cell is already on
+        its way: if its event cannot be prepared after all (`_record` checks what could
+        make it fail), the cell is recorded with what the trail can always store instead."""
         event, event_id = self._pending
         self._pending = None
-        prepared = audit.writer.prepare(event, event_id=event_id)
+        try:
+            prepared = audit.writer.prepare(event, event_id=event_id)
+        except EventValidationError as e:
+            if audit.fail_mode == "closed":
+                raise  # not forwarded: the client is told instead
+            self.log.error("jupyter-audit: cell.requested recorded without its text: %s", e)
+            fallback = _storable_part(event, audit.writer.masker)
+            prepared = audit.writer.prepare(fallback, event_id=event_id)
         audit.cells.remember(event["msg_id"], prepared)
         return prepared
 
@@ -341,6 +350,8 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 raise EventValidationError(f"{field}: not valid UTF-8 text")
         if notebook is not None and (len(notebook) > 4096 or not _utf8(notebook)):
             raise EventValidationError("notebook path is not recordable")
+        if safe_id(self.kernel_id) is None:  # jupyter_server lets a client choose kernel ids
+            raise EventValidationError("kernel id is not recordable")
         event_id = os.urandom(16).hex()
         self._pending = (
             {
@@ -362,6 +373,26 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             "trace_id": self.kernel_id,
             "event_id": event_id,
         }
+
+
+def _storable_part(event: dict, masker) -> dict:
+    """A cell's event reduced to what the trail always stores: the user, the ids that are
+    valid, the code withheld as a pseudonym, and the flag `unstorable`."""
+    payload = event["payload"]
+    code = payload["code"].encode("utf-8", "surrogatepass")
+    return {
+        "kind": "cell.requested",
+        "identity": event["identity"],
+        "trace_id": safe_id(event["trace_id"]),
+        "kernel_id": safe_id(event["kernel_id"]),
+        "msg_id": event["msg_id"],
+        "flags": ["unstorable"],
+        "payload": {
+            "code": masker.pseudonym("WITHHELD", code),
+            "cell_id": None,
+            "silent": payload["silent"],
+        },
+    }
 
 
 def _utf8(text: str) -> bool:

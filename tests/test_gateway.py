@@ -285,6 +285,34 @@ class TestNoWayAround:
         assert "payload.code: not valid UTF-8 text" in caplog.text
         client.ws.close()
 
+    async def test_a_cell_whose_event_fails_after_forwarding_is_still_recorded(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, monkeypatch, caplog
+    ):
+        """Should preparing a forwarded cell's event fail after all (the checks before
+        forwarding are meant to rule it out), the cell is recorded without its text: the
+        user, its ids, the code withheld as a pseudonym, flagged `unstorable`."""
+        from jupyter_audit.events import EventValidationError
+
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        real = audit.writer.prepare
+
+        def failing(event, **kwargs):
+            if event.get("kind") == "cell.requested" and not event.get("flags"):
+                raise EventValidationError("payload.code: simulated failure")
+            return real(event, **kwargs)
+
+        monkeypatch.setattr(audit.writer, "prepare", failing)
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        status, out = await client.run("print('ran')")
+        assert status == "ok" and out.strip() == "ran"
+        [req] = cell_requests(jp_serverapp)
+        assert req["flags"] == ["unstorable"]
+        assert req["payload"]["code"].startswith("‹WITHHELD:") and "ran" not in json.dumps(req)
+        assert req["identity"]["username"] == getpass.getuser()
+        assert req["kernel_id"] == kernel_id and req["msg_id"]
+        assert "recorded without its text" in caplog.text
+        client.ws.close()
+
 
 async def test_cell_requests_are_committed_together():
     """fail_mode=open: cell.requested events go to the writer as one batch once cells stop

@@ -132,7 +132,8 @@ def test_identity_snapshots_stored_once_by_hash(make_writer, trail_dir):
 def test_identities_are_remembered_by_their_exact_json():
     """Identity snapshots are memoised by the submitted object's JSON: an equal identity
     hits, while one differing only in a value's type (True vs 1) or a nested list does not
-    share its entry; one JSON cannot hold (a set) is normalised without being memoised."""
+    share its entry; values other than strings, None and lists of strings (a set, NaN) are
+    normalised without being memoised."""
     from jupyter_audit.store.records import _identity
 
     a = _identity({"username": "alice", "groups": ["x", "y"]})
@@ -140,6 +141,10 @@ def test_identities_are_remembered_by_their_exact_json():
     assert _identity({"username": "alice", "groups": ["x"]})[1] != a[1]
     assert _identity({"username": "alice", "groups": ["x", "y"], "display_name": None})[1] == a[1]
     assert _identity({"username": "alice", "groups": {"y", "x"}})[1] == a[1]
+    assert (
+        _identity({"username": "alice", "email": float("nan")})[1]
+        != (_identity({"username": "alice", "email": None})[1])
+    )  # NaN and None have one JSON, not one snapshot
     with pytest.raises(EventValidationError, match="identity"):
         _identity(["alice"])
 
@@ -190,8 +195,11 @@ def test_failed_commit_acknowledges_nothing_and_keeps_the_chain(make_writer, tra
 
     w._con = Broken()
     fut = w.submit(sql_event(2))
-    with pytest.raises(Exception, match="No space left on device"):
-        fut.result(timeout=10)
+    # a client id sent twice: the repeat is not acknowledged when its first copy failed
+    first, repeat = (w.submit({**sql_event(9), "event_id": "9" * 32}) for _ in range(2))
+    for f in (fut, first, repeat):
+        with pytest.raises(Exception, match="No space left on device|not stored"):
+            f.result(timeout=10)
     w._con = real
     assert w.seq == seq_before
     assert w.append(sql_event(3)).seq == seq_before + 1
@@ -222,6 +230,7 @@ def test_client_event_ids_are_stored_exactly_once(make_writer, trail_dir):
         (f"{5:032x}", True),  # repeated within the batch
     ]
     assert again[0].seq == seq_of[f"{3:032x}"] and again[2].seq == seq_of[f"{1:032x}"]
+    assert again[4].seq == again[1].seq  # a repeat gets its first copy's record
     alone = w.append(ev(2))
     assert alone.duplicate and alone.seq == seq_of[f"{2:032x}"]
     new = w.append(ev(7))

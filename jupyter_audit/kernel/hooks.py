@@ -24,6 +24,7 @@ import functools
 import inspect
 import json
 import sys
+import threading
 import traceback
 from contextvars import ContextVar
 from time import perf_counter_ns
@@ -162,7 +163,9 @@ class CellHooks:
         # finished cells whose execute_reply is still to come: msg_id -> (cell, payload)
         self._replying: dict[str, tuple[_Cell, dict]] = {}
         # cells answered (execute_reply sent), reported once their idle status is sent
+        # (Session.send runs on several threads: the shell's, the control thread's...)
         self._answered: list[tuple[_Cell, dict]] = []
+        self._answered_lock = threading.Lock()
 
     def install(self) -> None:
         ip = self.ip
@@ -333,11 +336,13 @@ class CellHooks:
         pending = self._replying.pop(msg_id, None) if msg_id else None
         if pending is None:
             return False
-        self._answered.append(pending)
+        with self._answered_lock:
+            self._answered.append(pending)
         return True
 
     def report_answered(self) -> None:
-        answered, self._answered = self._answered, []
+        with self._answered_lock:
+            answered, self._answered = self._answered, []
         for pending in answered:
             self._report(*pending, flush=False)
 
@@ -383,8 +388,10 @@ class CellHooks:
             and isinstance(content, dict)
             and content.get("execution_state") == "idle"
         ):
-            self._replied(parent_header.get("msg_id"))  # e.g. do_execute raised: no reply
-            return bool(self._answered)
+            msg_id = parent_header.get("msg_id")
+            self._replied(msg_id)  # e.g. do_execute raised: no reply
+            # the idle status after this cell's answer (not the control thread's, say)
+            return any(cell.msg_id == msg_id for cell, _ in list(self._answered))
         return False
 
     def _aborted(self, request: dict) -> None:

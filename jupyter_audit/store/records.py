@@ -501,6 +501,11 @@ def _snapshot(identity_id: str, text: str) -> dict:
     return snap
 
 
+def _plain(value) -> bool:
+    t = type(value)
+    return t is str or value is None or (t is list and all(type(v) is str for v in value))
+
+
 def identity_id_of(raw) -> str:
     """The identity_id `prepare` records for an identity snapshot."""
     return _identity(raw)[1]
@@ -510,13 +515,16 @@ def _identity(raw) -> tuple[dict, str, str]:
     """(snapshot, identity_id, snapshot JCS text), memoised: the same few identities recur."""
     if not isinstance(raw, dict):
         raise EventValidationError("identity must be an object")
-    try:
+    key = hit = None
+    if all(_plain(v) for v in raw.values()):
         # its JSON in the order given (the same identity in another key order is one more
-        # entry); values JSON cannot hold: normalise below reports them
-        key = _identity_key(raw)
-        hit = _IDENTITY_CACHE.get(key)
-    except (TypeError, ValueError):
-        key, hit = None, None
+        # entry); only for str, None and lists of str, whose JSON tells them apart (it
+        # would not tell NaN from None, or an enum from its value)
+        try:
+            key = _identity_key(raw)
+            hit = _IDENTITY_CACHE.get(key)
+        except (TypeError, ValueError):  # e.g. a key that is not a string
+            key = None
     if hit is not None:
         return hit
     try:

@@ -132,6 +132,7 @@ class Writer:
         self._last_checkpoint_at = time.monotonic()
         self._closed = False
         self._last_count = 0  # events taken in the last round (load indicator)
+        self._stored_ids: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self):
@@ -461,7 +462,9 @@ class Writer:
         ids are rare, so a batch is first committed without looking them up (a query costs
         about a millisecond): the `client_events` primary key refuses a held one, and the
         batch is then committed without the held ids."""
-        items, dupes = self._drop_duplicates(items, held=False)
+        items, repeats = self._drop_duplicates(items, held=False)
+        self._stored_ids = {}
+        held: list = []
         if items and not self._commit_new(items, optimistic=True):
             try:
                 items, held = self._drop_duplicates(items, held=True)
@@ -470,12 +473,19 @@ class Writer:
                 for _p, fut in items:
                     if not fut.done():
                         fut.set_exception(err)
-                items, held = [], []
-            dupes.extend(held)
+                items = []
             if items:
                 self._commit_new(items)
-        for p, fut, seq in dupes:
-            self._resolve(fut, [p], [AppendResult(seq or 0, "", p.event_id, duplicate=True)])
+        # an id repeated within this round shares the outcome of its first copy
+        first = {p.event_id: seq for p, _fut, seq in held}
+        first.update(self._stored_ids)
+        for p, fut, seq in held + repeats:
+            seq = first.get(p.event_id) if seq is None else seq
+            if seq is None:  # its first copy was not stored
+                if not fut.done():
+                    fut.set_exception(TrailWriteError("trail write failed: event not stored"))
+                continue
+            self._resolve(fut, [p], [AppendResult(seq, "", p.event_id, duplicate=True)])
 
     @staticmethod
     def _resolve(fut: Future, ps: list[Prepared], results: list[AppendResult]) -> None:
@@ -623,6 +633,7 @@ class Writer:
             return True
         self.seq = seq
         self.last_hash = prev
+        self._stored_ids = dict(client)  # client ids stored by this commit (see `_commit`)
         self.frontier = frontier
         self._last_time_us = last_us
         self._since_checkpoint += n

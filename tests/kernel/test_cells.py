@@ -174,6 +174,8 @@ def test_a_cell_is_reported_once_the_idle_status_after_its_answer_is_sent():
             if msg_id == "m1":
                 assert not hooks._observe("execute_reply", {"status": "ok"}, requests[msg_id])
                 assert ("cell.finished", msg_id) not in recorded  # the idle status is to come
+                other = {"header": {"msg_id": "usage-poll", "msg_type": "usage_request"}}
+                assert not hooks._observe("status", {"execution_state": "idle"}, other)
             if msg_id in ("m1", "m2"):  # m2: no reply, only the idle status
                 assert hooks._observe("status", {"execution_state": "idle"}, requests[msg_id])
                 hooks.report_answered()  # what Session.send does once the status is sent
