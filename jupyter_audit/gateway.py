@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from datetime import UTC, datetime
 
+import orjson
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
@@ -288,9 +289,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if channel != "shell":
             return
         _, fed = self.session.feed_identities(msg_list)
-        header = json.loads(_bytes(fed[1]))
+        header = _loads(_bytes(fed[1]))
         if header.get("msg_type") == "execute_reply":
-            self._audit.cells.replied(json.loads(_bytes(fed[2])).get("msg_id"))
+            self._audit.cells.replied(_loads(_bytes(fed[2])).get("msg_id"))
 
     # ---------------------------------------------------------------- the tap
     def _tap(self, audit, ws_msg):
@@ -303,7 +304,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 return ws_msg
             if channel != "shell" or len(parts) < 4:
                 raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
-            metadata, content = _obj(parts[2]), _obj(parts[3])
+            # the metadata is written back: read by the standard library, which keeps every
+            # value as it was (orjson turns integers past 64 bits into floats)
+            metadata, content = _obj(parts[2], exact=True), _obj(parts[3])
             metadata[STAMP] = self._record(audit, header, metadata, content)
             parts = list(parts)
             parts[2] = json.dumps(metadata).encode("utf-8")
@@ -405,12 +408,22 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _obj(raw) -> dict:
-    """A JSON object from a message part; anything else counts as empty."""
+def _obj(raw, exact: bool = False) -> dict:
+    """A JSON object from a message part; anything else counts as empty. Parts only read
+    (not written back) go through orjson, as jupyter_client itself does when it is
+    installed, and through the standard library only for what orjson refuses (lone
+    surrogates, NaN); `exact` for a part written back."""
     if not raw:
         return {}
-    value = json.loads(raw)
+    value = json.loads(raw) if exact else _loads(raw)
     return value if isinstance(value, dict) else {}
+
+
+def _loads(raw):
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _mentions_execute(raw) -> bool:

@@ -162,6 +162,18 @@ async def test_each_execute_request_is_recorded_and_stamped(
     client.ws.close()
 
 
+def test_message_parts_read_as_the_standard_library_reads_them():
+    """Parts only read go through orjson, falling back to the standard library for what
+    orjson refuses; the metadata, written back with the stamp, is read exactly (orjson
+    would turn an integer past 64 bits into a float)."""
+    from jupyter_audit.gateway import _obj
+
+    assert _obj(b'{"big": 1180591620717411303424}', exact=True) == {"big": 2**70}
+    assert _obj(b'{"code": "x\\ud800"}') == {"code": "x\ud800"}  # a lone surrogate
+    assert _obj(b'{"t": NaN}')["t"] != 0  # NaN: the standard library's reading
+    assert _obj(b"[1]") == {} and _obj(b"") == {}
+
+
 class TestTwoUsersOneKernel:
     @pytest.fixture
     def jp_server_config(self, trail_dir):
