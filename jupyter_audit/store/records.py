@@ -13,6 +13,8 @@ import json
 import os
 import re
 
+import orjson
+
 from ..events import EventValidationError, validate_payload
 from ..identity import normalise_snapshot
 from .canonical import SAFE_INT, canonical_bytes, jcs
@@ -313,13 +315,11 @@ def _make_jcs_bmp():
     probe = {"b": [1, -2, 'é\u2028"\\\x00\x1f\x7f€', None, True, {}], "a": {"x": [], "\ufb33": ""}}
     want = canonical_bytes(probe, astral_keys=False)
     try:
-        import orjson
-
         option = orjson.OPT_SORT_KEYS
         dumps = orjson.dumps
         if dumps(probe, option=option) == want:
             return lambda value: dumps(value, option=option)
-    except Exception:  # noqa: BLE001 - not installed or not equal: the encoders below
+    except Exception:  # noqa: BLE001 - not equal (another orjson): the encoders below
         pass
     if _c_make_encoder is not None:
         from json.encoder import encode_basestring
@@ -481,12 +481,7 @@ def encode_record(p: Prepared, seq: int, prev_hex: str, time_iso: str, version: 
 
 
 _IDENTITY_CACHE: dict = {}
-try:
-    from orjson import dumps as _identity_key
-except ImportError:  # pragma: no cover - a dependency; the standard library is slower
-
-    def _identity_key(raw):
-        return json.dumps(raw, allow_nan=False)
+_identity_key = orjson.dumps
 
 
 _SNAPSHOTS: dict[str, dict] = {}  # identity_id -> snapshot, for records sealed elsewhere
@@ -523,7 +518,7 @@ def _identity(raw) -> tuple[dict, str, str]:
         try:
             key = _identity_key(raw)
             hit = _IDENTITY_CACHE.get(key)
-        except (TypeError, ValueError):  # e.g. a key that is not a string
+        except TypeError:  # orjson.JSONEncodeError: e.g. a key that is not a string
             key = None
     if hit is not None:
         return hit
