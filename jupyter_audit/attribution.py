@@ -18,15 +18,17 @@ class CellRegistry:
         self._cells: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, msg_id: str | None, prepared) -> None:
+    def remember(self, msg_id: str | None, event: dict) -> None:
+        """The cell's `cell.requested` event (as submitted: what is taken from it is masked
+        again wherever it is stored) gives who asked, the trace and the notebook."""
         if msg_id is None:
             return
         entry = {
-            "identity": prepared.identity,
-            "trace_id": prepared.trace_id,
-            "kernel_id": prepared.kernel_id,
-            "session_id": prepared.session_id,
-            "notebook": prepared.notebook,
+            "identity": event.get("identity"),
+            "trace_id": event.get("trace_id"),
+            "kernel_id": event.get("kernel_id"),
+            "session_id": event.get("session_id"),
+            "notebook": event.get("notebook"),
         }
         with self._lock:
             self._cells[msg_id] = entry

@@ -39,23 +39,31 @@ class CellRequests:
     A commit costs the writer thread several ms of CPU however few events it holds, part of
     it holding the GIL: one commit per cell would run inside the round trips of the cells that
     follow (and compete for the CPU). Events are submitted together once no cell has been
-    requested for `quiet` seconds, or the oldest has waited `max_wait`. `flush()`
-    submits them at once: the kernel ingest calls it before it queues a kernel's events (a
-    cell's own record always comes first in the trail), the server before it stops."""
+    requested for `quiet` seconds, or the oldest has waited `max_wait` (longer than the kernel
+    side holds its reports back while cells follow each other, so that under load the kernel's
+    post, which flushes them, and they make one commit). They are submitted raw, with the
+    event ids already stamped on their messages: the writer thread validates and masks them
+    in one batch (`Writer.submit_later`), so the gateway spends nothing on that between one
+    cell and the next. An event that fails validation is stored as `_storable_part` instead.
+    `flush()` submits them at once: the kernel ingest calls it before it queues a kernel's
+    events (a cell's own record always comes first in the trail), the server before it
+    stops."""
 
-    def __init__(self, writer, log, quiet: float = 0.2, max_wait: float = 1.0) -> None:
+    def __init__(self, writer, log, quiet: float = 0.2, max_wait: float = 2.5) -> None:
         self.writer, self.log = writer, log
         self.quiet, self.max_wait = quiet, max_wait
         self._events: list = []
+        self._ids: list = []
         self._first = self._last = 0.0
         self._timer = None
 
-    def add(self, prepared) -> None:
+    def add(self, event: dict, event_id: str) -> None:
         loop = IOLoop.current()
         self._last = loop.time()
         if not self._events:
             self._first = self._last
-        self._events.append(prepared)
+        self._events.append(event)
+        self._ids.append(event_id)
         if self._timer is None:
             self._timer = loop.call_later(self.quiet, self._due)
 
@@ -72,11 +80,18 @@ class CellRequests:
         if self._timer is not None:
             IOLoop.current().remove_timeout(self._timer)
             self._timer = None
-        events, self._events = self._events, []
+        events, ids = self._events, self._ids
         if not events:
             return
+        self._events, self._ids = [], []
+        masker, log = self.writer.masker, self.log
+
+        def storable(event: dict, error: Exception) -> dict:
+            log.error("jupyter-audit: cell.requested recorded without its text: %s", error)
+            return _storable_part(event, masker)
+
         try:
-            fut = self.writer.submit_batch(events)
+            fut = self.writer.submit_later(events, ids, storable)
         except Exception as e:  # noqa: BLE001 - the writer is not running
             self.log.error("jupyter-audit: %d cell.requested not stored: %s", len(events), e)
             return
@@ -178,29 +193,24 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             return
         super().handle_incoming_message(incoming_msg)
         if self._pending is not None:
-            # fail_mode=open: the event is prepared (masked) and queued once the message is
-            # on its way, so that work overlaps the kernel's instead of delaying the cell
-            try:
-                audit.cell_requests.add(self._prepare_pending(audit))
-            except Exception as e:  # noqa: BLE001 - even the fallback failed: a bug
-                self.log.error("jupyter-audit: cell.requested not recorded: %s", e)
+            # fail_mode=open: the cell is remembered (for the kernel's reports to be
+            # attributed to it) and its event queued raw once the message is on its way; the
+            # writer thread validates and masks it (`CellRequests`). If it cannot after all
+            # (`_record` checks what could make it fail), what the trail can always store
+            # is recorded instead.
+            event, event_id = self._pending
+            self._pending = None
+            audit.cells.remember(event["msg_id"], event)
+            audit.cell_requests.add(event, event_id)
 
     def _prepare_pending(self, audit):
-        """The pending `cell.requested`, validated and masked; the cell is remembered for the
-        kernel's reports to be attributed to it. In fail_mode=open the cell is already on
-        its way: if its event cannot be prepared after all (`_record` checks what could
-        make it fail), the cell is recorded with what the trail can always store instead."""
+        """fail_mode=closed: the pending `cell.requested`, validated and masked now (raises
+        EventValidationError: the cell is then not forwarded, the client is told); the cell
+        is remembered for the kernel's reports to be attributed to it."""
         event, event_id = self._pending
         self._pending = None
-        try:
-            prepared = audit.writer.prepare(event, event_id=event_id)
-        except EventValidationError as e:
-            if audit.fail_mode == "closed":
-                raise  # not forwarded: the client is told instead
-            self.log.error("jupyter-audit: cell.requested recorded without its text: %s", e)
-            fallback = _storable_part(event, audit.writer.masker)
-            prepared = audit.writer.prepare(fallback, event_id=event_id)
-        audit.cells.remember(event["msg_id"], prepared)
+        prepared = audit.writer.prepare(event, event_id=event_id)
+        audit.cells.remember(event["msg_id"], event)
         return prepared
 
     # ---------------------------------------------------------------- fail_mode=closed

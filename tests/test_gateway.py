@@ -306,14 +306,18 @@ class TestNoWayAround:
         from jupyter_audit.events import EventValidationError
 
         audit = jp_serverapp.web_app.settings["jupyter_audit"]
-        real = audit.writer.prepare
+        real = audit.writer.prepare_many
 
-        def failing(event, **kwargs):
-            if event.get("kind") == "cell.requested" and not event.get("flags"):
-                raise EventValidationError("payload.code: simulated failure")
-            return real(event, **kwargs)
+        def failing(events, event_ids=None):
+            out = real(events, event_ids)
+            return [
+                EventValidationError("payload.code: simulated failure")
+                if e.get("kind") == "cell.requested" and not e.get("flags")
+                else p
+                for e, p in zip(events, out, strict=True)
+            ]
 
-        monkeypatch.setattr(audit.writer, "prepare", failing)
+        monkeypatch.setattr(audit.writer, "prepare_many", failing)
         kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
         status, out = await client.run("print('ran')")
         assert status == "ok" and out.strip() == "ran"
@@ -328,7 +332,8 @@ class TestNoWayAround:
 
 async def test_cell_requests_are_committed_together():
     """fail_mode=open: cell.requested events go to the writer as one batch once cells stop
-    coming for `quiet`, or the oldest has waited `max_wait`; flush() sends them at once."""
+    coming for `quiet`, or the oldest has waited `max_wait`; flush() sends them at once.
+    They go raw, with their stamped event ids, and a fallback for what fails validation."""
     import logging
     from concurrent.futures import Future
 
@@ -337,7 +342,10 @@ async def test_cell_requests_are_committed_together():
     batches = []
 
     class Writer:
-        def submit_batch(self, events):
+        masker = None
+
+        def submit_later(self, events, event_ids, fallback):
+            assert event_ids == [f"id{e}" for e in events] and callable(fallback)
             batches.append(list(events))
             fut = Future()
             fut.set_result([])
@@ -345,13 +353,13 @@ async def test_cell_requests_are_committed_together():
 
     requests = CellRequests(Writer(), logging.getLogger("test"), quiet=0.3, max_wait=1.0)
     for i in range(3):
-        requests.add(i)
+        requests.add(i, f"id{i}")
         await asyncio.sleep(0.01)
     assert batches == []
     await asyncio.sleep(0.6)
     assert batches == [[0, 1, 2]]
     for i in range(50):  # a steady stream: committed at least every max_wait
-        requests.add(i)
+        requests.add(i, f"id{i}")
         await asyncio.sleep(0.03)
     assert len(batches) >= 2 and sum(map(len, batches)) < 53
     requests.flush()

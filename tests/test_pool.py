@@ -138,3 +138,15 @@ def test_the_masking_key_travels_but_no_cache_does(make_writer):
     assert state.mask_text("mail carol@example.org please") == w.masker.mask_text(
         "mail carol@example.org please"
     )
+
+
+def test_ids_chosen_ahead_are_kept_by_workers_and_in_process(make_writer):
+    """`prepare_many(events, event_ids)`: each event gets the id the server chose for it (the
+    gateway stamps it on the cell's message), whichever side prepares it; not a client id."""
+    w = make_writer(prepare_workers=1)
+    for n in (MIN_BATCH - 1, 2 * MIN_BATCH):
+        ids = [os.urandom(16).hex() for _ in range(n)]
+        got = w.prepare_many([sql_event(i) for i in range(n)], ids)
+        assert [p.event_id for p in got] == ids
+        assert not any(p.client_event for p in got)
+    assert _worker_pids(w.pool), "the bigger batch went to a worker"

@@ -241,6 +241,40 @@ def test_client_event_ids_are_stored_exactly_once(make_writer, trail_dir):
     assert verify_path(trail_dir / "trail.duckdb").ok
 
 
+def test_events_submitted_raw_are_prepared_by_the_writer_thread(make_writer, trail_dir, caplog):
+    """`submit_later`: raw events with the ids chosen for them are validated and masked on
+    the writer thread, in submission order; one that fails is stored as its fallback, and
+    one whose fallback fails too is logged and not stored, the others unharmed."""
+    w = make_writer(prepare_workers=0)
+    good = [sql_event(i) for i in range(3)]
+    bad = {"kind": "op.sql", "identity": ALICE, "payload": {"driver": "x", "statement": 5}}
+    worse = {"kind": "op.sql", "identity": BOB, "payload": {"driver": "x", "statement": 6}}
+    events = [good[0], bad, good[1], worse, good[2]]
+    ids = [f"{i:032x}" for i in range(len(events))]
+    seen = []
+
+    def fallback(event, error):
+        seen.append(str(error))
+        if event is worse:
+            raise EventValidationError("the fallback fails too")
+        return {**event, "flags": ["unstorable"], "payload": {"driver": "x", "statement": "?"}}
+
+    results = w.submit_later(events, ids, fallback).result(timeout=30)
+    assert [r.event_id for r in results] == [ids[0], ids[1], ids[2], ids[4]]
+    assert seen == ["op.sql: payload.statement must be string, not int"] * 2
+    assert "op.sql event not stored: the fallback fails too" in caplog.text
+    assert w.submit_later([], [], fallback).result(timeout=5) == []
+    w.close()
+    recs = [r for r in records(trail_dir / "trail.duckdb") if r["kind"] == "op.sql"]
+    assert [r["event_id"] for r in recs] == [ids[0], ids[1], ids[2], ids[4]]
+    assert recs[1]["flags"] == ["unstorable"] and recs[1]["payload"]["statement"] == "?"
+    assert "alice@example.org" not in json.dumps(recs)  # masked like any other event
+    assert verify_path(trail_dir / "trail.duckdb").ok
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM client_events").fetchone()[0] == 0  # not clients'
+    con.close()
+
+
 def test_key_rotation_is_signed_by_the_old_key(make_writer, trail_dir):
     from jupyter_audit.store.signing import SigningKey
 

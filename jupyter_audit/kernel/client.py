@@ -7,11 +7,16 @@ Cells never wait on the network: ``emit`` appends to an in-memory queue (the SQL
 writes raw records there itself, rendered into events here); a background thread posts
 batches (every 50 ms or 500 events) over loopback HTTP with the per-kernel secret, each
 cycle what was queued when it began. While a cell executes, or cells follow each other
-within 0.2 s, the sender holds back (until the oldest queued event may be 0.5 s old, or
+within 0.2 s, the sender holds back (until the oldest queued event may be 2 s old, or
 20,000 events are queued): encoding events takes the GIL, and a burst of statements would
-otherwise pay for it while it runs; and every post costs the server a commit, which
-competes with the round trips of the cells that follow. The backlog goes out once the
-kernel has been quiet for 0.2 s, or once a bound is reached. While the server cannot accept
+otherwise pay for it while it runs; and every post costs the server an HTTP request and a
+commit (~15 ms of CPU, however few events it holds), which compete with the round trips of
+the cells that follow. The backlog goes out once the kernel has been quiet for 0.2 s, so a
+person running cells one by one sees them in the trail within a fraction of a second; only
+cells in quick succession (Run All, a script driving the kernel) and long-running cells
+wait for a bound. Until it is posted, the backlog lives in this process only: a kernel
+killed outright loses it, and the server then records its forwarded cells as
+`cell.unreported`. While the server cannot accept
 events (down, 5xx, or refusing our credentials) events go to a 0600 spool file,
 ``audit-spool-<kernel_id>.jsonl`` (one wire event per line), replayed in order once the
 server is back. Event ids are fixed when an event is made, so a retry never duplicates: the
@@ -121,7 +126,7 @@ class AuditClient:
         flush_interval: float = 0.05,
         batch_max: int = 500,
         queue_max: int = 50_000,
-        busy_interval: float = 0.5,
+        busy_interval: float = 2.0,
         quiet: float = 0.2,
         busy_max: int = 20_000,
         retry_min: float = 0.25,

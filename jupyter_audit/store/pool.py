@@ -54,13 +54,13 @@ def _init_worker(masker, max_field_bytes: int) -> None:
     _state = (masker, max_field_bytes)
 
 
-def _prepare_chunk(events: list) -> list:
+def _prepare_chunk(events: list, event_ids: list | None = None) -> list:
     """In a worker: a Prepared's wire tuple, or the validation message (str), per event."""
     masker, cap = _state
     out = []
-    for event in events:
+    for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
         try:
-            out.append(prepare(event, masker, cap).to_wire())
+            out.append(prepare(event, masker, cap, event_id=event_id).to_wire())
         except EventValidationError as e:
             out.append(str(e))
     return out
@@ -77,40 +77,49 @@ class PreparePool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def prepare_many(self, events: list) -> list[Prepared | EventValidationError]:
-        """A Prepared or an EventValidationError for each event, in order."""
+    def prepare_many(
+        self, events: list, event_ids: list | None = None
+    ) -> list[Prepared | EventValidationError]:
+        """A Prepared or an EventValidationError for each event, in order. `event_ids`: ids
+        the server chose ahead of time, one per event (`records.prepare`)."""
+        if event_ids is not None and len(event_ids) != len(events):
+            raise ValueError("one event_id per event")
         if self.workers == 0 or len(events) < MIN_BATCH or self._closed:
-            return self._inline(events)
+            return self._inline(events, event_ids)
         executor = self._get_executor()
         if executor is None:
-            return self._inline(events)
+            return self._inline(events, event_ids)
         size = max(MIN_BATCH, min(CHUNK, -(-len(events) // self.workers)))
-        chunks = [events[i : i + size] for i in range(0, len(events), size)]
+        starts = range(0, len(events), size)
+        chunks = [
+            (events[i : i + size], None if event_ids is None else event_ids[i : i + size])
+            for i in starts
+        ]
         try:
-            futures = [executor.submit(_prepare_chunk, c) for c in chunks]
+            futures = [executor.submit(_prepare_chunk, *c) for c in chunks]
         except Exception as e:  # noqa: BLE001 - a broken or closing pool: prepare here
             self._broken(executor, e)
-            return self._inline(events)
+            return self._inline(events, event_ids)
         out: list = []
         for chunk, fut in zip(chunks, futures, strict=True):
             try:
                 results = fut.result()
             except BrokenProcessPool as e:  # a worker died: prepare here, start afresh later
                 self._broken(executor, e)
-                out.extend(self._inline(chunk))
+                out.extend(self._inline(*chunk))
                 continue
             except Exception:  # noqa: BLE001 - an error in prepare itself: report it as here
-                out.extend(self._inline(chunk))
+                out.extend(self._inline(*chunk))
                 continue
             from_wire = Prepared.from_wire
             out.extend(EventValidationError(r) if type(r) is str else from_wire(r) for r in results)
         return out
 
-    def _inline(self, events: list) -> list:
+    def _inline(self, events: list, event_ids: list | None = None) -> list:
         masker, cap, out = self.masker, self.max_field_bytes, []
-        for event in events:
+        for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
             try:
-                out.append(prepare(event, masker, cap))
+                out.append(prepare(event, masker, cap, event_id=event_id))
             except EventValidationError as e:
                 out.append(e)
         return out

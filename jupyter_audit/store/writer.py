@@ -39,6 +39,17 @@ log = logging.getLogger("jupyter_audit.writer")
 RECORD_VERSION = 1
 _STOP = object()
 _CHECKPOINT = object()
+
+
+class _Later(NamedTuple):
+    """Raw events the writer thread prepares itself, just before committing them
+    (`Writer.submit_later`)."""
+
+    events: list
+    event_ids: list
+    fallback: object  # callable(event, error) -> event, or None
+
+
 _CELL_KINDS = {"cell.requested"}
 BUSY_BATCH = 500  # a round that took this many events means sustained load...
 BUSY_WAIT = 0.05  # ...and the next one waits up to this long to fill a bigger batch
@@ -238,10 +249,13 @@ class Writer:
         the server chose for it ahead of time (`records.prepare`)."""
         return prepare(event, self.masker, self.max_field_bytes, event_id=event_id)
 
-    def prepare_many(self, events: list) -> list[Prepared | EventValidationError]:
+    def prepare_many(
+        self, events: list, event_ids: list | None = None
+    ) -> list[Prepared | EventValidationError]:
         """Validate and mask a batch; big batches in worker processes (`PreparePool`). A
-        Prepared or the EventValidationError for each event, in order."""
-        return self.pool.prepare_many(events)
+        Prepared or the EventValidationError for each event, in order; `event_ids` as for
+        `prepare`, one per event."""
+        return self.pool.prepare_many(events, event_ids)
 
     def submit(self, event: dict | Prepared) -> Future:
         """Queue one event; the future resolves to an AppendResult after commit."""
@@ -273,6 +287,44 @@ class Writer:
             return fut
         self._queue.put((prepared, fut))
         return fut
+
+    def submit_later(self, events: list, event_ids: list, fallback=None) -> Future:
+        """Queue raw events that the writer thread validates and masks itself, in one batch
+        just before it commits them: for a caller that must not spend the time (the gateway,
+        between a cell and the next). `event_ids`: the ids chosen for them (`prepare`). An
+        event that fails validation is replaced by `fallback(event, error)` when given;
+        one that still fails is logged, by its kind and the error, and not stored. The
+        future resolves to the AppendResults of the events stored, in order."""
+        if self._closed or self._thread is None:
+            raise TrailWriteError("the trail writer is not running")
+        if len(event_ids) != len(events):
+            raise ValueError("one event_id per event")
+        fut: Future = Future()
+        if not events:
+            fut.set_result([])
+            return fut
+        self._queue.put((_Later(list(events), list(event_ids), fallback), fut))
+        return fut
+
+    def _prepare_later(self, later: _Later, fut: Future) -> list[Prepared]:
+        """On the writer thread: a `submit_later` batch, prepared (see there)."""
+        prepared = []
+        results = self.prepare_many(later.events, later.event_ids)
+        for event, event_id, p in zip(later.events, later.event_ids, results, strict=True):
+            if not isinstance(p, Prepared) and later.fallback is not None:
+                try:
+                    p = self.prepare(later.fallback(event, p), event_id=event_id)
+                except Exception as e:  # noqa: BLE001 - reported below, as the event's error
+                    p = e
+            if isinstance(p, Prepared):
+                prepared.append(p)
+            else:
+                log.error("jupyter-audit: %s event not stored: %s", event.get("kind"), p)
+        fut._prepared = prepared
+        fut._got, fut._count = {}, 0  # as for submit_batch (`_resolve`)
+        if not prepared:
+            fut.set_result([])
+        return prepared
 
     def append(self, event: dict, timeout: float | None = 60) -> AppendResult:
         return self.submit(event).result(timeout=timeout)
@@ -339,7 +391,7 @@ class Writer:
                 self._maybe_checkpoint(force_time=True)
                 continue
             items = [first]
-            count = len(first[0]) if type(first[0]) is list else 1
+            count = _count(first[0])
             # under sustained load, gather bigger transactions: each one costs a WAL sync
             # and a traces upsert (several ms) whatever its size
             wait = self.batch_wait if self._last_count < BUSY_BATCH else BUSY_WAIT
@@ -353,12 +405,18 @@ class Writer:
                     time.sleep(0.0005)
                     continue
                 items.append(item)
-                count += len(item[0]) if type(item[0]) is list else 1
+                count += _count(item[0])
             events = []
             stop = False
             for obj, fut in items:
                 if type(obj) is list:  # submit_batch: one queue item for the whole batch
                     events.extend(zip(obj, repeat(fut)))
+                elif type(obj) is _Later:
+                    try:
+                        events.extend(zip(self._prepare_later(obj, fut), repeat(fut)))
+                    except Exception as e:  # noqa: BLE001 - a bug: logged, the caller told
+                        log.error("jupyter-audit: %d event(s) not prepared: %s", len(obj[0]), e)
+                        fut.set_exception(TrailWriteError(f"events not prepared: {e}"))
                 elif obj is _STOP:
                     stop = True
                 elif obj is _CHECKPOINT or obj is None:
@@ -754,6 +812,12 @@ UPDATE traces SET
     status = COALESCE(?, status)
 WHERE trace_id = ?
 """
+
+
+def _count(obj) -> int:
+    """Events in one queue item."""
+    t = type(obj)
+    return len(obj) if t is list else len(obj.events) if t is _Later else 1
 
 
 def traces_table(traces: dict, times: dict) -> pa.Table:
