@@ -38,6 +38,10 @@ OUTPUT_ITEMS_CAP = 50
 _OUTPUT_TYPES = frozenset(
     {"stream", "display_data", "execute_result", "error", "update_display_data"}
 )
+# what the Session.send wrapper looks at: outputs and replies always, status messages only
+# while a cell awaits its reply or report (its idle status); the rest (the busy status,
+# execute_input...) goes straight through: the wrapper runs on every message's path
+_WATCHED = dict.fromkeys(_OUTPUT_TYPES, True) | {"execute_reply": True, "status": False}
 
 _IN_CELL: ContextVar[bool] = ContextVar("jupyter_audit_in_cell", default=False)
 
@@ -217,6 +221,9 @@ class CellHooks:
 
             @functools.wraps(orig_send)
             def send(stream, msg_or_type, content=None, parent=None, *args, **kwargs):
+                watched = _WATCHED.get(msg_or_type) if type(msg_or_type) is str else True
+                if not watched and (watched is None or not (hooks._replying or hooks._answered)):
+                    return orig_send(stream, msg_or_type, content, parent, *args, **kwargs)
                 idle = False
                 try:
                     idle = hooks._observe(msg_or_type, content, parent)
