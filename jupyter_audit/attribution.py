@@ -72,5 +72,6 @@ class CellRegistry:
     def lookup(self, msg_id: str | None) -> dict | None:
         if msg_id is None:
             return None
-        with self._lock:
-            return self._cells.get(msg_id)
+        # no lock: one OrderedDict.get is atomic under the GIL (the lock keeps the writers'
+        # several steps together), and the gateway asks for every cell
+        return self._cells.get(msg_id)

@@ -15,6 +15,7 @@ import os
 import uuid
 from collections import deque
 from datetime import UTC, datetime
+from functools import cached_property
 
 import orjson
 from jupyter_server.services.kernels.connection.base import (
@@ -113,9 +114,16 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     _held: deque | None = None  # fail_mode=closed: messages behind a cell awaiting its record
     _identity_of: tuple | None = None  # (user, snapshot, identity_id): once per socket user
 
-    @property
+    @cached_property
     def _audit(self):
+        """The AuditApp (looked up once: every message in and out asks for it)."""
         return self.websocket_handler.settings.get("jupyter_audit")
+
+    @cached_property
+    def _kernel_id(self) -> str | None:
+        """The kernel's id if the trail can store it, else None (jupyter_server lets a client
+        choose kernel ids); a connection keeps its kernel."""
+        return safe_id(self.kernel_id)
 
     async def connect(self):
         await super().connect()
@@ -363,15 +371,16 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 raise EventValidationError(f"{field}: not valid UTF-8 text")
         if notebook is not None and (len(notebook) > 4096 or not _utf8(notebook)):
             raise EventValidationError("notebook path is not recordable")
-        if safe_id(self.kernel_id) is None:  # jupyter_server lets a client choose kernel ids
+        kernel_id = self._kernel_id
+        if kernel_id is None:
             raise EventValidationError("kernel id is not recordable")
         event_id = os.urandom(16).hex()
         self._pending = (
             {
                 "kind": "cell.requested",
                 "identity": identity,
-                "trace_id": self.kernel_id,
-                "kernel_id": self.kernel_id,
+                "trace_id": kernel_id,
+                "kernel_id": kernel_id,
                 "session_id": safe_id(header.get("session")),
                 "notebook": notebook,
                 "msg_id": msg_id,
@@ -383,7 +392,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         return {
             "username": identity["username"],
             "identity_id": identity_id,
-            "trace_id": self.kernel_id,
+            "trace_id": kernel_id,
             "event_id": event_id,
         }
 
