@@ -213,6 +213,10 @@ class CellHooks:
             hooks._finish(cell, result, None)
             return result
 
+        # ipykernel asks inspect.signature(shell.run_cell_async) on every execute_request
+        # (does it take cell_id?): through functools.wraps that means unwrapping and
+        # computing the original's signature each time (~35 µs); it is computed above, once
+        run_cell_async.__signature__ = sig
         self.patcher.replace(ip, "run_cell_async", mark(run_cell_async))
 
         session = getattr(self.kernel, "session", None)

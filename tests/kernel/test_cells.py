@@ -138,6 +138,27 @@ def test_user_expressions_are_reported_with_the_cell(audited):
     assert started["payload"]["user_expressions"] == {"probe": "y * 10"}
 
 
+def test_the_cell_wrapper_answers_signature_questions_as_the_original(audited):
+    """ipykernel inspects shell.run_cell_async on every execute_request (does it take
+    cell_id?): the wrapper gives the original's signature, computed once, not unwrapped
+    again per cell."""
+    audited.run(
+        "import inspect\n"
+        "from jupyter_audit.kernel.context import is_wrapped\n"
+        "_ip = get_ipython()\n"
+        "_w = _ip.run_cell_async\n"
+        "assert is_wrapped(_w) and '__signature__' in vars(_w)\n"
+        "assert inspect.signature(_w) == inspect.signature(type(_ip).run_cell_async.__get__(_ip))\n"
+        "try:\n"
+        "    from ipykernel.ipkernel import _accepts_parameters\n"
+        "except ImportError:  # private to ipykernel: only checked while it exists\n"
+        "    pass\n"
+        "else:\n"
+        "    assert _accepts_parameters(_w, ['cell_id', 'cell_meta']) == "
+        "_accepts_parameters(type(_ip).run_cell_async.__get__(_ip), ['cell_id', 'cell_meta'])\n"
+    )
+
+
 def test_a_cell_is_reported_once_the_idle_status_after_its_answer_is_sent():
     """A cell run for an execute_request is reported once the kernel has answered it
     (ipykernel has flushed its streams by then) and sent the idle status the client waits
