@@ -16,6 +16,9 @@ class CellRegistry:
     def __init__(self, maxsize: int = 100_000):
         self.maxsize = maxsize
         self._cells: OrderedDict[str, dict] = OrderedDict()
+        # cells answered and not reported yet, in the order they were answered: the gap
+        # check looks at these only, not at every cell remembered
+        self._awaiting: dict[str, dict] = {}
         self._lock = threading.Lock()
 
     def remember(self, msg_id: str | None, event: dict) -> None:
@@ -34,7 +37,8 @@ class CellRegistry:
             self._cells[msg_id] = entry
             self._cells.move_to_end(msg_id)
             while len(self._cells) > self.maxsize:
-                self._cells.popitem(last=False)
+                old, _ = self._cells.popitem(last=False)
+                self._awaiting.pop(old, None)
 
     def replied(self, msg_id: str | None) -> None:
         """The kernel answered this cell (execute_reply seen by the gateway)."""
@@ -42,6 +46,8 @@ class CellRegistry:
             entry = self._cells.get(msg_id) if msg_id else None
             if entry is not None and "replied_at" not in entry:
                 entry["replied_at"] = time.monotonic()
+                if not entry.get("reported"):
+                    self._awaiting[msg_id] = entry
 
     def reported(self, msg_id: str | None) -> None:
         """The kernel side reported this cell (cell.started / cell.finished arrived)."""
@@ -49,6 +55,7 @@ class CellRegistry:
             entry = self._cells.get(msg_id) if msg_id else None
             if entry is not None:
                 entry["reported"] = True
+                self._awaiting.pop(msg_id, None)
 
     def unreported(self, grace: float, skip_kernels=()) -> list[tuple[str, dict]]:
         """Cells the kernel answered more than `grace` seconds ago without reporting them:
@@ -56,17 +63,17 @@ class CellRegistry:
         now = time.monotonic()
         out = []
         with self._lock:
-            for msg_id, entry in self._cells.items():
-                replied = entry.get("replied_at")
-                if (
-                    replied is not None
-                    and now - replied >= grace
-                    and not entry.get("reported")
-                    and not entry.get("flagged")
-                    and entry.get("kernel_id") not in skip_kernels
-                ):
-                    entry["flagged"] = True
-                    out.append((msg_id, dict(entry)))
+            done = []
+            for msg_id, entry in self._awaiting.items():
+                if now - entry["replied_at"] < grace:
+                    break  # answered in order: the rest are younger
+                done.append(msg_id)
+                if entry.get("kernel_id") in skip_kernels:
+                    continue  # such kernels are flagged once, on their session
+                entry["flagged"] = True
+                out.append((msg_id, dict(entry)))
+            for msg_id in done:
+                del self._awaiting[msg_id]
         return out
 
     def lookup(self, msg_id: str | None) -> dict | None:

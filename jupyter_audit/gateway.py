@@ -11,7 +11,6 @@ blocks a cell on the trail: the event is queued (`CellRequests`) and its outcome
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections import deque
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from tornado.ioloop import IOLoop
 
 from .events import EventValidationError
 from .identity.resolve import snapshot_for
-from .store.records import identity_id_of, safe_id
+from .store.records import identity_id_of, new_event_id, safe_id
 
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -374,7 +373,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         kernel_id = self._kernel_id
         if kernel_id is None:
             raise EventValidationError("kernel id is not recordable")
-        event_id = os.urandom(16).hex()
+        event_id = new_event_id()
         self._pending = (
             {
                 "kind": "cell.requested",

@@ -9,6 +9,7 @@ field is masked. Nothing unmasked leaves this module.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -356,6 +357,26 @@ def _id(name: str, value):
     return value
 
 
+_event_ids: tuple[str, itertools.count] = ("", itertools.count())
+
+
+def _new_event_id_prefix() -> None:
+    global _event_ids
+    _event_ids = (os.urandom(8).hex(), itertools.count(1))
+
+
+_new_event_id_prefix()
+os.register_at_fork(after_in_child=_new_event_id_prefix)  # a forked child draws its own
+
+
+def new_event_id() -> str:
+    """A fresh event id the server chooses (32 hex digits): 64 random bits drawn once per
+    process, then a counter, so unique across processes and restarts without a system call
+    per event (the kernel side makes its ids the same way)."""
+    prefix, counter = _event_ids
+    return f"{prefix}{next(counter):016x}"
+
+
 def safe_id(value) -> str | None:
     """`value` if it is a usable id, else None (for ids taken from client messages)."""
     return value if type(value) is str and _ID_RE.fullmatch(value) else None
@@ -420,7 +441,7 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
     value = get("event_id")
     if value is None:
         p.client_event = False
-        p.event_id = event_id or os.urandom(16).hex()
+        p.event_id = event_id or new_event_id()
     else:
         p.client_event = True
         p.event_id = _id("event_id", value)
