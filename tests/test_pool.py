@@ -4,9 +4,13 @@ records, errors and order as in-process, and a dying worker costs speed, never e
 import logging
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import duckdb
-from conftest import ALICE, sql_event
+from conftest import ALICE, REPO, sql_event
 
 from jupyter_audit.events import EventValidationError
 from jupyter_audit.store.pool import MIN_BATCH, PreparePool
@@ -125,6 +129,57 @@ def test_closing_the_writer_stops_its_workers(make_writer):
         # reaped by the executor at shutdown; a zombie would still answer kill(0)
         with open(f"/proc/{pid}/stat") as f:
             assert f.read().split()[2] == "Z", f"worker {pid} still running"
+
+
+def test_workers_end_with_a_server_killed_outright(tmp_path):
+    """kill -9 of the server process leaves no prepare worker behind, waiting forever."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from pathlib import Path
+        from conftest import sql_event
+        from jupyter_audit.masking import MaskingEngine, load_or_create_key
+        from jupyter_audit.store.signing import SigningKey
+        from jupyter_audit.store.pool import MIN_BATCH
+        from jupyter_audit.store.writer import Writer
+
+        d = Path({str(tmp_path)!r})
+        masker = MaskingEngine(load_or_create_key(d / "masking.key"))
+        w = Writer(d / "trail.duckdb", masker, SigningKey.load_or_create(d / "k.pem"),
+                   prepare_workers=2).open()
+        w.prepare_many([sql_event(i) for i in range(4 * MIN_BATCH)])
+        print(" ".join(map(str, w.pool._executor._processes)), flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=str(REPO / "tests"),
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"},
+    )
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in alive if _running(pid)]
+    assert not alive, f"prepare workers {alive} outlived their server"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_the_masking_key_travels_but_no_cache_does(make_writer):

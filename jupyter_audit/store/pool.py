@@ -9,7 +9,8 @@ while the writer thread chains and inserts the previous batch.
 
 Small batches are prepared in-process (a worker round trip costs more than they do). Results
 come back in submission order. A worker that fails or dies makes its part of the batch fall
-back to in-process preparation, so a pool problem costs speed, never events.
+back to in-process preparation, so a pool problem costs speed, never events. A worker whose
+server is gone (killed outright, so it could not shut the pool down) ends within a second.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -47,11 +49,23 @@ def default_workers() -> int:
 _state: tuple | None = None  # (masker, max_field_bytes) in a worker process
 
 
-def _init_worker(masker, max_field_bytes: int) -> None:
+def _init_worker(masker, max_field_bytes: int, parent: int | None = None) -> None:
     global _state
     # Ctrl-C in a terminal reaches the whole process group: the server shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _state = (masker, max_field_bytes)
+    if parent is not None:  # the server's pid, given by the server: it may be gone already
+        threading.Thread(
+            target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """A server killed outright (kill -9, OOM) cannot shut its pool down, and a worker
+    waiting for work would wait forever: a worker ends once its parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)
 
 
 def _prepare_chunk(events: list, event_ids: list | None = None) -> list:
@@ -132,7 +146,7 @@ class PreparePool:
                         max_workers=self.workers,
                         mp_context=multiprocessing.get_context("spawn"),
                         initializer=_init_worker,
-                        initargs=(self.masker, self.max_field_bytes),
+                        initargs=(self.masker, self.max_field_bytes, os.getpid()),
                     )
                 except Exception as e:  # noqa: BLE001 - no processes here: stay in-process
                     log.warning("jupyter-audit: cannot start prepare workers (%s)", e)
