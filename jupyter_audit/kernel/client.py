@@ -294,15 +294,22 @@ class AuditClient:
         """The sender thread. A kernel whose server died is ended by ipykernel's parent
         poller within a second, by ``os._exit`` (no atexit): once the parent process is
         gone nothing is held back, so that the queue reaches the spool before that."""
+        timeout = self._flush_interval
         while True:
-            self._wake.wait(self._flush_interval)
+            self._wake.wait(timeout)
             self._wake.clear()
+            timeout = self._flush_interval
             stopping = self._stopping
             with self._cond:
                 force, self._retry_now = self._retry_now or stopping, False
                 urgent = force or self._flushers > 0
-            if not urgent and self._hold_back() and os.getppid() == self._ppid:
-                continue
+            if not urgent and os.getppid() == self._ppid:
+                hold = self._hold_back()
+                if hold > 0:
+                    # sleep until holding back may end rather than look every
+                    # flush_interval: each look takes the GIL from the cell running
+                    timeout = hold
+                    continue
             self._last_cycle = time.monotonic()
             try:
                 self._cycle(force)
@@ -314,16 +321,19 @@ class AuditClient:
             if stopping:
                 return
 
-    def _hold_back(self) -> bool:
+    def _hold_back(self) -> float:
         """While a cell executes, or the last one ended under ``quiet`` ago (cells in quick
         succession), skip sending until the oldest queued event may be ``busy_interval``
-        old or ``busy_max`` events are queued."""
+        old or ``busy_max`` events are queued: the seconds to wait before looking again
+        (0: send now). A running cell's end is not signalled, so it is looked for every
+        ``quiet`` seconds; ``emit`` wakes the sender once ``busy_max`` events are queued."""
         now = time.monotonic()
-        return (
-            (context.cell_running or now - context.cell_ended < self._quiet)
-            and len(self._queue) < self._busy_items
-            and now - self._last_cycle < self._busy_interval
-        )
+        left = self._last_cycle + self._busy_interval - now
+        if left <= 0 or len(self._queue) >= self._busy_items:
+            return 0.0
+        if context.cell_running:
+            return min(left, self._quiet)
+        return max(0.0, min(left, context.cell_ended + self._quiet - now))
 
     def _cycle(self, force: bool) -> None:
         if self._url is None:

@@ -191,6 +191,43 @@ def test_sender_holds_back_while_a_cell_runs(ingest_factory, tmp_path):
     assert commands == [str(i) for i in range(60)] + ["last"]
 
 
+def test_a_holding_sender_sleeps_instead_of_polling(ingest_factory, tmp_path):
+    """While it holds events back for a running cell, the sender looks again every `quiet`
+    seconds, not every flush_interval: each look takes the GIL from the cell. Once the
+    cell ends, the backlog still goes out after `quiet`."""
+    ingest = ingest_factory()
+    client = AuditClient(
+        KernelConfig(ingest_url=ingest.url, kernel_id="sleepy", secret="s", spool_dir=tmp_path),
+        flush_interval=0.01,
+        busy_interval=60,
+        quiet=0.2,
+    )
+    looks = []
+    hold_back = client._hold_back
+
+    def counted():
+        looks.append(time.monotonic())
+        return hold_back()
+
+    client._hold_back = counted
+    context.set_sink(client.emit, client)
+    try:
+        client.start()
+        context.set_cell_running(True)
+        context.record("op.shell", {"command": "held"})
+        time.sleep(1.0)
+        assert ingest.events() == []
+        assert 3 <= len(looks) <= 8, len(looks)  # ~5 looks a second, not ~100
+        context.set_cell_running(False)
+        ended = time.monotonic()
+        ingest.wait_for(lambda evs: len(evs) == 1)
+        assert time.monotonic() - ended < 2
+    finally:
+        context.set_cell_running(False)
+        context.set_sink(None)
+        client.close()
+
+
 def test_cells_in_quick_succession_share_a_post(ingest_factory, tmp_path):
     """Each post costs the server a commit: cells that follow each other closely are sent
     together once the kernel is quiet, not one post per cell."""
