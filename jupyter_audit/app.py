@@ -7,6 +7,7 @@ handlers through settings, and closes the trail (with a final signed checkpoint)
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -89,6 +90,15 @@ class AuditApp(ExtensionApp):
         "backlogs) beside the writer thread; default one per core, at most 4; 0 "
         "prepares everything in the server process.",
     )
+    gil_switch_interval = Float(
+        0.001,
+        config=True,
+        help="The server process's GIL switch interval in seconds (sys.setswitchinterval; "
+        "Python's default is 0.005). The trail writer and the ingest threads share the GIL "
+        "with the event loop that forwards every kernel message: while they commit or "
+        "prepare a batch, the loop waits up to this long each time it needs the GIL. 0 "
+        "leaves the interpreter's setting alone.",
+    )
     spool_interval = Float(
         30.0,
         config=True,
@@ -135,6 +145,8 @@ class AuditApp(ExtensionApp):
         return Path(value) if value else Path(self.db_path).parent / name
 
     def initialize_settings(self):
+        if self.gil_switch_interval > 0:
+            sys.setswitchinterval(self.gil_switch_interval)
         db = Path(self.db_path)
         masker = MaskingEngine(
             load_or_create_key(self._beside(self.masking_key_path, "masking.key"))

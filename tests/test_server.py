@@ -205,3 +205,28 @@ class TestDamagedTrail:
         assert traces["integrity"]["first_bad_seq"] == 5
         result = await get_json(jp_fetch, "verify")
         assert (result["ok"], result["first_bad_seq"]) == (False, 5)
+
+
+async def test_the_gil_switch_interval_bounds_the_event_loops_wait(jp_serverapp):
+    """The writer commits on a thread beside the event loop that forwards kernel messages:
+    the server process's GIL switch interval is 1 ms (Python's default is 5 ms)."""
+    import sys
+
+    assert jp_serverapp.web_app.settings["jupyter_audit"].gil_switch_interval == 0.001
+    assert sys.getswitchinterval() == pytest.approx(0.001)
+
+
+class TestGilSwitchIntervalLeftAlone:
+    @pytest.fixture
+    def jp_server_config(self, db):
+        import sys
+
+        sys.setswitchinterval(0.004)  # as another part of the process may have set it
+        yield server_config(db, gil_switch_interval=0)
+        sys.setswitchinterval(0.005)
+
+    async def test_zero_leaves_the_interpreters_setting(self, jp_serverapp):
+        import sys
+
+        assert jp_serverapp.web_app.settings["jupyter_audit"].gil_switch_interval == 0
+        assert sys.getswitchinterval() == pytest.approx(0.004)
