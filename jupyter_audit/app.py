@@ -146,6 +146,7 @@ class AuditApp(ExtensionApp):
 
     def initialize_settings(self):
         if self.gil_switch_interval > 0:
+            self._switch_interval_before = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
         db = Path(self.db_path)
         masker = MaskingEngine(
@@ -280,6 +281,9 @@ class AuditApp(ExtensionApp):
             self.cell_requests.flush()
             lifecycle.record_server_shutdown(self, self.serverapp.kernel_manager)
             writer.close()
+        before = getattr(self, "_switch_interval_before", None)
+        if before is not None:
+            sys.setswitchinterval(before)
 
     def close_token_sockets(self, token_id: str) -> None:
         """A revoked token's open kernel websockets and terminals are closed at once."""

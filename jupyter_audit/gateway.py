@@ -207,8 +207,11 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             # is recorded instead.
             event, event_id = self._pending
             self._pending = None
-            audit.cells.remember(event["msg_id"], event)
-            audit.cell_requests.add(event, event_id)
+            try:
+                audit.cells.remember(event["msg_id"], event)
+                audit.cell_requests.add(event, event_id)
+            except Exception as e:  # noqa: BLE001 - a bug: say so, the cell is on its way
+                self.log.error("jupyter-audit: cell.requested not queued: %s", e)
 
     def _prepare_pending(self, audit):
         """fail_mode=closed: the pending `cell.requested`, validated and masked now (raises

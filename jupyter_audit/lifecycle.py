@@ -31,6 +31,12 @@ def current_identity() -> dict:
 
 def _record(audit, kind: str, kernel_id: str, payload: dict, flags=()) -> None:
     try:
+        # the cells requested before (queued by the gateway) go first: an interrupt or a
+        # restart follows them in the trail as it did on the kernel
+        audit.cell_requests.flush()
+    except Exception as e:  # noqa: BLE001 - the writer reports its own failures
+        log.error("jupyter-audit: queued cell.requested not handed over: %s", e)
+    try:
         fut = audit.writer.submit(
             {
                 "kind": kind,

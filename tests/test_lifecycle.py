@@ -38,6 +38,30 @@ async def test_start_interrupt_restart_shutdown(jp_serverapp, jp_fetch):
     assert started["payload"]["audited"] is True and started["trace_id"] == kid
 
 
+async def test_an_interrupt_follows_the_cells_requested_before_it(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """The gateway queues `cell.requested` for seconds; an interrupt (or restart, or
+    shutdown) hands the queue over first, so the trail keeps the order they happened in."""
+    from test_gateway import open_kernel
+
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    audit.cell_requests.quiet = audit.cell_requests.max_wait = 3600  # nothing else flushes
+    kid, client = await open_kernel(jp_fetch, jp_ws_fetch)
+    assert (await client.run("x = 1"))[0] == "ok"
+    await jp_fetch("api", "kernels", kid, "interrupt", method="POST", body="")
+    audit.writer.flush()
+    kinds = [
+        kind
+        for (kind,) in audit.writer.cursor()
+        .execute("SELECT kind FROM events WHERE kernel_id = ? ORDER BY seq", [kid])
+        .fetchall()
+    ]
+    assert "cell.requested" in kinds and "session.interrupted" in kinds
+    assert kinds.index("cell.requested") < kinds.index("session.interrupted")
+    client.ws.close()
+
+
 async def test_kernel_without_the_kernel_side_is_flagged(jp_serverapp, jp_fetch, jp_data_dir):
     spec = jp_data_dir / "kernels" / "opaque"
     spec.mkdir(parents=True)

@@ -275,6 +275,32 @@ def test_events_submitted_raw_are_prepared_by_the_writer_thread(make_writer, tra
     con.close()
 
 
+def test_an_unexpected_error_preparing_a_raw_batch_costs_no_other_event(
+    make_writer, trail_dir, monkeypatch, caplog
+):
+    """Not a validation error but a bug while preparing a `submit_later` batch: its events
+    are prepared one by one, and only the one that fails goes to the fallback."""
+    w = make_writer(prepare_workers=0)
+
+    def broken(events, event_ids=None):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(w, "prepare_many", broken)
+    events = [sql_event(i) for i in range(3)]
+    events[1] = {**events[1], "payload": {"driver": "x", "statement": 5}}  # invalid
+    ids = [f"{i:032x}" for i in range(3)]
+    fallbacks = []
+
+    def fallback(event, error):
+        fallbacks.append(type(error).__name__)
+        return {**event, "flags": ["unstorable"], "payload": {"driver": "x", "statement": "?"}}
+
+    results = w.submit_later(events, ids, fallback).result(timeout=30)
+    assert [r.event_id for r in results] == ids
+    assert fallbacks == ["EventValidationError"]
+    assert "preparing its events one by one" in caplog.text
+
+
 def test_key_rotation_is_signed_by_the_old_key(make_writer, trail_dir):
     from jupyter_audit.store.signing import SigningKey
 
@@ -612,3 +638,26 @@ def test_stored_records_are_the_spliced_canonical_bytes(make_writer, trail_dir):
         assert raw == encode_record(p, r.seq, prev.hex(), time_iso, 1)
         assert raw == rfc8785.dumps(json.loads(raw))
     assert verify_path(trail_dir / "trail.duckdb").ok
+
+
+def test_server_event_ids_are_unique_and_unpredictable():
+    """Ids the server chooses (the gateway stamps them on cells, where the kernel sees
+    them): 32 hex digits, never repeated, not a visible counter, a fresh key in a fork."""
+    import re
+
+    from jupyter_audit.store.records import new_event_id
+
+    ids = [new_event_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len({i[:8] for i in ids}) > 19_000  # no shared prefix, no visible counter
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(w, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 64).decode()
+    os.close(r)
+    os.close(w)
+    assert child not in ids and child != new_event_id()

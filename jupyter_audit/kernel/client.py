@@ -15,8 +15,9 @@ the cells that follow. The backlog goes out once the kernel has been quiet for 0
 person running cells one by one sees them in the trail within a fraction of a second; only
 cells in quick succession (Run All, a script driving the kernel) and long-running cells
 wait for a bound. Until it is posted, the backlog lives in this process only: a kernel
-killed outright loses it, and the server then records its forwarded cells as
-`cell.unreported`. While the server cannot accept
+killed outright loses it. The server then records the cells it had answered as
+`cell.unreported`, and the kernel's death (`session.ended`, reason `died`) after the
+`cell.requested` of a cell that was still running. While the server cannot accept
 events (down, 5xx, or refusing our credentials) events go to a 0600 spool file,
 ``audit-spool-<kernel_id>.jsonl`` (one wire event per line), replayed in order once the
 server is back. Event ids are fixed when an event is made, so a retry never duplicates: the

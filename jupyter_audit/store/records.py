@@ -357,24 +357,27 @@ def _id(name: str, value):
     return value
 
 
-_event_ids: tuple[str, itertools.count] = ("", itertools.count())
+_event_ids: tuple = (None, itertools.count())
 
 
-def _new_event_id_prefix() -> None:
+def _new_event_id_key() -> None:
     global _event_ids
-    _event_ids = (os.urandom(8).hex(), itertools.count(1))
+    _event_ids = (hashlib.blake2b(key=os.urandom(32), digest_size=16), itertools.count(1))
 
 
-_new_event_id_prefix()
-os.register_at_fork(after_in_child=_new_event_id_prefix)  # a forked child draws its own
+_new_event_id_key()
+os.register_at_fork(after_in_child=_new_event_id_key)  # a forked child draws its own key
 
 
 def new_event_id() -> str:
-    """A fresh event id the server chooses (32 hex digits): 64 random bits drawn once per
-    process, then a counter, so unique across processes and restarts without a system call
-    per event (the kernel side makes its ids the same way)."""
-    prefix, counter = _event_ids
-    return f"{prefix}{next(counter):016x}"
+    """A fresh event id the server chooses (32 hex digits): a counter under a keyed hash
+    whose key is drawn once per process, so ids are unique across processes and restarts
+    and cannot be predicted from one another (a kernel sees the stamped ones), without a
+    system call per id."""
+    mac, counter = _event_ids
+    mac = mac.copy()
+    mac.update(next(counter).to_bytes(8, "big"))
+    return mac.hexdigest()
 
 
 def safe_id(value) -> str | None:

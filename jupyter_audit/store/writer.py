@@ -309,7 +309,16 @@ class Writer:
     def _prepare_later(self, later: _Later, fut: Future) -> list[Prepared]:
         """On the writer thread: a `submit_later` batch, prepared (see there)."""
         prepared = []
-        results = self.prepare_many(later.events, later.event_ids)
+        try:
+            results = self.prepare_many(later.events, later.event_ids)
+        except Exception as e:  # noqa: BLE001 - not a validation error: a bug somewhere
+            log.error("jupyter-audit: batch not prepared (%s); preparing its events one by one", e)
+            results = []
+            for event, event_id in zip(later.events, later.event_ids, strict=True):
+                try:
+                    results.append(self.prepare(event, event_id=event_id))
+                except Exception as err:  # noqa: BLE001 - the fallback takes it from here
+                    results.append(err)
         for event, event_id, p in zip(later.events, later.event_ids, results, strict=True):
             if not isinstance(p, Prepared) and later.fallback is not None:
                 try:
