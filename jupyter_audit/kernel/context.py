@@ -203,6 +203,16 @@ def install_thread_propagation(patcher) -> None:
             mid = current_msg_id()
             if mid is not None:
                 setattr(self, _THREAD_ATTR, mid)
+                # the new thread's own context carries the msg_id too, so that the hot
+                # paths read it from the context variable alone (a thread starts with an
+                # empty context)
+                run = self.run
+
+                def run_for_cell():
+                    _CELL_MSG_ID.set(mid)
+                    return run()
+
+                self.run = run_for_cell
         except Exception as e:
             log_once("Thread.start", e)
         return orig_start(self, *args, **kwargs)

@@ -121,10 +121,18 @@ def test_msg_id_of_threads_and_outside_cells(capture):
     def work():
         con.execute("select 'thread'")
 
-    t = threading.Thread(target=work)
-    t._jupyter_audit_msg_id = "cell-0"  # as Thread.start records it for a cell's thread
-    t.start()
-    t.join()
+    patcher = Patcher()
+    context.install_thread_propagation(patcher)
+    try:
+        token = context.enter_cell("cell-0")
+        try:  # started by cell-0: its statements are cell-0's, whenever they run
+            t = threading.Thread(target=work)
+            t.start()
+        finally:
+            context.exit_cell(token)
+        t.join()
+    finally:
+        patcher.restore()
     token = context.enter_cell(None)
     try:
         con.execute("select 'outside'")

@@ -474,9 +474,7 @@ class _SqliteCursorMixin:
             raise
         t1 = time_ns()
         try:
-            mid = _CELL_MSG_ID.get()
-            if mid is None:
-                mid = thread_msg_id()
+            mid = _CELL_MSG_ID.get()  # threads started in a cell carry it (context.py)
             if parameters.__class__ is not tuple:
                 parameters = _snapshot(parameters)
             elif len(parameters) == 1 and parameters[0].__class__ in _SINGLE:
@@ -570,9 +568,7 @@ class _SqliteConnectionMixin:
             raise
         t1 = time_ns()
         try:
-            mid = _CELL_MSG_ID.get()
-            if mid is None:
-                mid = thread_msg_id()
+            mid = _CELL_MSG_ID.get()  # threads started in a cell carry it (context.py)
             if parameters.__class__ is not tuple:
                 parameters = _snapshot(parameters)
             elif len(parameters) == 1 and parameters[0].__class__ in _SINGLE:
