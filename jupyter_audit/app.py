@@ -92,6 +92,7 @@ class AuditApp(ExtensionApp):
     )
     gil_switch_interval = Float(
         0.001,
+        min=0.0,
         config=True,
         help="The server process's GIL switch interval in seconds (sys.setswitchinterval; "
         "Python's default is 0.005). The trail writer and the ingest threads share the GIL "

@@ -29,6 +29,7 @@ from tornado.ioloop import IOLoop
 from .events import EventValidationError
 from .identity.resolve import snapshot_for
 from .store.records import identity_id_of, new_event_id, safe_id
+from .store.writer import loggable_error
 
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -87,7 +88,10 @@ class CellRequests:
         masker, log = self.writer.masker, self.log
 
         def storable(event: dict, error: Exception) -> dict:
-            log.error("jupyter-audit: cell.requested recorded without its text: %s", error)
+            log.error(
+                "jupyter-audit: cell.requested recorded without its text: %s",
+                loggable_error(error),
+            )
             return _storable_part(event, masker)
 
         try:

@@ -661,3 +661,17 @@ def test_server_event_ids_are_unique_and_unpredictable():
     os.close(r)
     os.close(w)
     assert child not in ids and child != new_event_id()
+
+
+def test_a_log_line_names_a_bugs_type_not_its_text(make_writer, caplog):
+    """An error that is not a validation error may quote the value it choked on: the log
+    line about a raw event that could not be stored shows only its type."""
+    w = make_writer(prepare_workers=0)
+
+    def fallback(event, error):
+        raise RuntimeError("cannot mask carol@example.org")
+
+    bad = {"kind": "op.sql", "identity": ALICE, "payload": {"driver": "x", "statement": 5}}
+    assert w.submit_later([bad], ["0" * 32], fallback).result(timeout=30) == []
+    assert "op.sql event not stored: RuntimeError" in caplog.text
+    assert "carol" not in caplog.text

@@ -312,7 +312,10 @@ class Writer:
         try:
             results = self.prepare_many(later.events, later.event_ids)
         except Exception as e:  # noqa: BLE001 - not a validation error: a bug somewhere
-            log.error("jupyter-audit: batch not prepared (%s); preparing its events one by one", e)
+            log.error(
+                "jupyter-audit: batch not prepared (%s); preparing its events one by one",
+                loggable_error(e),
+            )
             results = []
             for event, event_id in zip(later.events, later.event_ids, strict=True):
                 try:
@@ -328,7 +331,8 @@ class Writer:
             if isinstance(p, Prepared):
                 prepared.append(p)
             else:
-                log.error("jupyter-audit: %s event not stored: %s", event.get("kind"), p)
+                why = loggable_error(p)
+                log.error("jupyter-audit: %s event not stored: %s", event.get("kind"), why)
         fut._prepared = prepared
         fut._got, fut._count = {}, 0  # as for submit_batch (`_resolve`)
         if not prepared:
@@ -821,6 +825,13 @@ UPDATE traces SET
     status = COALESCE(?, status)
 WHERE trace_id = ?
 """
+
+
+def loggable_error(error: BaseException) -> str:
+    """An error as a log line may show it: a validation error names fields, never values;
+    of anything else (a bug while masking, say) only its type, as its text might quote the
+    value it choked on."""
+    return str(error) if isinstance(error, EventValidationError) else type(error).__name__
 
 
 def _count(obj) -> int:

@@ -19,13 +19,19 @@ from jupyter_audit.kernel.client import AuditClient, KernelConfig
 KERNEL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
+def sender(ingest, tmp_path, kernel_id: str, **kwargs) -> AuditClient:
+    """A kernel side's transport to the real ingest endpoint `ingest` (not started)."""
+    config = KernelConfig(
+        ingest_url=ingest.url, kernel_id=kernel_id, secret="s", spool_dir=tmp_path
+    )
+    return AuditClient(config, **kwargs)
+
+
 @pytest.fixture
 def capture(ingest_factory, tmp_path):
     """sqlite3 patched in this process, events going to a real ingest endpoint."""
     ingest = ingest_factory()
-    client = AuditClient(
-        KernelConfig(ingest_url=ingest.url, kernel_id="fast", secret="s", spool_dir=tmp_path)
-    ).start()
+    client = sender(ingest, tmp_path, "fast").start()
     patcher = Patcher()
     context.set_sink(client.emit, client)
     sql_capture.patch_sqlite3(sqlite3, patcher)
@@ -171,11 +177,8 @@ def test_records_stay_whole_and_ordered_with_other_events(capture):
 def test_sender_holds_back_while_a_cell_runs(ingest_factory, tmp_path):
     """While a cell executes, events wait (up to bounds) and go out after it."""
     ingest = ingest_factory()
-    client = AuditClient(
-        KernelConfig(ingest_url=ingest.url, kernel_id="busy", secret="s", spool_dir=tmp_path),
-        flush_interval=0.02,
-        busy_interval=60,
-        busy_max=50,
+    client = sender(
+        ingest, tmp_path, "busy", flush_interval=0.02, busy_interval=60, busy_max=50
     ).start()
     context.set_sink(client.emit, client)
     try:
@@ -204,12 +207,7 @@ def test_a_holding_sender_sleeps_instead_of_polling(ingest_factory, tmp_path):
     seconds, not every flush_interval: each look takes the GIL from the cell. Once the
     cell ends, the backlog still goes out after `quiet`."""
     ingest = ingest_factory()
-    client = AuditClient(
-        KernelConfig(ingest_url=ingest.url, kernel_id="sleepy", secret="s", spool_dir=tmp_path),
-        flush_interval=0.01,
-        busy_interval=60,
-        quiet=0.2,
-    )
+    client = sender(ingest, tmp_path, "sleepy", flush_interval=0.01, busy_interval=60, quiet=0.2)
     looks = []
     hold_back = client._hold_back
 
@@ -240,11 +238,7 @@ def test_cells_in_quick_succession_share_a_post(ingest_factory, tmp_path):
     """Each post costs the server a commit: cells that follow each other closely are sent
     together once the kernel is quiet, not one post per cell."""
     ingest = ingest_factory()
-    client = AuditClient(
-        KernelConfig(ingest_url=ingest.url, kernel_id="burst", secret="s", spool_dir=tmp_path),
-        flush_interval=0.02,
-        busy_interval=60,
-    ).start()
+    client = sender(ingest, tmp_path, "burst", flush_interval=0.02, busy_interval=60).start()
     context.set_sink(client.emit, client)
     try:
         for i in range(20):
@@ -266,10 +260,7 @@ def test_a_cycle_sends_what_was_queued_when_it_began(ingest_factory, tmp_path):
     """Events queued while a cycle posts wait for the next cycle: a steady stream of cells
     does not become back-to-back posts."""
     ingest = ingest_factory()
-    client = AuditClient(
-        KernelConfig(ingest_url=ingest.url, kernel_id="snap", secret="s", spool_dir=tmp_path),
-        batch_max=5,
-    )  # not started: cycles are run here
+    client = sender(ingest, tmp_path, "snap", batch_max=5)  # not started: cycles are run here
     post = client._post
 
     def post_and_emit(lines):
