@@ -374,15 +374,15 @@ async def test_cell_requests_are_committed_together():
             return fut
 
     requests = CellRequests(Writer(), logging.getLogger("test"), quiet=0.3, max_wait=1.0)
-    for i in range(3):
-        requests.add(i, f"id{i}")
+    for i in range(3):  # (each add after the wait: the last one is surely still queued)
         await asyncio.sleep(0.01)
+        requests.add(i, f"id{i}")
     assert batches == []
     await asyncio.sleep(0.6)
     assert batches == [[0, 1, 2]]
     for i in range(50):  # a steady stream: committed at least every max_wait
-        requests.add(i, f"id{i}")
         await asyncio.sleep(0.03)
+        requests.add(i, f"id{i}")
     assert len(batches) >= 2 and sum(map(len, batches)) < 53
     requests.flush()
     assert sum(map(len, batches)) == 53

@@ -6,6 +6,7 @@ claims. A refused credential gets a clear 401 and nothing is recorded under its 
 import asyncio
 import base64
 import json
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -259,10 +260,12 @@ class TestKeyIssuer:
     async def test_an_expired_token_stops_its_open_websocket(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, issuer
     ):
-        token = issuer.mint(issuer.claims("s", CLIENT, lifetime=4, preferred_username="una"))
+        # long enough for a kernel to start on a slow machine, then wait it out
+        claims = issuer.claims("s", CLIENT, lifetime=15, preferred_username="una")
+        token = issuer.mint(claims)
         _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=bearer(token))
         assert (await client.run("1"))[0] == "ok"
-        await asyncio.sleep(4.5)
+        await asyncio.sleep(max(0, claims["exp"] - time.time()) + 1)
         client.send_execute("print('after expiry')")
 
         async def until_closed():
@@ -356,19 +359,18 @@ class TestEveryEndpoint:
 class TestSessionExpiry:
     @pytest.fixture
     def jp_server_config(self, trail_dir, provider):
-        return oidc_config(trail_dir, provider.issuer, session_lifetime=1)
+        # a session's expiry is a whole second: it lasts between 2 and 3 s
+        return oidc_config(trail_dir, provider.issuer, session_lifetime=3)
 
     async def test_browser_session_expires(self, jp_fetch, jp_http_port, jp_base_url, provider):
         base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
 
         def browser():
-            import time
-
             s = requests.Session()
             r = s.get(base + "login", allow_redirects=False)
             s.get(provider.approve(r.headers["Location"], "bob-sub"), allow_redirects=False)
             first = s.get(base + "jupyter-audit/api/me")
-            time.sleep(2.1)
+            time.sleep(3.2)
             return first, s.get(base + "jupyter-audit/api/me")
 
         first, later = await asyncio.to_thread(browser)

@@ -56,6 +56,7 @@ def start_server(tmp_path, db, port):
             "--allow-root",
             "--no-browser",
             f"--port={port}",
+            "--ServerApp.port_retries=0",  # this port or none: the test talks to this one
             "--ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}",
             f"--ServerApp.root_dir={tmp_path / 'root'}",
@@ -72,6 +73,8 @@ def start_server(tmp_path, db, port):
             api(port, "api/status")
             return proc
         except OSError:
+            if proc.poll() is not None:  # it could not start (e.g. the port was taken)
+                break
             time.sleep(0.2)
     proc.kill()
     raise AssertionError((tmp_path / f"server-{port}.log").read_text()[-3000:])
