@@ -215,7 +215,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 audit.cells.remember(event["msg_id"], event)
                 audit.cell_requests.add(event, event_id)
             except Exception as e:  # noqa: BLE001 - a bug: say so, the cell is on its way
-                self.log.error("jupyter-audit: cell.requested not queued: %s", e)
+                self.log.error("jupyter-audit: cell.requested not queued: %s", loggable_error(e))
 
     def _prepare_pending(self, audit):
         """fail_mode=closed: the pending `cell.requested`, validated and masked now (raises

@@ -15,6 +15,7 @@ from jupyter_server.base.call_context import CallContext
 from . import kernels
 from .identity import system_identity
 from .identity.resolve import snapshot_for
+from .store.writer import loggable_error
 
 log = logging.getLogger("jupyter_audit.lifecycle")
 
@@ -35,7 +36,7 @@ def _record(audit, kind: str, kernel_id: str, payload: dict, flags=()) -> None:
         # restart follows them in the trail as it did on the kernel
         audit.cell_requests.flush()
     except Exception as e:  # noqa: BLE001 - the writer reports its own failures
-        log.error("jupyter-audit: queued cell.requested not handed over: %s", e)
+        log.error("jupyter-audit: queued cell.requested not handed over: %s", loggable_error(e))
     try:
         fut = audit.writer.submit(
             {

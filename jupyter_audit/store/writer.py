@@ -428,8 +428,9 @@ class Writer:
                     try:
                         events.extend(zip(self._prepare_later(obj, fut), repeat(fut)))
                     except Exception as e:  # noqa: BLE001 - a bug: logged, the caller told
-                        log.error("jupyter-audit: %d event(s) not prepared: %s", len(obj[0]), e)
-                        fut.set_exception(TrailWriteError(f"events not prepared: {e}"))
+                        why = loggable_error(e)
+                        log.error("jupyter-audit: %d event(s) not prepared: %s", len(obj[0]), why)
+                        fut.set_exception(TrailWriteError(f"events not prepared: {why}"))
                 elif obj is _STOP:
                     stop = True
                 elif obj is _CHECKPOINT or obj is None:
