@@ -93,7 +93,7 @@ class Kernel:
         }
         extra = []
         if self.audited:
-            from jupyter_audit.kernels import PACKAGE, prepare_inject_dir
+            from jupyter_audit.server.hooks.kernels import PACKAGE, prepare_inject_dir
 
             inject = prepare_inject_dir(str(self.dir / "runtime"))
             env["PYTHONPATH"] = os.pathsep.join(

@@ -8,7 +8,7 @@ def _jupyter_labextension_paths():
 
 
 def _jupyter_server_extension_points():
-    from .app import AuditApp
+    from .server.app import AuditApp
 
     return [{"module": "jupyter_audit", "app": AuditApp}]
 

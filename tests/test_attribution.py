@@ -2,7 +2,7 @@
 
 import time
 
-from jupyter_audit.attribution import CellRegistry
+from jupyter_audit.server.cells import CellRegistry
 
 
 def cell(kernel="k1"):

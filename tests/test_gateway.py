@@ -187,7 +187,7 @@ def test_message_parts_read_as_the_standard_library_reads_them():
     """Parts only read go through orjson, falling back to the standard library for what
     orjson refuses; the metadata, written back with the stamp, is read exactly (orjson
     would turn an integer past 64 bits into a float)."""
-    from jupyter_audit.gateway import _obj
+    from jupyter_audit.server.gateway import _obj
 
     assert _obj(b'{"big": 1180591620717411303424}', exact=True) == {"big": 2**70}
     assert _obj(b'{"code": "x\\ud800"}') == {"code": "x\ud800"}  # a lone surrogate
@@ -359,7 +359,7 @@ async def test_cell_requests_are_committed_together():
     import logging
     from concurrent.futures import Future
 
-    from jupyter_audit.gateway import CellRequests
+    from jupyter_audit.server.cells import CellRequests
 
     batches = []
 

@@ -10,7 +10,7 @@ from conftest import server_config
 from tornado.httpclient import HTTPClientError
 
 from jupyter_audit.cli import main as cli_main
-from jupyter_audit.demo import seed_demo_trail
+from jupyter_audit.cli.demo import seed_demo_trail
 
 
 @pytest.fixture
@@ -212,7 +212,8 @@ async def test_the_gil_switch_interval_bounds_the_event_loops_wait(jp_serverapp)
     the server process's GIL switch interval is 1 ms (Python's default is 5 ms)."""
     import sys
 
-    assert jp_serverapp.web_app.settings["jupyter_audit"].gil_switch_interval == 0.001
+    [app] = jp_serverapp.extension_manager.extension_apps["jupyter_audit"]
+    assert app.gil_switch_interval == 0.001
     assert sys.getswitchinterval() == pytest.approx(0.001)
 
 
@@ -228,5 +229,6 @@ class TestGilSwitchIntervalLeftAlone:
     async def test_zero_leaves_the_interpreters_setting(self, jp_serverapp):
         import sys
 
-        assert jp_serverapp.web_app.settings["jupyter_audit"].gil_switch_interval == 0
+        [app] = jp_serverapp.extension_manager.extension_apps["jupyter_audit"]
+        assert app.gil_switch_interval == 0
         assert sys.getswitchinterval() == pytest.approx(0.004)

@@ -3,12 +3,11 @@ later attempt (never forgotten) when the trail cannot take them now."""
 
 import json
 import os
-from types import SimpleNamespace
 
 import pytest
 
-from jupyter_audit.attribution import CellRegistry
-from jupyter_audit.spools import CHUNK, ingest_spools
+from jupyter_audit.server.ingest.spools import CHUNK, ingest_spools
+from jupyter_audit.server.recorder import Recorder
 
 
 def write_spool(path, n, start=0):
@@ -43,7 +42,7 @@ def stored(writer) -> int:
 
 def test_a_big_backlog_is_ingested_in_chunks_exactly_once(make_writer, runtime):
     w = make_writer()
-    audit = SimpleNamespace(writer=w, cells=CellRegistry())
+    audit = Recorder(w)
     n = 2 * CHUNK + 7
     write_spool(runtime / "audit-spool-k1.jsonl", n)
     assert ingest_spools(audit, runtime, managed=set()) == n
@@ -60,7 +59,7 @@ def test_a_spool_that_cannot_be_stored_now_is_kept_and_retried(make_writer, runt
     w = make_writer()
     w.close()  # the trail cannot accept events
     write_spool(runtime / "audit-spool-k1.jsonl", 100)
-    audit = SimpleNamespace(writer=w, cells=CellRegistry())
+    audit = Recorder(w)
     assert ingest_spools(audit, runtime, managed=set()) == 0
     kept = list(runtime.iterdir())
     assert len(kept) == 1 and ".retry-" in kept[0].name
@@ -75,7 +74,7 @@ def test_a_spool_left_mid_ingest_by_a_dead_server_is_taken_over(make_writer, run
     dead = 2**22 + 12345  # above this machine's pid range: no such process
     write_spool(runtime / f"audit-spool-k1.jsonl.ingesting-{dead}-0", 50)
     write_spool(runtime / f"audit-spool-k2.jsonl.ingesting-{os.getppid()}-0", 5)  # alive
-    audit = SimpleNamespace(writer=w, cells=CellRegistry())
+    audit = Recorder(w)
     assert ingest_spools(audit, runtime, managed=set()) == 50
     assert [p.name for p in runtime.iterdir()] == [
         f"audit-spool-k2.jsonl.ingesting-{os.getppid()}-0"

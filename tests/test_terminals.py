@@ -7,7 +7,7 @@ import json
 import pytest
 from test_capture import trail_events, wait_for
 
-from jupyter_audit.terminals import _lines
+from jupyter_audit.server.hooks.terminals import _lines
 
 
 @pytest.fixture

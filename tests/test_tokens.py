@@ -230,7 +230,8 @@ async def test_a_revoked_token_runs_no_more_cells_on_a_socket_left_open(
     assert (await client.run("print(1)"))[0] == "ok"
     audit.token_sockets.clear()  # revocation will not close this socket: the gateway must
     admin = {"username": "admin", "auth_method": "token"}
-    await asyncio.to_thread(audit.tokens.revoke, made["id"], admin)
+    tokens = jp_serverapp.web_app.settings["jupyter_audit_tokens"]
+    await asyncio.to_thread(tokens.revoke, made["id"], admin)
     client.send_execute("print(2)")
 
     async def closed():

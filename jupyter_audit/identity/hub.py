@@ -22,7 +22,7 @@ import json
 import logging
 import os
 
-from . import make_snapshot
+from .snapshot import make_snapshot
 
 ENV = "JUPYTER_AUDIT_HUB_CLAIMS"
 AUTH_METHOD = "jupyterhub"

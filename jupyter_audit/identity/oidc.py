@@ -33,7 +33,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Float, Int, List, Unicode, default
 
-from . import make_snapshot, refuse, user_for
+from .snapshot import make_snapshot
+from .users import refuse, user_for
 
 # asymmetric algorithms only: "none" and HMAC (a shared secret anyone with it could forge)
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]

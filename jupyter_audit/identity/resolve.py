@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 
-from . import make_snapshot, os_username
+from .snapshot import make_snapshot, os_username
 
 ROLES = ("user", "reviewer", "auditor", "admin")
 

@@ -19,7 +19,8 @@ import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
-from . import make_snapshot, refuse, user_for
+from .snapshot import make_snapshot
+from .users import refuse, user_for
 
 PREFIX = "jat_"
 _TOKEN = re.compile(r"^jat_([0-9a-f]{16})_([A-Za-z0-9_-]{20,})$")

@@ -12,7 +12,7 @@ import tempfile
 
 from jupyterlab.galata import configure_jupyter_server
 
-from jupyter_audit.demo import seed_demo_trail
+from jupyter_audit.cli.demo import seed_demo_trail
 
 c = get_config()  # noqa: F821
 

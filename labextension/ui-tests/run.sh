@@ -20,7 +20,7 @@ if [ ! -x "$CHROMIUM_PATH" ]; then
   echo "run.sh: no Chromium at $CHROMIUM_PATH (apt-get install -y chromium)" >&2
   exit 2
 fi
-if ! python -c "import jupyter_audit.demo" 2>/dev/null; then
+if ! python -c "import jupyter_audit.cli.demo" 2>/dev/null; then
   echo "run.sh: the jupyter_audit package is not importable; run 'pip install -e .' first" >&2
   exit 2
 fi

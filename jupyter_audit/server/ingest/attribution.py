@@ -1,53 +1,26 @@
-"""Kernel ingest: the server end of the kernel side's transport.
+"""Attribution: the trail event for each raw event a kernel reports.
 
-Kernels report raw events (cells, operations) authenticated by a secret that only their own
-kernel process received. The server never takes identity from a kernel: it attributes each
-event by joining its msg_id to the server's own `cell.requested`; anything without such a
-record is flagged `unattributed`. Forged submissions are refused and recorded as
-`security.rejected`.
+The server never takes identity from a kernel: it attributes each event by joining its
+msg_id to the server's own `cell.requested` (the cells it forwarded, else the trail);
+anything without such a record is flagged `unattributed`. A kernel event that claims what
+only the server may say (who, which trace) is a `ForgedSubmission`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
-import secrets
 
-from .events import EventValidationError
+from ...events import EventValidationError
 
 KERNEL_KINDS = frozenset(
     {"cell.started", "cell.finished", "op.sql", "op.http", "op.shell", "session.environment"}
 )
 EVENT_FIELDS = frozenset({"event_id", "kind", "msg_id", "op_index", "kernel_time", "payload"})
 CLAIMS = frozenset({"identity", "username", "user", "trace_id", "kernel_id", "notebook", "flags"})
-MAX_BODY = 16 * 1024 * 1024
-MAX_EVENTS = 10_000
 
 
 class ForgedSubmission(EventValidationError):
     """A kernel tried to say something only the server may say (who, which trace)."""
-
-
-class KernelSecrets:
-    """One random secret per kernel, handed to that kernel's process only."""
-
-    def __init__(self):
-        self._secrets: dict[str, str] = {}
-
-    def issue(self, kernel_id: str) -> str:
-        secret = self._secrets.get(kernel_id)
-        if secret is None:
-            secret = self._secrets[kernel_id] = secrets.token_urlsafe(32)
-        return secret
-
-    def check(self, kernel_id: str | None, secret: str | None) -> bool:
-        if not kernel_id or not secret:
-            return False
-        expected = self._secrets.get(kernel_id)
-        return expected is not None and hmac.compare_digest(expected, secret)
-
-    def forget(self, kernel_id: str) -> None:
-        self._secrets.pop(kernel_id, None)
 
 
 class Attributor:
@@ -131,16 +104,3 @@ class Attributor:
                 event["kind"] = "op.unattributed"
                 event["payload"] = {**payload, "original_kind": kind}
         return event
-
-
-def prepare_attributed(audit, events: list) -> list:
-    """Validate and mask attributed kernel events (`Writer.prepare_many`: big batches in
-    worker processes) and note the cells they report. A Prepared or the
-    EventValidationError for each event, in order."""
-    results = audit.writer.prepare_many(events)
-    for event, p in zip(events, results, strict=True):
-        if event["kind"] in ("cell.started", "cell.finished") and not isinstance(
-            p, EventValidationError
-        ):
-            audit.cells.reported(event["msg_id"])
-    return results

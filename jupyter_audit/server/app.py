@@ -1,7 +1,9 @@
 """AuditApp: the jupyter_server extension that owns the trail, its configuration and services.
 
-Builds the masking engine, signing key and Writer once at start, hands them to the REST
-handlers through settings, and closes the trail (with a final signed checkpoint) at stop.
+Builds its services once at start from `*_class` traits (the trail store, the Recorder
+everything records through, the service-token store), hands them to the REST handlers, the
+gateway and the hooks through settings, installs the hooks into jupyter_server, and closes
+the trail (with a final signed checkpoint) at stop.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, Type, Unicode, default
 
-from . import kernels, lifecycle, terminals
-from ._version import __version__
-from .attribution import CellRegistry
+from .._version import __version__
+from ..identity import tokens
+from ..identity.tokens import TokenStore
+from ..masking import MaskingEngine, load_or_create_key
+from ..store.signing import SigningKey
+from ..store.writer import Writer, default_checkpoint_path, loggable_error
 from .authorization import AuditAuthorizer
-from .gateway import AuditKernelWebsocketConnection, CellRequests
+from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
-from .identity import tokens
-from .identity.tokens import TokenStore
-from .ingest import KernelSecrets
-from .masking import MaskingEngine, load_or_create_key
-from .spools import ingest_spools
-from .store.signing import SigningKey
-from .store.writer import Writer, default_checkpoint_path
+from .hooks import contents, lifecycle, terminals
+from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
+from .ingest.spools import ingest_spools
+from .recorder import Recorder
 
 
 class AuditApp(ExtensionApp):
@@ -134,6 +136,20 @@ class AuditApp(ExtensionApp):
     admin_groups = List(
         Unicode(), ["audit-admins"], config=True, help="Groups whose members manage tokens."
     )
+    trail_store_class = Type(
+        Writer,
+        config=True,
+        help="The trail store: appends, hash-chains, signs checkpoints and answers queries "
+        "(the embedded DuckDB Writer).",
+    )
+    recorder_class = Type(
+        Recorder,
+        config=True,
+        help="The service the gateway, the REST handlers and the hooks record through.",
+    )
+    token_store_class = Type(
+        TokenStore, config=True, help="Service-account tokens, kept in the trail."
+    )
     fail_mode = CaselessStrEnum(
         ["open", "closed"],
         "open",
@@ -154,7 +170,7 @@ class AuditApp(ExtensionApp):
             load_or_create_key(self._beside(self.masking_key_path, "masking.key"))
         )
         key = SigningKey.load_or_create(self._beside(self.signing_key_path, "signing-key.pem"))
-        self.writer = Writer(
+        store = self.trail_store_class(
             db,
             masker,
             key,
@@ -167,29 +183,34 @@ class AuditApp(ExtensionApp):
             prepare_workers=self.prepare_workers,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
-        self.cells = CellRegistry()
-        self.cell_requests = CellRequests(self.writer, self.log)
-        self.kernel_secrets = KernelSecrets()
-        self.tokens = TokenStore(self.writer)
-        tokens.install(self.serverapp.identity_provider, self.tokens)
+        self.recorder = self.recorder_class(store, fail_mode=self.fail_mode, log=self.log)
+        self.token_store = self.token_store_class(store)
+        tokens.install(self.serverapp.identity_provider, self.token_store)
         # every audit endpoint and the kernel API go through the audit rules first
         self.authorizer = AuditAuthorizer(
             parent=self.serverapp,
             identity_provider=self.serverapp.identity_provider,
             base=self.serverapp.authorizer,
-            audit=self,
+            tokens=self.token_store,
+            reviewer_groups=self.reviewer_groups,
+            auditor_groups=self.auditor_groups,
+            admin_groups=self.admin_groups,
         )
-        self.token_sockets: dict[str, set] = {}
-        self.rejections: dict[str, list] = {}  # refused credentials per address (rate limit)
-        self.settings.update({"jupyter_audit": self, "authorizer": self.authorizer})
+        self.settings.update(
+            {
+                "jupyter_audit": self.recorder,
+                "jupyter_audit_tokens": self.token_store,
+                "authorizer": self.authorizer,
+            }
+        )
         self._install_gateway()
         self._install_kernel_side()
-        lifecycle.install_kernel_hooks(self, self.serverapp.kernel_manager)
-        lifecycle.install_save_hook(self, self.serverapp.contents_manager)
-        terminals.install(self)
+        lifecycle.install_kernel_hooks(self.recorder, self.serverapp.kernel_manager)
+        contents.install_save_hook(self.recorder, self.serverapp.contents_manager)
+        terminals.install()
 
     def _install_kernel_side(self) -> None:
-        """Start ipykernel kernels with the kernel side injected (see kernels.py)."""
+        """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""
         km = self.serverapp.kernel_manager
         default = "jupyter_server.services.kernels.kernelmanager.ServerKernelManager"
         if km.kernel_manager_class not in (default, ServerKernelManager):
@@ -199,20 +220,19 @@ class AuditApp(ExtensionApp):
             )
             return
         runtime = self.serverapp.runtime_dir
-        kernels.configure(
-            inject_dir=kernels.prepare_inject_dir(runtime),
+        self.settings[SETTINGS_KEY] = KernelInjection(
+            recorder=self.recorder,
+            inject_dir=prepare_inject_dir(runtime),
             ingest_url=url_path_join(self.serverapp.connection_url, API, "kernel/events"),
-            secrets=self.kernel_secrets,
             spool_dir=runtime,
             fail_mode=self.fail_mode,
-            unaudited=set(),
             extra_env={
                 "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
                 "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
                 "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),
             },
         )
-        km.kernel_manager_class = "jupyter_audit.kernels.AuditKernelManager"
+        km.kernel_manager_class = "jupyter_audit.server.hooks.kernels.AuditKernelManager"
         self._ingest_spools()
         self._spool_timer = PeriodicCallback(self._ingest_spools_soon, self.spool_interval * 1000)
         self._spool_timer.start()
@@ -222,35 +242,14 @@ class AuditApp(ExtensionApp):
         self._gap_timer.start()
 
     def _flag_unreported(self) -> None:
-        """cell.unreported for cells the kernel answered but its kernel side never reported
-        (e.g. user code unloaded it). Kernels without the kernel side are flagged once, on
-        their session, instead."""
-        skip = kernels._state.get("unaudited", set())
-        for msg_id, cell in self.cells.unreported(self.unreported_after, skip):
-            fut = self.writer.submit(
-                {
-                    "kind": "cell.unreported",
-                    "identity": cell["identity"],
-                    "trace_id": cell["trace_id"],
-                    "kernel_id": cell["kernel_id"],
-                    "session_id": cell["session_id"],
-                    "notebook": cell["notebook"],
-                    "msg_id": msg_id,
-                    "flags": ["capture_gap"],
-                    "payload": {
-                        "reason": "the kernel answered this cell but its audit capture never "
-                        f"reported it within {self.unreported_after:g} s"
-                    },
-                }
-            )
-            fut.add_done_callback(lambda f: f.exception())
+        self.recorder.flag_unreported(self.unreported_after)
 
     def _ingest_spools(self) -> None:
         managed = set(self.serverapp.kernel_manager.list_kernel_ids())
         try:
-            ingest_spools(self, self.serverapp.runtime_dir, managed)
+            ingest_spools(self.recorder, self.serverapp.runtime_dir, managed)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
-            self.log.error("jupyter-audit: spool ingestion failed: %s", e)
+            self.log.error("jupyter-audit: spool ingestion failed: %s", loggable_error(e))
 
     def _ingest_spools_soon(self) -> None:
         IOLoop.current().run_in_executor(None, self._ingest_spools)
@@ -277,25 +276,11 @@ class AuditApp(ExtensionApp):
             timer = getattr(self, name, None)
             if timer is not None:
                 timer.stop()
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            self.cell_requests.flush()
-            lifecycle.record_server_shutdown(self, self.serverapp.kernel_manager)
-            writer.close()
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            recorder.flush_cells()
+            lifecycle.record_server_shutdown(recorder, self.serverapp.kernel_manager)
+            recorder.close()
         before = getattr(self, "_switch_interval_before", None)
         if before is not None:
             sys.setswitchinterval(before)
-
-    def close_token_sockets(self, token_id: str) -> None:
-        """A revoked token's open kernel websockets and terminals are closed at once."""
-        for handler in list(self.token_sockets.pop(token_id, ())):
-            try:
-                handler.close(4001, "service token revoked")
-            except Exception:  # noqa: BLE001 - already closing
-                pass
-
-    def checkpoint_files(self) -> list[Path]:
-        files = [self.writer.checkpoint_path]
-        if self.writer.checkpoint_mirror:
-            files.append(self.writer.checkpoint_mirror)
-        return files

@@ -15,9 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from .events import EventValidationError
-from .identity import system_identity
-from .ingest import Attributor, prepare_attributed
+from ...events import EventValidationError
+from .attribution import Attributor
 
 log = logging.getLogger("jupyter_audit.spools")
 PREFIX, SUFFIX = "audit-spool-", ".jsonl"
@@ -57,7 +56,7 @@ def spool_files(runtime_dir: str | Path, managed: set[str]) -> list[tuple[str, P
     return out
 
 
-def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
+def ingest_spools(recorder, runtime_dir: str | Path, managed: set[str]) -> int:
     """Ingest every foreign spool file; returns the number of events stored. A file that
     cannot be ingested now is kept as `….retry-<pid>` and taken again next time."""
     stored = 0
@@ -74,7 +73,7 @@ def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
         except OSError:
             continue  # another server took it, or it vanished
         try:
-            stored += _ingest_file(audit, kernel_id, taken)
+            stored += _ingest_file(recorder, kernel_id, taken)
         except Exception as e:  # noqa: BLE001 - keep the file for the next attempt
             log.error("jupyter-audit: spool %s not ingested (kept): %s", taken.name, e)
             os.rename(taken, taken.with_name(f"{base}.retry-{os.getpid()}-{n}"))
@@ -83,8 +82,8 @@ def ingest_spools(audit, runtime_dir: str | Path, managed: set[str]) -> int:
     return stored
 
 
-def _ingest_file(audit, kernel_id: str, path: Path) -> int:
-    attributor = Attributor(audit.cells, audit.writer.cursor)
+def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
+    attributor = Attributor(recorder.cells, recorder.writer.cursor)
     stored, bad = 0, 0
     events: list = []
 
@@ -93,14 +92,14 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
         if not events:
             return
         prepared = []
-        for p in prepare_attributed(audit, events):
+        for p in recorder.prepare_kernel_events(events):
             if isinstance(p, EventValidationError):
                 bad += 1
             else:
                 prepared.append(p)
         events.clear()
         if prepared:
-            audit.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
+            recorder.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
             stored += len(prepared)
 
     with open(path, "rb") as f:
@@ -118,15 +117,8 @@ def _ingest_file(audit, kernel_id: str, path: Path) -> int:
                 commit()
     commit()
     if bad:
-        audit.writer.append(
-            {
-                "kind": "security.rejected",
-                "identity": system_identity(),
-                "payload": {
-                    "reason": f"{bad} malformed event(s) in a kernel spool file",
-                    "source": f"spool of kernel {kernel_id}",
-                },
-            }
+        recorder.reject(
+            f"{bad} malformed event(s) in a kernel spool file", f"spool of kernel {kernel_id}"
         )
     log.info("jupyter-audit: ingested %d spooled event(s) of kernel %s", stored, kernel_id)
     return stored

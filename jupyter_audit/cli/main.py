@@ -74,7 +74,7 @@ def _api(
 
 
 def _open_db(path: str):
-    from .store.schema import TrailError, open_readable
+    from ..store.schema import TrailError, open_readable
 
     try:
         return open_readable(path)
@@ -83,7 +83,7 @@ def _open_db(path: str):
 
 
 def _pubkeys(args) -> list[bytes] | None:
-    from .store.signing import KeyError_, load_public
+    from ..store.signing import KeyError_, load_public
 
     if not getattr(args, "pubkey", None):
         return None
@@ -111,8 +111,8 @@ def cmd_verify(args) -> int:
             params["pubkey"] = base64.b64encode(pinned[0]).decode()
         result = _api(args, "verify", params)
     else:
-        from .store.schema import TrailError
-        from .store.verify import verify_path
+        from ..store.schema import TrailError
+        from ..store.verify import verify_path
 
         extra = [Path(p) for p in args.checkpoints or []]
         for p in extra:
@@ -153,7 +153,7 @@ def _print_verify(where: str, r: dict) -> None:
 
 
 def _verify_bundle(args) -> int:
-    from .store.export import ExportError, load_bundle, verify_bundle
+    from ..store.export import ExportError, load_bundle, verify_bundle
 
     try:
         data = load_bundle(args.bundle)
@@ -182,9 +182,9 @@ def _verify_bundle(args) -> int:
 
 # ---------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
-    from .handlers import parse_time
-    from .store.export import ExportError
-    from .store.trail import build_bundle, write_export
+    from ..store.export import ExportError
+    from ..store.filters import parse_time
+    from ..store.trail import build_bundle, write_export
 
     filters = {
         "user": args.user,
@@ -230,7 +230,7 @@ def cmd_show(args) -> int:
             data = _api(args, "traces", {"limit": args.limit, "user": args.user})
             _print_traces(data["traces"])
         return EXIT_OK
-    from .store import queries
+    from ..store import queries
 
     con, _meta = _open_db(where)
     try:
@@ -293,7 +293,7 @@ def _print_timeline(summary: dict, events: list[dict]) -> None:
 
 # ---------------------------------------------------------------------------- mask, demo
 def cmd_mask(args) -> int:
-    from .masking import MaskingEngine, MaskingError, load_or_create_key
+    from ..masking import MaskingEngine, MaskingError, load_or_create_key
 
     key_path = Path(args.key) if args.key else Path(args.db or default_db()).parent / "masking.key"
     try:
@@ -330,11 +330,11 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------------------- token
 def _token_store(args):
     """A TokenStore on a stopped server's trail, with the keys beside it (never new ones)."""
-    from .identity.tokens import TokenStore
-    from .masking import MaskingEngine, load_or_create_key
-    from .store.schema import TrailError
-    from .store.signing import SigningKey
-    from .store.writer import Writer
+    from ..identity.tokens import TokenStore
+    from ..masking import MaskingEngine, load_or_create_key
+    from ..store.schema import TrailError
+    from ..store.signing import SigningKey
+    from ..store.writer import Writer
 
     db = Path(args.db or default_db())
     keys = [db.parent / "signing-key.pem", db.parent / "masking.key"]
@@ -353,7 +353,7 @@ def _token_store(args):
 
 
 def _local_admin() -> dict:
-    from .identity import make_snapshot, os_username
+    from ..identity import make_snapshot, os_username
 
     # someone with the trail file in hand: the OS account, recorded as such
     return make_snapshot(username=os_username(), auth_method="local")
@@ -368,7 +368,7 @@ def _print_token_row(t: dict) -> None:
 
 
 def cmd_token(args) -> int:
-    from .identity.tokens import TokenError
+    from ..identity.tokens import TokenError
 
     kind, _ = _source(args)
     if kind == "url":
@@ -523,7 +523,3 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,8 @@
 """Who may do what: jupyter_server's Authorizer with audit resources.
 
 The extension puts `AuditAuthorizer` in front of the server's configured Authorizer. For
-`audit:*` resources it requires a role (from the identity's groups, see identity.resolve);
+`audit:*` resources it requires a role (from the identity's groups, see identity.resolve,
+and the role groups the AuditApp hands it);
 for every resource (the kernel API and its websocket included) a revoked or expired service
 token is refused; everything else is left to the configured Authorizer, which can only
 narrow further.
@@ -13,9 +14,9 @@ import inspect
 import time
 
 from jupyter_server.auth.authorizer import Authorizer
-from traitlets import Any
+from traitlets import Any, List, Unicode
 
-from .identity.resolve import roles_for, snapshot_for
+from ..identity.resolve import roles_for, snapshot_for
 
 # resource -> the role it needs
 RESOURCES = {
@@ -31,13 +32,17 @@ RESOURCES = {
 
 class AuditAuthorizer(Authorizer):
     base = Any(help="The server's configured Authorizer, consulted after the audit rules.")
-    audit = Any(help="The AuditApp (role groups, service tokens).")
+    tokens = Any(help="The TokenStore: a revoked or expired service token is refused.")
+    reviewer_groups = List(Unicode(), help="Groups whose members review approvals.")
+    auditor_groups = List(Unicode(), help="Groups whose members see all traces.")
+    admin_groups = List(Unicode(), help="Groups whose members manage tokens.")
 
     def identity(self, handler, user) -> dict:
         return snapshot_for(user, handler.identity_provider)
 
-    def roles(self, handler, user) -> list[str]:
-        return roles_for(self.identity(handler, user), handler.identity_provider, self.audit)
+    def roles(self, ident: dict, identity_provider) -> list[str]:
+        """The roles of an identity snapshot (from its groups)."""
+        return roles_for(ident, identity_provider, self)
 
     def allows(self, handler, user, resource: str, ident: dict | None = None) -> bool:
         """The audit rules alone (synchronous; the gateway uses them per cell, passing the
@@ -49,11 +54,10 @@ class AuditAuthorizer(Authorizer):
             return False  # e.g. a websocket opened with a token that has since expired
         ident = ident or self.identity(handler, user)
         token_id = ident.get("token_id")
-        tokens = getattr(self.audit, "tokens", None)
-        if token_id and (tokens is None or not tokens.is_active(token_id)):
+        if token_id and (self.tokens is None or not self.tokens.is_active(token_id)):
             return False
         role = RESOURCES.get(resource)
-        return role is None or role in roles_for(ident, handler.identity_provider, self.audit)
+        return role is None or role in self.roles(ident, handler.identity_provider)
 
     def is_authorized(self, handler, user, action, resource):
         if not self.allows(handler, user, resource):

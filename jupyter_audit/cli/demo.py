@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from .masking import MaskingEngine, load_or_create_key
-from .store.signing import SigningKey
-from .store.writer import Writer
+from ..masking import MaskingEngine, load_or_create_key
+from ..store.signing import SigningKey
+from ..store.writer import Writer
 
 
 def _ident(name: str, groups=(), method="oidc") -> dict:

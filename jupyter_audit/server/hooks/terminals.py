@@ -12,7 +12,7 @@ import json
 import logging
 import re
 
-from .identity.resolve import snapshot_for
+from ...identity.resolve import snapshot_for
 
 log = logging.getLogger("jupyter_audit.terminals")
 _ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)")
@@ -37,7 +37,7 @@ def _lines(handler, data: str) -> list[str]:
     return out
 
 
-def install(audit) -> bool:
+def install() -> bool:
     try:
         from jupyter_server_terminals.handlers import TermSocket
     except ImportError:
@@ -47,18 +47,18 @@ def install(audit) -> bool:
     original = TermSocket.on_message
 
     async def on_message(self, message):
-        audit = self.settings.get("jupyter_audit")
-        if audit is not None and not audit.authorizer.allows(
+        recorder = self.settings.get("jupyter_audit")
+        if recorder is not None and not self.authorizer.allows(
             self, self.current_user, "audit:cells"
         ):
             # e.g. the service token behind this terminal was revoked or has expired
             self.close(4001, "not authorized any more")
             return None
-        if audit is not None and not getattr(self, "_audit_registered", False):
+        if recorder is not None and not getattr(self, "_audit_registered", False):
             token_id = getattr(self.current_user, "audit_identity", None) or {}
             token_id = token_id.get("token_id")
             if token_id:  # closed at once if the token is revoked
-                audit.token_sockets.setdefault(token_id, set()).add(self)
+                recorder.watch_token(token_id, self)
             self._audit_registered = True
         try:
             _record(self, message)
@@ -72,8 +72,8 @@ def install(audit) -> bool:
 
 
 def _record(handler, message) -> None:
-    audit = handler.settings.get("jupyter_audit")
-    if audit is None:
+    recorder = handler.settings.get("jupyter_audit")
+    if recorder is None:
         return
     msg = json.loads(message)
     if not isinstance(msg, list) or len(msg) < 2 or msg[0] != "stdin":
@@ -84,7 +84,7 @@ def _record(handler, message) -> None:
     identity = snapshot_for(handler.current_user, handler.identity_provider)
     name = str(getattr(handler, "term_name", "") or "unknown")
     for line in lines:
-        audit.writer.submit(
+        recorder.record(
             {
                 "kind": "op.shell",
                 "identity": identity,

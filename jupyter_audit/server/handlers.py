@@ -1,6 +1,8 @@
-"""REST API under /jupyter-audit/api/. One base class authenticates, authorizes and turns
-errors into JSON `{"code", "message"}`: bad input 400, missing role 403, unknown thing 404,
-our own failure 500. Kernel endpoints (per-kernel secrets) are added by the capture layer."""
+"""REST API for users under /jupyter-audit/api/. One base class authenticates, authorizes
+and turns errors into JSON `{"code", "message"}`: bad input 400, missing role 403, unknown
+thing 404, our own failure 500. Handlers reach the server's services through settings: the
+Recorder (`jupyter_audit`), the TokenStore (`jupyter_audit_tokens`) and the AuditAuthorizer
+(`authorizer`). The kernels' endpoint (per-kernel secrets) is `ingest/handler.py`."""
 
 from __future__ import annotations
 
@@ -10,23 +12,21 @@ import json
 from datetime import datetime
 from functools import wraps
 
-from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from ..events import EventValidationError
+from ..identity.resolve import snapshot_for
+from ..identity.tokens import TokenError
+from ..store import queries
+from ..store import trail as trail_ops
+from ..store.export import ExportError
+from ..store.filters import parse_time
+from ..store.schema import TrailError, read_meta
+from ..store.signing import KeyError_, load_public
 from .authorization import RESOURCES
-from .events import EventValidationError
-from .identity import system_identity
-from .identity.resolve import roles_for, snapshot_for
-from .identity.tokens import TokenError
-from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission, prepare_attributed
-from .store import queries
-from .store import trail as trail_ops
-from .store.export import ExportError
-from .store.records import safe_id
-from .store.schema import TrailError, read_meta
-from .store.signing import KeyError_, load_public
+from .ingest.handler import KernelEventsHandler
 
 API = "/jupyter-audit/api"
 MAX_LIMIT = 1000
@@ -84,18 +84,22 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
             )
 
     @property
-    def audit(self):
+    def recorder(self):
         return self.settings["jupyter_audit"]
 
     @property
     def writer(self):
-        return self.audit.writer
+        return self.recorder.writer
+
+    @property
+    def token_store(self):
+        return self.settings["jupyter_audit_tokens"]
 
     def identity(self) -> dict:
         return snapshot_for(self.current_user, self.identity_provider)
 
     def roles(self, identity: dict | None = None) -> list[str]:
-        return roles_for(identity or self.identity(), self.identity_provider, self.audit)
+        return self.authorizer.roles(identity or self.identity(), self.identity_provider)
 
     def arg_int(self, name: str, default: int, lo: int = 0, hi: int = MAX_LIMIT) -> int:
         raw = self.get_argument(name, None)
@@ -128,7 +132,7 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
         return body
 
     def record_access(self, identity: dict, action: str, trace_id=None, filters=None) -> None:
-        self.writer.append(
+        self.recorder.record_now(
             {
                 "kind": "trail.accessed",
                 "identity": identity,
@@ -157,17 +161,6 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="jupyter-audit"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"code": status_code, "message": message}))
-
-
-def parse_time(raw: str) -> datetime:
-    """ISO 8601 date or date-time; naive values are UTC."""
-    from datetime import UTC
-
-    text = raw.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def integrity_json(result) -> dict:
@@ -247,7 +240,7 @@ class VerifyHandler(AuditHandler):
                 pinned = [load_public(self.get_argument("pubkey"))]
             except KeyError_ as e:
                 raise web.HTTPError(400, f"pubkey: {e}") from None
-        files = self.audit.checkpoint_files()
+        files = self.recorder.checkpoint_files()
         writer = self.writer
 
         def run():
@@ -294,7 +287,7 @@ class TokensHandler(AuditHandler):
     @web.authenticated
     @requires("audit:tokens")
     def get(self):
-        self.finish({"tokens": self.audit.tokens.list()})
+        self.finish({"tokens": self.token_store.list()})
 
     @web.authenticated
     @requires("audit:tokens")
@@ -302,7 +295,7 @@ class TokensHandler(AuditHandler):
         body = self.json_body()
         try:
             token, record = await asyncio.to_thread(
-                self.audit.tokens.create,
+                self.token_store.create,
                 body.get("service_account"),
                 body.get("owner"),
                 body.get("expires") or "30d",
@@ -321,7 +314,7 @@ class TokenHandler(AuditHandler):
     @web.authenticated
     @requires("audit:tokens")
     def get(self, token_id):
-        record = self.audit.tokens.get(token_id)
+        record = self.token_store.get(token_id)
         if record is None:
             raise web.HTTPError(404, f"no token {token_id}")
         self.finish(record)
@@ -335,107 +328,14 @@ class TokenHandler(AuditHandler):
             raise web.HTTPError(400, "reason must be a string")
         try:
             record = await asyncio.to_thread(
-                self.audit.tokens.revoke, token_id, self.identity(), reason
+                self.token_store.revoke, token_id, self.identity(), reason
             )
         except KeyError:
             raise web.HTTPError(404, f"no token {token_id}") from None
         except TokenError as e:
             raise web.HTTPError(409, str(e)) from None
-        self.audit.close_token_sockets(token_id)
+        self.recorder.close_token_sockets(token_id)
         self.finish(record)
-
-
-class KernelEventsHandler(APIHandler):
-    """POST /jupyter-audit/api/kernel/events: batches from the kernel side.
-
-    Not for users: authenticated by the per-kernel secret (header `Authorization:
-    JupyterAudit-Kernel <secret>` and `X-Jupyter-Audit-Kernel: <kernel id>`), which is not a
-    cookie, so no XSRF token is involved."""
-
-    @property
-    def audit(self):
-        return self.settings["jupyter_audit"]
-
-    def check_xsrf_cookie(self):
-        return None
-
-    def _reject(self, reason: str, kernel_id: str | None, status: int = 403):
-        self.audit.writer.submit(
-            {
-                "kind": "security.rejected",
-                "identity": system_identity(),
-                "kernel_id": safe_id(kernel_id),
-                "payload": {
-                    "reason": reason,
-                    "source": f"kernel ingest from {self.request.remote_ip}",
-                },
-            }
-        )
-        raise web.HTTPError(status, reason)
-
-    @allow_unauthenticated
-    async def post(self):
-        audit = self.audit
-        kernel_id = self.request.headers.get("X-Jupyter-Audit-Kernel")
-        auth = self.request.headers.get("Authorization", "")
-        scheme, _, secret = auth.partition(" ")
-        if scheme != "JupyterAudit-Kernel" or not audit.kernel_secrets.check(kernel_id, secret):
-            self._reject("kernel secret missing or wrong", kernel_id)
-        if len(self.request.body) > MAX_BODY:
-            raise web.HTTPError(413, f"batch larger than {MAX_BODY} bytes")
-        try:
-            body = json.loads(self.request.body)
-        except ValueError:
-            raise web.HTTPError(400, "body is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
-            raise web.HTTPError(400, 'body must be {"kernel_id": ..., "events": [...]}')
-        if body.get("kernel_id") not in (None, kernel_id):
-            self._reject("batch names another kernel than its secret", kernel_id)
-        if len(body["events"]) > MAX_EVENTS:
-            raise web.HTTPError(413, f"more than {MAX_EVENTS} events in one batch")
-        # validating and masking a batch (up to MAX_EVENTS) must not stall the event loop
-        prepared, rejected, forged = await asyncio.to_thread(
-            _prepare_batch, audit, kernel_id, body["events"]
-        )
-        for reason in forged:
-            self._record_forgery(reason, kernel_id)
-        audit.cell_requests.flush()  # the cells' own records go first
-        results = await asyncio.wrap_future(audit.writer.submit_batch(prepared))
-        self.finish({"accepted": [r.event_id for r in results], "rejected": rejected})
-
-    def _record_forgery(self, reason: str, kernel_id: str) -> None:
-        self.audit.writer.submit(
-            {
-                "kind": "security.rejected",
-                "identity": system_identity(),
-                "kernel_id": safe_id(kernel_id),
-                "payload": {"reason": reason, "source": f"kernel {kernel_id}"},
-            }
-        )
-
-
-def _prepare_batch(audit, kernel_id: str, events: list):
-    """Attribute, validate and mask one kernel batch: (prepared, rejected, forgeries)."""
-    attributor = Attributor(audit.cells, audit.writer.cursor)
-    attributed, rejected, forged = [], [], []
-    for i, raw in enumerate(events):
-        event_id = raw.get("event_id") if isinstance(raw, dict) else None
-        try:
-            attributed.append((i, event_id, attributor.event(kernel_id, raw)))
-        except ForgedSubmission as e:
-            rejected.append((i, {"event_id": event_id, "error": str(e)}))
-            forged.append(str(e))
-        except EventValidationError as e:
-            rejected.append((i, {"event_id": event_id, "error": str(e)}))
-    prepared = []
-    results = prepare_attributed(audit, [event for _, _, event in attributed])
-    for (i, event_id, _), p in zip(attributed, results, strict=True):
-        if isinstance(p, EventValidationError):
-            rejected.append((i, {"event_id": event_id, "error": str(p)}))
-        else:
-            prepared.append(p)
-    rejected.sort(key=lambda r: r[0])
-    return prepared, [r for _, r in rejected], forged
 
 
 HANDLERS = [

@@ -5,7 +5,8 @@ v1.kernel.websocket.jupyter.org protocol and the legacy JSON one) it resolves th
 websocket's authenticated user to an identity snapshot, submits `cell.requested`, and stamps
 `metadata.jupyter_audit` on the message before forwarding it (the server's Session re-signs
 it). The client's own `header.username` is never trusted. With fail_mode=open it never
-blocks a cell on the trail: the event is queued (`CellRequests`) and its outcome logged.
+blocks a cell on the trail: the event is queued (`Recorder.request_cell`) and its outcome
+logged. Everything it records goes through the Recorder (`settings["jupyter_audit"]`).
 """
 
 from __future__ import annotations
@@ -26,80 +27,12 @@ from jupyter_server.services.kernels.connection.base import (
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from tornado.ioloop import IOLoop
 
-from .events import EventValidationError
-from .identity.resolve import snapshot_for
-from .store.records import identity_id_of, new_event_id, safe_id
-from .store.writer import loggable_error
+from ..events import EventValidationError
+from ..identity.resolve import snapshot_for
+from ..store.records import identity_id_of, new_event_id, safe_id
+from ..store.writer import loggable_error
 
 V1 = "v1.kernel.websocket.jupyter.org"
-
-
-class CellRequests:
-    """fail_mode=open: `cell.requested` events on their way to the writer, several a commit.
-
-    A commit costs the writer thread several ms of CPU however few events it holds, part of
-    it holding the GIL: one commit per cell would run inside the round trips of the cells that
-    follow (and compete for the CPU). Events are submitted together once no cell has been
-    requested for `quiet` seconds, or the oldest has waited `max_wait` (longer than the kernel
-    side holds its reports back while cells follow each other, so that under load the kernel's
-    post, which flushes them, and they make one commit). They are submitted raw, with the
-    event ids already stamped on their messages: the writer thread validates and masks them
-    in one batch (`Writer.submit_later`), so the gateway spends nothing on that between one
-    cell and the next. An event that fails validation is stored as `_storable_part` instead.
-    `flush()` submits them at once: the kernel ingest calls it before it queues a kernel's
-    events (a cell's own record always comes first in the trail), the server before it
-    stops."""
-
-    def __init__(self, writer, log, quiet: float = 0.2, max_wait: float = 2.5) -> None:
-        self.writer, self.log = writer, log
-        self.quiet, self.max_wait = quiet, max_wait
-        self._events: list = []
-        self._ids: list = []
-        self._first = self._last = 0.0
-        self._timer = None
-
-    def add(self, event: dict, event_id: str) -> None:
-        loop = IOLoop.current()
-        self._last = loop.time()
-        if not self._events:
-            self._first = self._last
-        self._events.append(event)
-        self._ids.append(event_id)
-        if self._timer is None:
-            self._timer = loop.call_later(self.quiet, self._due)
-
-    def _due(self) -> None:
-        loop = IOLoop.current()
-        due = min(self._last + self.quiet, self._first + self.max_wait)
-        if loop.time() < due:
-            self._timer = loop.call_at(due, self._due)
-        else:
-            self._timer = None
-            self.flush()
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            IOLoop.current().remove_timeout(self._timer)
-            self._timer = None
-        events, ids = self._events, self._ids
-        if not events:
-            return
-        self._events, self._ids = [], []
-        masker, log = self.writer.masker, self.log
-
-        def storable(event: dict, error: Exception) -> dict:
-            log.error(
-                "jupyter-audit: cell.requested recorded without its text: %s",
-                loggable_error(error),
-            )
-            return _storable_part(event, masker)
-
-        try:
-            fut = self.writer.submit_later(events, ids, storable)
-        except Exception as e:  # noqa: BLE001 - the writer is not running
-            self.log.error("jupyter-audit: %d cell.requested not stored: %s", len(events), e)
-            return
-        fut.add_done_callback(_log_failure(self.log))
 
 
 class CellRefused(Exception):
@@ -118,8 +51,8 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     _identity_of: tuple | None = None  # (user, snapshot, identity_id): once per socket user
 
     @cached_property
-    def _audit(self):
-        """The AuditApp (looked up once: every message in and out asks for it)."""
+    def _recorder(self):
+        """The Recorder (looked up once: every message in and out asks for it)."""
         return self.websocket_handler.settings.get("jupyter_audit")
 
     @cached_property
@@ -136,18 +69,18 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
         self._audit_notebook = await self._notebook_path()
-        audit = self._audit
-        token_id = self._identity().get("token_id") if audit is not None else None
+        recorder = self._recorder
+        token_id = self._identity().get("token_id") if recorder is not None else None
         if token_id:
-            # closed at once if the token is revoked (AuditApp.close_token_sockets)
-            audit.token_sockets.setdefault(token_id, set()).add(self.websocket_handler)
+            # closed at once if the token is revoked (Recorder.close_token_sockets)
+            recorder.watch_token(token_id, self.websocket_handler)
             self._audit_token_id = token_id
 
     def disconnect(self):
-        audit = self._audit
+        recorder = self._recorder
         token_id = getattr(self, "_audit_token_id", None)
-        if audit is not None and token_id:
-            audit.token_sockets.get(token_id, set()).discard(self.websocket_handler)
+        if recorder is not None and token_id:
+            recorder.unwatch_token(token_id, self.websocket_handler)
         return super().disconnect()
 
     def _identity(self) -> dict:
@@ -179,11 +112,11 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if self._held is not None:
             self._held.append(incoming_msg)  # keep the client's order behind a held cell
             return
-        audit = self._audit
+        recorder = self._recorder
         self._pending = None
-        if audit is not None:
+        if recorder is not None:
             try:
-                incoming_msg = self._tap(audit, incoming_msg)
+                incoming_msg = self._tap(recorder, incoming_msg)
             except CellRefused as e:
                 self.log.warning("jupyter-audit: cell refused: %s", e)
                 self.websocket_handler.close(4003, str(e))
@@ -199,8 +132,8 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                     )
                     return
                 self.log.warning("jupyter-audit: message not inspected: %s", type(e).__name__)
-        if self._pending is not None and audit.fail_mode == "closed":
-            self._hold_until_recorded(audit, incoming_msg)
+        if self._pending is not None and recorder.fail_mode == "closed":
+            self._hold_until_recorded(recorder, incoming_msg)
             return
         super().handle_incoming_message(incoming_msg)
         if self._pending is not None:
@@ -212,30 +145,21 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             event, event_id = self._pending
             self._pending = None
             try:
-                audit.cells.remember(event["msg_id"], event)
-                audit.cell_requests.add(event, event_id)
+                recorder.request_cell(event, event_id)
             except Exception as e:  # noqa: BLE001 - a bug: say so, the cell is on its way
                 self.log.error("jupyter-audit: cell.requested not queued: %s", loggable_error(e))
 
-    def _prepare_pending(self, audit):
-        """fail_mode=closed: the pending `cell.requested`, validated and masked now (raises
-        EventValidationError: the cell is then not forwarded, the client is told); the cell
-        is remembered for the kernel's reports to be attributed to it."""
-        event, event_id = self._pending
-        self._pending = None
-        prepared = audit.writer.prepare(event, event_id=event_id)
-        audit.cells.remember(event["msg_id"], event)
-        return prepared
-
     # ---------------------------------------------------------------- fail_mode=closed
-    def _hold_until_recorded(self, audit, msg) -> None:
+    def _hold_until_recorded(self, recorder, msg) -> None:
         """fail_mode=closed: a cell reaches the kernel only once its `cell.requested` is
         committed; if the trail cannot take it, the client gets an error instead."""
         parent = self._pending_header
         self._held = deque()
         loop = IOLoop.current()
         try:
-            fut = audit.writer.submit(self._prepare_pending(audit))
+            event, event_id = self._pending
+            self._pending = None
+            fut = recorder.writer.submit(recorder.prepare_cell(event, event_id))
         except Exception as e:  # noqa: BLE001 - the writer is not running
             loop.add_callback(self._release, msg, parent, e)
             return
@@ -260,7 +184,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     def _refuse_cell(self, parent: dict, reason: str) -> None:
         """Answer an execute_request the kernel never saw, as a kernel would for an error."""
         text = (
-            f"jupyter-audit: this cell was not run because the audit trail cannot record it "
+            f"jupyter-audit: this cell was not run because the recorder trail cannot record it "
             f"({reason}). This server refuses cells until the trail accepts events again "
             "(fail_mode=closed); ask your administrator."
         )
@@ -300,7 +224,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 return
 
     def handle_outgoing_message(self, stream, outgoing_msg) -> None:
-        if self._audit is not None:
+        if self._recorder is not None:
             try:
                 self._watch_reply(stream, outgoing_msg)
             except Exception:  # noqa: BLE001 - watching must never drop a message
@@ -315,10 +239,10 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         _, fed = self.session.feed_identities(msg_list)
         header = _loads(_bytes(fed[1]))
         if header.get("msg_type") == "execute_reply":
-            self._audit.cells.replied(_loads(_bytes(fed[2])).get("msg_id"))
+            self._recorder.cells.replied(_loads(_bytes(fed[2])).get("msg_id"))
 
     # ---------------------------------------------------------------- the tap
-    def _tap(self, audit, ws_msg):
+    def _tap(self, recorder, ws_msg):
         """Record and stamp an execute_request, in whatever framing the client used; refuse
         one outside the shell channel (the kernel would run it, unrecorded)."""
         if self.subprotocol == V1:
@@ -331,7 +255,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             # the metadata is written back: read by the standard library, which keeps every
             # value as it was (orjson turns integers past 64 bits into floats)
             metadata, content = _obj(parts[2], exact=True), _obj(parts[3])
-            metadata[STAMP] = self._record(audit, header, metadata, content)
+            metadata[STAMP] = self._record(recorder, header, metadata, content)
             parts = list(parts)
             parts[2] = json.dumps(metadata).encode("utf-8")
             return serialize_msg_to_ws_v1(parts, channel)
@@ -347,20 +271,20 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
         metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
         content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
-        metadata[STAMP] = self._record(audit, header, metadata, content)
+        metadata[STAMP] = self._record(recorder, header, metadata, content)
         msg["metadata"] = metadata
         return serialize_binary_message(msg) if binary else json.dumps(msg)
 
-    def _record(self, audit, header: dict, metadata: dict, content: dict) -> dict:
+    def _record(self, recorder, header: dict, metadata: dict, content: dict) -> dict:
         """Check that this socket's user may run the cell and build its `cell.requested`
         (left in `_pending`, prepared by the caller); the stamp for the message."""
         handler = self.websocket_handler
         identity, identity_id = self._identity_and_id()
         # checked per cell: a token revoked while the socket is open stops here
-        if not audit.authorizer.allows(handler, handler.current_user, "audit:cells", identity):
+        if not handler.authorizer.allows(handler, handler.current_user, "audit:cells", identity):
             raise CellRefused("not authorized to run cells (token revoked or expired?)")
         msg_id = safe_id(header.get("msg_id"))
-        if msg_id is None or audit.cells.lookup(msg_id) is not None:
+        if msg_id is None or recorder.cells.lookup(msg_id) is not None:
             # a reused msg_id would join this cell's operations to another person's cell
             raise CellRefused("execute_request without a fresh msg_id")
         code = content.get("code")
@@ -403,26 +327,6 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         }
 
 
-def _storable_part(event: dict, masker) -> dict:
-    """A cell's event reduced to what the trail always stores: the user, the ids that are
-    valid, the code withheld as a pseudonym, and the flag `unstorable`."""
-    payload = event["payload"]
-    code = payload["code"].encode("utf-8", "surrogatepass")
-    return {
-        "kind": "cell.requested",
-        "identity": event["identity"],
-        "trace_id": safe_id(event["trace_id"]),
-        "kernel_id": safe_id(event["kernel_id"]),
-        "msg_id": event["msg_id"],
-        "flags": ["unstorable"],
-        "payload": {
-            "code": masker.pseudonym("WITHHELD", code),
-            "cell_id": None,
-            "silent": payload["silent"],
-        },
-    }
-
-
 def _utf8(text: str) -> bool:
     if text.isascii():
         return True
@@ -458,12 +362,3 @@ def _mentions_execute(raw) -> bool:
 
 def _bytes(part) -> bytes:
     return part.bytes if hasattr(part, "bytes") else part
-
-
-def _log_failure(log):
-    def done(fut):
-        exc = fut.exception()
-        if exc is not None:
-            log.error("jupyter-audit: cell.requested not stored: %s", exc)
-
-    return done

@@ -1,0 +1,3 @@
+"""Hooks into jupyter_server: the kernel side injected into kernels it starts (`kernels`),
+kernel lifecycle (`lifecycle`), terminals (`terminals`) and saves (`contents`), each
+recorded through the Recorder with the identity of the request that caused it."""

@@ -1,0 +1,52 @@
+"""Saved files: `file.saved` (path, size, sha256) for every save through the Contents API,
+with the identity of the request that saved it.
+
+A post-save hook (the Contents API's public extension point) rather than jupyter_server's
+`contents_service` events: the hook runs synchronously with the file's path on disk, so the
+bytes hashed are the bytes saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from ...store.writer import loggable_error
+from .caller import current_identity
+
+log = logging.getLogger("jupyter_audit.contents")
+
+
+def install_save_hook(recorder, cm) -> None:
+    """file.saved (path, size, sha256) for every save through the Contents API."""
+
+    def on_save(model, os_path, contents_manager, **_):
+        if model.get("type") == "directory":
+            return  # a new folder: nothing to hash
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(os_path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except OSError as e:
+            log.error("jupyter-audit: saved file not hashed: %s", e.strerror)
+            return
+        try:
+            recorder.record(
+                {
+                    "kind": "file.saved",
+                    "identity": current_identity(),
+                    "notebook": model.get("path") if model.get("type") == "notebook" else None,
+                    "payload": {
+                        "path": model.get("path") or "",
+                        "type": model.get("type"),
+                        "sha256": digest.hexdigest(),
+                        "size": size,
+                    },
+                }
+            )
+        except Exception as e:  # noqa: BLE001 - saving must not fail because of the trail
+            log.error("jupyter-audit: file.saved not recorded: %s", loggable_error(e))
+
+    cm.register_post_save_hook(on_save)

@@ -1,0 +1,97 @@
+"""Kernel lifecycle (start, restart, interrupt, shutdown, death), recorded with the identity
+that caused it.
+
+The server's kernel manager is wrapped rather than listened to (jupyter_server's
+`kernel_actions` events): a listener runs later, so an interrupt could land in the trail
+after a cell requested after it, and a kernel's death emits no event
+(docs/architecture.md). A kernel that dies or a server that shuts down is recorded under the
+server's own (system) identity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ...store.writer import loggable_error
+from .caller import current_identity
+
+log = logging.getLogger("jupyter_audit.lifecycle")
+
+
+def _record(recorder, kind: str, kernel_id: str, payload: dict, flags=()) -> None:
+    try:
+        # the cells requested before (queued by the gateway) go first: an interrupt or a
+        # restart follows them in the trail as it did on the kernel
+        recorder.flush_cells()
+    except Exception as e:  # noqa: BLE001 - the writer reports its own failures
+        log.error("jupyter-audit: queued cell.requested not handed over: %s", loggable_error(e))
+    try:
+        recorder.record(
+            {
+                "kind": kind,
+                "identity": current_identity(),
+                "trace_id": kernel_id,
+                "kernel_id": kernel_id,
+                "payload": payload,
+                "flags": list(flags),
+            }
+        )
+    except Exception as e:  # noqa: BLE001 - the kernel action itself must go on
+        log.error(
+            "jupyter-audit: %s for kernel %s not recorded: %s", kind, kernel_id, loggable_error(e)
+        )
+
+
+def install_kernel_hooks(recorder, km) -> None:
+    """Wrap the server's kernel manager so starts, restarts, interrupts, shutdowns and
+    deaths land in the trail."""
+    start, restart = km.start_kernel, km.restart_kernel
+    interrupt, shutdown = km.interrupt_kernel, km.shutdown_kernel
+    died = km._handle_kernel_died
+
+    async def start_kernel(*args, **kwargs):
+        known = kwargs.get("kernel_id") in km
+        kernel_id = await start(*args, **kwargs)
+        if not known:
+            name = getattr(km.get_kernel(kernel_id), "kernel_name", None)
+            unaudited = kernel_id in recorder.unaudited
+            _record(
+                recorder,
+                "session.started",
+                kernel_id,
+                {"reason": "start", "kernel_name": name, "audited": not unaudited},
+                flags=("unaudited",) if unaudited else (),
+            )
+        return kernel_id
+
+    async def restart_kernel(kernel_id, *args, **kwargs):
+        result = await restart(kernel_id, *args, **kwargs)
+        _record(recorder, "session.started", kernel_id, {"reason": "restart"})
+        return result
+
+    async def interrupt_kernel(kernel_id, *args, **kwargs):
+        result = await interrupt(kernel_id, *args, **kwargs)
+        _record(recorder, "session.interrupted", kernel_id, {"reason": "interrupt"})
+        return result
+
+    async def shutdown_kernel(kernel_id, *args, **kwargs):
+        result = await shutdown(kernel_id, *args, **kwargs)
+        if not kwargs.get("restart"):
+            _record(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
+            recorder.kernel_secrets.forget(kernel_id)
+        return result
+
+    def handle_kernel_died(kernel_id):
+        _record(recorder, "session.ended", kernel_id, {"reason": "died"})
+        return died(kernel_id)
+
+    km.start_kernel = start_kernel
+    km.restart_kernel = restart_kernel
+    km.interrupt_kernel = interrupt_kernel
+    km.shutdown_kernel = shutdown_kernel
+    km._handle_kernel_died = handle_kernel_died
+
+
+def record_server_shutdown(recorder, km) -> None:
+    for kernel_id in km.list_kernel_ids():
+        _record(recorder, "session.ended", kernel_id, {"reason": "server shutdown"})
