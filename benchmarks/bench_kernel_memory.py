@@ -4,7 +4,7 @@ beside the same workload in a kernel without it, measured in the same run.
     python benchmarks/bench_kernel_memory.py [--ops 100000] [--repeats 3]
 
 Each kernel is a real ipykernel started through jupyter_client's ``KernelManager``; the
-audited one gets the kernel side the way the server injects it (kernels.py): a copy of
+audited one gets the kernel side the way the server injects it (server/hooks/kernels.py): a copy of
 ``jupyter_audit/kernel`` as ``jupyter_audit_kernel`` on PYTHONPATH plus
 ``--ext=jupyter_audit_kernel``, with its transport pointed at a tiny local ingest endpoint
 of this script's own (a separate process) that accepts everything and counts events.

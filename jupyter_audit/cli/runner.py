@@ -35,8 +35,7 @@ OUTPUT_TYPES = ("stream", "display_data", "execute_result", "error")
 
 
 class RunError(Exception):
-    """A usage, authentication or connection problem: one line, exit 2. (Not cli.RunError:
-    under `python -m jupyter_audit.cli` the cli module is loaded twice, as __main__ too.)"""
+    """A usage, authentication or connection problem: one line, exit 2."""
 
 
 @dataclass
@@ -239,6 +238,8 @@ class KernelChannel:
                 evalue = f"the cell did not finish within {timeout:g} s; the kernel was interrupted"
                 cell.outputs.append(_error_output("CellTimeoutError", evalue))
                 return {"status": "error", "ename": "CellTimeoutError", "evalue": evalue}
+            if run.reply is None:  # done is set only with a reply; kept for the type
+                return {"status": "error", "ename": "NoReply", "evalue": "no reply"}
             return run.reply
         finally:
             self._cell = None
@@ -323,6 +324,8 @@ class KernelChannel:
 
     def _update_display(self, content: dict) -> None:
         display_id = (content.get("transient") or {}).get("display_id")
+        if not isinstance(display_id, str):
+            return
         for out in self._displays.get(display_id, ()):
             out["data"] = content.get("data", {})
             out["metadata"] = content.get("metadata", {})
@@ -372,6 +375,8 @@ async def execute(
         "api/sessions",
         {"path": path, "type": "notebook", "name": name, "kernel": {"name": kernel_name}},
     )
+    if not isinstance(session, dict) or not isinstance(session.get("kernel"), dict):
+        raise RunError("POST api/sessions: the server's answer names no session and kernel")
     state.session_id = session["id"]
     state.kernel_id = session["kernel"]["id"]
     channel = None
@@ -420,7 +425,8 @@ async def _main(api: ServerAPI, nb, state: RunState, **kw) -> None:
     if threading.current_thread() is threading.main_thread():
         # a scheduler's SIGTERM ends the run like Ctrl-C: the session is still shut down
         task = asyncio.current_task()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     await execute(api, nb, state, **kw)
 
 

@@ -21,6 +21,7 @@ import binascii
 import json
 import logging
 import os
+from typing import Any
 
 from .snapshot import make_snapshot
 
@@ -56,7 +57,7 @@ def _groups_at(auth_state: dict, key) -> list | None:
     `auth_state_groups_key` when it is a string), if that is a list."""
     if not isinstance(key, str) or not key:
         return None
-    value = auth_state
+    value: Any = auth_state
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value if isinstance(value, list) else None
@@ -70,7 +71,7 @@ def hub_claims(auth_state, user_key: str = "oauth_user", groups_key=None) -> dic
     user_info = auth_state.get(user_key)
     user_info = user_info if isinstance(user_info, dict) else {}
     id_claims = _jwt_claims(auth_state.get("id_token"))
-    out = {}
+    out: dict[str, Any] = {}
     for name in CLAIMS:
         # sub and iss name the person at the provider: the ID token (which the Hub received
         # straight from the token endpoint) decides them

@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import time
+from typing import cast
 from urllib.parse import urlencode
 
 import jwt
@@ -205,7 +206,7 @@ class OIDCIdentityProvider(IdentityProvider):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._issuer: Issuer | None = None
-        self._userinfo_cache: dict[str, tuple[float, dict]] = {}
+        self._userinfo_cache: dict[str, tuple[float, dict | None]] = {}
         self._used_nonces: dict[str, float] = {}
 
     # ------------------------------------------------------------ configuration
@@ -449,7 +450,7 @@ class OIDCIdentityProvider(IdentityProvider):
 class _OIDCHandler(JupyterHandler):
     @property
     def provider(self) -> OIDCIdentityProvider:
-        return self.identity_provider
+        return cast(OIDCIdentityProvider, self.identity_provider)
 
     def callback_url(self) -> str:
         if self.provider.redirect_uri:

@@ -8,6 +8,7 @@ tornado nor jupyter_server (the trail's records use it).
 from __future__ import annotations
 
 import getpass
+from typing import Any
 
 SNAPSHOT_FIELDS = (
     "username",
@@ -28,7 +29,7 @@ def make_snapshot(**fields) -> dict:
     unknown = set(fields) - set(SNAPSHOT_FIELDS)
     if unknown:
         raise ValueError(f"unknown identity fields {sorted(unknown)}")
-    snap = {}
+    snap: dict[str, Any] = {}
     for name in SNAPSHOT_FIELDS:
         value = fields.get(name)
         if name == "groups":

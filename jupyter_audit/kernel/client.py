@@ -478,7 +478,8 @@ class AuditClient:
             with open(self.spool_path, "rb") as f:
                 while offset < size:
                     f.seek(offset)
-                    lines, end = [], offset
+                    lines: list[str] = []
+                    end = offset
                     while len(lines) < self._batch_max and end < size:
                         line = f.readline()
                         if not line.endswith(b"\n"):
@@ -527,6 +528,8 @@ class AuditClient:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             u = self._url
+            if u is None or not u.hostname:
+                raise OSError("no ingest URL")  # callers post only with one
             cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
             conn = cls(u.hostname, u.port, timeout=self._timeout)
             conn.connect()
@@ -553,9 +556,12 @@ class AuditClient:
         }
         if self.config.secret:
             headers["Authorization"] = f"JupyterAudit-Kernel {self.config.secret}"
-        path = self._url.path or "/"
-        if self._url.query:
-            path += "?" + self._url.query
+        url = self._url
+        if url is None:
+            raise OSError("no ingest URL")  # callers post only with one
+        path = url.path or "/"
+        if url.query:
+            path += "?" + url.query
         # a kept-alive connection the server closed while idle fails on first use: that
         # is not the trail being away, so try once more on a fresh connection
         for attempt in (1, 2):

@@ -223,7 +223,7 @@ def install_thread_propagation(patcher) -> None:
 
     orig_submit = cft.ThreadPoolExecutor.submit
 
-    @functools.wraps(orig_submit)
+    @functools.wraps(orig_submit)  # type: ignore[arg-type]  # same signature, one more frame
     def submit(self, fn, /, *args, **kwargs):
         mid = current_msg_id()
         if mid is None:

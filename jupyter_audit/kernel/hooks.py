@@ -216,7 +216,7 @@ class CellHooks:
         # ipykernel asks inspect.signature(shell.run_cell_async) on every execute_request
         # (does it take cell_id?): through functools.wraps that means unwrapping and
         # computing the original's signature each time (~35 µs); it is computed above, once
-        run_cell_async.__signature__ = sig
+        run_cell_async.__signature__ = sig  # type: ignore[attr-defined]
         self.patcher.replace(ip, "run_cell_async", mark(run_cell_async))
 
         session = getattr(self.kernel, "session", None)
@@ -381,7 +381,7 @@ class CellHooks:
             else:
                 parent_header = {}
         if msg_type in _OUTPUT_TYPES:
-            outputs = self._outputs.get(parent_header.get("msg_id"))
+            outputs = self._outputs.get(parent_header.get("msg_id"))  # type: ignore[arg-type]
             if outputs is not None and isinstance(content, dict):
                 outputs.add(msg_type, content)
         elif msg_type == "execute_reply":

@@ -302,8 +302,8 @@ class MaskingEngine:
         cands: list[tuple[int, int, Recognizer | None]] = []
         for gate, recs in self._groups:
             if gate is None or ctx.gate(gate):
-                for rec in recs:
-                    rec.collect(ctx, cands)
+                for recognizer in recs:
+                    recognizer.collect(ctx, cands)
         if barriers and cands:
             cands = _outside(cands, barriers)
         if not cands:
@@ -360,7 +360,7 @@ class MaskingEngine:
         raise MaskingError(f"cannot mask a value of type {t.__name__}")
 
     def _mask_dict(self, value: dict, depth: int) -> dict:
-        out = {}
+        out: dict = {}
         keys = self._keys
         for k, v in value.items():
             if type(k) is str and (hit := keys.get(k)) is not None:

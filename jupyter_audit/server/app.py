@@ -14,6 +14,7 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
@@ -161,6 +162,13 @@ class AuditApp(ExtensionApp):
     def _beside(self, value: str, name: str) -> Path:
         return Path(value) if value else Path(self.db_path).parent / name
 
+    @property
+    def server(self) -> ServerApp:
+        """The ServerApp this extension runs in (set before initialize_settings)."""
+        if self.serverapp is None:
+            raise RuntimeError("jupyter-audit runs as a jupyter_server extension")
+        return self.serverapp
+
     def initialize_settings(self):
         if self.gil_switch_interval > 0:
             self._switch_interval_before = sys.getswitchinterval()
@@ -185,12 +193,12 @@ class AuditApp(ExtensionApp):
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
         self.recorder = self.recorder_class(store, fail_mode=self.fail_mode, log=self.log)
         self.token_store = self.token_store_class(store)
-        tokens.install(self.serverapp.identity_provider, self.token_store)
+        tokens.install(self.server.identity_provider, self.token_store)
         # every audit endpoint and the kernel API go through the audit rules first
         self.authorizer = AuditAuthorizer(
-            parent=self.serverapp,
-            identity_provider=self.serverapp.identity_provider,
-            base=self.serverapp.authorizer,
+            parent=self.server,
+            identity_provider=self.server.identity_provider,
+            base=self.server.authorizer,
             tokens=self.token_store,
             reviewer_groups=self.reviewer_groups,
             auditor_groups=self.auditor_groups,
@@ -205,13 +213,13 @@ class AuditApp(ExtensionApp):
         )
         self._install_gateway()
         self._install_kernel_side()
-        lifecycle.install_kernel_hooks(self.recorder, self.serverapp.kernel_manager)
-        contents.install_save_hook(self.recorder, self.serverapp.contents_manager)
+        lifecycle.install_kernel_hooks(self.recorder, self.server.kernel_manager)
+        contents.install_save_hook(self.recorder, self.server.contents_manager)
         terminals.install()
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""
-        km = self.serverapp.kernel_manager
+        km = self.server.kernel_manager
         default = "jupyter_server.services.kernels.kernelmanager.ServerKernelManager"
         if km.kernel_manager_class not in (default, ServerKernelManager):
             self.log.warning(
@@ -219,11 +227,11 @@ class AuditApp(ExtensionApp):
                 km.kernel_manager_class,
             )
             return
-        runtime = self.serverapp.runtime_dir
+        runtime = self.server.runtime_dir
         self.settings[SETTINGS_KEY] = KernelInjection(
             recorder=self.recorder,
             inject_dir=prepare_inject_dir(runtime),
-            ingest_url=url_path_join(self.serverapp.connection_url, API, "kernel/events"),
+            ingest_url=url_path_join(self.server.connection_url, API, "kernel/events"),
             spool_dir=runtime,
             fail_mode=self.fail_mode,
             extra_env={
@@ -245,9 +253,9 @@ class AuditApp(ExtensionApp):
         self.recorder.flag_unreported(self.unreported_after)
 
     def _ingest_spools(self) -> None:
-        managed = set(self.serverapp.kernel_manager.list_kernel_ids())
+        managed = set(self.server.kernel_manager.list_kernel_ids())
         try:
-            ingest_spools(self.recorder, self.serverapp.runtime_dir, managed)
+            ingest_spools(self.recorder, self.server.runtime_dir, managed)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
             self.log.error("jupyter-audit: spool ingestion failed: %s", loggable_error(e))
 
@@ -279,7 +287,7 @@ class AuditApp(ExtensionApp):
         recorder = getattr(self, "recorder", None)
         if recorder is not None:
             recorder.flush_cells()
-            lifecycle.record_server_shutdown(recorder, self.serverapp.kernel_manager)
+            lifecycle.record_server_shutdown(recorder, self.server.kernel_manager)
             recorder.close()
         before = getattr(self, "_switch_interval_before", None)
         if before is not None:

@@ -52,7 +52,7 @@ class CellRegistry:
         """The kernel answered this cell (execute_reply seen by the gateway)."""
         with self._lock:
             entry = self._cells.get(msg_id) if msg_id else None
-            if entry is not None and "replied_at" not in entry:
+            if msg_id and entry is not None and "replied_at" not in entry:
                 entry["replied_at"] = time.monotonic()
                 if not entry.get("reported"):
                     self._awaiting[msg_id] = entry
@@ -61,7 +61,7 @@ class CellRegistry:
         """The kernel side reported this cell (cell.started / cell.finished arrived)."""
         with self._lock:
             entry = self._cells.get(msg_id) if msg_id else None
-            if entry is not None:
+            if msg_id and entry is not None:
                 entry["reported"] = True
                 self._awaiting.pop(msg_id, None)
 
@@ -114,7 +114,7 @@ class CellRequests:
         self._events: list = []
         self._ids: list = []
         self._first = self._last = 0.0
-        self._timer = None
+        self._timer: object | None = None
 
     def add(self, event: dict, event_id: str) -> None:
         loop = IOLoop.current()

@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import cast
 
 import orjson
 from jupyter_server.services.kernels.connection.base import (
@@ -31,6 +32,7 @@ from ..events import EventValidationError
 from ..identity.resolve import snapshot_for
 from ..store.records import identity_id_of, new_event_id, safe_id
 from ..store.writer import loggable_error
+from .authorization import AuditAuthorizer
 
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -46,7 +48,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
     """Kernel websocket connection that records who asked a kernel to run what."""
 
     _audit_notebook: str | None = None
-    _pending = None  # (cell.requested event, its event_id) to queue once the message is on its way
+    _pending: tuple[dict, str] | None = (
+        None  # (cell.requested event, its event_id) to queue once the message is on its way
+    )
     _held: deque | None = None  # fail_mode=closed: messages behind a cell awaiting its record
     _identity_of: tuple | None = None  # (user, snapshot, identity_id): once per socket user
 
@@ -154,12 +158,13 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         """fail_mode=closed: a cell reaches the kernel only once its `cell.requested` is
         committed; if the trail cannot take it, the client gets an error instead."""
         parent = self._pending_header
+        pending, self._pending = self._pending, None
         self._held = deque()
         loop = IOLoop.current()
         try:
-            event, event_id = self._pending
-            self._pending = None
-            fut = recorder.writer.submit(recorder.prepare_cell(event, event_id))
+            if pending is None:
+                raise RuntimeError("no cell to hold")
+            fut = recorder.writer.submit(recorder.prepare_cell(*pending))
         except Exception as e:  # noqa: BLE001 - the writer is not running
             loop.add_callback(self._release, msg, parent, e)
             return
@@ -178,7 +183,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         held, self._held = self._held or deque(), None
         while held and self._held is None:
             self.handle_incoming_message(held.popleft())
-        if held:  # another cell is held again: the rest waits behind it, in order
+        if held and self._held is not None:  # another cell is held: the rest waits behind it
             self._held.extendleft(reversed(held))
 
     def _refuse_cell(self, parent: dict, reason: str) -> None:
@@ -281,7 +286,8 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         handler = self.websocket_handler
         identity, identity_id = self._identity_and_id()
         # checked per cell: a token revoked while the socket is open stops here
-        if not handler.authorizer.allows(handler, handler.current_user, "audit:cells", identity):
+        authorizer = cast(AuditAuthorizer, handler.authorizer)
+        if not authorizer.allows(handler, handler.current_user, "audit:cells", identity):
             raise CellRefused("not authorized to run cells (token revoked or expired?)")
         msg_id = safe_id(header.get("msg_id"))
         if msg_id is None or recorder.cells.lookup(msg_id) is not None:

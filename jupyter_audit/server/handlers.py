@@ -11,6 +11,7 @@ import inspect
 import json
 from datetime import datetime
 from functools import wraps
+from typing import cast
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -25,7 +26,7 @@ from ..store.export import ExportError
 from ..store.filters import parse_time
 from ..store.schema import TrailError, read_meta
 from ..store.signing import KeyError_, load_public
-from .authorization import RESOURCES
+from .authorization import RESOURCES, AuditAuthorizer
 from .ingest.handler import KernelEventsHandler
 
 API = "/jupyter-audit/api"
@@ -99,7 +100,8 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
         return snapshot_for(self.current_user, self.identity_provider)
 
     def roles(self, identity: dict | None = None) -> list[str]:
-        return self.authorizer.roles(identity or self.identity(), self.identity_provider)
+        authorizer = cast(AuditAuthorizer, self.authorizer)
+        return authorizer.roles(identity or self.identity(), self.identity_provider)
 
     def arg_int(self, name: str, default: int, lo: int = 0, hi: int = MAX_LIMIT) -> int:
         raw = self.get_argument(name, None)

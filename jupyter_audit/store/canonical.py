@@ -1,4 +1,5 @@
-"""Canonical bytes and hashes of trail records (DESIGN.md "The trail").
+"""Canonical bytes and hashes of trail records (docs/design-notes.md, "Records and canonical
+bytes").
 
 Canonical bytes are RFC 8785 (JCS) JSON. Records reaching `canonical_bytes` have been
 normalised by `store.records.normalise` (str/int/bool/None/list/dict only, integers within

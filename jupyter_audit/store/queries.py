@@ -110,7 +110,7 @@ class IdentityCache:
 
 
 def export_record(rec_bytes: bytes, hash_: bytes, identities: IdentityCache) -> dict:
-    """The export record of DESIGN.md: the signed record plus its hash and identity."""
+    """The export record (README, "For auditors"): the signed record plus its hash and identity."""
     rec = json.loads(rec_bytes)
     rec["hash"] = bytes(hash_).hex()
     rec["identity"] = identities.get(rec.get("identity_id"))

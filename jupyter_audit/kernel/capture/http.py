@@ -18,13 +18,14 @@ import functools
 import re
 from contextvars import ContextVar
 from time import perf_counter_ns
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..context import active, is_wrapped, log_once, mark, record
 
 _IN_HTTP: ContextVar[bool] = ContextVar("jupyter_audit_in_http", default=False)
 
-_settings = {"body_hosts": frozenset(), "body_cap": 10_000}
+_settings: dict[str, Any] = {"body_hosts": frozenset(), "body_cap": 10_000}
 
 _URL_PW = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@")
 

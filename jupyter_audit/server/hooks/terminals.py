@@ -66,8 +66,8 @@ def install() -> bool:
             log.error("jupyter-audit: terminal input not recorded: %s", type(e).__name__)
         return await original(self, message)
 
-    TermSocket.on_message = on_message
-    TermSocket._jupyter_audit = True
+    TermSocket.on_message = on_message  # type: ignore[method-assign]
+    setattr(TermSocket, "_jupyter_audit", True)  # noqa: B010 - marks the class as wrapped
     return True
 
 
