@@ -6,42 +6,17 @@ import asyncio
 import getpass
 import json
 import sys
-import time
 
 import pytest
-from conftest import server_config
-from test_gateway import open_kernel
+from helpers.kernels import open_kernel
+from helpers.servers import server_config
+from helpers.trail import trail_events, wait_for
 from tornado.httpclient import HTTPClientError
 
 
 @pytest.fixture
 def jp_server_config(trail_dir):
     return server_config(trail_dir / "trail.duckdb")
-
-
-def trail_events(audit):
-    audit.cell_requests.flush()
-    audit.writer.flush()
-    from jupyter_audit.store.queries import IdentityCache
-
-    cur = audit.writer.cursor()
-    ids = IdentityCache(audit.writer.cursor())
-    out = []
-    for (rec,) in cur.execute("SELECT record FROM events ORDER BY seq").fetchall():
-        r = json.loads(rec)
-        r["identity"] = ids.get(r["identity_id"])
-        out.append(r)
-    return out
-
-
-async def wait_for(audit, predicate, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        events = trail_events(audit)
-        if predicate(events):
-            return events
-        await asyncio.sleep(0.2)
-    raise AssertionError("events did not arrive: " + str([e["kind"] for e in events]))
 
 
 SQL_CELL = """import sqlite3

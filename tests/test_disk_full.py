@@ -7,7 +7,9 @@ import os
 import subprocess
 
 import pytest
-from conftest import sql_event
+from helpers.kernels import open_kernel
+from helpers.servers import server_config
+from helpers.trail import sql_event
 
 from jupyter_audit.store.verify import verify_path
 from jupyter_audit.store.writer import TrailWriteError
@@ -79,15 +81,11 @@ class TestFailClosed:
 
     @pytest.fixture
     def jp_server_config(self, small_disk):
-        from conftest import server_config
-
         return server_config(small_disk / "trail.duckdb", fail_mode="closed")
 
     async def test_cells_are_refused_while_the_trail_cannot_record_them(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, small_disk
     ):
-        from test_gateway import open_kernel
-
         audit = jp_serverapp.web_app.settings["jupyter_audit"]
         _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
         assert (await client.run("x = 1\nprint('first')"))[0] == "ok"

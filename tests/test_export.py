@@ -5,7 +5,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ALICE, BOB, run_cli, sql_event
+from helpers.servers import run_cli
+from helpers.trail import ALICE, BOB, sql_event
 
 from jupyter_audit.cli import main as cli_main
 

@@ -7,8 +7,9 @@ import json
 import sys
 
 import pytest
-from conftest import server_config
-from test_capture import trail_events, wait_for
+from helpers.kernels import open_kernel
+from helpers.servers import server_config
+from helpers.trail import trail_events, wait_for
 
 
 @pytest.fixture
@@ -43,8 +44,6 @@ async def test_an_interrupt_follows_the_cells_requested_before_it(
 ):
     """The gateway queues `cell.requested` for seconds; an interrupt (or restart, or
     shutdown) hands the queue over first, so the trail keeps the order they happened in."""
-    from test_gateway import open_kernel
-
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
     audit.cell_requests.quiet = audit.cell_requests.max_wait = 3600  # nothing else flushes
     kid, client = await open_kernel(jp_fetch, jp_ws_fetch)

@@ -1,6 +1,6 @@
 """OIDC sign-in against real issuers over HTTP: the `oidc-provider-mock` package for the
 browser flow, bearer ID tokens and opaque access tokens; an issuer of the tests' own
-(tests/oidc_fixtures.KeyIssuer) for key rotation, unknown key ids, bad signatures and any
+(tests/helpers/oidc.KeyIssuer) for key rotation, unknown key ids, bad signatures and any
 claims. A refused credential gets a clear 401 and nothing is recorded under its identity."""
 
 import asyncio
@@ -11,13 +11,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
-from conftest import server_config
-from oidc_fixtures import KeyIssuer, MockProvider
-from test_capture import trail_events
-from test_gateway import open_kernel
+from helpers.kernels import open_kernel
+from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config
+from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
 
-CLIENT = "jupyter-audit-tests"
 ALICE = {
     "preferred_username": "alice",
     "email": "alice@example.org",
@@ -34,22 +32,6 @@ def provider():
     p.set_user("bob-sub", BOB)
     yield p
     p.stop()
-
-
-def oidc_config(trail_dir, issuer, **idp):
-    cfg = server_config(
-        trail_dir / "trail.duckdb",
-        server={"identity_provider_class": "jupyter_audit.identity.OIDCIdentityProvider"},
-    )
-    cfg["OIDCIdentityProvider"] = {
-        "issuer": issuer,
-        "client_id": CLIENT,
-        "client_secret": "secret",
-        "jwks_refresh_interval": 0.0,
-        "userinfo_cache_seconds": 0,
-        **idp,
-    }
-    return cfg
 
 
 def bearer(token: str) -> dict:

@@ -10,7 +10,8 @@ import textwrap
 import time
 
 import duckdb
-from conftest import ALICE, REPO, sql_event
+from helpers.servers import REPO
+from helpers.trail import ALICE, sql_event
 
 from jupyter_audit.events import EventValidationError
 from jupyter_audit.store.pool import MIN_BATCH, PreparePool
@@ -138,7 +139,7 @@ def test_workers_end_with_a_server_killed_outright(tmp_path):
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
-        from conftest import sql_event
+        from helpers.trail import sql_event
         from jupyter_audit.masking import MaskingEngine, load_or_create_key
         from jupyter_audit.store.signing import SigningKey
         from jupyter_audit.store.pool import MIN_BATCH

@@ -9,9 +9,9 @@ import socket
 
 import nbformat
 import pytest
-from conftest import run_cli, server_config
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from test_capture import trail_events, wait_for
+from helpers.notebooks import write_notebook
+from helpers.servers import run_cli, server_config
+from helpers.trail import trail_events, wait_for
 
 
 @pytest.fixture
@@ -24,16 +24,6 @@ def live(jp_serverapp, jp_fetch, jp_http_port, jp_base_url):
     """(url, token, audit) of the running server; jp_fetch brings up its HTTP listener."""
     url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
     return url, jp_serverapp.identity_provider.token, jp_serverapp.web_app.settings["jupyter_audit"]
-
-
-def write_notebook(path, *sources, markdown_first=False):
-    cells = [new_code_cell(s) for s in sources]
-    if markdown_first:
-        cells.insert(0, new_markdown_cell("# a job"))
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-    nbformat.write(nb, str(path))
-    return nb
 
 
 async def audit_run(*args):

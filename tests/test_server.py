@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import server_config
+from helpers.servers import server_config
 from tornado.httpclient import HTTPClientError
 
 from jupyter_audit.cli import main as cli_main
@@ -136,7 +136,7 @@ class TestRoles:
     @pytest.fixture
     def jp_server_config(self, db):
         return server_config(
-            db, server={"identity_provider_class": "identity_fixtures.HeaderIdentityProvider"}
+            db, server={"identity_provider_class": "helpers.identity.HeaderIdentityProvider"}
         )
 
     async def test_unknown_user_is_refused(self, jp_fetch):

@@ -6,7 +6,8 @@ import shutil
 
 import duckdb
 import pytest
-from conftest import BOB, run_cli, sql_event
+from helpers.servers import run_cli
+from helpers.trail import BOB, sql_event
 
 from jupyter_audit.cli import main as cli_main
 

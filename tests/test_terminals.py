@@ -5,7 +5,7 @@ import getpass
 import json
 
 import pytest
-from test_capture import trail_events, wait_for
+from helpers.trail import trail_events, wait_for
 
 from jupyter_audit.server.hooks.terminals import _lines
 

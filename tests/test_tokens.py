@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import run_cli, server_config
-from test_capture import trail_events
-from test_gateway import open_kernel
+from helpers.kernels import open_kernel
+from helpers.servers import run_cli, server_config
+from helpers.trail import ALICE, sql_event, trail_events
 from tornado.httpclient import HTTPClientError
 
 from jupyter_audit.cli import main as cli_main
@@ -203,8 +203,6 @@ def test_expired_token_is_refused(make_writer):
 
 
 def test_a_service_account_cannot_take_a_persons_username(make_writer):
-    from conftest import ALICE, sql_event
-
     from jupyter_audit.identity.tokens import TokenError, TokenStore
 
     w = make_writer()

@@ -8,7 +8,7 @@ import sys
 import venv
 
 import pytest
-from conftest import REPO
+from helpers.servers import REPO
 
 
 @pytest.mark.timeout(1500)

@@ -10,7 +10,8 @@ import time
 
 import duckdb
 import pytest
-from conftest import ALICE, BOB, REPO, sql_event
+from helpers.servers import REPO
+from helpers.trail import ALICE, BOB, sql_event
 
 from jupyter_audit.events import EventValidationError
 from jupyter_audit.store.queries import list_traces, rebuild_derived
@@ -348,7 +349,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {repo!r})
-    from conftest import sql_event
+    from helpers.trail import sql_event
     from jupyter_audit.masking import MaskingEngine, load_or_create_key
     from jupyter_audit.store.signing import SigningKey
     from jupyter_audit.store.writer import Writer

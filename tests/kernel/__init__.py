@@ -1,2 +1,2 @@
 """Kernel-side tests. A package so that its conftest is imported as kernel.conftest and
-does not shadow tests/conftest.py, which other test modules import as `conftest`."""
+does not clash with tests/conftest.py, which pytest imports as `conftest`."""

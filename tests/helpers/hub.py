@@ -17,9 +17,9 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
-from oidc_fixtures import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.servers import REPO, free_port
+
 CHP = "configurable-http-proxy"
 
 

@@ -10,10 +10,9 @@ import asyncio
 import json
 
 import pytest
-from conftest import run_cli
-from oidc_fixtures import KeyIssuer
-from test_oidc import CLIENT, oidc_config
-from test_run import write_notebook
+from helpers.notebooks import write_notebook
+from helpers.oidc import CLIENT, KeyIssuer, oidc_config
+from helpers.servers import run_cli
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ is duplicated or missing, and the chain verifies. Real server processes, a real 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 import uuid
 
 import pytest
+from helpers.servers import free_port
 
 TOKEN = "restart-test-token"
 LOOP = """import sqlite3, time
@@ -21,12 +21,6 @@ for i in range(1500):
     con.execute('SELECT ?', [i])
     time.sleep(0.004)
 print('done')"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(port, path, method="GET", body=None):

@@ -5,13 +5,13 @@
   issues RS256 ID tokens and opaque access tokens, and lets tests set a user's claims.
 - `KeyIssuer`: a small issuer of the tests' own (discovery document + JWKS over HTTP) whose
   keys the test controls, for key rotation, unknown key ids, bad signatures and any claims.
+- `oidc_config`: a server's config signing in with `CLIENT` at an issuer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,11 +24,25 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from helpers.servers import free_port, server_config
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CLIENT = "jupyter-audit-tests"
+
+
+def oidc_config(trail_dir, issuer, **idp):
+    cfg = server_config(
+        trail_dir / "trail.duckdb",
+        server={"identity_provider_class": "jupyter_audit.identity.OIDCIdentityProvider"},
+    )
+    cfg["OIDCIdentityProvider"] = {
+        "issuer": issuer,
+        "client_id": CLIENT,
+        "client_secret": "secret",
+        "jwks_refresh_interval": 0.0,
+        "userinfo_cache_seconds": 0,
+        **idp,
+    }
+    return cfg
 
 
 def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:

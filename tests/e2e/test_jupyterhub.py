@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from conftest import run_cli
-from hub_fixtures import Hub, find_chp
+from helpers.hub import Hub, find_chp
+from helpers.servers import run_cli
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 
@@ -170,7 +170,7 @@ c.JupyterHub.load_roles = [
 
 @pytest.fixture(scope="module")
 def provider():
-    from oidc_fixtures import MockProvider
+    from helpers.oidc import MockProvider
 
     p = MockProvider()
     try:
