@@ -31,7 +31,9 @@ export default defineConfig([
         ...globals.es2015
       },
       parserOptions: {
-        project: 'tsconfig.json',
+        // The unit tests (src/__tests__) are type-checked by their own
+        // tsconfig, so that the library build leaves them out.
+        project: ['tsconfig.json', 'tsconfig.test.json'],
         sourceType: 'module'
       }
     },

@@ -7,7 +7,7 @@ import { VDomModel } from '@jupyterlab/ui-components';
 
 import { AuditAPIError, requestAPI } from './request';
 import type { IMe, ITraceDetail, ITraceList, ITraceSummary } from './tokens';
-import { newestFirst } from './format';
+import { timeline, traceList } from './normalize';
 
 /** Default number of traces listed. */
 export const DEFAULT_TRACE_LIMIT = 50;
@@ -130,10 +130,7 @@ export class AuditTrailModel extends VDomModel {
       return;
     }
     if (result.ok) {
-      const traces = Array.isArray(result.value?.traces)
-        ? result.value.traces
-        : [];
-      this._traces = newestFirst(traces);
+      this._traces = traceList(result.value);
       this._tracesError = null;
     } else {
       this._tracesError = result.error;
@@ -155,13 +152,7 @@ export class AuditTrailModel extends VDomModel {
       return;
     }
     if (result.ok) {
-      const detail = result.value;
-      this._detail = {
-        trace: detail.trace,
-        events: Array.isArray(detail.events)
-          ? [...detail.events].sort((a, b) => a.seq - b.seq)
-          : []
-      };
+      this._detail = timeline(result.value);
       this._detailLoaded = true;
       this._detailError = null;
     } else {

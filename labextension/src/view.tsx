@@ -9,9 +9,10 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { VDomRenderer, caretLeftIcon } from '@jupyterlab/ui-components';
 
 import { formatTime, summarizeEvent } from './format';
+import { counts, errorMessage, notebookLabel } from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
-import type { IMe, ITraceEvent, ITraceSummary } from './tokens';
+import type { IMe, ITraceEvent } from './tokens';
 
 /** Renders an `AuditTrailModel`. */
 export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
@@ -37,16 +38,6 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
   }
 
   private _trans: TranslationBundle;
-}
-
-/** The server's message for a failed request, as the user should read it. */
-export function errorMessage(
-  error: AuditAPIError,
-  trans: TranslationBundle
-): string {
-  return error.isForbidden
-    ? trans.__('You are not allowed to see this (%1)', error.message)
-    : error.message;
 }
 
 function ErrorBox(props: {
@@ -145,10 +136,6 @@ function UserSection(props: {
   );
 }
 
-function notebookLabel(trace: ITraceSummary, trans: TranslationBundle): string {
-  return trace.notebook ? trace.notebook : trans.__('(no notebook)');
-}
-
 function StatusBadge(props: { status: string }): React.ReactElement {
   // The class comes from a fixed set, never from the server's string.
   const running = props.status === 'running';
@@ -159,14 +146,6 @@ function StatusBadge(props: { status: string }): React.ReactElement {
       {props.status}
     </span>
   );
-}
-
-function counts(trace: ITraceSummary, trans: TranslationBundle): string {
-  return [
-    trans._n('%1 event', '%1 events', trace.events),
-    trans._n('%1 cell', '%1 cells', trace.cells),
-    trans._n('%1 operation', '%1 operations', trace.operations)
-  ].join(' · ');
 }
 
 function TraceList(props: {

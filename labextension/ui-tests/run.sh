@@ -31,4 +31,6 @@ if ! jupyter labextension list 2>&1 | grep -q "jupyter-audit .*enabled.*OK"; the
 fi
 
 jlpm install --immutable
+# The spec takes the API's types from ../../src/tokens.ts: check it still agrees with them.
+jlpm typecheck
 jlpm playwright test "$@"

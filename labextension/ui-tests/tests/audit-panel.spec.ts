@@ -5,39 +5,24 @@
  * data rather than hard-coding it.
  */
 import { expect, test } from '@jupyterlab/galata';
+import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Locator, Page } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
+// The API's shapes as the extension itself declares them (type-only: nothing
+// of the extension's code runs here).
+import type {
+  IMe,
+  ITraceDetail,
+  ITraceEvent,
+  ITraceList,
+  ITraceSummary
+} from '../../src/tokens';
+
 const PANEL_ID = 'jupyter-audit:panel';
 const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
 const DOCS_DIR = path.resolve(__dirname, '..', '..', '..', 'docs');
-
-interface IMe {
-  username: string;
-  display_name: string;
-  identity: { username: string; auth_method?: string | null } | null;
-  roles: string[];
-  trail: { integrity: { ok: boolean } };
-}
-
-interface ITrace {
-  trace_id: string;
-  notebook: string | null;
-  started_at: string;
-  events: number;
-  cells: number;
-  operations: number;
-  users: string[];
-  status: string;
-}
-
-interface IEvent {
-  seq: number;
-  kind: string;
-  identity: { username: string } | null;
-  payload: Record<string, unknown> | null;
-}
 
 async function api<T>(page: Page, endPoint: string): Promise<T> {
   const response = await page.request.get(`/jupyter-audit/api/${endPoint}`);
@@ -45,15 +30,15 @@ async function api<T>(page: Page, endPoint: string): Promise<T> {
   return (await response.json()) as T;
 }
 
-async function apiTraces(page: Page): Promise<ITrace[]> {
-  const { traces } = await api<{ traces: ITrace[] }>(page, 'traces?limit=50');
+async function apiTraces(page: Page): Promise<ITraceSummary[]> {
+  const { traces } = await api<ITraceList>(page, 'traces?limit=50');
   return [...traces].sort(
     (a, b) => Date.parse(b.started_at) - Date.parse(a.started_at)
   );
 }
 
-async function apiEvents(page: Page, traceId: string): Promise<IEvent[]> {
-  const { events } = await api<{ events: IEvent[] }>(
+async function apiEvents(page: Page, traceId: string): Promise<ITraceEvent[]> {
+  const { events } = await api<ITraceDetail>(
     page,
     `traces/${encodeURIComponent(traceId)}`
   );
@@ -64,7 +49,7 @@ async function apiEvents(page: Page, traceId: string): Promise<IEvent[]> {
  * The summary line the panel must show for an event, written out again here
  * from the specification rather than imported from the extension.
  */
-function expectedSummary(event: IEvent): string {
+function expectedSummary(event: ITraceEvent): string {
   const p = event.payload ?? {};
   const text = (v: unknown): string | null =>
     typeof v === 'string' || typeof v === 'number' ? String(v) : null;
@@ -102,7 +87,7 @@ function traceButton(panel: Locator, traceId: string): Locator {
   );
 }
 
-async function openPanel(page: Page): Promise<Locator> {
+async function openPanel(page: IJupyterLabPageFixture): Promise<Locator> {
   const tab = page.sidebar.getTabLocator(PANEL_ID);
   await expect(tab).toBeVisible();
   await tab.click();
@@ -116,7 +101,7 @@ async function checkTimeline(
   page: Page,
   panel: Locator,
   traceId: string
-): Promise<IEvent[]> {
+): Promise<ITraceEvent[]> {
   const events = await apiEvents(page, traceId);
   const rows = panel.locator('.jp-AuditTrail-event');
   await expect(rows).toHaveCount(events.length);

@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+
+import { nullTranslator } from '@jupyterlab/translation';
+
+import { counts, errorMessage, notebookLabel } from '../labels';
+import { AuditAPIError } from '../request';
+import type { ITraceSummary } from '../tokens';
+
+const trans = nullTranslator.load('jupyter-audit');
+
+function trace(fields: Partial<ITraceSummary>): ITraceSummary {
+  return {
+    trace_id: 't',
+    kernel_id: null,
+    notebook: null,
+    started_at: '2024-01-01T00:00:00Z',
+    last_at: '2024-01-01T00:00:00Z',
+    events: 0,
+    cells: 0,
+    operations: 0,
+    users: [],
+    status: 'ended',
+    ...fields
+  };
+}
+
+describe('errorMessage', () => {
+  it('wraps the server’s message when the user is not allowed', () => {
+    for (const status of [401, 403]) {
+      const error = new AuditAPIError(status, 'reviewers only', 'forbidden');
+      expect(errorMessage(error, trans)).toBe(
+        'You are not allowed to see this (reviewers only)'
+      );
+    }
+  });
+
+  it('shows any other error’s message as it is', () => {
+    const error = new AuditAPIError(500, 'the trail is locked');
+    expect(errorMessage(error, trans)).toBe('the trail is locked');
+    const network = new AuditAPIError(0, 'Cannot reach the Jupyter server.');
+    expect(errorMessage(network, trans)).toBe(
+      'Cannot reach the Jupyter server.'
+    );
+  });
+
+  it('keeps markup and placeholders in the message as text', () => {
+    const error = new AuditAPIError(403, '<b>%1</b> & %2');
+    expect(errorMessage(error, trans)).toBe(
+      'You are not allowed to see this (<b>%1</b> & %2)'
+    );
+  });
+});
+
+describe('notebookLabel', () => {
+  it('shows the notebook path as it is', () => {
+    const notebook = 'work/<img src=x onerror=alert(1)>.ipynb';
+    expect(notebookLabel(trace({ notebook }), trans)).toBe(notebook);
+  });
+
+  it('shows a placeholder without a notebook', () => {
+    expect(notebookLabel(trace({ notebook: null }), trans)).toBe(
+      '(no notebook)'
+    );
+    expect(notebookLabel(trace({ notebook: '' }), trans)).toBe('(no notebook)');
+  });
+});
+
+describe('counts', () => {
+  it('pluralizes each count', () => {
+    expect(counts(trace({ events: 0, cells: 1, operations: 2 }), trans)).toBe(
+      '0 events · 1 cell · 2 operations'
+    );
+    expect(counts(trace({ events: 1, cells: 0, operations: 1 }), trans)).toBe(
+      '1 event · 0 cells · 1 operation'
+    );
+  });
+
+  it('prints large counts in full', () => {
+    expect(
+      counts(trace({ events: 1234567, cells: 1000, operations: 99 }), trans)
+    ).toBe('1234567 events · 1000 cells · 99 operations');
+  });
+});

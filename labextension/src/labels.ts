@@ -1,0 +1,36 @@
+/**
+ * Pure helpers that word what the panel shows around the trail's own data:
+ * error messages, a trace's notebook and its counts, translated. They return
+ * plain text only; the view renders it through React, which escapes it.
+ */
+import type { TranslationBundle } from '@jupyterlab/translation';
+
+import type { AuditAPIError } from './request';
+import type { ITraceSummary } from './tokens';
+
+/** The server's message for a failed request, as the user should read it. */
+export function errorMessage(
+  error: AuditAPIError,
+  trans: TranslationBundle
+): string {
+  return error.isForbidden
+    ? trans.__('You are not allowed to see this (%1)', error.message)
+    : error.message;
+}
+
+/** The notebook a trace ran, or a placeholder when it has none. */
+export function notebookLabel(
+  trace: ITraceSummary,
+  trans: TranslationBundle
+): string {
+  return trace.notebook ? trace.notebook : trans.__('(no notebook)');
+}
+
+/** `N events · N cells · N operations`, each pluralized. */
+export function counts(trace: ITraceSummary, trans: TranslationBundle): string {
+  return [
+    trans._n('%1 event', '%1 events', trace.events),
+    trans._n('%1 cell', '%1 cells', trace.cells),
+    trans._n('%1 operation', '%1 operations', trace.operations)
+  ].join(' · ');
+}
