@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import pytest
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
+from helpers.trail import trail_events, wait_for
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
 from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
@@ -85,16 +86,39 @@ async def test_each_execute_request_is_recorded_and_stamped(
     client.ws.close()
 
 
-def test_message_parts_read_as_the_standard_library_reads_them():
-    """Parts only read go through orjson, falling back to the standard library for what
-    orjson refuses; the metadata, written back with the stamp, is read exactly (orjson
-    would turn an integer past 64 bits into a float)."""
+def test_message_parts_read_as_the_kernel_reads_them():
+    """Parts are read as jupyter_client's Session reads them in the kernel: orjson, falling
+    back to the standard library on the bytes decoded as UTF-8 with replacement characters;
+    the metadata, written back with the stamp, is read exactly (orjson refuses an integer
+    past 64 bits)."""
+    from jupyter_client.session import json_unpacker, orjson_unpacker
+
     from jupyter_audit.server.gateway import _obj
 
     assert _obj(b'{"big": 1180591620717411303424}', exact=True) == {"big": 2**70}
     assert _obj(b'{"code": "x\\ud800"}') == {"code": "x\ud800"}  # a lone surrogate
     assert _obj(b'{"t": NaN}')["t"] != 0  # NaN: the standard library's reading
     assert _obj(b"[1]") == {} and _obj(b"") == {}
+    odd = [
+        b'{"msg_type": "\\u0065xecute_request"}',  # a JSON escape
+        b'{"code": "x\xff\xfe"}',  # invalid UTF-8
+        b'{"code": "\xef\xbb\xbfx", "\\u0063ode": "y"}',  # a BOM; a key given twice
+        b'\xef\xbb\xbf{"a": 1}',
+        b'{"msg_type": "execute_request", "msg_type": "kernel_info_request"}',
+    ]
+    for raw in odd:
+        for unpack in (orjson_unpacker, json_unpacker):
+            try:
+                kernel = unpack(raw)
+            except ValueError:
+                kernel = "refused"
+            try:
+                ours = _obj(raw)
+            except ValueError:
+                ours = "refused"
+            assert ours == kernel or (kernel == "refused" and ours == {}), raw
+    assert _obj(odd[0]) == {"msg_type": "execute_request"}
+    assert _obj(odd[1]) == {"code": "x\ufffd\ufffd"}
 
 
 class TestTwoUsersOneKernel:
@@ -121,6 +145,52 @@ class TestTwoUsersOneKernel:
             (r["payload"]["code"], r["identity"]["username"]) for r in cell_requests(jp_serverapp)
         ]
         assert who == [("a = 1", "alice"), ("b = a + 1", "bob"), (PROBE, "alice")]
+        alice.ws.close()
+        bob.ws.close()
+
+    async def test_a_cell_sent_straight_to_the_kernel_cannot_borrow_another_users_cell(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch
+    ):
+        """Code in a kernel can read its connection file and send an execute_request to the
+        kernel's own shell port, with the msg_id of someone else's earlier cell. The kernel
+        runs it; the trail does not put it under that person."""
+        kernel_id = await jp_serverapp.kernel_manager.start_kernel(kernel_name="python3")
+        _, alice = await open_kernel(
+            jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"}, kernel_id=kernel_id
+        )
+        _, bob = await open_kernel(
+            jp_fetch, jp_ws_fetch, headers={"X-Test-User": "bob"}, kernel_id=kernel_id
+        )
+        alice_msg = alice.send_execute("alices = get_ipython().kernel.get_parent()")
+        assert (await alice.run("x = 1"))[0] == "ok"
+        sneak = (
+            "from ipykernel.connect import get_connection_file\n"
+            "from jupyter_client import BlockingKernelClient\n"
+            "kc = BlockingKernelClient(connection_file=get_connection_file())\n"
+            "kc.load_connection_file(); kc.start_channels()\n"
+            "m = kc.session.msg('execute_request', {'code': \"import sqlite3; "
+            "sqlite3.connect(':memory:').execute('select 42')\", 'silent': False, "
+            "'store_history': False, 'user_expressions': {}, 'allow_stdin': False})\n"
+            "m['header']['msg_id'] = alices['header']['msg_id']\n"
+            "kc.shell_channel.send(m)\n"
+        )
+        assert (await bob.run(sneak))[0] == "ok"
+        recorder = jp_serverapp.web_app.settings["jupyter_audit"]
+
+        def replayed(events):
+            return [e for e in events if e["msg_id"] == alice_msg and "msg_id_reused" in e["flags"]]
+
+        events = await wait_for(
+            recorder, lambda ev: any(e["kind"] == "op.unattributed" for e in replayed(ev))
+        )
+        for e in events:
+            if e["msg_id"] == alice_msg and e["kind"] != "cell.requested":
+                mine = e["identity"] and e["identity"]["username"] == "alice"
+                assert mine != ("msg_id_reused" in e["flags"]), e
+        kinds = [e["kind"] for e in replayed(events)]
+        assert kinds[0] == "cell.started" and "op.unattributed" in kinds
+        sql = next(e for e in replayed(events) if e["kind"] == "op.unattributed")
+        assert "select 42" in sql["payload"]["statement"] and sql["identity"] is None
         alice.ws.close()
         bob.ws.close()
 
@@ -203,6 +273,68 @@ class TestNoWayAround:
             client.ws.write_message(json.dumps(reused))
         assert await closed_by_server(client.ws)
         assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["y = 1"]
+
+    @pytest.mark.parametrize("v1", [True, False], ids=["v1-protocol", "legacy-json"])
+    async def test_an_execute_request_written_to_be_misread_is_recorded_as_the_kernel_reads_it(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, v1, tmp_path
+    ):
+        """The type written with a JSON escape, the code with bytes that are not UTF-8: the
+        gateway reads the message as the kernel will, so it is recorded before it runs."""
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1)
+        marker = tmp_path / "ran"
+        req = execute_request(f"open({str(marker)!r}, 'w').write('x')  # é")
+        header = json.dumps(req["header"]).replace('"execute_request"', '"\\u0065xecute_request"')
+        assert "execute_request" not in header
+        if v1:
+            content = json.dumps(req["content"], ensure_ascii=False).encode()
+            content = content.replace("é".encode(), b"\xff")  # not UTF-8
+            parts = [header.encode(), b"{}", b"{}", content]
+            client.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        else:
+            body = json.dumps({**req, "channel": "shell", "header": "HEADER"})
+            client.ws.write_message(body.replace('"HEADER"', header))
+        assert (await client.run("print('after')"))[0] == "ok"
+        assert marker.exists()  # it ran: and the trail has it, under the socket's user
+        [first, after] = cell_requests(jp_serverapp)
+        assert str(marker) in first["payload"]["code"]
+        assert first["payload"]["code"].endswith("# \ufffd" if v1 else "# é")
+        assert first["identity"]["username"] == getpass.getuser()
+        client.ws.close()
+
+    @pytest.mark.parametrize(
+        "frame",
+        ["v1-header-cut", "v1-content-cut", "v1-channel-not-utf8", "legacy-binary-not-utf8"],
+    )
+    async def test_a_message_the_gateway_cannot_read_is_refused_and_recorded(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, frame, tmp_path
+    ):
+        from jupyter_server.services.kernels.connection.base import serialize_binary_message
+
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=frame.startswith("v1"))
+        marker = tmp_path / "ran-unrecorded"
+        req = execute_request(f"open({str(marker)!r}, 'w')")
+        parts = [json.dumps(req[k]).encode() for k in ("header", "parent_header", "metadata")]
+        content = json.dumps(req["content"]).encode()
+        if frame == "v1-header-cut":
+            data = serialize_msg_to_ws_v1([parts[0][:-9], *parts[1:], content], "shell")
+        elif frame == "v1-content-cut":
+            data = serialize_msg_to_ws_v1([*parts, content[:-2]], "shell")
+        elif frame == "v1-channel-not-utf8":
+            data = serialize_msg_to_ws_v1([*parts, content], "shXll")
+            data = data.replace(b"shXll", b"sh\xffll")
+        else:
+            data = serialize_binary_message({**req, "channel": "shell", "buffers": [b"x"]})
+            data = data.replace(b'"shell"', b'"sh\xffll"')
+        client.ws.write_message(data, binary=True)
+        assert await closed_by_server(client.ws)
+        assert client.ws.close_code == 4003 and "could not be read" in client.ws.close_reason
+        await asyncio.sleep(1)
+        assert not marker.exists() and cell_requests(jp_serverapp) == []
+        recorder = jp_serverapp.web_app.settings["jupyter_audit"]
+        [rejected] = [e for e in trail_events(recorder) if e["kind"] == "security.rejected"]
+        assert rejected["payload"]["reason"].startswith("message could not be read")
+        assert rejected["kernel_id"] == kernel_id
+        assert rejected["identity"]["username"] == getpass.getuser()  # who sent it
 
     async def test_code_the_trail_cannot_record_never_reaches_the_kernel(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path, caplog

@@ -6,21 +6,29 @@ import os
 
 import pytest
 
+from jupyter_audit.kernel.client import spool_line
+from jupyter_audit.server.ingest.secrets import KernelSecrets
 from jupyter_audit.server.ingest.spools import CHUNK, ingest_spools
 from jupyter_audit.server.recorder import Recorder
 
+KEY = bytes(range(32))  # the server's kernel key (kernel.key beside the trail)
 
-def write_spool(path, n, start=0):
-    with open(path, "w") as f:
+
+def write_spool(path, n, start=0, key=KEY):
+    """What the kernel `kernel_id` (from the file name) spools: each line with the HMAC its
+    secret gives it; and one line of garbage, with a valid HMAC."""
+    kernel_id = path.name.removeprefix("audit-spool-").partition(".jsonl")[0]
+    secret = KernelSecrets(key).secret_of(kernel_id)
+    with open(path, "wb") as f:
         for i in range(start, start + n):
             event = {
                 "kind": "op.shell",
-                "event_id": f"k1-{i}",
+                "event_id": f"{kernel_id}-{i}",
                 "op_index": i,
                 "payload": {"command": f"echo {i}", "exit_code": 0},
             }
-            f.write(json.dumps(event) + "\n")
-        f.write("not json\n")
+            f.write(spool_line(json.dumps(event), secret))
+        f.write(spool_line("not json", secret))
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def stored(writer) -> int:
 
 def test_a_big_backlog_is_ingested_in_chunks_exactly_once(make_writer, runtime):
     w = make_writer()
-    audit = Recorder(w)
+    audit = Recorder(w, kernel_key=KEY)
     n = 2 * CHUNK + 7
     write_spool(runtime / "audit-spool-k1.jsonl", n)
     assert ingest_spools(audit, runtime, managed=set()) == n
@@ -59,7 +67,7 @@ def test_a_spool_that_cannot_be_stored_now_is_kept_and_retried(make_writer, runt
     w = make_writer()
     w.close()  # the trail cannot accept events
     write_spool(runtime / "audit-spool-k1.jsonl", 100)
-    audit = Recorder(w)
+    audit = Recorder(w, kernel_key=KEY)
     assert ingest_spools(audit, runtime, managed=set()) == 0
     kept = list(runtime.iterdir())
     assert len(kept) == 1 and ".retry-" in kept[0].name
@@ -74,8 +82,38 @@ def test_a_spool_left_mid_ingest_by_a_dead_server_is_taken_over(make_writer, run
     dead = 2**22 + 12345  # above this machine's pid range: no such process
     write_spool(runtime / f"audit-spool-k1.jsonl.ingesting-{dead}-0", 50)
     write_spool(runtime / f"audit-spool-k2.jsonl.ingesting-{os.getppid()}-0", 5)  # alive
-    audit = Recorder(w)
+    audit = Recorder(w, kernel_key=KEY)
     assert ingest_spools(audit, runtime, managed=set()) == 50
     assert [p.name for p in runtime.iterdir()] == [
         f"audit-spool-k2.jsonl.ingesting-{os.getppid()}-0"
     ]
+
+
+def rejections(writer) -> list[str]:
+    writer.flush()
+    rows = writer.cursor().execute(
+        "SELECT record FROM events WHERE kind = 'security.rejected' ORDER BY seq"
+    )
+    return [json.loads(r)["payload"]["reason"] for (r,) in rows.fetchall()]
+
+
+def test_a_spool_file_not_written_by_its_kernel_is_refused_and_recorded(make_writer, runtime):
+    """Anyone with the OS account can drop a file named like a kernel's spool into the
+    runtime directory: only lines with that kernel's HMAC are taken."""
+    w = make_writer()
+    audit = Recorder(w, kernel_key=KEY)
+    # no HMAC at all (what a spool looked like before), a wrong key, another kernel's lines
+    events = [
+        json.dumps({"kind": "op.shell", "event_id": f"x-{i}", "payload": {}}) for i in range(3)
+    ]
+    (runtime / "audit-spool-k1.jsonl").write_text(events[0] + "\n")
+    write_spool(runtime / "audit-spool-k2.jsonl", 4, key=bytes(32))
+    write_spool(runtime / "audit-spool-k3.jsonl", 2)
+    k3 = (runtime / "audit-spool-k3.jsonl").read_bytes()
+    (runtime / "audit-spool-k4.jsonl").write_bytes(k3)  # k3's lines under k4's name
+    assert ingest_spools(audit, runtime, managed=set()) == 2  # k3's own two
+    assert stored(w) == 2
+    reasons = rejections(w)
+    forged = [r for r in reasons if "not written by that kernel" in r]
+    assert sorted(r.split()[0] for r in forged) == ["1", "3", "5"]  # k1, k4 (2+1), k2 (4+1)
+    assert not list(runtime.iterdir())  # read once; nothing left to try again

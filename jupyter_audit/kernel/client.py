@@ -19,14 +19,18 @@ killed outright loses it. The server then records the cells it had answered as
 `cell.unreported`, and the kernel's death (`session.ended`, reason `died`) after the
 `cell.requested` of a cell that was still running. While the server cannot accept
 events (down, 5xx, or refusing our credentials) events go to a 0600 spool file,
-``audit-spool-<kernel_id>.jsonl`` (one wire event per line), replayed in order once the
-server is back. Event ids are fixed when an event is made, so a retry never duplicates: the
+``audit-spool-<kernel_id>.jsonl`` (one wire event per line, each followed by a tab and its
+HMAC-SHA256 under the kernel's secret, so a server, this one or a later one, accepts only
+lines this kernel wrote), replayed in order once the server is back. Event ids are fixed
+when an event is made, so a retry never duplicates: the
 server de-duplicates by event_id. The transport uses ``http.client`` directly, which the
 HTTP capture does not patch, so it never reports itself.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -448,7 +452,7 @@ class AuditClient:
     def _spool_write(self, lines: list[str]) -> None:
         if not lines:
             return
-        data = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+        data = b"".join(spool_line(line, self.config.secret) for line in lines)
         with self._spool_lock:
             try:
                 self.spool_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -486,8 +490,11 @@ class AuditClient:
                             break  # an incomplete last line: leave it for later
                         end += len(line)
                         if line.strip():
-                            # byte-exact round trip (the body is encoded the same way)
-                            lines.append(line.rstrip(b"\n").decode("utf-8", "surrogateescape"))
+                            # byte-exact round trip (the body is encoded the same way); the
+                            # HMAC is for servers reading the file, not for the post
+                            raw = line.rstrip(b"\n")
+                            head, tab, _ = raw.rpartition(b"\t")
+                            lines.append((head if tab else raw).decode("utf-8", "surrogateescape"))
                     if end == offset:
                         break
                     if lines and not self._post(lines):
@@ -630,3 +637,13 @@ class AuditClient:
             self._backoff = min(max(self._backoff * 2, self._retry_min), self._retry_max)
         self._next_retry = time.monotonic() + self._backoff
         return False
+
+
+def spool_line(line: str, secret: str | None) -> bytes:
+    """One spool line: the wire event, a tab and the HMAC-SHA256 of the event's bytes under
+    the kernel's secret (hex). A JSON text holds no raw tab, so the last tab splits them."""
+    data = line.encode("utf-8", "surrogateescape")
+    if not secret:
+        return data + b"\n"  # no server to prove anything to: it will refuse the line
+    mac = hmac.new(secret.encode("utf-8"), data, hashlib.sha256).hexdigest()
+    return data + b"\t" + mac.encode("ascii") + b"\n"

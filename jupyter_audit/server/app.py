@@ -58,6 +58,13 @@ class AuditApp(ExtensionApp):
         "start. Default: signing-key.pem beside the trail. Its public key is written to "
         "<path>.pub for auditors (`jupyter audit verify --pubkey`).",
     )
+    kernel_key_path = Unicode(
+        "",
+        config=True,
+        help="Key (32 random bytes, mode 0600) from which each kernel's secret is derived, so "
+        "that a later server can check the lines a kernel spooled while no server could take "
+        "its events. Default: kernel.key beside the trail.",
+    )
     masking_key_path = Unicode(
         "",
         config=True,
@@ -191,7 +198,13 @@ class AuditApp(ExtensionApp):
             prepare_workers=self.prepare_workers,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
-        self.recorder = self.recorder_class(store, fail_mode=self.fail_mode, log=self.log)
+        self.recorder = self.recorder_class(
+            store,
+            fail_mode=self.fail_mode,
+            kernel_key=load_or_create_key(self._beside(self.kernel_key_path, "kernel.key")),
+            log=self.log,
+        )
+        self.recorder.earlier_kernels()  # read now, before this server starts any kernel
         self.token_store = self.token_store_class(store)
         tokens.install(self.server.identity_provider, self.token_store)
         # every audit endpoint and the kernel API go through the audit rules first

@@ -21,32 +21,71 @@ from .failures import failure_logger
 
 
 class CellRegistry:
+    """Cells by msg_id, with where each stands in its kernel: requested, started, finished.
+
+    A kernel's shell runs one execute_request at a time and each once, so a second
+    `cell.started` (or `cell.finished`) for a msg_id is not that cell: someone sent the
+    kernel a request of their own with the msg_id of a forwarded cell (code in a kernel can
+    reach its own ZMQ ports). Such a cell is `reused`: from then on nothing reported under
+    its msg_id is attributed to the person who asked for it."""
+
     def __init__(self, maxsize: int = 100_000):
         self.maxsize = maxsize
         self._cells: OrderedDict[str, dict] = OrderedDict()
         # cells answered and not reported yet, in the order they were answered: the gap
         # check looks at these only, not at every cell remembered
         self._awaiting: dict[str, dict] = {}
+        # kernels some of whose cells were forgotten (maxsize): their msg_ids are checked
+        # against the trail too
+        self.evicted_kernels: set[str] = set()
         self._lock = threading.Lock()
 
-    def remember(self, msg_id: str | None, event: dict) -> None:
+    def remember(self, msg_id: str | None, event: dict, state: dict | None = None) -> dict | None:
         """The cell's `cell.requested` event (as submitted: what is taken from it is masked
-        again wherever it is stored) gives who asked, the trace and the notebook."""
+        again wherever it is stored) gives who asked, the trace and the notebook; `state`
+        what the trail says the kernel did with it already (a cell looked up after a
+        restart). Returns the entry (the one already held if another thread was first)."""
         if msg_id is None:
-            return
+            return None
         entry = {
             "identity": event.get("identity"),
             "trace_id": event.get("trace_id"),
             "kernel_id": event.get("kernel_id"),
             "session_id": event.get("session_id"),
             "notebook": event.get("notebook"),
+            **(state or {}),
         }
         with self._lock:
+            if state is not None and msg_id in self._cells:
+                return self._cells[msg_id]  # looked up twice: the first copy has the state
             self._cells[msg_id] = entry
             self._cells.move_to_end(msg_id)
             while len(self._cells) > self.maxsize:
-                old, _ = self._cells.popitem(last=False)
+                old, dropped = self._cells.popitem(last=False)
                 self._awaiting.pop(old, None)
+                if dropped.get("kernel_id"):
+                    self.evicted_kernels.add(dropped["kernel_id"])
+        return entry
+
+    def step(self, msg_id: str, kind: str) -> bool:
+        """The kernel reports `cell.started` or `cell.finished` for a remembered cell: True if
+        that is this cell's own (its first start; its first finish, which may come without
+        a start for a request the kernel aborted), False if the msg_id is being reused (the
+        cell is marked `reused` for good)."""
+        key = "started" if kind == "cell.started" else "finished"
+        with self._lock:
+            entry = self._cells.get(msg_id)
+            if entry is None:
+                return False
+            if (
+                entry.get("reused")
+                or entry.get(key)
+                or (key == "started" and entry.get("finished"))
+            ):
+                entry["reused"] = True
+                return False
+            entry[key] = True
+            return True
 
     def replied(self, msg_id: str | None) -> None:
         """The kernel answered this cell (execute_reply seen by the gateway)."""

@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import cast
 
 import orjson
+from jupyter_client.session import json_unpacker
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
     deserialize_msg_from_ws_v1,
@@ -122,20 +123,16 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             try:
                 incoming_msg = self._tap(recorder, incoming_msg)
             except CellRefused as e:
-                self.log.warning("jupyter-audit: cell refused: %s", e)
-                self.websocket_handler.close(4003, str(e))
+                self._refuse(recorder, str(e))
                 return
             except EventValidationError as e:  # the trail could not record it: not run
                 self.log.error("jupyter-audit: execute_request refused by the trail: %s", e)
                 return
-            except Exception as e:  # noqa: BLE001 - never lose the user's message...
-                # ...unless it may be code to run: nothing runs unrecorded
-                if _mentions_execute(incoming_msg):
-                    self.log.error(
-                        "jupyter-audit: unreadable execute_request dropped: %s", type(e).__name__
-                    )
-                    return
-                self.log.warning("jupyter-audit: message not inspected: %s", type(e).__name__)
+            except Exception as e:  # noqa: BLE001 - what cannot be read is not forwarded
+                # the gateway reads a message exactly as the kernel will (`_loads`): one it
+                # cannot read and classify might be code the kernel would run, unrecorded
+                self._refuse(recorder, f"message could not be read ({type(e).__name__})")
+                return
         if self._pending is not None and recorder.fail_mode == "closed":
             self._hold_until_recorded(recorder, incoming_msg)
             return
@@ -152,6 +149,24 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
                 recorder.request_cell(event, event_id)
             except Exception as e:  # noqa: BLE001 - a bug: say so, the cell is on its way
                 self.log.error("jupyter-audit: cell.requested not queued: %s", loggable_error(e))
+
+    def _refuse(self, recorder, reason: str) -> None:
+        """A message that is not forwarded: recorded as `security.rejected` under the
+        socket's user (rate-limited per address), and the socket closed with the reason."""
+        handler = self.websocket_handler
+        ip = handler.request.remote_ip or "?"
+        try:
+            identity = self._identity()
+        except Exception:  # noqa: BLE001 - the refusal is recorded under the server's own
+            identity = None
+        recorder.reject(
+            reason,
+            f"kernel websocket of kernel {self.kernel_id} from {ip}",
+            address=ip,
+            kernel_id=self.kernel_id,
+            identity=identity,
+        )
+        handler.close(4003, f"jupyter-audit refused a message: {reason}"[:120])
 
     # ---------------------------------------------------------------- fail_mode=closed
     def _hold_until_recorded(self, recorder, msg) -> None:
@@ -290,7 +305,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if not authorizer.allows(handler, handler.current_user, "audit:cells", identity):
             raise CellRefused("not authorized to run cells (token revoked or expired?)")
         msg_id = safe_id(header.get("msg_id"))
-        if msg_id is None or recorder.cells.lookup(msg_id) is not None:
+        if msg_id is None or recorder.msg_id_used(msg_id, self._kernel_id):
             # a reused msg_id would join this cell's operations to another person's cell
             raise CellRefused("execute_request without a fresh msg_id")
         code = content.get("code")
@@ -344,26 +359,24 @@ def _utf8(text: str) -> bool:
 
 
 def _obj(raw, exact: bool = False) -> dict:
-    """A JSON object from a message part; anything else counts as empty. Parts only read
-    (not written back) go through orjson, as jupyter_client itself does when it is
-    installed, and through the standard library only for what orjson refuses (lone
-    surrogates, NaN); `exact` for a part written back."""
+    """A JSON object from a message part, read as the kernel will read it; anything else
+    counts as empty. `exact` for a part written back: the standard library's reading, which
+    keeps every value as it was (orjson refuses integers past 64 bits)."""
     if not raw:
         return {}
-    value = json.loads(raw) if exact else _loads(raw)
+    value = json_unpacker(bytes(raw)) if exact else _loads(raw)
     return value if isinstance(value, dict) else {}
 
 
 def _loads(raw):
+    """A message part read exactly as jupyter_client's Session reads it in the kernel
+    (`orjson_unpacker`): orjson, else the standard library on the bytes decoded as UTF-8
+    with replacement characters. JSON escapes (`\\u0065xecute_request`) and invalid UTF-8
+    therefore mean here what they will mean to the kernel."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-def _mentions_execute(raw) -> bool:
-    data = raw if isinstance(raw, bytes | bytearray | memoryview) else str(raw).encode()
-    return b"execute_request" in bytes(data)
+    except Exception:  # noqa: BLE001 - as jupyter_client: anything orjson refuses
+        return json_unpacker(bytes(raw))
 
 
 def _bytes(part) -> bytes:

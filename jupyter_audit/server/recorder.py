@@ -23,6 +23,7 @@ from ..store.records import safe_id
 from ..store.writer import loggable_error
 from .cells import CellRegistry, CellRequests
 from .failures import failure_logger
+from .ingest.attribution import cell_in_trail
 from .ingest.secrets import KernelSecrets
 
 REJECTIONS_PER_MINUTE = 20  # per source address; the rest are counted, not each recorded
@@ -30,17 +31,25 @@ _ADDRESSES = 10_000  # addresses remembered for the rate limit before it starts 
 
 
 class Recorder:
-    def __init__(self, store, *, fail_mode: str = "open", log: logging.Logger | None = None):
+    def __init__(
+        self,
+        store,
+        *,
+        fail_mode: str = "open",
+        kernel_key: bytes | None = None,
+        log: logging.Logger | None = None,
+    ):
         self.writer = store
         self.fail_mode = fail_mode
         self.log = log or logging.getLogger("jupyter_audit")
         self.cells = CellRegistry()
         self.cell_requests = CellRequests(store, self.log)
-        self.kernel_secrets = KernelSecrets()
+        self.kernel_secrets = KernelSecrets(kernel_key)
         self.unaudited: set[str] = set()  # kernels started without the kernel side
         self.token_sockets: dict[str, set] = {}  # token id -> its open websockets
         # address -> [window start, recorded in the window, counted since the last record]
         self._rejections: dict[str, list] = {}
+        self._earlier: set[str] | None = None  # see earlier_kernels
 
     # ------------------------------------------------------------------ recording
     def record(self, event: dict, what: str | None = None) -> Future:
@@ -61,12 +70,14 @@ class Recorder:
         *,
         address: str | None = None,
         kernel_id: str | None = None,
+        identity: dict | None = None,
     ) -> bool:
         """A refused request or submission: logged and recorded as `security.rejected`
-        under the server's own identity (never under what the request claimed, never a
-        token). With an `address`, at most REJECTIONS_PER_MINUTE are recorded one by one per
-        address and minute; the rest are counted into the next one recorded, so a flood
-        cannot fill the trail. True if recorded now."""
+        under the server's own identity, or the `identity` the server authenticated for it
+        (never under what the request claimed, never a token). With an `address`, at most
+        REJECTIONS_PER_MINUTE are recorded one by one per address and minute; the rest are
+        counted into the next one recorded, so a flood cannot fill the trail. True if
+        recorded now."""
         if address is not None:
             now = time.monotonic()
             if len(self._rejections) > _ADDRESSES:
@@ -86,7 +97,7 @@ class Recorder:
             self.record(
                 {
                     "kind": "security.rejected",
-                    "identity": system_identity(),
+                    "identity": identity or system_identity(),
                     "kernel_id": safe_id(kernel_id),
                     "payload": {"reason": reason, "source": source},
                 }
@@ -109,6 +120,29 @@ class Recorder:
         prepared = self.writer.prepare(event, event_id=event_id)
         self.cells.remember(event["msg_id"], event)
         return prepared
+
+    def msg_id_used(self, msg_id: str, kernel_id: str | None) -> bool:
+        """Has a cell with this msg_id been requested on this kernel already (a msg_id joins
+        a kernel's reports to one cell: a reused one would join them to another person's)?
+        The registry knows this server's cells; the trail those of kernels it had before
+        this server started, or whose cells the registry has forgotten."""
+        if self.cells.lookup(msg_id) is not None:
+            return True
+        if kernel_id is None or (
+            kernel_id not in self.earlier_kernels() and kernel_id not in self.cells.evicted_kernels
+        ):
+            return False
+        return cell_in_trail(self.writer.cursor(), msg_id, kernel_id) is not None
+
+    def earlier_kernels(self) -> set[str]:
+        """Kernels the trail knew when this Recorder first asked (before any of its own):
+        a client may choose a kernel id, so their msg_ids are checked against the trail."""
+        if self._earlier is None:
+            rows = self.writer.cursor().execute(
+                "SELECT kernel_id FROM traces WHERE kernel_id IS NOT NULL"
+            )
+            self._earlier = {row[0] for row in rows.fetchall()}
+        return self._earlier
 
     def flush_cells(self) -> None:
         """Hand queued `cell.requested` to the trail now: whatever is recorded next (a

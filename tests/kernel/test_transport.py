@@ -28,7 +28,10 @@ def emit_n(client, start, n, kind="op.sql"):
 def spooled(client) -> list[dict]:
     if not client.spool_path.exists():
         return []
-    return [json.loads(line) for line in client.spool_path.read_text().splitlines()]
+    # each line: the event, a tab, its HMAC under the kernel's secret
+    return [
+        json.loads(line.rpartition("\t")[0]) for line in client.spool_path.read_text().splitlines()
+    ]
 
 
 def wait_until(predicate, timeout=10.0):

@@ -4,6 +4,13 @@ The server never takes identity from a kernel: it attributes each event by joini
 msg_id to the server's own `cell.requested` (the cells it forwarded, else the trail);
 anything without such a record is flagged `unattributed`. A kernel event that claims what
 only the server may say (who, which trace) is a `ForgedSubmission`.
+
+A msg_id joins only the run the server forwarded: a kernel runs each execute_request once,
+so a second `cell.started` for a msg_id (code in the kernel can send its own shell port a
+request with an earlier cell's msg_id) is not that cell. It and everything reported under
+that msg_id afterwards are stored `unattributed` with the flag `msg_id_reused`. Where a
+cell stands is kept in the CellRegistry and, for cells of an earlier server, read back from
+the trail, so a restart does not make a used msg_id fresh again.
 """
 
 from __future__ import annotations
@@ -31,34 +38,19 @@ class Attributor:
         self.cursor_factory = cursor_factory
         self._from_trail: dict[str, dict | None] = {}
 
-    def cell(self, msg_id: str | None) -> dict | None:
+    def cell(self, msg_id: str | None, kernel_id: str) -> dict | None:
         if msg_id is None:
             return None
         found = self.cells.lookup(msg_id)
         if found is not None:
             return found
         if msg_id not in self._from_trail:
-            self._from_trail[msg_id] = self._lookup_trail(msg_id)
+            looked = cell_in_trail(self.cursor_factory(), msg_id, kernel_id)
+            if looked is not None:
+                # remembered with its state, so later batches see what this one does
+                looked = self.cells.remember(msg_id, looked[0], looked[1])
+            self._from_trail[msg_id] = looked
         return self._from_trail[msg_id]
-
-    def _lookup_trail(self, msg_id: str) -> dict | None:
-        """Cells requested before this server started (spooled events, restarts)."""
-        cur = self.cursor_factory()
-        row = cur.execute(
-            "SELECT e.record, i.snapshot FROM events e LEFT JOIN identities i USING (identity_id) "
-            "WHERE e.kind = 'cell.requested' AND e.msg_id = ? ORDER BY e.seq LIMIT 1",
-            [msg_id],
-        ).fetchone()
-        if row is None:
-            return None
-        rec = json.loads(row[0])
-        return {
-            "identity": json.loads(row[1]) if row[1] else None,
-            "trace_id": rec.get("trace_id"),
-            "kernel_id": rec.get("kernel_id"),
-            "session_id": rec.get("session_id"),
-            "notebook": rec.get("notebook"),
-        }
 
     def event(self, kernel_id: str, raw) -> dict:
         """The trail event for one raw kernel event (raises EventValidationError)."""
@@ -78,9 +70,18 @@ class Attributor:
         payload = raw.get("payload")
         if not isinstance(payload, dict):
             raise EventValidationError(f"{kind}: payload must be an object")
-        cell = self.cell(raw.get("msg_id")) if isinstance(raw.get("msg_id"), str) else None
+        msg_id = raw.get("msg_id")
+        cell = self.cell(msg_id, kernel_id) if isinstance(msg_id, str) else None
         if cell is not None and cell.get("kernel_id") not in (None, kernel_id):
             raise ForgedSubmission("msg_id belongs to a cell of another kernel")
+        reused = False
+        if cell is not None:
+            if kind in ("cell.started", "cell.finished"):
+                reused = not self.cells.step(msg_id, kind)
+            else:
+                reused = bool(cell.get("reused"))
+            if reused:
+                cell = None
         event = {
             "kind": kind,
             "payload": payload,
@@ -99,8 +100,38 @@ class Attributor:
                 notebook=cell["notebook"],
             )
         elif kind != "session.environment":
-            event["flags"] = ["unattributed"]
+            event["flags"] = ["unattributed", "msg_id_reused"] if reused else ["unattributed"]
             if kind.startswith("op."):
                 event["kind"] = "op.unattributed"
                 event["payload"] = {**payload, "original_kind": kind}
         return event
+
+
+def cell_in_trail(cur, msg_id: str, kernel_id: str) -> tuple[dict, dict] | None:
+    """A cell of this kernel requested before this server started (spooled events,
+    restarts): its `cell.requested` (who asked, the trace, the notebook) and where it stands
+    by the trail (`started`, `finished`: attributed reports already stored; `reused`: a
+    report of it already flagged)."""
+    rows = cur.execute(
+        "SELECT e.kind, e.identity_id IS NOT NULL, e.record, i.snapshot FROM events e "
+        "LEFT JOIN identities i USING (identity_id) WHERE e.msg_id = ? AND e.kernel_id = ? "
+        "AND e.kind IN ('cell.requested', 'cell.started', 'cell.finished') ORDER BY e.seq",
+        [msg_id, kernel_id],
+    ).fetchall()
+    requested = next((r for r in rows if r[0] == "cell.requested"), None)
+    if requested is None:
+        return None
+    rec = json.loads(requested[2])
+    cell = {
+        "identity": json.loads(requested[3]) if requested[3] else None,
+        "trace_id": rec.get("trace_id"),
+        "kernel_id": rec.get("kernel_id"),
+        "session_id": rec.get("session_id"),
+        "notebook": rec.get("notebook"),
+    }
+    state = {
+        "started": any(k == "cell.started" and attributed for k, attributed, _, _ in rows),
+        "finished": any(k == "cell.finished" and attributed for k, attributed, _, _ in rows),
+        "reused": any(k != "cell.requested" and not attributed for k, attributed, _, _ in rows),
+    }
+    return cell, state

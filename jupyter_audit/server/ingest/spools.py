@@ -5,7 +5,9 @@ A kernel whose server went away (killed, restarted) writes its events to
 of kernels it does not manage itself (its own kernels replay their spools themselves):
 at start and then periodically. Each file is renamed before it is read, so a kernel that is
 still alive starts a new file; events are stored exactly once (kernel event ids), attributed
-by the cells the trail holds, and flagged `spooled`.
+by the cells the trail holds, and flagged `spooled`. Anyone can put a file with such a name
+in the runtime directory: a line is taken only with the HMAC its kernel's secret gives it
+(`KernelSecrets.spool_line_ok`); the rest are refused and counted in a `security.rejected`.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def ingest_spools(recorder, runtime_dir: str | Path, managed: set[str]) -> int:
 
 def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
     attributor = Attributor(recorder.cells, recorder.writer.cursor)
-    stored, bad = 0, 0
+    stored, bad, forged = 0, 0, 0
     events: list = []
 
     def commit() -> None:
@@ -106,8 +108,12 @@ def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
         for line in f:
             if not line.strip():
                 continue
+            data, tab, mac = line.rstrip(b"\n").rpartition(b"\t")
+            if not tab or not recorder.kernel_secrets.spool_line_ok(kernel_id, data, mac):
+                forged += 1
+                continue
             try:
-                raw = json.loads(line)
+                raw = json.loads(data)
                 event = attributor.event(kernel_id, raw)
                 event["flags"] = sorted({*event.get("flags", []), "spooled"})
                 events.append(event)
@@ -116,6 +122,12 @@ def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
             if len(events) >= CHUNK:
                 commit()
     commit()
+    if forged:
+        recorder.reject(
+            f"{forged} line(s) of a kernel spool file not written by that kernel "
+            "(missing or wrong HMAC)",
+            f"spool of kernel {kernel_id}",
+        )
     if bad:
         recorder.reject(
             f"{bad} malformed event(s) in a kernel spool file", f"spool of kernel {kernel_id}"
