@@ -336,6 +336,28 @@ class TestNoWayAround:
         assert rejected["kernel_id"] == kernel_id
         assert rejected["identity"]["username"] == getpass.getuser()  # who sent it
 
+    async def test_user_expressions_are_recorded_masked_with_the_code(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path
+    ):
+        """The kernel evaluates user_expressions after the code: they are code too."""
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+        marker = tmp_path / "from-an-expression"
+        req = execute_request("x = 1")
+        req["content"]["user_expressions"] = {
+            "side_effect": f"open({str(marker)!r}, 'w').write('bob@example.com')",
+        }
+        parts = [
+            json.dumps(req[k]).encode() for k in ("header", "parent_header", "metadata", "content")
+        ]
+        client.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        assert (await client.run("print('after')"))[0] == "ok"
+        assert marker.exists()
+        [first, _after] = cell_requests(jp_serverapp)
+        recorded = first["payload"]["user_expressions"]["side_effect"]
+        assert str(marker) in recorded and "bob@example.com" not in recorded
+        assert "‹EMAIL:" in recorded
+        client.ws.close()
+
     async def test_code_the_trail_cannot_record_never_reaches_the_kernel(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path, caplog
     ):

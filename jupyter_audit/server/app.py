@@ -27,6 +27,7 @@ from ..identity.tokens import TokenStore
 from ..masking import MaskingEngine, load_or_create_key
 from ..store.signing import SigningKey
 from ..store.writer import Writer, default_checkpoint_path, loggable_error
+from . import logfilter
 from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
@@ -177,6 +178,7 @@ class AuditApp(ExtensionApp):
         return self.serverapp
 
     def initialize_settings(self):
+        logfilter.install(self.log, self.server.log)
         if self.gil_switch_interval > 0:
             self._switch_interval_before = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
@@ -229,6 +231,8 @@ class AuditApp(ExtensionApp):
         lifecycle.install_kernel_hooks(self.recorder, self.server.kernel_manager)
         contents.install_save_hook(self.recorder, self.server.contents_manager)
         terminals.install()
+        self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
+        self._tick_timer.start()
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""
@@ -257,13 +261,12 @@ class AuditApp(ExtensionApp):
         self._ingest_spools()
         self._spool_timer = PeriodicCallback(self._ingest_spools_soon, self.spool_interval * 1000)
         self._spool_timer.start()
-        self._gap_timer = PeriodicCallback(
-            self._flag_unreported, 1000 * min(5, self.unreported_after)
-        )
-        self._gap_timer.start()
 
-    def _flag_unreported(self) -> None:
+    def _tick(self) -> None:
+        """Every few seconds: cells answered but never reported become cell.unreported, and
+        rejections counted over a finished minute are recorded."""
         self.recorder.flag_unreported(self.unreported_after)
+        self.recorder.flush_rejections()
 
     def _ingest_spools(self) -> None:
         managed = set(self.server.kernel_manager.list_kernel_ids())
@@ -293,7 +296,7 @@ class AuditApp(ExtensionApp):
         self.handlers.extend(HANDLERS)
 
     async def stop_extension(self):
-        for name in ("_spool_timer", "_gap_timer"):
+        for name in ("_spool_timer", "_tick_timer"):
             timer = getattr(self, name, None)
             if timer is not None:
                 timer.stop()

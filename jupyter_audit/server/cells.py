@@ -9,6 +9,7 @@ claims. Recent cells are kept in memory; older ones are looked up in the trail
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -206,6 +207,16 @@ def _storable_part(event: dict, masker) -> dict:
     valid, the code withheld as a pseudonym, and the flag `unstorable`."""
     payload = event["payload"]
     code = payload["code"].encode("utf-8", "surrogatepass")
+    kept = {
+        "code": masker.pseudonym("WITHHELD", code),
+        "cell_id": None,
+        "silent": payload["silent"],
+    }
+    if "user_expressions" in payload:
+        raw = json.dumps(payload["user_expressions"], ensure_ascii=False)
+        kept["user_expressions"] = masker.pseudonym(
+            "WITHHELD", raw.encode("utf-8", "surrogatepass")
+        )
     return {
         "kind": "cell.requested",
         "identity": event["identity"],
@@ -213,9 +224,5 @@ def _storable_part(event: dict, masker) -> dict:
         "kernel_id": safe_id(event["kernel_id"]),
         "msg_id": event["msg_id"],
         "flags": ["unstorable"],
-        "payload": {
-            "code": masker.pseudonym("WITHHELD", code),
-            "cell_id": None,
-            "silent": payload["silent"],
-        },
+        "payload": kept,
     }

@@ -315,11 +315,17 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             "cell_id": cell_id if isinstance(cell_id, str) else None,
             "silent": bool(content.get("silent", False)),
         }
+        # expressions the kernel evaluates after the code (JupyterLab sends none): code too
+        expressions = content.get("user_expressions")
+        if expressions:
+            payload["user_expressions"] = expressions
         # what could make preparing the event fail, checked before the cell goes anywhere
         notebook = self._audit_notebook
         for field, text in (("payload.code", code), ("payload.cell_id", cell_id)):
             if isinstance(text, str) and not _utf8(text):
                 raise EventValidationError(f"{field}: not valid UTF-8 text")
+        if expressions and not _utf8(json.dumps(expressions, ensure_ascii=False)):
+            raise EventValidationError("payload.user_expressions: not valid UTF-8 text")
         if notebook is not None and (len(notebook) > 4096 or not _utf8(notebook)):
             raise EventValidationError("notebook path is not recordable")
         kernel_id = self._kernel_id

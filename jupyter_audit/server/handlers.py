@@ -201,7 +201,9 @@ class TracesHandler(AuditHandler):
     async def get(self):
         ident = self.identity()
         limit = self.arg_int("limit", 50, 1)
-        before = self.get_argument("before", None)
+        before = None
+        if self.get_argument("before", None) is not None:
+            before = self.arg_int("before", 0, 0, 2**63 - 1)
         only = self.get_argument("user", None)
         if "auditor" in self.roles(ident):
             username = only

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..events import EventValidationError
@@ -28,6 +29,16 @@ from .ingest.secrets import KernelSecrets
 
 REJECTIONS_PER_MINUTE = 20  # per source address; the rest are counted, not each recorded
 _ADDRESSES = 10_000  # addresses remembered for the rate limit before it starts over
+
+
+@dataclass(slots=True)
+class _Window:
+    """Rejections from one address within a minute: recorded one by one, then counted."""
+
+    start: float
+    recorded: int = 0
+    suppressed: int = 0
+    last: tuple | None = None  # (reason, source, kernel_id) of the last one counted
 
 
 class Recorder:
@@ -47,8 +58,7 @@ class Recorder:
         self.kernel_secrets = KernelSecrets(kernel_key)
         self.unaudited: set[str] = set()  # kernels started without the kernel side
         self.token_sockets: dict[str, set] = {}  # token id -> its open websockets
-        # address -> [window start, recorded in the window, counted since the last record]
-        self._rejections: dict[str, list] = {}
+        self._rejections: dict[str, _Window] = {}  # per source address
         self._earlier: set[str] | None = None  # see earlier_kernels
 
     # ------------------------------------------------------------------ recording
@@ -76,22 +86,47 @@ class Recorder:
         under the server's own identity, or the `identity` the server authenticated for it
         (never under what the request claimed, never a token). With an `address`, at most
         REJECTIONS_PER_MINUTE are recorded one by one per address and minute; the rest are
-        counted into the next one recorded, so a flood cannot fill the trail. True if
-        recorded now."""
+        counted, and the count is recorded as one event when the minute is over
+        (`flush_rejections`), so a flood cannot fill the trail and nothing goes uncounted.
+        True if recorded now."""
         if address is not None:
             now = time.monotonic()
-            if len(self._rejections) > _ADDRESSES:
-                self._rejections.clear()
-            window = self._rejections.setdefault(address, [now, 0, 0])
-            if now - window[0] >= 60:
-                window[:] = [now, 0, window[2]]
-            if window[1] >= REJECTIONS_PER_MINUTE:
-                window[2] += 1
+            window = self._rejections.get(address)
+            if window is None or now - window.start >= 60:
+                if window is not None:
+                    self._record_suppressed(address, window)
+                if len(self._rejections) >= _ADDRESSES:
+                    self.flush_rejections(force=True)
+                window = self._rejections[address] = _Window(now)
+            if window.recorded >= REJECTIONS_PER_MINUTE:
+                window.suppressed += 1
+                window.last = (reason, source, kernel_id)
                 return False
-            window[1] += 1
-            if window[2]:
-                source += f" ({window[2]} more refused since, not recorded one by one)"
-                window[2] = 0
+            window.recorded += 1
+        self._record_rejection(reason, source, kernel_id, identity)
+        return True
+
+    def flush_rejections(self, force: bool = False) -> None:
+        """Record the counts of rejections not recorded one by one, for every address whose
+        minute is over (all of them with `force`: the server is stopping)."""
+        now = time.monotonic()
+        for address, window in list(self._rejections.items()):
+            if force or now - window.start >= 60:
+                del self._rejections[address]
+                self._record_suppressed(address, window)
+
+    def _record_suppressed(self, address: str, window: _Window) -> None:
+        if window.suppressed and window.last is not None:
+            reason, source, kernel_id = window.last
+            self._record_rejection(
+                f"{window.suppressed} more refused within a minute, not recorded one by one "
+                f"(the last: {reason})",
+                f"{source} (address {address})",
+                kernel_id,
+                None,
+            )
+
+    def _record_rejection(self, reason, source, kernel_id, identity) -> None:
         self.log.warning("jupyter-audit: refused (%s): %s", source, reason)
         try:
             self.record(
@@ -104,7 +139,6 @@ class Recorder:
             )
         except Exception as e:  # noqa: BLE001 - refusing must not fail on the trail
             self.log.error("jupyter-audit: security.rejected not stored: %s", loggable_error(e))
-        return True
 
     # ------------------------------------------------------------------ cells
     def request_cell(self, event: dict, event_id: str) -> None:
@@ -207,6 +241,8 @@ class Recorder:
         return files
 
     def close(self) -> None:
-        """Queued cells first, then the trail (with a final signed checkpoint)."""
+        """Queued cells and counted rejections first, then the trail (with a final signed
+        checkpoint)."""
         self.flush_cells()
+        self.flush_rejections(force=True)
         self.writer.close()

@@ -55,6 +55,8 @@ class KernelEventsHandler(APIHandler):
             body = json.loads(self.request.body)
         except ValueError:
             raise web.HTTPError(400, "body is not JSON") from None
+        except RecursionError:
+            raise web.HTTPError(400, "body is nested too deeply") from None
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
             raise web.HTTPError(400, 'body must be {"kernel_id": ..., "events": [...]}')
         if body.get("kernel_id") not in (None, kernel_id):
