@@ -29,8 +29,9 @@ from .identity.tokens import TokenStore
 from .ingest import KernelSecrets
 from .masking import MaskingEngine, load_or_create_key
 from .spools import ingest_spools
+from .store.checkpoints import default_checkpoint_path
 from .store.signing import SigningKey
-from .store.writer import Writer, default_checkpoint_path
+from .store.writer import Writer
 
 
 class AuditApp(ExtensionApp):

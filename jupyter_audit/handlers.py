@@ -23,9 +23,10 @@ from .identity.tokens import TokenError
 from .ingest import MAX_BODY, MAX_EVENTS, Attributor, ForgedSubmission, prepare_attributed
 from .store import queries
 from .store import trail as trail_ops
+from .store.errors import TrailError
 from .store.export import ExportError
 from .store.records import safe_id
-from .store.schema import TrailError, read_meta
+from .store.schema import read_meta
 from .store.signing import KeyError_, load_public
 
 API = "/jupyter-audit/api"

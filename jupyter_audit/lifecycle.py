@@ -15,7 +15,7 @@ from jupyter_server.base.call_context import CallContext
 from . import kernels
 from .identity import system_identity
 from .identity.resolve import snapshot_for
-from .store.writer import loggable_error
+from .store.errors import loggable_error
 
 log = logging.getLogger("jupyter_audit.lifecycle")
 

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from conftest import sql_event
 
+from jupyter_audit.store.errors import TrailWriteError
 from jupyter_audit.store.verify import verify_path
-from jupyter_audit.store.writer import TrailWriteError
 
 
 @pytest.fixture

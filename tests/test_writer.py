@@ -415,7 +415,8 @@ def test_format_version_migrates_forward(make_writer, trail_dir, monkeypatch):
     """A trail written by format N is migrated (inside one transaction) by a reader that
     knows format N+1, and is then refused by format N readers with a clear message."""
     from jupyter_audit.store import schema
-    from jupyter_audit.store.schema import TrailError, open_readable
+    from jupyter_audit.store.errors import TrailError
+    from jupyter_audit.store.schema import open_readable
 
     now = schema.FORMAT_VERSION
     w = make_writer()

@@ -16,7 +16,7 @@ import threading
 import time
 from binascii import hexlify
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC
 from hashlib import sha256
 from itertools import repeat
 from pathlib import Path
@@ -27,12 +27,21 @@ import pyarrow as pa
 
 from ..events import EventValidationError
 from ..identity import system_identity
-from .canonical import GENESIS_HASH, jcs
+from .canonical import GENESIS_HASH, iso_time
+from .checkpoints import (
+    append_checkpoint_line,
+    default_checkpoint_path,
+    rotation_message,
+    sign_checkpoint,
+)
+from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import TrailError, connect, initialise
+from .schema import connect, initialise
 from .signing import SigningKey, public_b64
+from .traces import TraceRow, store_traces
+from .verify import verify_connection
 
 log = logging.getLogger("jupyter_audit.writer")
 
@@ -50,14 +59,8 @@ class _Later(NamedTuple):
     fallback: object  # callable(event, error) -> event, or None
 
 
-_CELL_KINDS = {"cell.requested"}
 BUSY_BATCH = 500  # a round that took this many events means sustained load...
 BUSY_WAIT = 0.05  # ...and the next one waits up to this long to fill a bigger batch
-_ENDED = {"session.ended"}
-
-
-class TrailWriteError(TrailError):
-    """The trail could not store a batch; nothing in it was acknowledged."""
 
 
 class AppendResult(NamedTuple):
@@ -65,32 +68,6 @@ class AppendResult(NamedTuple):
     hash: str
     event_id: str
     duplicate: bool = False  # a client re-sent an event the trail already holds
-
-
-def iso_time(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def checkpoint_message(body: dict) -> bytes:
-    """The bytes a checkpoint signature covers."""
-    return jcs(
-        {k: body[k] for k in ("seq", "hash", "merkle_root", "tree_size", "time", "trail_id")}
-    )
-
-
-def rotation_message(trail_id: str, new_public: str, new_key_id: str) -> bytes:
-    return jcs({"trail_id": trail_id, "new_public_key": new_public, "new_key_id": new_key_id})
-
-
-def append_checkpoint_line(path: Path, body: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = jcs(body) + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Writer:
@@ -148,8 +125,6 @@ class Writer:
     # ------------------------------------------------------------------ lifecycle
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
-        from .verify import verify_connection
-
         self._con = connect(self.db_path)
         meta = initialise(self._con)
         self.trail_id = meta["trail_id"]
@@ -474,17 +449,15 @@ class Writer:
         """Sign and record a checkpoint; `flush_wal` also folds the WAL into the file."""
         if self.seq == 0:
             return None
-        body = {
-            "seq": self.seq,
-            "hash": self.last_hash.hex(),
-            "merkle_root": self.frontier.root().hex(),
-            "tree_size": self.frontier.size,
-            "time": iso_time(time.time_ns() // 1000),
-            "trail_id": self.trail_id,
-            "key_id": self.key.key_id,
-            "public_key": public_b64(self.key.public),
-        }
-        body["signature"] = self.key.sign(checkpoint_message(body))
+        body = sign_checkpoint(
+            self.key,
+            trail_id=self.trail_id,
+            seq=self.seq,
+            last_hash=self.last_hash,
+            merkle_root=self.frontier.root(),
+            tree_size=self.frontier.size,
+            time_us=time.time_ns() // 1000,
+        )
         for path in (self.checkpoint_path, self.checkpoint_mirror):
             if path is not None:
                 try:
@@ -610,7 +583,7 @@ class Writer:
             c_leaf.append(leaf)
             c_rec.append(canon)
             prev = h
-        traces: dict[str, list] = {}
+        traces: dict[str, TraceRow] = {}
         users: set[tuple[str, str]] = set()
         known_pairs = self._known_pairs
         for s, p in enumerate(ps, seq0 + 1):
@@ -619,22 +592,10 @@ class Writer:
                 continue
             t = traces.get(trace_id)
             if t is None:
-                t = traces[trace_id] = [p.kernel_id, p.notebook, s, s, 0, 0, 0, None]
-            t[3] = s
-            t[4] += 1
-            if p.kernel_id and not t[0]:
-                t[0] = p.kernel_id
-            if p.notebook:
-                t[1] = p.notebook
+                t = traces[trace_id] = TraceRow(p.kernel_id, p.notebook, s, s)
             kind = p.kind
-            if kind in _CELL_KINDS or (kind == "cell.started" and "unattributed" in p.flags):
-                t[5] += 1
-            elif kind.startswith("op."):
-                t[6] += 1
-            if kind in _ENDED:
-                t[7] = "ended"
-            elif kind == "session.started":
-                t[7] = "running"
+            unattributed = kind == "cell.started" and "unattributed" in p.flags
+            t.add(s, kind, p.kernel_id, p.notebook, unattributed)
             if p.identity is not None:
                 pair = (trace_id, p.identity["username"])
                 if pair not in known_pairs:
@@ -670,7 +631,7 @@ class Writer:
                     [[iid, snap, user, s] for iid, (snap, user, s) in new_ids.items()],
                 )
             if traces:
-                self._store_traces(con, traces, users, last_us)
+                store_traces(con, traces, users, last_us, self._known_traces)
             client = [(p.event_id, s) for s, p in enumerate(ps, seq0 + 1) if p.client_event]
             if client:
                 ids = pa.table(
@@ -744,127 +705,8 @@ class Writer:
             i = j
         return True
 
-    def _store_traces(self, con, traces: dict, users: set, last_us: int) -> None:
-        """Add a batch's counts to its traces' rows. A cell's few events touch one or two
-        known traces: an UPDATE each costs a third of the Arrow upsert, which big batches
-        and new traces use."""
-        rest = traces
-        if len(traces) <= 2 and self._known_traces.issuperset(traces):
-            rest = {}
-            for trace_id, row in traces.items():
-                kernel_id, notebook, _first, last, events, cells, ops, status = row
-                (updated,) = con.execute(
-                    UPDATE_TRACE,
-                    [kernel_id, notebook, last_us, last, events, cells, ops, status, trace_id],
-                ).fetchone()
-                if not updated:  # the row is gone (derived tables rebuilt): upsert it
-                    rest[trace_id] = row
-        if rest:
-            self._upsert_trace_rows(con, rest, last_us)
-        if users:
-            self._insert_trace_users(con, users)
-
-    @staticmethod
-    def _upsert_trace_rows(con, traces: dict, last_us: int) -> None:
-        t = traces_table(traces, {i: (last_us, last_us) for i in traces})
-        con.register("_batch_traces", t)
-        try:
-            con.execute(UPSERT_TRACES.format(src="_batch_traces"))
-        finally:
-            con.unregister("_batch_traces")
-
-    @staticmethod
-    def _insert_trace_users(con, users: set) -> None:
-        u = pa.table(
-            {
-                "trace_id": pa.array([a for a, _ in users], pa.string()),
-                "username": pa.array([b for _, b in users], pa.string()),
-            }
-        )
-        con.register("_batch_users", u)
-        try:
-            con.execute("INSERT INTO trace_users SELECT * FROM _batch_users ON CONFLICT DO NOTHING")
-        finally:
-            con.unregister("_batch_users")
-
-
-TRACE_COLUMNS = (
-    "trace_id, kernel_id, notebook, started_at, last_at, first_seq, last_seq, events, cells, "
-    "operations, status"
-)
-# explicit column lists: a later format may add columns to these tables
-UPSERT_TRACES = (
-    """
-INSERT INTO traces ("""
-    + TRACE_COLUMNS
-    + """) SELECT """
-    + TRACE_COLUMNS
-    + """ FROM {src}
-ON CONFLICT (trace_id) DO UPDATE SET
-    kernel_id = COALESCE(traces.kernel_id, excluded.kernel_id),
-    notebook = COALESCE(excluded.notebook, traces.notebook),
-    last_at = excluded.last_at,
-    last_seq = excluded.last_seq,
-    events = traces.events + excluded.events,
-    cells = traces.cells + excluded.cells,
-    operations = traces.operations + excluded.operations,
-    status = COALESCE(excluded.status, traces.status)
-"""
-)
-
-
-# the same change as UPSERT_TRACES makes to an existing row
-UPDATE_TRACE = """
-UPDATE traces SET
-    kernel_id = COALESCE(kernel_id, ?),
-    notebook = COALESCE(?, notebook),
-    last_at = make_timestamp(?::BIGINT),
-    last_seq = ?,
-    events = events + ?,
-    cells = cells + ?,
-    operations = operations + ?,
-    status = COALESCE(?, status)
-WHERE trace_id = ?
-"""
-
-
-def loggable_error(error: BaseException) -> str:
-    """An error as a log line may show it: a validation error names fields, never values;
-    of anything else (a bug while masking, say) only its type, as its text might quote the
-    value it choked on."""
-    return str(error) if isinstance(error, EventValidationError) else type(error).__name__
-
 
 def _count(obj) -> int:
     """Events in one queue item."""
     t = type(obj)
     return len(obj) if t is list else len(obj.events) if t is _Later else 1
-
-
-def traces_table(traces: dict, times: dict) -> pa.Table:
-    """Rows for the traces table: `traces` maps trace id to [kernel_id, notebook, first_seq,
-    last_seq, events, cells, operations, status]; `times` to (started_at, last_at)."""
-    ids = list(traces)
-
-    def col(i, typ):
-        return pa.array([traces[t][i] for t in ids], typ)
-
-    return pa.table(
-        {
-            "trace_id": pa.array(ids, pa.string()),
-            "kernel_id": col(0, pa.string()),
-            "notebook": col(1, pa.string()),
-            "started_at": pa.array([times[t][0] for t in ids], pa.timestamp("us")),
-            "last_at": pa.array([times[t][1] for t in ids], pa.timestamp("us")),
-            "first_seq": col(2, pa.int64()),
-            "last_seq": col(3, pa.int64()),
-            "events": col(4, pa.int64()),
-            "cells": col(5, pa.int64()),
-            "operations": col(6, pa.int64()),
-            "status": col(7, pa.string()),
-        }
-    )
-
-
-def default_checkpoint_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".checkpoints")
