@@ -106,7 +106,9 @@ def export_record(rec_bytes: bytes, hash_: bytes, identities: IdentityCache) -> 
     return rec
 
 
-def get_trace_events(cur, trace_id: str, summary: dict, limit: int = 10_000) -> list[dict]:
+def get_trace_events(
+    cur, trace_id: str, summary: dict | None = None, limit: int = 10_000
+) -> list[dict]:
     rows = cur.execute(
         "SELECT record, hash FROM events WHERE trace_id = ? ORDER BY seq LIMIT ?",
         [trace_id, int(limit)],

@@ -1,12 +1,13 @@
 """The Writer: the only code that appends to a DuckDB trail (one per server).
 
-It validates and masks every event (`records.prepare`, big batches in `pool`), and its one
-thread takes submissions off a queue in rounds: each round is sequenced, chained and
-inserted column-wise in one transaction (`batch`), then acknowledged (`acks`); signed
-checkpoints are made on the same thread (`checkpoints`). A submission is acknowledged (its
-future resolved) only after that transaction commits; a failed commit acknowledges nothing
-and leaves the chain where it was. No code path here UPDATEs or DELETEs a log row, and no
-other thread appends to the log.
+The DuckDB implementation of `base.TrailStore`. It validates and masks every event
+(`records.prepare`, big batches in `pool`), and its one thread takes submissions off a
+queue in rounds: each round is sequenced, chained and inserted column-wise in one
+transaction (`batch`), then acknowledged (`acks`); signed checkpoints are made on the same
+thread (`checkpoints`). A submission is acknowledged (its future resolved) only after that
+transaction commits; a failed commit acknowledges nothing and leaves the chain where it
+was. No code path here UPDATEs or DELETEs a log row, and no other thread appends to the
+log. Reads go through `queries`, `verify` and `trail` on a cursor of their own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import pyarrow as pa
 
 from ..events import EventValidationError
 from ..identity import system_identity
+from . import queries, trail
 from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
+from .base import TrailStore
 from .batch import held_client_ids, insert, seal
 from .canonical import GENESIS_HASH
 from .checkpoints import (
@@ -39,9 +42,9 @@ from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import connect, initialise
+from .schema import connect, initialise, read_meta
 from .signing import SigningKey, public_b64
-from .verify import verify_connection
+from .verify import VerifyResult, verify_connection
 
 log = logging.getLogger("jupyter_audit.writer")
 
@@ -62,7 +65,10 @@ BUSY_BATCH = 500  # a round that took this many events means sustained load...
 BUSY_WAIT = 0.05  # ...and the next one waits up to this long to fill a bigger batch
 
 
-class Writer:
+class Writer(TrailStore):
+    """The DuckDB trail store: one file, one writer thread (see the module docstring and
+    `base.TrailStore` for the verbs and what they guarantee)."""
+
     def __init__(
         self,
         db_path: str | os.PathLike,
@@ -125,11 +131,7 @@ class Writer:
             self._known_identities.add(iid)
         if self.verify_on_open:
             self.integrity = verify_connection(
-                self._con,
-                meta,
-                checkpoint_files=[self.checkpoint_path]
-                + ([self.checkpoint_mirror] if self.checkpoint_mirror else []),
-                trusted_keys=None,
+                self._con, meta, checkpoint_files=self.checkpoint_files(), trusted_keys=None
             )
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
@@ -180,9 +182,6 @@ class Writer:
 
     def __enter__(self):
         return self.open() if self._thread is None else self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _restore_state(self, meta: dict) -> None:
         meta_seq = int(meta.get("last_seq", "0"))
@@ -309,13 +308,6 @@ class Writer:
         self._queue.put((_CHECKPOINT, fut))
         return fut
 
-    def append(self, event: dict, timeout: float | None = 60) -> AppendResult:
-        return self.submit(event).result(timeout=timeout)
-
-    def append_many(self, events, timeout: float | None = 120) -> list[AppendResult]:
-        futs = [self.submit(e) for e in events]
-        return [f.result(timeout=timeout) for f in futs]
-
     def flush(self, timeout: float = 60) -> None:
         """Wait until everything submitted before this call is committed."""
         fut: Future = Future()
@@ -354,6 +346,32 @@ class Writer:
         if self._con is None:
             raise TrailError("trail is not open")
         return self._con.cursor()
+
+    def checkpoint_files(self) -> list[Path]:
+        """The checkpoint files this writer appends to."""
+        return [self.checkpoint_path] + ([self.checkpoint_mirror] if self.checkpoint_mirror else [])
+
+    def trail_stats(self) -> dict:
+        return queries.trail_stats(self.cursor())
+
+    def list_traces(self, *, username=None, limit: int = 100, before_seq=None) -> list[dict]:
+        return queries.list_traces(
+            self.cursor(), username=username, limit=limit, before_seq=before_seq
+        )
+
+    def get_trace_summary(self, trace_id: str) -> dict | None:
+        return queries.get_trace_summary(self.cursor(), trace_id)
+
+    def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
+        return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
+
+    def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
+        cur = self.cursor()
+        files = self.checkpoint_files()
+        return trail.verify(cur, read_meta(cur), files, trusted_keys=trusted_keys, deep=deep)
+
+    def build_bundle(self, **filters) -> dict:
+        return trail.build_bundle(self.cursor(), **filters)
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
