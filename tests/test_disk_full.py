@@ -11,8 +11,8 @@ from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import sql_event
 
+from jupyter_audit.store.errors import TrailWriteError
 from jupyter_audit.store.verify import verify_path
-from jupyter_audit.store.writer import TrailWriteError
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from jupyter_audit.masking import (
     is_secret_name,
     load_or_create_key,
 )
-from jupyter_audit.masking.recognizers import iban_valid, luhn_valid
+from jupyter_audit.masking.checksums import iban_valid, luhn_valid
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -392,7 +392,7 @@ def test_is_secret_name(name, secret):
 
 def test_every_secret_name_word_is_found_in_text(eng):
     # the stems that gate the assignment recognizer must cover every secret name
-    from jupyter_audit.masking.recognizers import SECRET_NAME_SUFFIXES, SECRET_NAME_WORDS
+    from jupyter_audit.masking.assignments import SECRET_NAME_SUFFIXES, SECRET_NAME_WORDS
 
     for word in sorted(set(SECRET_NAME_SUFFIXES) | SECRET_NAME_WORDS):
         for name in (word, word.upper(), f"my_{word}", f"{word}_value"):
@@ -966,7 +966,8 @@ def test_default_may_match_is_a_necessary_condition():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from jupyter_audit.masking.recognizers import Context, default_may_match
+    from jupyter_audit.masking.context import Context
+    from jupyter_audit.masking.recognizers import default_may_match
 
     groups = _REFERENCE._groups
 
@@ -999,7 +1000,9 @@ def test_card_and_token_prescreens_are_exact():
     on digit-heavy texts (floats, grouped numbers, hex) and on long token runs."""
     import random as _random
 
-    from jupyter_audit.masking.recognizers import CardRecognizer, Context, TokenScanner
+    from jupyter_audit.masking.base import TokenScanner
+    from jupyter_audit.masking.checksums import CardRecognizer
+    from jupyter_audit.masking.context import Context
 
     rng = _random.Random(7)
     card = CardRecognizer()

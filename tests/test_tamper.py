@@ -197,8 +197,8 @@ def test_altered_checkpoint(trail, capsys):
 
 
 def test_forged_checkpoint_with_other_key(trail, capsys):
+    from jupyter_audit.store.checkpoints import checkpoint_message
     from jupyter_audit.store.signing import SigningKey, public_b64
-    from jupyter_audit.store.writer import checkpoint_message
 
     mallory = SigningKey.generate()
 

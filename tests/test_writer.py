@@ -416,7 +416,8 @@ def test_format_version_migrates_forward(make_writer, trail_dir, monkeypatch):
     """A trail written by format N is migrated (inside one transaction) by a reader that
     knows format N+1, and is then refused by format N readers with a clear message."""
     from jupyter_audit.store import schema
-    from jupyter_audit.store.schema import TrailError, open_readable
+    from jupyter_audit.store.errors import TrailError
+    from jupyter_audit.store.schema import open_readable
 
     now = schema.FORMAT_VERSION
     w = make_writer()
@@ -676,3 +677,27 @@ def test_a_log_line_names_a_bugs_type_not_its_text(make_writer, caplog):
     assert w.submit_later([bad], ["0" * 32], fallback).result(timeout=30) == []
     assert "op.sql event not stored: RuntimeError" in caplog.text
     assert "carol" not in caplog.text
+
+
+def test_the_writer_is_a_trail_store_and_answers_its_read_verbs(make_writer, trail_dir):
+    """The DuckDB Writer implements `base.TrailStore`: what callers ask of a trail, reads
+    included, through the store rather than its cursor."""
+    from jupyter_audit.store.base import TrailStore
+
+    w = make_writer()
+    assert isinstance(w, TrailStore)
+    w.append_many([sql_event(i, trace="trace-a") for i in range(3)])
+    w.append(sql_event(9, trace="trace-b", who=BOB))
+    w.checkpoint().result(timeout=60)
+    assert w.trail_stats() == {"events": 6, "last_seq": 6}  # two integrity/checkpoint events
+    assert [t["trace_id"] for t in w.list_traces()] == ["trace-b", "trace-a"]
+    assert [t["trace_id"] for t in w.list_traces(username="bob")] == ["trace-b"]
+    assert w.get_trace_summary("trace-a")["events"] == 3
+    assert w.get_trace_summary("nothing") is None
+    events = w.get_trace_events("trace-a")
+    assert [e["op_index"] for e in events] == [0, 1, 2]
+    result = w.verify(deep=True)
+    assert result.ok and result.checkpoints_checked >= 2
+    bundle = w.build_bundle(trace="trace-b")
+    assert [r["trace_id"] for r in bundle["records"]] == ["trace-b"]
+    assert bundle["checkpoint"]["seq"] == 5 and bundle["uncovered"] == []

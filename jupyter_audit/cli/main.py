@@ -74,7 +74,8 @@ def _api(
 
 
 def _open_db(path: str):
-    from ..store.schema import TrailError, open_readable
+    from ..store.errors import TrailError
+    from ..store.schema import open_readable
 
     try:
         return open_readable(path)
@@ -111,7 +112,7 @@ def cmd_verify(args) -> int:
             params["pubkey"] = base64.b64encode(pinned[0]).decode()
         result = _api(args, "verify", params)
     else:
-        from ..store.schema import TrailError
+        from ..store.errors import TrailError
         from ..store.verify import verify_path
 
         extra = [Path(p) for p in args.checkpoints or []]
@@ -332,7 +333,7 @@ def _token_store(args):
     """A TokenStore on a stopped server's trail, with the keys beside it (never new ones)."""
     from ..identity.tokens import TokenStore
     from ..masking import MaskingEngine, load_or_create_key
-    from ..store.schema import TrailError
+    from ..store.errors import TrailError
     from ..store.signing import SigningKey
     from ..store.writer import Writer
 

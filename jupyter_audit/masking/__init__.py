@@ -8,19 +8,11 @@
 Standard library only.
 """
 
+from .assignments import is_secret_name
+from .base import CARD, EMAIL, IBAN, SECRET, PatternRecognizer, Recognizer, TokenRecognizer
 from .engine import MASKED_RE, WITHHELD, MaskingEngine, MaskingError
 from .keys import KEY_BYTES, load_or_create_key
-from .recognizers import (
-    CARD,
-    DEFAULT_RECOGNIZERS,
-    EMAIL,
-    IBAN,
-    SECRET,
-    PatternRecognizer,
-    Recognizer,
-    TokenRecognizer,
-    is_secret_name,
-)
+from .recognizers import DEFAULT_RECOGNIZERS
 
 __all__ = [
     "CARD",

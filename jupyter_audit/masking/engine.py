@@ -15,18 +15,10 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from operator import itemgetter
 
-from .recognizers import (
-    DEFAULT_RECOGNIZERS,
-    GATES,
-    SECRET,
-    Context,
-    Recognizer,
-    TokenRecognizer,
-    TokenScanner,
-    default_may_match,
-    is_secret_name,
-    screened_by_default,
-)
+from .assignments import is_secret_name
+from .base import SECRET, Recognizer, TokenRecognizer, TokenScanner
+from .context import GATES, Context
+from .recognizers import DEFAULT_RECOGNIZERS, default_may_match, screened_by_default
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
 

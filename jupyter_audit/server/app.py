@@ -25,8 +25,10 @@ from .._version import __version__
 from ..identity import tokens
 from ..identity.tokens import TokenStore
 from ..masking import MaskingEngine, load_or_create_key
+from ..store.checkpoints import default_checkpoint_path
+from ..store.errors import loggable_error
 from ..store.signing import SigningKey
-from ..store.writer import Writer, default_checkpoint_path, loggable_error
+from ..store.writer import Writer
 from . import logfilter
 from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection

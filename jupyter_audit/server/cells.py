@@ -16,8 +16,8 @@ from collections import OrderedDict
 
 from tornado.ioloop import IOLoop
 
+from ..store.errors import loggable_error
 from ..store.records import safe_id
-from ..store.writer import loggable_error
 from .failures import failure_logger
 
 

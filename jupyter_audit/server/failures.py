@@ -4,7 +4,7 @@ never a value it might quote."""
 
 from __future__ import annotations
 
-from ..store.writer import loggable_error
+from ..store.errors import loggable_error
 
 
 def failure_logger(log, what: str):

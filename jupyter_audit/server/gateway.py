@@ -31,8 +31,8 @@ from tornado.ioloop import IOLoop
 
 from ..events import EventValidationError
 from ..identity.resolve import snapshot_for
+from ..store.errors import loggable_error
 from ..store.records import identity_id_of, new_event_id, safe_id
-from ..store.writer import loggable_error
 from .authorization import AuditAuthorizer
 
 V1 = "v1.kernel.websocket.jupyter.org"

@@ -22,9 +22,10 @@ from ..identity.resolve import snapshot_for
 from ..identity.tokens import TokenError
 from ..store import queries
 from ..store import trail as trail_ops
+from ..store.errors import TrailError
 from ..store.export import ExportError
 from ..store.filters import parse_time
-from ..store.schema import TrailError, read_meta
+from ..store.schema import read_meta
 from ..store.signing import KeyError_, load_public
 from .authorization import RESOURCES, AuditAuthorizer
 from .ingest.handler import KernelEventsHandler

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..events import EventValidationError
 from ..identity import system_identity
+from ..store.errors import loggable_error
 from ..store.records import safe_id
-from ..store.writer import loggable_error
 from .cells import CellRegistry, CellRequests
 from .failures import failure_logger
 from .ingest.attribution import cell_in_trail

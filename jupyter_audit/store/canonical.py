@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 
 import rfc8785
 
@@ -59,3 +60,9 @@ def leaf_hash(canonical: bytes) -> bytes:
 
 def identity_id(snapshot: dict) -> str:
     return hashlib.sha256(jcs(snapshot)).hexdigest()
+
+
+def iso_time(us: int) -> str:
+    """A record's or a checkpoint's time (microseconds since the epoch) as the trail writes it:
+    UTC, microseconds, ``Z``."""
+    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

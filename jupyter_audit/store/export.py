@@ -2,7 +2,8 @@
 
 A bundle carries the exported records, the signed checkpoint that covers them and one audit
 path per record, so a reader can check each record against the signed Merkle root without
-seeing any other record of the trail. It proves inclusion, not completeness.
+seeing any other record of the trail. It proves inclusion, not completeness. This module
+works on records already read from a trail: it must never open a trail nor import the writer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .canonical import jcs
+from .checkpoints import checkpoint_message
 from .merkle import inclusion_proofs, root_from_inclusion
 from .signing import key_id, load_public, verify_signature
 
@@ -144,8 +146,6 @@ def load_bundle(path: str | os.PathLike) -> dict:
 
 
 def verify_bundle(data: dict, trusted_keys=None) -> BundleResult:
-    from .writer import checkpoint_message
-
     res = BundleResult()
     cp = data.get("checkpoint")
     records = data.get("records") or []

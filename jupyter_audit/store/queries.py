@@ -1,7 +1,10 @@
 """Read side of the trail: trace listings, timelines, export records, derived-table rebuild.
 
 Everything shown to a person is decoded from the signed record bytes, not from the indexed
-columns, so what a reviewer reads is what `verify` checks.
+columns, so what a reviewer reads is what `verify` checks. These are the DuckDB backend's
+read queries; callers that do not hold a cursor use the store's verbs (`base.TrailStore`).
+Nothing here writes to the log: only `rebuild_derived` writes, and only derived tables.
+It must never import the writer.
 """
 
 from __future__ import annotations
@@ -11,21 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from .schema import DERIVED_TABLES
-from .writer import UPSERT_TRACES, traces_table
-
-TRACE_COLUMNS = (
-    "trace_id",
-    "kernel_id",
-    "notebook",
-    "started_at",
-    "last_at",
-    "first_seq",
-    "last_seq",
-    "events",
-    "cells",
-    "operations",
-    "status",
-)
+from .traces import TRACE_COLUMNS, TraceRow, insert_trace_users, upsert_traces
 
 
 def _iso(ts) -> str | None:
@@ -117,7 +106,9 @@ def export_record(rec_bytes: bytes, hash_: bytes, identities: IdentityCache) -> 
     return rec
 
 
-def get_trace_events(cur, trace_id: str, summary: dict, limit: int = 10_000) -> list[dict]:
+def get_trace_events(
+    cur, trace_id: str, summary: dict | None = None, limit: int = 10_000
+) -> list[dict]:
     rows = cur.execute(
         "SELECT record, hash FROM events WHERE trace_id = ? ORDER BY seq LIMIT ?",
         [trace_id, int(limit)],
@@ -176,9 +167,7 @@ def trail_stats(cur) -> dict:
 
 def rebuild_derived(con) -> None:
     """Recompute every derived table from the log (e.g. after a schema change)."""
-    import pyarrow as pa
-
-    traces: dict[str, list] = {}
+    traces: dict[str, TraceRow] = {}
     users: set[tuple[str, str]] = set()
     times: dict[str, list] = {}
     idents: dict[str, str] = dict(
@@ -192,27 +181,11 @@ def rebuild_derived(con) -> None:
         for seq, kind, ts, tid, kid, nb, iid, rec in rows:
             t = traces.get(tid)
             if t is None:
-                t = traces[tid] = [kid, nb, seq, seq, 0, 0, 0, None]
+                t = traces[tid] = TraceRow(kid, nb, seq, seq)
                 times[tid] = [ts, ts]
-            t[3] = seq
-            t[4] += 1
             times[tid][1] = ts
-            if kid and not t[0]:
-                t[0] = kid
-            if nb:
-                t[1] = nb
-            if (
-                kind == "cell.requested"
-                or kind == "cell.started"
-                and "unattributed" in json.loads(rec)["flags"]
-            ):
-                t[5] += 1
-            elif kind.startswith("op."):
-                t[6] += 1
-            if kind == "session.ended":
-                t[7] = "ended"
-            elif kind == "session.started":
-                t[7] = "running"
+            unattributed = kind == "cell.started" and "unattributed" in json.loads(rec)["flags"]
+            t.add(seq, kind, kid, nb, unattributed)
             if iid is not None and iid in idents:
                 users.add((tid, idents[iid]))
     con.execute("BEGIN")
@@ -220,18 +193,9 @@ def rebuild_derived(con) -> None:
         for table in DERIVED_TABLES:
             con.execute(f"DELETE FROM {table}")
         if traces:
-            tbl = traces_table(traces, times)
-            con.register("_rebuild_traces", tbl)
-            con.execute(UPSERT_TRACES.format(src="_rebuild_traces"))
-            con.unregister("_rebuild_traces")
+            upsert_traces(con, traces, times)
         if users:
-            u = pa.table({"trace_id": [a for a, _ in users], "username": [b for _, b in users]})
-            con.register("_rebuild_users", u)
-            con.execute(
-                "INSERT INTO trace_users (trace_id, username) SELECT trace_id, username "
-                "FROM _rebuild_users"
-            )
-            con.unregister("_rebuild_users")
+            insert_trace_users(con, users)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

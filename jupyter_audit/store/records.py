@@ -17,7 +17,7 @@ import re
 import orjson
 
 from ..events import EventValidationError, validate_payload
-from ..identity import normalise_snapshot
+from ..identity.snapshot import normalise_snapshot
 from .canonical import SAFE_INT, canonical_bytes, jcs
 
 try:

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import duckdb
 
+from .errors import TrailError, TrailLockedError
+
 FORMAT_VERSION = 2
-
-
-class TrailError(Exception):
-    """A trail that cannot be opened or used; the message is for the user."""
-
-
-class TrailLockedError(TrailError):
-    pass
-
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (

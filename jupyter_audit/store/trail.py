@@ -1,5 +1,6 @@
 """One façade over an open trail for the REST API and the CLI's `--db` mode: verify,
-export with bundle, trace listings. It never writes (the Writer does)."""
+export with bundle, trace listings. It never writes (the Writer does) and never imports the
+writer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import queries
-from .export import make_bundle, write_records
+from .export import bundle_path, make_bundle, write_records
 from .verify import VerifyResult, verify_connection
 
 
@@ -45,8 +46,6 @@ def build_bundle(cur, **filters) -> dict:
 
 def write_export(bundle: dict, fmt: str, out: Path) -> dict:
     """Write the bundle's records to `out` in `fmt` and the bundle beside it."""
-    from .export import bundle_path
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_records(bundle["records"], fmt, out)

@@ -1,7 +1,8 @@
 """Verification of a trail: chain, sequence, identity snapshots, signed checkpoints.
 
 Reports the first damaged record and what is wrong with it. Used by `jupyter audit verify`,
-the REST `verify` endpoint and the Writer when it opens a trail.
+the REST `verify` endpoint and the Writer when it opens a trail. It only reads: it must never
+write to a trail, and never import the writer (the writer imports it).
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from .canonical import GENESIS_HASH
+from .checkpoints import (
+    checkpoint_message,
+    default_checkpoint_path,
+    read_checkpoint_files,
+    rotation_message,
+)
 from .merkle import MerkleLevels
-from .schema import open_readable
+from .schema import connect, open_readable
 from .signing import key_id, load_public, verify_signature
 
 PROBLEMS = {
@@ -60,33 +67,9 @@ class VerifyResult:
         return asdict(self)
 
 
-def _load_checkpoint_files(paths, result: VerifyResult) -> list[dict]:
-    out = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            continue
-        for n, line in enumerate(path.read_text("utf-8", "replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                cp = json.loads(line)
-                if not isinstance(cp, dict):
-                    raise ValueError("not an object")
-                cp["_source"] = f"{path}:{n}"
-                out.append(cp)
-            except ValueError:
-                result.add(
-                    "checkpoint_signature_invalid", None, f"{path}:{n}: unreadable checkpoint line"
-                )
-    return out
-
-
 def _trusted_keys(con, trail_id: str, pinned, result: VerifyResult, cps: list[dict]):
     """Keys allowed to sign: the pinned ones (or the first checkpoint's, trust on first use),
     extended by `key.rotated` events signed by an already trusted key."""
-    from .writer import rotation_message
-
     trusted: set[bytes] = set(pinned or [])
     if trusted:
         result.key_source = "pinned"
@@ -167,7 +150,9 @@ def verify_connection(
         except (ValueError, KeyError, TypeError):
             pass  # the chain check reports the damaged record
     in_trail = bool(cps)
-    file_cps = _load_checkpoint_files(checkpoint_files, result)
+    file_cps, unreadable = read_checkpoint_files(checkpoint_files)
+    for where in unreadable:
+        result.add("checkpoint_signature_invalid", None, f"{where}: unreadable checkpoint line")
     cps.extend(file_cps)
     if not file_cps and checkpoint_files and (in_trail or int(meta.get("last_seq") or 0)):
         names = ", ".join(str(p) for p in checkpoint_files)
@@ -394,8 +379,6 @@ def _binary_views(column) -> list:
 
 def _chain_worker(args) -> dict:
     path, lo, hi, want, deep = args
-    from .schema import connect
-
     con = connect(path, read_only=True)
     try:
         return _chain_range(con, lo, hi, want, deep, GENESIS_HASH if lo == 1 else None)
@@ -407,8 +390,8 @@ WORKERS = min(os.cpu_count() or 1, 4)
 
 
 def _warm() -> None:
-    """Worker initializer: import what the chain check needs while the parent gets ready."""
-    from . import schema  # noqa: F401
+    """Worker initializer: a worker imports this module (and with it DuckDB and `schema`, what
+    the chain check needs) to find this function, while the parent gets ready."""
 
 
 def chain_pool():
@@ -448,8 +431,6 @@ def _check_identities(con, result: VerifyResult) -> None:
 
 
 def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result) -> None:
-    from .writer import checkpoint_message
-
     best = None
     for cp in sorted(cps, key=lambda c: c.get("seq") if isinstance(c.get("seq"), int) else -1):
         src = cp.get("_source", "?")
@@ -513,8 +494,6 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
 
 def verify_path(path, *, checkpoint_files=None, trusted_keys=None, deep=False) -> VerifyResult:
     """Verify a trail file (server stopped). Raises TrailError for unusable files."""
-    from .writer import default_checkpoint_path
-
     path = Path(path)
     pool = None
     if WORKERS > 1 and path.exists() and path.stat().st_size > PARALLEL_MIN_BYTES:

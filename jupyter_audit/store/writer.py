@@ -1,10 +1,13 @@
-"""The Writer: the only code that appends to a trail (one per server).
+"""The Writer: the only code that appends to a DuckDB trail (one per server).
 
-It validates and masks every event (`records.prepare`), assigns gap-free sequence numbers,
-computes canonical bytes, the hash chain and the Merkle frontier, and inserts batches
-column-wise in one transaction. A submission is acknowledged (its future resolved) only after
-that transaction commits; a failed commit acknowledges nothing and leaves the chain where it
-was. No code path here UPDATEs or DELETEs a log row.
+The DuckDB implementation of `base.TrailStore`. It validates and masks every event
+(`records.prepare`, big batches in `pool`), and its one thread takes submissions off a
+queue in rounds: each round is sequenced, chained and inserted column-wise in one
+transaction (`batch`), then acknowledged (`acks`); signed checkpoints are made on the same
+thread (`checkpoints`). A submission is acknowledged (its future resolved) only after that
+transaction commits; a failed commit acknowledges nothing and leaves the chain where it
+was. No code path here UPDATEs or DELETEs a log row, and no other thread appends to the
+log. Reads go through `queries`, `verify` and `trail` on a cursor of their own.
 """
 
 from __future__ import annotations
@@ -14,29 +17,37 @@ import os
 import queue
 import threading
 import time
-from binascii import hexlify
 from concurrent.futures import Future
-from datetime import UTC, datetime
-from hashlib import sha256
+from datetime import UTC
 from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
-import duckdb
 import pyarrow as pa
 
 from ..events import EventValidationError
-from ..identity import system_identity
-from .canonical import GENESIS_HASH, jcs
+from ..identity.snapshot import system_identity
+from . import queries, trail
+from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
+from .base import TrailStore
+from .batch import held_client_ids, insert, seal
+from .canonical import GENESIS_HASH
+from .checkpoints import (
+    append_checkpoint_line,
+    default_checkpoint_path,
+    rotation_message,
+    sign_checkpoint,
+)
+from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import TrailError, connect, initialise
+from .schema import connect, initialise, read_meta
 from .signing import SigningKey, public_b64
+from .verify import VerifyResult, verify_connection
 
 log = logging.getLogger("jupyter_audit.writer")
 
-RECORD_VERSION = 1
 _STOP = object()
 _CHECKPOINT = object()
 
@@ -50,50 +61,14 @@ class _Later(NamedTuple):
     fallback: object  # callable(event, error) -> event, or None
 
 
-_CELL_KINDS = {"cell.requested"}
 BUSY_BATCH = 500  # a round that took this many events means sustained load...
 BUSY_WAIT = 0.05  # ...and the next one waits up to this long to fill a bigger batch
-_ENDED = {"session.ended"}
 
 
-class TrailWriteError(TrailError):
-    """The trail could not store a batch; nothing in it was acknowledged."""
+class Writer(TrailStore):
+    """The DuckDB trail store: one file, one writer thread (see the module docstring and
+    `base.TrailStore` for the verbs and what they guarantee)."""
 
-
-class AppendResult(NamedTuple):
-    seq: int
-    hash: str
-    event_id: str
-    duplicate: bool = False  # a client re-sent an event the trail already holds
-
-
-def iso_time(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def checkpoint_message(body: dict) -> bytes:
-    """The bytes a checkpoint signature covers."""
-    return jcs(
-        {k: body[k] for k in ("seq", "hash", "merkle_root", "tree_size", "time", "trail_id")}
-    )
-
-
-def rotation_message(trail_id: str, new_public: str, new_key_id: str) -> bytes:
-    return jcs({"trail_id": trail_id, "new_public_key": new_public, "new_key_id": new_key_id})
-
-
-def append_checkpoint_line(path: Path, body: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = jcs(body) + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Writer:
     def __init__(
         self,
         db_path: str | os.PathLike,
@@ -148,8 +123,6 @@ class Writer:
     # ------------------------------------------------------------------ lifecycle
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
-        from .verify import verify_connection
-
         self._con = connect(self.db_path)
         meta = initialise(self._con)
         self.trail_id = meta["trail_id"]
@@ -158,11 +131,7 @@ class Writer:
             self._known_identities.add(iid)
         if self.verify_on_open:
             self.integrity = verify_connection(
-                self._con,
-                meta,
-                checkpoint_files=[self.checkpoint_path]
-                + ([self.checkpoint_mirror] if self.checkpoint_mirror else []),
-                trusted_keys=None,
+                self._con, meta, checkpoint_files=self.checkpoint_files(), trusted_keys=None
             )
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
@@ -213,9 +182,6 @@ class Writer:
 
     def __enter__(self):
         return self.open() if self._thread is None else self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _restore_state(self, meta: dict) -> None:
         meta_seq = int(meta.get("last_seq", "0"))
@@ -279,9 +245,7 @@ class Writer:
                 if not isinstance(p, Prepared):
                     raise p
                 prepared[i] = p
-        fut: Future = Future()
-        fut._prepared = prepared
-        fut._got, fut._count = {}, 0  # results that came in parts (`_resolve`)
+        fut = BatchFuture(prepared)
         if not prepared:
             fut.set_result([])
             return fut
@@ -299,14 +263,14 @@ class Writer:
             raise TrailWriteError("the trail writer is not running")
         if len(event_ids) != len(events):
             raise ValueError("one event_id per event")
-        fut: Future = Future()
+        fut = BatchFuture()  # its events: once the writer thread has prepared them
         if not events:
             fut.set_result([])
             return fut
         self._queue.put((_Later(list(events), list(event_ids), fallback), fut))
         return fut
 
-    def _prepare_later(self, later: _Later, fut: Future) -> list[Prepared]:
+    def _prepare_later(self, later: _Later, fut: BatchFuture) -> list[Prepared]:
         """On the writer thread: a `submit_later` batch, prepared (see there)."""
         prepared = []
         try:
@@ -333,18 +297,10 @@ class Writer:
             else:
                 why = loggable_error(p)
                 log.error("jupyter-audit: %s event not stored: %s", event.get("kind"), why)
-        fut._prepared = prepared
-        fut._got, fut._count = {}, 0  # as for submit_batch (`_resolve`)
+        fut.prepared = prepared
         if not prepared:
             fut.set_result([])
         return prepared
-
-    def append(self, event: dict, timeout: float | None = 60) -> AppendResult:
-        return self.submit(event).result(timeout=timeout)
-
-    def append_many(self, events, timeout: float | None = 120) -> list[AppendResult]:
-        futs = [self.submit(e) for e in events]
-        return [f.result(timeout=timeout) for f in futs]
 
     def checkpoint(self) -> Future:
         """Ask for a signed checkpoint now; resolves to the checkpoint body (or None)."""
@@ -384,11 +340,38 @@ class Writer:
         p.set_payload(dict(payload))
         return p
 
+    # ------------------------------------------------------------------ reading
     def cursor(self):
         """A read connection to the trail for the calling thread."""
         if self._con is None:
             raise TrailError("trail is not open")
         return self._con.cursor()
+
+    def checkpoint_files(self) -> list[Path]:
+        """The checkpoint files this writer appends to."""
+        return [self.checkpoint_path] + ([self.checkpoint_mirror] if self.checkpoint_mirror else [])
+
+    def trail_stats(self) -> dict:
+        return queries.trail_stats(self.cursor())
+
+    def list_traces(self, *, username=None, limit: int = 100, before_seq=None) -> list[dict]:
+        return queries.list_traces(
+            self.cursor(), username=username, limit=limit, before_seq=before_seq
+        )
+
+    def get_trace_summary(self, trace_id: str) -> dict | None:
+        return queries.get_trace_summary(self.cursor(), trace_id)
+
+    def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
+        return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
+
+    def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
+        cur = self.cursor()
+        files = self.checkpoint_files()
+        return trail.verify(cur, read_meta(cur), files, trusted_keys=trusted_keys, deep=deep)
+
+    def build_bundle(self, **filters) -> dict:
+        return trail.build_bundle(self.cursor(), **filters)
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
@@ -404,7 +387,7 @@ class Writer:
                 self._maybe_checkpoint(force_time=True)
                 continue
             items = [first]
-            count = _count(first[0])
+            count = _count(first)
             # under sustained load, gather bigger transactions: each one costs a WAL sync
             # and a traces upsert (several ms) whatever its size
             wait = self.batch_wait if self._last_count < BUSY_BATCH else BUSY_WAIT
@@ -418,7 +401,7 @@ class Writer:
                     time.sleep(0.0005)
                     continue
                 items.append(item)
-                count += _count(item[0])
+                count += _count(item)
             events = []
             stop = False
             for obj, fut in items:
@@ -429,7 +412,8 @@ class Writer:
                         events.extend(zip(self._prepare_later(obj, fut), repeat(fut)))
                     except Exception as e:  # noqa: BLE001 - a bug: logged, the caller told
                         why = loggable_error(e)
-                        log.error("jupyter-audit: %d event(s) not prepared: %s", len(obj[0]), why)
+                        n = len(obj.events)
+                        log.error("jupyter-audit: %d event(s) not prepared: %s", n, why)
                         fut.set_exception(TrailWriteError(f"events not prepared: {why}"))
                 elif obj is _STOP:
                     stop = True
@@ -474,17 +458,15 @@ class Writer:
         """Sign and record a checkpoint; `flush_wal` also folds the WAL into the file."""
         if self.seq == 0:
             return None
-        body = {
-            "seq": self.seq,
-            "hash": self.last_hash.hex(),
-            "merkle_root": self.frontier.root().hex(),
-            "tree_size": self.frontier.size,
-            "time": iso_time(time.time_ns() // 1000),
-            "trail_id": self.trail_id,
-            "key_id": self.key.key_id,
-            "public_key": public_b64(self.key.public),
-        }
-        body["signature"] = self.key.sign(checkpoint_message(body))
+        body = sign_checkpoint(
+            self.key,
+            trail_id=self.trail_id,
+            seq=self.seq,
+            last_hash=self.last_hash,
+            merkle_root=self.frontier.root(),
+            tree_size=self.frontier.size,
+            time_us=time.time_ns() // 1000,
+        )
         for path in (self.checkpoint_path, self.checkpoint_mirror):
             if path is not None:
                 try:
@@ -510,14 +492,7 @@ class Writer:
         ids = [p.event_id for p, _ in items if p.client_event]
         if not ids:
             return items, []
-        stored = {}
-        if held:
-            stored = dict(
-                self._con.execute(
-                    "SELECT event_id, seq FROM client_events WHERE event_id IN (SELECT unnest(?))",
-                    [ids],
-                ).fetchall()
-            )
+        stored = held_client_ids(self._con, ids) if held else {}
         keep, dupes, seen = [], [], set()
         for p, fut in items:
             if p.client_event:
@@ -541,10 +516,7 @@ class Writer:
             try:
                 items, held = self._drop_duplicates(items, held=True)
             except Exception as e:  # noqa: BLE001 - nothing acknowledged
-                err = TrailWriteError(f"trail write failed: {e}")
-                for _p, fut in items:
-                    if not fut.done():
-                        fut.set_exception(err)
+                fail((fut for _p, fut in items), TrailWriteError(f"trail write failed: {e}"))
                 items = []
             if items:
                 self._commit_new(items)
@@ -554,317 +526,62 @@ class Writer:
         for p, fut, seq in held + repeats:
             seq = first.get(p.event_id) if seq is None else seq
             if seq is None:  # its first copy was not stored
-                if not fut.done():
-                    fut.set_exception(TrailWriteError("trail write failed: event not stored"))
+                fail((fut,), TrailWriteError("trail write failed: event not stored"))
                 continue
-            self._resolve(fut, [p], [AppendResult(seq, "", p.event_id, duplicate=True)])
-
-    @staticmethod
-    def _resolve(fut: Future, ps: list[Prepared], results: list[AppendResult]) -> None:
-        """A submit's future gets its one result. A submit_batch future resolves once all of
-        its events are in, to their results in the order they were submitted (a batch's
-        held client ids are acknowledged after the events stored with it)."""
-        got = getattr(fut, "_got", None)
-        if got is None:
-            if not fut.done():
-                fut.set_result(results[0])
-            return
-        if not got and len(results) == len(fut._prepared):  # all at once, in order
-            if not fut.done():
-                fut.set_result(results)
-            return
-        for p, r in zip(ps, results, strict=True):
-            got.setdefault(id(p), []).append(r)
-        fut._count += len(results)
-        if fut._count == len(fut._prepared) and not fut.done():
-            fut.set_result([got[id(p)].pop(0) for p in fut._prepared])
+            resolve(fut, [p], [AppendResult(seq, "", p.event_id, duplicate=True)])
 
     def _commit_new(self, items: list[tuple[Prepared, Future]], optimistic=False) -> bool:
         """Sequence, chain and store `items` in one transaction, then resolve their futures
         (with the error if it fails). False, with nothing stored or resolved, when
         `optimistic` and the trail already holds one of their client ids (see `_commit`)."""
-        seq0 = seq = self.seq
-        prev = self.last_hash
-        frontier = self.frontier.copy()
-        last_us = max(self._last_time_us, time.time_ns() // 1000)
-        time_b = iso_time(last_us).encode()
-        version_b = b"%d" % RECORD_VERSION
-        known = self._known_identities
-        new_ids: dict[str, tuple[str, str | None, int]] = {}
         ps = [p for p, _fut in items]
-        c_prev, c_hash, c_leaf, c_rec = [], [], [], []
-        add_leaf, join = frontier.append, b"".join
-        for p in ps:
-            seq += 1
-            iid = p.identity_id
-            if iid is not None and iid not in known and iid not in new_ids:
-                new_ids[iid] = (p.identity_json, p.identity["username"], seq)
-            # encode_record(p, seq, prev.hex(), time, RECORD_VERSION), spliced here
-            head, mid, at, tail, end = p.parts or p.seal()
-            canon = join((head, hexlify(prev), mid, b"%d" % seq, at, time_b, tail, version_b, end))
-            h = sha256(prev + canon).digest()
-            leaf = sha256(b"\x00" + canon).digest()
-            add_leaf(leaf)
-            c_prev.append(prev)
-            c_hash.append(h)
-            c_leaf.append(leaf)
-            c_rec.append(canon)
-            prev = h
-        traces: dict[str, list] = {}
-        users: set[tuple[str, str]] = set()
-        known_pairs = self._known_pairs
-        for s, p in enumerate(ps, seq0 + 1):
-            trace_id = p.trace_id
-            if trace_id is None:
-                continue
-            t = traces.get(trace_id)
-            if t is None:
-                t = traces[trace_id] = [p.kernel_id, p.notebook, s, s, 0, 0, 0, None]
-            t[3] = s
-            t[4] += 1
-            if p.kernel_id and not t[0]:
-                t[0] = p.kernel_id
-            if p.notebook:
-                t[1] = p.notebook
-            kind = p.kind
-            if kind in _CELL_KINDS or (kind == "cell.started" and "unattributed" in p.flags):
-                t[5] += 1
-            elif kind.startswith("op."):
-                t[6] += 1
-            if kind in _ENDED:
-                t[7] = "ended"
-            elif kind == "session.started":
-                t[7] = "running"
-            if p.identity is not None:
-                pair = (trace_id, p.identity["username"])
-                if pair not in known_pairs:
-                    users.add(pair)
-        n = len(ps)
-        events = pa.table(
-            {
-                "seq": pa.array(range(seq0 + 1, seq + 1), pa.int64()),
-                "kind": pa.array([p.kind for p in ps], pa.string()),
-                "time": pa.array([last_us] * n, pa.timestamp("us")),
-                "trace_id": pa.array([p.trace_id for p in ps], pa.string()),
-                "kernel_id": pa.array([p.kernel_id for p in ps], pa.string()),
-                "notebook": pa.array([p.notebook for p in ps], pa.string()),
-                "msg_id": pa.array([p.msg_id for p in ps], pa.string()),
-                "identity_id": pa.array([p.identity_id for p in ps], pa.string()),
-                "event_id": pa.array([p.event_id for p in ps], pa.string()),
-                "prev_hash": pa.array(c_prev, pa.binary()),
-                "hash": pa.array(c_hash, pa.binary()),
-                "leaf": pa.array(c_leaf, pa.binary()),
-                "record": pa.array(c_rec, pa.binary()),
-            }
+        futs = [fut for _p, fut in items]
+        batch = seal(
+            ps,
+            seq=self.seq,
+            last_hash=self.last_hash,
+            frontier=self.frontier,
+            time_us=max(self._last_time_us, time.time_ns() // 1000),
+            known_identities=self._known_identities,
+            known_pairs=self._known_pairs,
         )
-        con = self._con
+        n = len(ps)
         try:
-            con.execute("BEGIN")
-            # the relational insert skips registering a view (half the cost of a small commit);
-            # the Arrow table has exactly the events table's columns, in order
-            con.from_arrow(events).insert_into("events")
-            if new_ids:
-                con.executemany(
-                    "INSERT INTO identities (identity_id, snapshot, username, first_seq) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [[iid, snap, user, s] for iid, (snap, user, s) in new_ids.items()],
-                )
-            if traces:
-                self._store_traces(con, traces, users, last_us)
-            client = [(p.event_id, s) for s, p in enumerate(ps, seq0 + 1) if p.client_event]
-            if client:
-                ids = pa.table(
-                    {
-                        "event_id": pa.array([c[0] for c in client], pa.string()),
-                        "seq": pa.array([c[1] for c in client], pa.int64()),
-                    }
-                )
-                try:
-                    con.from_arrow(ids).insert_into("client_events")
-                except duckdb.ConstraintException:
-                    if not optimistic:
-                        raise
-                    con.execute("ROLLBACK")
-                    return False
-            con.execute(
-                "UPDATE meta SET value = CASE key WHEN 'last_seq' THEN ? WHEN 'last_hash' THEN ? "
-                "ELSE ? END WHERE key IN ('last_seq', 'last_hash', 'frontier')",
-                [str(seq), prev.hex(), frontier.to_hex()],
-            )
-            con.execute("COMMIT")
+            if not insert(self._con, batch, self._known_traces, optimistic=optimistic):
+                return False
         except Exception as e:  # noqa: BLE001 - every failure must un-acknowledge the batch
-            try:
-                con.execute("ROLLBACK")
-            except Exception:  # noqa: BLE001
-                pass
             err = TrailWriteError(f"trail write failed, {n} event(s) not stored: {e}")
             log.error("%s", err)
-            for _p, fut in items:
-                if not fut.done():
-                    fut.set_exception(err)
+            fail(futs, err)
             return True
-        self.seq = seq
-        self.last_hash = prev
-        self._stored_ids = dict(client)  # client ids stored by this commit (see `_commit`)
-        self.frontier = frontier
-        self._last_time_us = last_us
+        self.seq = batch.last_seq
+        self.last_hash = batch.last_hash
+        self._stored_ids = batch.client_ids  # client ids stored by this commit (`_commit`)
+        self.frontier = batch.frontier
+        self._last_time_us = batch.time_us
         self._since_checkpoint += n
-        known.update(new_ids)
+        self._known_identities.update(batch.identities)
         if len(self._known_traces) > 100_000:
             self._known_traces.clear()  # only an optimisation, like the pairs below
-        self._known_traces.update(traces)
-        self._known_pairs.update(users)
+        self._known_traces.update(batch.traces)
+        self._known_pairs.update(batch.users)
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
         # consecutive events of one future (a submit_batch) are resolved together
+        first, hashes = batch.first_seq, batch.hashes
         i = 0
         while i < n:
-            fut = items[i][1]
+            fut = futs[i]
             j = i + 1
-            while j < n and items[j][1] is fut:
+            while j < n and futs[j] is fut:
                 j += 1
-            self._resolve(
-                fut,
-                ps[i:j],
-                # AppendResults built by tuple.__new__ (C) rather than the NamedTuple's own
-                # __new__ (a Python function): a big batch makes thousands
-                list(
-                    map(
-                        tuple.__new__,
-                        repeat(AppendResult),
-                        zip(
-                            range(seq0 + 1 + i, seq0 + 1 + j),
-                            map(bytes.hex, c_hash[i:j]),
-                            [p.event_id for p in ps[i:j]],
-                            repeat(False),
-                        ),
-                    )
-                ),
-            )
+            resolve(fut, ps[i:j], stored_results(first + i, hashes[i:j], ps[i:j]))
             i = j
         return True
 
-    def _store_traces(self, con, traces: dict, users: set, last_us: int) -> None:
-        """Add a batch's counts to its traces' rows. A cell's few events touch one or two
-        known traces: an UPDATE each costs a third of the Arrow upsert, which big batches
-        and new traces use."""
-        rest = traces
-        if len(traces) <= 2 and self._known_traces.issuperset(traces):
-            rest = {}
-            for trace_id, row in traces.items():
-                kernel_id, notebook, _first, last, events, cells, ops, status = row
-                (updated,) = con.execute(
-                    UPDATE_TRACE,
-                    [kernel_id, notebook, last_us, last, events, cells, ops, status, trace_id],
-                ).fetchone()
-                if not updated:  # the row is gone (derived tables rebuilt): upsert it
-                    rest[trace_id] = row
-        if rest:
-            self._upsert_trace_rows(con, rest, last_us)
-        if users:
-            self._insert_trace_users(con, users)
 
-    @staticmethod
-    def _upsert_trace_rows(con, traces: dict, last_us: int) -> None:
-        t = traces_table(traces, {i: (last_us, last_us) for i in traces})
-        con.register("_batch_traces", t)
-        try:
-            con.execute(UPSERT_TRACES.format(src="_batch_traces"))
-        finally:
-            con.unregister("_batch_traces")
-
-    @staticmethod
-    def _insert_trace_users(con, users: set) -> None:
-        u = pa.table(
-            {
-                "trace_id": pa.array([a for a, _ in users], pa.string()),
-                "username": pa.array([b for _, b in users], pa.string()),
-            }
-        )
-        con.register("_batch_users", u)
-        try:
-            con.execute("INSERT INTO trace_users SELECT * FROM _batch_users ON CONFLICT DO NOTHING")
-        finally:
-            con.unregister("_batch_users")
-
-
-TRACE_COLUMNS = (
-    "trace_id, kernel_id, notebook, started_at, last_at, first_seq, last_seq, events, cells, "
-    "operations, status"
-)
-# explicit column lists: a later format may add columns to these tables
-UPSERT_TRACES = (
-    """
-INSERT INTO traces ("""
-    + TRACE_COLUMNS
-    + """) SELECT """
-    + TRACE_COLUMNS
-    + """ FROM {src}
-ON CONFLICT (trace_id) DO UPDATE SET
-    kernel_id = COALESCE(traces.kernel_id, excluded.kernel_id),
-    notebook = COALESCE(excluded.notebook, traces.notebook),
-    last_at = excluded.last_at,
-    last_seq = excluded.last_seq,
-    events = traces.events + excluded.events,
-    cells = traces.cells + excluded.cells,
-    operations = traces.operations + excluded.operations,
-    status = COALESCE(excluded.status, traces.status)
-"""
-)
-
-
-# the same change as UPSERT_TRACES makes to an existing row
-UPDATE_TRACE = """
-UPDATE traces SET
-    kernel_id = COALESCE(kernel_id, ?),
-    notebook = COALESCE(?, notebook),
-    last_at = make_timestamp(?::BIGINT),
-    last_seq = ?,
-    events = events + ?,
-    cells = cells + ?,
-    operations = operations + ?,
-    status = COALESCE(?, status)
-WHERE trace_id = ?
-"""
-
-
-def loggable_error(error: BaseException) -> str:
-    """An error as a log line may show it: a validation error names fields, never values;
-    of anything else (a bug while masking, say) only its type, as its text might quote the
-    value it choked on."""
-    return str(error) if isinstance(error, EventValidationError) else type(error).__name__
-
-
-def _count(obj) -> int:
-    """Events in one queue item."""
+def _count(item: tuple) -> int:
+    """Events in one queue item (what was queued, its future)."""
+    obj, _fut = item
     t = type(obj)
     return len(obj) if t is list else len(obj.events) if t is _Later else 1
-
-
-def traces_table(traces: dict, times: dict) -> pa.Table:
-    """Rows for the traces table: `traces` maps trace id to [kernel_id, notebook, first_seq,
-    last_seq, events, cells, operations, status]; `times` to (started_at, last_at)."""
-    ids = list(traces)
-
-    def col(i, typ):
-        return pa.array([traces[t][i] for t in ids], typ)
-
-    return pa.table(
-        {
-            "trace_id": pa.array(ids, pa.string()),
-            "kernel_id": col(0, pa.string()),
-            "notebook": col(1, pa.string()),
-            "started_at": pa.array([times[t][0] for t in ids], pa.timestamp("us")),
-            "last_at": pa.array([times[t][1] for t in ids], pa.timestamp("us")),
-            "first_seq": col(2, pa.int64()),
-            "last_seq": col(3, pa.int64()),
-            "events": col(4, pa.int64()),
-            "cells": col(5, pa.int64()),
-            "operations": col(6, pa.int64()),
-            "status": col(7, pa.string()),
-        }
-    )
-
-
-def default_checkpoint_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".checkpoints")

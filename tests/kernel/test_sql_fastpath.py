@@ -14,6 +14,7 @@ import pytest
 from jupyter_audit.kernel import context
 from jupyter_audit.kernel.capture import Patcher
 from jupyter_audit.kernel.capture import sql as sql_capture
+from jupyter_audit.kernel.capture.sql import sqlite as sqlite_capture
 from jupyter_audit.kernel.client import AuditClient, KernelConfig
 
 KERNEL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -34,7 +35,7 @@ def capture(ingest_factory, tmp_path):
     client = sender(ingest, tmp_path, "fast").start()
     patcher = Patcher()
     context.set_sink(client.emit, client)
-    sql_capture.patch_sqlite3(sqlite3, patcher)
+    sqlite_capture.patch_sqlite3(sqlite3, patcher)
     token = context.enter_cell("cell-1")
     try:
         yield client, ingest
@@ -151,7 +152,7 @@ def test_msg_id_of_threads_and_outside_cells(capture):
 def test_our_cursor_on_a_connection_made_before_load(capture):
     client, ingest = capture
     plain = sqlite3.Connection(":memory:")  # not through the patched connect
-    cur = plain.cursor(sql_capture._sqlite_cursor)
+    cur = plain.cursor(sqlite_capture._sqlite_cursor)
     assert cur.execute("select ?", ("still reported",)).fetchall() == [("still reported",)]
     events = sql_events(client, ingest)
     assert [e["payload"]["params"] for e in events] == [["still reported"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from ...store.writer import loggable_error
+from ...store.errors import loggable_error
 from .caller import current_identity
 
 log = logging.getLogger("jupyter_audit.contents")

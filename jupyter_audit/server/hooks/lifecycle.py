@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from ...store.writer import loggable_error
+from ...store.errors import loggable_error
 from .caller import current_identity
 
 log = logging.getLogger("jupyter_audit.lifecycle")

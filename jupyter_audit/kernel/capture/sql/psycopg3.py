@@ -1,0 +1,181 @@
+"""psycopg 3: ``execute``/``executemany`` of its four cursor classes and ``Cursor.copy``,
+through the general path. Never imports psycopg: patches the module given."""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from time import perf_counter_ns
+
+from ...context import is_wrapped, mark
+from . import reporting
+from .encoding import Sampler, params_json, strip_password
+from .reporting import cursor_rowcount, report, should_skip
+
+_IN_SQL = reporting.IN_SQL  # assigned, not imported: see reporting.IN_SQL
+
+_pg_db: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _psycopg_database(cursor) -> str | None:
+    try:
+        conn = cursor.connection
+    except Exception:
+        return None
+    try:
+        db = _pg_db.get(conn)
+        if db is None:
+            db = strip_password(conn.info.dsn)  # psycopg already leaves the password out
+            _pg_db[conn] = db
+        return db
+    except Exception:
+        return None
+
+
+def _psycopg_text(cursor, query):
+    if isinstance(query, str | bytes):
+        return query
+    try:
+        return query.as_string(cursor)
+    except Exception:
+        return str(query)
+
+
+def _wrap_psycopg(orig, *, many=False, is_async=False):
+    def prepare(self, args, kwargs):
+        query = args[0] if args else kwargs.get("query")
+        sampler = None
+        if many:
+            sampler = Sampler()
+            if len(args) > 1:
+                args = (args[0], sampler.wrap(args[1])) + args[2:]
+            elif "params_seq" in kwargs:
+                kwargs["params_seq"] = sampler.wrap(kwargs["params_seq"])
+            params = None
+        else:
+            params = args[1] if len(args) > 1 else kwargs.get("params")
+        return query, params, sampler, args, kwargs
+
+    def finish(self, query, params, sampler, t0, err):
+        if sampler is not None:
+            p = sampler.payload()
+            extra = {"executemany": True, "param_sets": sampler.count}
+        else:
+            p = params_json(params)
+            extra = None
+        rc = None if err is not None else cursor_rowcount(self)
+        report(
+            "psycopg",
+            _psycopg_database(self),
+            _psycopg_text(self, query),
+            p,
+            rc,
+            t0,
+            err,
+            extra,
+        )
+
+    if is_async:
+
+        @functools.wraps(orig)
+        async def wrapper(self, *args, **kwargs):
+            if should_skip():
+                return await orig(self, *args, **kwargs)
+            query, params, sampler, args, kwargs = prepare(self, args, kwargs)
+            t0 = perf_counter_ns()
+            token = _IN_SQL.set(True)
+            err = None
+            try:
+                return await orig(self, *args, **kwargs)
+            except BaseException as e:
+                err = e
+                raise
+            finally:
+                _IN_SQL.reset(token)
+                finish(self, query, params, sampler, t0, err)
+
+    else:
+
+        @functools.wraps(orig)
+        def wrapper(self, *args, **kwargs):
+            if should_skip():
+                return orig(self, *args, **kwargs)
+            query, params, sampler, args, kwargs = prepare(self, args, kwargs)
+            t0 = perf_counter_ns()
+            token = _IN_SQL.set(True)
+            err = None
+            try:
+                return orig(self, *args, **kwargs)
+            except BaseException as e:
+                err = e
+                raise
+            finally:
+                _IN_SQL.reset(token)
+                finish(self, query, params, sampler, t0, err)
+
+    return mark(wrapper)
+
+
+class _AuditedCopy:
+    """Context manager around psycopg's ``Cursor.copy``: one event when the block ends."""
+
+    def __init__(self, cm, cursor, statement, params):
+        self._cm, self._cursor, self._statement, self._params = cm, cursor, statement, params
+        self._t0 = perf_counter_ns()
+        self._token = None
+
+    def __enter__(self):
+        self._token = _IN_SQL.set(True)
+        return self._cm.__enter__()
+
+    def __exit__(self, et, ev, tb):
+        try:
+            return self._cm.__exit__(et, ev, tb)
+        except BaseException as e:
+            ev = e
+            raise
+        finally:
+            if self._token is not None:
+                _IN_SQL.reset(self._token)
+            rc = None if ev is not None else cursor_rowcount(self._cursor)
+            report(
+                "psycopg",
+                _psycopg_database(self._cursor),
+                _psycopg_text(self._cursor, self._statement),
+                params_json(self._params),
+                rc,
+                self._t0,
+                ev,
+                {"copy": True},
+            )
+
+
+# ``Connection.execute`` goes through the cursors' ``execute``.
+def patch_psycopg(module, patcher) -> None:
+    for cls_name, is_async in (
+        ("Cursor", False),
+        ("ServerCursor", False),
+        ("AsyncCursor", True),
+        ("AsyncServerCursor", True),
+    ):
+        cls = getattr(module, cls_name, None)
+        if cls is None:
+            continue
+        for name in ("execute", "executemany"):
+            orig = cls.__dict__.get(name)
+            if orig is not None and not is_wrapped(orig):
+                patcher.replace(
+                    cls, name, _wrap_psycopg(orig, many=name == "executemany", is_async=is_async)
+                )
+    cls = getattr(module, "Cursor", None)
+    orig_copy = cls.__dict__.get("copy") if cls is not None else None
+    if orig_copy is not None and not is_wrapped(orig_copy):
+
+        @functools.wraps(orig_copy)
+        def copy(self, statement, params=None, **kwargs):
+            cm = orig_copy(self, statement, params, **kwargs)
+            if should_skip():
+                return cm
+            return _AuditedCopy(cm, self, statement, params)
+
+        patcher.replace(cls, "copy", mark(copy))

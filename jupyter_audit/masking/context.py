@@ -1,0 +1,110 @@
+"""The views of one text that recognizers share: `Context`, and the gates built on it.
+
+Recognizers search a text through views that keep its positions (one byte per character:
+non-ASCII characters become ``?``), computed lazily, once per text, whichever recognizers
+ask: the ASCII bytes, their lowercase, a character-class view, the runs of token characters.
+A gate (``"longrun"``, ``"digits"``, ``"at"``) is a cheap property of these views that must
+hold before a recognizer searches at all. This module finds nothing itself and must never
+hold a recognizer, nor import one (they import it).
+"""
+
+from __future__ import annotations
+
+#: A run of this many token characters gates the well-known token formats.
+MIN_TOKEN_RUN = 20
+
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+# token characters -> "a", everything else -> " "
+T_TOK = bytes(0x61 if b in _TOKEN_CHARS else 0x20 for b in range(256))
+
+
+def _cls(b: int) -> int:
+    c = chr(b)
+    if b < 128 and c.isupper():
+        return ord("A")
+    if b < 128 and c.islower():
+        return ord("a")
+    if b < 128 and c.isdigit():
+        return ord("0")
+    if c in " -.":
+        return b
+    return ord("_")
+
+
+# character classes: upper -> "A", lower -> "a", digit -> "0", " ", "-" and "." kept,
+# other -> "_"
+_T_CLS = bytes(_cls(b) for b in range(256))
+RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
+
+
+class Context:
+    """Per-call views of one text, computed lazily and shared by all recognizers.
+
+    ``screen``: recognizers may skip work with exact pre-screens (a cheap test that proves
+    their full search would find nothing). ``False`` runs every search in full; the engine
+    uses that as the reference the tests compare the screened path with.
+    """
+
+    __slots__ = ("text", "n", "ab", "screen", "_low", "_cls", "_runs", "_digits")
+
+    def __init__(self, text: str, screen: bool = True) -> None:
+        self.text = text
+        self.n = len(text)
+        self.screen = screen
+        # one byte per character, so positions are shared with ``text``
+        self.ab = text.encode("ascii") if text.isascii() else text.encode("ascii", "replace")
+        self._low: bytes | None = None
+        self._cls: bytes | None = None
+        self._runs: list[tuple[int, int]] | None = None
+        self._digits: bool | None = None
+
+    @property
+    def low(self) -> bytes:
+        """ASCII-lowercased view."""
+        if self._low is None:
+            self._low = self.ab.lower()
+        return self._low
+
+    @property
+    def cls(self) -> bytes:
+        """Character-class view (see ``_T_CLS``)."""
+        if self._cls is None:
+            self._cls = self.ab.translate(_T_CLS)
+        return self._cls
+
+    @property
+    def runs(self) -> list[tuple[int, int]]:
+        """(start, end) of every run of >= MIN_TOKEN_RUN token characters."""
+        if self._runs is None:
+            tok = self.ab.translate(T_TOK)
+            runs = []
+            i = tok.find(RUN_NEEDLE)
+            while i >= 0:
+                j = tok.find(b" ", i + MIN_TOKEN_RUN)
+                if j < 0:
+                    j = self.n
+                runs.append((i, j))
+                i = tok.find(RUN_NEEDLE, j)
+            self._runs = runs
+        return self._runs
+
+    @property
+    def digits(self) -> bool:
+        """True when the text has an ASCII digit (computes the class view)."""
+        if self._digits is None:
+            self._digits = self.cls.find(b"0") >= 0
+        return self._digits
+
+    def gate(self, name: str | None) -> bool:
+        if name is None:
+            return True
+        if name == "longrun":
+            return bool(self.runs)
+        if name == "digits":
+            return self.digits
+        if name == "at":
+            return "@" in self.text
+        raise ValueError(f"unknown gate {name!r}")
+
+
+GATES = (None, "longrun", "digits", "at")

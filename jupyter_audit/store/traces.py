@@ -1,0 +1,173 @@
+"""The traces projection: one row per trace (a kernel session) and who took part in it.
+
+`traces` and `trace_users` are derived tables: counts and names drawn from the log so that
+listings need not scan it. The counting rules (what is a cell, an operation, when a trace has
+ended) live here only, in `TraceRow.add`: the Writer adds each batch it commits
+(`store_traces`), `queries.rebuild_derived` recounts the whole log with the same rules.
+
+This module writes the derived tables only, inside a transaction its caller opened: it must
+never touch the log (`events`), commit, or import the writer (the read side imports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+#: the columns of `traces`, in order
+TRACE_COLUMNS = (
+    "trace_id",
+    "kernel_id",
+    "notebook",
+    "started_at",
+    "last_at",
+    "first_seq",
+    "last_seq",
+    "events",
+    "cells",
+    "operations",
+    "status",
+)
+_COLUMN_LIST = ", ".join(TRACE_COLUMNS)
+
+# explicit column lists: a later format may add columns to these tables
+UPSERT_TRACES = f"""
+INSERT INTO traces ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {{src}}
+ON CONFLICT (trace_id) DO UPDATE SET
+    kernel_id = COALESCE(traces.kernel_id, excluded.kernel_id),
+    notebook = COALESCE(excluded.notebook, traces.notebook),
+    last_at = excluded.last_at,
+    last_seq = excluded.last_seq,
+    events = traces.events + excluded.events,
+    cells = traces.cells + excluded.cells,
+    operations = traces.operations + excluded.operations,
+    status = COALESCE(excluded.status, traces.status)
+"""
+
+# the same change as UPSERT_TRACES makes to an existing row
+UPDATE_TRACE = """
+UPDATE traces SET
+    kernel_id = COALESCE(kernel_id, ?),
+    notebook = COALESCE(?, notebook),
+    last_at = make_timestamp(?::BIGINT),
+    last_seq = ?,
+    events = events + ?,
+    cells = cells + ?,
+    operations = operations + ?,
+    status = COALESCE(?, status)
+WHERE trace_id = ?
+"""
+
+INSERT_TRACE_USERS = (
+    "INSERT INTO trace_users (trace_id, username) SELECT trace_id, username FROM {src} "
+    "ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass(slots=True)
+class TraceRow:
+    """What a run of events adds to one trace's row (a new trace: the row itself)."""
+
+    kernel_id: str | None
+    notebook: str | None
+    first_seq: int
+    last_seq: int
+    events: int = 0
+    cells: int = 0
+    operations: int = 0
+    status: str | None = None  # "running", "ended", or None: unchanged
+
+    def add(self, seq: int, kind: str, kernel_id, notebook, unattributed_start: bool) -> None:
+        """Count one event of the trace; `unattributed_start`: a `cell.started` flagged
+        "unattributed" (a cell no `cell.requested` announced, counted as a cell itself)."""
+        self.last_seq = seq
+        self.events += 1
+        if kernel_id and not self.kernel_id:
+            self.kernel_id = kernel_id
+        if notebook:
+            self.notebook = notebook
+        if kind == "cell.requested" or unattributed_start:
+            self.cells += 1
+        elif kind.startswith("op."):
+            self.operations += 1
+        if kind == "session.ended":
+            self.status = "ended"
+        elif kind == "session.started":
+            self.status = "running"
+
+
+def traces_table(traces: dict[str, TraceRow], times: dict) -> pa.Table:
+    """Rows for the traces table: `traces` maps trace id to its TraceRow, `times` to
+    (started_at, last_at)."""
+    ids = list(traces)
+    rows = [traces[t] for t in ids]
+    return pa.table(
+        {
+            "trace_id": pa.array(ids, pa.string()),
+            "kernel_id": pa.array([r.kernel_id for r in rows], pa.string()),
+            "notebook": pa.array([r.notebook for r in rows], pa.string()),
+            "started_at": pa.array([times[t][0] for t in ids], pa.timestamp("us")),
+            "last_at": pa.array([times[t][1] for t in ids], pa.timestamp("us")),
+            "first_seq": pa.array([r.first_seq for r in rows], pa.int64()),
+            "last_seq": pa.array([r.last_seq for r in rows], pa.int64()),
+            "events": pa.array([r.events for r in rows], pa.int64()),
+            "cells": pa.array([r.cells for r in rows], pa.int64()),
+            "operations": pa.array([r.operations for r in rows], pa.int64()),
+            "status": pa.array([r.status for r in rows], pa.string()),
+        }
+    )
+
+
+def store_traces(con, traces: dict[str, TraceRow], users: set, last_us: int, known: set) -> None:
+    """Add a batch's counts to its traces' rows (`known`: trace ids with a row already). A
+    cell's few events touch one or two known traces: an UPDATE each costs a third of the
+    Arrow upsert, which big batches and new traces use."""
+    rest = traces
+    if len(traces) <= 2 and known.issuperset(traces):
+        rest = {}
+        for trace_id, r in traces.items():
+            (updated,) = con.execute(
+                UPDATE_TRACE,
+                [
+                    r.kernel_id,
+                    r.notebook,
+                    last_us,
+                    r.last_seq,
+                    r.events,
+                    r.cells,
+                    r.operations,
+                    r.status,
+                    trace_id,
+                ],
+            ).fetchone()
+            if not updated:  # the row is gone (derived tables rebuilt): upsert it
+                rest[trace_id] = r
+    if rest:
+        upsert_traces(con, rest, {i: (last_us, last_us) for i in rest})
+    if users:
+        insert_trace_users(con, users)
+
+
+def upsert_traces(con, traces: dict[str, TraceRow], times: dict) -> None:
+    """Insert new trace rows, add to existing ones (`traces_table` for the arguments)."""
+    con.register("_batch_traces", traces_table(traces, times))
+    try:
+        con.execute(UPSERT_TRACES.format(src="_batch_traces"))
+    finally:
+        con.unregister("_batch_traces")
+
+
+def insert_trace_users(con, users: set[tuple[str, str]]) -> None:
+    """Record (trace id, username) pairs; pairs already there are left as they are."""
+    u = pa.table(
+        {
+            "trace_id": pa.array([a for a, _ in users], pa.string()),
+            "username": pa.array([b for _, b in users], pa.string()),
+        }
+    )
+    con.register("_batch_users", u)
+    try:
+        con.execute(INSERT_TRACE_USERS.format(src="_batch_users"))
+    finally:
+        con.unregister("_batch_users")
