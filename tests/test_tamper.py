@@ -249,10 +249,11 @@ def test_rewritten_chain_caught_by_signed_checkpoint(trail, capsys):
 
 def test_edited_index_column(trail, capsys):
     sql(trail, "UPDATE events SET trace_id = 'other' WHERE seq = 90")
-    code, r = verify_json(trail, capsys, "--deep")
-    assert code == 1
-    assert r["first_bad_seq"] == 90
-    assert "indexed column" in r["problem"]
+    for args in ((), ("--deep",)):
+        code, r = verify_json(trail, capsys, *args)
+        assert code == 1
+        assert r["first_bad_seq"] == 90
+        assert "a stored column differs from the signed record" in r["problem"]
 
 
 def test_human_output_names_record_and_damage(trail):
@@ -343,3 +344,168 @@ def test_parallel_verification_finds_the_same_damage(
     assert code == (1 if statements else 0)
     if not statements:
         assert r["checkpoint"]["seq"] >= N
+
+
+# One edit per stored column of every table a query, a filter, an export or a decision on
+# who may see a trace reads: the default `verify` (no --deep) catches each.
+COLUMN_EDITS = {
+    "events.kind": ["UPDATE events SET kind = 'op.http' WHERE seq = 90"],
+    "events.time": ["UPDATE events SET time = time - INTERVAL 3 DAY WHERE seq = 90"],
+    "events.trace_id": ["UPDATE events SET trace_id = 'other' WHERE seq = 90"],
+    "events.kernel_id": ["UPDATE events SET kernel_id = 'kernel-2' WHERE seq = 90"],
+    "events.notebook": ["UPDATE events SET notebook = 'innocent.ipynb' WHERE seq = 90"],
+    "events.notebook (to NULL)": ["UPDATE events SET notebook = NULL WHERE seq = 90"],
+    "events.msg_id": ["UPDATE events SET msg_id = 'msg-0' WHERE seq = 90"],
+    "events.event_id": ["UPDATE events SET event_id = 'forged' WHERE seq = 90"],
+    "events.prev_hash": [
+        "UPDATE events SET prev_hash = (SELECT prev_hash FROM events WHERE seq = 50) WHERE seq = 90"
+    ],
+    "events.leaf": [
+        "UPDATE events SET leaf = (SELECT leaf FROM events WHERE seq = 50) WHERE seq = 90"
+    ],
+    "events.identity_id": [
+        "UPDATE events SET identity_id = (SELECT min(identity_id) FROM identities WHERE "
+        "identity_id <> (SELECT identity_id FROM events WHERE seq = 90)) WHERE seq = 90"
+    ],
+}
+
+
+@pytest.mark.parametrize("edit", list(COLUMN_EDITS))
+def test_an_edit_to_any_column_of_events_is_caught_by_the_default_verify(trail, capsys, edit):
+    sql(trail, *COLUMN_EDITS[edit])
+    code, r = verify_json(trail, capsys)
+    assert code == 1, edit
+    assert r["first_bad_seq"] == 90, (edit, r["problems"])
+    assert r["problem"] in (
+        "record changed (a stored column differs from the signed record)",
+        "record changed",  # the Merkle leaf, found by the chain scan hashing each record
+    )
+
+
+OTHER_TABLES = {
+    "identities.username": (
+        ["UPDATE identities SET username = 'mallory' WHERE username = 'bob'"],
+        "identity snapshot changed",
+    ),
+    "identities.snapshot and its id": (
+        [
+            "UPDATE identities SET snapshot = replace(snapshot, '\"bob\"', '\"mallory\"'), "
+            "identity_id = sha256(replace(snapshot, '\"bob\"', '\"mallory\"')) "
+            "WHERE username = 'bob'"
+        ],
+        "identity snapshot missing",
+    ),
+    "trace_users: someone added": (
+        ["INSERT INTO trace_users VALUES ('trace-1', 'mallory')"],
+        "derived table changed (differs from what the log says)",
+    ),
+    "trace_users: someone removed": (
+        ["DELETE FROM trace_users WHERE username = 'bob'"],
+        "derived table changed (differs from what the log says)",
+    ),
+    "traces: a count": (
+        ["UPDATE traces SET operations = operations - 1"],
+        "derived table changed (differs from what the log says)",
+    ),
+    "traces: the notebook": (
+        ["UPDATE traces SET notebook = 'innocent.ipynb'"],
+        "derived table changed (differs from what the log says)",
+    ),
+    "traces: a row removed": (
+        ["DELETE FROM traces"],
+        "derived table changed (differs from what the log says)",
+    ),
+    "meta.last_seq lowered": (
+        ["UPDATE meta SET value = '299' WHERE key = 'last_seq'"],
+        "the writer's high-water mark was edited",
+    ),
+    "meta.last_hash": (
+        [
+            "UPDATE meta SET value = (SELECT hex(hash) FROM events WHERE seq = 5) "
+            "WHERE key = 'last_hash'"
+        ],
+        "the writer's high-water mark was edited",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(OTHER_TABLES))
+def test_an_edit_to_any_other_table_is_caught_by_the_default_verify(trail, capsys, edit):
+    statements, problem = OTHER_TABLES[edit]
+    sql(trail, *statements)
+    code, r = verify_json(trail, capsys)
+    assert code == 1, edit
+    assert problem in [p_text(p) for p in r["problems"]], (edit, r["problems"])
+
+
+def p_text(problem: dict) -> str:
+    from jupyter_audit.store.verify import PROBLEMS
+
+    return PROBLEMS[problem["problem"]]
+
+
+def test_a_server_opening_a_trail_with_edited_participants_recounts_them(trail):
+    """Who may open a trace is decided on trace_users: a server that finds them edited
+    records the damage and rebuilds them from the log before anyone asks."""
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.queries import trace_users
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    sql(trail, "INSERT INTO trace_users VALUES ('trace-1', 'mallory')")
+    masker = MaskingEngine(load_or_create_key(trail / "masking.key"))
+    key = SigningKey.load_or_create(trail / "signing-key.pem")
+    with Writer(trail / "trail.duckdb", masker, key) as w:
+        assert not w.integrity.ok
+        assert "mallory" not in trace_users(w.cursor(), "trace-1")
+        assert "bob" in trace_users(w.cursor(), "trace-1")
+
+
+def test_verify_names_the_last_signed_checkpoint_it_checked(trail):
+    """A chain broken early: the checkpoints still verify as signed, and verify says so
+    instead of 'no signed checkpoint yet'."""
+    sql(trail, "UPDATE events SET record = record || ' ' WHERE seq = 5")
+    code, out, err = run_cli("verify", "--db", str(trail / "trail.duckdb"))
+    assert code == 1, err
+    assert "no signed checkpoint yet" not in out
+    assert "last signed checkpoint checked: #" in out
+    assert "the chain holds up to #4" in out
+
+
+def test_verify_says_what_its_result_covers(trail, tmp_path):
+    """Without a checkpoint copy kept elsewhere, a tail cut together with its checkpoint
+    lines and the high-water mark cannot show: verify says so plainly."""
+    code, out, err = run_cli("verify", "--db", str(trail / "trail.duckdb"))
+    assert code == 0, err
+    assert "no independent copy given" in out and "checkpoint_mirror_path" in out
+    copy = tmp_path / "offsite.checkpoints"
+    shutil.copy(trail / "trail.duckdb.checkpoints", copy)
+    code, out, err = run_cli(
+        "verify", "--db", str(trail / "trail.duckdb"), "--checkpoints", str(copy)
+    )
+    assert code == 0, err
+    assert "no independent copy given" not in out and str(copy) in out
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "bits flipped", "a checkpoint line 100k deep"])
+def test_a_damaged_file_gets_one_clear_line_not_a_traceback(trail, damage):
+    db = trail / "trail.duckdb"
+    if damage == "cut in half":
+        data = db.read_bytes()
+        db.write_bytes(data[: len(data) // 2])
+    elif damage == "bits flipped":
+        data = bytearray(db.read_bytes())
+        for i in range(4096, len(data), 8192):
+            data[i] ^= 0xFF
+        db.write_bytes(bytes(data))
+    else:
+        with open(trail / "trail.duckdb.checkpoints", "a") as f:
+            f.write("[" * 100_000 + "]" * 100_000 + "\n")
+    code, out, err = run_cli("verify", "--db", str(db))
+    assert "Traceback" not in out + err
+    if damage == "a checkpoint line 100k deep":
+        assert code == 1 and "unreadable checkpoint line" in out
+    else:
+        assert code in (1, 2), (code, out, err)
+        if code == 2:
+            assert len(err.strip().splitlines()) == 1 and "error:" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -23,8 +24,6 @@ class CLIError(Exception):
 
 
 def default_db() -> str:
-    import os
-
     from jupyter_core.paths import jupyter_data_dir
 
     return os.path.join(jupyter_data_dir(), "audit", "trail.duckdb")
@@ -133,22 +132,45 @@ def cmd_verify(args) -> int:
 
 
 def _print_verify(where: str, r: dict) -> None:
+    upto = r.get("intact_upto", r["last_seq"])
     if r["ok"]:
-        print(f"OK: trail {where} is intact")
+        print(f"OK: trail {where} is intact up to its last record, #{r['last_seq']}")
     else:
-        print(f"TAMPERED: record #{r['first_bad_seq']}: {r['problem']}")
+        bad = r["first_bad_seq"]
+        print(f"TAMPERED: {f'record #{bad}' if bad is not None else 'trail'}: {r['problem']}")
         print(f"  {r['detail']}")
         for p in r["problems"][1:]:
-            print(f"  also: #{p['seq']}: {p['detail']}")
-    print(f"  events: {r['events']} (last #{r['last_seq']}, hash {r['last_hash'][:16]}…)")
-    cp = r.get("checkpoint")
+            where = f"#{p['seq']}: " if p["seq"] is not None else ""
+            print(f"  also: {where}{p['detail']}")
+    print(
+        f"  events: {r['events']} (last #{r['last_seq']}; the chain holds up to #{upto}, "
+        f"hash {r['last_hash'][:16]}…)"
+    )
+    cp, signed = r.get("checkpoint"), r.get("signed")
     if cp:
         print(
             f"  last signed checkpoint: #{cp['seq']} at {cp['time']}, key {cp['key_id']} "
-            f"(signature valid; key: {r.get('key_source')})"
+            f"(signature valid, records match; key: {r.get('key_source')})"
         )
+    elif signed:
+        print(
+            f"  last signed checkpoint checked: #{signed['seq']} at {signed['time']}, key "
+            f"{signed['key_id']} (signature valid; the records do not match it)"
+        )
+    elif r.get("checkpoints_checked"):
+        print(f"  {r['checkpoints_checked']} checkpoint(s) checked; none with a valid signature")
     else:
         print("  no signed checkpoint yet")
+    sources = r.get("checkpoint_sources") or []
+    if r.get("independent_copy"):
+        print(f"  checkpoints read from: {', '.join(sources) or '(none found)'}")
+    else:
+        print(
+            f"  what this covers: intact up to the last checkpoint in "
+            f"{', '.join(sources) or 'the file beside the trail'}; no independent copy given, so "
+            "a tail cut together with its checkpoint lines would not show (pass "
+            "--checkpoints COPY, or set c.AuditApp.checkpoint_mirror_path)"
+        )
     for w in r.get("warnings") or []:
         print(f"  warning: {w}")
 
@@ -306,8 +328,6 @@ def cmd_mask(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import os
-
     from .runner import TOKEN_ENV, RunError, run_notebook
 
     args.token = args.token or os.environ.get(TOKEN_ENV)  # kept out of `ps` that way
@@ -523,4 +543,18 @@ def main(argv=None) -> int:
         print(f"jupyter audit {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        return EXIT_ERROR
+    except RecursionError:
+        print(f"jupyter audit {args.command}: error: input nested too deeply", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - a damaged file, a full disk: one line, exit 2
+        if os.environ.get("JUPYTER_AUDIT_DEBUG"):
+            raise
+        kind = "cannot read the trail" if type(e).__module__.startswith("duckdb") else "failed"
+        print(
+            f"jupyter audit {args.command}: error: {kind}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''} "
+            "(JUPYTER_AUDIT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR

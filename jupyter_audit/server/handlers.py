@@ -245,12 +245,15 @@ class VerifyHandler(AuditHandler):
                 pinned = [load_public(self.get_argument("pubkey"))]
             except KeyError_ as e:
                 raise web.HTTPError(400, f"pubkey: {e}") from None
-        files = self.recorder.checkpoint_files()
+        files = self.writer.checkpoint_files()
+        mirrored = bool(self.writer.checkpoint_mirror)
         writer = self.writer
 
         def run():
             cur = writer.cursor()
-            return trail_ops.verify(cur, read_meta(cur), files, trusted_keys=pinned, deep=deep)
+            return trail_ops.verify(
+                cur, read_meta(cur), files, pinned, deep, independent_copy=mirrored
+            )
 
         result = await asyncio.to_thread(run)
         self.finish(result.to_dict())

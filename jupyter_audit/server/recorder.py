@@ -16,7 +16,6 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..events import EventValidationError
 from ..identity import system_identity
@@ -232,13 +231,6 @@ class Recorder:
                 handler.close(4001, "service token revoked")
             except Exception:  # noqa: BLE001 - already closing
                 pass
-
-    # ------------------------------------------------------------------ the trail's files
-    def checkpoint_files(self) -> list[Path]:
-        files = [self.writer.checkpoint_path]
-        if self.writer.checkpoint_mirror:
-            files.append(self.writer.checkpoint_mirror)
-        return files
 
     def close(self) -> None:
         """Queued cells and counted rejections first, then the trail (with a final signed

@@ -94,6 +94,6 @@ def read_checkpoint_files(paths) -> tuple[list[dict], list[str]]:
                     raise ValueError("not an object")
                 cp["_source"] = f"{path}:{n}"
                 out.append(cp)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past any checkpoint's depth
                 bad.append(f"{path}:{n}")
     return out, bad

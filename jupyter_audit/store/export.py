@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from hashlib import sha256
 from pathlib import Path
 
@@ -65,6 +66,19 @@ def _flat(rec: dict, col: str) -> str:
     return "" if v is None else str(v)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell that spreadsheet tools will not run as a formula (OWASP's CSV injection
+    advice): text starting with =, +, -, @, tab or CR gets a leading apostrophe, except a
+    plain number. JSONL and Parquet keep every value as it is."""
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def write_records(records: list[dict], fmt: str, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     if fmt == "jsonl":
@@ -77,7 +91,7 @@ def write_records(records: list[dict], fmt: str, out: Path) -> None:
             w = csv.writer(f)
             w.writerow(CSV_COLUMNS)
             for rec in records:
-                w.writerow([_flat(rec, c) for c in CSV_COLUMNS])
+                w.writerow([csv_cell(_flat(rec, c)) for c in CSV_COLUMNS])
     elif fmt == "parquet":
         cols = {c: [_flat(r, c) for r in records] for c in CSV_COLUMNS}
         cols["seq"] = [r["seq"] for r in records]

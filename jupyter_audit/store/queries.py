@@ -170,8 +170,11 @@ def rebuild_derived(con) -> None:
     traces: dict[str, TraceRow] = {}
     users: set[tuple[str, str]] = set()
     times: dict[str, list] = {}
+    # usernames from the snapshots themselves, which verify checks against their ids
     idents: dict[str, str] = dict(
-        con.execute("SELECT identity_id, username FROM identities").fetchall()
+        con.execute(
+            "SELECT identity_id, json_extract_string(snapshot, '$.username') FROM identities"
+        ).fetchall()
     )
     result = con.execute(
         "SELECT seq, kind, time, trace_id, kernel_id, notebook, identity_id, record FROM events "

@@ -171,3 +171,64 @@ def insert_trace_users(con, users: set[tuple[str, str]]) -> None:
         con.execute(INSERT_TRACE_USERS.format(src="_batch_users"))
     finally:
         con.unregister("_batch_users")
+
+
+# What the derived tables must hold, computed from the log in SQL with the counting rules of
+# TraceRow.add (first kernel id; last notebook named, none and "" alike; cells: requested,
+# plus cell.started flagged unattributed; operations: op.*; status: the last session event).
+_DERIVED_TRACES = """
+WITH odd AS (  -- cells no cell.requested announced (their record is read only for these)
+    SELECT trace_id, count(*) AS n FROM events
+    WHERE kind = 'cell.started' AND trace_id IS NOT NULL
+        AND list_contains(json_extract_string(decode(record), '$.flags[*]'), 'unattributed')
+    GROUP BY trace_id
+), d AS (
+    SELECT trace_id,
+        arg_min(kernel_id, seq) FILTER (WHERE kernel_id IS NOT NULL) AS kernel_id,
+        coalesce(arg_max(notebook, seq) FILTER (WHERE notebook <> ''), '') AS notebook,
+        arg_min(time, seq) AS started_at,
+        arg_max(time, seq) AS last_at,
+        min(seq) AS first_seq, max(seq) AS last_seq, count(*) AS events,
+        count(*) FILTER (WHERE kind = 'cell.requested') AS cells,
+        count(*) FILTER (WHERE kind LIKE 'op.%') AS operations,
+        arg_max(CASE WHEN kind = 'session.ended' THEN 'ended' ELSE 'running' END, seq)
+            FILTER (WHERE kind IN ('session.started', 'session.ended')) AS status
+    FROM events WHERE trace_id IS NOT NULL GROUP BY trace_id
+)
+SELECT coalesce(d.trace_id, t.trace_id) AS trace_id
+FROM d LEFT JOIN odd USING (trace_id) FULL OUTER JOIN traces t USING (trace_id)
+WHERE d.trace_id IS NULL OR t.trace_id IS NULL
+    OR t.kernel_id IS DISTINCT FROM d.kernel_id
+    OR coalesce(t.notebook, '') <> d.notebook
+    OR t.started_at IS DISTINCT FROM d.started_at OR t.last_at IS DISTINCT FROM d.last_at
+    OR t.first_seq IS DISTINCT FROM d.first_seq OR t.last_seq IS DISTINCT FROM d.last_seq
+    OR t.events IS DISTINCT FROM d.events
+    OR t.cells IS DISTINCT FROM d.cells + coalesce(odd.n, 0)
+    OR t.operations IS DISTINCT FROM d.operations OR t.status IS DISTINCT FROM d.status
+ORDER BY 1 LIMIT 1
+"""
+
+# Who took part in each trace: the usernames of the identity snapshots (not the `username`
+# column beside them) of the trace's events.
+_PARTICIPANTS = """
+SELECT DISTINCT e.trace_id, json_extract_string(i.snapshot, '$.username') AS username
+FROM events e JOIN identities i USING (identity_id) WHERE e.trace_id IS NOT NULL
+"""
+_DERIVED_USERS = f"""
+SELECT trace_id FROM (
+    (({_PARTICIPANTS}) EXCEPT (SELECT trace_id, username FROM trace_users))
+    UNION ALL
+    ((SELECT trace_id, username FROM trace_users) EXCEPT ({_PARTICIPANTS}))
+) ORDER BY 1 LIMIT 1
+"""
+
+
+def derived_differences(con) -> tuple[str, str] | None:
+    """The first trace whose derived rows are not what the log says: (trace id, what)."""
+    row = con.execute(_DERIVED_USERS).fetchone()
+    if row is not None:
+        return row[0], "its participants (trace_users) differ from the log"
+    row = con.execute(_DERIVED_TRACES).fetchone()
+    if row is not None:
+        return row[0], "its row in traces differs from the log"
+    return None

@@ -21,10 +21,17 @@ def latest_checkpoint(cur) -> dict | None:
     return json.loads(row[0])["payload"]
 
 
-def verify(cur, meta: dict, checkpoint_files, trusted_keys=None, deep=False) -> VerifyResult:
+def verify(
+    cur, meta: dict, checkpoint_files, trusted_keys=None, deep=False, independent_copy=False
+) -> VerifyResult:
     # read the checkpoint files before the snapshot, so none can name a record it lacks
     return verify_connection(
-        cur, meta, checkpoint_files=checkpoint_files, trusted_keys=trusted_keys, deep=deep
+        cur,
+        meta,
+        checkpoint_files=checkpoint_files,
+        trusted_keys=trusted_keys,
+        deep=deep,
+        independent_copy=independent_copy,
     )
 
 

@@ -26,6 +26,7 @@ from .checkpoints import (
 from .merkle import MerkleLevels
 from .schema import connect, open_readable
 from .signing import key_id, load_public, verify_signature
+from .traces import derived_differences
 
 PROBLEMS = {
     "record_changed": "record changed",
@@ -36,7 +37,9 @@ PROBLEMS = {
     "checkpoint_mismatch": "chain rewritten before a signed checkpoint",
     "identity_changed": "identity snapshot changed",
     "identity_missing": "identity snapshot missing",
-    "column_mismatch": "record changed (indexed column differs from the signed record)",
+    "column_mismatch": "record changed (a stored column differs from the signed record)",
+    "derived_changed": "derived table changed (differs from what the log says)",
+    "meta_changed": "the writer's high-water mark was edited",
 }
 
 
@@ -50,8 +53,12 @@ class VerifyResult:
     problem: str | None = None
     detail: str | None = None
     problems: list = field(default_factory=list)
-    checkpoint: dict | None = None
+    checkpoint: dict | None = None  # the newest signed checkpoint the records match
+    signed: dict | None = None  # the newest checkpoint whose signature verified
     checkpoints_checked: int = 0
+    intact_upto: int = 0  # every record up to this one hashes and links
+    checkpoint_sources: list = field(default_factory=list)  # files that held checkpoints
+    independent_copy: bool = False  # a checkpoint copy away from the trail was read
     key_source: str = ""
     warnings: list = field(default_factory=list)
 
@@ -98,28 +105,73 @@ def _trusted_keys(con, trail_id: str, pinned, result: VerifyResult, cps: list[di
     return trusted
 
 
-_COLUMN_CHECK = """
-SELECT min(seq) FROM (SELECT *, decode(record) AS r FROM events) WHERE NOT (
-    starts_with(r, '{"capped":')
-    AND contains(r, ',"event_id":"' || event_id || '","flags":')
-    AND contains(r, ',"identity_id":' || coalesce('"' || identity_id || '"', 'null')
-                 || ',"kernel_id":' || coalesce('"' || kernel_id || '"', 'null')
-                 || ',"kernel_time":')
-    AND contains(r, ',"kind":"' || kind || '","msg_id":'
-                 || coalesce('"' || msg_id || '"', 'null') || ',"notebook":')
-    AND contains(r, ',"trace_id":' || coalesce('"' || trace_id || '"', 'null') || ',"v":')
-    AND (notebook IS NULL AND contains(r, ',"notebook":null,"op_index":')
-         OR notebook IS NOT DISTINCT FROM json_extract_string(r, '$.notebook'))
+# Every stored column of `events` against the signed record it sits beside, in DuckDB (in a
+# thread of its own, beside the hashing). A canonical record's top-level keys come in a fixed
+# order: those before the payload (event_id .. op_index) hold no object, so the first
+# occurrence of each key is the record's own; those after it (seq .. withheld) are matched as
+# one suffix anchored at the record's end (`_SUFFIX`), as a payload may hold keys of the same
+# names. prev_hash is compared with the hash of the record before (`_PREV_CHECK`); the Merkle
+# leaf is checked by the chain scan, which hashes every record anyway.
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_STRINGS = r"\[(?:" + _STRING + r"(?:," + _STRING + r")*)?\]"
+_SUFFIX = (
+    r',"seq":[0-9]+,"session_id":(?:null|"[^"\\]*"),"time":"[^"\\]*",'
+    r'"trace_id":(?:null|"[^"\\]*"),"v":[0-9]+,"withheld":' + _STRINGS + r"\}$"
 )
+_COLUMNS = """
+SELECT seq, notebook, r,
+    ',"event_id":"' || event_id || '","flags":' AS e1,
+    ',"identity_id":' || coalesce('"' || identity_id || '"', 'null') || ',"kernel_id":'
+        || coalesce('"' || kernel_id || '"', 'null') || ',"kernel_time":' AS e2,
+    ',"kind":"' || kind || '","msg_id":' || coalesce('"' || msg_id || '"', 'null')
+        || ',"notebook":' AS e3,
+    e3 || coalesce(to_json(notebook)::VARCHAR, 'null') || ',"op_index":' AS e3n,
+    ',"time":"' || strftime(time, '%Y-%m-%dT%H:%M:%S.%fZ') || '","trace_id":'
+        || coalesce('"' || trace_id || '"', 'null') || ',"v":' AS e4
+FROM (SELECT *, decode(record) AS r FROM events)
 """
+# every part non-null, so that DuckDB can skip the slower alternatives row by row
+_COLUMNS_MATCH = """
+    starts_with(r, '{"capped":[')
+    AND substr(r, position(',"event_id":"' IN r), length(e1)) = e1
+    AND substr(r, position(',"identity_id":' IN r), length(e2)) = e2
+    -- the notebook as DuckDB writes a JSON string (JCS's way too), else read from the record
+    AND (substr(r, position(',"kind":"' IN r), length(e3n)) = e3n
+        OR substr(r, position(',"kind":"' IN r), length(e3)) = e3
+            AND notebook IS NOT DISTINCT FROM json_extract_string(substr(r,
+                position(',"notebook":' IN r) + 12,
+                position(',"op_index":' IN r) - position(',"notebook":' IN r) - 12), '$'))
+    -- a record ends with its time and trace, as most do, or the anchored suffix holds them
+    AND (ends_with(r, e4 || '1,"withheld":[]}') OR contains(regexp_extract(r, ?, 0), e4))
+"""
+_COLUMNS_OK = f"SELECT count(*) FROM ({_COLUMNS}) WHERE {_COLUMNS_MATCH}"
+_COLUMNS_FIRST_BAD = (
+    f"SELECT min(seq) FROM ({_COLUMNS}) WHERE NOT coalesce({_COLUMNS_MATCH}, false)"
+)
+_PREV_CHECK = """
+SELECT min(seq) FROM (SELECT seq, prev_hash, lag(hash) OVER (ORDER BY seq) AS before FROM events)
+WHERE prev_hash IS DISTINCT FROM coalesce(before, ?)
+"""
+_COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id"
+_LEAF_PREFIX = sha256(b"\x00")
 
 
 def _column_check(cursor, out: list) -> None:
-    """In DuckDB, beside the hashing: the indexed columns must equal the signed record's
-    top-level fields (matched at their fixed place in the canonical key order)."""
+    """In DuckDB, beside the hashing: every column of `events` must agree with the signed
+    record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
+    the derived tables with the log."""
     try:
-        out.append(cursor.execute(_COLUMN_CHECK).fetchone()[0])
+        bad = None
+        total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
+        if cursor.execute(_COLUMNS_OK, [_SUFFIX]).fetchone()[0] != total:
+            bad = cursor.execute(_COLUMNS_FIRST_BAD, [_SUFFIX]).fetchone()[0]
+        prev = cursor.execute(_PREV_CHECK, [GENESIS_HASH]).fetchone()[0]
+        out.append(min((x for x in (bad, prev) if x is not None), default=None))
     except Exception as e:  # noqa: BLE001 - undecodable record: reported by the chain check
+        out.append(("error", str(e)))
+    try:
+        out.append(derived_differences(cursor))
+    except Exception as e:  # noqa: BLE001 - as above
         out.append(("error", str(e)))
 
 
@@ -132,10 +184,14 @@ def verify_connection(
     deep: bool = False,
     parallel_path=None,
     pool=None,
+    independent_copy: bool = False,
 ) -> VerifyResult:
     """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
-    writing), the chain check runs in worker processes that open it read-only."""
-    result = VerifyResult()
+    writing), the chain check runs in worker processes that open it read-only.
+    `independent_copy`: `checkpoint_files` include a copy kept away from the trail (a
+    mirror, an auditor's copy), without which a cut tail whose checkpoint lines were cut
+    too cannot show."""
+    result = VerifyResult(independent_copy=independent_copy)
     trail_id = meta.get("trail_id", "")
 
     # signed checkpoints: inside the trail and in the plain files beside / away from it
@@ -154,6 +210,7 @@ def verify_connection(
     for where in unreadable:
         result.add("checkpoint_signature_invalid", None, f"{where}: unreadable checkpoint line")
     cps.extend(file_cps)
+    result.checkpoint_sources = sorted({c["_source"].rsplit(":", 1)[0] for c in file_cps})
     if not file_cps and checkpoint_files and (in_trail or int(meta.get("last_seq") or 0)):
         names = ", ".join(str(p) for p in checkpoint_files)
         result.warnings.append(
@@ -166,12 +223,10 @@ def verify_connection(
         if isinstance(cp.get("seq"), int):
             want_at.setdefault(cp["seq"], []).append(cp)
 
-    # --deep: the indexed columns must match the records (in DuckDB, beside the hashing)
+    # every column must match the records (in DuckDB, beside the hashing)
     col_out: list = []
-    col_thread = None
-    if deep:
-        col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out))
-        col_thread.start()
+    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out))
+    col_thread.start()
 
     # the chain: every record hashes to its stored hash and links to the one before
     max_seq = con.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
@@ -219,6 +274,7 @@ def verify_connection(
         good = seg["good_upto"]
     result.events = n
     result.last_hash = prev.hex()
+    result.intact_upto = good
     # The signed chain hash at a checkpoint vouches for every record before it. The Merkle
     # roots (what export bundles prove against) are recomputed from the leaves with --deep.
     if deep:
@@ -229,15 +285,35 @@ def verify_connection(
     else:
         seen_at = {s: (h, None) for s, h in hash_at.items() if s <= good}
 
-    if col_thread is not None:
-        col_thread.join()
+    col_thread.join()
     if col_out and isinstance(col_out[0], int):
         result.add(
-            "column_mismatch", col_out[0], f"record #{col_out[0]}: indexed columns were edited"
+            "column_mismatch",
+            col_out[0],
+            f"record #{col_out[0]}: a stored column differs from the signed record "
+            f"({_COLUMN_NAMES}, leaf, prev_hash)",
         )
+    if len(col_out) > 1 and isinstance(col_out[1], tuple) and col_out[1][0] != "error":
+        # not a record of the log: reported after any damage to the log itself, of which it
+        # may only be a consequence
+        trace_id, what = col_out[1]
+        result.add("derived_changed", None, f"trace {trace_id}: {what}")
 
     # the writer's high-water mark (updated in the same transaction as every append)
     meta_seq = int(meta.get("last_seq") or 0)
+    if "last_seq" in meta and (
+        meta_seq < max_seq
+        or (
+            meta_seq == max_seq and max_seq and meta.get("last_hash") not in (None, _last_hash(con))
+        )
+    ):
+        result.add(
+            "meta_changed",
+            None,  # not a record: whatever it hides is reported at its own record
+            f"the writer's high-water mark (#{meta_seq}) does not match the trail's last "
+            f"record (#{max_seq})",
+        )
+
     if meta_seq > max_seq:
         result.add(
             "tail_truncated",
@@ -289,23 +365,22 @@ PARALLEL_MIN = 200_000  # below this, one process is faster than starting worker
 PARALLEL_MIN_BYTES = 256 * 1024 * 1024  # a file this large warms the workers up front
 # Rows come back in insertion order, which is sequence order unless the file was edited; a
 # segment that does not check out is read again in ORDER BY seq to name the damage exactly.
-_CHAIN_SQL = "SELECT seq, hash, record FROM events WHERE seq BETWEEN ? AND ?"
-_DEEP_SQL = "SELECT seq, hash, record, leaf FROM events WHERE seq BETWEEN ? AND ?"
+_CHAIN_SQL = "SELECT seq, hash, record, leaf FROM events WHERE seq BETWEEN ? AND ?"
 
 
 def _chain_range(con, lo: int, hi: int, want, deep: bool, start_prev: bytes | None) -> dict:
-    query = _DEEP_SQL if deep else _CHAIN_SQL
-    seg = _chain_scan(con, lo, hi, want, deep, start_prev, query)
+    seg = _chain_scan(con, lo, hi, want, deep, start_prev, _CHAIN_SQL)
     if seg["bad"]:
-        seg = _chain_scan(con, lo, hi, want, deep, start_prev, query + " ORDER BY seq")
+        seg = _chain_scan(con, lo, hi, want, deep, start_prev, _CHAIN_SQL + " ORDER BY seq")
     return seg
 
 
 def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
-    """Check records lo..hi: contiguous, each hashing to its stored hash, each linking to the
-    one before. `start_prev` None: take record lo's stored prev_hash (a later segment, whose
-    link to the segment before is checked by the caller). Returns the good prefix's leaves,
-    hashes at the wanted sequence numbers and the first bad record, if any."""
+    """Check records lo..hi: contiguous, each hashing to its stored hash and its stored
+    Merkle leaf, each linking to the one before. `start_prev` None: take record lo's stored
+    prev_hash (a later segment, whose link to the segment before is checked by the caller).
+    Returns the good prefix's leaves (with `deep`, for the Merkle roots), hashes at the
+    wanted sequence numbers and the first bad record, if any."""
     want_set = set(want)
     first_prev = None
     if start_prev is None:
@@ -319,6 +394,7 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
     rows = 0
     scan = con.cursor()
     reader = scan.sql(query, params=[lo, hi]).to_arrow_reader(65_536)
+    leaf_prefix = _LEAF_PREFIX
     for batch in reader:
         seqs = batch.column(0).to_pylist()
         rows += len(seqs)
@@ -326,28 +402,25 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
             continue
         hashes = batch.column(1).to_pylist()
         records = _binary_views(batch.column(2))
+        batch_leaves = batch.column(3).to_pylist()
         start = expected
-        for seq, h, rec in zip(seqs, hashes, records, strict=True):
+        for seq, h, rec, leaf in zip(seqs, hashes, records, batch_leaves, strict=True):
             digest = sha256(prev)
             digest.update(rec)
             if seq != expected or digest.digest() != h:
                 bad = (seq, expected, h, bytes(rec), False)
                 break
+            digest = leaf_prefix.copy()
+            digest.update(rec)
+            if digest.digest() != leaf:
+                bad = (seq, seq, None, None, True)
+                break
             if seq in want_set:
                 hash_at[seq] = h
             prev = h
             expected += 1
-        if not deep:
-            continue
-        batch_leaves = batch.column(3).to_pylist()[: expected - start]
         if deep:
-            for i, leaf in enumerate(batch_leaves):
-                if sha256(b"\x00" + records[i]).digest() != leaf:
-                    bad = (start + i, start + i, None, None, True)
-                    expected = start + i
-                    batch_leaves = batch_leaves[:i]
-                    break
-        leaves.extend(batch_leaves)
+            leaves.extend(batch_leaves[: expected - start])
     del reader
     scan.close()
     if not bad and expected <= hi:
@@ -409,7 +482,25 @@ def _ranges(path, max_seq: int, want, deep: bool) -> list[tuple]:
     ]
 
 
+def _last_hash(con) -> str | None:
+    row = con.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    return bytes(row[0]).hex() if row else None
+
+
 def _check_identities(con, result: VerifyResult) -> None:
+    edited = con.execute(
+        "SELECT min(identity_id) FROM identities "
+        "WHERE username IS DISTINCT FROM json_extract_string(snapshot, '$.username')"
+    ).fetchone()[0]
+    if edited is not None:
+        first = con.execute(
+            "SELECT min(seq) FROM events WHERE identity_id = ?", [edited]
+        ).fetchone()[0]
+        result.add(
+            "identity_changed",
+            first,
+            f"identity {edited[:12]}…: its username column differs from its snapshot",
+        )
     for iid, snapshot in con.execute("SELECT identity_id, snapshot FROM identities").fetchall():
         if sha256(snapshot.encode("utf-8")).hexdigest() != iid:
             first = con.execute(
@@ -460,6 +551,8 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
                 f"{src}: signature of the checkpoint at #{seq} does not verify",
             )
             continue
+        if result.signed is None or seq >= result.signed["seq"]:
+            result.signed = {k: body.get(k) for k in ("seq", "hash", "time", "key_id")}
         if seq > max_seq:
             result.add(
                 "tail_truncated",
@@ -493,7 +586,9 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
 
 
 def verify_path(path, *, checkpoint_files=None, trusted_keys=None, deep=False) -> VerifyResult:
-    """Verify a trail file (server stopped). Raises TrailError for unusable files."""
+    """Verify a trail file (server stopped). Raises TrailError for unusable files.
+    `checkpoint_files`: copies of the checkpoints besides the file next to the trail (an
+    independent copy, when kept where the trail's users cannot write)."""
     path = Path(path)
     pool = None
     if WORKERS > 1 and path.exists() and path.stat().st_size > PARALLEL_MIN_BYTES:
@@ -510,6 +605,7 @@ def verify_path(path, *, checkpoint_files=None, trusted_keys=None, deep=False) -
                 deep=deep,
                 parallel_path=path,
                 pool=pool,
+                independent_copy=bool(checkpoint_files),
             )
         finally:
             con.close()

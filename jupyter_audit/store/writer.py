@@ -131,8 +131,18 @@ class Writer(TrailStore):
             self._known_identities.add(iid)
         if self.verify_on_open:
             self.integrity = verify_connection(
-                self._con, meta, checkpoint_files=self.checkpoint_files(), trusted_keys=None
+                self._con,
+                meta,
+                checkpoint_files=self.checkpoint_files(),
+                trusted_keys=None,
+                independent_copy=bool(self.checkpoint_mirror),
             )
+            if any(p["problem"] == "derived_changed" for p in self.integrity.problems):
+                # who may open which trace is decided on them: recount them from the log
+                log.error(
+                    "audit trail %s: derived tables edited; rebuilt from the log", self.db_path
+                )
+                queries.rebuild_derived(self._con)
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
         pa.array([0], pa.int64())
