@@ -95,6 +95,26 @@ def op(event_id, **extra):
     }
 
 
+async def test_egress_no_capture_path_saw_is_a_flagged_gap_in_the_trail(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """A raw socket to a host (here: one nobody listens on) is recorded as op.uncaptured,
+    attributed to its cell and flagged capture_gap, its destination masked like any field."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+    code = (
+        "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 9))\n"
+        "except OSError:\n    pass"
+    )
+    assert (await client.run(code))[0] == "ok"
+    events = await wait_for(audit, lambda ev: any(e["kind"] == "op.uncaptured" for e in ev))
+    [gap] = [e for e in events if e["kind"] == "op.uncaptured"]
+    [cell] = [e for e in events if e["kind"] == "cell.requested"]
+    assert gap["msg_id"] == cell["msg_id"] and gap["identity"]["username"] == getpass.getuser()
+    assert gap["flags"] == ["capture_gap"]
+    assert (gap["payload"]["what"], gap["payload"]["port"]) == ("socket.connect", 9)
+
+
 async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetch):
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
     kid_a, kid_b = "kernel-aaaa", "kernel-bbbb"

@@ -27,6 +27,7 @@ import threading
 from . import context
 from .capture import Patcher, PostImportHooks
 from .capture import http as http_capture
+from .capture import egress
 from .capture import shell as shell_capture
 from .capture import sql as sql_capture
 from .capture.sql import wrap_connection
@@ -61,6 +62,11 @@ class _Capture:
         sql_capture.install(self.hooks, self.patcher)
         http_capture.install(self.hooks, self.patcher, self.config.body_hosts, self.config.body_cap)
         shell_capture.install(self.hooks, self.patcher, self.ip)
+        # what none of the above accounts for: connections and process starts during a cell
+        egress.install(
+            self.config.ingest_url,
+            [http_capture.IN_HTTP, sql_capture.IN_SQL, shell_capture.SCOPE],
+        )
         self.cells.install()
         threading.Thread(
             target=self._environment, args=env_slot, name="jupyter-audit-environment", daemon=True
@@ -69,6 +75,7 @@ class _Capture:
 
     def stop(self) -> None:
         atexit.unregister(self.stop)
+        egress.uninstall()
         self.cells.complete_pending()
         self.hooks.uninstall()
         self.patcher.restore()

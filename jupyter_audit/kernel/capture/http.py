@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from ..context import active, is_wrapped, log_once, mark, record
 
 _IN_HTTP: ContextVar[bool] = ContextVar("jupyter_audit_in_http", default=False)
+IN_HTTP = _IN_HTTP  # inside a captured HTTP call (the egress capture leaves its connects alone)
 
 _settings: dict[str, Any] = {"body_hosts": frozenset(), "body_cap": 10_000}
 

@@ -44,6 +44,7 @@ class _Scope:
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("jupyter_audit_shell_scope", default=None)
+SCOPE = _SCOPE  # inside a captured shell mechanism (for the egress capture)
 
 _ATTR = "_jupyter_audit_shell"
 

@@ -20,7 +20,15 @@ import json
 from ...events import EventValidationError
 
 KERNEL_KINDS = frozenset(
-    {"cell.started", "cell.finished", "op.sql", "op.http", "op.shell", "session.environment"}
+    {
+        "cell.started",
+        "cell.finished",
+        "op.sql",
+        "op.http",
+        "op.shell",
+        "op.uncaptured",
+        "session.environment",
+    }
 )
 EVENT_FIELDS = frozenset({"event_id", "kind", "msg_id", "op_index", "kernel_time", "payload"})
 CLAIMS = frozenset({"identity", "username", "user", "trace_id", "kernel_id", "notebook", "flags"})
@@ -92,6 +100,8 @@ class Attributor:
             "kernel_id": kernel_id,
             "trace_id": kernel_id,
         }
+        if kind == "op.uncaptured":  # egress no capture path saw: a gap, whoever caused it
+            event["flags"] = ["capture_gap"]
         if cell is not None:
             event.update(
                 identity=cell["identity"],
@@ -100,7 +110,8 @@ class Attributor:
                 notebook=cell["notebook"],
             )
         elif kind != "session.environment":
-            event["flags"] = ["unattributed", "msg_id_reused"] if reused else ["unattributed"]
+            flags = ["unattributed", "msg_id_reused"] if reused else ["unattributed"]
+            event["flags"] = [*event.get("flags", ()), *flags]
             if kind.startswith("op."):
                 event["kind"] = "op.unattributed"
                 event["payload"] = {**payload, "original_kind": kind}

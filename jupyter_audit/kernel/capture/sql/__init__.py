@@ -15,9 +15,10 @@ from .duck import patch_duckdb
 from .encoding import STATEMENT_CAP, params_json
 from .psycopg2_ import patch_psycopg2
 from .psycopg3 import patch_psycopg
+from .reporting import IN_SQL
 from .sqlite import patch_sqlite3
 
-__all__ = ["STATEMENT_CAP", "install", "params_json", "wrap_connection"]
+__all__ = ["IN_SQL", "STATEMENT_CAP", "install", "params_json", "wrap_connection"]
 
 
 def install(hooks, patcher) -> None:
