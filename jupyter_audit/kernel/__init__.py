@@ -25,9 +25,8 @@ import sys
 import threading
 
 from . import context
-from .capture import Patcher, PostImportHooks
+from .capture import Patcher, PostImportHooks, egress
 from .capture import http as http_capture
-from .capture import egress
 from .capture import shell as shell_capture
 from .capture import sql as sql_capture
 from .capture.sql import wrap_connection
