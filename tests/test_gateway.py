@@ -415,7 +415,7 @@ async def test_cell_requests_are_committed_together():
     import logging
     from concurrent.futures import Future
 
-    from jupyter_audit.server.cells import CellRequests
+    from jupyter_audit.server.recorder import CellRequests
 
     batches = []
 

@@ -1,5 +1,5 @@
 """The cells the server forwarded: who asked for each (`CellRegistry`, by execute_request
-msg_id) and their `cell.requested` events on the way to the trail (`CellRequests`).
+msg_id) and where each stands in its kernel.
 
 Kernel reports (cell.started, op.*) carry only the msg_id of the cell that caused them; the
 server attributes them by joining to its own `cell.requested`, never to anything the kernel
@@ -9,16 +9,9 @@ claims. Recent cells are kept in memory; older ones are looked up in the trail
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import OrderedDict
-
-from tornado.ioloop import IOLoop
-
-from ..store.errors import loggable_error
-from ..store.records import safe_id
-from .failures import failure_logger
 
 
 class CellRegistry:
@@ -130,99 +123,3 @@ class CellRegistry:
         # no lock: one OrderedDict.get is atomic under the GIL (the lock keeps the writers'
         # several steps together), and the gateway asks for every cell
         return self._cells.get(msg_id)
-
-
-class CellRequests:
-    """fail_mode=open: `cell.requested` events on their way to the writer, several a commit.
-
-    A commit costs the writer thread several ms of CPU however few events it holds, part of
-    it holding the GIL: one commit per cell would run inside the round trips of the cells that
-    follow (and compete for the CPU). Events are submitted together once no cell has been
-    requested for `quiet` seconds, or the oldest has waited `max_wait` (longer than the kernel
-    side holds its reports back while cells follow each other, so that under load the kernel's
-    post, which flushes them, and they make one commit). They are submitted raw, with the
-    event ids already stamped on their messages: the writer thread validates and masks them
-    in one batch (`Writer.submit_later`), so the gateway spends nothing on that between one
-    cell and the next. An event that fails validation is stored as `_storable_part` instead.
-    `flush()` submits them at once: the kernel ingest calls it before it queues a kernel's
-    events (a cell's own record always comes first in the trail), the server before it
-    stops."""
-
-    def __init__(self, writer, log, quiet: float = 0.2, max_wait: float = 2.5) -> None:
-        self.writer, self.log = writer, log  # log: a Recorder's logger (`Recorder.failed`)
-        self.quiet, self.max_wait = quiet, max_wait
-        self._events: list = []
-        self._ids: list = []
-        self._first = self._last = 0.0
-        self._timer: object | None = None
-
-    def add(self, event: dict, event_id: str) -> None:
-        loop = IOLoop.current()
-        self._last = loop.time()
-        if not self._events:
-            self._first = self._last
-        self._events.append(event)
-        self._ids.append(event_id)
-        if self._timer is None:
-            self._timer = loop.call_later(self.quiet, self._due)
-
-    def _due(self) -> None:
-        loop = IOLoop.current()
-        due = min(self._last + self.quiet, self._first + self.max_wait)
-        if loop.time() < due:
-            self._timer = loop.call_at(due, self._due)
-        else:
-            self._timer = None
-            self.flush()
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            IOLoop.current().remove_timeout(self._timer)
-            self._timer = None
-        events, ids = self._events, self._ids
-        if not events:
-            return
-        self._events, self._ids = [], []
-        masker, log = self.writer.masker, self.log
-
-        def storable(event: dict, error: Exception) -> dict:
-            log.error(
-                "jupyter-audit: cell.requested recorded without its text: %s",
-                loggable_error(error),
-            )
-            return _storable_part(event, masker)
-
-        try:
-            fut = self.writer.submit_later(events, ids, storable)
-        except Exception as e:  # noqa: BLE001 - the writer is not running
-            log.error(
-                "jupyter-audit: %d cell.requested not stored: %s", len(events), loggable_error(e)
-            )
-            return
-        fut.add_done_callback(failure_logger(log, "cell.requested"))
-
-
-def _storable_part(event: dict, masker) -> dict:
-    """A cell's event reduced to what the trail always stores: the user, the ids that are
-    valid, the code withheld as a pseudonym, and the flag `unstorable`."""
-    payload = event["payload"]
-    code = payload["code"].encode("utf-8", "surrogatepass")
-    kept = {
-        "code": masker.pseudonym("WITHHELD", code),
-        "cell_id": None,
-        "silent": payload["silent"],
-    }
-    if "user_expressions" in payload:
-        raw = json.dumps(payload["user_expressions"], ensure_ascii=False)
-        kept["user_expressions"] = masker.pseudonym(
-            "WITHHELD", raw.encode("utf-8", "surrogatepass")
-        )
-    return {
-        "kind": "cell.requested",
-        "identity": event["identity"],
-        "trace_id": safe_id(event["trace_id"]),
-        "kernel_id": safe_id(event["kernel_id"]),
-        "msg_id": event["msg_id"],
-        "flags": ["unstorable"],
-        "payload": kept,
-    }
