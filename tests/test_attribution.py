@@ -140,3 +140,19 @@ def test_a_used_msg_id_stays_used_after_a_restart(make_writer):
     # and a client cannot send a cell with a used msg_id on a kernel the trail knew
     assert restarted.earlier_kernels() == {"k1"}
     assert restarted.msg_id_used("m1", "k1") and not restarted.msg_id_used("m9", "k1")
+
+
+def test_a_retried_batch_is_not_a_reused_msg_id(make_writer):
+    """A kernel that timed out waiting for an answer sends the same batch again (same event
+    ids): that is a retry, and the cell stays attributed, before and after a restart."""
+    from jupyter_audit.server.recorder import Recorder
+
+    w = make_writer()
+    rec = Recorder(w)
+    requested(rec, "m1")
+    batch = [kernel_event("cell.started", "m1", 0), kernel_event("op.shell", "m1", 1)]
+    ingest(rec, "k1", batch)
+    ingest(rec, "k1", batch)  # the retry: stored once by event id
+    events = ingest(Recorder(w), "k1", [*batch, kernel_event("op.shell", "m1", 2)])
+    assert [e["kind"] for e in events] == ["cell.started", "op.shell", "op.shell"]
+    assert all("unattributed" not in e["flags"] for e in events)

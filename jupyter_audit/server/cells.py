@@ -61,24 +61,24 @@ class CellRegistry:
                     self.evicted_kernels.add(dropped["kernel_id"])
         return entry
 
-    def step(self, msg_id: str, kind: str) -> bool:
+    def step(self, msg_id: str, kind: str, event_id: str) -> bool:
         """The kernel reports `cell.started` or `cell.finished` for a remembered cell: True if
         that is this cell's own (its first start; its first finish, which may come without
-        a start for a request the kernel aborted), False if the msg_id is being reused (the
-        cell is marked `reused` for good)."""
+        a start for a request the kernel aborted; the same event again, as a retried batch
+        sends it), False if the msg_id is being reused (the cell is marked `reused` for
+        good)."""
         key = "started" if kind == "cell.started" else "finished"
         with self._lock:
             entry = self._cells.get(msg_id)
             if entry is None:
                 return False
-            if (
-                entry.get("reused")
-                or entry.get(key)
-                or (key == "started" and entry.get("finished"))
-            ):
+            seen = entry.get(key)  # the event id that reported it
+            if seen == event_id and not entry.get("reused"):
+                return True  # a retry: the writer keeps its first copy only
+            if entry.get("reused") or seen or (key == "started" and entry.get("finished")):
                 entry["reused"] = True
                 return False
-            entry[key] = True
+            entry[key] = event_id
             return True
 
     def replied(self, msg_id: str | None) -> None:

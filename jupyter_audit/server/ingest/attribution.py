@@ -85,7 +85,7 @@ class Attributor:
         reused = False
         if cell is not None:
             if kind in ("cell.started", "cell.finished"):
-                reused = not self.cells.step(msg_id, kind)
+                reused = not self.cells.step(msg_id, kind, raw["event_id"])
             else:
                 reused = bool(cell.get("reused"))
             if reused:
@@ -124,7 +124,7 @@ def cell_in_trail(cur, msg_id: str, kernel_id: str) -> tuple[dict, dict] | None:
     by the trail (`started`, `finished`: attributed reports already stored; `reused`: a
     report of it already flagged)."""
     rows = cur.execute(
-        "SELECT e.kind, e.identity_id IS NOT NULL, e.record, i.snapshot FROM events e "
+        "SELECT e.kind, e.identity_id IS NOT NULL, e.record, i.snapshot, e.event_id FROM events e "
         "LEFT JOIN identities i USING (identity_id) WHERE e.msg_id = ? AND e.kernel_id = ? "
         "AND e.kind IN ('cell.requested', 'cell.started', 'cell.finished') ORDER BY e.seq",
         [msg_id, kernel_id],
@@ -141,8 +141,9 @@ def cell_in_trail(cur, msg_id: str, kernel_id: str) -> tuple[dict, dict] | None:
         "notebook": rec.get("notebook"),
     }
     state = {
-        "started": any(k == "cell.started" and attributed for k, attributed, _, _ in rows),
-        "finished": any(k == "cell.finished" and attributed for k, attributed, _, _ in rows),
-        "reused": any(k != "cell.requested" and not attributed for k, attributed, _, _ in rows),
+        # the event ids that reported it (a retried batch carries the same ones)
+        "started": next((r[4] for r in rows if r[0] == "cell.started" and r[1]), None),
+        "finished": next((r[4] for r in rows if r[0] == "cell.finished" and r[1]), None),
+        "reused": any(r[0] != "cell.requested" and not r[1] for r in rows),
     }
     return cell, state
