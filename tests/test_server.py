@@ -154,7 +154,10 @@ class TestRoles:
             with pytest.raises(HTTPClientError) as e:
                 await jp_fetch("jupyter-audit", "api", *parts, headers=h)
             assert e.value.code == 403
-            assert "auditor role" in json.loads(e.value.response.body)["message"]
+            message = json.loads(e.value.response.body)["message"]
+            # which role, and which configured groups grant it
+            assert "auditor role" in message and "audit-auditors" in message
+            assert "c.AuditApp.auditor_groups" in message
         other = (await get_json(jp_fetch, "traces", headers={"X-Test-User": "ada"}))["traces"]
         xss = next(t for t in other if t["notebook"].startswith("<img"))
         with pytest.raises(HTTPClientError) as e:

@@ -80,10 +80,7 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
         if inspect.isawaitable(ok):
             ok = await ok
         if not ok:
-            role = RESOURCES.get(resource)
-            raise web.HTTPError(
-                403, f"this needs the {role} role" if role else f"not allowed: {resource}"
-            )
+            raise web.HTTPError(403, refusal_message(self.authorizer, resource))
 
     @property
     def recorder(self):
@@ -164,6 +161,21 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="jupyter-audit"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"code": status_code, "message": message}))
+
+
+def refusal_message(authorizer, resource: str) -> str:
+    """Why a 403: the role missing and the configured groups that grant it."""
+    role = RESOURCES.get(resource)
+    if role is None:
+        return f"not allowed: {resource}"
+    groups = list(getattr(authorizer, f"{role}_groups", None) or [])
+    if not groups:
+        return f"this needs the {role} role"
+    setting = f"c.AuditApp.{role}_groups"
+    return (
+        f"this needs the {role} role, which members of {', '.join(groups)} have "
+        f"({setting}); ask an administrator to add you to one of them"
+    )
 
 
 def integrity_json(result) -> dict:
