@@ -54,7 +54,7 @@ def schema_version(kind: str) -> int:
     return REGISTRY[kind]["version"]
 
 
-def validate_payload(kind: str, payload) -> int:
+def validate_payload(kind: str, payload: object) -> int:
     """Check a payload against its kind's schema; return the schema version."""
     spec = REGISTRY.get(kind)
     if spec is not None and type(payload) is dict:
@@ -78,7 +78,7 @@ def validate_payload(kind: str, payload) -> int:
     return _validate(spec, kind, payload)
 
 
-def _validate(spec, kind: str, payload) -> int:
+def _validate(spec: dict | None, kind: str, payload: object) -> int:
     if spec is None:
         raise EventValidationError(f"unknown event kind {kind!r}")
     if not isinstance(payload, dict):

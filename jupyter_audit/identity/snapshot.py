@@ -24,7 +24,7 @@ SNAPSHOT_FIELDS = (
 )
 
 
-def make_snapshot(**fields) -> dict:
+def make_snapshot(**fields: Any) -> dict:
     """A normalised identity snapshot: every field present, strings or None, groups sorted."""
     unknown = set(fields) - set(SNAPSHOT_FIELDS)
     if unknown:
@@ -41,7 +41,7 @@ def make_snapshot(**fields) -> dict:
     return snap
 
 
-def normalise_snapshot(raw) -> dict:
+def normalise_snapshot(raw: object) -> dict:
     if not isinstance(raw, dict):
         raise ValueError("identity must be an object")
     return make_snapshot(**{k: v for k, v in raw.items() if k in SNAPSHOT_FIELDS})

@@ -162,17 +162,17 @@ class SecretAssignmentRecognizer(Recognizer):
             j, floor = p, max(0, p - 128)
             while j > floor and low[j - 1] in _NAME_BYTES:
                 j -= 1
-            k = _NAME_FWD.match(low, p).end()
+            k = _NAME_FWD.match(low, p).end()  # type: ignore[union-attr]  # {0,128}: matches
             done = k
             name = text[j:k].strip(".")
             if not name or not is_secret_name(name):
                 continue
-            m = _ASSIGN_TAIL.match(text, k)
-            if m is None and low.startswith(b"--", j):
-                m = _CLI_TAIL.match(text, k)
-            if m is None:
+            tail = _ASSIGN_TAIL.match(text, k)
+            if tail is None and low.startswith(b"--", j):
+                tail = _CLI_TAIL.match(text, k)
+            if tail is None:
                 continue
-            span = self._value_span(m, name)
+            span = self._value_span(tail, name)
             if span is not None:
                 out.append(span)
                 done = max(done, span[1])
@@ -194,7 +194,8 @@ class SecretAssignmentRecognizer(Recognizer):
             if value.lower() in _NOT_VALUES:
                 return None
             if name.lower().replace("-", "_").endswith(_LINE_VALUE_SUFFIXES):
-                e = _LINE_REST.match(m.string, e).end()  # Cookie: a=1; b=2 -> whole line
+                # Cookie: a=1; b=2 -> whole line (the pattern matches the empty string too)
+                e = _LINE_REST.match(m.string, e).end()  # type: ignore[union-attr]
         elif g == "a":
             callee = m.group("c").rsplit(".", 1)[-1].lower()
             if callee in _SAFE_CALLS or not ('"' in value or "'" in value):

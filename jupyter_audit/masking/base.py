@@ -124,7 +124,7 @@ class PatternRecognizer(Recognizer):
         self.after = after
         self.priority = priority
         if normalize is not None:
-            self.normalize = normalize  # type: ignore[method-assign]
+            self.normalize = normalize  # type: ignore[method-assign, assignment]
         self.name = name or self.type
 
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
@@ -215,7 +215,9 @@ class TokenScanner(Recognizer):
     def _prefix_re(prefixes: tuple[str, ...]) -> re.Pattern:
         return re.compile("|".join(map(re.escape, prefixes)))
 
-    def _search_in(self, text: str, start: int, end: int):
+    def _search_in(
+        self, text: str, start: int, end: int
+    ) -> Callable[[str, int, int], re.Match[str] | None] | None:
         """The prefix search for one run. An alternation of many prefixes is tried at every
         position whose character starts one of them (~15 ns a character); in a long run,
         ``str.find`` first tells which prefixes occur at all (~1 ns a character each), and the

@@ -92,6 +92,7 @@ class CardRecognizer(Recognizer):
         return _DIGITS_ONLY.sub("", value)
 
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
+        out: list[tuple[int, int]]
         cls, text, out = ctx.cls, ctx.text, []
         if ctx.screen and _CARD_SCREEN.search(cls) is None:
             return out

@@ -34,6 +34,7 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
 
 
 # a literal that every match of each stem in ``_STEMS`` (and "identified") contains
+_STEM_LITERALS: tuple[str, ...]
 _STEM_LITERALS = ("key", "ken", "kie", "pass", "pw", "secret", "sess", "sig", "auth", "cred")
 _STEM_LITERALS += ("identified",)
 

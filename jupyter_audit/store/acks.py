@@ -10,6 +10,7 @@ nor import anything of a backend.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future
 from itertools import repeat
 from typing import NamedTuple
@@ -63,7 +64,8 @@ def resolve(fut: Future, ps: list, results: list[AppendResult]) -> None:
         if not fut.done():
             fut.set_result(results[0])
         return
-    got, prepared = fut.got, fut.prepared
+    prepared: list  # None only until the writer thread has prepared a `submit_later` batch
+    got, prepared = fut.got, fut.prepared  # type: ignore[assignment]
     if not got and len(results) == len(prepared):  # all at once, in order
         if not fut.done():
             fut.set_result(results)
@@ -75,7 +77,7 @@ def resolve(fut: Future, ps: list, results: list[AppendResult]) -> None:
         fut.set_result([got[id(p)].pop(0) for p in prepared])
 
 
-def fail(futures, error: BaseException) -> None:
+def fail(futures: Iterable[Future], error: BaseException) -> None:
     """Tell every future not yet resolved that its events were not stored."""
     for fut in futures:
         if not fut.done():

@@ -80,7 +80,8 @@ def seal(
         seq += 1
         iid = p.identity_id
         if iid is not None and iid not in known_identities and iid not in new_ids:
-            new_ids[iid] = NewIdentity(p.identity_json, p.identity["username"], seq)
+            # `prepare` sets identity, identity_id and identity_json together (all or none)
+            new_ids[iid] = NewIdentity(p.identity_json, p.identity["username"], seq)  # type: ignore[arg-type, index]
         # encode_record(p, seq, prev.hex(), time, RECORD_VERSION), spliced here
         head, mid, at, tail, end = p.parts or p.seal()
         canon = join((head, hexlify(prev), mid, b"%d" % seq, at, time_b, tail, version_b, end))

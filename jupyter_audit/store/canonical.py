@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import rfc8785
 
@@ -25,7 +26,7 @@ _dumps = json.JSONEncoder(
 ).encode
 
 
-def _needs_utf16_sort(value) -> bool:
+def _needs_utf16_sort(value: object) -> bool:
     if isinstance(value, dict):
         for k, v in value.items():
             if any(ord(c) > 0xFFFF for c in k) or _needs_utf16_sort(v):
@@ -35,7 +36,7 @@ def _needs_utf16_sort(value) -> bool:
     return False
 
 
-def canonical_bytes(record: dict, *, astral_keys: bool | None = None) -> bytes:
+def canonical_bytes(record: dict | list | str, *, astral_keys: bool | None = None) -> bytes:
     """JCS bytes of a normalised record. `astral_keys` may be passed when the caller already
     knows whether any dict key lies outside the BMP (saves a walk)."""
     if astral_keys is None:
@@ -45,7 +46,7 @@ def canonical_bytes(record: dict, *, astral_keys: bool | None = None) -> bytes:
     return _dumps(record).encode("utf-8")
 
 
-def jcs(value) -> bytes:
+def jcs(value: Any) -> bytes:
     """Reference JCS for values not produced by the Writer (bundles, signatures)."""
     return rfc8785.dumps(value)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from .canonical import iso_time, jcs
@@ -77,7 +78,9 @@ def append_checkpoint_line(path: Path, body: dict) -> None:
         os.close(fd)
 
 
-def read_checkpoint_files(paths) -> tuple[list[dict], list[str]]:
+def read_checkpoint_files(
+    paths: Iterable[str | os.PathLike],
+) -> tuple[list[dict], list[str]]:
     """(checkpoints, unreadable lines) of the checkpoint files that exist among `paths`. Each
     checkpoint gets `_source` ("path:line"); each unreadable line is named the same way."""
     out, bad = [], []

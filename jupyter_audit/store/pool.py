@@ -70,8 +70,8 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
 
 def _prepare_chunk(events: list, event_ids: list | None = None) -> list:
     """In a worker: a Prepared's wire tuple, or the validation message (str), per event."""
-    masker, cap = _state
-    out = []
+    masker, cap = _state  # type: ignore[misc]  # a worker: `_init_worker` has set it
+    out: list[tuple | str] = []
     for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
         try:
             out.append(prepare(event, masker, cap, event_id=event_id).to_wire())
@@ -129,7 +129,10 @@ class PreparePool:
             out.extend(EventValidationError(r) if type(r) is str else from_wire(r) for r in results)
         return out
 
-    def _inline(self, events: list, event_ids: list | None = None) -> list:
+    def _inline(
+        self, events: list, event_ids: list | None = None
+    ) -> list[Prepared | EventValidationError]:
+        out: list[Prepared | EventValidationError]
         masker, cap, out = self.masker, self.max_field_bytes, []
         for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
             try:

@@ -36,6 +36,7 @@ def _trace_row(row, users: list[str]) -> dict:
 
 def list_traces(cur, *, username: str | None = None, limit: int = 100, before_seq=None):
     """Newest traces first; with `username`, only traces that user took part in."""
+    params: list[object]
     where, params = [], []
     if username is not None:
         where.append("trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)")
@@ -127,6 +128,7 @@ def export_filter(
     trace: str | None = None,
     trace_ids: list[str] | None = None,
 ) -> tuple[str, list]:
+    params: list[object]
     where, params = [], []
     if user is not None:
         where.append("identity_id IN (SELECT identity_id FROM identities WHERE username = ?)")

@@ -23,7 +23,7 @@ from .canonical import SAFE_INT, canonical_bytes, jcs
 try:
     from _json import make_encoder as _c_make_encoder
 except ImportError:  # pragma: no cover - CPython always has it
-    _c_make_encoder = None
+    _c_make_encoder = None  # type: ignore[assignment, misc]  # None: no C encoder here
 
 ENVELOPE_FIELDS = {
     "kind",
@@ -209,6 +209,29 @@ class Prepared:
         "session_id",
         "trace_id",
     )
+    # the slots' types (annotations without values: no class attributes, the slots stay).
+    # `from_wire` leaves payload, payload_json, schema and extras_json None: a record from a
+    # prepare worker arrives sealed (`parts`), so nothing reads them, and `seal` is not run
+    event_id: str
+    extras_json: tuple[str, str, str]  # capped, flags, withheld (JCS text)
+    client_event: bool
+    flags: list[str]
+    identity: dict | None
+    identity_id: str | None
+    identity_json: str | None
+    kernel_id: str | None
+    kernel_time: str | None
+    kind: str
+    msg_id: str | None
+    notebook: str | None
+    notebook_json: str
+    op_index: int | None
+    parts: tuple[bytes, bytes, bytes, bytes, bytes] | None
+    payload: dict
+    payload_json: bytes
+    schema: int
+    session_id: str | None
+    trace_id: str | None
 
     # what a prepare worker sends back (`store.pool`): the sealed record and the fields the
     # Writer indexes; not the payload, which lives on in the sealed bytes
@@ -269,7 +292,8 @@ class Prepared:
             p.parts,
         ) = wire  # the order of _WIRE
         p.identity = None if p.identity_json is None else _snapshot(p.identity_id, p.identity_json)
-        p.payload = p.payload_json = p.schema = p.extras_json = None
+        # sealed already: none of these is read again (see the slots' types above)
+        p.payload = p.payload_json = p.schema = p.extras_json = None  # type: ignore[assignment]
         return p
 
     def set_payload(self, payload: dict, astral: bool = False) -> None:

@@ -93,7 +93,7 @@ DERIVED_TABLES = ("traces", "trace_users")
 # Migrations from version N to N+1, applied in order inside one transaction.
 MIGRATIONS: dict[int, list[str]] = {1: [SERVICE_TOKENS_DDL]}
 
-CONNECTION_CONFIG = {
+CONNECTION_CONFIG: dict[str, str | bool] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "lock_configuration": True,

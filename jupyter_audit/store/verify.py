@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 
@@ -277,6 +278,7 @@ def verify_connection(
     result.intact_upto = good
     # The signed chain hash at a checkpoint vouches for every record before it. The Merkle
     # roots (what export bundles prove against) are recomputed from the leaves with --deep.
+    seen_at: dict[int, tuple[bytes, bytes | None]]  # seq -> (chain hash, Merkle root)
     if deep:
         tree = MerkleLevels(leaves)
         seen_at = {
@@ -390,7 +392,8 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
     expected = lo
     leaves: list[bytes] = []
     hash_at: dict[int, bytes] = {}
-    bad = None
+    # (seq, expected seq, stored hash, record, leaf mismatch)
+    bad: tuple[int, int, bytes | None, bytes | None, bool] | None = None
     rows = 0
     scan = con.cursor()
     reader = scan.sql(query, params=[lo, hi]).to_arrow_reader(65_536)
@@ -440,7 +443,8 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
 def _binary_views(column) -> list:
     """The values of an Arrow binary column as memoryviews into its data buffer: hashing
     them skips copying a gigabyte of records into bytes objects (~17 % of the chain check)."""
-    typecode = {pa.binary(): "i", pa.large_binary(): "q"}.get(column.type)
+    typecodes: dict[object, Literal["i", "q"]] = {pa.binary(): "i", pa.large_binary(): "q"}
+    typecode = typecodes.get(column.type)
     if typecode is None or column.null_count:
         return column.to_pylist()
     _, offsets_buf, data_buf = column.buffers()

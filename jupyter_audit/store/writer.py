@@ -17,12 +17,14 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC
 from itertools import repeat
 from pathlib import Path
 from typing import NamedTuple
 
+import duckdb
 import pyarrow as pa
 
 from ..events import EventValidationError
@@ -58,7 +60,7 @@ class _Later(NamedTuple):
 
     events: list
     event_ids: list
-    fallback: object  # callable(event, error) -> event, or None
+    fallback: Callable[[dict, Exception], dict] | None  # (event, error) -> event
 
 
 BUSY_BATCH = 500  # a round that took this many events means sustained load...
@@ -103,7 +105,7 @@ class Writer(TrailStore):
         self.pool = PreparePool(masker, max_field_bytes, prepare_workers)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._con = None
+        self._con: duckdb.DuckDBPyConnection = None  # type: ignore[assignment]  # open() sets it
         self._known_identities: set[str] = set()
         self._known_pairs: set[tuple[str, str]] = set()  # (trace, user) rows already stored
         self._known_traces: set[str] = set()  # trace ids with a row in `traces`
@@ -283,6 +285,7 @@ class Writer(TrailStore):
     def _prepare_later(self, later: _Later, fut: BatchFuture) -> list[Prepared]:
         """On the writer thread: a `submit_later` batch, prepared (see there)."""
         prepared = []
+        results: Sequence[Prepared | Exception]
         try:
             results = self.prepare_many(later.events, later.event_ids)
         except Exception as e:  # noqa: BLE001 - not a validation error: a bug somewhere
@@ -290,12 +293,13 @@ class Writer(TrailStore):
                 "jupyter-audit: batch not prepared (%s); preparing its events one by one",
                 loggable_error(e),
             )
-            results = []
+            one_by_one: list[Prepared | Exception] = []
             for event, event_id in zip(later.events, later.event_ids, strict=True):
                 try:
-                    results.append(self.prepare(event, event_id=event_id))
+                    one_by_one.append(self.prepare(event, event_id=event_id))
                 except Exception as err:  # noqa: BLE001 - the fallback takes it from here
-                    results.append(err)
+                    one_by_one.append(err)
+            results = one_by_one
         for event, event_id, p in zip(later.events, later.event_ids, results, strict=True):
             if not isinstance(p, Prepared) and later.fallback is not None:
                 try:
@@ -412,7 +416,7 @@ class Writer(TrailStore):
                     continue
                 items.append(item)
                 count += _count(item)
-            events = []
+            events: list[tuple[Prepared, Future]] = []
             stop = False
             for obj, fut in items:
                 if type(obj) is list:  # submit_batch: one queue item for the whole batch

@@ -122,4 +122,9 @@ def patch_sqlalchemy(module, patcher) -> None:
     )
     for name, fn in listeners:
         event.listen(Engine, name, fn)
-    patcher.defer(lambda: [event.remove(Engine, n, f) for n, f in listeners])
+
+    def unpatch() -> None:
+        for n, f in listeners:
+            event.remove(Engine, n, f)
+
+    patcher.defer(unpatch)

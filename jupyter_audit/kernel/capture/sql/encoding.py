@@ -53,13 +53,13 @@ def jsonable(value, depth: int = 0):
                 out.append(f"… {len(value) - PARAM_ITEMS_CAP} more")
             return out
         if isinstance(value, dict):
-            out = {}
+            obj = {}
             for i, (k, v) in enumerate(value.items()):
                 if i >= PARAM_ITEMS_CAP:
-                    out["…"] = f"{len(value) - PARAM_ITEMS_CAP} more"
+                    obj["…"] = f"{len(value) - PARAM_ITEMS_CAP} more"
                     break
-                out[k if isinstance(k, str) else repr(k)] = jsonable(v, depth + 1)
-            return out
+                obj[k if isinstance(k, str) else repr(k)] = jsonable(v, depth + 1)
+            return obj
     try:
         text = repr(value)
     except Exception:

@@ -73,7 +73,7 @@ def audited_class(cache: dict, base, mixin: type, root: type):
         return base
     cls = cache.get(base)
     if cls is None:
-        namespace = {"__module__": mixin.__module__}
+        namespace: dict[str, object] = {"__module__": mixin.__module__}
         if "__slots__" in mixin.__dict__:
             namespace["__slots__"] = ()
         cls = type(base.__name__, (mixin, base), namespace)
