@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from contextvars import ContextVar
+from typing import Any
 
 from ..context import active, current_msg_id, log_once, record
 
@@ -39,10 +40,10 @@ class _State:
         self.ignore: frozenset = frozenset()  # (host, port) of the kernel side's transport
         self.seen_cell: str | None = None
         self.seen: set = set()
-        self.guards: list[ContextVar[bool]] = []
+        self.guards: list[ContextVar[Any]] = []
 
 
-def install(ingest_url: str | None, guards: list[ContextVar[bool]]) -> None:
+def install(ingest_url: str | None, guards: list[ContextVar[Any]]) -> None:
     """Start reporting (adding the process's hook the first time)."""
     state = getattr(sys, _MARK, None)
     if state is None:
