@@ -358,6 +358,62 @@ class TestNoWayAround:
         assert "‹EMAIL:" in recorded
         client.ws.close()
 
+    async def test_content_sent_as_a_json_string_is_recorded_as_the_kernel_reads_it(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path
+    ):
+        """jupyter_client's Session forwards a str content as it is and the kernel parses
+        it: the gateway reads it the same way (it once recorded such a cell as empty)."""
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=False)
+        marker = tmp_path / "ran"
+        req = execute_request(f"open({str(marker)!r}, 'w')")
+        req["content"] = json.dumps(req["content"])
+        req["channel"] = "shell"
+        client.ws.write_message(json.dumps(req))
+        assert (await client.run("print('after')"))[0] == "ok"
+        assert marker.exists()
+        [first, _after] = cell_requests(jp_serverapp)
+        assert str(marker) in first["payload"]["code"]
+        # content that is no object at all is refused
+        bad = execute_request("1")
+        bad["content"], bad["channel"] = ["not", "an", "object"], "shell"
+        client.ws.write_message(json.dumps(bad))
+        assert await closed_by_server(client.ws)
+
+    @pytest.mark.parametrize("v1", [True, False], ids=["v1-protocol", "legacy-json"])
+    async def test_code_the_debugger_evaluates_is_recorded_first(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, v1
+    ):
+        """JupyterLab's debugger sends debug_request on the control channel; an `evaluate`
+        (or a value set, a breakpoint condition) runs code: it is recorded under the
+        socket's user like a cell, before it reaches the kernel."""
+        kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1)
+        msg = Session(username="mallory").msg(
+            "debug_request",
+            {
+                "type": "request",
+                "seq": 1,
+                "command": "evaluate",
+                "arguments": {"expression": "open('/tmp/x-debug', 'w')", "context": "repl"},
+            },
+        )
+        msg = json.loads(json.dumps(msg, default=json_default))
+        if v1:
+            parts = [
+                json.dumps(msg[k]).encode()
+                for k in ("header", "parent_header", "metadata", "content")
+            ]
+            client.ws.write_message(serialize_msg_to_ws_v1(parts, "control"), binary=True)
+        else:
+            msg["channel"] = "control"
+            client.ws.write_message(json.dumps(msg))
+        assert (await client.run("print('after')"))[0] == "ok"
+        first = cell_requests(jp_serverapp)[0]
+        assert first["payload"]["code"] == "open('/tmp/x-debug', 'w')"
+        assert first["payload"]["debug_command"] == "evaluate"
+        assert first["identity"]["username"] == getpass.getuser()
+        assert first["msg_id"] == msg["header"]["msg_id"]
+        client.ws.close()
+
     async def test_code_the_trail_cannot_record_never_reaches_the_kernel(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, tmp_path, caplog
     ):

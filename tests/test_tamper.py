@@ -509,3 +509,28 @@ def test_a_damaged_file_gets_one_clear_line_not_a_traceback(trail, damage):
         assert code in (1, 2), (code, out, err)
         if code == 2:
             assert len(err.strip().splitlines()) == 1 and "error:" in err
+
+
+def test_a_macro_planted_in_the_file_cannot_make_a_check_pass(trail, capsys):
+    """DuckDB keeps macros in the file, and a macro can shadow a built-in function that a
+    check uses: the trail never holds any, and a check that fails is a finding."""
+    sql(
+        trail,
+        "UPDATE events SET time = TIMESTAMP '1999-01-01' WHERE seq = 3",
+        "CREATE MACRO strftime(t, f) AS CAST(f AS INTEGER)::VARCHAR",
+    )
+    code, r = verify_json(trail, capsys)
+    assert code == 1
+    found = {p_text(p) for p in r["problems"]}
+    assert "the trail file holds functions or views of its own" in found
+    assert "a check could not run on this trail (it may have been altered)" in found or (
+        r["first_bad_seq"] == 3
+    )
+
+
+def test_a_missing_high_water_mark_is_tampering(trail, capsys):
+    sql(trail, "DELETE FROM meta WHERE key = 'last_hash'")
+    code, r = verify_json(trail, capsys)
+    assert code == 1 and "the writer's high-water mark was edited" in [
+        p_text(p) for p in r["problems"]
+    ]

@@ -263,19 +263,24 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
 
     # ---------------------------------------------------------------- the tap
     def _tap(self, recorder, ws_msg):
-        """Record and stamp an execute_request, in whatever framing the client used; refuse
-        one outside the shell channel (the kernel would run it, unrecorded)."""
+        """Record and stamp what makes the kernel run code, in whatever framing the client
+        used: an execute_request (refused outside the shell channel, where the kernel would
+        run it unrecorded) and a debugger request that evaluates code (`_debug_code`)."""
         if self.subprotocol == V1:
             channel, parts = deserialize_msg_from_ws_v1(ws_msg)
             header = _obj(parts[0]) if parts else {}
-            if header.get("msg_type") != "execute_request":
+            msg_type = header.get("msg_type")
+            if msg_type not in RUNS_CODE:
                 return ws_msg
-            if channel != "shell" or len(parts) < 4:
-                raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
+            if len(parts) < 4 or not isinstance(_loads(parts[3]), dict):
+                raise CellRefused(f"{msg_type} without an object for its content")
             # the metadata is written back: read by the standard library, which keeps every
             # value as it was (orjson turns integers past 64 bits into floats)
             metadata, content = _obj(parts[2], exact=True), _obj(parts[3])
-            metadata[STAMP] = self._record(recorder, header, metadata, content)
+            stamp = self._stamp(recorder, channel, header, metadata, content)
+            if stamp is None:
+                return ws_msg
+            metadata[STAMP] = stamp
             parts = list(parts)
             parts[2] = json.dumps(metadata).encode("utf-8")
             return serialize_msg_to_ws_v1(parts, channel)
@@ -284,18 +289,43 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if not isinstance(msg, dict):
             return ws_msg
         header = msg.get("header") if isinstance(msg.get("header"), dict) else {}
-        if header.get("msg_type") != "execute_request":
+        msg_type = header.get("msg_type")
+        if msg_type not in RUNS_CODE:
             return ws_msg
+        content = msg.get("content")
+        if isinstance(content, str | bytes):
+            # jupyter_client's Session sends a str or bytes content as it is, and the kernel
+            # parses it: read it the same way, and send the object that was recorded
+            content = _loads(content.encode("utf-8") if isinstance(content, str) else content)
+        if not isinstance(content, dict):
+            raise CellRefused(f"{msg_type} without an object for its content")
+        msg["content"] = content
         channel = msg.get("channel") or "shell"  # jupyter_server assumes shell when missing
-        if channel != "shell":
-            raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
         metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
-        content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
-        metadata[STAMP] = self._record(recorder, header, metadata, content)
+        stamp = self._stamp(recorder, channel, header, metadata, content)
+        if stamp is None:
+            return ws_msg
+        metadata[STAMP] = stamp
         msg["metadata"] = metadata
         return serialize_binary_message(msg) if binary else json.dumps(msg)
 
-    def _record(self, recorder, header: dict, metadata: dict, content: dict) -> dict:
+    def _stamp(self, recorder, channel, header: dict, metadata: dict, content: dict):
+        """The stamp for a message that runs code (its `cell.requested` left in
+        `_pending`), or None for a debugger request that runs none."""
+        if header.get("msg_type") == "execute_request":
+            if channel != "shell":
+                raise CellRefused(f"execute_request on the {channel!r} channel is not accepted")
+            return self._record(recorder, header, metadata, content)
+        command, code = _debug_code(content)
+        if code is None:
+            return None
+        return self._record(
+            recorder, header, {}, {"code": code, "silent": True}, {"debug_command": command}
+        )
+
+    def _record(
+        self, recorder, header: dict, metadata: dict, content: dict, extra: dict | None = None
+    ) -> dict:
         """Check that this socket's user may run the cell and build its `cell.requested`
         (left in `_pending`, prepared by the caller); the stamp for the message."""
         handler = self.websocket_handler
@@ -319,6 +349,8 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         expressions = content.get("user_expressions")
         if expressions:
             payload["user_expressions"] = expressions
+        if extra:
+            payload.update(extra)
         # what could make preparing the event fail, checked before the cell goes anywhere
         notebook = self._audit_notebook
         for field, text in (("payload.code", code), ("payload.cell_id", cell_id)):
@@ -352,6 +384,38 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             "trace_id": kernel_id,
             "event_id": event_id,
         }
+
+
+# messages that make a kernel run code: an execute_request, and a debugger request (DAP over
+# the control channel: JupyterLab's debugger) that evaluates an expression or sets a value
+RUNS_CODE = frozenset({"execute_request", "debug_request"})
+
+
+def _debug_code(content: dict) -> tuple[str | None, str | None]:
+    """(command, the code a debug_request makes the kernel run), or (command, None)."""
+    command = content.get("command")
+    raw = content.get("arguments")
+    args: dict = raw if isinstance(raw, dict) else {}
+    code: str | None
+    if command == "evaluate":
+        code = args.get("expression")
+    elif command == "setExpression":
+        code = f"{args.get('expression')} = {args.get('value')}"
+    elif command == "setVariable":
+        code = f"{args.get('name')} = {args.get('value')}"
+    elif command == "setBreakpoints":  # conditions and log messages are evaluated
+        parts = []
+        for bp in args.get("breakpoints") or []:
+            if isinstance(bp, dict):
+                for key in ("condition", "hitCondition", "logMessage"):
+                    if bp.get(key):
+                        parts.append(f"# {key} at line {bp.get('line')}: {bp[key]}")
+        code = "\n".join(parts) or None
+    else:
+        code = None
+    return (command if isinstance(command, str) else None), (
+        code if code is None or isinstance(code, str) else json.dumps(code)
+    )
 
 
 def _utf8(text: str) -> bool:

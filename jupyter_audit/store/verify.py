@@ -41,6 +41,8 @@ PROBLEMS = {
     "column_mismatch": "record changed (a stored column differs from the signed record)",
     "derived_changed": "derived table changed (differs from what the log says)",
     "meta_changed": "the writer's high-water mark was edited",
+    "foreign_objects": "the trail file holds functions or views of its own",
+    "check_failed": "a check could not run on this trail (it may have been altered)",
 }
 
 
@@ -160,7 +162,7 @@ _LEAF_PREFIX = sha256(b"\x00")
 def _column_check(cursor, out: list) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
-    the derived tables with the log."""
+    the derived tables with the log. A check that raises is a finding, never a pass."""
     try:
         bad = None
         total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -168,12 +170,12 @@ def _column_check(cursor, out: list) -> None:
             bad = cursor.execute(_COLUMNS_FIRST_BAD, [_SUFFIX]).fetchone()[0]
         prev = cursor.execute(_PREV_CHECK, [GENESIS_HASH]).fetchone()[0]
         out.append(min((x for x in (bad, prev) if x is not None), default=None))
-    except Exception as e:  # noqa: BLE001 - undecodable record: reported by the chain check
-        out.append(("error", str(e)))
+    except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
+        out.append(("error", type(e).__name__))
     try:
         out.append(derived_differences(cursor))
     except Exception as e:  # noqa: BLE001 - as above
-        out.append(("error", str(e)))
+        out.append(("error", type(e).__name__))
 
 
 def verify_connection(
@@ -193,6 +195,15 @@ def verify_connection(
     mirror, an auditor's copy), without which a cut tail whose checkpoint lines were cut
     too cannot show."""
     result = VerifyResult(independent_copy=independent_copy)
+    # a macro or view stored in the file could change what the checks below compute
+    # (e.g. shadow a built-in function): the trail never holds any
+    foreign = con.execute(
+        "SELECT function_name FROM duckdb_functions() WHERE NOT internal UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+    ).fetchall()
+    if foreign:
+        names = ", ".join(sorted({str(n) for (n,) in foreign}))[:200]
+        result.add("foreign_objects", None, f"functions or views not made by the writer: {names}")
     trail_id = meta.get("trail_id", "")
 
     # signed checkpoints: inside the trail and in the plain files beside / away from it
@@ -288,6 +299,9 @@ def verify_connection(
         seen_at = {s: (h, None) for s, h in hash_at.items() if s <= good}
 
     col_thread.join()
+    for found in col_out:
+        if isinstance(found, tuple) and found[0] == "error":
+            result.add("check_failed", None, f"a column or derived-table check failed: {found[1]}")
     if col_out and isinstance(col_out[0], int):
         result.add(
             "column_mismatch",
@@ -303,6 +317,8 @@ def verify_connection(
 
     # the writer's high-water mark (updated in the same transaction as every append)
     meta_seq = int(meta.get("last_seq") or 0)
+    if max_seq and ("last_seq" not in meta or "last_hash" not in meta):
+        result.add("meta_changed", None, "the writer's high-water mark is missing")
     if "last_seq" in meta and (
         meta_seq < max_seq
         or (
