@@ -141,13 +141,19 @@ async def test_tokens_in_query_strings_never_reach_the_log(jp_serverapp, jp_fetc
         client = AsyncHTTPClient()
         base = jp_serverapp.connection_url.rstrip("/")
         for path in ("api/me", "api/nothing-here", "api/traces/nope", "api/kernel/events"):
-            url = f"{base}/jupyter-audit/{path}?x=1&token={secret}"
+            # tornado decodes parameter names: %74oken is token too
+            name = "%74oken" if path == "api/nothing-here" else "token"
+            url = f"{base}/jupyter-audit/{path}?x=1&{name}={secret}"
             r = await client.fetch(url, raise_error=False, headers={"Authorization": "token wrong"})
             assert r.code in (200, 302, 401, 403, 404)
+        try:  # a traceback quoting a URL with a token
+            raise ValueError(f"cannot fetch http://x/?token={secret}")
+        except ValueError:
+            logging.getLogger("tornado.application").exception("failed")
         await asyncio.sleep(0.1)
     finally:
         for name in ("", "tornado", "tornado.access", "tornado.general", "ServerApp"):
             logging.getLogger(name).removeHandler(keep)
-    assert lines and not any(secret in line for line in lines)
+    assert lines and not [line for line in lines if secret in line]
     assert any("token=[secret]" in line for line in lines)
-    assert any("token%3D[secret]" in line for line in lines)  # inside a login redirect's next=
+    assert any("oken%3D[secret]" in line for line in lines)  # inside a login redirect's next=

@@ -111,9 +111,17 @@ def test_a_spool_file_not_written_by_its_kernel_is_refused_and_recorded(make_wri
     write_spool(runtime / "audit-spool-k3.jsonl", 2)
     k3 = (runtime / "audit-spool-k3.jsonl").read_bytes()
     (runtime / "audit-spool-k4.jsonl").write_bytes(k3)  # k3's lines under k4's name
+    # a file mixing this kernel's lines with others: its own taken, the rest refused
+    mixed = (runtime / "audit-spool-k3.jsonl").read_bytes() + events[1].encode() + b"\n"
+    (runtime / "audit-spool-k3.jsonl").write_bytes(mixed)
     assert ingest_spools(audit, runtime, managed=set()) == 2  # k3's own two
     assert stored(w) == 2
     reasons = rejections(w)
-    forged = [r for r in reasons if "not written by that kernel" in r]
-    assert sorted(r.split()[0] for r in forged) == ["1", "3", "5"]  # k1, k4 (2+1), k2 (4+1)
-    assert not list(runtime.iterdir())  # read once; nothing left to try again
+    assert [r.split()[0] for r in reasons if "not written by that kernel" in r] == ["1"]
+    # files with no line this server can check (forged, or another server's kernel, whose
+    # key is not ours) are said once and left in place, never deleted
+    left = sorted(p.name for p in runtime.iterdir())
+    assert left == ["audit-spool-k1.jsonl", "audit-spool-k2.jsonl", "audit-spool-k4.jsonl"]
+    assert sum("no line this server can check" in r for r in reasons) == 3
+    assert ingest_spools(audit, runtime, managed=set()) == 0  # looked at again: said once
+    assert sum("no line this server can check" in r for r in rejections(w)) == 3

@@ -159,10 +159,12 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             identity = self._identity()
         except Exception:  # noqa: BLE001 - the refusal is recorded under the server's own
             identity = None
+        # not rate-limited by address: the sender is authenticated and named, and each
+        # refusal closes its socket (folded into an address's count, it could hide in a
+        # flood of anonymous refusals)
         recorder.reject(
             reason,
             f"kernel websocket of kernel {self.kernel_id} from {ip}",
-            address=ip,
             kernel_id=self.kernel_id,
             identity=identity,
         )

@@ -9,7 +9,16 @@ from __future__ import annotations
 import logging
 import re
 
-_NAMES = r"(?:token|access_token|id_token|refresh_token|code|state|key|auth|password)"
+_PARAMS = ("token", "access_token", "id_token", "refresh_token", "code", "state", "key", "auth")
+
+
+def _spelled_any_way(name: str) -> str:
+    """A parameter name as tornado accepts it: each character also percent-encoded (and
+    encoded twice, inside a URL that is itself a parameter)."""
+    return "".join(f"(?:{re.escape(c)}|%{ord(c):02x}|%25{ord(c):02x})" for c in name)
+
+
+_NAMES = "(?:" + "|".join(_spelled_any_way(n) for n in (*_PARAMS, "password")) + ")"
 _QUERY = re.compile(r"(?i)([?&;]" + _NAMES + r"=)[^&\s\"'#]+")
 # the same inside a URL that is itself a parameter (a login redirect's `next=`)
 _ENCODED = re.compile(r"(?i)((?:%3F|%26|%3B)" + _NAMES + r"%3D)(?:(?!%26|%23)[^&\s\"'#])+")
@@ -41,8 +50,13 @@ class ScrubSecrets(logging.Filter):
         cleaned = scrub(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # formatted here, once, so that the handler prints the scrubbed text
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
         return True
 
 

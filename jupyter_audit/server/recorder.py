@@ -59,6 +59,8 @@ class Recorder:
         self.cell_requests = CellRequests(store, self.log)
         self.kernel_secrets = KernelSecrets(kernel_key)
         self.unaudited: set[str] = set()  # kernels started without the kernel side
+        # spool files left in place as not this server's (file name, size): said once
+        self.foreign_spools: set[tuple[str, int]] = set()
         self.token_sockets: dict[str, set] = {}  # token id -> its open websockets
         self._rejections: dict[str, _Window] = {}  # per source address
         self._earlier: set[str] | None = None  # see earlier_kernels

@@ -53,6 +53,8 @@ def spool_files(runtime_dir: str | Path, managed: set[str]) -> list[tuple[str, P
     out = []
     for path in sorted(Path(runtime_dir).glob(f"{PREFIX}*{SUFFIX}*")):
         kernel_id = _kernel_of(path.name)
+        if ".foreign-" in path.name or ".rejected-" in path.name:
+            continue  # another server's (its key is not ours), or kept as evidence
         if kernel_id and kernel_id not in managed and not _busy(path.name):
             out.append((kernel_id, path))
     return out
@@ -74,6 +76,24 @@ def ingest_spools(recorder, runtime_dir: str | Path, managed: set[str]) -> int:
             os.rename(path, taken)
         except OSError:
             continue  # another server took it, or it vanished
+        if not _any_line_ours(recorder, kernel_id, taken):
+            # not one line carries this server's HMAC: most likely the spool of a kernel of
+            # another server sharing the runtime directory (another trail, another key).
+            # Put it back for that server; never delete what this one cannot check.
+            back = path if not path.exists() else taken.with_name(f"{base}.foreign-{n}")
+            os.rename(taken, back)
+            seen = (back.name, back.stat().st_size)
+            told = recorder.foreign_spools
+            if seen not in told:  # said once per file and size, not every interval
+                if len(told) > 10_000:
+                    told.clear()
+                told.add(seen)
+                recorder.reject(
+                    "a kernel spool file with no line this server can check (another "
+                    "server's, or forged): left in place, not ingested",
+                    f"spool of kernel {kernel_id}",
+                )
+            continue
         try:
             stored += _ingest_file(recorder, kernel_id, taken)
         except Exception as e:  # noqa: BLE001 - keep the file for the next attempt
@@ -82,6 +102,24 @@ def ingest_spools(recorder, runtime_dir: str | Path, managed: set[str]) -> int:
             continue
         taken.unlink()
     return stored
+
+
+def _lines(path: Path):
+    """(event bytes, mac) of each non-empty line; (None, None) for a line without a MAC."""
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            data, tab, mac = line.rstrip(b"\n").rpartition(b"\t")
+            yield (data, mac) if tab else (None, None)
+
+
+def _any_line_ours(recorder, kernel_id: str, path: Path) -> bool:
+    secrets = recorder.kernel_secrets
+    return any(
+        data is not None and secrets.spool_line_ok(kernel_id, data, mac)
+        for data, mac in _lines(path)
+    )
 
 
 def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
@@ -104,23 +142,19 @@ def _ingest_file(recorder, kernel_id: str, path: Path) -> int:
             recorder.writer.submit_batch(prepared).result(timeout=600)  # acknowledged = committed
             stored += len(prepared)
 
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            data, tab, mac = line.rstrip(b"\n").rpartition(b"\t")
-            if not tab or not recorder.kernel_secrets.spool_line_ok(kernel_id, data, mac):
-                forged += 1
-                continue
-            try:
-                raw = json.loads(data)
-                event = attributor.event(kernel_id, raw)
-                event["flags"] = sorted({*event.get("flags", []), "spooled"})
-                events.append(event)
-            except (ValueError, EventValidationError):
-                bad += 1
-            if len(events) >= CHUNK:
-                commit()
+    for data, mac in _lines(path):
+        if data is None or not recorder.kernel_secrets.spool_line_ok(kernel_id, data, mac):
+            forged += 1
+            continue
+        try:
+            raw = json.loads(data)
+            event = attributor.event(kernel_id, raw)
+            event["flags"] = sorted({*event.get("flags", []), "spooled"})
+            events.append(event)
+        except (ValueError, EventValidationError):
+            bad += 1
+        if len(events) >= CHUNK:
+            commit()
     commit()
     if forged:
         recorder.reject(
