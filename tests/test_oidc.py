@@ -5,14 +5,18 @@ claims. A refused credential gets a clear 401 and nothing is recorded under its 
 
 import asyncio
 import base64
+import email.utils
 import json
+import logging
 import time
 from urllib.parse import parse_qs, urlparse
 
+import jwt
 import pytest
 import requests
 from helpers.kernels import open_kernel
 from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config
+from helpers.servers import free_port
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
 
@@ -61,7 +65,7 @@ class TestMockProvider:
         return oidc_config(trail_dir, provider.issuer)
 
     async def test_browser_sign_in_with_pkce_then_sign_out(
-        self, jp_fetch, jp_http_port, jp_base_url, provider
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, provider
     ):
         base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
         me_url = base + "jupyter-audit/api/me"
@@ -82,13 +86,21 @@ class TestMockProvider:
             me = s.get(me_url).json()
             # the same sign-in response again: its nonce was used, it is refused
             replay = requests.get(callback, cookies=flow_cookies, allow_redirects=False)
+            session_cookies = {c.name: c.value for c in s.cookies}
             r = s.get(base + "logout", allow_redirects=False)
             assert r.status_code == 302
-            assert r.headers["Location"].startswith(provider.discovery["end_session_endpoint"])
+            end = r.headers["Location"]
+            assert end.startswith(provider.discovery["end_session_endpoint"])
+            q = parse_qs(urlparse(end).query)
+            assert q["post_logout_redirect_uri"] == [base] and q["client_id"] == [CLIENT]
+            hint = jwt.decode(q["id_token_hint"][0], options={"verify_signature": False})
+            assert hint["sub"] == "alice-sub" and CLIENT in str(hint["aud"])
             after = s.get(me_url)
-            return me, replay, after
+            # the session cookie copied before signing out: the session ended on the server
+            copied = requests.get(me_url, cookies=session_cookies)
+            return me, replay, after, copied
 
-        me, replay, after = await asyncio.to_thread(browser)
+        me, replay, after, copied = await asyncio.to_thread(browser)
         ident = me["identity"]
         assert ident["username"] == "alice" and ident["subject"] == "alice-sub"
         assert ident["issuer"] == provider.issuer and ident["email"] == "alice@example.org"
@@ -97,6 +109,12 @@ class TestMockProvider:
         assert "auditor" in me["roles"] and "admin" not in me["roles"]
         assert replay.status_code == 403 and "replayed nonce" in replay.text
         assert after.status_code == 401
+        assert copied.status_code == 401 and "session ended" in copied.json()["message"]
+        events = trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+        reasons = [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
+        assert any("replayed nonce" in r for r in reasons), reasons
+        assert any("session ended" in r for r in reasons), reasons
+        assert "eyJ" not in json.dumps(events)  # neither the ID token nor the cookie
 
     async def test_bearer_id_token_runs_cells_attributed_over_the_websocket(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, provider
@@ -350,14 +368,28 @@ class TestSessionExpiry:
         def browser():
             s = requests.Session()
             r = s.get(base + "login", allow_redirects=False)
-            s.get(provider.approve(r.headers["Location"], "bob-sub"), allow_redirects=False)
+            r = s.get(provider.approve(r.headers["Location"], "bob-sub"), allow_redirects=False)
+            set_cookie = r.headers["Set-Cookie"]
             first = s.get(base + "jupyter-audit/api/me")
+            kept = {c.name: c.value for c in s.cookies}
             time.sleep(3.2)
-            return first, s.get(base + "jupyter-audit/api/me")
+            # a browser drops the cookie (its max-age is the session's); a client that kept it
+            # anyway is told the session expired
+            return set_cookie, first, s.get(base + "jupyter-audit/api/me"), kept
 
-        first, later = await asyncio.to_thread(browser)
+        set_cookie, first, later, kept = await asyncio.to_thread(browser)
         assert first.status_code == 200 and first.json()["username"] == "bob"
-        assert later.status_code == 401 and "session expired" in later.json()["message"]
+        assert later.status_code == 401
+        max_age = int(set_cookie.split("Max-Age=")[1].split(";")[0])
+        assert 0 < max_age <= 3
+        expires = email.utils.parsedate_to_datetime(set_cookie.split("expires=")[1].split(";")[0])
+        assert expires.timestamp() <= time.time() + 3
+
+        def replay():
+            return requests.get(base + "jupyter-audit/api/me", cookies=kept)
+
+        late = await asyncio.to_thread(replay)
+        assert late.status_code == 401 and "session expired" in late.json()["message"]
 
 
 async def test_userinfo_answers_are_cached_briefly(provider):
@@ -384,3 +416,193 @@ def test_client_secret_from_value_file_or_environment(tmp_path, monkeypatch):
     assert OIDCIdentityProvider(client_secret_file=str(f)).secret() == "from-file"
     monkeypatch.setenv("JUPYTER_AUDIT_OIDC_CLIENT_SECRET", "from-env")
     assert OIDCIdentityProvider().secret() == "from-env"
+
+
+# ---------------------------------------------------------------- failed sign-ins (issue 12)
+def rejections(jp_serverapp) -> list[str]:
+    events = trail_events(jp_serverapp.web_app.settings["jupyter_audit"])
+    return [e["payload"]["reason"] for e in events if e["kind"] == "security.rejected"]
+
+
+def start_sign_in(base: str, provider, sub: str) -> tuple[requests.Session, str]:
+    """A browser at /login, approved at the issuer as `sub`: (its session, the callback URL)."""
+    s = requests.Session()
+    r = s.get(base + "login", allow_redirects=False)
+    assert r.status_code == 302, r.text
+    return s, provider.approve(r.headers["Location"], sub)
+
+
+class TestFailedSignIns:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, provider):
+        return oidc_config(trail_dir, provider.issuer)
+
+    async def test_each_failed_sign_in_is_recorded_without_claim_values(
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, provider
+    ):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+        provider.set_user("nameless-sub", {"email": "nameless@example.org", "name": "No Name"})
+
+        def browser():
+            answers = {}
+            s, callback = start_sign_in(base, provider, "nameless-sub")
+            answers["no username"] = s.get(callback, allow_redirects=False)
+            s, callback = start_sign_in(base, provider, "alice-sub")
+            bad_state = callback.replace("state=", "state=x")
+            answers["state"] = s.get(bad_state, allow_redirects=False)
+            s, callback = start_sign_in(base, provider, "alice-sub")
+            sep = "&" if "?" in callback else "?"
+            mixed_up = callback + sep + "iss=https%3A%2F%2Fevil.example"
+            answers["issuer"] = s.get(mixed_up, allow_redirects=False)
+            # a sign-in response without the browser's sign-in in progress
+            answers["no flow"] = requests.get(callback, allow_redirects=False)
+            return answers
+
+        answers = await asyncio.to_thread(browser)
+        expected = {
+            "no username": (403, "no 'preferred_username' claim"),
+            "state": (400, "state does not match"),
+            "issuer": (403, "from another issuer"),
+            "no flow": (400, "no sign-in in progress"),
+        }
+        for name, (code, reason) in expected.items():
+            assert answers[name].status_code == code, (name, answers[name].text)
+            assert reason in answers[name].text, (name, answers[name].text)
+        reasons = rejections(jp_serverapp)
+        for name, (_code, reason) in expected.items():
+            assert any(r.startswith("sign-in refused") and reason in r for r in reasons), (
+                name,
+                reasons,
+            )
+        trail = json.dumps(trail_events(jp_serverapp.web_app.settings["jupyter_audit"]))
+        assert "nameless@example.org" not in trail and "No Name" not in trail
+        assert "nameless" not in usernames_in_trail(jp_serverapp)
+        assert "eyJ" not in trail
+
+
+class TestExpiredSignIn:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, provider):
+        return oidc_config(trail_dir, provider.issuer, sign_in_timeout=2)
+
+    async def test_a_late_sign_in_response_is_refused_and_recorded(
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, provider
+    ):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+        def browser():
+            s, callback = start_sign_in(base, provider, "alice-sub")
+            flow = {c.name: c.value for c in s.cookies}  # kept past its max-age
+            assert flow
+            time.sleep(2.5)
+            return requests.get(callback, cookies=flow, allow_redirects=False)
+
+        r = await asyncio.to_thread(browser)
+        assert r.status_code == 400 and "sign-in response expired" in r.text
+        assert any("sign-in response expired" in r for r in rejections(jp_serverapp))
+
+
+@pytest.fixture(scope="module")
+def registering_provider():
+    """An issuer that knows its clients and their secrets (a wrong secret is refused)."""
+    p = MockProvider("--require-registration")
+    p.set_user("alice-sub", ALICE)
+    yield p
+    p.stop()
+
+
+class TestWrongClientSecret:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, registering_provider, jp_http_port, jp_base_url):
+        callback = f"http://127.0.0.1:{jp_http_port}{jp_base_url}oidc/callback"
+        r = requests.post(
+            registering_provider.issuer + "/oauth2/clients",
+            json={"redirect_uris": [callback]},
+            timeout=10,
+        )
+        r.raise_for_status()
+        cfg = oidc_config(trail_dir, registering_provider.issuer)
+        cfg["OIDCIdentityProvider"]["client_id"] = r.json()["client_id"]
+        cfg["OIDCIdentityProvider"]["client_secret"] = "not-the-registered-secret"
+        return cfg
+
+    async def test_the_message_names_the_settings(
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, registering_provider
+    ):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+        def browser():
+            s, callback = start_sign_in(base, registering_provider, "alice-sub")
+            return s.get(callback, allow_redirects=False)
+
+        r = await asyncio.to_thread(browser)
+        assert r.status_code == 403, r.text
+        assert "code exchange refused (HTTP 401 invalid_client)" in r.text
+        assert "c.OIDCIdentityProvider.client_id and client_secret_file" in r.text
+        reasons = rejections(jp_serverapp)
+        assert any("code exchange refused (HTTP 401 invalid_client)" in r for r in reasons)
+        assert "not-the-registered-secret" not in json.dumps(reasons)
+
+
+class TestProviderUnreachableDuringSignIn:
+    @pytest.fixture
+    def lone_provider(self):
+        p = MockProvider()
+        yield p
+        p.stop()
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, lone_provider):
+        return oidc_config(trail_dir, lone_provider.issuer, http_timeout=5.0)
+
+    async def test_an_issuer_gone_before_the_code_exchange_is_503_try_again(
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, lone_provider
+    ):
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+        def browser():
+            s, callback = start_sign_in(base, lone_provider, "carol-sub")
+            lone_provider.stop()
+            return s.get(callback, allow_redirects=False)
+
+        r = await asyncio.to_thread(browser)
+        assert r.status_code == 503 and "could not be reached; try again" in r.text
+        assert "refused" not in r.text
+        assert not any("sign-in" in r for r in rejections(jp_serverapp))
+
+
+class TestIssuerDownAtStart:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        secret = trail_dir / "oidc-secret"
+        secret.write_text("s3cr3t-never-logged\n")
+        return oidc_config(
+            trail_dir, dead, client_secret="", client_secret_file=str(secret), http_timeout=5.0
+        )
+
+    async def test_start_up_warns_and_sign_in_says_try_again(
+        self, caplog, jp_serverapp, jp_fetch, jp_http_port, jp_base_url
+    ):
+        def logged():
+            records = caplog.get_records("setup") + caplog.get_records("call")
+            return [(r.levelname, r.getMessage()) for r in records]
+
+        deadline = time.monotonic() + 30
+        while not any("could not be read" in m for _, m in logged()):
+            assert time.monotonic() < deadline, logged()
+            await asyncio.sleep(0.1)
+        idp = jp_serverapp.identity_provider
+        # the line validate_security logs at start (jupyter_server's start-up logging is not
+        # seen by caplog, so it is asked for again here)
+        caplog.set_level(logging.INFO, logger="test-oidc-start")
+        idp.log_configuration(logging.getLogger("test-oidc-start"))
+        started = [m for lvl, m in logged() if "OIDC sign-in with issuer" in m]
+        assert started and idp.issuer in started[0] and repr(CLIENT) in started[0]
+        warning = [lvl for lvl, m in logged() if "could not be read" in m]
+        assert warning == ["WARNING"]
+        assert not any("s3cr3t-never-logged" in m for _, m in logged())
+
+        base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+        r = await asyncio.to_thread(requests.get, base + "login", allow_redirects=False)
+        assert r.status_code == 503 and "could not be reached; try again" in r.text

@@ -4,8 +4,10 @@
 
 - Browsers: the authorization-code flow with PKCE (`/login` → issuer → `/oidc/callback`),
   an ID token validated against the issuer's JWKS (signature, iss, aud = client_id,
-  exp/iat/nbf with a small clock skew, nonce used once), and a signed session cookie that
-  expires (`session_lifetime`). `/logout` clears it and signs out at the issuer when it can.
+  exp/iat/nbf with a small clock skew, nonce used once), and a server-side session
+  (`sessions.py`) whose id is in a signed cookie living no longer than `session_lifetime`.
+  `/logout` ends the session on the server and signs out at the issuer when it can. The
+  handlers are in `oidc_handlers.py`, the issuer's discovery document and keys in `issuer.py`.
 - Scripts and websocket clients: `Authorization: Bearer <token>` with an ID token, a JWT
   access token (audience `access_token_audiences`), or an opaque access token checked at the
   userinfo endpoint (cached for `userinfo_cache_seconds`).
@@ -19,120 +21,39 @@ under the identity it claimed.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
 import secrets
 import time
-from typing import cast
 from urllib.parse import urlencode
 
 import jwt
-from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.auth.identity import IdentityProvider
-from jupyter_server.base.handlers import JupyterHandler
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.ioloop import IOLoop
 from traitlets import Float, Int, List, Unicode, default
 
+from .issuer import Issuer, OIDCError, OIDCUnavailable, claim
+from .oidc_handlers import OIDCCallbackHandler, OIDCLoginHandler, OIDCLogoutHandler
+from .sessions import Sessions
 from .snapshot import make_snapshot
 from .users import refuse, user_for
 
+__all__ = [
+    "Issuer",
+    "OIDCCallbackHandler",
+    "OIDCError",
+    "OIDCIdentityProvider",
+    "OIDCLoginHandler",
+    "OIDCLogoutHandler",
+    "OIDCUnavailable",
+    "claim",
+]
+
 # asymmetric algorithms only: "none" and HMAC (a shared secret anyone with it could forge)
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
-FLOW_COOKIE = "jupyter-audit-oidc-flow"
-FLOW_SECONDS = 600  # a sign-in must come back from the issuer within this
-
-
-class OIDCError(Exception):
-    """A sign-in or token that is refused; the message says why and is safe to show."""
-
-
-def claim(claims: dict, path: str):
-    """A claim by name, or by dotted path into nested objects (`realm_access.roles`)."""
-    if path in claims:
-        return claims[path]
-    value = claims
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-class Issuer:
-    """The issuer's discovery document and keys, fetched over HTTP and cached.
-
-    An unknown key id refetches the JWKS (key rotation), at most once per `refresh_interval`
-    seconds so random key ids cannot make the server hammer the issuer."""
-
-    def __init__(self, url: str, timeout: float, refresh_interval: float):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.refresh_interval = refresh_interval
-        self._discovery: dict | None = None
-        self._keys: dict[str | None, dict] = {}
-        self._fetched_at = float("-inf")
-
-    async def _get_json(self, url: str, headers: dict | None = None) -> dict:
-        req = HTTPRequest(url, headers=headers or {}, request_timeout=self.timeout)
-        try:
-            resp = await AsyncHTTPClient().fetch(req)
-        except HTTPClientError as e:
-            raise OIDCError(f"{url} answered HTTP {e.code}") from None
-        except OSError as e:
-            raise OIDCError(f"cannot reach {url}: {e}") from None
-        try:
-            body = json.loads(resp.body)
-        except ValueError:
-            raise OIDCError(f"{url} did not answer JSON") from None
-        if not isinstance(body, dict):
-            raise OIDCError(f"{url} did not answer a JSON object")
-        return body
-
-    async def discovery(self) -> dict:
-        if self._discovery is None:
-            doc = await self._get_json(self.url + "/.well-known/openid-configuration")
-            if doc.get("issuer", "").rstrip("/") != self.url:
-                raise OIDCError(
-                    f"discovery document names issuer {doc.get('issuer')!r}, not {self.url!r}"
-                )
-            for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(doc.get(name), str):
-                    raise OIDCError(f"discovery document has no {name}")
-            self._discovery = doc
-        return self._discovery
-
-    async def _fetch_keys(self) -> None:
-        # counted from the attempt, so failures and random key ids cannot cause a storm
-        self._fetched_at = time.monotonic()
-        doc = await self._get_json((await self.discovery())["jwks_uri"])
-        self._keys = {
-            raw.get("kid"): raw
-            for raw in doc.get("keys") or []
-            if isinstance(raw, dict) and raw.get("use", "sig") == "sig"
-        }
-
-    async def key(self, kid, alg: str) -> jwt.PyJWK:
-        if kid is not None and not isinstance(kid, str):
-            raise OIDCError("malformed token (key id)")
-        if kid not in self._keys and time.monotonic() - self._fetched_at >= self.refresh_interval:
-            await self._fetch_keys()
-        if kid is None and len(self._keys) == 1:
-            raw = next(iter(self._keys.values()))
-        elif kid in self._keys:
-            raw = self._keys[kid]
-        else:
-            raise OIDCError(f"token signed with an unknown key id {kid!r}")
-        if raw.get("alg") not in (None, alg):
-            raise OIDCError(f"token algorithm {alg} does not match its key's {raw['alg']}")
-        try:
-            return jwt.PyJWK(raw, algorithm=alg)
-        except jwt.PyJWKError as e:
-            raise OIDCError(f"the issuer's key {kid!r} cannot check {alg}: {e}") from None
 
 
 class OIDCIdentityProvider(IdentityProvider):
@@ -177,7 +98,13 @@ class OIDCIdentityProvider(IdentityProvider):
     )
     clock_skew = Int(60, config=True, help="Seconds of clock skew allowed on exp/iat/nbf.")
     session_lifetime = Int(
-        8 * 3600, config=True, help="Seconds a browser sign-in lasts before signing in again."
+        8 * 3600,
+        config=True,
+        help="Seconds a browser sign-in lasts before signing in again (the session cookie "
+        "lives no longer).",
+    )
+    sign_in_timeout = Int(
+        600, config=True, help="Seconds a sign-in may take at the issuer before it is refused."
     )
     userinfo_cache_seconds = Int(
         60, config=True, help="Seconds an opaque access token's userinfo answer is reused."
@@ -208,6 +135,7 @@ class OIDCIdentityProvider(IdentityProvider):
         self._issuer: Issuer | None = None
         self._userinfo_cache: dict[str, tuple[float, dict | None]] = {}
         self._used_nonces: dict[str, float] = {}
+        self.sessions = Sessions()
 
     # ------------------------------------------------------------ configuration
     @property
@@ -239,6 +167,45 @@ class OIDCIdentityProvider(IdentityProvider):
         if not self.issuer or not self.client_id:
             app.log.critical("OIDCIdentityProvider needs c.OIDCIdentityProvider.issuer/client_id")
             raise SystemExit(1)
+        self.log_configuration(app.log)
+        IOLoop.current().add_callback(self.check_issuer, app.log)
+
+    def log_configuration(self, log) -> None:
+        """At start: the issuer and client id in use, and where the secret is read from
+        (never the secret itself)."""
+        if self.client_secret:
+            source = "c.OIDCIdentityProvider.client_secret"
+        elif self.client_secret_file:
+            source = f"client_secret_file {self.client_secret_file}"
+        else:
+            source = f"${self.client_secret_env}"
+        log.info(
+            "jupyter-audit: OIDC sign-in with issuer %s as client_id %r (client secret from %s)",
+            self.issuer,
+            self.client_id,
+            source,
+        )
+
+    async def check_issuer(self, log) -> bool:
+        """Fetch the discovery document once at start: a warning, not a crash, when the
+        issuer cannot be reached or its document is wrong (sign-ins fail until it can)."""
+        try:
+            doc = await self.remote.discovery()
+        except OIDCError as e:
+            log.warning(
+                "jupyter-audit: the OIDC discovery document of %s could not be read (%s); "
+                "sign-ins will fail until it can. Check c.OIDCIdentityProvider.issuer and the "
+                "network path to the issuer.",
+                self.issuer,
+                e,
+            )
+            return False
+        log.info(
+            "jupyter-audit: OIDC issuer %s discovered (end-session endpoint: %s)",
+            self.issuer,
+            doc.get("end_session_endpoint") or "none",
+        )
+        return True
 
     def get_handlers(self):
         return [
@@ -407,34 +374,86 @@ class OIDCIdentityProvider(IdentityProvider):
         handler._audit_bearer = True  # a bearer request never turns into a cookie session
         return user
 
-    def set_login_cookie(self, handler, user) -> None:
-        if getattr(handler, "_audit_bearer", False):
-            return
-        super().set_login_cookie(handler, user)
-
     def get_token(self, handler) -> str | None:
         m = self.auth_header_pat.match(handler.request.headers.get("Authorization", ""))
         return m.group(2).strip() if m else None
 
     # ------------------------------------------------------------ browser session
-    def user_to_cookie(self, user) -> str:
-        ident = getattr(user, "audit_identity", None)
-        return json.dumps({"identity": ident, "exp": int(time.time()) + self.session_lifetime})
+    def start_session(self, handler, user, id_token: str | None = None) -> None:
+        """A server-side session for a browser sign-in, and its cookie (which holds only the
+        session id and expiry and lives no longer than the session)."""
+        sid, expires_at = self.sessions.start(
+            getattr(user, "audit_identity", None) or {}, self.session_lifetime, id_token
+        )
+        user.expires_at = expires_at
+        options = {"httponly": True, "path": handler.base_url, **self.cookie_options}
+        secure = self.secure_cookie
+        if secure is None:
+            secure = handler.request.protocol == "https"
+        if secure:
+            options.setdefault("secure", True)
+        options["expires_days"] = None
+        options["max_age"] = self.session_lifetime
+        options["expires"] = datetime.datetime.fromtimestamp(expires_at, datetime.UTC)
+        value = json.dumps({"sid": sid, "exp": expires_at})
+        handler.set_secure_cookie(self.get_cookie_name(handler), value, **options)
 
-    def user_from_cookie(self, cookie_value: str):
-        data = json.loads(cookie_value)
-        if not isinstance(data, dict) or not isinstance(data.get("identity"), dict):
+    def set_login_cookie(self, handler, user) -> None:
+        if getattr(handler, "_audit_bearer", False):
+            return  # a bearer request never turns into a cookie session
+        self.start_session(handler, user)
+
+    def session_id(self, handler) -> str | None:
+        """The session id in this request's cookie, if its signature checks."""
+        raw = handler.get_secure_cookie(
+            self.get_cookie_name(handler), **self.get_secure_cookie_kwargs
+        )
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
             return None
-        exp = data.get("exp", 0)
-        if not isinstance(exp, int | float) or exp < time.time():
-            return None  # session expired: sign in again
-        return user_for(make_snapshot(**data["identity"]), expires_at=exp)
+        sid = data.get("sid") if isinstance(data, dict) else None
+        return sid if isinstance(sid, str) else None
 
     def get_user_cookie(self, handler):
-        user = super().get_user_cookie(handler)
-        if user is None and handler.get_cookie(self.get_cookie_name(handler)):
-            handler._audit_auth_error = "session expired or invalid; sign in again"
-        return user
+        if not handler.get_cookie(self.get_cookie_name(handler)):
+            return None
+        raw = handler.get_secure_cookie(
+            self.get_cookie_name(handler), **self.get_secure_cookie_kwargs
+        )
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
+            refuse(
+                handler,
+                "session cookie invalid (not signed by this server); sign in again",
+                self.log,
+            )
+            return None
+        exp = data.get("exp")
+        if not isinstance(exp, int | float) or exp < time.time():
+            self.sessions.end(data["sid"])
+            handler._audit_auth_error = "session expired; sign in again"
+            return None
+        session = self.sessions.get(data["sid"])
+        if session is None:
+            refuse(
+                handler,
+                "session ended or unknown to this server (signed out, or the server "
+                "restarted); sign in again",
+                self.log,
+            )
+            return None
+        return user_for(make_snapshot(**session.identity), expires_at=session.expires_at)
+
+    def end_session(self, handler):
+        """Sign-out: the request's session ends on the server (the same cookie no longer
+        works anywhere) and its cookie is cleared. The session it was, if live."""
+        sid = self.session_id(handler)
+        self.clear_login_cookie(handler)
+        return self.sessions.end(sid) if sid else None
 
     def consume_nonce(self, nonce: str) -> None:
         """Each sign-in's nonce works once: a replayed callback is refused."""
@@ -443,161 +462,4 @@ class OIDCIdentityProvider(IdentityProvider):
             self._used_nonces = {n: t for n, t in self._used_nonces.items() if t > now}
         if nonce in self._used_nonces:
             raise OIDCError("this sign-in response was already used (replayed nonce)")
-        self._used_nonces[nonce] = now + 3600
-
-
-# ---------------------------------------------------------------- handlers
-class _OIDCHandler(JupyterHandler):
-    @property
-    def provider(self) -> OIDCIdentityProvider:
-        return cast(OIDCIdentityProvider, self.identity_provider)
-
-    def callback_url(self) -> str:
-        if self.provider.redirect_uri:
-            return self.provider.redirect_uri
-        return f"{self.request.protocol}://{self.request.host}{self.base_url}oidc/callback"
-
-    def fail(self, status: int, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"Sign-in refused: {message}\n")
-
-    def safe_next(self, raw: str | None) -> str:
-        nxt = raw or self.base_url
-        # only paths on this server: never an open redirect
-        if not nxt.startswith(self.base_url) or nxt.startswith("//") or "\\" in nxt:
-            return self.base_url
-        return nxt
-
-
-class OIDCLoginHandler(_OIDCHandler):
-    """Start the authorization-code flow with PKCE: remember state, nonce and verifier in a
-    short-lived signed cookie and send the browser to the issuer."""
-
-    @allow_unauthenticated
-    async def get(self):
-        try:
-            doc = await self.provider.remote.discovery()
-        except OIDCError as e:
-            self.log.error("jupyter-audit: OIDC discovery failed: %s", e)
-            return self.fail(502, f"the identity provider is unavailable ({e})")
-        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        flow = {"state": state, "nonce": nonce, "verifier": verifier, "t": time.time()}
-        flow["next"] = self.safe_next(self.get_argument("next", None))
-        self.set_secure_cookie(
-            FLOW_COOKIE,
-            json.dumps(flow),
-            expires_days=None,
-            max_age=FLOW_SECONDS,
-            httponly=True,
-            path=self.base_url,
-            secure=self.request.protocol == "https",
-        )
-        params = {
-            "response_type": "code",
-            "client_id": self.provider.client_id,
-            "redirect_uri": self.callback_url(),
-            "scope": " ".join(self.provider.scopes),
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": _b64(hashlib.sha256(verifier.encode()).digest()),
-            "code_challenge_method": "S256",
-        }
-        self.redirect(doc["authorization_endpoint"] + "?" + urlencode(params))
-
-
-class OIDCCallbackHandler(_OIDCHandler):
-    """The issuer's redirect back: check state, exchange the code (with the PKCE verifier),
-    validate the ID token (nonce used once), set the session cookie."""
-
-    @allow_unauthenticated
-    async def get(self):
-        raw = self.get_secure_cookie(FLOW_COOKIE, max_age_days=1)
-        self.clear_cookie(FLOW_COOKIE, path=self.base_url)
-        if self.get_argument("error", None):
-            detail = self.get_argument("error_description", "") or self.get_argument("error")
-            return self.fail(403, f"the identity provider said: {detail}")
-        if not raw:
-            return self.fail(400, "no sign-in in progress (or it took over 10 minutes)")
-        flow = json.loads(raw)
-        if time.time() - flow.get("t", 0) > FLOW_SECONDS:
-            return self.fail(400, "this sign-in took over 10 minutes; start again")
-        state = self.get_argument("state", "").encode("utf-8")
-        if not secrets.compare_digest(state, str(flow.get("state", "")).encode("utf-8")):
-            return self.fail(400, "state does not match this sign-in")
-        provider = self.provider
-        try:
-            provider.consume_nonce(flow["nonce"])
-            tokens = await self._exchange(flow)
-            claims = await provider.validate_jwt(
-                tokens["id_token"], [provider.client_id], nonce=flow["nonce"]
-            )
-            snapshot = provider.snapshot(claims, "oidc")
-        except OIDCError as e:
-            self.log.warning("jupyter-audit: sign-in refused: %s", e)
-            return self.fail(403, str(e))
-        user = user_for(snapshot)
-        self._jupyter_current_user = user
-        provider.set_login_cookie(self, user)
-        self.redirect(flow["next"])
-
-    async def _exchange(self, flow: dict) -> dict:
-        doc = await self.provider.remote.discovery()
-        body = urlencode(
-            {
-                "grant_type": "authorization_code",
-                "code": self.get_argument("code", ""),
-                "redirect_uri": self.callback_url(),
-                "code_verifier": flow["verifier"],
-                "client_id": self.provider.client_id,
-            }
-        )
-        basic = base64.b64encode(
-            f"{self.provider.client_id}:{self.provider.secret()}".encode()
-        ).decode()
-        req = HTTPRequest(
-            doc["token_endpoint"],
-            method="POST",
-            body=body,
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Authorization": f"Basic {basic}",
-                "Accept": "application/json",
-            },
-            request_timeout=self.provider.http_timeout,
-        )
-        try:
-            resp = await AsyncHTTPClient().fetch(req)
-        except HTTPClientError as e:
-            detail = ""
-            if e.response is not None:
-                try:
-                    detail = json.loads(e.response.body).get("error", "")
-                except ValueError:
-                    pass
-            raise OIDCError(f"code exchange refused (HTTP {e.code} {detail})".strip()) from None
-        except OSError as e:
-            raise OIDCError(f"cannot reach the token endpoint: {e}") from None
-        try:
-            tokens = json.loads(resp.body)
-        except ValueError:
-            raise OIDCError("the token endpoint did not answer JSON") from None
-        if not isinstance(tokens, dict) or not isinstance(tokens.get("id_token"), str):
-            raise OIDCError("the token endpoint returned no ID token")
-        return tokens
-
-
-class OIDCLogoutHandler(_OIDCHandler):
-    @allow_unauthenticated
-    async def get(self):
-        self.identity_provider.clear_login_cookie(self)
-        try:
-            end = (await self.provider.remote.discovery()).get("end_session_endpoint")
-        except OIDCError:
-            end = None
-        if end:
-            back = f"{self.request.protocol}://{self.request.host}{self.base_url}"
-            params = {"client_id": self.provider.client_id, "post_logout_redirect_uri": back}
-            return self.redirect(end + "?" + urlencode(params))
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish("Signed out.\n")
+        self._used_nonces[nonce] = now + max(3600, 2 * self.sign_in_timeout)
