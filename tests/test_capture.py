@@ -115,6 +115,37 @@ async def test_egress_no_capture_path_saw_is_a_flagged_gap_in_the_trail(
     assert (gap["payload"]["what"], gap["payload"]["port"]) == ("socket.connect", 9)
 
 
+async def test_a_statement_too_big_for_one_post_still_reaches_the_trail(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """An executemany of ~20 MB of parameters: more than the server takes in one request.
+    It used to be refused (413) and retried for ever, holding back the kernel's later
+    reports; now it is posted shrunk (its parameters' size and sha256 kept) and what
+    follows arrives as usual."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch)
+    code = (
+        "import sqlite3\ncon = sqlite3.connect(':memory:')\n"
+        "cols = ', '.join(f'c{i}' for i in range(100))\n"
+        "con.execute(f'CREATE TABLE t ({cols})')\n"
+        "rows = [tuple('x' * 1000 for _ in range(100))] * 100\n"
+        "marks = ', '.join(['?'] * 100)\n"
+        "for _ in range(2):\n"
+        "    con.executemany(f'INSERT INTO t VALUES ({marks})', rows)"
+    )
+    assert (await client.run(code, timeout=120))[0] == "ok"
+    assert (await client.run("print('after')"))[0] == "ok"
+    events = await wait_for(
+        audit, lambda ev: sum(e["kind"] == "cell.finished" for e in ev) >= 2, timeout=120
+    )
+    big = [e for e in events if e["kind"] == "op.sql" and "INSERT" in e["payload"]["statement"]]
+    assert len(big) == 2
+    for e in big:
+        assert e["payload"]["kernel_capped"] == ["params"]
+        assert "not sent by the kernel" in json.dumps(e["payload"]["params"])
+        assert "unattributed" not in e["flags"]
+
+
 async def test_forged_submissions_are_refused_and_recorded(jp_serverapp, jp_fetch):
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
     kid_a, kid_b = "kernel-aaaa", "kernel-bbbb"

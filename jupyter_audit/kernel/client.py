@@ -550,6 +550,24 @@ class AuditClient:
         return self._conn
 
     def _post(self, lines: list[str]) -> bool:
+        """Deliver wire events, in posts the server's request limit takes: a batch is split
+        by size, and an event too large for any post is sent shrunk (`shrink`). False at
+        the first post that fails (the caller spools them all: the server keeps each event
+        once, by its id)."""
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            if len(line) > LINE_MAX_CHARS:
+                line = shrink(line)
+            if chunk and size + len(line) > POST_MAX_CHARS:
+                if not self._post_chunk(chunk):
+                    return False
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line) + 1
+        return self._post_chunk(chunk) if chunk else True
+
+    def _post_chunk(self, lines: list[str]) -> bool:
         body = (
             '{"kernel_id":'
             + json.dumps(self.config.kernel_id)
@@ -647,3 +665,45 @@ def spool_line(line: str, secret: str | None) -> bytes:
         return data + b"\n"  # no server to prove anything to: it will refuse the line
     mac = hmac.new(secret.encode("utf-8"), data, hashlib.sha256).hexdigest()
     return data + b"\t" + mac.encode("ascii") + b"\n"
+
+
+# The server refuses request bodies over 16 MiB (ingest MAX_BODY). Sizes here count
+# characters, up to 4 bytes each in UTF-8: a post stays under 12 MiB, a line under 8 MiB.
+POST_MAX_CHARS = 3 * 1024 * 1024
+LINE_MAX_CHARS = 2 * 1024 * 1024
+_BIG_FIELD = 64 * 1024
+
+
+def shrink(line: str) -> str:
+    """A wire event too large to post, made small enough: the payload's largest fields are
+    replaced, one by one, by a note of their size and sha256 (the server caps big fields the
+    same way), and the payload says so (`kernel_capped`). What cannot be read is replaced
+    whole. The event keeps its id, kind, msg_id and op_index, so nothing is lost from the
+    trail's order, and it is never retried for ever."""
+    try:
+        event = json.loads(line)
+        payload = event.get("payload")
+        if not isinstance(payload, dict):
+            return line  # not an event of ours: the server says why it refuses it
+    except (ValueError, RecursionError):
+        return line
+    capped = []
+    sizes = sorted(((len(json.dumps(v, default=str)), k) for k, v in payload.items()), reverse=True)
+    for n, key in sizes:
+        if len(line) <= LINE_MAX_CHARS and n < _BIG_FIELD:
+            break
+        value = payload[key]
+        raw = json.dumps(value, default=str).encode("utf-8", "surrogatepass")
+        note = (
+            f"[not sent by the kernel: {len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]"
+        )
+        # of the same JSON type, so that the event's schema still holds
+        payload[key] = (
+            [note]
+            if isinstance(value, list)
+            else ({"not_sent": note} if isinstance(value, dict) else note)
+        )
+        capped.append(key)
+        payload["kernel_capped"] = capped
+        line = json.dumps(event, separators=(",", ":"))
+    return line
