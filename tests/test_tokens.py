@@ -202,6 +202,42 @@ def test_expired_token_is_refused(make_writer):
     assert TokenStore(w).get(record["id"])["service_account"] == "etl"
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE service_tokens SET revoked_at = NULL, revoked_by = NULL",  # revived
+        "UPDATE service_tokens SET service_account = 'alice'",  # renamed to a person
+        "UPDATE service_tokens SET expires_at = TIMESTAMP '2099-01-01'",  # extended
+        "UPDATE service_tokens SET secret_hash = 'f' || substr(secret_hash, 2)",  # rekeyed
+    ],
+)
+def test_a_token_edited_in_the_file_is_not_accepted_and_verify_says_so(
+    make_writer, trail_dir, edit
+):
+    """Who may authenticate is decided on service_tokens: an edit made while the server was
+    stopped (a revoked contractor's token revived, say) is checked against the signed
+    token.created / token.revoked events."""
+    import duckdb
+
+    from jupyter_audit.identity.tokens import TokenStore
+
+    w = make_writer()
+    store = TokenStore(w)
+    admin = {"username": "admin", "auth_method": "local"}
+    token, record = store.create("etl", "ada@example.org", "1d", admin)
+    if "revoked_at" in edit:
+        store.revoke(record["id"], admin)
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"))
+    con.execute(edit)
+    con.close()
+    code, out, err = run_cli("verify", "--db", str(trail_dir / "trail.duckdb"))
+    assert code == 1 and "a service token differs from what the log says" in out, out + err
+    reopened = TokenStore(make_writer())
+    assert reopened.get(record["id"]) is None
+    assert reopened.check(token)[0] is None
+
+
 def test_a_service_account_cannot_take_a_persons_username(make_writer):
     from jupyter_audit.identity.tokens import TokenError, TokenStore
 

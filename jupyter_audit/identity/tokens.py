@@ -19,6 +19,7 @@ import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
+from ..store.verify import token_rows_against_log
 from .snapshot import make_snapshot
 from .users import refuse, user_for
 
@@ -98,8 +99,13 @@ class TokenStore:
             "revoked_at",
             "revoked_by",
         ]
+        # a row that differs from the signed log (edited while the server was stopped) is
+        # not accepted: the trail's integrity record says what was found
+        wrong = token_rows_against_log(cur)
         for row in cur.execute(f"SELECT {', '.join(cols)} FROM service_tokens").fetchall():
             rec = dict(zip(cols, row, strict=True))
+            if rec["token_id"] in wrong:
+                continue
             for k in ("created_at", "expires_at", "revoked_at"):
                 rec[k] = _utc(rec[k])
             self._rows[rec["token_id"]] = rec
@@ -251,6 +257,9 @@ class TokenStore:
                     "owner": owner,
                     "owner_identity_id": row["owner_identity_id"],
                     "expires": _iso(expires_at),
+                    # what `verify` and a later server check the table's row against (a
+                    # hash of 256 random bits: it lets no one authenticate)
+                    "secret_sha256": row["secret_hash"],
                 },
             }
         )

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from hashlib import sha256
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,7 @@ PROBLEMS = {
     "meta_changed": "the writer's high-water mark was edited",
     "foreign_objects": "the trail file holds functions or views of its own",
     "check_failed": "a check could not run on this trail (it may have been altered)",
+    "tokens_changed": "a service token differs from what the log says",
 }
 
 
@@ -339,6 +341,7 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
+    _check_tokens(con, result)
     _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
     return result
 
@@ -505,6 +508,62 @@ def _ranges(path, max_seq: int, want, deep: bool) -> list[tuple]:
 def _last_hash(con) -> str | None:
     row = con.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     return bytes(row[0]).hex() if row else None
+
+
+_TOKEN_EVENTS = """
+SELECT kind, json_extract_string(r, '$.payload.token_id'),
+       json_extract_string(r, '$.payload.service_account'),
+       json_extract_string(r, '$.payload.expires'),
+       json_extract_string(r, '$.payload.secret_sha256')
+FROM (SELECT kind, decode(record) AS r FROM events
+      WHERE kind IN ('token.created', 'token.revoked'))
+"""
+
+
+def token_rows_against_log(con) -> dict[str, str]:
+    """Token id -> what is wrong with its `service_tokens` row, judged by the signed
+    `token.created` / `token.revoked` events (who may authenticate is decided on that
+    table: an edit could revive a revoked token or rename it to a person). A row the log
+    has no `token.created` for, or a `token.created` without its row, is wrong too."""
+    try:
+        rows = con.execute(
+            "SELECT token_id, secret_hash, service_account, expires_at, revoked_at "
+            "FROM service_tokens"
+        ).fetchall()
+    except Exception:  # noqa: BLE001 - a trail from before service tokens
+        return {}
+    created: dict[str, tuple] = {}
+    revoked: set[str] = set()
+    for kind, token_id, account, expires, digest in con.execute(_TOKEN_EVENTS).fetchall():
+        if kind == "token.created":
+            created[token_id] = (account, expires, digest)
+        else:
+            revoked.add(token_id)
+    wrong: dict[str, str] = {}
+    for token_id, secret_hash, account, expires_at, revoked_at in rows:
+        logged = created.pop(token_id, None)
+        if logged is None:
+            wrong[token_id] = "no token.created in the log"
+            continue
+        expires = None
+        if expires_at is not None:
+            expires = expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        if logged[0] != account:
+            wrong[token_id] = "its service account differs from token.created"
+        elif logged[1] != expires:
+            wrong[token_id] = "its expiry differs from token.created"
+        elif logged[2] is not None and logged[2] != secret_hash:
+            wrong[token_id] = "its secret differs from token.created"
+        elif (revoked_at is None) != (token_id not in revoked):
+            wrong[token_id] = "revoked in the log but not in the table, or the other way"
+    for token_id in created:
+        wrong[token_id] = "created in the log but missing from the table"
+    return wrong
+
+
+def _check_tokens(con, result: VerifyResult) -> None:
+    for token_id, what in sorted(token_rows_against_log(con).items())[:5]:
+        result.add("tokens_changed", None, f"service token {token_id}: {what}")
 
 
 def _check_identities(con, result: VerifyResult) -> None:
