@@ -274,11 +274,12 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             msg_type = header.get("msg_type")
             if msg_type not in RUNS_CODE:
                 return ws_msg
-            if len(parts) < 4 or not isinstance(_loads(parts[3]), dict):
+            content = _loads(parts[3]) if len(parts) >= 4 and parts[3] else None
+            if not isinstance(content, dict):
                 raise CellRefused(f"{msg_type} without an object for its content")
             # the metadata is written back: read by the standard library, which keeps every
             # value as it was (orjson turns integers past 64 bits into floats)
-            metadata, content = _obj(parts[2], exact=True), _obj(parts[3])
+            metadata = _obj(parts[2], exact=True)
             stamp = self._stamp(recorder, channel, header, metadata, content)
             if stamp is None:
                 return ws_msg
