@@ -244,15 +244,7 @@ class TestNoWayAround:
         kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, v1=v1)
         marker = tmp_path / "ran-unrecorded"
         sneaky = execute_request(f"open({str(marker)!r}, 'w')")
-        if v1:
-            parts = [
-                json.dumps(sneaky[k]).encode()
-                for k in ("header", "parent_header", "metadata", "content")
-            ]
-            client.ws.write_message(serialize_msg_to_ws_v1(parts, "control"), binary=True)
-        else:
-            sneaky["channel"] = "control"
-            client.ws.write_message(json.dumps(sneaky))
+        client.send(sneaky, "control")
         assert await closed_by_server(client.ws)
         assert cell_requests(jp_serverapp) == []
         await asyncio.sleep(1)
@@ -262,15 +254,7 @@ class TestNoWayAround:
         first = client.send_execute("y = 1")
         await asyncio.sleep(1)
         reused = execute_request("y = 'from someone else'", msg_id=first)
-        reused["channel"] = "shell"
-        if v1:
-            parts = [
-                json.dumps(reused[k]).encode()
-                for k in ("header", "parent_header", "metadata", "content")
-            ]
-            client.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
-        else:
-            client.ws.write_message(json.dumps(reused))
+        client.send(reused, "shell")
         assert await closed_by_server(client.ws)
         assert [r["payload"]["code"] for r in cell_requests(jp_serverapp)] == ["y = 1"]
 
@@ -346,10 +330,7 @@ class TestNoWayAround:
         req["content"]["user_expressions"] = {
             "side_effect": f"open({str(marker)!r}, 'w').write('bob@example.com')",
         }
-        parts = [
-            json.dumps(req[k]).encode() for k in ("header", "parent_header", "metadata", "content")
-        ]
-        client.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+        client.send(req, "shell")
         assert (await client.run("print('after')"))[0] == "ok"
         assert marker.exists()
         [first, _after] = cell_requests(jp_serverapp)
@@ -396,16 +377,7 @@ class TestNoWayAround:
                 "arguments": {"expression": "open('/tmp/x-debug', 'w')", "context": "repl"},
             },
         )
-        msg = json.loads(json.dumps(msg, default=json_default))
-        if v1:
-            parts = [
-                json.dumps(msg[k]).encode()
-                for k in ("header", "parent_header", "metadata", "content")
-            ]
-            client.ws.write_message(serialize_msg_to_ws_v1(parts, "control"), binary=True)
-        else:
-            msg["channel"] = "control"
-            client.ws.write_message(json.dumps(msg))
+        client.send(msg, "control")
         assert (await client.run("print('after')"))[0] == "ok"
         first = cell_requests(jp_serverapp)[0]
         assert first["payload"]["code"] == "open('/tmp/x-debug', 'w')"

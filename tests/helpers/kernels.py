@@ -36,16 +36,19 @@ class KernelClient:
             },
             metadata={"cellId": "cell-" + uuid.uuid4().hex[:8]},
         )
+        self.send(msg, "shell")
+        return msg["header"]["msg_id"]
+
+    def send(self, msg: dict, channel: str) -> None:
+        """Send a message dict on `channel`, framed as this connection's protocol does."""
         if self.v1:
             parts = [
                 json.dumps(msg[k], default=json_default).encode()
                 for k in ("header", "parent_header", "metadata", "content")
             ]
-            self.ws.write_message(serialize_msg_to_ws_v1(parts, "shell"), binary=True)
+            self.ws.write_message(serialize_msg_to_ws_v1(parts, channel), binary=True)
         else:
-            msg["channel"] = "shell"
-            self.ws.write_message(json.dumps(msg, default=json_default))
-        return msg["header"]["msg_id"]
+            self.ws.write_message(json.dumps({**msg, "channel": channel}, default=json_default))
 
     async def run(self, code: str, timeout: float = 60) -> tuple[str, str]:
         status, out, _errors = await self.run_full(code, timeout)
