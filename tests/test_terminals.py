@@ -12,10 +12,18 @@ from jupyter_audit.server.hooks.terminals import _lines
 
 
 @pytest.fixture
-def jp_server_config(trail_dir):
+def terminal_shell():
+    """The shell the server starts: bash, whatever $SHELL says (CI may leave it unset,
+    and jupyter_server_terminals then starts sh)."""
+    return ["bash"]
+
+
+@pytest.fixture
+def jp_server_config(trail_dir, terminal_shell):
     return {
         "ServerApp": {
-            "jpserver_extensions": {"jupyter_audit": True, "jupyter_server_terminals": True}
+            "jpserver_extensions": {"jupyter_audit": True, "jupyter_server_terminals": True},
+            "terminado_settings": {"shell_command": terminal_shell},
         },
         "AuditApp": {"db_path": str(trail_dir / "trail.duckdb")},
     }
@@ -222,6 +230,15 @@ async def test_unset_prompt_command_alone_still_reports_through_ps0(open_termina
     await terminal.type("HISTCONTROL=ignorespace\r")
     events = await terminal.type(" echo hidden\r")
     assert _commands(events) == [(" echo hidden", "keystrokes", ["reassembled"])]
+
+
+@pytest.mark.parametrize("terminal_shell", [["sh"]])
+async def test_a_shell_without_a_hook_is_recorded_as_flagged_keystrokes(open_terminal):
+    terminal = await open_terminal()
+    events = await terminal.type("echo plain\r")
+    assert _commands(events) == [("echo plain", "keystrokes", ["reassembled"])]
+    await terminal.output_contains("plain")
+    assert "\x1b]6973" not in "".join(terminal.stdout)
 
 
 def test_reports_split_across_reads_are_taken_out():
