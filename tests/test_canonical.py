@@ -47,6 +47,9 @@ class _NoMask:
     def mask(self, v):
         return v
 
+    def mask_structure(self, kind, v):
+        return v
+
     def mask_text(self, t):
         return t
 

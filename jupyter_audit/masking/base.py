@@ -42,6 +42,9 @@ EMAIL = "EMAIL"
 CARD = "CARD"
 IBAN = "IBAN"
 
+#: A pseudonym token. Text matching it passes through masking unchanged.
+MASKED_RE = re.compile(r"‹[A-Z_]+:[0-9a-f]{16}›")
+
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 

@@ -16,14 +16,12 @@ from collections.abc import Iterable
 from operator import itemgetter
 
 from .assignments import is_secret_name
-from .base import SECRET, Recognizer, TokenRecognizer, TokenScanner
+from .base import MASKED_RE, SECRET, Recognizer, TokenRecognizer, TokenScanner
 from .context import GATES, Context
 from .recognizers import DEFAULT_RECOGNIZERS, default_may_match, screened_by_default
+from .structured import StructureMasker
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
-
-#: A pseudonym token. Text matching it passes through masking unchanged.
-MASKED_RE = re.compile(r"‹[A-Z_]+:[0-9a-f]{16}›")
 
 _TYPE_RE = re.compile(r"[A-Z_]+")
 _OPEN, _CLOSE = "‹", "›"
@@ -95,6 +93,8 @@ class MaskingEngine:
     ``pseudonym_cache_size`` bounds the cache of pseudonyms. ``prescreen=False`` runs every
     recognizer's full search even where an exact pre-screen proves it would find nothing (the
     reference the tests compare the screened path with; the output is the same).
+    ``sensitive_columns`` and ``sensitive_keys`` name the SQL/table columns and HTTP keys
+    whose values :meth:`mask_structure` masks (None: the defaults of `structured.names`).
     """
 
     def __init__(
@@ -108,6 +108,8 @@ class MaskingEngine:
         result_cache_max_len: int = 8192,
         result_cache_chars: int = 8_000_000,
         prescreen: bool = True,
+        sensitive_columns: Iterable[str] | None = None,
+        sensitive_keys: Iterable[str] | None = None,
     ) -> None:
         if isinstance(key, bytearray | memoryview):
             key = bytes(key)
@@ -157,6 +159,7 @@ class MaskingEngine:
         self._quick = self._screen and all(screened_by_default(r) for r in recs)
         # dict key -> (masked key, names a secret): keys recur in every event
         self._keys: dict[str, tuple[str, bool]] = {}
+        self._structure = StructureMasker(sensitive_columns, sensitive_keys)
 
     def __repr__(self) -> str:
         return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
@@ -314,6 +317,15 @@ class MaskingEngine:
             pos = e
         parts.append(text[pos:])
         return "".join(parts)
+
+    # Structure --------------------------------------------------------------------------------
+
+    def mask_structure(self, kind: str, payload):
+        """An event payload with the values its structure marks as sensitive (SQL values given
+        to a sensitive column, HTTP values under a sensitive key, output tables' sensitive
+        columns) replaced by pseudonyms; :meth:`mask` still has to run on the result. Never
+        raises (what cannot be read is withheld)."""
+        return self._structure.mask(kind, payload, self._pseudonym)
 
     # Values -----------------------------------------------------------------------------------
 

@@ -24,7 +24,12 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, List, Type, Unicode, de
 from .._version import __version__
 from ..identity import tokens
 from ..identity.tokens import TokenStore
-from ..masking import MaskingEngine, load_or_create_key
+from ..masking import (
+    DEFAULT_SENSITIVE_COLUMNS,
+    DEFAULT_SENSITIVE_KEYS,
+    MaskingEngine,
+    load_or_create_key,
+)
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
@@ -73,6 +78,31 @@ class AuditApp(ExtensionApp):
         config=True,
         help="Key of the masking pseudonyms (32 random bytes, mode 0600; never leaves the "
         "server). Default: masking.key beside the trail.",
+    )
+    sensitive_columns = List(
+        Unicode(),
+        list(DEFAULT_SENSITIVE_COLUMNS),
+        config=True,
+        help="Column names whose values are masked wherever SQL compares, inserts or assigns "
+        "them and wherever an output table shows them. A name matches a column whose words "
+        "it starts or ends (email: customer_email, email_address), except columns that "
+        "describe the value (account_id, email_verified) or name a thing (table_name). "
+        "Setting it replaces the defaults; extra_sensitive_columns adds to them.",
+    )
+    extra_sensitive_columns = List(
+        Unicode(), [], config=True, help="Column names added to sensitive_columns."
+    )
+    sensitive_keys = List(
+        Unicode(),
+        list(DEFAULT_SENSITIVE_KEYS),
+        config=True,
+        help="Key names whose values are masked in HTTP query strings and JSON or form "
+        "bodies (default: the default sensitive columns and password, token, api_key, secret, "
+        "authorization...; any name the secret-name rule calls secret is always masked). "
+        "Setting it replaces the defaults; extra_sensitive_keys adds to them.",
+    )
+    extra_sensitive_keys = List(
+        Unicode(), [], config=True, help="Key names added to sensitive_keys."
     )
     checkpoint_path = Unicode(
         "",
@@ -186,7 +216,9 @@ class AuditApp(ExtensionApp):
             sys.setswitchinterval(self.gil_switch_interval)
         db = Path(self.db_path)
         masker = MaskingEngine(
-            load_or_create_key(self._beside(self.masking_key_path, "masking.key"))
+            load_or_create_key(self._beside(self.masking_key_path, "masking.key")),
+            sensitive_columns=[*self.sensitive_columns, *self.extra_sensitive_columns],
+            sensitive_keys=[*self.sensitive_keys, *self.extra_sensitive_keys],
         )
         key = SigningKey.load_or_create(self._beside(self.signing_key_path, "signing-key.pem"))
         store = self.trail_store_class(

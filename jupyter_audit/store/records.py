@@ -435,6 +435,7 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
         walk = _Walk()
         payload = _normalise(payload, "payload", 0, max_field_bytes, walk)
     withheld: list = []
+    payload = masker.mask_structure(kind, payload)
     try:
         payload = masker.mask(payload)
     except Exception:
