@@ -8,7 +8,9 @@ cache disabled), "cold" (every text is new, with the exact pre-screens that skip
 which cannot find anything) and "warm" (the same text again: served from the result cache, as
 for a re-run cell or a statement executed in a loop; a text is remembered from its second
 occurrence on), and the events/s of ``mask()`` on typical event payload dicts whose big field
-differs every time.
+differs every time. ``bench_sql_aware`` adds the SQL-aware (structure) step: µs per
+``op.sql`` payload whose statement has literals or parameters, cold (a new statement every
+time) and warm (a statement seen before: its reading is remembered).
 """
 
 from __future__ import annotations
@@ -228,5 +230,66 @@ def main() -> None:
     print(f"  {'SQL event w/ PII':16} {per:7.2f} µs/event  {1e6 / per:10,.0f} events/s (cold)")
 
 
+SQL_AWARE = [
+    (
+        "INSERT, 6 columns, params",
+        "INSERT INTO crm.customers (customer_id, first_name, last_name, email, phone, "
+        "card_number) VALUES (?, ?, ?, ?, ?, ?)",
+        [100, "Ann", "Lee", "ann.lee@example.com", "+1 415 555 0100", "4111111111111111"],
+    ),
+    (
+        "SELECT, literals",
+        "SELECT c.customer_id, c.segment, SUM(o.amount) FROM sales.orders o JOIN crm.customers c "
+        "ON c.customer_id = o.customer_id WHERE c.last_name = 'Lee' AND c.email LIKE '%@x.io' "
+        "AND o.status IN ('paid', 'shipped') AND o.amount > 100 GROUP BY 1, 2",
+        None,
+    ),
+    (
+        "UPDATE, named params",
+        "UPDATE crm.customers SET full_name = %(name)s, phone = %(phone)s, updated_at = now() "
+        "WHERE customer_id = %(id)s AND account_id = %(account)s",
+        {"name": "Ann Lee", "phone": "555 0100", "id": 100, "account": 7},
+    ),
+    (
+        "SELECT, no sensitive column",
+        "SELECT order_id, amount FROM sales.orders WHERE created_at >= ? AND status = 'paid' "
+        "AND amount > 100",
+        ["2024-01-01"],
+    ),
+]
+
+
+def bench_sql_aware(min_time: float) -> None:
+    """µs per op.sql payload through the structure step alone (``mask_structure``) and
+    through both steps (``mask(mask_structure(...))``) beside ``mask()`` alone, cold and
+    warm. Budget: <= 500 µs per statement with literals or parameters."""
+    print("\nSQL-aware masking, µs per op.sql payload (budget 500 µs for the structure step):")
+    print(f"{'statement':30} {'chars':>5} {'struct cold':>11} {'struct warm':>11} "
+          f"{'both cold':>9} {'text only':>9}")  # fmt: skip
+    for label, statement, params in SQL_AWARE:
+        payloads = [
+            {"driver": "psycopg2", "statement": v, "params": params}
+            for v in _variants(statement, 64)
+        ]
+        cold = MaskingEngine(KEY, result_cache_size=0)
+        structure = cold._structure.sql  # noqa: SLF001 - its reading cache, cleared for "cold"
+
+        def struct_cold(p, cold=cold, structure=structure):
+            structure._cache.clear()  # noqa: SLF001
+            return cold.mask_structure("op.sql", p)
+
+        def both_cold(p, cold=cold, structure=structure):
+            structure._cache.clear()  # noqa: SLF001
+            return cold.mask(cold.mask_structure("op.sql", p))
+
+        sc = _bench(struct_cold, payloads, min_time)
+        warm = MaskingEngine(KEY)
+        sw = _bench(lambda p, warm=warm: warm.mask_structure("op.sql", p), payloads[:1], min_time)
+        bc = _bench(both_cold, payloads, min_time)
+        tc = _bench(cold.mask, payloads, min_time)
+        print(f"{label:30} {len(statement):5d} {sc:11.1f} {sw:11.1f} {bc:9.1f} {tc:9.1f}")
+
+
 if __name__ == "__main__":
     main()
+    bench_sql_aware(0.05 if "--quick" in sys.argv else 0.3)
