@@ -267,6 +267,38 @@ def test_the_writer_masks_structure_before_it_stores(engine):
     assert "Ann Lee" not in json.dumps(p.payload)
 
 
+# SQL in a cell's code -------------------------------------------------------------------
+
+
+CODE = """import sqlite3  # don't panic: a quote in a comment
+con.execute("SELECT * FROM c WHERE last_name = 'Leewright' AND id = 3")
+cur.execute("UPDATE c SET phone = ?, full_name = ? WHERE id = ?", ("555 0100", 'Ann Lee', 7))
+cur.execute(\"\"\"INSERT INTO c (name, email)
+   VALUES (:n, :e)\"\"\", {"n": "Bob Ray", "e": "b@x.io"})
+cur.executemany("INSERT INTO c (id, name) VALUES (?, ?)", [(1, "Zed Quark"), (2, 'Al Bo')])
+q = f"SELECT 1 FROM c WHERE name = '{who}'"
+"""
+
+
+@pytest.mark.parametrize("kind", ["cell.requested", "cell.started", "cell.finished"])
+def test_sql_values_written_in_a_cells_code_are_masked(engine, kind):
+    payload = {"code": CODE, "status": "ok"}
+    out = engine.mask(engine.mask_structure(kind, payload))["code"]
+    assert leaks(out, "Leewright", "555 0100", "Ann Lee", "Bob Ray", "Zed Quark", "Al Bo") == []
+    assert "id = 3" in out and ", 7))" in out and "(1, " in out and "'{who}'" in out
+    # the same pseudonym as the statement's own event
+    op = sql(
+        engine, "UPDATE c SET phone = ?, full_name = ? WHERE id = ?", ["555 0100", "Ann Lee", 7]
+    )
+    assert op["params"][1] in out
+
+
+def test_code_without_sql_is_left_alone(engine):
+    code = 'name = "Ann Lee"\nprint(f"hello {name}")\n'
+    masker = StructureMasker()
+    assert masker.mask("cell.requested", {"code": code}, engine.pseudonym)["code"] == code
+
+
 # Tables ----------------------------------------------------------------------------------
 
 

@@ -64,11 +64,16 @@ rows = con.execute(
 print(rows)
 for row in rows:
     print(row)""",
-        """con.execute("UPDATE customers SET name = ? WHERE id = ?", (rows[0][1].upper(), rows[0][0]))
+        f"""con.execute("UPDATE customers SET name = ? WHERE id = ?", (rows[0][1].upper(), rows[0][0]))
 con.executemany(
     "INSERT INTO contacts (full_name, phone) VALUES (?, ?)", [(r[1], r[3]) for r in rows]
 )
-con.execute(f"SELECT id FROM customers WHERE name = '{rows[1][1]}'").fetchall()
+con.execute(f"SELECT id FROM customers WHERE name = '{{rows[1][1]}}'").fetchall()
+con.execute("SELECT id FROM customers WHERE name = '{CUSTOMERS[1][1]}'").fetchall()
+con.executemany(
+    "INSERT INTO contacts (full_name, phone) VALUES (?, ?)",
+    [("{CUSTOMERS[2][1]}", "{CUSTOMERS[2][3]}")],
+)
 con.commit()""",
         """import pandas as pd
 df = pd.read_sql_query("SELECT * FROM customers", con)

@@ -6,7 +6,8 @@ around such values in an event's payload, by kind, and masks them by their colum
 
 - ``op.sql``: literals and parameters given to a sensitive column (`sql`);
 - ``op.http``: the query string of ``url`` and the captured bodies, by key (`http`);
-- ``cell.finished``: output summaries holding tables, printed query rows or dicts (`tables`).
+- ``cell.finished``: output summaries holding tables, printed query rows or dicts (`tables`);
+- ``cell.requested``, ``cell.started``, ``cell.finished``: SQL written in the code (`code`).
 
 It runs before the text recognizers (:meth:`MaskingEngine.mask_structure`, called by the
 Writer's ``prepare``), which then mask the whole payload as before. Never raises: when reading a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .code import CodeMasker
 from .http import KeyMasker
 from .names import (
     DEFAULT_SENSITIVE_COLUMNS,
@@ -56,10 +58,13 @@ class StructureMasker:
         self.sql = SqlMasker(columns)
         self.tables = TableMasker(columns)
         self.http = KeyMasker(keys)
+        self.code = CodeMasker(self.sql)
         self._by_kind: dict[str, tuple[Callable[[dict, Pseudonym], dict], tuple[str, ...]]] = {
             "op.sql": (self.sql.mask, ("statement", "params")),
             "op.http": (self._http, ("url", "request_body", "response_body")),
-            "cell.finished": (self._outputs, ("outputs",)),
+            "cell.requested": (self._code, ("code",)),
+            "cell.started": (self._code, ("code",)),
+            "cell.finished": (self._cell_finished, ("code", "outputs")),
         }
 
     def mask(self, kind: str, payload, pseudonym: Pseudonym):
@@ -98,6 +103,20 @@ class StructureMasker:
                         out = dict(payload)
                     out[field] = masked
         return out
+
+    def _code(self, payload: dict, pseudonym: Pseudonym) -> dict:
+        code = payload.get("code")
+        if type(code) is not str:
+            return payload
+        masked = self.code.mask(code, pseudonym)
+        if masked == code:
+            return payload
+        out = dict(payload)
+        out["code"] = masked
+        return out
+
+    def _cell_finished(self, payload: dict, pseudonym: Pseudonym) -> dict:
+        return self._code(self._outputs(payload, pseudonym), pseudonym)
 
     def _outputs(self, payload: dict, pseudonym: Pseudonym) -> dict:
         outputs = payload.get("outputs")

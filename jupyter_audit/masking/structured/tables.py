@@ -33,8 +33,9 @@ _INDEX_VALUE = re.compile(r"\S(?:.*?\S)?(?=\s{2,}|$)")
 _SELECT = re.compile(r"(?is)\bselect\s+(?:distinct\s+)?(.*?)\s+from\b")
 _ALIAS = re.compile(r"(?is)\bas\s+([\w\"`\[\]]+)\s*$")
 _LAST_NAME = re.compile(r"([\w\"`\[\]]+)\s*$")
+_CALL_ARGS = re.compile(r"\((?:[^()]|\([^()]*\))*\)")
 _PY_VALUE = re.compile(
-    r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|[^,()\[\]'"]+|\((?:[^()]|\([^()]*\))*\)"""
+    r"""'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|[^,()\[\]'"\n]+|\((?:[^()]|\([^()]*\))*\)"""
 )
 _DICT_PAIR = re.compile(
     r"""(["'])([A-Za-z_][\w .-]{0,63})\1\s*:\s*(?:(["'])((?:(?!\3)[^\\\n]|\\.)*)\3|(-?[\d.]+))"""
@@ -165,7 +166,7 @@ class TableMasker:
             i = text.find("(", i)
             if i < 0:
                 break
-            items = _tuple_at(text, i)
+            items = tuple_at(text, i)
             if items is None:
                 i += 1
                 continue
@@ -178,7 +179,7 @@ class TableMasker:
                 if t is None or value in ("None", "") or MASKED_RE.search(value):
                     continue
                 parts.append(text[pos:s])
-                inner = _python_str(value)
+                inner = python_str(value)
                 parts.append(repr(pseudonym(t, inner)))
                 pos = e
             i = items[-1][1] + 1 if items else i + 1
@@ -205,7 +206,7 @@ class TableMasker:
         return _DICT_PAIR.sub(sub, text)
 
 
-def _python_str(value: str) -> str:
+def python_str(value: str) -> str:
     """The text a Python string repr stands for (``'O\\'Neil'`` -> ``O'Neil``), or the
     element itself when it is not one."""
     if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
@@ -265,40 +266,37 @@ def _split_top(text: str) -> list[str]:
     return items
 
 
-def _tuple_at(text: str, i: int) -> list[tuple[int, int]] | None:
-    """The element spans of a Python tuple repr opening at ``text[i] == "("``, or None."""
-    items = []
+def tuple_at(text: str, i: int, close: str = ")") -> list[tuple[int, int]] | None:
+    """The element spans of a Python tuple (or, with ``close="]"``, list) repr opening at
+    ``text[i]``, or None when there is none."""
+    items: list[tuple[int, int]] = []
     pos = i + 1
     n = len(text)
     while pos < n:
         while pos < n and text[pos] == " ":
             pos += 1
+        if pos < n and text[pos] == close and not items:
+            return items  # () or []
         m = _PY_VALUE.match(text, pos)
         if m is None:
             return None
         s, e = m.span()
+        if e < n and text[e] == "(":  # a call: Decimal('1.5'), datetime.date(...)
+            call = _CALL_ARGS.match(text, e)
+            if call is None:
+                return None
+            e = call.end()
         value = text[s:e].rstrip()
         items.append((s, s + len(value)))
         pos = e
         if pos < n and text[pos] == ",":
             pos += 1
-            while pos < n and text[pos] == " ":
+            while pos < n and text[pos] in " \n":
                 pos += 1
-            if pos < n and text[pos] == ")":  # (x,)
+            if pos < n and text[pos] == close:  # (x,)
                 return items
             continue
-        if pos < n and text[pos] == ")":
+        if pos < n and text[pos] == close:
             return items
-        if pos < n and text[pos] == "(":  # a call: Decimal('1.5'), datetime.date(...)
-            m2 = re.compile(r"\((?:[^()]|\([^()]*\))*\)").match(text, pos)
-            if m2 is None:
-                return None
-            items[-1] = (s, m2.end())
-            pos = m2.end()
-            if pos < n and text[pos] == ",":
-                pos += 1
-                continue
-            if pos < n and text[pos] == ")":
-                return items
         return None
     return None
