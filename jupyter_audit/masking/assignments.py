@@ -93,11 +93,12 @@ _STR_PREFIX = r"(?:[rRbBuUfF]{1,2}(?=[\"']))?+"
 _OPEN_Q = r"(?![ \t]*(?:[),;+\]}%\r\n\x00]|\Z))"
 # what follows the name: closing quote of a quoted name, then a separator
 _SEP = r"""
-    (?:\\?["'])?
+    (?:\\?["'](?:[ \t]*\])?)?                                            # "NAME"] (subscript)
     (?>                                                                  # atomic: no retry
         [ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?[ \t]+=(?![=>])[ \t]*   # name: type = value
       | [ \t]*(?:=>|[=!]=|:=|[=:])[ \t]*                                 # = : == != := =>
       | [ \t]+(?=[rRbBuUfF]{0,2}\\?["'])                                 # SQL: PASSWORD 'x'
+      | (?<=["'])[ \t]*(?P<comma>,)[ \t]*(?=[rRbBuUfF]{0,2}["'])          # ("NAME", "x")
     )
 """
 # the value; exactly one of the named groups matches
@@ -129,6 +130,16 @@ _SAFE_CALLS = frozenset(
     open environ prompt ask secret_from_env from_env lookup fetch""".split()
 )
 _LINE_VALUE_SUFFIXES = ("cookie", "cookies", "authorization")
+
+
+# calls that set a named value: os.environ.setdefault("API_KEY", "x"), os.putenv(...)
+_SETTER_CALL = re.compile(rb"(?:setdefault|putenv|setenv|set|set_secret|setitem|__setitem__)\($")
+
+
+def _is_call_arg(low: bytes, j: int) -> bool:
+    """True when the quoted name starting at ``j`` is the first argument of a setter call."""
+    q = j - 1 if j > 0 and low[j - 1] in b"\"'" else j
+    return _SETTER_CALL.search(low, max(0, q - 16), q) is not None
 
 
 class SecretAssignmentRecognizer(Recognizer):
@@ -168,6 +179,8 @@ class SecretAssignmentRecognizer(Recognizer):
             if not name or not is_secret_name(name):
                 continue
             tail = _ASSIGN_TAIL.match(text, k)
+            if tail is not None and tail.start("comma") >= 0 and not _is_call_arg(low, j):
+                tail = None  # ["password", "email"] is a list of names
             if tail is None and low.startswith(b"--", j):
                 tail = _CLI_TAIL.match(text, k)
             if tail is None:

@@ -18,7 +18,7 @@ from operator import itemgetter
 from .assignments import is_secret_name
 from .base import SECRET, Recognizer, TokenRecognizer, TokenScanner
 from .context import GATES, Context
-from .recognizers import DEFAULT_RECOGNIZERS, default_may_match, screened_by_default
+from .recognizers import DEFAULT_RECOGNIZERS, quick_screen
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
 
@@ -154,7 +154,11 @@ class MaskingEngine:
         self._screen = bool(prescreen)
         # a short text is first checked against what the recognizers need at all, when that
         # check covers every one of them (the default set does)
-        self._quick = self._screen and all(screened_by_default(r) for r in recs)
+        self._quick = quick_screen(recs) if self._screen else None
+        # the shortcut for tiny texts knows the default recognizers and the token formats
+        self._tiny_exit = all(
+            isinstance(r, TokenRecognizer) or any(r is d for d in DEFAULT_RECOGNIZERS) for r in recs
+        )
         # dict key -> (masked key, names a secret): keys recur in every event
         self._keys: dict[str, tuple[str, bool]] = {}
 
@@ -279,17 +283,20 @@ class MaskingEngine:
                 parts.append(view[pos:])
                 view = "".join(parts)
         elif (
-            n < 20  # shorter than any token format
+            self._tiny_exit
+            and n < 20  # shorter than any token format
             and "@" not in text
             and "=" not in text
             and ":" not in text
             and " " not in text
             and "\t" not in text
-            and (n < 13 or not _has_digit(text))
+            and (n < 7 or not _has_digit(text))
         ):
-            return text  # no separator for an assignment, no e-mail, too short for a card
+            # no separator for an assignment, no e-mail, shorter than a token, no digit for a
+            # card, a bare national id (9) or an IPv4 address (7)
+            return text
         ctx = Context(view, self._screen)
-        if n <= _QUICK_MAX_LEN and self._quick and not default_may_match(ctx):
+        if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):
             return text
         cands: list[tuple[int, int, Recognizer | None]] = []
         for gate, recs in self._groups:
