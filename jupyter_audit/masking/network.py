@@ -23,10 +23,12 @@ IP = "IP_ADDRESS"
 _V4_CLS = re.compile(rb"0\.0{1,3}\.0{1,3}\.0{1,3}")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4 = re.compile(_OCTET + r"(?:\." + _OCTET + r"){3}")
-# what a version string has just before it (on the low view)
+# what a version string has before it on its line (on the low view): a word naming a version
+# up to 24 characters back (``"model_version": "1.2.3.4"``), a ``v``, a pin (``==``), or a
+# product name joined by "/" or "-" (``python-requests/1.2.3.4``, ``pandas-1.2.3.4``)
 _VERSION_BEFORE = re.compile(
-    rb"(?:(?<![a-z])(?:v|ver|version|release|rev|build|python)|==|>=|<=|~=|!=|-)"
-    rb"[ \t:=\"']{0,3}$"
+    rb"(?:(?:version|release|build|revision|ver)[^\n]{0,24}"
+    rb"|(?<![a-z])(?:v|python)[ \t]*|(?:==|>=|<=|~=|!=)[ \t]*|[a-z0-9][/-])$"
 )
 
 
@@ -59,7 +61,7 @@ class IPv4Recognizer(Recognizer):
                 continue
             if not _V4.fullmatch(text, s, e):
                 continue
-            if _VERSION_BEFORE.search(ctx.low, max(0, s - 12), s) is not None:
+            if _VERSION_BEFORE.search(ctx.low, max(0, s - 40), s) is not None:
                 continue
             out.append((s, e))
         return out
