@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from .assignments import is_secret_name
@@ -95,6 +95,7 @@ class MaskingEngine:
     ``pseudonym_cache_size`` bounds the cache of pseudonyms. ``prescreen=False`` runs every
     recognizer's full search even where an exact pre-screen proves it would find nothing (the
     reference the tests compare the screened path with; the output is the same).
+    ``allow`` tells values that are never masked (see `config.AllowList`).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class MaskingEngine:
         result_cache_max_len: int = 8192,
         result_cache_chars: int = 8_000_000,
         prescreen: bool = True,
+        allow: Callable[[str], bool] | None = None,
     ) -> None:
         if isinstance(key, bytearray | memoryview):
             key = bytes(key)
@@ -148,6 +150,7 @@ class MaskingEngine:
             else None
         )
         self._result_max_len = result_cache_max_len
+        self._allow = allow
         # hashes of texts masked once: a text is remembered when it comes again, so one-off
         # texts (ids, urls, request bodies) do not push recurring ones out of the cache
         self._seen: set[int] = set()
@@ -257,16 +260,46 @@ class MaskingEngine:
         return out
 
     def _mask_once(self, text: str) -> str:
-        """One pass of all recognizers; ``text`` itself when nothing was found.
+        """One pass of all recognizers; ``text`` itself when nothing was found."""
+        cands = self._spans(text)
+        if not cands:
+            return text
+        parts, pos = [], 0
+        pseudonym = self._pseudonym
+        for s, e, rec in cands:
+            parts.append(text[pos:s])
+            value = text[s:e]
+            if rec is None:
+                parts.append(pseudonym(SECRET, value))
+            else:
+                parts.append(pseudonym(rec.type, rec.normalize(value)))
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def analyze(self, text: str) -> list[tuple[int, int, str, str]]:
+        """What one pass of :meth:`mask_text` replaces: ``(start, end, TYPE, recognizer
+        name)`` in text order (name ``"merged"`` for overlapping spans merged into one SECRET).
+        For measurements (benchmarks/bench_masking.py); the trail only ever gets masked text."""
+        if not isinstance(text, str):
+            raise MaskingError(f"analyze expects str, not {type(text).__name__}")
+        return [
+            (s, e, SECRET, "merged") if rec is None else (s, e, rec.type, rec.name)
+            for s, e, rec in self._spans(text) or ()
+        ]
+
+    def _spans(self, text: str) -> list[tuple[int, int, Recognizer | None]] | None:
+        """The accepted spans of one pass, non-overlapping and in text order (None or empty
+        when there are none).
 
         Recognizers run on a *view* of the text of the same length in which every existing
         pseudonym is blanked with NUL characters (and a NUL of the text itself becomes
         U+0001). No recognizer matches across a NUL, so a pseudonym is a hard boundary
-        and is never masked again.
+        and is never masked again. A value on the allow-list is never a span.
         """
         n = len(text)
         if n < _SHORT or text.isalpha():
-            return text
+            return None
         barriers: list[tuple[int, int]] = []
         view = text
         if "\x00" in text:
@@ -294,10 +327,10 @@ class MaskingEngine:
         ):
             # no separator for an assignment, no e-mail, shorter than a token, no digit for a
             # card, a bare national id (9) or an IPv4 address (7)
-            return text
+            return None
         ctx = Context(view, self._screen)
         if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):
-            return text
+            return None
         cands: list[tuple[int, int, Recognizer | None]] = []
         for gate, recs in self._groups:
             if gate is None or ctx.gate(gate):
@@ -305,22 +338,12 @@ class MaskingEngine:
                     recognizer.collect(ctx, cands)
         if barriers and cands:
             cands = _outside(cands, barriers)
-        if not cands:
-            return text
+        if cands and self._allow is not None:
+            allowed = self._allow
+            cands = [c for c in cands if not allowed(text[c[0] : c[1]])]
         if len(cands) > 1:
             cands = _resolve(cands)
-        parts, pos = [], 0
-        pseudonym = self._pseudonym
-        for s, e, rec in cands:
-            parts.append(text[pos:s])
-            value = text[s:e]
-            if rec is None:
-                parts.append(pseudonym(SECRET, value))
-            else:
-                parts.append(pseudonym(rec.type, rec.normalize(value)))
-            pos = e
-        parts.append(text[pos:])
-        return "".join(parts)
+        return cands
 
     # Values -----------------------------------------------------------------------------------
 

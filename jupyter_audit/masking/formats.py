@@ -117,7 +117,7 @@ TOKEN_FORMATS: list[TokenRecognizer] = [
 #: (``-p`` alone prompts, ``-P`` is the port); ``sshpass -p SECRET``
 CLI_PASSWORD_FLAG = PatternRecognizer(
     SECRET,
-    r"(?:(?i:mysql[a-z_]*|mariadb[a-z_-]*)(?![\w-])[^\n\x00|;&]*?[ \t]-p"
+    r"(?:(?i:mysql[a-z_]*|mariadb[a-z_-]*)(?![\w-])[^\n\x00|;&]{0,256}?[ \t]-p"
     r"|(?i:sshpass)[ \t]+-p[ \t]*)[\"']?([^\s\"'\x00]+)",
     needles=("mysql", "mariadb", "sshpass"),
     haystack="low",

@@ -19,12 +19,14 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Bool, CaselessStrEnum, Float, Int, List, Type, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Type, Unicode, default
 
 from .._version import __version__
 from ..identity import tokens
 from ..identity.tokens import TokenStore
-from ..masking import MaskingEngine, load_or_create_key
+from ..masking import load_or_create_key
+from ..masking.config import TRAITS as MASKING_TRAITS
+from ..masking.config import configured_engine, recognizer_names
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
@@ -126,6 +128,46 @@ class AuditApp(ExtensionApp):
         "capture, size-capped (e.g. LLM API hosts). Bodies are masked like every field.",
     )
     capture_body_bytes = Int(10_000, config=True, help="Cap for each captured HTTP body.")
+    masking_disabled_recognizers = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Masking recognizers to leave out, by name (an unknown name stops the server): "
+        + ", ".join(recognizer_names())
+        + ".",
+    )
+    masking_extra_recognizers = List(
+        Dict(),
+        [],
+        config=True,
+        help='Regex recognizers to add: {"name": "employee-id", "type": "EMPLOYEE_ID", '
+        '"pattern": "EMP-[0-9]{6}", "validator": "pkg.module:check" (optional, a callable '
+        'taking the match, returning a bool), "group": 0, "needles": ["EMP-"] (optional)}.',
+    )
+    masking_allow_values = List(
+        Unicode(), [], config=True, help="Values never masked (e.g. a support address)."
+    )
+    masking_allow_patterns = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Regexes: a value they match whole is never masked (e.g. documentation IPs).",
+    )
+    masking_presidio = Bool(
+        False,
+        config=True,
+        help="Add Microsoft Presidio's recognizers (pip install 'jupyter-audit[presidio]'); "
+        "its NER only with masking_presidio_spacy_model.",
+    )
+    masking_presidio_spacy_model = Unicode(
+        "", config=True, help="An installed spaCy model for Presidio's NER (e.g. en_core_web_lg)."
+    )
+    masking_presidio_entities = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Presidio entity types to use (default: all but DATE_TIME and URL).",
+    )
     output_text_bytes = Int(
         2_000, config=True, help="Text kept from each cell output in its summary."
     )
@@ -185,8 +227,9 @@ class AuditApp(ExtensionApp):
             self._switch_interval_before = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
         db = Path(self.db_path)
-        masker = MaskingEngine(
-            load_or_create_key(self._beside(self.masking_key_path, "masking.key"))
+        masker = configured_engine(
+            load_or_create_key(self._beside(self.masking_key_path, "masking.key")),
+            **{kw: getattr(self, trait) for trait, kw in MASKING_TRAITS.items()},
         )
         key = SigningKey.load_or_create(self._beside(self.signing_key_path, "signing-key.pem"))
         store = self.trail_store_class(
