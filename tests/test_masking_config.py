@@ -224,3 +224,70 @@ def test_adversarial_repetitions_mask_completely(piece):
     out = eng.mask_text(text)
     assert "7946 0958" not in out and "078-05-1120" not in out
     assert eng.mask_text(out) == out
+
+
+# Key rotation ----------------------------------------------------------------------------------
+
+
+class TestMaskingKeyRotation:
+    """A new masking_key_path is a key rotation: recorded as `masking.key_rotated` naming the
+    old and new key ids (never the keys); pseudonyms stored under the old key stay."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        from jupyter_audit.cli.demo import seed_demo_trail
+        from jupyter_audit.masking import load_or_create_key
+        from jupyter_audit.store.signing import SigningKey
+        from jupyter_audit.store.writer import Writer
+
+        db = trail_dir / "trail.duckdb"
+        seed_demo_trail(str(db))  # under trail_dir/masking.key
+        old = MaskingEngine(load_or_create_key(trail_dir / "masking.key"))
+        with Writer(db, old, SigningKey.load_or_create(trail_dir / "signing-key.pem")) as w:
+            w.append(
+                {
+                    "kind": "masking.key_rotated",
+                    "identity": {"username": "root", "auth_method": "system"},
+                    "payload": {"old_key_id": None, "new_key_id": old.key_id},
+                }
+            )
+        self.old = old
+        return server_config(db, masking_key_path=str(trail_dir / "rotated.key"))
+
+    async def test_a_new_key_is_recorded_and_old_pseudonyms_stay(self, jp_serverapp, trail_dir):
+        from jupyter_audit.masking import load_or_create_key
+
+        [app] = jp_serverapp.extension_manager.extension_apps["jupyter_audit"]
+        writer = app.recorder.writer
+        new = MaskingEngine(load_or_create_key(trail_dir / "rotated.key"))
+        assert writer.masker.key_id == new.key_id != self.old.key_id
+        assert writer.latest_payload("masking.key_rotated") == {
+            "old_key_id": self.old.key_id,
+            "new_key_id": new.key_id,
+        }
+        rows = writer.cursor().execute("SELECT record FROM events").fetchall()
+        records = b"".join(bytes(r[0]) for r in rows)
+        old_token = self.old.pseudonym("EMAIL", "jane.doe@example.com")
+        assert old_token.encode() in records  # stored under the old key, left as it was
+        assert new.pseudonym("EMAIL", "jane.doe@example.com").encode() not in records
+        # the key itself is nowhere in the trail
+        assert (trail_dir / "rotated.key").read_bytes().hex().encode() not in records
+
+
+class TestSameKeyIsNotARotation:
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        return server_config(trail_dir / "trail.duckdb")
+
+    async def test_first_start_records_the_key_once(self, jp_serverapp):
+        [app] = jp_serverapp.extension_manager.extension_apps["jupyter_audit"]
+        writer = app.recorder.writer
+        payload = writer.latest_payload("masking.key_rotated")
+        assert payload == {"old_key_id": None, "new_key_id": writer.masker.key_id}
+        app._record_masking_key(writer, writer.masker.key_id)  # as a restart would
+        (n,) = (
+            writer.cursor()
+            .execute("SELECT count(*) FROM events WHERE kind = 'masking.key_rotated'")
+            .fetchone()
+        )
+        assert n == 1

@@ -130,6 +130,9 @@ _SAFE_CALLS = frozenset(
     open environ prompt ask secret_from_env from_env lookup fetch""".split()
 )
 _LINE_VALUE_SUFFIXES = ("cookie", "cookies", "authorization")
+# an unquoted value that names where the value comes from: SQL placeholders ($1, %s, ?,
+# %(name)s) and environment references ($DB_PASSWORD, ${DB_PASSWORD})
+_REFERENCE = re.compile(r"\$[0-9]+|%s|\?|%\([A-Za-z_][\w]*\)s|\$\{?[A-Z_][A-Z0-9_]*\}?")
 
 
 # calls that set a named value: os.environ.setdefault("API_KEY", "x"), os.putenv(...)
@@ -204,7 +207,9 @@ class SecretAssignmentRecognizer(Recognizer):
             return None
         value = m.string[s:e]
         if g == "u":
-            if value.lower() in _NOT_VALUES:
+            if value.lower() in _NOT_VALUES or _REFERENCE.fullmatch(value):
+                return None
+            if value == "$" and _REFERENCE.match(m.string, s):  # ${NAME}: "{" ends the run
                 return None
             if name.lower().replace("-", "_").endswith(_LINE_VALUE_SUFFIXES):
                 # Cookie: a=1; b=2 -> whole line (the pattern matches the empty string too)

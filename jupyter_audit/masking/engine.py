@@ -168,6 +168,13 @@ class MaskingEngine:
     def __repr__(self) -> str:
         return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
 
+    @property
+    def key_id(self) -> str:
+        """16 hex characters naming the pseudonym key (an HMAC of a fixed text under it, which
+        no pseudonym's input can equal: TYPEs are upper case): the trail records which key
+        is in use (``masking.key_rotated``) without revealing anything about it."""
+        return hmac.digest(self._key, b"jupyter-audit masking key id", "sha256")[:8].hex()
+
     def __getstate__(self) -> dict:
         """Pickled (for prepare workers) without its caches: a fresh engine, same key."""
         state = dict(self.__dict__)

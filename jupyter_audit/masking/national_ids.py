@@ -122,7 +122,7 @@ NATIONAL_IDS: list[Recognizer] = [
         rb"AA(?<![0Aa.-]AA)(?:(?:00){3}A|(?: 00){3} A)" + _R,
         on="cls",
         gate="digits",
-        screen=ClsScreen(rb"AA(?:00){3}A", rb"AA(?: 00){3} A"),
+        screen=ClsScreen(rb"000000A", rb" 00 00 00 A"),  # literal prefixes (not "AA")
         validator=nino_valid,
         priority=60,
         name="uk-nino",

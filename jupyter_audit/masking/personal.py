@@ -21,22 +21,26 @@ _DATE = (
     rb"|[0-3]?[0-9](?:st|nd|rd|th)?[ \t]+" + _MONTHS + rb",?[ \t]+[12][0-9]{3}"  # 12 March 1985
     rb"|" + _MONTHS + rb"[ \t]+[0-3]?[0-9](?:st|nd|rd|th)?,?[ \t]+[12][0-9]{3}"  # March 12, 1985
 )
+# the label, found from its needle: "dob", "d.o.b", "born", or "birth" (which is where
+# "date_of_birth" / "date of birth" are anchored: "date" alone is in too many texts)
 _LABEL = (
-    rb"(?<![a-z])(?:dob|d\.o\.b\.?|date[_ -]?of[_ -]?birth|birth[_ -]?date|birthdate|birthday"
-    rb"|born(?:[ \t]+on)?)(?![a-z0-9])"
+    rb"(?<![a-z])(?:dob|d\.o\.b\.?|born(?:[ \t]+on)?)(?![a-z0-9])"
+    rb"|birth(?:(?<=date_of_birth)|(?<=date of birth)|(?<=dateofbirth)|(?<=date-of-birth)"
+    rb"|(?<![a-z]birth)(?:[_ -]?date|day))(?![a-z0-9])"
 )
 
 #: a date right after a birth label (the separator may be "=", ":", a comparison, a quote)
 DATE_OF_BIRTH = PatternRecognizer(
     DOB,
-    _LABEL
-    + rb"[\"'\]]*[ \t]*(?:[:=<>!]=?|==|=>|->|\bis\b|\bbetween\b)?[ \t]*(?:date[ \t]*)?[\"'(]?"
+    rb"(?:"
+    + _LABEL
+    + rb")[\"'\]]*[ \t]*(?:[:=<>!]=?|==|=>|->|\bis\b|\bbetween\b)?[ \t]*(?:date[ \t]*)?[\"'(]?"
     + rb"("
     + _DATE
     + rb")(?![0-9])",
     group=1,
     on="low",
-    needles=("dob", "d.o.b", "date", "birth", "born"),
+    needles=("dob", "d.o.b", "birth", "born"),
     haystack="low",
     anchored=True,
     priority=55,

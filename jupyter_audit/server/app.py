@@ -23,6 +23,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Type, Unico
 
 from .._version import __version__
 from ..identity import tokens
+from ..identity.snapshot import system_identity
 from ..identity.tokens import TokenStore
 from ..masking import load_or_create_key
 from ..masking.config import TRAITS as MASKING_TRAITS
@@ -245,6 +246,7 @@ class AuditApp(ExtensionApp):
             prepare_workers=self.prepare_workers,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
+        self._record_masking_key(store, masker.key_id)
         self.recorder = self.recorder_class(
             store,
             fail_mode=self.fail_mode,
@@ -278,6 +280,23 @@ class AuditApp(ExtensionApp):
         terminals.install()
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
         self._tick_timer.start()
+
+    def _record_masking_key(self, store, key_id: str) -> None:
+        """A pseudonym key the trail has not last seen is recorded as `masking.key_rotated`
+        (a new `masking_key_path`, or the first start): an auditor sees from which event on
+        pseudonyms change. Pseudonyms stored before stay as they are (records are signed)."""
+        last = store.latest_payload("masking.key_rotated")
+        previous = last["new_key_id"] if last else None
+        if previous == key_id:
+            return
+        store.append(
+            {
+                "kind": "masking.key_rotated",
+                "identity": system_identity(),
+                "payload": {"old_key_id": previous, "new_key_id": key_id},
+            }
+        )
+        self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""

@@ -65,6 +65,7 @@ POSITIVE = {
 NEGATIVE = {
     "not-luhn": lambda g: g.not_luhn(g.pick([13, 15, 16, 19])),
     "version": lambda g: g.version(),
+    "semver": lambda g: f"{g.r.randint(0, 3)}.{g.r.randint(0, 30)}.{g.r.randint(0, 9)}",
     "git-sha": lambda g: g.git_sha(),
     "sha256": lambda g: g.sha256(),
     "uuid": lambda g: g.uuid(),
@@ -77,6 +78,7 @@ NEGATIVE = {
     "date": lambda g: g.timestamp()[:10] if g.r.random() < 0.5 else "2024-06-30",
     "port": lambda g: g.pick(["5432", "3306", "8080", "6379", "27017"]),
     "word": lambda g: g.pick(["password", "Password", "PASSWORD", "token", "secret", "api_key"]),
+    "placeholder": lambda g: g.pick(["$1", "%s", "%(password)s", "${DB_PASSWORD}", "$API_TOKEN"]),
 }
 
 # form -> templates. «P:kind» must be masked, «N:kind» must survive.
@@ -122,6 +124,11 @@ TEMPLATES: dict[str, list[str]] = {
         'azure = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=«P:azure-key»;EndpointSuffix=core.windows.net"',
         'bus = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=«P:azure-key»"',
         'config["database"]["password"] = "«P:password»"',
+        'print(f"calling {name} at «P:phone»")  # retry «N:seed»',
+        'assert parse_version("«N:version»") < parse_version("2.0")',
+        'df = df[df["ip"] != "«P:ipv4»"]\nprint(df.shape, "«N:uuid»")',
+        'r = requests.post(url, json={"user": "«P:email»", "password": "«P:password»"})',
+        'pd.Timestamp("«N:timestamp»") - pd.Timedelta(days=«N:seed»)',
     ],
     "sql": [
         "SELECT * FROM customers WHERE email = '«P:email»'",
@@ -146,6 +153,8 @@ TEMPLATES: dict[str, list[str]] = {
         'UPDATE cards SET number = :num WHERE id = :id\n-- params: {"num": "«P:card»", "id": «N:count»}',
         'SELECT * FROM t WHERE token = $1\n-- params: {"token": "«P:api-key»"}',
         'SELECT * FROM users WHERE ssn = %(ssn)s\n-- params: {"ssn": "«P:ssn»"}',
+        "UPDATE users SET password = «N:placeholder» WHERE id = «N:count»",
+        'SELECT * FROM logins WHERE ip = $1 AND email = $2\n-- params: ["«P:ipv4»", "«P:email»"]',
     ],
     "url": [
         "postgresql://etl:«P:url-password»@db.internal:«N:port»/sales",
@@ -217,7 +226,8 @@ TEMPLATES: dict[str, list[str]] = {
         "      name          card  amount\n0      Ann  «P:card»  «N:float»",
         "   id        ssn          card\n0   1  «P:ssn»  «P:card»",
         "   order_no        sku  qty\n0  «N:not-luhn»  «N:product-code»    3",
-        "                                 run_id     version\n0  «N:uuid»  «N:version»",
+        # (a four-part version alone in a table cell reads as an IPv4 address: known limit)
+        "                                 run_id     version\n0  «N:uuid»  «N:semver»",
         "(«N:count», '«P:email»', '«P:phone»')",
         "[(1, 'Ann', '«P:iban»'), (2, 'Bob', '«P:iban»')]",
     ],
@@ -235,6 +245,8 @@ TEMPLATES: dict[str, list[str]] = {
         "contact:\n  email: «P:email»\n  phone: «P:phone»",
         "model:\n  version: «N:version»\n  seed: «N:seed»\n  checksum: «N:sha256»",
         "auth:\n  password: \n  password_file: /run/secrets/db",
+        "services:\n  db:\n    environment:\n      POSTGRES_PASSWORD: «N:placeholder»",
+        "contact:\n  mobile: «P:phone»\n  since: «N:date»",
         "form:\n  fields:\n    - «N:word»\n    - email\n  required: true",
     ],
     "ini": [
@@ -262,6 +274,9 @@ TEMPLATES: dict[str, list[str]] = {
         "INFO uploaded «N:count» rows (sha256 «N:sha256»)",
         "AUDIT DNI «P:es-dni» verified; SSN «P:ssn-spaced» on file",
         "INFO the password reset link was sent",
+        "INFO user «P:email» changed phone to «P:phone» at «N:timestamp»",
+        "DEBUG peer «P:ipv6» port «N:port» rtt «N:float» ms",
+        "INFO patient record: name=Ann Lee; date_of_birth=«P:dob»; mrn=«N:count»",
         "WARN rejected SSN «N:invalid-ssn» (not an issued number)",
         "INFO field «N:word» left empty by user ann",
     ],
