@@ -899,13 +899,31 @@ _PII = [
     "curl -u deploy:Deploy#2024 https://ci.example.com",
     "CREATE USER x IDENTIFIED BY 'pw-123'",
     "--token abc.def-123",
+    "+44 20 7946 0958",
+    "(415) 555-2671",
+    "01 23 45 67 89",
+    "phone: 4155552671",
+    "078-05-1120",
+    "ssn=078051120",
+    "QQ 12 34 56 C",
+    "12345678Z",
+    "046 454 286",
+    "bsn: 111222333",
+    "10.1.2.3",
+    "2001:db8::8a2e:370:7334",
+    "dob: 1985-03-12",
+    "born 12 March 1985",
+    "mysql -pS3cret",
+    "sshpass -p S3cret",
+    "aws wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 ] + TOKENS
 
 _FILLER = [
     "SELECT", " ", "x", "0.8444218515250481", ", ", "1234", "-", ".", "_", "\n", "é", "=",
     ":", "'", '"', "a" * 25, "0123456789", "1.5", "xoxo", "sk", "gh", "eyJ", "AA", "key",
     "pass", "-u", "@", "://", "(", ")", "[", "]", "‹SECRET:0123456789abcdef›", "\x00",
-    "fp_", "AKIA", "9" * 14, "12-34", "0.", "A1", "v1/score/123?region=eu",
+    "fp_", "AKIA", "9" * 14, "12-34", "0.", "A1", "v1/score/123?region=eu", "+", "555",
+    "020", " 7946", "::", "fe80", "dob", "born ", "ssn", "QQ", "Z", "192.168", "/", "mysql",
 ]  # fmt: skip
 
 
@@ -967,7 +985,10 @@ def test_default_may_match_is_a_necessary_condition():
     from hypothesis import strategies as st
 
     from jupyter_audit.masking.context import Context
-    from jupyter_audit.masking.recognizers import default_may_match
+    from jupyter_audit.masking.recognizers import quick_screen
+
+    default_may_match = quick_screen(DEFAULT_RECOGNIZERS)
+    assert default_may_match is not None
 
     groups = _REFERENCE._groups
 
@@ -1061,8 +1082,12 @@ def test_dict_key_cache_keeps_secret_names_and_key_pseudonyms():
 
 def test_short_text_screen_only_with_recognizers_it_covers():
     """A recognizer the short-text screen knows nothing about turns it off: its short matches
-    are still found."""
-    phone = PatternRecognizer("PHONE", r"\+\d{2} \d{3} \d{7}", needles=["+"])
-    eng = MaskingEngine(KEY, extra_recognizers=[phone])
+    are still found. One with needles is screened by them and keeps it on."""
+    order = PatternRecognizer("ORDER_REF", r"\bR\d{2} \d{3} \d{7}")
+    eng = MaskingEngine(KEY, extra_recognizers=[order])
     assert MaskingEngine(KEY)._quick and not eng._quick
-    assert eng.mask_text("+41 791 2345678") == eng.pseudonym("PHONE", "+41 791 2345678")
+    assert eng.mask_text("R41 791 2345678") == eng.pseudonym("ORDER_REF", "R41 791 2345678")
+    needled = PatternRecognizer("ORDER_REF", r"REF\d{6}", needles=["REF"])
+    eng = MaskingEngine(KEY, extra_recognizers=[needled])
+    assert eng._quick
+    assert eng.mask_text("REF123456") == eng.pseudonym("ORDER_REF", "REF123456")

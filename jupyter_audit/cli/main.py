@@ -315,14 +315,53 @@ def _print_timeline(summary: dict, events: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------- mask, demo
-def cmd_mask(args) -> int:
-    from ..masking import MaskingEngine, MaskingError, load_or_create_key
+def _audit_config(path: str | None) -> dict:
+    """The ``c.AuditApp`` section of the Jupyter server configuration the server would read
+    (``jupyter_server_config.{json,py}`` along the Jupyter config path), or of ``path``."""
+    from jupyter_core.paths import jupyter_config_path
+    from traitlets.config.loader import Config, JSONFileConfigLoader, PyFileConfigLoader
 
-    key_path = Path(args.key) if args.key else Path(args.db or default_db()).parent / "masking.key"
+    if path:
+        files = [Path(path)]
+        if not files[0].is_file():
+            raise CLIError(f"no config file {path}")
+    else:  # lowest priority first, as jupyter_server merges them
+        files = [
+            Path(d) / f"jupyter_server_config{ext}"
+            for d in reversed(jupyter_config_path())
+            for ext in (".json", ".py")
+        ]
+    cfg = Config()
+    for f in files:
+        if not f.is_file():
+            continue
+        loader_class = JSONFileConfigLoader if f.suffix == ".json" else PyFileConfigLoader
+        try:
+            cfg.merge(loader_class(f.name, path=str(f.parent)).load_config())
+        except Exception as e:  # noqa: BLE001 - a user's config file: say which one failed
+            raise CLIError(f"config file {f}: {e}") from None
+    return dict(cfg["AuditApp"]) if "AuditApp" in cfg else {}
+
+
+def cmd_mask(args) -> int:
+    from ..masking import MaskingError, load_or_create_key
+    from ..masking.config import configured_engine, options_from
+
+    section = _audit_config(args.config)
+    if args.key:
+        key_path = Path(args.key)
+    elif section.get("masking_key_path") and not args.db:
+        key_path = Path(section["masking_key_path"])
+    else:
+        key_path = Path(args.db or section.get("db_path") or default_db()).parent / "masking.key"
     try:
-        engine = MaskingEngine(load_or_create_key(key_path))
+        key = load_or_create_key(key_path)
     except (MaskingError, OSError) as e:
         raise CLIError(f"masking key {key_path}: {e}") from None
+    try:
+        engine = configured_engine(key, **options_from(section))
+    except MaskingError as e:
+        raise CLIError(f"masking configuration: {e}") from None
     print(engine.mask_text(" ".join(args.text)))
     return EXIT_OK
 
@@ -526,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="+", metavar="TEXT")
     p.add_argument("--db", metavar="PATH", help="trail whose masking key to use")
     p.add_argument("--key", metavar="FILE", help="masking key file")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read c.AuditApp.masking_* from this file (default: the Jupyter server's config)",
+    )
     p.set_defaults(func=cmd_mask)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")

@@ -93,11 +93,12 @@ _STR_PREFIX = r"(?:[rRbBuUfF]{1,2}(?=[\"']))?+"
 _OPEN_Q = r"(?![ \t]*(?:[),;+\]}%\r\n\x00]|\Z))"
 # what follows the name: closing quote of a quoted name, then a separator
 _SEP = r"""
-    (?:\\?["'])?
+    (?:\\?["'](?:[ \t]*\])?)?                                            # "NAME"] (subscript)
     (?>                                                                  # atomic: no retry
         [ \t]*:[ \t]*[A-Za-z_][\w.\[\], |]{0,60}?[ \t]+=(?![=>])[ \t]*   # name: type = value
       | [ \t]*(?:=>|[=!]=|:=|[=:])[ \t]*                                 # = : == != := =>
       | [ \t]+(?=[rRbBuUfF]{0,2}\\?["'])                                 # SQL: PASSWORD 'x'
+      | (?<=["'])[ \t]*(?P<comma>,)[ \t]*(?=[rRbBuUfF]{0,2}["'])          # ("NAME", "x")
     )
 """
 # the value; exactly one of the named groups matches
@@ -129,6 +130,19 @@ _SAFE_CALLS = frozenset(
     open environ prompt ask secret_from_env from_env lookup fetch""".split()
 )
 _LINE_VALUE_SUFFIXES = ("cookie", "cookies", "authorization")
+# an unquoted value that names where the value comes from: SQL placeholders ($1, %s, ?,
+# %(name)s) and environment references ($DB_PASSWORD, ${DB_PASSWORD})
+_REFERENCE = re.compile(r"\$[0-9]+|%s|\?|%\([A-Za-z_][\w]*\)s|\$\{?[A-Z_][A-Z0-9_]*\}?")
+
+
+# calls that set a named value: os.environ.setdefault("API_KEY", "x"), os.putenv(...)
+_SETTER_CALL = re.compile(rb"(?:setdefault|putenv|setenv|set|set_secret|setitem|__setitem__)\($")
+
+
+def _is_call_arg(low: bytes, j: int) -> bool:
+    """True when the quoted name starting at ``j`` is the first argument of a setter call."""
+    q = j - 1 if j > 0 and low[j - 1] in b"\"'" else j
+    return _SETTER_CALL.search(low, max(0, q - 16), q) is not None
 
 
 class SecretAssignmentRecognizer(Recognizer):
@@ -168,6 +182,8 @@ class SecretAssignmentRecognizer(Recognizer):
             if not name or not is_secret_name(name):
                 continue
             tail = _ASSIGN_TAIL.match(text, k)
+            if tail is not None and tail.start("comma") >= 0 and not _is_call_arg(low, j):
+                tail = None  # ["password", "email"] is a list of names
             if tail is None and low.startswith(b"--", j):
                 tail = _CLI_TAIL.match(text, k)
             if tail is None:
@@ -191,7 +207,9 @@ class SecretAssignmentRecognizer(Recognizer):
             return None
         value = m.string[s:e]
         if g == "u":
-            if value.lower() in _NOT_VALUES:
+            if value.lower() in _NOT_VALUES or _REFERENCE.fullmatch(value):
+                return None
+            if value == "$" and _REFERENCE.match(m.string, s):  # ${NAME}: "{" ends the run
                 return None
             if name.lower().replace("-", "_").endswith(_LINE_VALUE_SUFFIXES):
                 # Cookie: a=1; b=2 -> whole line (the pattern matches the empty string too)

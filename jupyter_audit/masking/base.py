@@ -61,6 +61,13 @@ class Recognizer:
     priority: int = 50
     gate: str | None = None
     name: str = ""
+    #: True when :meth:`may_match` is an exact pre-screen: it never says False for a text in
+    #: which :meth:`find` would find something (the engine's quick path relies on it)
+    screened: bool = False
+
+    def may_match(self, ctx: Context) -> bool:
+        """A cheap necessary condition for :meth:`find` to find anything (see ``screened``)."""
+        return True
 
     def normalize(self, value: str) -> str:
         """The value the pseudonym is computed from (so equal values get equal pseudonyms)."""
@@ -77,6 +84,18 @@ class Recognizer:
         return f"<{type(self).__name__} {self.name or self.type}>"
 
 
+class ClsScreen:
+    """A pre-screen: one of these ``bytes`` regexes (each starting with a literal, so the
+    search runs at C speed) finds something in the character-class view. (A class rather
+    than a closure: engines are pickled for the prepare workers.)"""
+
+    def __init__(self, *patterns: bytes) -> None:
+        self.pattern = re.compile(b"|".join(patterns))
+
+    def __call__(self, ctx: Context) -> bool:
+        return self.pattern.search(ctx.cls) is not None
+
+
 def _needles(needles: Iterable[str | bytes]) -> tuple[bytes, ...]:
     return tuple(n.encode("ascii") if isinstance(n, str) else bytes(n) for n in needles)
 
@@ -91,7 +110,12 @@ class PatternRecognizer(Recognizer):
     For speed, the pattern should start with a literal (CPython's ``re`` searches literal
     prefixes fast and tries every position otherwise), or be guarded by ``needles`` / ``gate``.
     ``on="low"`` runs a ``bytes`` pattern on the lowercased ASCII view (case-insensitive
-    without ``re.IGNORECASE``, which is slow). ``after``: when given, the match must start the
+    without ``re.IGNORECASE``, which is slow), ``on="cls"`` on the character-class view
+    (digits ``0``, letters ``A``/``a``: fixed formats such as ``000-00-0000`` start with a
+    literal there). With ``needles`` (one of them must occur) or ``screen`` (an exact
+    pre-screen of the text), the recognizer is ``screened``; ``anchored=True`` tries the
+    pattern only where a needle starts (the pattern must start with one).
+    ``after``: when given, the match must start the
     text or follow one of these characters. The validator receives the replaced text.
     """
 
@@ -110,15 +134,18 @@ class PatternRecognizer(Recognizer):
         flags: int = 0,
         priority: int = 50,
         normalize: Callable[[str], str] | None = None,
+        screen: Callable[[Context], bool] | None = None,
+        anchored: bool = False,
         name: str = "",
     ) -> None:
         self.type = type.upper()
         self.pattern = _compile(pattern, flags)
+        self.screen = screen
         self.group = group
         self.validator = validator
         self.needles = _needles(needles)
-        if haystack not in ("ab", "low") or on not in ("text", "low"):
-            raise ValueError("haystack must be 'ab' or 'low', on must be 'text' or 'low'")
+        if haystack not in ("ab", "low") or on not in ("text", "low", "cls"):
+            raise ValueError("haystack must be 'ab' or 'low', on must be 'text', 'low' or 'cls'")
         if gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}")
         self.haystack = haystack
@@ -129,16 +156,29 @@ class PatternRecognizer(Recognizer):
         if normalize is not None:
             self.normalize = normalize  # type: ignore[method-assign, assignment]
         self.name = name or self.type
+        self.screened = bool(self.needles) or screen is not None
+        if anchored and not self.needles:
+            raise ValueError("anchored needs needles")
+        self.anchored = anchored
+
+    def may_match(self, ctx: Context) -> bool:
+        if self.screen is not None and not self.screen(ctx):
+            return False
+        if not self.needles:
+            return True
+        hay = ctx.ab if self.haystack == "ab" else ctx.low
+        for needle in self.needles:
+            if hay.find(needle) >= 0:  # cheaper than `in` on bytes
+                return True
+        return False
 
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
-        if self.needles:
-            hay = ctx.ab if self.haystack == "ab" else ctx.low
-            for needle in self.needles:
-                if hay.find(needle) >= 0:  # cheaper than `in` on bytes
-                    break
-            else:
-                return ()
-        subject = ctx.text if self.on == "text" else ctx.low
+        if self.screened and not self.may_match(ctx):
+            return ()
+        on = self.on
+        subject = ctx.text if on == "text" else ctx.low if on == "low" else ctx.cls
+        if self.anchored:
+            return self._find_anchored(ctx, subject)
         search = self.pattern.search
         m = search(subject)  # a search loop: cheaper than finditer when nothing matches
         if m is None:
@@ -153,6 +193,24 @@ class PatternRecognizer(Recognizer):
                     out.append((s, e))
             m = search(subject, end if end > start else end + 1)
         return out
+
+    def _find_anchored(self, ctx: Context, subject: str | bytes) -> list[tuple[int, int]]:
+        """The pattern tried only where a needle occurs (a label such as ``dob`` that the
+        pattern starts with): a pattern that starts with a lookbehind or an alternation is
+        otherwise tried at every position of the text."""
+        hay = ctx.ab if self.haystack == "ab" else ctx.low
+        match, group, validator, text = self.pattern.match, self.group, self.validator, ctx.text
+        found: set[tuple[int, int]] = set()
+        for needle in self.needles:
+            pos = hay.find(needle)
+            while pos >= 0:
+                m = match(subject, pos)
+                if m is not None:
+                    s, e = m.span(group)
+                    if s < e and (validator is None or validator(text[s:e])):
+                        found.add((s, e))
+                pos = hay.find(needle, pos + 1)
+        return sorted(found)
 
 
 class TokenRecognizer(Recognizer):

@@ -3,12 +3,14 @@
 Recognizers search a text through views that keep its positions (one byte per character:
 non-ASCII characters become ``?``), computed lazily, once per text, whichever recognizers
 ask: the ASCII bytes, their lowercase, a character-class view, the runs of token characters.
-A gate (``"longrun"``, ``"digits"``, ``"at"``) is a cheap property of these views that must
-hold before a recognizer searches at all. This module finds nothing itself and must never
-hold a recognizer, nor import one (they import it).
+A gate (``"longrun"``, ``"digits"``, ``"cluster"``, ``"dotted"``, ``"at"``) is a cheap
+property of these views that must hold before a recognizer searches at all. This module finds
+nothing itself and must never hold a recognizer, nor import one (they import it).
 """
 
 from __future__ import annotations
+
+import re
 
 #: A run of this many token characters gates the well-known token formats.
 MIN_TOKEN_RUN = 20
@@ -35,6 +37,11 @@ def _cls(b: int) -> int:
 # other -> "_"
 _T_CLS = bytes(_cls(b) for b in range(256))
 RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
+# On the class view ("(", ")", "+", "/" are "_"): seven digits with at most two separator
+# characters between neighbours (every phone number, SSN, SIN, DNI, BSN has such a run) ...
+CLUSTER = re.compile(rb"0(?:[ ._-]{0,2}0){6}")
+# ... and a dotted quad (IPv4). Both start with a literal, so they run at C speed.
+DOTTED = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
 
 
 class Context:
@@ -45,7 +52,9 @@ class Context:
     uses that as the reference the tests compare the screened path with.
     """
 
-    __slots__ = ("text", "n", "ab", "screen", "_low", "_cls", "_runs", "_digits")
+    __slots__ = (
+        "text", "n", "ab", "screen", "_low", "_cls", "_runs", "_digits", "_cluster", "_dotted"
+    )  # fmt: skip
 
     def __init__(self, text: str, screen: bool = True) -> None:
         self.text = text
@@ -57,6 +66,8 @@ class Context:
         self._cls: bytes | None = None
         self._runs: list[tuple[int, int]] | None = None
         self._digits: bool | None = None
+        self._cluster: bool | None = None
+        self._dotted: bool | None = None
 
     @property
     def low(self) -> bytes:
@@ -95,6 +106,20 @@ class Context:
             self._digits = self.cls.find(b"0") >= 0
         return self._digits
 
+    @property
+    def cluster(self) -> bool:
+        """True when the class view has a run of seven digits (see ``CLUSTER``)."""
+        if self._cluster is None:
+            self._cluster = CLUSTER.search(self.cls) is not None
+        return self._cluster
+
+    @property
+    def dotted(self) -> bool:
+        """True when the class view has a dotted quad of digit runs (see ``DOTTED``)."""
+        if self._dotted is None:
+            self._dotted = DOTTED.search(self.cls) is not None
+        return self._dotted
+
     def gate(self, name: str | None) -> bool:
         if name is None:
             return True
@@ -104,7 +129,11 @@ class Context:
             return self.digits
         if name == "at":
             return "@" in self.text
+        if name == "cluster":
+            return self.cluster
+        if name == "dotted":
+            return self.dotted
         raise ValueError(f"unknown gate {name!r}")
 
 
-GATES = (None, "longrun", "digits", "at")
+GATES = (None, "longrun", "digits", "cluster", "dotted", "at")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hmac
 import re
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from .assignments import is_secret_name
 from .base import MASKED_RE, SECRET, Recognizer, TokenRecognizer, TokenScanner
 from .context import GATES, Context
-from .recognizers import DEFAULT_RECOGNIZERS, default_may_match, screened_by_default
+from .recognizers import DEFAULT_RECOGNIZERS, quick_screen
 from .structured import StructureMasker
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
@@ -95,6 +95,7 @@ class MaskingEngine:
     reference the tests compare the screened path with; the output is the same).
     ``sensitive_columns`` and ``sensitive_keys`` name the SQL/table columns and HTTP keys
     whose values :meth:`mask_structure` masks (None: the defaults of `structured.names`).
+    ``allow`` tells values that are never masked (see `config.AllowList`).
     """
 
     def __init__(
@@ -110,6 +111,7 @@ class MaskingEngine:
         prescreen: bool = True,
         sensitive_columns: Iterable[str] | None = None,
         sensitive_keys: Iterable[str] | None = None,
+        allow: Callable[[str], bool] | None = None,
     ) -> None:
         if isinstance(key, bytearray | memoryview):
             key = bytes(key)
@@ -150,19 +152,31 @@ class MaskingEngine:
             else None
         )
         self._result_max_len = result_cache_max_len
+        self._allow = allow
         # hashes of texts masked once: a text is remembered when it comes again, so one-off
         # texts (ids, urls, request bodies) do not push recurring ones out of the cache
         self._seen: set[int] = set()
         self._screen = bool(prescreen)
         # a short text is first checked against what the recognizers need at all, when that
         # check covers every one of them (the default set does)
-        self._quick = self._screen and all(screened_by_default(r) for r in recs)
+        self._quick = quick_screen(recs) if self._screen else None
+        # the shortcut for tiny texts knows the default recognizers and the token formats
+        self._tiny_exit = all(
+            isinstance(r, TokenRecognizer) or any(r is d for d in DEFAULT_RECOGNIZERS) for r in recs
+        )
         # dict key -> (masked key, names a secret): keys recur in every event
         self._keys: dict[str, tuple[str, bool]] = {}
         self._structure = StructureMasker(sensitive_columns, sensitive_keys)
 
     def __repr__(self) -> str:
         return f"<MaskingEngine recognizers={len(self.recognizers)}>"  # never show the key
+
+    @property
+    def key_id(self) -> str:
+        """16 hex characters naming the pseudonym key (an HMAC of a fixed text under it, which
+        no pseudonym's input can equal: TYPEs are upper case): the trail records which key
+        is in use (``masking.key_rotated``) without revealing anything about it."""
+        return hmac.digest(self._key, b"jupyter-audit masking key id", "sha256")[:8].hex()
 
     def __getstate__(self) -> dict:
         """Pickled (for prepare workers) without its caches: a fresh engine, same key."""
@@ -256,16 +270,46 @@ class MaskingEngine:
         return out
 
     def _mask_once(self, text: str) -> str:
-        """One pass of all recognizers; ``text`` itself when nothing was found.
+        """One pass of all recognizers; ``text`` itself when nothing was found."""
+        cands = self._spans(text)
+        if not cands:
+            return text
+        parts, pos = [], 0
+        pseudonym = self._pseudonym
+        for s, e, rec in cands:
+            parts.append(text[pos:s])
+            value = text[s:e]
+            if rec is None:
+                parts.append(pseudonym(SECRET, value))
+            else:
+                parts.append(pseudonym(rec.type, rec.normalize(value)))
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def analyze(self, text: str) -> list[tuple[int, int, str, str]]:
+        """What one pass of :meth:`mask_text` replaces: ``(start, end, TYPE, recognizer
+        name)`` in text order (name ``"merged"`` for overlapping spans merged into one SECRET).
+        For measurements (benchmarks/bench_masking.py); the trail only ever gets masked text."""
+        if not isinstance(text, str):
+            raise MaskingError(f"analyze expects str, not {type(text).__name__}")
+        return [
+            (s, e, SECRET, "merged") if rec is None else (s, e, rec.type, rec.name)
+            for s, e, rec in self._spans(text) or ()
+        ]
+
+    def _spans(self, text: str) -> list[tuple[int, int, Recognizer | None]] | None:
+        """The accepted spans of one pass, non-overlapping and in text order (None or empty
+        when there are none).
 
         Recognizers run on a *view* of the text of the same length in which every existing
         pseudonym is blanked with NUL characters (and a NUL of the text itself becomes
         U+0001). No recognizer matches across a NUL, so a pseudonym is a hard boundary
-        and is never masked again.
+        and is never masked again. A value on the allow-list is never a span.
         """
         n = len(text)
         if n < _SHORT or text.isalpha():
-            return text
+            return None
         barriers: list[tuple[int, int]] = []
         view = text
         if "\x00" in text:
@@ -282,18 +326,21 @@ class MaskingEngine:
                 parts.append(view[pos:])
                 view = "".join(parts)
         elif (
-            n < 20  # shorter than any token format
+            self._tiny_exit
+            and n < 20  # shorter than any token format
             and "@" not in text
             and "=" not in text
             and ":" not in text
             and " " not in text
             and "\t" not in text
-            and (n < 13 or not _has_digit(text))
+            and (n < 7 or not _has_digit(text))
         ):
-            return text  # no separator for an assignment, no e-mail, too short for a card
+            # no separator for an assignment, no e-mail, shorter than a token, no digit for a
+            # card, a bare national id (9) or an IPv4 address (7)
+            return None
         ctx = Context(view, self._screen)
-        if n <= _QUICK_MAX_LEN and self._quick and not default_may_match(ctx):
-            return text
+        if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):
+            return None
         cands: list[tuple[int, int, Recognizer | None]] = []
         for gate, recs in self._groups:
             if gate is None or ctx.gate(gate):
@@ -301,22 +348,12 @@ class MaskingEngine:
                     recognizer.collect(ctx, cands)
         if barriers and cands:
             cands = _outside(cands, barriers)
-        if not cands:
-            return text
+        if cands and self._allow is not None:
+            allowed = self._allow
+            cands = [c for c in cands if not allowed(text[c[0] : c[1]])]
         if len(cands) > 1:
             cands = _resolve(cands)
-        parts, pos = [], 0
-        pseudonym = self._pseudonym
-        for s, e, rec in cands:
-            parts.append(text[pos:s])
-            value = text[s:e]
-            if rec is None:
-                parts.append(pseudonym(SECRET, value))
-            else:
-                parts.append(pseudonym(rec.type, rec.normalize(value)))
-            pos = e
-        parts.append(text[pos:])
-        return "".join(parts)
+        return cands
 
     # Structure --------------------------------------------------------------------------------
 

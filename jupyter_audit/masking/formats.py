@@ -112,3 +112,44 @@ TOKEN_FORMATS: list[TokenRecognizer] = [
     TokenRecognizer(SECRET, ("hf_",), r"hf_[A-Za-z0-9]{30,60}(?![A-Za-z0-9])", name="huggingface"),
     TokenRecognizer(SECRET, ("glpat-",), r"glpat-[A-Za-z0-9_-]{20,60}", name="gitlab"),
 ]
+
+#: ``mysql -pSECRET`` / ``mysqldump -u root -p'SECRET'``: MySQL's password glued to ``-p``
+#: (``-p`` alone prompts, ``-P`` is the port); ``sshpass -p SECRET``
+CLI_PASSWORD_FLAG = PatternRecognizer(
+    SECRET,
+    r"(?:(?i:mysql[a-z_]*|mariadb[a-z_-]*)(?![\w-])[^\n\x00|;&]{0,256}?[ \t]-p"
+    r"|(?i:sshpass)[ \t]+-p[ \t]*)[\"']?([^\s\"'\x00]+)",
+    needles=("mysql", "mariadb", "sshpass"),
+    haystack="low",
+    anchored=True,
+    group=1,
+    priority=85,
+    name="cli-password-flag",
+)
+
+
+def _aws_secret_like(value: str) -> bool:
+    """40 base64 characters with upper and lower case letters and a digit or "/" "+" (a
+    git SHA or a hex digest has no upper case letter)."""
+    return (
+        _A_UPPER.search(value) is not None
+        and _A_LOWER.search(value) is not None
+        and (_A_DIGIT.search(value) is not None or "/" in value or "+" in value)
+    )
+
+
+_A_UPPER = re.compile(r"[A-Z]")
+_A_LOWER = re.compile(r"[a-z]")
+
+#: An AWS secret access key in context: 40 base64 characters in a text that speaks of a
+#: secret or holds an access key id (``AKIA...,wJalr...`` in a credentials CSV,
+#: ``aws configure set aws_secret_access_key wJalr...``)
+AWS_SECRET_KEY = PatternRecognizer(
+    SECRET,
+    r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+    validator=_aws_secret_like,
+    needles=("secret", "akia", "asia", "aws"),
+    haystack="low",
+    priority=75,
+    name="aws-secret-key",
+)

@@ -2,22 +2,37 @@
 
 :data:`DEFAULT_RECOGNIZERS` is what a :class:`~.engine.MaskingEngine` looks for unless told
 otherwise: the secret formats (`formats`), secrets by name (`assignments`), IBANs and card
-numbers (`checksums`) and e-mail addresses (`contact`). :func:`default_may_match` is an
-exact pre-screen of that set (it must never say False for a text one of them would match in;
-a property test compares the two), and :func:`screened_by_default` tells which recognizers
-it covers.
+numbers (`checksums`), e-mail addresses and phone numbers (`contact`), national identifiers
+(`national_ids`), IP addresses (`network`) and dates of birth (`personal`). Each has a unique
+``name`` (configuration disables recognizers by name). :func:`default_may_match` is an exact
+pre-screen of the first engine's set (it must never say False for a text one of them would
+match in; a property test compares the two), :func:`screened_by_default` tells which
+recognizers it covers, and :func:`quick_screen` adds the screens of the others.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .assignments import SecretAssignmentRecognizer
 from .base import PatternRecognizer, Recognizer, TokenRecognizer
 from .checksums import DIGIT_RUN, CardRecognizer, IbanRecognizer
-from .contact import EmailRecognizer
+from .contact import PHONE_LABELLED, EmailRecognizer, PhoneRecognizer
 from .context import RUN_NEEDLE, T_TOK, Context
-from .formats import CURL_USER, PEM_PRIVATE_KEY, SQL_IDENTIFIED_BY, TOKEN_FORMATS, URL_PASSWORD
+from .formats import (
+    AWS_SECRET_KEY,
+    CLI_PASSWORD_FLAG,
+    CURL_USER,
+    PEM_PRIVATE_KEY,
+    SQL_IDENTIFIED_BY,
+    TOKEN_FORMATS,
+    URL_PASSWORD,
+)
+from .national_ids import NATIONAL_IDS
+from .network import IPv4Recognizer, IPv6Recognizer
+from .personal import DATE_OF_BIRTH
 
-__all__ = ["DEFAULT_RECOGNIZERS", "default_may_match", "screened_by_default"]
+__all__ = ["DEFAULT_RECOGNIZERS", "default_may_match", "quick_screen", "screened_by_default"]
 
 DEFAULT_RECOGNIZERS: list[Recognizer] = [
     PEM_PRIVATE_KEY,
@@ -29,8 +44,16 @@ DEFAULT_RECOGNIZERS: list[Recognizer] = [
     IbanRecognizer(),
     CardRecognizer(),
     EmailRecognizer(),
+    CLI_PASSWORD_FLAG,
+    AWS_SECRET_KEY,
+    PhoneRecognizer(),
+    PHONE_LABELLED,
+    IPv4Recognizer(),
+    IPv6Recognizer(),
+    DATE_OF_BIRTH,
+    *NATIONAL_IDS,
 ]
-"""The first engine's recognizers (order does not matter: overlaps are decided by priority)."""
+"""The default recognizers (order does not matter: overlaps are decided by priority)."""
 
 
 # a literal that every match of each stem in ``_STEMS`` (and "identified") contains
@@ -93,3 +116,33 @@ def screened_by_default(rec: Recognizer) -> bool:
         or type(rec) in _SCREENED_TYPES
         or any(rec is r for r in _SCREENED_PATTERNS)
     )
+
+
+class QuickScreen:
+    """An exact pre-screen of a set of recognizers (False only when none of them can find
+    anything): :func:`default_may_match` for those it covers, then, gate by gate, the
+    ``may_match`` of each other, ``screened`` one. Build it with :func:`quick_screen`."""
+
+    def __init__(self, extra: Iterable[Recognizer]) -> None:
+        groups: dict[str | None, list[Recognizer]] = {}
+        for rec in extra:
+            groups.setdefault(rec.gate, []).append(rec)
+        self.groups = tuple((gate, tuple(recs)) for gate, recs in groups.items())
+
+    def __call__(self, ctx: Context) -> bool:
+        if default_may_match(ctx):
+            return True
+        for gate, recs in self.groups:
+            if gate is None or ctx.gate(gate):
+                for rec in recs:
+                    if rec.may_match(ctx):
+                        return True
+        return False
+
+
+def quick_screen(recs: Iterable[Recognizer]) -> QuickScreen | None:
+    """The :class:`QuickScreen` of ``recs``, or None when one of them has no screen."""
+    recs = list(recs)
+    if not all(screened_by_default(r) or r.screened for r in recs):
+        return None
+    return QuickScreen(r for r in recs if not screened_by_default(r))

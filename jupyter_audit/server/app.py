@@ -19,17 +19,15 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Bool, CaselessStrEnum, Float, Int, List, Type, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Type, Unicode, default
 
 from .._version import __version__
 from ..identity import tokens
+from ..identity.snapshot import system_identity
 from ..identity.tokens import TokenStore
-from ..masking import (
-    DEFAULT_SENSITIVE_COLUMNS,
-    DEFAULT_SENSITIVE_KEYS,
-    MaskingEngine,
-    load_or_create_key,
-)
+from ..masking import DEFAULT_SENSITIVE_COLUMNS, DEFAULT_SENSITIVE_KEYS, load_or_create_key
+from ..masking.config import TRAITS as MASKING_TRAITS
+from ..masking.config import configured_engine, recognizer_names
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
@@ -156,6 +154,46 @@ class AuditApp(ExtensionApp):
         "capture, size-capped (e.g. LLM API hosts). Bodies are masked like every field.",
     )
     capture_body_bytes = Int(10_000, config=True, help="Cap for each captured HTTP body.")
+    masking_disabled_recognizers = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Masking recognizers to leave out, by name (an unknown name stops the server): "
+        + ", ".join(recognizer_names())
+        + ".",
+    )
+    masking_extra_recognizers = List(
+        Dict(),
+        [],
+        config=True,
+        help='Regex recognizers to add: {"name": "employee-id", "type": "EMPLOYEE_ID", '
+        '"pattern": "EMP-[0-9]{6}", "validator": "pkg.module:check" (optional, a callable '
+        'taking the match, returning a bool), "group": 0, "needles": ["EMP-"] (optional)}.',
+    )
+    masking_allow_values = List(
+        Unicode(), [], config=True, help="Values never masked (e.g. a support address)."
+    )
+    masking_allow_patterns = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Regexes: a value they match whole is never masked (e.g. documentation IPs).",
+    )
+    masking_presidio = Bool(
+        False,
+        config=True,
+        help="Add Microsoft Presidio's recognizers (pip install 'jupyter-audit[presidio]'); "
+        "its NER only with masking_presidio_spacy_model.",
+    )
+    masking_presidio_spacy_model = Unicode(
+        "", config=True, help="An installed spaCy model for Presidio's NER (e.g. en_core_web_lg)."
+    )
+    masking_presidio_entities = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Presidio entity types to use (default: all but DATE_TIME and URL).",
+    )
     output_text_bytes = Int(
         2_000, config=True, help="Text kept from each cell output in its summary."
     )
@@ -215,8 +253,9 @@ class AuditApp(ExtensionApp):
             self._switch_interval_before = sys.getswitchinterval()
             sys.setswitchinterval(self.gil_switch_interval)
         db = Path(self.db_path)
-        masker = MaskingEngine(
+        masker = configured_engine(
             load_or_create_key(self._beside(self.masking_key_path, "masking.key")),
+            **{kw: getattr(self, trait) for trait, kw in MASKING_TRAITS.items()},
             sensitive_columns=[*self.sensitive_columns, *self.extra_sensitive_columns],
             sensitive_keys=[*self.sensitive_keys, *self.extra_sensitive_keys],
         )
@@ -234,6 +273,7 @@ class AuditApp(ExtensionApp):
             prepare_workers=self.prepare_workers,
         ).open()
         self.log.info("jupyter-audit: trail %s (signing key %s)", db, key.key_id)
+        self._record_masking_key(store, masker.key_id)
         self.recorder = self.recorder_class(
             store,
             fail_mode=self.fail_mode,
@@ -267,6 +307,23 @@ class AuditApp(ExtensionApp):
         terminals.install()
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
         self._tick_timer.start()
+
+    def _record_masking_key(self, store, key_id: str) -> None:
+        """A pseudonym key the trail has not last seen is recorded as `masking.key_rotated`
+        (a new `masking_key_path`, or the first start): an auditor sees from which event on
+        pseudonyms change. Pseudonyms stored before stay as they are (records are signed)."""
+        last = store.latest_payload("masking.key_rotated")
+        previous = last["new_key_id"] if last else None
+        if previous == key_id:
+            return
+        store.append(
+            {
+                "kind": "masking.key_rotated",
+                "identity": system_identity(),
+                "payload": {"old_key_id": previous, "new_key_id": key_id},
+            }
+        )
+        self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""

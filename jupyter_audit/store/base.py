@@ -131,6 +131,10 @@ class TrailStore(ABC):
         """{"events": how many, "last_seq": the last sequence number}."""
 
     @abstractmethod
+    def latest_payload(self, kind: str) -> dict | None:
+        """The payload of the newest event of `kind` (None: there is none)."""
+
+    @abstractmethod
     def list_traces(
         self, *, username: str | None = None, limit: int = 100, before_seq=None
     ) -> list[dict]:

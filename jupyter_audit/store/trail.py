@@ -13,8 +13,13 @@ from .verify import VerifyResult, verify_connection
 
 
 def latest_checkpoint(cur) -> dict | None:
+    return latest_payload(cur, "checkpoint")
+
+
+def latest_payload(cur, kind: str) -> dict | None:
+    """The payload of the newest event of `kind`, decoded from its signed record."""
     row = cur.execute(
-        "SELECT record FROM events WHERE kind = 'checkpoint' ORDER BY seq DESC LIMIT 1"
+        "SELECT record FROM events WHERE kind = ? ORDER BY seq DESC LIMIT 1", [kind]
     ).fetchone()
     if row is None:
         return None

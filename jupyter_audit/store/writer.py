@@ -368,6 +368,9 @@ class Writer(TrailStore):
     def trail_stats(self) -> dict:
         return queries.trail_stats(self.cursor())
 
+    def latest_payload(self, kind: str) -> dict | None:
+        return trail.latest_payload(self.cursor(), kind)
+
     def list_traces(self, *, username=None, limit: int = 100, before_seq=None) -> list[dict]:
         return queries.list_traces(
             self.cursor(), username=username, limit=limit, before_seq=before_seq

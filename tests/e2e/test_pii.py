@@ -9,9 +9,9 @@ with a password flag and sets a secret by subscript. Then every original value i
 for in the raw bytes of the trail file and its WAL, in every column of every table, in the
 server log and in `jupyter audit export`: none may be found.
 
-Some values are masked by the text recognizers of branch i13-recognizers (a phone number in
-free text, password flags, secrets set by subscript): they are listed apart, in
-RECOGNIZER_VALUES, and checked by an xfail test until both branches are merged.
+Some values are masked by the text recognizers alone (a phone number in free text, a password
+flag, a secret set by subscript, from issue 13's other half, branch i13-recognizers): they
+are listed apart, in RECOGNIZER_VALUES.
 """
 
 import json
@@ -43,13 +43,13 @@ PASSWORD_FLAG = "Pa55w0rdFlagValue"
 SUBSCRIPT_SECRET = "Tr0ub4dorSubscript"
 FREE_TEXT_PHONE = "+44 20 7946 0321"
 
-# masked by this branch (structure) and the recognizers already on main
+# masked by structure (their column or key) and the recognizers
 STRUCTURED_VALUES = [
     *(v for c in CUSTOMERS for v in c[1:]),
     *(c[1].upper() for c in CUSTOMERS),  # an UPDATE's parameter
     API_KEY,
 ]
-# masked only once branch i13-recognizers is merged
+# masked by the text recognizers alone
 RECOGNIZER_VALUES = [PASSWORD_FLAG, SUBSCRIPT_SECRET, FREE_TEXT_PHONE]
 
 
@@ -308,11 +308,6 @@ def test_no_customer_value_or_key_is_found_anywhere(places):
     assert leaked == {}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="needs the recognizers of branch i13-recognizers (phones in free text, password "
-    "flags, secrets set by subscript); flip to a plain test once both branches are merged",
-)
 @pytest.mark.timeout(600)
 def test_no_recognizer_value_is_found_anywhere(places):
     leaked = {v: where for v, where in _leaks(places, RECOGNIZER_VALUES).items() if where}
