@@ -291,6 +291,8 @@ def test_the_notebook_ran_and_was_recorded(places):
     records = [json.loads(line) for line in places["export"].splitlines()]
     kinds = [r["kind"] for r in records]
     assert kinds.count("op.sql") >= 6 and "op.http" in kinds and "op.shell" in kinds
+    drivers = {r["payload"]["driver"] for r in records if r["kind"] == "op.sql"}
+    assert drivers >= {"sqlite3", "duckdb"} | ({"psycopg"} if PG_DSN else set())
     http = next(r for r in records if r["kind"] == "op.http")
     assert http["payload"].get("request_body") and http["payload"].get("response_body"), http
     assert "‹NAME:" in json.dumps(records, ensure_ascii=False)  # masked, not dropped
