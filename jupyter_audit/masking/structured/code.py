@@ -22,6 +22,8 @@ from .tables import python_str, tuple_at
 Pseudonym = Callable[[str, str], str]
 
 _SQL_WORDS = re.compile(r"(?i)\b(?:select|insert|update|delete|merge|with)\b")
+# a string literal is read as SQL when it starts like a statement
+_SQL_START = re.compile(r"(?i)\s*(?:select|insert|update|delete|merge|with|replace|upsert)\b")
 _OPENING = re.compile(r"""#|(?<![\w])([rRbBuUfF]{0,2})('''|\"\"\"|'|")""")
 _PARAMS_START = re.compile(r"\s*,\s*(?:(?:parameters|params|vars|args)\s*=\s*)?([(\[{])")
 _DICT_PAIR = re.compile(r"""(["'])(\w+)\1\s*:\s*(['"](?:[^'"\\\n]|\\.)*['"]|-?[\d.]+)""")
@@ -41,18 +43,17 @@ class CodeMasker:
         ):
             return code
         edits: list[tuple[int, int, str]] = []
-        for prefix, start, end, quote in _strings(code):
+        for _prefix, start, end, quote in _strings(code):
             body = code[start:end]
-            if "\\" in body or _SQL_WORDS.search(body) is None:
+            if _SQL_START.match(body) is None:
                 continue
             analysis = self.sql.analyse(body)
             if analysis is None:
                 continue
-            fstring = "f" in prefix.lower()
+            # read as written (escapes and f-string fields included): what matters is that
+            # no value given to a sensitive column stays in the code
             for s, e, t, _ttype in analysis.literals:
                 value = body[s:e]
-                if (fstring and "{" in value) or quote in value:
-                    continue
                 inner = value[1:-1] if value[0] in "'\"" else value
                 if MASKED_RE.fullmatch(inner):
                     continue
