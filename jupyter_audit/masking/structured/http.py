@@ -25,6 +25,9 @@ Pseudonym = Callable[[str, str], str]
 _PAIR = re.compile(r"([^&=#;\s]+)=([^&#;\s]*)")
 _FORM = re.compile(r"[^&=\s]+=[^&\s]*(?:&[^&=\s]+=[^&\s]*)*")
 _MAX_DEPTH = 64
+_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.){1,128})"\s*:')
+# every name `is_secret_name` calls secret holds one of these (its stems), lowercased
+_SECRET_STEMS = re.compile(r"pass|pw|secret|tok|key|auth|cred|cookie|sess|sig|priv")
 
 
 class KeyMasker:
@@ -39,9 +42,14 @@ class KeyMasker:
             return "SECRET"
         return t
 
+    def may_occur(self, text: str) -> bool:
+        """False when no sensitive or secret key can occur in ``text``."""
+        low = text.lower()
+        return self.keys.may_occur(low) or _SECRET_STEMS.search(low) is not None
+
     def mask_url(self, url: str, pseudonym: Pseudonym) -> str:
         q = url.find("?")
-        if q < 0 or "=" not in url[q:]:
+        if q < 0 or "=" not in url[q:] or not self.may_occur(url[q:]):
             return url
         end = url.find("#", q)
         end = len(url) if end < 0 else end
@@ -52,6 +60,9 @@ class KeyMasker:
         if not stripped:
             return body
         if stripped[0] in "{[":
+            # its keys first (one C-speed scan): most bodies have no sensitive one
+            if not any(self.type_of(k) for k in set(_JSON_KEY.findall(stripped))):
+                return body
             try:
                 value = json.loads(stripped)
             except ValueError:
@@ -60,7 +71,7 @@ class KeyMasker:
             if masked == value:
                 return body
             return json.dumps(masked, ensure_ascii=False, separators=(",", ":"))
-        if _FORM.fullmatch(stripped):
+        if self.may_occur(stripped) and _FORM.fullmatch(stripped):
             return self._form(stripped, pseudonym)
         return body
 

@@ -19,8 +19,8 @@ it uses and on generated ones). Placeholders in every DB-API style are bound to
 their parameter: qmark ``?``, numbered ``?1`` ``:1`` ``$1``, named ``:name`` ``$name``
 ``@name``, format ``%s`` and pyformat ``%(name)s``. The analysis of a statement is cached
 (statements recur); a statement runs through it only when it has parameters or a literal and
-a sensitive column name may occur in it. Never raises: a statement it cannot read is left to
-the text recognizers.
+a sensitive column name may occur in it. A statement it fails to read has its statement and
+parameters withheld by the caller (`structured.StructureMasker`), never passed on.
 
 Not seen: an INSERT without a column list (the table's columns are not known here).
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from sqlparse import keywords
 from sqlparse import tokens as T
@@ -41,6 +42,7 @@ Pseudonym = Callable[[str, str], str]
 
 _VALUE_TYPES = (T.Literal.String.Single, T.Literal.Number, T.Literal)
 _DIGIT = re.compile(r"\d")
+_UNREAD: Any = object()
 _CACHE = 2048  # statements whose analysis is remembered
 _CACHE_MAX_LEN = 8192  # longer statements are read every time (memory)
 _NUMBERED = re.compile(r"[:$](\d+)")
@@ -101,9 +103,12 @@ class SqlMasker:
         if type(statement) is not str:
             return payload
         params = payload.get("params")
-        if not self.applies(statement, params):
+        if not params and "'" not in statement and _DIGIT.search(statement) is None:
             return payload
-        analysis = self.analyse(statement)
+        cached = self._cache.get(statement, _UNREAD)
+        analysis = self.analyse(statement) if cached is _UNREAD else cached
+        if analysis is None and type(params) is not dict:
+            return payload  # nothing bound to a sensitive column (named ones: by their names)
         out = dict(payload)
         if analysis is not None and analysis.literals:
             out["statement"] = _replace_literals(statement, analysis, pseudonym)
@@ -119,11 +124,11 @@ class SqlMasker:
         cache = self._cache
         if statement in cache:
             return cache[statement]
-        try:
-            analysis: _Analysis | None = _analyse(statement, self.columns)
-            if analysis is not None and analysis.empty():
-                analysis = None
-        except Exception:  # noqa: BLE001 - an unreadable statement is left to the recognizers
+        # a failure propagates: the caller withholds what it could not read
+        analysis: _Analysis | None = None
+        if self.columns.may_occur(statement.lower()):
+            analysis = _analyse(statement, self.columns)
+        if analysis is not None and analysis.empty():
             analysis = None
         if len(statement) <= _CACHE_MAX_LEN:
             if len(cache) >= _CACHE:
