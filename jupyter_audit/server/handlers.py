@@ -25,7 +25,6 @@ from ..store import trail as trail_ops
 from ..store.errors import TrailError
 from ..store.export import ExportError
 from ..store.filters import parse_time
-from ..store.schema import read_meta
 from ..store.signing import KeyError_, load_public
 from .authorization import RESOURCES, AuditAuthorizer
 from .ingest.handler import KernelEventsHandler
@@ -257,17 +256,7 @@ class VerifyHandler(AuditHandler):
                 pinned = [load_public(self.get_argument("pubkey"))]
             except KeyError_ as e:
                 raise web.HTTPError(400, f"pubkey: {e}") from None
-        files = self.writer.checkpoint_files()
-        mirrored = bool(self.writer.checkpoint_mirror)
-        writer = self.writer
-
-        def run():
-            cur = writer.cursor()
-            return trail_ops.verify(
-                cur, read_meta(cur), files, pinned, deep, independent_copy=mirrored
-            )
-
-        result = await asyncio.to_thread(run)
+        result = await asyncio.to_thread(self.writer.verify, trusted_keys=pinned, deep=deep)
         self.finish(result.to_dict())
 
 

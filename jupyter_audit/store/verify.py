@@ -180,6 +180,40 @@ def _column_check(cursor, out: list) -> None:
         out.append(("error", type(e).__name__))
 
 
+SNAPSHOT_CURSORS = 3  # the checks' own, the column check's (a thread), the chain scan's
+
+
+class Snapshot:
+    """A live trail seen at one moment: cursors whose read transactions began between the
+    same two stored batches. Used as the connection of `verify_connection`: queries go to
+    the first; `cursor()` hands out the others (the column check's, then the chain scan's,
+    which its re-read reuses once the first read is done)."""
+
+    def __init__(self, cursors):
+        self._first, self._spare, self._handed = cursors[0], list(cursors[1:]), 0
+
+    def cursor(self):
+        cur = self._spare[min(self._handed, len(self._spare) - 1)]
+        self._handed += 1
+        return _Lent(cur)
+
+    def __getattr__(self, name):
+        return getattr(self._first, name)
+
+
+class _Lent:
+    """A snapshot's cursor lent to a check: its `close()` leaves it open for the next."""
+
+    def __init__(self, cur):
+        self._cur = cur
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
 def verify_connection(
     con,
     meta: dict,
