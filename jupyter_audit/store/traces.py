@@ -221,16 +221,19 @@ def participants_sql(format_version: int) -> str:
     """Who took part in each trace, (trace_id, username), as a trail of `format_version`
     records them: the usernames of the identity snapshots (not the `username` column beside
     them) of the trace's events; from PEOPLE_ONLY_FORMAT on, people and service accounts
-    only (`TraceRow`'s batches leave system snapshots out alike: `is_participant`)."""
+    only (`TraceRow`'s batches leave system snapshots out alike: `is_participant`). The
+    snapshots are read once each, before the join, not once per event."""
     people = ""
     if format_version >= PEOPLE_ONLY_FORMAT:
         people = (
-            "AND json_extract_string(i.snapshot, '$.auth_method') "
+            "WHERE json_extract_string(snapshot, '$.auth_method') "
             f"IS DISTINCT FROM '{SYSTEM_AUTH_METHOD}'"
         )
     return f"""
-SELECT DISTINCT e.trace_id, json_extract_string(i.snapshot, '$.username') AS username
-FROM events e JOIN identities i USING (identity_id) WHERE e.trace_id IS NOT NULL {people}
+SELECT DISTINCT e.trace_id, i.username FROM events e JOIN (
+    SELECT identity_id, json_extract_string(snapshot, '$.username') AS username
+    FROM identities {people}
+) i USING (identity_id) WHERE e.trace_id IS NOT NULL
 """
 
 
