@@ -189,6 +189,31 @@ def test_a_people_only_trail_claiming_format_2_is_migrated_again(db, make_writer
     assert participants(db) == [("trace-1", "alice")]
 
 
+def test_the_servers_owner_signed_in_with_the_token_login_stays_a_participant(
+    make_writer, trail_dir, capsys
+):
+    """Under the standard token login the person is the OS account, as the server's own
+    identity is: their cells keep them listed, the server's events alone do not, and the
+    format 2 -> 3 migration keeps them too."""
+    owner = {"username": OS_USER, "auth_method": "token"}
+    w = make_writer()
+    w.append_many(cell_events("theirs", who=owner) + cell_events("ended-only", who=ALICE))
+    w.close()
+    db = trail_dir / "trail.duckdb"
+    want = [("ended-only", "alice"), ("theirs", OS_USER)]
+    assert participants(db) == want
+    sql(
+        db,
+        f"INSERT INTO trace_users VALUES ('ended-only', '{OS_USER}')",
+        "UPDATE meta SET value = '2' WHERE key = 'format_version'",
+    )
+    assert verify_json(db, capsys)[0] == 0
+    w = make_writer()
+    assert w.integrity.ok, w.integrity
+    w.close()
+    assert participants(db) == want
+
+
 def test_rebuilt_derived_tables_leave_the_server_out(db, make_writer):
     sql(db, "DELETE FROM trace_users", "DELETE FROM traces")
     w = make_writer()  # finds them edited, rebuilds them from the log
