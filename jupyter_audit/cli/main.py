@@ -303,11 +303,13 @@ def step_summary(ev: dict) -> str:
 
 
 def _print_timeline(summary: dict, events: list[dict]) -> None:
+    from ..identity.snapshot import actor_label
+
     print(f"trace {summary['trace_id']}  notebook: {summary['notebook'] or '(none)'}")
     print(f"  users: {', '.join(summary['users'])}  kernel: {summary['kernel_id']}")
     print(f"  {summary['started_at']} .. {summary['last_at']}  ({summary['status']})")
     for ev in events:
-        who = (ev.get("identity") or {}).get("username") or "-"
+        who = actor_label(ev.get("identity"))
         line = step_summary(ev).replace("\n", " ")
         if len(line) > 100:
             line = line[:99] + "…"

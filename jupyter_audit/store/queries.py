@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from .schema import DERIVED_TABLES
-from .traces import TRACE_COLUMNS, TraceRow, insert_trace_users, upsert_traces
+from .schema import DERIVED_TABLES, FORMAT_VERSION
+from .traces import TRACE_COLUMNS, TraceRow, participants_sql, upsert_traces
 
 
 def _iso(ts) -> str | None:
@@ -170,20 +170,13 @@ def trail_stats(cur) -> dict:
 def rebuild_derived(con) -> None:
     """Recompute every derived table from the log (e.g. after a schema change)."""
     traces: dict[str, TraceRow] = {}
-    users: set[tuple[str, str]] = set()
     times: dict[str, list] = {}
-    # usernames from the snapshots themselves, which verify checks against their ids
-    idents: dict[str, str] = dict(
-        con.execute(
-            "SELECT identity_id, json_extract_string(snapshot, '$.username') FROM identities"
-        ).fetchall()
-    )
     result = con.execute(
-        "SELECT seq, kind, time, trace_id, kernel_id, notebook, identity_id, record FROM events "
+        "SELECT seq, kind, time, trace_id, kernel_id, notebook, record FROM events "
         "WHERE trace_id IS NOT NULL ORDER BY seq"
     )
     while rows := result.fetchmany(10_000):
-        for seq, kind, ts, tid, kid, nb, iid, rec in rows:
+        for seq, kind, ts, tid, kid, nb, rec in rows:
             t = traces.get(tid)
             if t is None:
                 t = traces[tid] = TraceRow(kid, nb, seq, seq)
@@ -191,16 +184,16 @@ def rebuild_derived(con) -> None:
             times[tid][1] = ts
             unattributed = kind == "cell.started" and "unattributed" in json.loads(rec)["flags"]
             t.add(seq, kind, kid, nb, unattributed)
-            if iid is not None and iid in idents:
-                users.add((tid, idents[iid]))
     con.execute("BEGIN")
     try:
         for table in DERIVED_TABLES:
             con.execute(f"DELETE FROM {table}")
         if traces:
             upsert_traces(con, traces, times)
-        if users:
-            insert_trace_users(con, users)
+        # usernames from the snapshots themselves, which verify checks against their ids
+        con.execute(
+            f"INSERT INTO trace_users (trace_id, username) {participants_sql(FORMAT_VERSION)}"
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -25,8 +25,9 @@ from .checkpoints import (
     read_checkpoint_files,
     rotation_message,
 )
+from .errors import TrailError
 from .merkle import MerkleLevels
-from .schema import connect, open_readable
+from .schema import FORMAT_VERSION, check_version, connect, open_readable
 from .signing import key_id, load_public, verify_signature
 from .traces import derived_differences
 
@@ -161,10 +162,11 @@ _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identit
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(cursor, out: list) -> None:
+def _column_check(cursor, out: list, format_version: int) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
-    the derived tables with the log. A check that raises is a finding, never a pass."""
+    the derived tables with the log (by the rules of the trail's `format_version`). A check
+    that raises is a finding, never a pass."""
     try:
         bad = None
         total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -175,7 +177,7 @@ def _column_check(cursor, out: list) -> None:
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
     try:
-        out.append(derived_differences(cursor))
+        out.append(derived_differences(cursor, format_version))
     except Exception as e:  # noqa: BLE001 - as above
         out.append(("error", type(e).__name__))
 
@@ -273,7 +275,11 @@ def verify_connection(
 
     # every column must match the records (in DuckDB, beside the hashing)
     col_out: list = []
-    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out))
+    try:
+        version = check_version(meta)
+    except TrailError:  # a reader refused it already; compare by today's rules
+        version = FORMAT_VERSION
+    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out, version))
     col_thread.start()
 
     # the chain: every record hashes to its stored hash and links to the one before

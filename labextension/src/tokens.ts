@@ -13,6 +13,7 @@ export interface IIdentity {
   auth_method?: string | null;
   token_id?: string | null;
   token_owner?: string | null;
+  display_name?: string | null;
 }
 
 /** Result of the verification the server runs over the trail. */

@@ -9,7 +9,13 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { VDomRenderer, caretLeftIcon } from '@jupyterlab/ui-components';
 
 import { formatTime, summarizeEvent } from './format';
-import { counts, errorMessage, notebookLabel } from './labels';
+import {
+  actorLabel,
+  counts,
+  errorMessage,
+  isServerIdentity,
+  notebookLabel
+} from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
 import type { IMe, ITraceEvent } from './tokens';
@@ -224,8 +230,10 @@ function EventRow(props: {
       <span className="jp-AuditTrail-eventHead">
         <span className="jp-AuditTrail-seq">#{event.seq}</span>
         <span className="jp-AuditTrail-kind">{event.kind}</span>
-        <span className="jp-AuditTrail-who">
-          {event.identity?.username ?? trans.__('(no identity)')}
+        <span
+          className={`jp-AuditTrail-who${isServerIdentity(event.identity) ? ' jp-mod-system' : ''}`}
+        >
+          {actorLabel(event.identity, trans)}
         </span>
         <time className="jp-AuditTrail-time" dateTime={event.time}>
           {formatTime(event.time)}

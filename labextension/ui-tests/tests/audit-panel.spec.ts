@@ -77,6 +77,20 @@ function expectedSummary(event: ITraceEvent): string {
   return summary.length > 240 ? `${summary.slice(0, 239)}…` : summary;
 }
 
+/**
+ * Who the panel must show for an event: a person's or service account's
+ * username; the server's own events (`auth_method` `system`) as the server's.
+ */
+function expectedWho(event: ITraceEvent): string {
+  const identity = event.identity;
+  if (!identity) {
+    return '(no identity)';
+  }
+  return identity.auth_method === 'system'
+    ? `jupyter-audit server (${identity.username})`
+    : identity.username;
+}
+
 function panelLocator(page: Page): Locator {
   return page.locator('.jp-AuditTrail-panel');
 }
@@ -110,7 +124,7 @@ async function checkTimeline(
     await expect(row.locator('.jp-AuditTrail-seq')).toHaveText(`#${event.seq}`);
     await expect(row.locator('.jp-AuditTrail-kind')).toHaveText(event.kind);
     await expect(row.locator('.jp-AuditTrail-who')).toHaveText(
-      event.identity?.username ?? '(no identity)'
+      expectedWho(event)
     );
     await expect(row.locator('.jp-AuditTrail-time')).not.toBeEmpty();
     await expect(row.locator('.jp-AuditTrail-summary')).toHaveText(
@@ -245,6 +259,52 @@ test.describe('Audit trail panel', () => {
     await page.sidebar.setWidth(420);
     fs.mkdirSync(DOCS_DIR, { recursive: true });
     await page.screenshot({ path: path.join(DOCS_DIR, 'panel-timeline.png') });
+  });
+
+  test('the server’s own events read as the server’s, not a participant', async ({
+    page
+  }) => {
+    const panel = await openPanel(page);
+    const traces = await apiTraces(page);
+    // The demo trail has a trace the server ended at shutdown.
+    let found: { trace: ITraceSummary; event: ITraceEvent } | null = null;
+    for (const trace of traces) {
+      const events = await apiEvents(page, trace.trace_id);
+      const event = events.find(e => e.identity?.auth_method === 'system');
+      if (event) {
+        found = { trace, event };
+        break;
+      }
+    }
+    expect(
+      found,
+      'the demo trail has a server event in a trace'
+    ).not.toBeNull();
+    const { trace, event } = found!;
+    const account = event.identity!.username;
+    const label = `jupyter-audit server (${account})`;
+    expect(event.identity!.display_name).toBe(label);
+    // participants are people: the server's account is not listed
+    expect(trace.users).not.toContain(account);
+    expect(trace.users.length).toBeGreaterThan(0);
+    await expect(
+      traceButton(panel, trace.trace_id).locator('.jp-AuditTrail-traceUsers')
+    ).toHaveText(trace.users.join(', '));
+
+    await traceButton(panel, trace.trace_id).click();
+    await expect(
+      panel.locator('.jp-AuditTrail-traceInfo .jp-AuditTrail-traceUsers')
+    ).toHaveText(trace.users.join(', '));
+    const row = panel.locator(
+      `.jp-AuditTrail-event[data-seq="${event.seq}"] .jp-AuditTrail-who`
+    );
+    await expect(row).toHaveText(label);
+    await expect(row).toHaveClass(/jp-mod-system/);
+    // a person's row is shown by username, without the server's mark
+    const person = panel
+      .locator('.jp-AuditTrail-who:not(.jp-mod-system)')
+      .first();
+    await expect(person).toHaveText(trace.users[0]);
   });
 
   test('a notebook name with HTML renders as literal text', async ({
