@@ -118,6 +118,12 @@ class TestSessionEnds:
         assert r.status_code == 401 and body["reason"] == "session_ended"
         assert body["login_url"] == jp_base_url + "login"
         assert "session ended" in body["message"] and "sign in again" in body["message"]
+        # jupyter_server's own API (what JupyterLab shows when a kernel reconnects) says so
+        r = await asyncio.to_thread(requests.get, base + "api/kernels", headers=cookies)
+        assert r.status_code == 403
+        assert r.json()["message"] == (
+            "Your session has ended: sign in again (signed out, or the server restarted)"
+        )
         # nor can it open a new kernel websocket
         with pytest.raises(HTTPClientError):
             await jp_ws_fetch("terminals", "websocket", "1", headers=dict(cookies))
@@ -153,7 +159,8 @@ class TestSessionEnds:
 class TestSessionExpires:
     @pytest.fixture
     def jp_server_config(self, trail_dir, provider):
-        return session_config(trail_dir, provider.issuer, session_lifetime=3)
+        # long enough for a kernel to start and run a cell on a busy machine
+        return session_config(trail_dir, provider.issuer, session_lifetime=10)
 
     async def test_expiry_closes_websockets_and_an_expired_cookie_is_recorded(
         self, jp_serverapp, jp_fetch, jp_ws_fetch, jp_http_port, jp_base_url, provider
@@ -163,7 +170,7 @@ class TestSessionExpires:
         cookies = cookie_header(s)
         me = (await asyncio.to_thread(s.get, base + "jupyter-audit/api/me")).json()
         expires = datetime.fromisoformat(me["session_expires_at"])
-        assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 3
+        assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 10
         client, term_ws = await open_sockets(jp_fetch, jp_ws_fetch, provider, cookies)
         # the session expires while both are open: each is closed, saying so
         assert await closed(client.ws) == (CLOSE_CODE, SESSION_EXPIRED)
@@ -175,6 +182,9 @@ class TestSessionExpires:
         assert r.status_code == 401 and body["reason"] == "session_expired"
         assert body["login_url"] == jp_base_url + "login"
         assert "session expired" in body["message"]
+        r = await asyncio.to_thread(requests.get, base + "api/sessions", headers=cookies)
+        assert r.status_code == 403
+        assert r.json()["message"] == "Your session has ended: sign in again (it expired)"
         assert any("session expired" in r for r in rejections(jp_serverapp))
         trail = json.dumps(trail_events(jp_serverapp.web_app.settings["jupyter_audit"]))
         assert all(c.value not in trail for c in s.cookies)
@@ -213,6 +223,11 @@ class TestWorkspacesPerUser:
             bob = sign_in(base, provider, "bob-sub")
             alice = sign_in(base, provider, "alice-sub")
             anonymous = requests.get(url, headers={"Authorization": ""})
+            # bob names alice's directory: the name is a slug inside his own
+            alice_dir = next((tmp_path / "workspaces" / "users").iterdir()).name
+            for name in (f"..%2F{alice_dir}%2Fdefault", f"../{alice_dir}/default"):
+                sneaky = bob.get(base + "lab/api/workspaces/" + name)
+                assert "alice-secret-analysis" not in sneaky.text, name
             return bob.get(url), bob.get(base + "lab/api/workspaces"), alice.get(url), anonymous
 
         bob_default, bob_list, alice_default, anonymous = await asyncio.to_thread(browsers)

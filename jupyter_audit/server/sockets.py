@@ -20,7 +20,7 @@ import time
 
 from tornado.ioloop import IOLoop
 
-from ..identity.sessions import SESSION_EXPIRED, close_socket
+from ..identity.sessions import SESSION_ENDED, SESSION_EXPIRED, close_socket
 
 TOKEN_EXPIRED = "token expired: use a new token"
 
@@ -37,8 +37,10 @@ def watch(handler, recorder) -> None:
         recorder.watch_token(token_id, handler)  # closed at once if the token is revoked
     sid = getattr(handler, "_audit_session_id", None)
     sessions = getattr(handler.identity_provider, "sessions", None)
-    if sid and sessions is not None:
-        sessions.watch(sid, handler)
+    if sid and sessions is not None and not sessions.watch(sid, handler):
+        # authenticated just before its session ended (signed out while it connected)
+        close_socket(handler, SESSION_ENDED)
+        return
     expires_at = getattr(user, "expires_at", None)
     if isinstance(expires_at, int | float):
         reason = SESSION_EXPIRED if sid else TOKEN_EXPIRED

@@ -40,7 +40,7 @@ def install() -> bool:
         from jupyterlab_server.workspaces_handler import WorkspacesHandler, WorkspacesManager
     except ImportError:
         return False
-    if getattr(WorkspacesHandler, "_jupyter_audit", False):
+    if getattr(WorkspacesHandler, "_jupyter_audit_workspaces", False):
         return True
     original = WorkspacesHandler.prepare
 
@@ -57,5 +57,5 @@ def install() -> bool:
         self.manager = WorkspacesManager(str(shared / USERS_DIR / user_key(user)))
 
     WorkspacesHandler.prepare = prepare  # type: ignore[method-assign]
-    setattr(WorkspacesHandler, "_jupyter_audit", True)  # noqa: B010 - marks it wrapped
+    setattr(WorkspacesHandler, "_jupyter_audit_workspaces", True)  # noqa: B010 - marks it wrapped
     return True
