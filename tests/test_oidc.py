@@ -19,6 +19,9 @@ from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config
 from helpers.servers import free_port
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
+from tornado.websocket import WebSocketClosedError
+
+from jupyter_audit.server.sockets import TOKEN_EXPIRED
 
 ALICE = {
     "preferred_username": "alice",
@@ -265,14 +268,16 @@ class TestKeyIssuer:
         token = issuer.mint(claims)
         _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=bearer(token))
         assert (await client.run("1"))[0] == "ok"
-        await asyncio.sleep(max(0, claims["exp"] - time.time()) + 1)
-        client.send_execute("print('after expiry')")
 
         async def until_closed():
             while await client.ws.read_message() is not None:
                 pass
 
-        await asyncio.wait_for(until_closed(), 10)
+        # closed by the server when the token expires, saying why
+        await asyncio.wait_for(until_closed(), max(0, claims["exp"] - time.time()) + 30)
+        assert (client.ws.close_code, client.ws.close_reason) == (4001, TOKEN_EXPIRED)
+        with pytest.raises(WebSocketClosedError):
+            client.send_execute("print('after expiry')")
         codes = [
             e["payload"]["code"]
             for e in trail_events(jp_serverapp.web_app.settings["jupyter_audit"])

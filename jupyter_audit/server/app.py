@@ -33,7 +33,7 @@ from . import logfilter
 from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
-from .hooks import contents, lifecycle, terminals
+from .hooks import contents, lifecycle, signin, terminals, workspaces
 from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
 from .ingest.spools import ingest_spools
 from .recorder import Recorder
@@ -233,6 +233,8 @@ class AuditApp(ExtensionApp):
         lifecycle.install_kernel_hooks(self.recorder, self.server.kernel_manager)
         contents.install_save_hook(self.recorder, self.server.contents_manager)
         terminals.install()
+        workspaces.install()  # per signed-in user under OIDCIdentityProvider
+        signin.install()  # jupyter_server's 403s say the sign-in session has ended
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
         self._tick_timer.start()
 

@@ -6,6 +6,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import type { AuditAPIError } from './request';
+import type { ISessionEnd } from './session';
 import type { IIdentity, ITraceSummary } from './tokens';
 
 /** The server's message for a failed request, as the user should read it. */
@@ -58,4 +59,26 @@ export function actorLabel(
   return isServerIdentity(identity)
     ? trans.__('jupyter-audit server (%1)', identity.username)
     : identity.username;
+}
+
+/** What the page says once its sign-in session has ended. */
+export function sessionEndedMessage(trans: TranslationBundle): string {
+  return trans.__('Your session has ended: sign in again');
+}
+
+/** Why the session ended, as far as the server said. */
+export function sessionEndedReason(
+  end: ISessionEnd,
+  trans: TranslationBundle
+): string {
+  switch (end.reason) {
+    case 'session_expired':
+      return trans.__(
+        'Your sign-in expired. Kernels keep running; sign in to use them again.'
+      );
+    default:
+      return trans.__(
+        'You signed out, or the server restarted. Kernels keep running; sign in to use them again.'
+      );
+  }
 }

@@ -35,6 +35,8 @@ export interface IMe {
     last_seq: number;
     integrity: IIntegrity;
   };
+  /** When this sign-in session (or token) ends, ISO 8601 UTC; null if never. */
+  session_expires_at?: string | null;
 }
 
 /** One kernel's life from start to shutdown, as listed by `GET traces`. */

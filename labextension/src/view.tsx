@@ -14,10 +14,13 @@ import {
   counts,
   errorMessage,
   isServerIdentity,
-  notebookLabel
+  notebookLabel,
+  sessionEndedMessage,
+  sessionEndedReason
 } from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
+import type { ISessionEnd } from './session';
 import type { IMe, ITraceEvent } from './tokens';
 
 /** Renders an `AuditTrailModel`. */
@@ -31,6 +34,14 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
   protected render(): React.ReactElement {
     const model = this.model;
     const trans = this._trans;
+    const ended = model.sessionEnd;
+    if (ended !== null) {
+      return (
+        <div className="jp-AuditTrail-body">
+          <SessionEnded end={ended} trans={trans} />
+        </div>
+      );
+    }
     return (
       <div className="jp-AuditTrail-body" aria-busy={model.loading}>
         <UserSection me={model.me} error={model.meError} trans={trans} />
@@ -44,6 +55,27 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
   }
 
   private _trans: TranslationBundle;
+}
+
+/** The sign-in session has ended: say so, and where to sign in again. */
+function SessionEnded(props: {
+  end: ISessionEnd;
+  trans: TranslationBundle;
+}): React.ReactElement {
+  const { end, trans } = props;
+  return (
+    <section className="jp-AuditTrail-sessionEnded" role="alert">
+      <p className="jp-AuditTrail-sessionEndedTitle">
+        {sessionEndedMessage(trans)}
+      </p>
+      <p className="jp-AuditTrail-sessionEndedWhy">
+        {sessionEndedReason(end, trans)}
+      </p>
+      <a className="jp-AuditTrail-signIn" href={end.signInUrl}>
+        {trans.__('Sign in again')}
+      </a>
+    </section>
+  );
 }
 
 function ErrorBox(props: {
