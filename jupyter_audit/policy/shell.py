@@ -114,7 +114,8 @@ def _program(argv: list[str], depth: int) -> Program:
         if "delete" in lower or ("storage" in lower and "rm" in lower):
             findings.append(Finding("cloud.delete", f"{prog} … delete deletes cloud resources"))
     elif prog == "gsutil":
-        if args[:1] == ["rb"] or (args[:1] == ["rm"] and ("r" in short.lower())):
+        verbs = [a for a in args if not a.startswith("-")][:1]
+        if verbs == ["rb"] or (verbs == ["rm"] and "r" in short.lower()):
             findings.append(Finding("cloud.delete", "gsutil rm -r / rb deletes storage"))
     elif prog in ("kubectl", "oc"):
         if "delete" in lower:

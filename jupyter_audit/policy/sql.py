@@ -56,10 +56,10 @@ READ_PRAGMAS = frozenset(
 _SETTABLE_PRAGMAS = frozenset(
     "user_version application_id journal_mode foreign_keys page_size encoding".split()
 )
-# functions that act outside the query (PostgreSQL); their names are in WRITE_WORDS
+# functions that act outside the query (PostgreSQL, SQLite); their names are in WRITE_WORDS
 SIDE_EFFECT_FUNCTIONS = frozenset(
     "LO_EXPORT LO_IMPORT LO_UNLINK DBLINK_EXEC PG_TERMINATE_BACKEND PG_CANCEL_BACKEND "
-    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE".split()
+    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE".split()
 )
 ROUTINES = frozenset("FUNCTION PROCEDURE TRIGGER RULE EVENT MACRO".split())
 ROLES = frozenset(("ROLE", "USER", "GROUP"))
@@ -144,7 +144,8 @@ class _Classifier:
         if verb == "WITH":
             self.type = self._main_verb(start) or "WITH"
         understood = self._verb(start, verb)
-        in_grant = verb in ("GRANT", "REVOKE")
+        # the words after GRANT DELETE ON, PRAGMA x = DELETE or SET x = … are not statements
+        in_grant = verb in ("GRANT", "REVOKE", "PRAGMA", "SET", "RESET")
         in_alter = verb == "ALTER"
         for i, tok in enumerate(toks):
             if tok.kind != "word" or tok.up not in WRITE_UP or in_grant:
@@ -407,17 +408,14 @@ class _Classifier:
                     t = toks[k]
                     if t.depth == base and t.up in ("RETURNING", "ORDER", "LIMIT"):
                         break
-                    if t.depth == base and t.text == ")":
-                        break
                     cond.append(t)
                     k += 1
-                break
-            if tok.depth == base and tok.text == ")":
                 break
             j += 1
         tables = _t(name)
         if cond is None:
-            self.add("statement.where-required", f"{verb} without WHERE {_on(tables)}", tables)
+            message = f"{verb} without WHERE {_on(tables)}".rstrip()
+            self.add("statement.where-required", message, tables)
         elif _always_true(cond):
             self.add(
                 "statement.where-required",
