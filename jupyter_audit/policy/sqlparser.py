@@ -172,8 +172,9 @@ def statements(text: str, reading: str = "sqlparse") -> list[list[Tok]]:
 
 
 def needs_second_reading(text: str) -> bool:
-    """Whether the strict reading of `text` can differ from sqlparse's."""
-    return any(c in text for c in _READING_CHARS)
+    """Whether the strict reading of `text` can differ from sqlparse's: a backslash, `#`,
+    `[`, `´`, a dollar-quote tag or `--` before anything but whitespace."""
+    return _READINGS_DIFFER.search(text) is not None
 
 
-_READING_CHARS = ("\\", "#", '"', "--", "[", "´", "$")
+_READINGS_DIFFER = re.compile(r"[\\#\[´]|\$\w*\$|--(?![ \t\r\n\f\v]|\Z)")
