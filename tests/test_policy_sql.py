@@ -28,7 +28,19 @@ def _generated() -> list[list]:
          + "), y AS (DELETE FROM customers RETURNING 1) SELECT 1"],
         ["review", ["statement.where-required"],
          "DELETE FROM customers WHERE " + "(" * 200 + "1=1" + ")" * 200],
-        ["allow", [], "DELETE FROM customers WHERE " + "(" * 200 + "id = 1" + ")" * 200],
+        # nested deeper than the tautology check goes: fail closed
+        ["review", ["statement.where-required"],
+         "DELETE FROM customers WHERE " + "(" * 200 + "id = 1" + ")" * 200],
+        ["allow", [], "DELETE FROM customers WHERE " + "(" * 20 + "id = 1" + ")" * 20],
+        ["review", ["statement.where-required"],
+         "DELETE FROM customers WHERE " + "(" * 100 + "id = 1 OR 1 = 1" + ")" * 100],
+        # many write words in one statement (no `;`): fail closed, in linear time
+        ["review", ["*"], " ".join(["DELETE FROM t WHERE id = 1"] * 700)],
+        ["review", ["table.drop"], "DROP TABLE " + ", ".join(f"t{i}" for i in range(3000))],
+        ["review", ["table.drop"], "; ".join(f"DROP TABLE t{i}" for i in range(1000))],
+        # many unterminated comment openers (each used to rescan the rest: n²)
+        ["allow", [], "SELECT 1 " + "/* " * 6000],
+        ["review", ["*"], "SELECT 1 " + "/* " * 6000 + " DROP TABLE t"],
         ["allow", [], f"SELECT {cols} FROM t"],
         ["review", ["statement.too-large"], f"SELECT {cols} FROM t; DROP TABLE customers"],
         ["review", ["statement.too-large"], f"SELECT {cols} FROM t WHERE x = '\\'; DROP TABLE c; --'"],
