@@ -166,3 +166,37 @@ def test_fuzzed_sql_never_breaks_the_classifier_or_slips_past_the_prefilter():
             assert might_write(sql), sql
 
     check()
+
+
+def _sqlparse_lexers():
+    from sqlparse.lexer import Lexer
+
+    from jupyter_audit.policy import sqlparser
+
+    strict = Lexer()
+    strict.default_initialization()
+    strict.set_SQL_REGEX(sqlparser._strict_regex())
+    return {"sqlparse": Lexer.get_default_instance(), "strict": strict}
+
+
+def test_the_fast_lexer_gives_sqlparses_tokens():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.policy.sqlparser import _LEXERS
+
+    reference = _sqlparse_lexers()
+
+    def same(sql: str) -> None:
+        for name, lexer in reference.items():
+            assert list(_LEXERS[name].get_tokens(sql)) == list(lexer.get_tokens(sql)), (name, sql)
+
+    for case in CASES:
+        same(case[2])
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join) | st.text(max_size=80))
+    def fuzzed(sql):
+        same(sql)
+
+    fuzzed()
