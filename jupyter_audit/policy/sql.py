@@ -135,7 +135,7 @@ class _Classifier:
             analyze = False
             while j < len(toks) and (
                 toks[j].depth > toks[start].depth
-                or toks[j].text == "("
+                or toks[j].text in ("(", ")")
                 or toks[j].up in ("ANALYZE", "ANALYSE", "VERBOSE", "QUERY", "PLAN")
             ):
                 analyze = analyze or toks[j].up in ("ANALYZE", "ANALYSE")
@@ -163,11 +163,13 @@ class _Classifier:
                 break
             if self._anywhere(i, tok, in_alter):
                 understood = True
+        first = verb if start < len(toks) and toks[start].kind == "word" else "?"
         if tok_words := {t.up for t in toks if t.kind == "word"} & WRITE_UP:
             if not understood and not self.findings:
                 self.add(
                     "statement.unparsed",
-                    f"cannot classify a statement starting with {verb or toks[0].text[:20]!r}"
+                    # a word, never a literal: reasons carry no values
+                    f"cannot classify a statement starting with {first!r}"
                     f" that contains {', '.join(sorted(tok_words)[:3])}",
                 )
         return Statement(src, self.type, tuple(self.tables), tuple(self.findings))
@@ -186,7 +188,8 @@ class _Classifier:
         while j < len(toks) and toks[j].kind == "word" and toks[j].up in _MODIFIERS:
             j += 1
         parts = []
-        while j < len(toks) and toks[j].kind in ("word", "name", "string"):
+        # identifiers only: a string literal is never named in a reason
+        while j < len(toks) and toks[j].kind in ("word", "name"):
             parts.append(_unquote(toks[j].text))
             if j + 1 < len(toks) and toks[j + 1].text == ".":
                 j += 2
