@@ -259,7 +259,10 @@ class _Classifier:
                 self.add("file.copy", "VACUUM INTO writes the database to a file")
         elif verb in ("CALL", "EXEC", "EXECUTE", "DO"):
             name = (nup or "").lower()
-            if verb == "CALL" and (name.startswith("duckdb_") or name[7:] in READ_PRAGMAS):
+            metadata = name.startswith("duckdb_") or (
+                name.startswith("pragma_") and name[len("pragma_") :] in READ_PRAGMAS
+            )
+            if verb == "CALL" and metadata:
                 return True  # DuckDB's metadata table functions (pragma_table_info, …)
             self.add("statement.procedural", f"{verb} runs code the policy cannot see into")
         elif verb in ("INSERT", "UPSERT", "REPLACE"):
