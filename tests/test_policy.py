@@ -229,6 +229,12 @@ def test_checks_from_many_threads_agree():
         ("terraform destroy -auto-approve", ["cloud.delete"]),
         ("ls -la; rm -rf x; kubectl delete pod p", ["shell.rm-recursive", "kubernetes.delete"]),
         ("rm -rf 'unclosed", ["shell.rm-recursive"]),
+        ("\\rm -rf /data", ["shell.rm-recursive"]),
+        ("r''m -rf /data", ["shell.rm-recursive"]),
+        ("/bin/rm -rf /data", ["shell.rm-recursive"]),
+        ("env -i nohup rm -rf /data &", ["shell.rm-recursive"]),
+        ("eval 'rm -rf /data'", ["shell.rm-recursive"]),
+        ("ls | xargs rm -rf", ["shell.rm-recursive"]),
     ],
 )
 def test_risky_shell_commands(command, rules):

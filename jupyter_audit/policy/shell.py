@@ -97,6 +97,9 @@ def _program(argv: list[str], depth: int) -> Program:
         if idx is not None and idx + 1 < len(args) and depth < MAX_DEPTH:
             for inner in classify_shell(args[idx + 1], depth + 1):
                 findings.extend(inner.findings)
+    elif prog == "eval" and depth < MAX_DEPTH:
+        for inner in classify_shell(" ".join(args), depth + 1):
+            findings.extend(inner.findings)
     elif prog == "rm" and ("r" in short.lower() or "--recursive" in lower):
         findings.append(Finding("shell.rm-recursive", "rm -r deletes whole directory trees"))
     elif prog == "find" and ("-delete" in lower or _exec_rm(args)):
