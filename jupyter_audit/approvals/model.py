@@ -29,8 +29,9 @@ class Refused(Exception):
 
 
 def person_keys(identity: dict | None) -> set[tuple]:
-    """What makes an identity a person: their OIDC issuer + subject, their username, and the
-    owner of the service token they used (a token owned by alice acts as alice)."""
+    """What makes an identity a person: their OIDC issuer + subject, their username, their
+    email, and the owner of the service token they used (a token owned by alice, named by her
+    email address, acts as alice)."""
     if not identity:
         return set()
     keys: set[tuple] = set()
@@ -39,6 +40,9 @@ def person_keys(identity: dict | None) -> set[tuple]:
     for name in (identity.get("username"), identity.get("token_owner")):
         if name:
             keys.add(("user", name))
+    for email in (identity.get("email"), identity.get("token_owner")):
+        if email and "@" in email:
+            keys.add(("email", email.strip().lower()))
     return keys
 
 
