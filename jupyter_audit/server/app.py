@@ -27,6 +27,7 @@ from ..identity import tokens
 from ..identity.resolve import is_builtin_login
 from ..identity.tokens import TokenStore
 from ..masking import MaskingEngine, load_or_create_key
+from ..policy import Policy
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
@@ -41,11 +42,6 @@ from .hooks import contents, lifecycle, terminals
 from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
 from .ingest.spools import ingest_spools
 from .recorder import Recorder
-
-try:
-    from ..policy import Policy  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # branch i14-policy not merged yet: the stand-in with its interface
-    from ..approvals.standin import Policy  # type: ignore[assignment]
 
 
 class AuditApp(ExtensionApp):
