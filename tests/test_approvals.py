@@ -513,6 +513,8 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     alice = {"X-Test-User": "alice"}
     kid, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    status, out = await client.run("import os; print(os.environ['JUPYTER_AUDIT_APPROVALS_URL'])")
+    assert status == "ok" and out.strip().endswith("/jupyter-audit/api/kernel/approvals")
     msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
     while audit.cells.lookup(msg_id) is None:  # the gateway forwards it
         await asyncio.sleep(0.05)

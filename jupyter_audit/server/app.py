@@ -321,6 +321,10 @@ class AuditApp(ExtensionApp):
             spool_dir=runtime,
             fail_mode=self.fail_mode,
             extra_env={
+                # where the kernel side asks before a risky operation (server/approvals.py)
+                "JUPYTER_AUDIT_APPROVALS_URL": url_path_join(
+                    self.server.connection_url, API, "kernel/approvals"
+                ),
                 "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
                 "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
                 "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),
