@@ -33,11 +33,7 @@ from http.client import HTTPException
 from urllib.parse import quote
 
 from .context import current_msg_id, log, log_once
-
-try:  # the policy's prefilter (jupyter_audit/kernel/prefilter.py)
-    from .prefilter import might_write  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - until the policy branch is merged
-    from ._prefilter_fallback import might_write
+from .prefilter import might_write
 
 __all__ = [
     "ApprovalCancelled",
