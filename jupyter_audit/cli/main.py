@@ -1,4 +1,5 @@
-"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, demo.
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, policy,
+demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -527,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", metavar="PATH", help="trail whose masking key to use")
     p.add_argument("--key", metavar="FILE", help="masking key file")
     p.set_defaults(func=cmd_mask)
+
+    from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
+
+    add_policy_parser(sub)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
     p.add_argument("--db", metavar="PATH")
