@@ -328,11 +328,6 @@ class AuditApp(ExtensionApp):
                 "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
                 "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
                 "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),
-                # issue 14 (kernel side): kernels ask the approval broker here before an
-                # operation that may write (jupyter_audit/kernel/approvals.py)
-                "JUPYTER_AUDIT_APPROVALS_URL": url_path_join(
-                    self.server.connection_url, API, "kernel/approvals"
-                ),
             },
         )
         km.kernel_manager_class = "jupyter_audit.server.hooks.kernels.AuditKernelManager"
