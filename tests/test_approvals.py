@@ -534,6 +534,14 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     while "replied_at" not in audit.cells.lookup(msg_id):  # the cell ends: KeyboardInterrupt
         await asyncio.sleep(0.05)
     assert (await kernel.ask(msg_id))["decision"] == "deny"
+    # a restart cancels too
+    msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
+    while audit.cells.lookup(msg_id) is None:
+        await asyncio.sleep(0.05)
+    rid = (await kernel.ask(msg_id))["request"]["id"]
+    await jp_fetch("api", "kernels", kid, "restart", method="POST", body="", headers=alice)
+    status = await kernel.call(str(rid))
+    assert status["state"] == "cancelled" and status["reason"] == "kernel restart"
     kinds = [
         (e["kind"], e["payload"].get("decision"))
         for e in trail_events(audit)
