@@ -217,6 +217,14 @@ async def decide(jp_fetch, who, rid, decision="approve", reason=None):
     return await as_user(jp_fetch, who, "approvals", str(rid), method="POST", body=body)
 
 
+async def test_an_ordinary_write_is_allowed_and_nothing_is_recorded(jp_serverapp, jp_fetch):
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    for statement in ("INSERT INTO t VALUES (1)", "UPDATE t SET x = 1 WHERE id = 2"):
+        answer = await kernel.ask(kernel.cell("alice"), statement)
+        assert answer["decision"] == "allow" and answer["request"] is None
+    assert not [e for e in trail_events(kernel.audit) if e["kind"].startswith("approval.")]
+
+
 async def test_the_requester_never_decides_their_own_request_admins_included(
     jp_serverapp, jp_fetch
 ):

@@ -62,10 +62,15 @@ class KernelApprovalsHandler(KernelHandler):
             ask = parse_ask(_body(self))
         except Refused as e:
             raise refused(e) from None
-        recorder = self.recorder
+        recorder, broker = self.recorder, self.broker
         cell = running_cell(recorder.cells, recorder.writer.cursor, kernel_id, ask.msg_id)
+        decision = broker.check(ask, cell)
+        if decision is None or decision.action != "review":
+            # most writes end here: nothing recorded, the cells' batching left alone
+            self.finish(broker.answer(decision))
+            return
         recorder.flush_cells()  # the cell's own record goes first in the trail
-        answer = await asyncio.to_thread(self.broker.ask, kernel_id, ask, cell)
+        answer = await asyncio.to_thread(broker.ask, kernel_id, ask, cell, decision)
         self.finish(answer)
 
 
