@@ -273,7 +273,8 @@ async def test_the_kernel_endpoints_refuse_a_wrong_secret_and_another_kernels_re
     kernel.audit.cells.replied(finished)
     assert (await kernel.ask(finished))["decision"] == "deny"
     rejected = [e for e in trail_events(kernel.audit) if e["kind"] == "security.rejected"]
-    assert len(rejected) == 3
+    assert len(rejected) == 4  # three wrong secrets, one cell of another kernel
+    assert rejected[-1]["payload"]["reason"] == "approval request names a cell of another kernel"
 
 
 async def test_bad_kernel_bodies_are_400(jp_serverapp, jp_fetch):

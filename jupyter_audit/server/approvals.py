@@ -64,6 +64,15 @@ class KernelApprovalsHandler(KernelHandler):
             raise refused(e) from None
         recorder, broker = self.recorder, self.broker
         cell = running_cell(recorder.cells, recorder.writer.cursor, kernel_id, ask.msg_id)
+        known = recorder.cells.lookup(ask.msg_id)
+        if cell is None and known is not None and known.get("kernel_id") != kernel_id:
+            # not a late thread of its own cell: a kernel naming another kernel's cell
+            recorder.reject(
+                "approval request names a cell of another kernel",
+                f"kernel approvals from {self.request.remote_ip or '?'}",
+                address=self.request.remote_ip or "?",
+                kernel_id=kernel_id,
+            )
         decision = broker.check(ask, cell)
         if decision is None or decision.action != "review":
             # most writes end here: nothing recorded, the cells' batching left alone
