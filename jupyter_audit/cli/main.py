@@ -1,5 +1,5 @@
-"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, policy,
-demo.
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
+mask, policy, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -524,6 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
         _add_source(t)
         t.add_argument("--json", action="store_true", help="machine-readable output")
         t.set_defaults(func=cmd_token, reason=None)
+
+    from . import approvals
+
+    approvals.add_parser(sub)
 
     p = sub.add_parser("mask", help="print TEXT as the trail would store it")
     p.add_argument("text", nargs="+", metavar="TEXT")
