@@ -200,6 +200,7 @@ async def test_a_risky_statement_waits_then_bob_approves_and_it_runs_once(jp_ser
     assert requested["msg_id"] == msg_id and requested["kernel_id"] == kernel.id
     assert requested["payload"]["statement_sha256"] == sha("DELETE FROM customers")
     assert requested["payload"]["rules"] == ["statement.where-required"]
+    assert requested["payload"]["decision"] == "review"
     assert decision["identity"]["username"] == "bob"
     assert decision["payload"]["decision"] == "approve"
     assert executed["payload"]["rowcount"] == 3
@@ -303,6 +304,8 @@ async def test_reviewers_see_everything_others_only_their_own(jp_serverapp, jp_f
     assert code == 404
     seen = await as_user(jp_fetch, "bob", "approvals")
     assert [a["id"] for a in seen["approvals"]] == [other, mine]
+    seen = await as_user(jp_fetch, "bob", "approvals", params={"limit": "1"})
+    assert [a["id"] for a in seen["approvals"]] == [other]
     code, message = await refused(as_user(jp_fetch, "bob", "approvals", params={"state": "x"}))
     assert code == 400 and "state must be one of" in message
     code, _ = await refused(jp_fetch("jupyter-audit", "api", "approvals"))  # no credentials
@@ -531,12 +534,20 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     while "replied_at" not in audit.cells.lookup(msg_id):  # the cell ends: KeyboardInterrupt
         await asyncio.sleep(0.05)
     assert (await kernel.ask(msg_id))["decision"] == "deny"
+    # a restart cancels too
+    msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
+    while audit.cells.lookup(msg_id) is None:
+        await asyncio.sleep(0.05)
+    rid = (await kernel.ask(msg_id))["request"]["id"]
+    await jp_fetch("api", "kernels", kid, "restart", method="POST", body="", headers=alice)
+    status = await kernel.call(str(rid))
+    assert status["state"] == "cancelled" and status["reason"] == "kernel restart"
     kinds = [
         (e["kind"], e["payload"].get("decision"))
         for e in trail_events(audit)
         if e["kernel_id"] == kid and not e["kind"].startswith("op.")
     ]
-    assert kinds.index(("approval.requested", None)) > kinds.index(("cell.requested", None))
+    assert kinds.index(("approval.requested", "review")) > kinds.index(("cell.requested", None))
     assert kinds.index(("approval.decided", "cancelled")) > kinds.index(
         ("session.interrupted", None)
     )

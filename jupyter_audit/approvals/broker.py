@@ -269,6 +269,7 @@ class ApprovalBroker:
                     "msg_id": ask.msg_id,
                     "payload": {
                         "request_id": str(request_id),
+                        "decision": decision.action,  # the policy's: review
                         "operation": ask.operation,
                         "statement": ask.text,
                         "statement_sha256": ask.sha256,

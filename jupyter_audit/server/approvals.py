@@ -114,8 +114,8 @@ class KernelApprovalHandler(KernelHandler):
 
 
 class ApprovalsHandler(AuditHandler):
-    """GET approvals[?state=pending|...|all]: every request for reviewers, one's own for
-    everyone else."""
+    """GET approvals[?state=pending|...|all][&limit=200]: every request for reviewers, one's
+    own for everyone else, newest first."""
 
     @property
     def broker(self):
@@ -125,6 +125,7 @@ class ApprovalsHandler(AuditHandler):
     @requires("audit:approvals")
     def get(self):
         ident = self.identity()
+        limit = self.arg_int("limit", 200, 1)
         try:
             found = self.broker.visible(
                 ident,
@@ -133,7 +134,7 @@ class ApprovalsHandler(AuditHandler):
             )
         except Refused as e:
             raise refused(e) from None
-        self.finish({"approvals": [a.to_json() for a in found]})
+        self.finish({"approvals": [a.to_json() for a in found[:limit]]})
 
 
 class ApprovalHandler(AuditHandler):
