@@ -20,6 +20,11 @@ export class AuditTrailModel extends VDomModel {
     this._traceLimit = options.traceLimit ?? DEFAULT_TRACE_LIMIT;
   }
 
+  /** The server this model talks to. */
+  get serverSettings(): ServerConnection.ISettings {
+    return this._serverSettings;
+  }
+
   /** The signed-in user, once loaded. */
   get me(): IMe | null {
     return this._me;

@@ -13,6 +13,7 @@ import { Poll } from '@lumino/polling';
 import type { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
+import { ApprovalsModel } from './approvals';
 import { auditTrailIcon } from './icons';
 import { AuditTrailModel } from './model';
 import { AuditTrailView } from './view';
@@ -34,6 +35,9 @@ export class AuditTrailPanel extends SidePanel {
     this.title.caption = trans.__('Audit trail');
 
     this.model = options.model;
+    this.approvals =
+      options.approvals ??
+      new ApprovalsModel({ serverSettings: options.model.serverSettings });
 
     const heading = new Widget({ node: document.createElement('h2') });
     heading.node.textContent = trans.__('Audit trail');
@@ -46,14 +50,14 @@ export class AuditTrailPanel extends SidePanel {
         icon: refreshIcon,
         className: 'jp-AuditTrail-refresh',
         tooltip: trans.__('Refresh the audit trail'),
-        onClick: () => void this.model.refresh()
+        onClick: () => void this._refresh()
       })
     );
 
-    this.addWidget(new AuditTrailView(this.model, trans));
+    this.addWidget(new AuditTrailView(this.model, trans, this.approvals));
 
     this._poll = new Poll({
-      factory: () => this.model.refresh(),
+      factory: () => this._refresh(),
       frequency: {
         interval: toMilliseconds(
           options.refreshInterval ?? DEFAULT_REFRESH_INTERVAL
@@ -64,10 +68,16 @@ export class AuditTrailPanel extends SidePanel {
       standby: () => !this.isVisible || 'when-hidden',
       name: 'jupyter-audit:panel'
     });
+
+    // A reviewer coming back to the tab sees what waits now, not what waited.
+    window.addEventListener('focus', this._onWindowFocus);
   }
 
   /** The panel's state. */
   readonly model: AuditTrailModel;
+
+  /** The pending approvals shown above the traces. */
+  readonly approvals: ApprovalsModel;
 
   /** Seconds between automatic refreshes while visible; 0 turns them off. */
   set refreshInterval(seconds: number) {
@@ -81,7 +91,9 @@ export class AuditTrailPanel extends SidePanel {
     if (this.isDisposed) {
       return;
     }
+    window.removeEventListener('focus', this._onWindowFocus);
     this._poll.dispose();
+    this.approvals.dispose();
     this.model.dispose();
     super.dispose();
   }
@@ -91,6 +103,16 @@ export class AuditTrailPanel extends SidePanel {
     // Show fresh data as soon as the panel is opened.
     void this._poll.refresh();
   }
+
+  private async _refresh(): Promise<void> {
+    await Promise.all([this.model.refresh(), this.approvals.refresh()]);
+  }
+
+  private _onWindowFocus = (): void => {
+    if (this.isVisible) {
+      void this._poll.refresh();
+    }
+  };
 
   private _poll: Poll;
 }
@@ -102,6 +124,8 @@ function toMilliseconds(seconds: number): number {
 export namespace AuditTrailPanel {
   export interface IOptions {
     model: AuditTrailModel;
+    /** The pending approvals; by default a new model on `model`'s server. */
+    approvals?: ApprovalsModel;
     translator?: ITranslator;
     /** Seconds between automatic refreshes while visible; 0 turns them off. */
     refreshInterval?: number;
