@@ -15,7 +15,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "jupyter_audit"
 MAX_LINES = 900
-DOMAIN = ("store", "masking", "events")
+DOMAIN = ("store", "masking", "events", "approvals")
 
 
 def modules() -> dict[str, Path]:

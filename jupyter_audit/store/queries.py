@@ -205,3 +205,59 @@ def rebuild_derived(con) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+APPROVAL_KINDS = ("approval.requested", "approval.decided", "approval.executed")
+
+
+def approval_records(cur, after_seq: int = 0) -> Iterator[tuple[dict, dict | None]]:
+    """Every approval event after `after_seq`, in trail order: (record, identity snapshot).
+    The approval broker rebuilds its state from these (and from each record it appends)."""
+    ids = IdentityCache(cur.cursor() if hasattr(cur, "cursor") else cur)
+    result = cur.execute(
+        "SELECT record FROM events WHERE kind IN (SELECT unnest(?)) AND seq > ? ORDER BY seq",
+        [list(APPROVAL_KINDS), int(after_seq)],
+    )
+    while rows := result.fetchmany(1000):
+        for (rec,) in rows:
+            r = json.loads(rec)
+            yield r, ids.get(r.get("identity_id"))
+
+
+def record_at(cur, seq: int) -> tuple[dict, dict | None] | None:
+    """The stored (masked) record at `seq` and its identity snapshot."""
+    row = cur.execute("SELECT record FROM events WHERE seq = ?", [int(seq)]).fetchone()
+    if row is None:
+        return None
+    r = json.loads(row[0])
+    return r, IdentityCache(cur).get(r.get("identity_id"))
+
+
+def cell_code(cur, msg_id: str | None, kernel_id: str | None) -> str | None:
+    """The (masked) code of the cell the gateway forwarded under `msg_id` to `kernel_id`."""
+    if not msg_id:
+        return None
+    row = cur.execute(
+        "SELECT record FROM events WHERE kind = 'cell.requested' AND msg_id = ? AND kernel_id "
+        "IS NOT DISTINCT FROM ? ORDER BY seq LIMIT 1",
+        [msg_id, kernel_id],
+    ).fetchone()
+    return None if row is None else json.loads(row[0])["payload"].get("code")
+
+
+def kernel_stops(cur, kernel_ids: list[str], after_seq: int) -> dict[str, list[int]]:
+    """For each kernel, the seqs of its interrupts, restarts and ends after `after_seq`, in
+    order (a request pending at one of them was cancelled by it)."""
+    out: dict[str, list[int]] = {}
+    if not kernel_ids:
+        return out
+    rows = cur.execute(
+        "SELECT kernel_id, seq, kind, record FROM events WHERE kernel_id IN (SELECT unnest(?)) "
+        "AND seq > ? AND kind IN ('session.ended', 'session.interrupted', 'session.started') "
+        "ORDER BY seq",
+        [list(kernel_ids), int(after_seq)],
+    ).fetchall()
+    for kid, seq, kind, rec in rows:
+        if kind != "session.started" or json.loads(rec)["payload"].get("reason") == "restart":
+            out.setdefault(kid, []).append(seq)
+    return out
