@@ -39,7 +39,7 @@ export function ApprovalsSection(props: {
         )}
       </h3>
       {model.error && (
-        <div className="jp-AuditTrail-error" role="alert">
+        <div className="jp-AuditTrail-approvalsError" role="alert">
           {errorMessage(model.error, trans)}
         </div>
       )}
