@@ -14,6 +14,7 @@ import json
 import uuid
 
 import pytest
+from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import trail_events
 from jupyter_server.auth.identity import IdentityProvider, User
@@ -496,3 +497,39 @@ class TwoApprovalsPolicy(app_module.Policy):
 
     def check_sql(self, statement, **kw):
         return _two(super().check_sql(statement, **kw))
+
+
+async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_cancels(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """The gateway saw alice's cell go to the kernel: the request from that cell is alice's
+    (the body names only the msg_id); interrupting the kernel cancels it, and once the cell
+    has finished nothing more can be asked under its msg_id."""
+    alice = {"X-Test-User": "alice"}
+    kid, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
+    while audit.cells.lookup(msg_id) is None:  # the gateway forwards it
+        await asyncio.sleep(0.05)
+    kernel = FakeKernel(jp_serverapp, jp_fetch, kernel_id=kid)
+    answer = await kernel.ask(msg_id)
+    rid = answer["request"]["id"]
+    assert answer["request"]["message"].endswith("by alice")
+    seen = await as_user(jp_fetch, "bob", "approvals", str(rid))
+    assert seen["requester"] == "alice" and seen["cell_code"].startswith("import time")
+    waiting = asyncio.ensure_future(kernel.call(str(rid), params={"wait": "30"}))
+    await jp_fetch("api", "kernels", kid, "interrupt", method="POST", body="", headers=alice)
+    status = await waiting
+    assert status["state"] == "cancelled" and status["reason"] == "kernel interrupt"
+    while "replied_at" not in audit.cells.lookup(msg_id):  # the cell ends: KeyboardInterrupt
+        await asyncio.sleep(0.05)
+    assert (await kernel.ask(msg_id))["decision"] == "deny"
+    kinds = [
+        (e["kind"], e["payload"].get("decision"))
+        for e in trail_events(audit)
+        if e["kernel_id"] == kid and not e["kind"].startswith("op.")
+    ]
+    assert kinds.index(("approval.requested", None)) > kinds.index(("cell.requested", None))
+    assert kinds.index(("approval.decided", "cancelled")) > kinds.index(
+        ("session.interrupted", None)
+    )

@@ -143,11 +143,14 @@ class Notifier:
     def _run(self) -> None:
         while not self._stop.is_set():
             item = self._queue.get()
-            if item is None:
-                return
-            kind, approval = item
-            for hook in self.hooks:
-                self._deliver(hook, kind, approval)
+            try:
+                if item is None:
+                    return
+                kind, approval = item
+                for hook in self.hooks:
+                    self._deliver(hook, kind, approval)
+            finally:
+                self._queue.task_done()
 
     def _deliver(self, hook: Webhook, kind: str, approval: dict) -> bool:
         body, headers = payload(hook, kind, approval)
@@ -172,8 +175,20 @@ class Notifier:
                     return False
                 self.log.warning("jupyter-audit: webhook %s failed (%s); retrying", hook.host, why)
                 if self._stop.wait(self.backoff * 2**attempt):
+                    self.log.error(
+                        "jupyter-audit: %s for approval #%s not delivered to %s: the server "
+                        "is stopping",
+                        kind,
+                        approval.get("id"),
+                        hook.host,
+                    )
                     return False
         return False
+
+    def flush(self) -> None:
+        """Wait until everything queued was delivered or given up."""
+        if self._thread is not None:
+            self._queue.join()
 
     def close(self) -> None:
         """Stop after what is being delivered now (queued notifications are dropped: the

@@ -1,0 +1,153 @@
+"""The one place that uses sqlparse: SQL text -> statements of plain tokens.
+
+sqlparse (0.5/0.6) is used for its lexer only: it tells comments, string literals, quoted
+identifiers, numbers, operators and words apart. Its grouping is not used (~2 ms for 200
+characters, a 10,000-token guard, and `get_type()` says UNKNOWN for GRANT, COPY, PRAGMA, SHOW
+or FROM-first queries and SELECT for a CTE-wrapped DELETE); the classifier reads the flat
+tokens itself. Statements are split at every `;` token, which can only split more finely than
+a database does.
+
+Dialects disagree on quoting, so `statements()` can lex the text twice: once as sqlparse does
+(backslash escapes in strings, `# ` comments, as MySQL reads them) and once as standard SQL
+(no backslash escapes, `#` is an operator, as PostgreSQL and SQLite read them). The classifier
+looks at both and keeps every finding, so `'\\'; DELETE FROM t; --'` cannot hide a DELETE.
+MySQL's executable comments (`/*! … */`) are read as code. Keywords are ASCII words whatever
+sqlparse calls them (it lexes `WHERE(` as a name). Text over PARSE_LIMIT characters is not
+lexed at all (sqlparse takes ~3 µs a character): the caller falls back to a keyword scan.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlparse import keywords as _keywords
+from sqlparse import tokens as T
+from sqlparse.lexer import Lexer
+
+# ~65 ms of lexing; larger statements get the keyword scan (policy/sql.py)
+PARSE_LIMIT = 20_000
+
+_WORDISH = re.compile(r"[^\W\d][\w$#]*|\d\w*", re.UNICODE)
+
+
+@dataclass(slots=True)
+class Tok:
+    """One token: kind is word, name (quoted identifier), string, number, param, punct,
+    cmp (comparison operator), op or other. `up` is the upper-cased ASCII keyword of a word
+    ("" for a non-ASCII word, which is never a keyword)."""
+
+    kind: str
+    text: str
+    up: str
+    start: int
+    end: int
+    depth: int = 0
+
+
+def _standard_lexer() -> Lexer:
+    regex = []
+    for rx, tt in _keywords.SQL_REGEX:
+        if rx == r"'(''|\\'|[^'])*'":
+            rx = r"'(''|[^'])*'"
+        elif rx == r'"(""|\\"|[^"])*"':
+            rx = r'"(""|[^"])*"'
+        elif rx == r'(""|".*?[^\\]")':
+            rx = r'""'
+        elif rx.startswith("(--|# )"):
+            rx = "--" + rx[len("(--|# )") :]
+        regex.append((rx, tt))
+    lexer = Lexer()
+    lexer.default_initialization()
+    lexer.set_SQL_REGEX(regex)
+    return lexer
+
+
+_LEXERS = {"backslash": Lexer.get_default_instance(), "standard": _standard_lexer()}
+_EXECUTABLE_COMMENT = re.compile(r"/\*!\d*")
+
+
+def _kind(ttype) -> str | None:
+    if ttype in T.Comment or ttype in T.Whitespace or ttype is T.Newline:
+        return None
+    if ttype in T.String.Symbol:
+        return "name"
+    if ttype in T.Literal.String or ttype is T.Literal:
+        return "string"
+    if ttype in T.Number:
+        return "number"
+    if ttype in T.Name.Placeholder:
+        return "param"
+    if ttype in T.Punctuation:
+        return "punct"
+    if ttype in T.Operator.Comparison:
+        return "cmp"
+    if ttype in T.Operator or ttype in T.Wildcard or ttype in T.Assignment:
+        return "op"
+    return "word"
+
+
+def _lex(text: str, lexer: Lexer, offset: int, out: list[Tok]) -> None:
+    pos = offset
+    for ttype, value in lexer.get_tokens(text):
+        start, pos = pos, pos + len(value)
+        if ttype in T.Comment and value.startswith("/*!"):
+            # MySQL runs the inside of /*! … */ (and /*!50001 … */): it is code
+            head = _EXECUTABLE_COMMENT.match(value)
+            inner = value[head.end() if head else 3 : -2 if value.endswith("*/") else None]
+            _lex(inner, lexer, start + (head.end() if head else 3), out)
+            continue
+        kind = _kind(ttype)
+        if kind is None:
+            continue
+        if kind == "cmp" and not value[0].isalpha():
+            out.append(Tok("cmp", value, value, start, pos))
+        elif kind in ("word", "cmp"):
+            if value[:1] in "`[´":
+                out.append(Tok("name", value, value, start, pos))
+                continue
+            # multi-word tokens (CREATE OR REPLACE, IF NOT EXISTS, NOT LIKE) become words
+            for m in _WORDISH.finditer(value):
+                word = m.group()
+                up = word.upper() if word.isascii() else ""
+                if word[0].isdigit():
+                    kind_ = "number"
+                elif kind == "cmp" and up in ("LIKE", "ILIKE", "RLIKE", "REGEXP", "BINARY"):
+                    kind_ = "cmp"
+                else:
+                    kind_ = "word"
+                out.append(Tok(kind_, word, up, start + m.start(), start + m.end()))
+            if not _WORDISH.search(value):
+                out.append(Tok("other", value, value, start, pos))
+        else:
+            out.append(Tok(kind, value, value, start, pos))
+
+
+def statements(text: str, dialect: str = "backslash") -> list[list[Tok]]:
+    """The statements of `text` as token lists (`;` splits; comments and whitespace
+    dropped), each token with its parenthesis depth within the statement."""
+    toks: list[Tok] = []
+    _lex(text, _LEXERS[dialect], 0, toks)
+    out: list[list[Tok]] = []
+    current: list[Tok] = []
+    depth = 0
+    for tok in toks:
+        if tok.kind == "punct" and tok.text == ";":
+            if current:
+                out.append(current)
+            current, depth = [], 0
+            continue
+        if tok.kind == "punct" and tok.text == ")":
+            depth = max(depth - 1, 0)
+        tok.depth = depth
+        if tok.kind == "punct" and tok.text == "(":
+            depth += 1
+        current.append(tok)
+    if current:
+        out.append(current)
+    return out
+
+
+def needs_second_reading(text: str) -> bool:
+    """Whether the two readings of `text` can differ (a backslash, `#` or `"` in it)."""
+    return "\\" in text or "#" in text or '"' in text
