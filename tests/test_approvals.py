@@ -20,6 +20,7 @@ from helpers.trail import trail_events
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import HTTPClientError
 
+from jupyter_audit.cli import main as cli_main
 from jupyter_audit.server import app as app_module
 
 DIRECTORY = {
@@ -32,10 +33,14 @@ DIRECTORY = {
 
 
 class GroupsIdentityProvider(IdentityProvider):
-    """The user named by X-Test-User, with groups, as an organisation's sign-in gives them."""
+    """The user named by X-Test-User (or by `Authorization: token as-NAME`, for the CLI), with
+    groups, as an organisation's sign-in gives them."""
 
     async def get_user(self, handler):
         name = handler.request.headers.get("X-Test-User")
+        auth = handler.request.headers.get("Authorization", "")
+        if auth.startswith("token as-"):
+            name = auth.removeprefix("token as-")
         if name not in DIRECTORY:
             return None
         handler._token_authenticated = True  # a header, not a cookie: no XSRF involved
@@ -508,6 +513,8 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     alice = {"X-Test-User": "alice"}
     kid, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
     audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    status, out = await client.run("import os; print(os.environ['JUPYTER_AUDIT_APPROVALS_URL'])")
+    assert status == "ok" and out.strip().endswith("/jupyter-audit/api/kernel/approvals")
     msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
     while audit.cells.lookup(msg_id) is None:  # the gateway forwards it
         await asyncio.sleep(0.05)
@@ -533,3 +540,34 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     assert kinds.index(("approval.decided", "cancelled")) > kinds.index(
         ("session.interrupted", None)
     )
+
+
+async def test_the_cli_lists_approves_and_denies_through_the_live_server(
+    jp_serverapp, jp_fetch, jp_http_port, jp_base_url, capsys
+):
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    first = await pending(kernel, "alice")
+    second = await pending(kernel, "alice", "DROP TABLE t -- \x1b[2J\x1b]0;owned\x07")
+
+    def cli(*args, who="bob"):
+        return asyncio.to_thread(
+            cli_main, ["approvals", *args, "--url", url, "--token", f"as-{who}"]
+        )
+
+    capsys.readouterr()
+    assert await cli("list") == 0
+    out = capsys.readouterr().out
+    assert f"#{first:<5} pending   alice" in out and "statement.where-required" in out
+    assert "\x1b" not in out and "\\x1b[2J" in out  # escapes shown, never sent to the terminal
+    assert await cli("approve", str(first), who="alice") == 2
+    err = capsys.readouterr().err
+    assert "server answered 403" in err and "your own" in err
+    assert await cli("approve", str(first), "--reason", "ok") == 0
+    assert capsys.readouterr().out.strip() == f"request #{first} approved by bob: ok"
+    assert await cli("deny", str(second), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "denied"
+    assert await cli("list", "--state", "all", "--json", who="dave") == 0
+    assert json.loads(capsys.readouterr().out) == {"approvals": []}
+    assert await cli("list", "--state", "pending") == 0
+    assert capsys.readouterr().out.strip() == "no pending approval requests"

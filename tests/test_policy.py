@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from traitlets import TraitError
@@ -285,3 +286,16 @@ def test_no_http_rule_by_default():
         Policy(review_possible=True).check_http("DELETE", "https://api.example.com/x").action
         == "allow"
     )
+
+
+def test_the_configuration_example_in_docs_policy_md_works():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "policy.md").read_text("utf-8")
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    c = Config()
+    exec(block, {"c": c})  # noqa: S102 - our own documentation
+    p = Policy(config=c, review_possible=True)
+    assert p.check_sql("DELETE FROM scratch_a").action == "allow"
+    assert p.check_sql("TRUNCATE t", groups=["dba"]).action == "allow"
+    assert p.check_sql("DROP TABLE t", database="postgresql://prod-db/x").action == "deny"
+    assert p.check_sql("UPDATE pii.people SET a = 1 WHERE id = 2").min_approvals == 2
+    assert p.check_http("DELETE", "https://api.prod.acme.com/x").action == "review"

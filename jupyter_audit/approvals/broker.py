@@ -147,7 +147,10 @@ class ApprovalBroker:
         # one change at a time, from its check to its commit: two reviewers, an expiry and a
         # cancellation cannot both act on what each saw pending
         self._lock = threading.RLock()
+        # long polls waiting on a request; their own lock, never held across a commit, so the
+        # event loop never waits for the trail
         self._waiters: dict[int, list] = {}
+        self._waiters_lock = threading.Lock()
 
     # ------------------------------------------------------------------ the trail
     def rebuild(self) -> None:
@@ -306,7 +309,7 @@ class ApprovalBroker:
         if approval.state == PENDING and seconds > 0:
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
-            with self._lock:
+            with self._waiters_lock:
                 self._waiters.setdefault(request_id, []).append((loop, fut))
             left = (
                 datetime.fromisoformat(approval.expires_at.replace("Z", "+00:00"))
@@ -318,7 +321,7 @@ class ApprovalBroker:
             except TimeoutError:
                 pass
             finally:
-                with self._lock:
+                with self._waiters_lock:
                     waiting = self._waiters.get(request_id, [])
                     if (loop, fut) in waiting:
                         waiting.remove((loop, fut))
@@ -327,7 +330,9 @@ class ApprovalBroker:
         return approval.status_json()
 
     def _wake(self, request_id: int) -> None:
-        for loop, fut in self._waiters.pop(request_id, ()):
+        with self._waiters_lock:
+            waiting = self._waiters.pop(request_id, ())
+        for loop, fut in waiting:
             loop.call_soon_threadsafe(_resolve, fut)
 
     def executed(self, request_id: int, kernel_id: str, report: object) -> Approval:

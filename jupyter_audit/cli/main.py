@@ -1,4 +1,5 @@
-"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, demo.
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
+mask, policy, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -522,11 +523,19 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--json", action="store_true", help="machine-readable output")
         t.set_defaults(func=cmd_token, reason=None)
 
+    from . import approvals
+
+    approvals.add_parser(sub)
+
     p = sub.add_parser("mask", help="print TEXT as the trail would store it")
     p.add_argument("text", nargs="+", metavar="TEXT")
     p.add_argument("--db", metavar="PATH", help="trail whose masking key to use")
     p.add_argument("--key", metavar="FILE", help="masking key file")
     p.set_defaults(func=cmd_mask)
+
+    from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
+
+    add_policy_parser(sub)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
     p.add_argument("--db", metavar="PATH")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from traitlets import Bool, Enum, Int, List, TraitError, observe, validate
 from traitlets.config import LoggingConfigurable
 
+from ..kernel.prefilter import might_write
 from .decision import SEVERITY, Decision, Reason
 from .rules import Rule, RuleError, parse_rules
 from .shell import classify_shell
@@ -121,6 +122,10 @@ class Policy(LoggingConfigurable):
     def _sql(self, text: str, groups: frozenset[str], database: str) -> Decision:
         rated: list[tuple[Reason, Rule | None]] = []
         custom = [r for r in self._parsed if r.id and r.kind == "sql"]
+        if not custom and not might_write(text):
+            # no built-in rule can match without a write word (the kernel's own test): skip
+            # the lexer, ~100x faster for the reads that reach the server anyway
+            return _ALLOW
         for st in classify(text):
             for f in st.findings:
                 tables = f.tables or st.tables

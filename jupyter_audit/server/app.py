@@ -27,6 +27,7 @@ from ..identity import tokens
 from ..identity.resolve import is_builtin_login
 from ..identity.tokens import TokenStore
 from ..masking import MaskingEngine, load_or_create_key
+from ..policy import Policy
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
@@ -41,11 +42,6 @@ from .hooks import contents, lifecycle, terminals
 from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
 from .ingest.spools import ingest_spools
 from .recorder import Recorder
-
-try:
-    from ..policy import Policy  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # branch i14-policy not merged yet: the stand-in with its interface
-    from ..approvals.standin import Policy  # type: ignore[assignment]
 
 
 class AuditApp(ExtensionApp):
@@ -325,6 +321,10 @@ class AuditApp(ExtensionApp):
             spool_dir=runtime,
             fail_mode=self.fail_mode,
             extra_env={
+                # where the kernel side asks before a risky operation (server/approvals.py)
+                "JUPYTER_AUDIT_APPROVALS_URL": url_path_join(
+                    self.server.connection_url, API, "kernel/approvals"
+                ),
                 "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
                 "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
                 "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),

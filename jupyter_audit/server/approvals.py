@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
@@ -42,10 +43,9 @@ def _body(handler) -> dict:
 
 
 def _request_id(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise web.HTTPError(404, f"no request {raw}") from None
+    if not re.fullmatch(r"[0-9]{1,18}", raw):
+        raise web.HTTPError(404, "no such request")
+    return int(raw)
 
 
 class KernelApprovalsHandler(KernelHandler):
@@ -182,7 +182,7 @@ class ApprovalHandler(AuditHandler):
 
 API_PATHS = [
     ("approvals", ApprovalsHandler),
-    ("approvals/([0-9]+)", ApprovalHandler),
+    ("approvals/([^/]+)", ApprovalHandler),
     ("kernel/approvals", KernelApprovalsHandler),
-    ("kernel/approvals/([0-9]+)", KernelApprovalHandler),
+    ("kernel/approvals/([^/]+)", KernelApprovalHandler),
 ]
