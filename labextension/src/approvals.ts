@@ -138,9 +138,32 @@ export class ApprovalsModel {
     this._recent = this._recent.filter(a => !now.has(a.id));
     this._error = null;
     this._stateChanged.emit();
-    await Promise.all(
-      [...gone, ...unsettled].map(approval => this._reload(approval))
+    await Promise.all([
+      ...(this._seeded ? [] : [this._seed()]),
+      ...[...gone, ...unsettled].map(approval => this._reload(approval))
+    ]);
+  }
+
+  /**
+   * Fill "Decided" once with the newest decided requests the server shows
+   * this user (their own; every request for a reviewer), so a reload of the
+   * page does not forget what became of them.
+   */
+  private async _seed(): Promise<void> {
+    const result = await this._call<IApprovalList>('approvals?state=all');
+    if (!result.ok || !Array.isArray(result.value.approvals)) {
+      return; // Try again at the next refresh.
+    }
+    this._seeded = true;
+    const known = new Set([
+      ...(this._pending ?? []).map(a => a.id),
+      ...this._recent.map(a => a.id)
+    ]);
+    const decided = result.value.approvals.filter(
+      a => isApproval(a) && a.state !== 'pending' && !known.has(a.id)
     );
+    this._recent = newestFirst([...this._recent, ...decided]);
+    this._stateChanged.emit();
   }
 
   /**
@@ -214,10 +237,10 @@ export class ApprovalsModel {
       pending.push(approval);
       pending.sort((a, b) => a.id - b.id);
     } else {
-      recent.unshift(approval);
+      recent.push(approval);
     }
     this._pending = pending;
-    this._recent = recent.slice(0, MAX_RECENT);
+    this._recent = newestFirst(recent);
     this._stateChanged.emit();
   }
 
@@ -269,9 +292,35 @@ export class ApprovalsModel {
   private _recent: IApproval[] = [];
   private _error: AuditAPIError | null = null;
   private _generation = 0;
+  private _seeded = false;
   private _reasons = new Map<number, string>();
   private _voting = new Set<number>();
   private _outcomes = new Map<number, IVoteOutcome>();
+}
+
+/** Newest request first, at most `MAX_RECENT` of them. */
+function newestFirst(approvals: IApproval[]): IApproval[] {
+  return [...approvals].sort((a, b) => b.id - a.id).slice(0, MAX_RECENT);
+}
+
+/**
+ * Characters that change how text looks without showing themselves: bidi
+ * controls (which can make `DROP TABLE x -- ‮` read as something else,
+ * "Trojan Source"), zero-width characters and other invisible formatting.
+ */
+const INVISIBLE =
+  /[\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]/g;
+
+/**
+ * `text` with every invisible or direction-changing character shown as a
+ * visible `⟦U+XXXX⟧` marker, so that a reviewer reads what will run, not what
+ * the requester wants them to see.
+ */
+export function revealInvisible(text: string): string {
+  return text.replace(
+    INVISIBLE,
+    ch => `⟦U+${ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟧`
+  );
 }
 
 /** Enough of an approval to show and decide it (the rest is optional). */

@@ -10,6 +10,7 @@ import * as React from 'react';
 
 import type { TranslationBundle } from '@jupyterlab/translation';
 
+import { revealInvisible } from './approvals';
 import type { ApprovalsModel, IVoteOutcome } from './approvals';
 import { formatTime } from './format';
 import { errorMessage } from './labels';
@@ -21,7 +22,7 @@ export function ApprovalsSection(props: {
   me: IMe | null;
   trans: TranslationBundle;
 }): React.ReactElement {
-  const { model, me, trans } = props;
+  const { model, trans } = props;
   const pending = model.pending;
   const recent = model.recent;
   return (
@@ -52,37 +53,41 @@ export function ApprovalsSection(props: {
         </div>
       )}
       {pending !== null && pending.length > 0 && (
-        <ul className="jp-AuditTrail-approvalList">
-          {pending.map(approval => (
-            <li key={approval.id}>
-              <ApprovalCard
-                approval={approval}
-                model={model}
-                me={me}
-                trans={trans}
-              />
-            </li>
-          ))}
-        </ul>
+        <ApprovalList approvals={pending} {...props} />
       )}
       {recent.length > 0 && (
         <>
           <h4 className="jp-AuditTrail-subTitle">{trans.__('Decided')}</h4>
-          <ul className="jp-AuditTrail-approvalList jp-mod-decided">
-            {recent.map(approval => (
-              <li key={approval.id}>
-                <ApprovalCard
-                  approval={approval}
-                  model={model}
-                  me={me}
-                  trans={trans}
-                />
-              </li>
-            ))}
-          </ul>
+          <ApprovalList approvals={recent} decided={true} {...props} />
         </>
       )}
     </section>
+  );
+}
+
+function ApprovalList(props: {
+  approvals: IApproval[];
+  decided?: boolean;
+  model: ApprovalsModel;
+  me: IMe | null;
+  trans: TranslationBundle;
+}): React.ReactElement {
+  const { approvals, decided, model, me, trans } = props;
+  return (
+    <ul
+      className={`jp-AuditTrail-approvalList${decided ? ' jp-mod-decided' : ''}`}
+    >
+      {approvals.map(approval => (
+        <li key={approval.id}>
+          <ApprovalCard
+            approval={approval}
+            model={model}
+            me={me}
+            trans={trans}
+          />
+        </li>
+      ))}
+    </ul>
   );
 }
 
@@ -206,7 +211,7 @@ function ApprovalCard(props: {
         <span className="jp-AuditTrail-approvalKind">{approval.kind}</span>
         <StateBadge state={approval.state} trans={trans} />
         <span className="jp-AuditTrail-approvalRequester">
-          {trans.__('asked by %1', approval.requester)}
+          {trans.__('asked by %1', revealInvisible(approval.requester))}
         </span>
         {own && (
           <span className="jp-AuditTrail-approvalOwn">
@@ -217,7 +222,9 @@ function ApprovalCard(props: {
       <dl className="jp-AuditTrail-approvalMeta">
         <dt>{trans.__('Notebook')}</dt>
         <dd className="jp-AuditTrail-approvalNotebook">
-          {approval.notebook || trans.__('(no notebook)')}
+          {approval.notebook
+            ? revealInvisible(approval.notebook)
+            : trans.__('(no notebook)')}
         </dd>
         <dt>{trans.__('Asked')}</dt>
         <dd>
@@ -248,7 +255,7 @@ function ApprovalCard(props: {
               : trans.__('Operation')}
       </div>
       <pre className="jp-AuditTrail-approvalStatement">
-        <code>{approval.statement}</code>
+        <code>{revealInvisible(approval.statement)}</code>
       </pre>
       {(reasons.length > 0 || unexplained.length > 0) && (
         <ul
@@ -274,7 +281,7 @@ function ApprovalCard(props: {
         <details className="jp-AuditTrail-approvalCell">
           <summary>{trans.__("The cell's code")}</summary>
           <pre className="jp-AuditTrail-approvalCode">
-            <code>{approval.cell_code}</code>
+            <code>{revealInvisible(approval.cell_code)}</code>
           </pre>
         </details>
       )}

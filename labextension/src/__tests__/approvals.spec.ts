@@ -5,7 +5,7 @@ import { nullTranslator } from '@jupyterlab/translation';
 import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 
-import { ApprovalsModel, reasonProblem } from '../approvals';
+import { ApprovalsModel, reasonProblem, revealInvisible } from '../approvals';
 import { ApprovalsSection } from '../approvalsView';
 import type { IApproval, IMe } from '../tokens';
 
@@ -39,8 +39,9 @@ function fakeBroker(
       seen.push({ method: request.method, url: url.pathname + query, body });
       const path = url.pathname.replace('/jupyter-audit/api/', '');
       if (request.method === 'GET' && path === 'approvals') {
+        const state = url.searchParams.get('state');
         return json(200, {
-          approvals: approvals.filter(a => a.state === 'pending')
+          approvals: approvals.filter(a => state === 'all' || a.state === state)
         });
       }
       const id = Number(path.split('/')[1]);
@@ -148,7 +149,40 @@ describe('reasonProblem', () => {
   });
 });
 
+describe('revealInvisible', () => {
+  it('shows bidi controls and zero-width characters as markers', () => {
+    // "Trojan Source": U+202E makes the rest of the line display reversed.
+    expect(revealInvisible('DELETE FROM t -- \u202e1=1 EREHW')).toBe(
+      'DELETE FROM t -- ⟦U+202E⟧1=1 EREHW'
+    );
+    expect(revealInvisible('DR\u200bOP TABLE\ufeff t\u2066')).toBe(
+      'DR⟦U+200B⟧OP TABLE⟦U+FEFF⟧ t⟦U+2066⟧'
+    );
+    expect(revealInvisible('SELECT \'é\', "naïve" -- ü')).toBe(
+      'SELECT \'é\', "naïve" -- ü'
+    );
+  });
+});
+
 describe('ApprovalsModel', () => {
+  it('lists the newest decided requests once, then follows them', async () => {
+    const requests = [
+      approval({ id: 3, state: 'denied' }),
+      approval({ id: 5, state: 'executed' }),
+      approval({ id: 7 })
+    ];
+    const { settings, seen } = fakeBroker(requests, () => json(500, {}));
+    const model = track(settings);
+    await model.refresh();
+    await model.refresh();
+    expect(model.pending?.map(a => a.id)).toEqual([7]);
+    expect(model.recent.map(a => [a.id, a.state])).toEqual([
+      [5, 'executed'],
+      [3, 'denied']
+    ]);
+    expect(seen.filter(s => s.url.endsWith('state=all'))).toHaveLength(1);
+  });
+
   it('loads the pending requests through the user REST API', async () => {
     const { settings, seen } = fakeBroker(
       [approval({ id: 13 }), approval({ id: 12 })],
@@ -157,7 +191,8 @@ describe('ApprovalsModel', () => {
     const model = track(settings);
     await model.refresh();
     expect(seen.map(s => `${s.method} ${s.url}`)).toEqual([
-      'GET /jupyter-audit/api/approvals?state=pending'
+      'GET /jupyter-audit/api/approvals?state=pending',
+      'GET /jupyter-audit/api/approvals?state=all'
     ]);
     expect(model.pending?.map(a => a.id)).toEqual([12, 13]);
     expect(model.error).toBeNull();
@@ -331,6 +366,18 @@ describe('ApprovalsSection', () => {
     expect(html).toContain('**bold** [link](javascript:alert(3))');
     expect(html).toContain('asked by &lt;b&gt;mallory&lt;/b&gt;');
     expect(html).toContain('(break-glass)');
+  });
+
+  it('shows what a direction override would hide', async () => {
+    const { settings } = fakeBroker(
+      [approval({ statement: 'DELETE FROM customers -- \u202eWHERE id = 1' })],
+      () => json(500, {})
+    );
+    const model = track(settings);
+    await model.refresh();
+    const html = render(model, me('bob', ['user', 'reviewer']));
+    expect(html).toContain('DELETE FROM customers -- ⟦U+202E⟧WHERE id = 1');
+    expect(html).not.toContain('\u202e');
   });
 
   it('offers no decision to a user on their own request unless a reviewer', async () => {
