@@ -14,8 +14,13 @@ import * as path from 'path';
 
 import type { IApproval, IApprovalList } from '../../src/tokens';
 
-const PANEL_ID = 'jupyter-audit:panel';
-const DOCS_DIR = path.resolve(__dirname, '..', '..', '..', 'docs');
+import {
+  DOCS_DIR,
+  PANEL_ID,
+  api,
+  useRealServerAndFailOnDialogs
+} from './common';
+
 const RUN_CELL = path.resolve(__dirname, '..', 'run_cell.py');
 const PORT = process.env.JUPYTER_AUDIT_UI_PORT || '8888';
 const BASE_URL = `http://localhost:${PORT}`;
@@ -80,12 +85,6 @@ print("rows left:", con.execute("SELECT count(*) FROM customers").fetchone()[0])
 `;
 }
 
-async function api<T>(page: Page, endPoint: string): Promise<T> {
-  const response = await page.request.get(`/jupyter-audit/api/${endPoint}`);
-  expect(response.status(), `GET ${endPoint}`).toBe(200);
-  return (await response.json()) as T;
-}
-
 /** The pending request whose statement is `statement`, once it exists. */
 async function pendingRequest(
   page: Page,
@@ -119,21 +118,7 @@ function card(panel: Locator, id: number): Locator {
   return panel.locator(`.jp-AuditTrail-approval[data-approval-id="${id}"]`);
 }
 
-test.use({ mockUser: false });
-
-let dialogs: string[] = [];
-
-test.beforeEach(async ({ page }) => {
-  dialogs = [];
-  page.on('dialog', async dialog => {
-    dialogs.push(`${dialog.type()}: ${dialog.message()}`);
-    await dialog.dismiss();
-  });
-});
-
-test.afterEach(() => {
-  expect(dialogs, 'no dialog may open').toEqual([]);
-});
+useRealServerAndFailOnDialogs();
 
 test.describe('Pending approvals', () => {
   test('a reviewer approves in the panel and the waiting cell continues', async ({
