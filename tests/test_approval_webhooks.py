@@ -12,8 +12,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.approvals import DIRECTORY, FakeKernel, GroupsIdentityProvider, as_user
 from helpers.servers import free_port, server_config
-from test_approvals import DIRECTORY, FakeKernel, GroupsIdentityProvider, as_user
 
 from jupyter_audit.approvals import Notifier, Webhook, WebhookConfigError
 

@@ -1,59 +1,33 @@
 """The approval broker in a real jupyter_server on a real trail: kernels ask (per-kernel
 secret), people decide over REST, and every step is in the trail.
 
-People sign in through a header identity provider with groups (tests/helpers/identity.py's
-pattern; the OIDC provider has its own tests); kernels are the server's own kernels where
-the test is about the kernel's cell, and a kernel id with an issued secret plus a cell the
-gateway would have remembered where it is about the broker's rules.
+People sign in through a header identity provider with groups (tests/helpers/approvals.py;
+tests/test_approvals_oidc.py signs in through a real OIDC provider); kernels are the
+server's own kernels where the test is about the kernel's cell, and a kernel id with an
+issued secret plus a cell the gateway would have remembered where it is about the broker's
+rules.
 """
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import uuid
 
 import pytest
+from helpers.approvals import (
+    FakeKernel,
+    GroupsIdentityProvider,
+    as_user,
+    refused,
+    sha,
+)
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import trail_events
-from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import HTTPClientError
 
 from jupyter_audit.cli import main as cli_main
 from jupyter_audit.server import app as app_module
-
-DIRECTORY = {
-    "alice": ["data-science", "audit-reviewers", "audit-admins"],
-    "bob": ["audit-reviewers"],
-    "carol": ["audit-reviewers"],
-    "dave": ["data-science"],
-    "erin": ["break-glass"],
-}
-
-
-class GroupsIdentityProvider(IdentityProvider):
-    """The user named by X-Test-User (or by `Authorization: token as-NAME`, for the CLI), with
-    groups, as an organisation's sign-in gives them."""
-
-    async def get_user(self, handler):
-        name = handler.request.headers.get("X-Test-User")
-        auth = handler.request.headers.get("Authorization", "")
-        if auth.startswith("token as-"):
-            name = auth.removeprefix("token as-")
-        if name not in DIRECTORY:
-            return None
-        handler._token_authenticated = True  # a header, not a cookie: no XSRF involved
-        user = User(username=name, name=name, display_name=name.title())
-        user.audit_identity = {
-            "username": name,
-            "email": f"{name}@example.org",
-            "subject": f"sub-{name}",
-            "issuer": "https://idp.test",
-            "groups": DIRECTORY[name],
-            "auth_method": "oidc",
-        }
-        return user
 
 
 @pytest.fixture
@@ -68,97 +42,6 @@ def jp_server_config(trail_dir, audit_config):
         server={"identity_provider_class": GroupsIdentityProvider},
         **audit_config,
     )
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class FakeKernel:
-    """A kernel id with its secret issued, and cells the gateway forwarded to it."""
-
-    def __init__(self, serverapp, jp_fetch, kernel_id=None):
-        self.audit = serverapp.web_app.settings["jupyter_audit"]
-        self.fetch = jp_fetch
-        self.id = kernel_id or f"k-{uuid.uuid4().hex[:8]}"
-        self.secret = self.audit.kernel_secrets.issue(self.id)
-
-    def cell(self, who: str, code: str = "run it") -> str:
-        """A cell `who` asked for, forwarded to this kernel (as the gateway records it)."""
-        msg_id = uuid.uuid4().hex
-        self.audit.request_cell(
-            {
-                "kind": "cell.requested",
-                "identity": {
-                    "username": who,
-                    "email": f"{who}@example.org",
-                    "subject": f"sub-{who}",
-                    "issuer": "https://idp.test",
-                    "groups": DIRECTORY.get(who, []),
-                    "auth_method": "oidc",
-                },
-                "trace_id": self.id,
-                "kernel_id": self.id,
-                "session_id": None,
-                "notebook": "work/cleanup.ipynb",
-                "msg_id": msg_id,
-                "payload": {"code": code, "cell_id": None, "silent": False},
-            },
-            uuid.uuid4().hex,
-        )
-        return msg_id
-
-    def headers(self, secret=None):
-        return {
-            "Authorization": f"JupyterAudit-Kernel {secret or self.secret}",
-            "X-Jupyter-Audit-Kernel": self.id,
-        }
-
-    async def call(self, *parts, method="GET", body=None, secret=None, params=None):
-        r = await self.fetch(
-            "jupyter-audit",
-            "api",
-            "kernel",
-            "approvals",
-            *parts,
-            method=method,
-            body=None if body is None else json.dumps(body),
-            headers=self.headers(secret),
-            params=params,
-        )
-        return json.loads(r.body)
-
-    async def ask(self, msg_id, statement="DELETE FROM customers", params_sha256=None):
-        return await self.call(
-            method="POST",
-            body={
-                "kind": "sql",
-                "statement": statement,
-                "params_sha256": params_sha256,
-                "driver": "sqlite3",
-                "database": "shop.db",
-                "msg_id": msg_id,
-            },
-        )
-
-
-async def as_user(jp_fetch, who, *parts, method="GET", body=None, params=None):
-    r = await jp_fetch(
-        "jupyter-audit",
-        "api",
-        *parts,
-        method=method,
-        body=None if body is None else json.dumps(body),
-        headers={"X-Test-User": who},
-        params=params,
-    )
-    return json.loads(r.body)
-
-
-async def refused(coro) -> tuple[int, str]:
-    with pytest.raises(HTTPClientError) as e:
-        await coro
-    return e.value.code, json.loads(e.value.response.body)["message"]
 
 
 async def test_a_risky_statement_waits_then_bob_approves_and_it_runs_once(jp_serverapp, jp_fetch):
@@ -200,6 +83,7 @@ async def test_a_risky_statement_waits_then_bob_approves_and_it_runs_once(jp_ser
     assert requested["msg_id"] == msg_id and requested["kernel_id"] == kernel.id
     assert requested["payload"]["statement_sha256"] == sha("DELETE FROM customers")
     assert requested["payload"]["rules"] == ["statement.where-required"]
+    assert requested["payload"]["decision"] == "review"
     assert decision["identity"]["username"] == "bob"
     assert decision["payload"]["decision"] == "approve"
     assert executed["payload"]["rowcount"] == 3
@@ -214,6 +98,14 @@ async def pending(kernel, who="alice", statement="DELETE FROM customers") -> int
 async def decide(jp_fetch, who, rid, decision="approve", reason=None):
     body = {"decision": decision, **({"reason": reason} if reason is not None else {})}
     return await as_user(jp_fetch, who, "approvals", str(rid), method="POST", body=body)
+
+
+async def test_an_ordinary_write_is_allowed_and_nothing_is_recorded(jp_serverapp, jp_fetch):
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    for statement in ("INSERT INTO t VALUES (1)", "UPDATE t SET x = 1 WHERE id = 2"):
+        answer = await kernel.ask(kernel.cell("alice"), statement)
+        assert answer["decision"] == "allow" and answer["request"] is None
+    assert not [e for e in trail_events(kernel.audit) if e["kind"].startswith("approval.")]
 
 
 async def test_the_requester_never_decides_their_own_request_admins_included(
@@ -303,6 +195,8 @@ async def test_reviewers_see_everything_others_only_their_own(jp_serverapp, jp_f
     assert code == 404
     seen = await as_user(jp_fetch, "bob", "approvals")
     assert [a["id"] for a in seen["approvals"]] == [other, mine]
+    seen = await as_user(jp_fetch, "bob", "approvals", params={"limit": "1"})
+    assert [a["id"] for a in seen["approvals"]] == [other]
     code, message = await refused(as_user(jp_fetch, "bob", "approvals", params={"state": "x"}))
     assert code == 400 and "state must be one of" in message
     code, _ = await refused(jp_fetch("jupyter-audit", "api", "approvals"))  # no credentials
@@ -379,7 +273,8 @@ async def test_the_kernel_endpoints_refuse_a_wrong_secret_and_another_kernels_re
     kernel.audit.cells.replied(finished)
     assert (await kernel.ask(finished))["decision"] == "deny"
     rejected = [e for e in trail_events(kernel.audit) if e["kind"] == "security.rejected"]
-    assert len(rejected) == 3
+    assert len(rejected) == 4  # three wrong secrets, one cell of another kernel
+    assert rejected[-1]["payload"]["reason"] == "approval request names a cell of another kernel"
 
 
 async def test_bad_kernel_bodies_are_400(jp_serverapp, jp_fetch):
@@ -531,12 +426,20 @@ async def test_a_real_kernels_running_cell_is_the_requester_and_an_interrupt_can
     while "replied_at" not in audit.cells.lookup(msg_id):  # the cell ends: KeyboardInterrupt
         await asyncio.sleep(0.05)
     assert (await kernel.ask(msg_id))["decision"] == "deny"
+    # a restart cancels too
+    msg_id = client.send_execute("import time\nfor _ in range(600): time.sleep(0.1)")
+    while audit.cells.lookup(msg_id) is None:
+        await asyncio.sleep(0.05)
+    rid = (await kernel.ask(msg_id))["request"]["id"]
+    await jp_fetch("api", "kernels", kid, "restart", method="POST", body="", headers=alice)
+    status = await kernel.call(str(rid))
+    assert status["state"] == "cancelled" and status["reason"] == "kernel restart"
     kinds = [
         (e["kind"], e["payload"].get("decision"))
         for e in trail_events(audit)
         if e["kernel_id"] == kid and not e["kind"].startswith("op.")
     ]
-    assert kinds.index(("approval.requested", None)) > kinds.index(("cell.requested", None))
+    assert kinds.index(("approval.requested", "review")) > kinds.index(("cell.requested", None))
     assert kinds.index(("approval.decided", "cancelled")) > kinds.index(
         ("session.interrupted", None)
     )

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from helpers.kernels import open_kernel
-from helpers.oidc import CLIENT, MockProvider, oidc_config
+from helpers.oidc import CLIENT, oidc_config, provider_fixture
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
 
@@ -18,14 +18,7 @@ ALICE = {
 }
 BOB = {"preferred_username": "bob", "email": "bob@example.org", "groups": ["audit-reviewers"]}
 
-
-@pytest.fixture(scope="module")
-def provider():
-    p = MockProvider()
-    p.set_user("alice-sub", ALICE)
-    p.set_user("bob-sub", BOB)
-    yield p
-    p.stop()
+provider = provider_fixture({"alice-sub": ALICE, "bob-sub": BOB})
 
 
 @pytest.fixture

@@ -90,3 +90,4 @@ def test_a_pending_request_survives_a_restart_and_can_still_be_approved(make_wri
     third = broker_on(writer)
     assert third.get(waiting, person("bob"), reviewer=True).state == "approved"
     assert writer.cursor().execute("SELECT count(*) FROM events").fetchone()[0] == count
+    assert writer.verify().ok  # the approval events are ordinary signed records

@@ -15,7 +15,7 @@ import jwt
 import pytest
 import requests
 from helpers.kernels import open_kernel
-from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config
+from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config, provider_fixture
 from helpers.servers import free_port
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
@@ -28,14 +28,7 @@ ALICE = {
 }
 BOB = {"preferred_username": "bob", "email": "bob@example.org", "groups": ["analysts"]}
 
-
-@pytest.fixture(scope="module")
-def provider():
-    p = MockProvider()
-    p.set_user("alice-sub", ALICE)
-    p.set_user("bob-sub", BOB)
-    yield p
-    p.stop()
+provider = provider_fixture({"alice-sub": ALICE, "bob-sub": BOB})
 
 
 def bearer(token: str) -> dict:

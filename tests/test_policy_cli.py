@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(args: list[str], cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")},
         "PYTHONPATH": str(ROOT),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
     }
@@ -61,6 +61,27 @@ def test_the_servers_config_file_is_found_and_mirrored(tmp_path):
     assert json.loads(r.stdout)["decision"] == "review"  # reviewers configured: review
     r = run(["--sql", "DROP TABLE t", "--json", "--no-review-possible"], tmp_path, tmp_path)
     assert json.loads(r.stdout)["decision"] == "warn"
+
+
+@pytest.mark.parametrize(
+    ("config", "environ", "possible"),
+    [
+        ({}, {}, False),
+        ({"ServerApp": {"identity_provider_class": "jupyter_audit.identity.OIDCIdentityProvider"}},
+         {}, True),
+        ({"ServerApp": {"identity_provider_class": "jupyter_audit.identity.OIDCIdentityProvider"},
+          "AuditApp": {"reviewer_groups": []}}, {}, False),
+        ({"ServerApp": {"identity_provider_class":
+                        "jupyter_server.auth.identity.PasswordIdentityProvider"}}, {}, False),
+        ({}, {"JUPYTERHUB_API_TOKEN": "x", "JUPYTERHUB_SERVICE_PREFIX": "/user/a/"}, True),
+    ],
+)  # fmt: skip
+def test_review_is_assumed_as_the_server_decides_it(config, environ, possible):
+    from traitlets.config import Config
+
+    from jupyter_audit.cli.policy import review_possible_in
+
+    assert review_possible_in(Config(config), environ) is possible
 
 
 def test_config_option_shell_and_http(tmp_path):

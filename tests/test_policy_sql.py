@@ -122,3 +122,35 @@ def test_tables_are_the_written_tables():
 )
 def test_prefilter(statement, expected):
     assert might_write(statement) is expected
+
+
+# fragments an adversary splices together: quotes and comment openers of every dialect,
+# keywords, separators, odd whitespace
+FRAGMENTS = [
+    "SELECT", "DELETE", "FROM", "WHERE", "DROP", "TABLE", "UPDATE", "SET", "1=1", "id = 1",
+    "t", "customers", "'", "''", '"', "`", "[", "]", "$$", "$a$", "--", "-- ", "#", "# ",
+    "/*", "*/", "/*!", "\\", "\\'", ";", "(", ")", ",", " ", "\n", "\t", "\u00a0", "OR",
+    "WITH x AS", "RETURNING *", "E'", "drop_rate", "COPY", "TO PROGRAM 'x'", "PRAGMA",
+    "writable_schema=1", "ATTACH 'x.db'", "EXPLAIN", "ANALYZE", "TRUE", "NOT", "x = x",
+]  # fmt: skip
+
+
+def test_fuzzed_sql_never_breaks_the_classifier_or_slips_past_the_prefilter():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.policy.sql import classify
+
+    @settings(
+        max_examples=400, deadline=None, derandomize=True, database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )  # fmt: skip
+    @given(st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join))
+    def check(sql):
+        classify(sql)  # never raises
+        decision = POLICY.check_sql(sql)
+        assert "could not classify" not in json.dumps(decision.to_json())
+        if decision.action != "allow":
+            assert might_write(sql), sql
+
+    check()

@@ -237,22 +237,37 @@ class ApprovalBroker:
                 self.log.error("jupyter-audit: approval notification not queued: %s", type(e))
 
     # ------------------------------------------------------------------ kernels
-    def ask(self, kernel_id: str, ask: Ask, cell: dict | None) -> dict:
-        """A kernel asks whether it may run an operation; `cell` is the cell the server
-        attributed the question to (None: unattributable, so denied). For `review`, a request
-        is recorded and returned."""
+    def check(self, ask: Ask, cell: dict | None):
+        """The policy's Decision for an operation asked from `cell` (with the requester's
+        groups), or None when no cell could be attributed. Cheap (the policy caches), so the
+        event loop may call it: only `review` needs the trail (`ask`)."""
         if cell is None:
-            return {"decision": "deny", "reasons": [UNATTRIBUTED], "request": None}
+            return None
         groups = (cell.get("identity") or {}).get("groups") or ()
         if ask.operation == "sql":
-            decision = self.policy.check_sql(ask.text, groups=groups, database=ask.database)
-        elif ask.operation == "shell":
-            decision = self.policy.check_shell(ask.text, groups=groups)
-        else:
-            decision = self.policy.check_http(ask.method, ask.url, groups=groups)
+            return self.policy.check_sql(ask.text, groups=groups, database=ask.database)
+        if ask.operation == "shell":
+            return self.policy.check_shell(ask.text, groups=groups)
+        return self.policy.check_http(ask.method, ask.url, groups=groups)
+
+    @staticmethod
+    def answer(decision) -> dict:
+        """The kernel's answer for a decision that opens no request (None: unattributable,
+        so denied)."""
+        if decision is None:
+            return {"decision": "deny", "reasons": [UNATTRIBUTED], "request": None}
+        return {**decision.to_json(), "request": None}
+
+    def ask(self, kernel_id: str, ask: Ask, cell: dict | None, decision=None) -> dict:
+        """A kernel asks whether it may run an operation; `cell` is the cell the server
+        attributed the question to (None: unattributable, so denied), `decision` the
+        policy's if `check` already ran. For `review`, a request is recorded (committed) and
+        returned."""
+        if decision is None:
+            decision = self.check(ask, cell)
+        if cell is None or decision is None or decision.action != "review":
+            return self.answer(decision)
         answer = decision.to_json()
-        if decision.action != "review":
-            return {**answer, "request": None}
         reasons = answer["reasons"]
         with self._lock:
             request_id = self._next_id
@@ -269,6 +284,7 @@ class ApprovalBroker:
                     "msg_id": ask.msg_id,
                     "payload": {
                         "request_id": str(request_id),
+                        "decision": decision.action,  # the policy's: review
                         "operation": ask.operation,
                         "statement": ask.text,
                         "statement_sha256": ask.sha256,

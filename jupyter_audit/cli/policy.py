@@ -4,8 +4,9 @@ shell command or an HTTP request, with the rules of a config file.
 Config: `--config FILE` (.py or .json), else the files a Jupyter server reads
 (`jupyter_server_config.{json,py}` and `jupyter_server_config.d/*.json` along
 `jupyter --paths`' config path, lowest priority first). Whether review is possible mirrors
-the server: yes only when that config names an identity provider class and
-`c.AuditApp.reviewer_groups`; `--review-possible` / `--no-review-possible` say otherwise.
+the server: yes when that config names an identity provider other than jupyter_server's
+token/password login (or the environment is a JupyterHub single-user server's) and does not
+empty `c.AuditApp.reviewer_groups`; `--review-possible` / `--no-review-possible` override.
 Exit 0 with the decision printed (whatever it is), 2 on a usage or config error.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from .main import EXIT_OK, CLIError
@@ -72,11 +74,25 @@ def load_config(path: str | None):
     return config
 
 
-def review_possible_in(config) -> bool:
-    """As the server decides it: an identity provider with groups and reviewer groups."""
-    reviewers = config.AuditApp.get("reviewer_groups") if "AuditApp" in config else None
-    provider = config.ServerApp.get("identity_provider_class") if "ServerApp" in config else None
-    return bool(reviewers) and bool(provider)
+# jupyter_server's own logins: one person holds every role (as identity/resolve.py decides)
+BUILTIN_LOGINS = ("IdentityProvider", "PasswordIdentityProvider")
+
+
+def review_possible_in(config, environ=os.environ) -> bool:
+    """As the server decides it: reviewer groups (AuditApp's default names one) and an
+    identity provider other than jupyter_server's token/password login; a single-user server
+    under JupyterHub (its environment) has the Hub's."""
+    audit = config.AuditApp if "AuditApp" in config else {}
+    if "reviewer_groups" in audit and not audit["reviewer_groups"]:
+        return False
+    if environ.get("JUPYTERHUB_API_TOKEN") and environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        return True
+    server = config.ServerApp if "ServerApp" in config else {}
+    provider = server.get("identity_provider_class")
+    if provider is None:
+        return False
+    name = provider if isinstance(provider, str) else getattr(provider, "__name__", "")
+    return name.rsplit(".", 1)[-1] not in BUILTIN_LOGINS
 
 
 def cmd_policy(args) -> int:

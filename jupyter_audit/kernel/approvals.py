@@ -33,11 +33,7 @@ from http.client import HTTPException
 from urllib.parse import quote
 
 from .context import current_msg_id, log, log_once
-
-try:  # the policy's prefilter (jupyter_audit/kernel/prefilter.py)
-    from .prefilter import might_write  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - until the policy branch is merged
-    from ._prefilter_fallback import might_write
+from .prefilter import might_write
 
 __all__ = [
     "ApprovalCancelled",
@@ -79,6 +75,7 @@ class ApprovalUnavailable(ApprovalError):
 
 # SQL texts the prefilter found read-only (they never ask): looked up by the hot paths
 SQL_PASS: set = set()
+_SQL_WRITE: set = set()  # texts the prefilter found may write (they ask, or hit the cache)
 _PASS_MAX = 4096
 _DECISIONS_MAX = 4096
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -341,6 +338,7 @@ def configure(client, url: str | None) -> None:
     global _broker
     _broker = Broker(client, url) if url else None
     SQL_PASS.clear()
+    _SQL_WRITE.clear()
 
 
 def _text(statement) -> str:
@@ -351,10 +349,22 @@ def _text(statement) -> str:
     return str(statement)
 
 
+def _writes(text: str) -> bool:
+    """``might_write``, remembered for texts that repeat (a loop of INSERTs)."""
+    if text in _SQL_WRITE:
+        return True
+    if might_write(text):
+        if len(_SQL_WRITE) >= _PASS_MAX:
+            _SQL_WRITE.clear()
+        _SQL_WRITE.add(text)
+        return True
+    return False
+
+
 def held(statement) -> bool:
     """Must ``statement`` go through ``check_sql``? False (and remembered in ``SQL_PASS``)
     when nothing is held or it cannot write."""
-    if _broker is not None and (statement.__class__ is not str or might_write(statement)):
+    if _broker is not None and (statement.__class__ is not str or _writes(statement)):
         return True
     if statement.__class__ is str:
         if len(SQL_PASS) >= _PASS_MAX:
@@ -370,7 +380,7 @@ def check_sql(driver: str, database, statement, params=None, many: bool = False)
     if broker is None or statement in SQL_PASS:
         return None, params
     text = _text(statement)
-    if not might_write(text):
+    if not _writes(text):
         if statement.__class__ is str:
             if len(SQL_PASS) >= _PASS_MAX:
                 SQL_PASS.clear()

@@ -10,9 +10,9 @@ server's tests run every statement of the adversarial suite through both.
 Standard library only (this module is copied into foreign kernels). It must never say False
 for something the server would not allow, so every ambiguity makes it say True: a word is
 matched even beside digits, `$` or non-ASCII letters; MySQL's executable `/*! … */` comments,
-`#` comments, dollar-quoted and bracketed text count as code; an unterminated string or
-comment is not stripped; and backslashes are read both ways (standard SQL and
-backslash-escaping dialects).
+`#` comments, `--x` (MySQL's double minus), dollar-quoted and bracketed text count as code;
+an unterminated string or comment is not stripped; and backslashes are read both ways
+(standard SQL and backslash-escaping dialects).
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def _has_word(text: str) -> bool:
     return not _WRITE_BYTES.isdisjoint(text.encode("ascii", "replace").translate(_FOLD).split())
 
 
-# comments and quoted text as standard SQL reads them; MySQL's executable `/*!…*/` and `#`
-# (an operator in PostgreSQL) stay code
+# comments and quoted text as standard SQL reads them; MySQL's executable `/*!…*/`, `#` (an
+# operator in PostgreSQL) and `--` before anything but whitespace (MySQL: `1 --1` is 1 - -1)
+# stay code
 _QUOTED = (
-    r"--[^\r\n]*"
+    r"--(?=\s|$)[^\r\n]*"
     r"|/\*(?!!).*?\*/"
     r"|'(?:[^']|'')*'"
     r'|"(?:[^"]|"")*"'

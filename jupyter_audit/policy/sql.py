@@ -82,7 +82,7 @@ def classify(text: str) -> list[Statement]:
         return [_too_large(text)]
     found = [_statement(text, toks) for toks in statements(text)]
     if needs_second_reading(text):
-        other = [_statement(text, toks) for toks in statements(text, "standard")]
+        other = [_statement(text, toks) for toks in statements(text, "strict")]
         seen = {(s.statement_type, s.tables, s.findings) for s in found}
         found += [s for s in other if (s.statement_type, s.tables, s.findings) not in seen]
     return found

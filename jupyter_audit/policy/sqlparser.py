@@ -8,10 +8,12 @@ tokens itself. Statements are split at every `;` token, which can only split mor
 a database does.
 
 Dialects disagree on quoting, so `statements()` can lex the text twice: once as sqlparse does
-(backslash escapes in strings, `# ` comments, as MySQL reads them) and once as standard SQL
-(no backslash escapes, `#` is an operator, as PostgreSQL and SQLite read them). The classifier
-looks at both and keeps every finding, so `'\\'; DELETE FROM t; --'` cannot hide a DELETE.
-MySQL's executable comments (`/*! … */`) are read as code. Keywords are ASCII words whatever
+(backslash escapes in strings, `# ` comments, dollar quotes, `[names]`) and once strictly,
+reading as code whatever some dialect reads as code (no backslash escapes as in PostgreSQL
+and SQLite, `#` an operator as in PostgreSQL, `--` a comment only before whitespace and `$$`
+no quote as in MySQL, no bracketed names). The classifier keeps the findings of both, so
+`'\\'; DELETE FROM t; --'` or `1 --1; DELETE FROM t` cannot hide a DELETE. MySQL's executable
+comments (`/*! … */`) are read as code. Keywords are ASCII words whatever
 sqlparse calls them (it lexes `WHERE(` as a name). Text over PARSE_LIMIT characters is not
 lexed at all (sqlparse takes ~3 µs a character): the caller falls back to a keyword scan.
 """
@@ -45,9 +47,14 @@ class Tok:
     depth: int = 0
 
 
-def _standard_lexer() -> Lexer:
+def _strict_lexer() -> Lexer:
+    """sqlparse's lexer reading as much as code as any dialect might: no backslash escapes,
+    `#` not a comment, `--` a comment only before whitespace (MySQL runs `1 --1; DELETE …`),
+    no `[bracketed]` or `´quoted´` names."""
     regex = []
+    patched = 0
     for rx, tt in _keywords.SQL_REGEX:
+        patched += 1
         if rx == r"'(''|\\'|[^'])*'":
             rx = r"'(''|[^'])*'"
         elif rx == r'"(""|\\"|[^"])*"':
@@ -55,16 +62,24 @@ def _standard_lexer() -> Lexer:
         elif rx == r'(""|".*?[^\\]")':
             rx = r'""'
         elif rx.startswith("(--|# )"):
-            rx = "--" + rx[len("(--|# )") :]
+            rx = r"--(?=[ \t\r\n\f\v]|$)" + rx[len("(--|# )") :]
+        elif rx in (r"(?<![\w\])])(\[[^\]\[]+\])", r"´(´´|[^´])*´"):
+            continue
+        else:
+            patched -= 1
         regex.append((rx, tt))
+    if patched != 7:
+        # a sqlparse release with other patterns: refuse to run half-strict
+        raise RuntimeError(f"sqlparse's lexer changed ({patched} of 7 patterns found)")
     lexer = Lexer()
     lexer.default_initialization()
     lexer.set_SQL_REGEX(regex)
     return lexer
 
 
-_LEXERS = {"backslash": Lexer.get_default_instance(), "standard": _standard_lexer()}
+_LEXERS = {"sqlparse": Lexer.get_default_instance(), "strict": _strict_lexer()}
 _EXECUTABLE_COMMENT = re.compile(r"/\*!\d*")
+_DOLLAR_TAG = re.compile(r"\$\w*\$")
 
 
 def _kind(ttype) -> str | None:
@@ -89,8 +104,16 @@ def _kind(ttype) -> str | None:
 
 def _lex(text: str, lexer: Lexer, offset: int, out: list[Tok]) -> None:
     pos = offset
+    strict = lexer is _LEXERS["strict"]
     for ttype, value in lexer.get_tokens(text):
         start, pos = pos, pos + len(value)
+        if strict and ttype is T.Literal and value.startswith("$"):
+            # MySQL reads `$$` as a name, not a quote: what is inside may be code
+            tag = _DOLLAR_TAG.match(value)
+            n = tag.end() if tag else 1
+            out.append(Tok("other", value[:n], value[:n], start, start + n))
+            _lex(value[n:], lexer, start + n, out)
+            continue
         if ttype in T.Comment and value.startswith("/*!"):
             # MySQL runs the inside of /*! … */ (and /*!50001 … */): it is code
             head = _EXECUTABLE_COMMENT.match(value)
@@ -123,11 +146,11 @@ def _lex(text: str, lexer: Lexer, offset: int, out: list[Tok]) -> None:
             out.append(Tok(kind, value, value, start, pos))
 
 
-def statements(text: str, dialect: str = "backslash") -> list[list[Tok]]:
+def statements(text: str, reading: str = "sqlparse") -> list[list[Tok]]:
     """The statements of `text` as token lists (`;` splits; comments and whitespace
     dropped), each token with its parenthesis depth within the statement."""
     toks: list[Tok] = []
-    _lex(text, _LEXERS[dialect], 0, toks)
+    _lex(text, _LEXERS[reading], 0, toks)
     out: list[list[Tok]] = []
     current: list[Tok] = []
     depth = 0
@@ -149,5 +172,8 @@ def statements(text: str, dialect: str = "backslash") -> list[list[Tok]]:
 
 
 def needs_second_reading(text: str) -> bool:
-    """Whether the two readings of `text` can differ (a backslash, `#` or `"` in it)."""
-    return "\\" in text or "#" in text or '"' in text
+    """Whether the strict reading of `text` can differ from sqlparse's."""
+    return any(c in text for c in _READING_CHARS)
+
+
+_READING_CHARS = ("\\", "#", '"', "--", "[", "´", "$")

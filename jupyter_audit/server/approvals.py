@@ -62,10 +62,24 @@ class KernelApprovalsHandler(KernelHandler):
             ask = parse_ask(_body(self))
         except Refused as e:
             raise refused(e) from None
-        recorder = self.recorder
+        recorder, broker = self.recorder, self.broker
         cell = running_cell(recorder.cells, recorder.writer.cursor, kernel_id, ask.msg_id)
+        known = recorder.cells.lookup(ask.msg_id)
+        if cell is None and known is not None and known.get("kernel_id") != kernel_id:
+            # not a late thread of its own cell: a kernel naming another kernel's cell
+            recorder.reject(
+                "approval request names a cell of another kernel",
+                f"kernel approvals from {self.request.remote_ip or '?'}",
+                address=self.request.remote_ip or "?",
+                kernel_id=kernel_id,
+            )
+        decision = broker.check(ask, cell)
+        if decision is None or decision.action != "review":
+            # most writes end here: nothing recorded, the cells' batching left alone
+            self.finish(broker.answer(decision))
+            return
         recorder.flush_cells()  # the cell's own record goes first in the trail
-        answer = await asyncio.to_thread(self.broker.ask, kernel_id, ask, cell)
+        answer = await asyncio.to_thread(broker.ask, kernel_id, ask, cell, decision)
         self.finish(answer)
 
 
@@ -114,8 +128,8 @@ class KernelApprovalHandler(KernelHandler):
 
 
 class ApprovalsHandler(AuditHandler):
-    """GET approvals[?state=pending|...|all]: every request for reviewers, one's own for
-    everyone else."""
+    """GET approvals[?state=pending|...|all][&limit=200]: every request for reviewers, one's
+    own for everyone else, newest first."""
 
     @property
     def broker(self):
@@ -125,6 +139,7 @@ class ApprovalsHandler(AuditHandler):
     @requires("audit:approvals")
     def get(self):
         ident = self.identity()
+        limit = self.arg_int("limit", 200, 1)
         try:
             found = self.broker.visible(
                 ident,
@@ -133,7 +148,7 @@ class ApprovalsHandler(AuditHandler):
             )
         except Refused as e:
             raise refused(e) from None
-        self.finish({"approvals": [a.to_json() for a in found]})
+        self.finish({"approvals": [a.to_json() for a in found[:limit]]})
 
 
 class ApprovalHandler(AuditHandler):

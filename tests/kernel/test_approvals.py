@@ -6,6 +6,7 @@ the driver, and run, warn, wait or refuse as it says."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
@@ -400,3 +401,33 @@ def test_shell_and_http_are_held(held, broker, tmp_path, http_target):
     assert collect(held, msg_id)[0]["ename"] == "ApprovalDenied"
     asked = broker.asked[before:]
     assert [(a["kind"], a["method"]) for a in asked] == [("http", "DELETE")]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN"), reason="no PostgreSQL at the DSN"
+)
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_postgresql_drivers_are_held(held, broker, driver):
+    pytest.importorskip(driver)
+    dsn = os.environ["JUPYTER_AUDIT_TEST_PG_DSN"]
+    table = f"held_{driver}"
+    broker.rules[f"DELETE FROM {table}"] = "review"
+    held.run(
+        f"import {driver}\npg = {driver}.connect({dsn!r})\npg.autocommit = True\n"
+        f"cur = pg.cursor()\ncur.execute('drop table if exists {table}')\n"
+        f"cur.execute('create table {table} as select generate_series(1, 3) as id')"
+    )
+    msg_id, rid = _start_review(held, broker, f"cur.execute('DELETE FROM {table}')")
+    assert broker.requests[rid]["body"]["driver"] == driver
+    broker.decide(rid, "denied")
+    assert collect(held, msg_id)[0]["ename"] == "ApprovalDenied"
+    msg_id, rid = _start_review(
+        held, broker, f"cur.execute('DELETE FROM {table} WHERE id > %s', [1])"
+    )
+    broker.decide(rid, "approved")
+    assert collect(held, msg_id)[0]["status"] == "ok"
+    assert broker.requests[rid]["executed"]["rowcount"] == 2
+    held.run(
+        f"cur.execute('select count(*) from {table}')\nassert cur.fetchone()[0] == 1\n"
+        f"cur.execute('drop table {table}')"
+    )

@@ -63,6 +63,7 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
     start, restart = km.start_kernel, km.restart_kernel
     interrupt, shutdown = km.interrupt_kernel, km.shutdown_kernel
     died = km._handle_kernel_died
+    cancelling: set = set()  # approval cancellations under way for kernels that died
 
     async def start_kernel(*args, **kwargs):
         known = kwargs.get("kernel_id") in km
@@ -102,7 +103,21 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
     def handle_kernel_died(kernel_id):
         _record(recorder, "session.ended", kernel_id, {"reason": "died"})
         if approvals is not None:
-            asyncio.ensure_future(_cancel_approvals(approvals, kernel_id, "died"))
+            try:
+                task = asyncio.get_running_loop().create_task(
+                    _cancel_approvals(approvals, kernel_id, "died")
+                )
+                cancelling.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(cancelling.discard)
+            except RuntimeError:  # no loop running (not from the restarter): cancel here
+                try:
+                    approvals.cancel_kernel(kernel_id, "died")
+                except Exception as e:  # noqa: BLE001 - the death is handled regardless
+                    log.error(
+                        "jupyter-audit: approvals of kernel %s not cancelled: %s",
+                        kernel_id,
+                        loggable_error(e),
+                    )
         return died(kernel_id)
 
     km.start_kernel = start_kernel

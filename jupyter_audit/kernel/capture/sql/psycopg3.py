@@ -143,8 +143,9 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
 class _AuditedCopy:
     """Context manager around psycopg's ``Cursor.copy``: one event when the block ends."""
 
-    def __init__(self, cm, cursor, statement, params):
+    def __init__(self, cm, cursor, statement, params, ticket=None):
         self._cm, self._cursor, self._statement, self._params = cm, cursor, statement, params
+        self._ticket = ticket  # an approved COPY: its outcome is known when the block ends
         self._t0 = perf_counter_ns()
         self._token = None
 
@@ -162,6 +163,8 @@ class _AuditedCopy:
             if self._token is not None:
                 _IN_SQL.reset(self._token)
             rc = None if ev is not None else cursor_rowcount(self._cursor)
+            if self._ticket is not None:
+                self._ticket.done(rc, ev)
             report(
                 "psycopg",
                 _psycopg_database(self._cursor),
@@ -204,10 +207,12 @@ def patch_psycopg(module, patcher) -> None:
                 ticket, params = approvals.check_sql(
                     "psycopg", _psycopg_database(self), _psycopg_text(self, statement), params
                 )
-            cm = orig_copy(self, statement, params, **kwargs)
-            if ticket is not None:
-                # COPY's outcome is known when the block ends: reported as asked, once
-                ticket.done(None, None)
-            return _AuditedCopy(cm, self, statement, params)
+            try:
+                cm = orig_copy(self, statement, params, **kwargs)
+            except BaseException as e:
+                if ticket is not None:
+                    ticket.done(None, e)
+                raise
+            return _AuditedCopy(cm, self, statement, params, ticket)
 
         patcher.replace(cls, "copy", mark(copy))
