@@ -15,7 +15,7 @@ import jwt
 import pytest
 import requests
 from helpers.kernels import open_kernel
-from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config, provider_fixture
+from helpers.oidc import CLIENT, MockProvider, oidc_config, provider_fixture
 from helpers.servers import free_port
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
@@ -146,13 +146,6 @@ class TestMockProvider:
         tokens = await asyncio.to_thread(provider.tokens, "bob-sub", "another-app")
         code, message = await refused(jp_fetch, "me", token=tokens["id_token"])
         assert code == 401 and "another audience" in message
-
-
-@pytest.fixture
-def issuer():
-    i = KeyIssuer()
-    yield i
-    i.stop()
 
 
 def tamper(token: str, **changes) -> str:

@@ -28,7 +28,19 @@ def _generated() -> list[list]:
          + "), y AS (DELETE FROM customers RETURNING 1) SELECT 1"],
         ["review", ["statement.where-required"],
          "DELETE FROM customers WHERE " + "(" * 200 + "1=1" + ")" * 200],
-        ["allow", [], "DELETE FROM customers WHERE " + "(" * 200 + "id = 1" + ")" * 200],
+        # nested deeper than the tautology check goes: fail closed
+        ["review", ["statement.where-required"],
+         "DELETE FROM customers WHERE " + "(" * 200 + "id = 1" + ")" * 200],
+        ["allow", [], "DELETE FROM customers WHERE " + "(" * 20 + "id = 1" + ")" * 20],
+        ["review", ["statement.where-required"],
+         "DELETE FROM customers WHERE " + "(" * 100 + "id = 1 OR 1 = 1" + ")" * 100],
+        # many write words in one statement (no `;`): fail closed, in linear time
+        ["review", ["*"], " ".join(["DELETE FROM t WHERE id = 1"] * 700)],
+        ["review", ["table.drop"], "DROP TABLE " + ", ".join(f"t{i}" for i in range(3000))],
+        ["review", ["table.drop"], "; ".join(f"DROP TABLE t{i}" for i in range(1000))],
+        # many unterminated comment openers (each used to rescan the rest: n²)
+        ["allow", [], "SELECT 1 " + "/* " * 6000],
+        ["review", ["*"], "SELECT 1 " + "/* " * 6000 + " DROP TABLE t"],
         ["allow", [], f"SELECT {cols} FROM t"],
         ["review", ["statement.too-large"], f"SELECT {cols} FROM t; DROP TABLE customers"],
         ["review", ["statement.too-large"], f"SELECT {cols} FROM t WHERE x = '\\'; DROP TABLE c; --'"],
@@ -154,3 +166,37 @@ def test_fuzzed_sql_never_breaks_the_classifier_or_slips_past_the_prefilter():
             assert might_write(sql), sql
 
     check()
+
+
+def _sqlparse_lexers():
+    from sqlparse.lexer import Lexer
+
+    from jupyter_audit.policy import sqlparser
+
+    strict = Lexer()
+    strict.default_initialization()
+    strict.set_SQL_REGEX(sqlparser._strict_regex())
+    return {"sqlparse": Lexer.get_default_instance(), "strict": strict}
+
+
+def test_the_fast_lexer_gives_sqlparses_tokens():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from jupyter_audit.policy.sqlparser import _LEXERS
+
+    reference = _sqlparse_lexers()
+
+    def same(sql: str) -> None:
+        for name, lexer in reference.items():
+            assert list(_LEXERS[name].get_tokens(sql)) == list(lexer.get_tokens(sql)), (name, sql)
+
+    for case in CASES:
+        same(case[2])
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @given(st.lists(st.sampled_from(FRAGMENTS), max_size=25).map("".join) | st.text(max_size=80))
+    def fuzzed(sql):
+        same(sql)
+
+    fuzzed()

@@ -148,11 +148,13 @@ class Ticket:
             )
             return
         if status != 200:
-            log.warning(
-                "jupyter-audit: the server did not record the outcome of approval #%s (HTTP %s)",
-                self.request_id,
-                status,
+            # it ran: say so where the person running it looks, and in the kernel's log
+            text = (
+                f"the server did not record the outcome of approval #{self.request_id} "
+                f"(HTTP {status})"
             )
+            log.warning("jupyter-audit: %s", text)
+            _say(f"jupyter-audit warning: {text}")
 
 
 class Broker:
@@ -291,9 +293,13 @@ def _reasons_text(reasons) -> str:
 
 
 def _warn(reasons) -> None:
-    text = _reasons_text(reasons) or "flagged by the approval policy"
+    _say(f"jupyter-audit warning: {_reasons_text(reasons) or 'flagged by the approval policy'}")
+
+
+def _say(text: str) -> None:
+    """One line on the cell's stderr."""
     try:
-        print(f"jupyter-audit warning: {text}", file=sys.stderr, flush=True)
+        print(text, file=sys.stderr, flush=True)
     except Exception as e:  # a closed stderr must not stop the statement
         log_once("approval warning", e)
 
@@ -313,7 +319,7 @@ class _Status:
         except Exception as e:
             log_once("approval status", e)
         if self.handle is None:
-            print(f"jupyter-audit: {text}", file=sys.stderr, flush=True)
+            _say(f"jupyter-audit: {text}")
 
     def update(self, text: str) -> None:
         if text == self.text:
@@ -325,7 +331,7 @@ class _Status:
                 return
         except Exception as e:
             log_once("approval status update", e)
-        print(f"jupyter-audit: {text}", file=sys.stderr, flush=True)
+        _say(f"jupyter-audit: {text}")
 
 
 # -- what the captures call ------------------------------------------------------------------

@@ -57,13 +57,14 @@ def _has_word(text: str) -> bool:
 
 # comments and quoted text as standard SQL reads them; MySQL's executable `/*!…*/`, `#` (an
 # operator in PostgreSQL) and `--` before anything but whitespace (MySQL: `1 --1` is 1 - -1)
-# stay code
+# stay code. An unterminated comment or string matches up to the end in one step (so many
+# openers cost one pass, not one pass each) and is then kept as code (`_strip`).
 _QUOTED = (
-    r"--(?=\s|$)[^\r\n]*"
-    r"|/\*(?!!).*?\*/"
-    r"|'(?:[^']|'')*'"
-    r'|"(?:[^"]|"")*"'
-    r"|`(?:[^`]|``)*`"
+    r"--(?=\s|\Z)[^\r\n]*(?P<line>)"
+    r"|/\*(?!!)(?:.*?(?P<comment>\*/)|.*)"
+    r"|'(?:[^']|'')*(?:(?P<single>')|\Z)"
+    r'|"(?:[^"]|"")*(?:(?P<double>")|\Z)'
+    r"|`(?:[^`]|``)*(?:(?P<back>`)|\Z)"
 )
 _STANDARD = re.compile(_QUOTED, re.DOTALL)
 # the same where a backslash escapes the next character (MySQL, PostgreSQL E'' strings)
@@ -73,21 +74,31 @@ _BACKSLASH = re.compile(
 )
 
 
+def _blank(m: re.Match) -> str:
+    # a terminated comment or string (its closing group matched) goes; an unterminated one
+    # stays, as the server's lexer then reads what follows it as code
+    return " " if m.lastgroup is not None else m.group()
+
+
+def _strip(pattern: re.Pattern, statement: str) -> str:
+    return pattern.sub(_blank, statement)
+
+
 def might_write(statement: str) -> bool:
     """False only when `statement` has no write/DDL word outside comments and quoted text."""
     if not _has_word(statement):
         return False
-    if _has_word(_STANDARD.sub(" ", statement)):
+    if _has_word(_strip(_STANDARD, statement)):
         return True
-    return "\\" in statement and _has_word(_BACKSLASH.sub(" ", statement))
+    return "\\" in statement and _has_word(_strip(_BACKSLASH, statement))
 
 
 def write_words(statement: str) -> frozenset[str]:
     """The write/DDL words of `statement` outside comments and quoted text, read both ways
     (the server's fallback for statements too large to parse)."""
-    found = _words(_STANDARD.sub(" ", statement))
+    found = _words(_strip(_STANDARD, statement))
     if "\\" in statement:
-        found |= _words(_BACKSLASH.sub(" ", statement))
+        found |= _words(_strip(_BACKSLASH, statement))
     return found
 
 

@@ -172,7 +172,7 @@ class Policy(LoggingConfigurable):
         return Reason(f.rule, f.message, self.default_action, f.tables), None
 
     def _decide(self, rated: list[tuple[Reason, Rule | None]], groups: frozenset[str]) -> Decision:
-        reasons: list[Reason] = []
+        reasons: dict[Reason, None] = {}  # ordered, and deduplicated in O(1)
         need = 1
         for reason, rule in rated:
             if rule is not None and rule.exempts(groups):
@@ -187,7 +187,7 @@ class Policy(LoggingConfigurable):
             if reason.action == "review":
                 want = rule.min_approvals if rule and rule.min_approvals else None
                 need = max(need, want or self.min_approvals)
-            reasons.append(reason)
+            reasons[reason] = None
         if not reasons:
             return _ALLOW
         action = max((r.action for r in reasons), key=SEVERITY.__getitem__)

@@ -74,6 +74,10 @@ _CONSTANT_WORDS = frozenset(
     "ELSE END SELECT EXISTS CAST AS INT INTEGER BIGINT TEXT VARCHAR BOOLEAN BOOL".split()
 )
 _SELF_TRUE = frozenset(("=", "==", ">=", "<=", "LIKE", "ILIKE", "GLOB", "IS"))
+# bounds that keep every check linear in the statement's size: nesting a WHERE condition
+# deeper, or putting more write words in one statement (no `;`), fails closed
+MAX_NESTING = 32
+MAX_WRITE_WORDS = 64
 
 
 def classify(text: str) -> list[Statement]:
@@ -109,16 +113,14 @@ class _Classifier:
     def __init__(self, toks: list[Tok]) -> None:
         self.toks = toks
         self.findings: list[Finding] = []
-        self.tables: list[str] = []
+        self.tables: dict[str, None] = {}  # ordered, O(1) membership
         self.type = "UNKNOWN"
 
     def add(self, rule: str, message: str, tables: tuple[str, ...] = ()) -> None:
         finding = Finding(rule, message, tables)
         if finding not in self.findings:
             self.findings.append(finding)
-        for t in tables:
-            if t not in self.tables:
-                self.tables.append(t)
+        self.tables.update(dict.fromkeys(tables))
 
     def run(self, src: str) -> Statement:
         toks = self.toks
@@ -147,9 +149,18 @@ class _Classifier:
         # the words after GRANT DELETE ON, PRAGMA x = DELETE or SET x = … are not statements
         in_grant = verb in ("GRANT", "REVOKE", "PRAGMA", "SET", "RESET")
         in_alter = verb == "ALTER"
+        seen = 0
         for i, tok in enumerate(toks):
             if tok.kind != "word" or tok.up not in WRITE_UP or in_grant:
                 continue
+            seen += 1
+            if seen > MAX_WRITE_WORDS:
+                # each DELETE/UPDATE reads on to its end: this many would cost n² time
+                self.add(
+                    "statement.unparsed",
+                    f"more than {MAX_WRITE_WORDS} write keywords in one statement",
+                )
+                break
             if self._anywhere(i, tok, in_alter):
                 understood = True
         if tok_words := {t.up for t in toks if t.kind == "word"} & WRITE_UP:
@@ -260,7 +271,7 @@ class _Classifier:
         base = toks[start].depth
         nxt = self._next(start)
         names: tuple[str, ...] = () if nxt and nxt.text == "(" else self._names_at(start + 1)
-        self.tables.extend(n for n in names if n not in self.tables)
+        self.tables.update(dict.fromkeys(names))
         for j in range(start + 1, len(toks)):
             tok = toks[j]
             if tok.depth != base or tok.up not in ("FROM", "TO"):
@@ -307,8 +318,8 @@ class _Classifier:
         elif up == "INSERT":
             self.type = self.type if self.type != "WITH" else "INSERT"
             name, _ = self._name_at(i + 1)
-            if name and name not in self.tables:
-                self.tables.append(name)
+            if name:
+                self.tables[name] = None
             if nxt is not None and nxt.up == "OVERWRITE":
                 self.add("table.overwrite", f"INSERT OVERWRITE {name or ''}".rstrip(), _t(name))
         elif up == "MERGE" and not call:
@@ -384,8 +395,8 @@ class _Classifier:
                 name, _ = self._name_at(k + 1)
         if replace:
             self.add("object.replace", f"CREATE OR REPLACE {what} {name or ''}".rstrip(), _t(name))
-        elif name and name not in self.tables:
-            self.tables.append(name)
+        elif name:
+            self.tables[name] = None
 
     def _where_required(self, i: int, verb: str) -> None:
         """DELETE/UPDATE at token i: a WHERE at its own depth, and not always true."""
@@ -423,9 +434,7 @@ class _Classifier:
                 tables,
             )
         else:
-            for name_ in tables:
-                if name_ not in self.tables:
-                    self.tables.append(name_)
+            self.tables.update(dict.fromkeys(tables))
 
 
 def _t(name: str | None) -> tuple[str, ...]:
@@ -462,30 +471,36 @@ def _split(toks: list[Tok], word: str) -> list[list[Tok]]:
     return parts
 
 
-def _strip_parens(toks: list[Tok]) -> list[Tok]:
-    while len(toks) >= 2 and toks[0].text == "(" and toks[-1].text == ")":
+def _strip_parens(toks: list[Tok]) -> list[Tok] | None:
+    """`toks` without the parentheses around all of it; None when nested too deep to check."""
+    for _ in range(MAX_NESTING):
+        if len(toks) < 2 or toks[0].text != "(" or toks[-1].text != ")":
+            return toks
         depth = 0
         for k, t in enumerate(toks):
             depth += (t.text == "(") - (t.text == ")")
             if depth == 0 and k < len(toks) - 1:
-                return toks
+                return toks  # (a) OR (b): the first parenthesis closes early
         toks = toks[1:-1]
-    return toks
+    return None
 
 
-def _always_true(toks: list[Tok]) -> bool:
+def _always_true(toks: list[Tok], level: int = 0) -> bool:
     """Whether a WHERE condition is (or may be) constant or always true: `1=1`, `TRUE`,
     `x = x`, `… OR 1=1`, `NOT FALSE`, `'a'='a'`, `1`. Constant false counts too (fail
-    closed: it is as suspicious and rarer)."""
-    toks = _strip_parens(toks)
+    closed: it is as suspicious and rarer), and so does a condition nested too deep."""
+    stripped = _strip_parens(toks)
+    if stripped is None or level > MAX_NESTING:
+        return True
+    toks = stripped
     if not toks:
         return True
     ors = _split(toks, "OR")
     if len(ors) > 1:
-        return any(_always_true(p) for p in ors)
+        return any(_always_true(p, level + 1) for p in ors)
     ands = _split(toks, "AND")
     if len(ands) > 1:
-        return all(_always_true(p) for p in ands)
+        return all(_always_true(p, level + 1) for p in ands)
     if toks[0].up == "NOT":
         return _constant(toks[1:])
     return _constant(toks) or _self_compare(toks)

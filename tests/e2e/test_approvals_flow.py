@@ -14,16 +14,9 @@ import sqlite3
 
 import pytest
 from helpers.kernels import open_kernel
-from helpers.oidc import CLIENT, KeyIssuer, oidc_config
+from helpers.oidc import CLIENT, oidc_config
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
-
-
-@pytest.fixture
-def issuer():
-    i = KeyIssuer()
-    yield i
-    i.stop()
 
 
 @pytest.fixture

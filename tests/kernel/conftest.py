@@ -26,6 +26,7 @@ class BrokerStandIn:
         self.rules: dict[str, str] = {}
         self.default = "allow"
         self.status = 200  # anything else: the broker answers that, without deciding
+        self.refuse_executed = False  # answer 409 to every outcome report
         self.asked: list[dict] = []  # bodies of POST kernel/approvals
         self.calls: list[tuple[str, str, dict | None, dict]] = []  # method, path, body, headers
         self.requests: dict[int, dict] = {}
@@ -69,7 +70,7 @@ class BrokerStandIn:
             req = self.requests[rid]
             if "cancel" in body:
                 req["state"] = "cancelled"
-            elif req["state"] != "approved" or req.get("executed"):
+            elif req["state"] != "approved" or req.get("executed") or self.refuse_executed:
                 return self._reply(handler, 409, {"message": "not approved"})
             else:
                 req["executed"] = body["executed"]

@@ -35,6 +35,7 @@ def broker(held):
     b.rules.clear()
     b.default = "allow"
     b.status = 200
+    b.refuse_executed = False
     return b
 
 
@@ -313,6 +314,22 @@ c.execute("delete from customers where id = ?", params)
     assert left == [1, 2]  # the row the request named, not the one the list names now
     asked = broker.requests[rid]["body"]["params_sha256"]
     assert broker.requests[rid]["executed"]["params_sha256"] == asked
+
+
+def test_a_refused_outcome_report_is_said_in_the_cell(held, broker, tmp_path):
+    db = tmp_path / "c.db"
+    setup_customers(held, db)
+    broker.rules[DELETE] = "review"
+    broker.refuse_executed = True
+    msg_id, rid = _start_review(
+        held,
+        broker,
+        f"import sqlite3; sqlite3.connect({str(db)!r}, isolation_level=None).execute({DELETE!r})",
+    )
+    broker.decide(rid, "approved")
+    reply, out = collect(held, msg_id)
+    assert reply["status"] == "ok"  # it ran: the report came after
+    assert f"did not record the outcome of approval #{rid} (HTTP 409)" in text_of(out)
 
 
 def test_unreachable_broker_fails_closed(held, broker, tmp_path):
