@@ -2,7 +2,7 @@
  * The "Audit trail" sidebar panel: a header, a toolbar with a refresh button,
  * and the React view. Reloads on its own while it is visible.
  */
-import type { ITranslator } from '@jupyterlab/translation';
+import type { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { nullTranslator } from '@jupyterlab/translation';
 import {
   SidePanel,
@@ -23,6 +23,15 @@ export const PANEL_ID = 'jupyter-audit:panel';
 
 /** Default seconds between automatic refreshes. */
 export const DEFAULT_REFRESH_INTERVAL = 10;
+
+/**
+ * Seconds between checks for pending approvals while the panel is closed
+ * (the sidebar tab then shows how many wait).
+ */
+export const BACKGROUND_APPROVALS_INTERVAL = 30;
+
+/** The sidebar tab's `data-` attribute holding the number of pending approvals. */
+export const PENDING_BADGE = 'audit-pending';
 
 export class AuditTrailPanel extends SidePanel {
   constructor(options: AuditTrailPanel.IOptions) {
@@ -69,6 +78,20 @@ export class AuditTrailPanel extends SidePanel {
       name: 'jupyter-audit:panel'
     });
 
+    // While the panel is closed, the tab still says how many requests wait.
+    this._approvalsPoll = new Poll({
+      factory: () => this.approvals.refresh(),
+      frequency: {
+        interval: BACKGROUND_APPROVALS_INTERVAL * 1000,
+        backoff: false
+      },
+      standby: () => this.isVisible || 'when-hidden',
+      name: 'jupyter-audit:approvals'
+    });
+    this._auditTrans = trans;
+    this.approvals.stateChanged.connect(this._showPending, this);
+    void this._approvalsPoll.refresh();
+
     // A reviewer coming back to the tab sees what waits now, not what waited.
     window.addEventListener('focus', this._onWindowFocus);
   }
@@ -92,6 +115,8 @@ export class AuditTrailPanel extends SidePanel {
       return;
     }
     window.removeEventListener('focus', this._onWindowFocus);
+    this.approvals.stateChanged.disconnect(this._showPending, this);
+    this._approvalsPoll.dispose();
     this._poll.dispose();
     this.approvals.dispose();
     this.model.dispose();
@@ -108,13 +133,32 @@ export class AuditTrailPanel extends SidePanel {
     await Promise.all([this.model.refresh(), this.approvals.refresh()]);
   }
 
-  private _onWindowFocus = (): void => {
-    if (this.isVisible) {
-      void this._poll.refresh();
+  /** The number of pending requests on the sidebar tab, and in its caption. */
+  private _showPending(): void {
+    const count = this.approvals.pending?.length ?? 0;
+    // Keep the rest of the dataset: the shell identifies the tab by data-id.
+    const { [PENDING_BADGE]: _old, ...dataset } = this.title.dataset;
+    const trans = this._auditTrans;
+    if (count > 0 && _old !== String(count)) {
+      this.title.dataset = { ...dataset, [PENDING_BADGE]: String(count) };
+      this.title.caption = trans._n(
+        'Audit trail: %1 request waits for approval',
+        'Audit trail: %1 requests wait for approval',
+        count
+      );
+    } else if (count === 0 && _old !== undefined) {
+      this.title.dataset = dataset;
+      this.title.caption = trans.__('Audit trail');
     }
+  }
+
+  private _onWindowFocus = (): void => {
+    void (this.isVisible ? this._poll : this._approvalsPoll).refresh();
   };
 
   private _poll: Poll;
+  private _approvalsPoll: Poll;
+  private _auditTrans: TranslationBundle;
 }
 
 function toMilliseconds(seconds: number): number {

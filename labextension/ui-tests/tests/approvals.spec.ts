@@ -141,6 +141,12 @@ test.describe('Pending approvals', () => {
     const request = await pendingRequest(page, statement);
     expect(request.requester).toBe('etl-bot');
 
+    // The closed panel's tab says that requests wait (checked again when the
+    // browser window regains focus).
+    const tab = page.sidebar.getTabLocator(PANEL_ID);
+    await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+    await expect(tab).toHaveAttribute('data-audit-pending', /^[1-9][0-9]*$/);
+
     const panel = await openPanel(page);
     const item = card(panel, request.id);
     await expect(item).toBeVisible();
@@ -204,6 +210,9 @@ test.describe('Pending approvals', () => {
     expect(result.status, JSON.stringify(result)).toBe('ok');
     expect(result.output).toContain('state: ran');
     expect(result.output).toContain('rows left: 0');
+
+    // Nothing waits any more: the tab's count is gone.
+    await expect(tab).not.toHaveAttribute('data-audit-pending', /.*/);
 
     // The request left the pending list and shows what the server holds now.
     const decided = panel.locator(
