@@ -36,6 +36,11 @@ export class AuditTrailModel extends VDomModel {
     super.dispose();
   }
 
+  /** The server this model talks to. */
+  get serverSettings(): ServerConnection.ISettings {
+    return this._serverSettings;
+  }
+
   /** The signed-in user, once loaded. */
   get me(): IMe | null {
     return this._me;

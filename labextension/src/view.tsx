@@ -8,6 +8,8 @@ import * as React from 'react';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import { VDomRenderer, caretLeftIcon } from '@jupyterlab/ui-components';
 
+import type { ApprovalsModel } from './approvals';
+import { ApprovalsSection } from './approvalsView';
 import { formatTime, summarizeEvent } from './format';
 import {
   actorLabel,
@@ -23,12 +25,23 @@ import type { AuditAPIError } from './request';
 import type { ISessionEnd } from './session';
 import type { IMe, ITraceEvent } from './tokens';
 
-/** Renders an `AuditTrailModel`. */
+/** Renders an `AuditTrailModel`, and the pending approvals when given. */
 export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
-  constructor(model: AuditTrailModel, trans: TranslationBundle) {
+  constructor(
+    model: AuditTrailModel,
+    trans: TranslationBundle,
+    approvals: ApprovalsModel | null = null
+  ) {
     super(model);
     this._trans = trans;
+    this._approvals = approvals;
+    approvals?.stateChanged.connect(this._onApprovalsChanged, this);
     this.addClass('jp-AuditTrail-view');
+  }
+
+  dispose(): void {
+    this._approvals?.stateChanged.disconnect(this._onApprovalsChanged, this);
+    super.dispose();
   }
 
   protected render(): React.ReactElement {
@@ -46,7 +59,16 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
       <div className="jp-AuditTrail-body" aria-busy={model.loading}>
         <UserSection me={model.me} error={model.meError} trans={trans} />
         {model.selectedTraceId === null ? (
-          <TraceList model={model} trans={trans} />
+          <>
+            {this._approvals && (
+              <ApprovalsSection
+                model={this._approvals}
+                me={model.me}
+                trans={trans}
+              />
+            )}
+            <TraceList model={model} trans={trans} />
+          </>
         ) : (
           <Timeline model={model} trans={trans} />
         )}
@@ -54,7 +76,12 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
     );
   }
 
+  private _onApprovalsChanged(): void {
+    this.update();
+  }
+
   private _trans: TranslationBundle;
+  private _approvals: ApprovalsModel | null;
 }
 
 /** The sign-in session has ended: say so, and where to sign in again. */

@@ -20,15 +20,14 @@ import type {
   ITraceSummary
 } from '../../src/tokens';
 
-const PANEL_ID = 'jupyter-audit:panel';
-const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
-const DOCS_DIR = path.resolve(__dirname, '..', '..', '..', 'docs');
+import {
+  DOCS_DIR,
+  PANEL_ID,
+  api,
+  useRealServerAndFailOnDialogs
+} from './common';
 
-async function api<T>(page: Page, endPoint: string): Promise<T> {
-  const response = await page.request.get(`/jupyter-audit/api/${endPoint}`);
-  expect(response.status(), `GET ${endPoint}`).toBe(200);
-  return (await response.json()) as T;
-}
+const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
 
 async function apiTraces(page: Page): Promise<ITraceSummary[]> {
   const { traces } = await api<ITraceList>(page, 'traces?limit=50');
@@ -134,24 +133,7 @@ async function checkTimeline(
   return events;
 }
 
-// Galata mocks every URL matching /api/me by default (its `mockUser`), which
-// would also swallow our /jupyter-audit/api/me: talk to the real server.
-test.use({ mockUser: false });
-
-// Any alert()/confirm()/prompt() would mean trail data ran as code.
-let dialogs: string[] = [];
-
-test.beforeEach(async ({ page }) => {
-  dialogs = [];
-  page.on('dialog', async dialog => {
-    dialogs.push(`${dialog.type()}: ${dialog.message()}`);
-    await dialog.dismiss();
-  });
-});
-
-test.afterEach(() => {
-  expect(dialogs, 'no dialog may open').toEqual([]);
-});
+useRealServerAndFailOnDialogs();
 
 test.describe('Audit trail panel', () => {
   test('opens from the sidebar icon and shows the user and the traces', async ({
