@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             JUPYTER_AUDIT_KERNEL_ID="bench-lookups",
             JUPYTER_AUDIT_KERNEL_SECRET="bench-secret",
             JUPYTER_AUDIT_SPOOL_DIR=str(tmp / "spool"),
+            # approvals enforced (read-only statements never ask: what this measures);
+            # a kernel of a code base without approvals ignores it
+            JUPYTER_AUDIT_APPROVALS_URL=f"http://127.0.0.1:{port}/jupyter-audit/api/kernel/approvals",
             JUPYTER_AUDIT_FAIL_MODE="open",
             IPYTHONDIR=str(tmp / "ipython"),
         )

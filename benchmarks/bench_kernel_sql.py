@@ -105,6 +105,9 @@ def main(rounds: int = 100, n: int = 1000) -> None:
         JUPYTER_AUDIT_KERNEL_ID="bench",
         JUPYTER_AUDIT_KERNEL_SECRET="bench",
         JUPYTER_AUDIT_SPOOL_DIR=spool,
+        # approvals enforced (read-only statements never ask: what this measures);
+        # a kernel of a code base without approvals ignores it
+        JUPYTER_AUDIT_APPROVALS_URL=f"http://127.0.0.1:{port}/jupyter-audit/api/kernel/approvals",
     )
     import sqlite3
 

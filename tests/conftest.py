@@ -35,3 +35,13 @@ def make_writer(trail_dir):
     yield make
     for w in opened:
         w.close()
+
+
+@pytest.fixture
+def issuer():
+    """A real OIDC issuer over HTTP whose keys the test controls (helpers/oidc.py)."""
+    from helpers.oidc import KeyIssuer
+
+    i = KeyIssuer()
+    yield i
+    i.stop()

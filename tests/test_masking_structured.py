@@ -6,13 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sqlparse.lexer import Lexer
 
 from jupyter_audit.masking import MASKED_RE, MaskingEngine
 from jupyter_audit.masking.structured import StructureMasker
-from jupyter_audit.masking.structured import sql as sql_reader
 from jupyter_audit.masking.structured.names import DEFAULT_SENSITIVE_COLUMNS, SensitiveNames
 from jupyter_audit.store.records import prepare
 
@@ -176,38 +172,6 @@ def test_update_set_in_and_between(engine):
 )
 def test_attempts_to_hide_a_value_from_the_sql_reader(engine, statement):
     assert leaks(sql(engine, statement), "ann") == []
-
-
-LEXED = [
-    "SELECT $$a$$, $x$b$x$ /* c */ -- d\n FROM t WHERE a = E'x' AND b::text = 'it''s' "
-    "AND c <> `d` AND [e] = ?1 AND f = :g AND h = %(i)s AND j @> '{}' AND k ->> 'x' = 1.5e3",
-    "INSERT INTO t (a, \"B c\") VALUES (-0x1F, 'x\\'y'), (NULL, .5) RETURNING *;",
-    "SELECT * FROM a LEFT OUTER JOIN b ON a.id = b.id WHERE x NOT LIKE 'y' "
-    "GROUP BY 1 ORDER BY 2 DESC NULLS LAST /*+ hint */ UNION ALL SELECT 1",
-    "UPDATE t SET x = $1 WHERE y IS NOT NULL AND z NOT REGEXP BINARY 'q' AT TIME ZONE 'UTC'",
-]
-
-
-@pytest.mark.parametrize("statement", LEXED)
-def test_the_fast_lexer_reads_statements_as_sqlparse_does(statement):
-    assert sql_reader._COMBINED is not None
-    assert sql_reader._lex(statement) == list(Lexer.get_default_instance().get_tokens(statement))
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.sampled_from(
-            [" ", "\n", "'", '"', "`", "$", "$$", "/*", "*/", "--", "#", "?", "%s", ":", "::",
-             "(", ")", ",", ".", "=", "<>", "-", "1", "2.5", "0x1f", "e", "select", "SET",
-             "join", "left", "not", "null", "like", "name", "email", "[", "]", "@", "é", "\\",
-             "order", "by", "values", "in", "%(", ")s", "->>", "tag"]
-        ),
-        max_size=40,
-    ).map("".join)
-)  # fmt: skip
-def test_the_fast_lexer_reads_any_text_as_sqlparse_does(text):
-    assert sql_reader._lex(text) == list(Lexer.get_default_instance().get_tokens(text))
 
 
 def test_an_unreadable_statement_withholds_its_values(engine):

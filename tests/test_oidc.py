@@ -15,10 +15,13 @@ import jwt
 import pytest
 import requests
 from helpers.kernels import open_kernel
-from helpers.oidc import CLIENT, KeyIssuer, MockProvider, oidc_config
+from helpers.oidc import CLIENT, MockProvider, oidc_config, provider_fixture
 from helpers.servers import free_port
 from helpers.trail import trail_events
 from tornado.httpclient import HTTPClientError
+from tornado.websocket import WebSocketClosedError
+
+from jupyter_audit.server.sockets import TOKEN_EXPIRED
 
 ALICE = {
     "preferred_username": "alice",
@@ -28,14 +31,7 @@ ALICE = {
 }
 BOB = {"preferred_username": "bob", "email": "bob@example.org", "groups": ["analysts"]}
 
-
-@pytest.fixture(scope="module")
-def provider():
-    p = MockProvider()
-    p.set_user("alice-sub", ALICE)
-    p.set_user("bob-sub", BOB)
-    yield p
-    p.stop()
+provider = provider_fixture({"alice-sub": ALICE, "bob-sub": BOB})
 
 
 def bearer(token: str) -> dict:
@@ -155,13 +151,6 @@ class TestMockProvider:
         assert code == 401 and "another audience" in message
 
 
-@pytest.fixture
-def issuer():
-    i = KeyIssuer()
-    yield i
-    i.stop()
-
-
 def tamper(token: str, **changes) -> str:
     head, body, sig = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -265,14 +254,16 @@ class TestKeyIssuer:
         token = issuer.mint(claims)
         _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=bearer(token))
         assert (await client.run("1"))[0] == "ok"
-        await asyncio.sleep(max(0, claims["exp"] - time.time()) + 1)
-        client.send_execute("print('after expiry')")
 
         async def until_closed():
             while await client.ws.read_message() is not None:
                 pass
 
-        await asyncio.wait_for(until_closed(), 10)
+        # closed by the server when the token expires, saying why
+        await asyncio.wait_for(until_closed(), max(0, claims["exp"] - time.time()) + 30)
+        assert (client.ws.close_code, client.ws.close_reason) == (4001, TOKEN_EXPIRED)
+        with pytest.raises(WebSocketClosedError):
+            client.send_execute("print('after expiry')")
         codes = [
             e["payload"]["code"]
             for e in trail_events(jp_serverapp.web_app.settings["jupyter_audit"])

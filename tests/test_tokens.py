@@ -90,7 +90,8 @@ async def test_admin_creates_a_token_that_runs_cells_until_revoked(
     assert cell["identity"]["username"] == "contractor-etl"
     assert cell["identity"]["token_id"] == token_id
     assert secret_of(token) not in json.dumps(events)  # the secret is nowhere in the trail
-    assert (await call(jp_fetch, "verify"))["ok"] is True
+    v = await call(jp_fetch, "verify")
+    assert v["ok"] is True, v
 
 
 async def test_bad_token_requests_get_clear_errors(jp_fetch):

@@ -1,12 +1,14 @@
-"""A small demo trail: a few traces with cells, SQL, HTTP and shell steps, two users, and
-hostile strings (HTML in a notebook name, PII and secrets in code) to show masking and
-escaping. Used by `jupyter audit demo`, the UI tests and the README screenshots."""
+"""A small demo trail: a few traces with cells, SQL, HTTP and shell steps, two users, the
+server ending a kernel at shutdown, and hostile strings (HTML in a notebook name, PII and
+secrets in code) to show masking and escaping. Used by `jupyter audit demo`, the UI tests
+and the README screenshots."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
+from ..identity import system_identity
 from ..masking import MaskingEngine, load_or_create_key
 from ..store.signing import SigningKey
 from ..store.writer import Writer
@@ -113,6 +115,15 @@ def demo_events() -> list[dict]:
         [("op.shell", {"command": "ls -l data/", "exit_code": 0, "duration_us": 4100})],
     )
     events += _cell(t1, k1, nb1, alice, "1 / 0", 5, status="error")
+    # the server ends the kernel when it shuts down: its own event, no participant's
+    events.append(
+        {
+            **base,
+            "kind": "session.ended",
+            "identity": system_identity(),
+            "payload": {"reason": "server shutdown"},
+        }
+    )
 
     t2, k2 = "trace-" + uuid.uuid4().hex[:12], uuid.uuid4().hex
     nb2 = "<img src=x onerror=alert(1)>.ipynb"

@@ -1,4 +1,5 @@
-"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, mask, demo.
+"""`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
+mask, policy, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -303,11 +304,13 @@ def step_summary(ev: dict) -> str:
 
 
 def _print_timeline(summary: dict, events: list[dict]) -> None:
+    from ..identity.snapshot import actor_label
+
     print(f"trace {summary['trace_id']}  notebook: {summary['notebook'] or '(none)'}")
     print(f"  users: {', '.join(summary['users'])}  kernel: {summary['kernel_id']}")
     print(f"  {summary['started_at']} .. {summary['last_at']}  ({summary['status']})")
     for ev in events:
-        who = (ev.get("identity") or {}).get("username") or "-"
+        who = actor_label(ev.get("identity"))
         line = step_summary(ev).replace("\n", " ")
         if len(line) > 100:
             line = line[:99] + "…"
@@ -561,6 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--json", action="store_true", help="machine-readable output")
         t.set_defaults(func=cmd_token, reason=None)
 
+    from . import approvals
+
+    approvals.add_parser(sub)
+
     p = sub.add_parser("mask", help="print TEXT as the trail would store it")
     p.add_argument("text", nargs="+", metavar="TEXT")
     p.add_argument("--db", metavar="PATH", help="trail whose masking key to use")
@@ -571,6 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="read c.AuditApp.masking_* from this file (default: the Jupyter server's config)",
     )
     p.set_defaults(func=cmd_mask)
+
+    from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
+
+    add_policy_parser(sub)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
     p.add_argument("--db", metavar="PATH")

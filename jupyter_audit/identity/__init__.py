@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from .snapshot import (
     SNAPSHOT_FIELDS,
+    SYSTEM_AUTH_METHOD,
+    actor_label,
+    is_system,
     make_snapshot,
     normalise_snapshot,
     os_username,
@@ -18,7 +21,10 @@ from .snapshot import (
 
 __all__ = [
     "SNAPSHOT_FIELDS",
+    "SYSTEM_AUTH_METHOD",
     "OIDCIdentityProvider",
+    "actor_label",
+    "is_system",
     "make_snapshot",
     "normalise_snapshot",
     "os_username",

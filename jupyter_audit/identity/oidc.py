@@ -37,7 +37,7 @@ from traitlets import Float, Int, List, Unicode, default
 
 from .issuer import Issuer, OIDCError, OIDCUnavailable, claim
 from .oidc_handlers import OIDCCallbackHandler, OIDCLoginHandler, OIDCLogoutHandler
-from .sessions import Sessions
+from .sessions import SESSION_ENDED, SESSION_EXPIRED, Sessions
 from .snapshot import make_snapshot
 from .users import refuse, user_for
 
@@ -434,11 +434,15 @@ class OIDCIdentityProvider(IdentityProvider):
             return None
         exp = data.get("exp")
         if not isinstance(exp, int | float) or exp < time.time():
-            self.sessions.end(data["sid"])
-            handler._audit_auth_error = "session expired; sign in again"
+            ended = self.sessions.end(data["sid"])
+            if ended is not None:
+                self.sessions.close_sockets(ended, SESSION_EXPIRED)
+            handler._audit_session_state = "session_expired"
+            refuse(handler, "session expired; sign in again", self.log)
             return None
         session = self.sessions.get(data["sid"])
         if session is None:
+            handler._audit_session_state = "session_ended"
             refuse(
                 handler,
                 "session ended or unknown to this server (signed out, or the server "
@@ -446,14 +450,19 @@ class OIDCIdentityProvider(IdentityProvider):
                 self.log,
             )
             return None
+        handler._audit_session_id = data["sid"]  # its websockets close when it ends
         return user_for(make_snapshot(**session.identity), expires_at=session.expires_at)
 
     def end_session(self, handler):
         """Sign-out: the request's session ends on the server (the same cookie no longer
-        works anywhere) and its cookie is cleared. The session it was, if live."""
+        works anywhere), its kernel websockets and terminals are closed ("session ended:
+        sign in again") and its cookie is cleared. The session it was, if live."""
         sid = self.session_id(handler)
         self.clear_login_cookie(handler)
-        return self.sessions.end(sid) if sid else None
+        session = self.sessions.end(sid) if sid else None
+        if session is not None:
+            self.sessions.close_sockets(session, SESSION_ENDED)
+        return session
 
     def consume_nonce(self, nonce: str) -> None:
         """Each sign-in's nonce works once: a replayed callback is refused."""

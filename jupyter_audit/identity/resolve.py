@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
 
-from .snapshot import make_snapshot, os_username
+from .snapshot import SYSTEM_AUTH_METHOD, make_snapshot, os_username
 
 ROLES = ("user", "reviewer", "auditor", "admin")
 
@@ -36,13 +36,15 @@ def snapshot_for(user, identity_provider) -> dict:
             session_user=getattr(user, "username", None),
         )
     groups = getattr(user, "groups", None) or []
+    method = type(identity_provider).__name__.removesuffix("IdentityProvider").lower()
+    if method in ("", SYSTEM_AUTH_METHOD):  # a person never reads as the server itself
+        method = "custom"
     return make_snapshot(
         username=user.username,
         display_name=getattr(user, "display_name", None) or user.username,
         email=getattr(user, "email", None),
         groups=groups,
-        auth_method=type(identity_provider).__name__.removesuffix("IdentityProvider").lower()
-        or "custom",
+        auth_method=method,
     )
 
 

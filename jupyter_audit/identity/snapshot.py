@@ -54,6 +54,34 @@ def os_username() -> str:
         return "unknown"
 
 
+#: the `auth_method` of the server's own events (nothing a person signs in with)
+SYSTEM_AUTH_METHOD = "system"
+
+
+def server_label(username: str) -> str:
+    """How the server's own identity reads wherever a person's name would be shown."""
+    return f"jupyter-audit server ({username})"
+
+
 def system_identity() -> dict:
-    """The server itself (checkpoints, integrity checks): the OS account that runs it."""
-    return make_snapshot(username=os_username(), auth_method="system")
+    """The server itself (checkpoints, integrity checks, kernels it ends): the OS account
+    that runs it, named as the server's so no one reads it as a person."""
+    user = os_username()
+    return make_snapshot(
+        username=user, auth_method=SYSTEM_AUTH_METHOD, display_name=server_label(user)
+    )
+
+
+def is_system(snapshot: dict | None) -> bool:
+    """Whether a snapshot is the server's own: never a participant of a trace."""
+    return snapshot is not None and snapshot.get("auth_method") == SYSTEM_AUTH_METHOD
+
+
+def actor_label(snapshot: dict | None) -> str:
+    """Who did something, as the CLI and the panel show it: the username of a person or
+    service account, "jupyter-audit server (ACCOUNT)" for the server's own events (older
+    trails' system snapshots carry no display name: the label is made here, not stored)."""
+    if not snapshot:
+        return "-"
+    username = snapshot.get("username") or "?"
+    return server_label(username) if is_system(snapshot) else username

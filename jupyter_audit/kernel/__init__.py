@@ -1,4 +1,4 @@
-"""The kernel side of jupyter-audit: capture only.
+"""The kernel side of jupyter-audit: capture, and holding risky operations for approval.
 
 kernel/: runs inside user kernels; never opens the trail file, never trusts its own identity
 claims. It imports only the standard library and IPython (drivers such as duckdb or
@@ -11,7 +11,9 @@ Load with ``%load_ext jupyter_audit.kernel`` or start a kernel with
 ``JUPYTER_AUDIT_INGEST_URL``, ``JUPYTER_AUDIT_KERNEL_ID``, ``JUPYTER_AUDIT_KERNEL_SECRET``,
 ``JUPYTER_AUDIT_SPOOL_DIR``, ``JUPYTER_AUDIT_FAIL_MODE``, ``JUPYTER_AUDIT_OUTPUT_CAP``,
 ``JUPYTER_AUDIT_BODY_HOSTS``, ``JUPYTER_AUDIT_BODY_CAP``, ``JUPYTER_AUDIT_KERNELSPEC``,
-``JUPYTER_AUDIT_RETRY_MAX`` (see :class:`.client.KernelConfig`).
+``JUPYTER_AUDIT_RETRY_MAX``, ``JUPYTER_AUDIT_APPROVALS_URL`` (see :class:`.client.KernelConfig`;
+with the last, operations that may write wait for the server's approval broker: see
+approvals.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import re
 import sys
 import threading
 
-from . import context
+from . import approvals, context
+from .approvals import (
+    ApprovalCancelled,
+    ApprovalDenied,
+    ApprovalError,
+    ApprovalExpired,
+    ApprovalUnavailable,
+)
 from .capture import Patcher, PostImportHooks, egress
 from .capture import http as http_capture
 from .capture import shell as shell_capture
@@ -34,6 +43,11 @@ from .client import AuditClient, KernelConfig
 from .hooks import AuditTrailUnavailable, CellHooks
 
 __all__ = [
+    "ApprovalCancelled",
+    "ApprovalDenied",
+    "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalUnavailable",
     "AuditTrailUnavailable",
     "load_ipython_extension",
     "unload_ipython_extension",
@@ -56,6 +70,7 @@ class _Capture:
     def start(self) -> None:
         self.client.start()
         context.set_sink(self.client.emit, self.client)
+        approvals.configure(self.client, self.config.approvals_url)
         env_slot = (context.next_op_index(), context.kernel_time_ns())
         context.install_thread_propagation(self.patcher)
         sql_capture.install(self.hooks, self.patcher)
@@ -78,6 +93,7 @@ class _Capture:
         self.cells.complete_pending()
         self.hooks.uninstall()
         self.patcher.restore()
+        approvals.configure(None, None)
         context.set_sink(None)
         self.client.close()
 

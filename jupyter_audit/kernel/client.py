@@ -92,6 +92,9 @@ class KernelConfig:
     body_cap: int = 10_000
     kernelspec: str | None = None
     retry_max: float = 30.0
+    # the approval broker (kernel/approvals): set by a server that enforces approvals;
+    # without it no statement is held (see approvals.py)
+    approvals_url: str | None = None
 
     @classmethod
     def from_env(cls, environ=os.environ, fallback_kernel_id: str | None = None) -> KernelConfig:
@@ -114,6 +117,7 @@ class KernelConfig:
             body_cap=_env_int(environ, "JUPYTER_AUDIT_BODY_CAP", 10_000),
             kernelspec=environ.get("JUPYTER_AUDIT_KERNELSPEC") or None,
             retry_max=_env_float(environ, "JUPYTER_AUDIT_RETRY_MAX", 30.0) or 30.0,
+            approvals_url=environ.get("JUPYTER_AUDIT_APPROVALS_URL") or None,
         )
 
 
@@ -534,20 +538,40 @@ class AuditClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            u = self._url
-            if u is None or not u.hostname:
+            if self._url is None:
                 raise OSError("no ingest URL")  # callers post only with one
-            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-            conn = cls(u.hostname, u.port, timeout=self._timeout)
-            conn.connect()
-            # http.client sends the headers and the body in two writes: with Nagle on, the
-            # body waits for the server's (delayed) ACK of the headers, ~40 ms a batch
-            try:
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
-            self._conn = conn
+            self._conn = _open(self._url, self._timeout)
         return self._conn
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "X-Jupyter-Audit-Kernel": self.config.kernel_id,
+        }
+        if self.config.secret:
+            headers["Authorization"] = f"JupyterAudit-Kernel {self.config.secret}"
+        return headers
+
+    def call(self, method: str, url: str, body=None, timeout: float | None = None):
+        """One request to the server beside the event stream (the approval broker): on a
+        connection of its own (the sender thread owns the batching one), with this kernel's
+        credentials. Returns (status, parsed JSON body or None); raises OSError or
+        http.client.HTTPException when the server cannot be reached."""
+        u = urlsplit(url)
+        path = (u.path or "/") + ("?" + u.query if u.query else "")
+        data = None if body is None else json.dumps(body).encode("utf-8", "surrogatepass")
+        conn = _open(u, self._timeout if timeout is None else timeout)
+        try:
+            conn.request(method, path, body=data, headers=self._headers())
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            reply = json.loads(raw) if raw else None
+        except ValueError:
+            reply = None
+        return resp.status, reply
 
     def _post(self, lines: list[str]) -> bool:
         """Deliver wire events, in posts the server's request limit takes: a batch is split
@@ -575,12 +599,7 @@ class AuditClient:
             + ",".join(lines)
             + "]}"
         ).encode("utf-8", "surrogateescape")
-        headers = {
-            "Content-Type": "application/json",
-            "X-Jupyter-Audit-Kernel": self.config.kernel_id,
-        }
-        if self.config.secret:
-            headers["Authorization"] = f"JupyterAudit-Kernel {self.config.secret}"
+        headers = self._headers()
         url = self._url
         if url is None:
             raise OSError("no ingest URL")  # callers post only with one
@@ -655,6 +674,22 @@ class AuditClient:
             self._backoff = min(max(self._backoff * 2, self._retry_min), self._retry_max)
         self._next_retry = time.monotonic() + self._backoff
         return False
+
+
+def _open(u, timeout: float) -> http.client.HTTPConnection:
+    """A connection to the server at the split URL ``u``."""
+    if not u.hostname:
+        raise OSError(f"no host in the server URL {u.geturl()!r}")
+    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    conn = cls(u.hostname, u.port, timeout=timeout)
+    conn.connect()
+    # http.client sends the headers and the body in two writes: with Nagle on, the body
+    # waits for the server's (delayed) ACK of the headers, ~40 ms a request
+    try:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+    return conn
 
 
 def spool_line(line: str, secret: str | None) -> bytes:

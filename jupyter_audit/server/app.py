@@ -22,21 +22,26 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Type, Unicode, default
 
 from .._version import __version__
+from ..approvals import ApprovalBroker, Notifier, Webhook, WebhookConfigError
 from ..identity import tokens
+from ..identity.resolve import is_builtin_login
 from ..identity.snapshot import system_identity
 from ..identity.tokens import TokenStore
 from ..masking import DEFAULT_SENSITIVE_COLUMNS, DEFAULT_SENSITIVE_KEYS, load_or_create_key
 from ..masking.config import TRAITS as MASKING_TRAITS
 from ..masking.config import configured_engine, recognizer_names
+from ..policy import Policy
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
 from ..store.writer import Writer
 from . import logfilter
+from .approvals import API_PATHS as APPROVAL_PATHS
+from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
-from .hooks import contents, lifecycle, terminals
+from .hooks import contents, lifecycle, signin, terminals, workspaces
 from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
 from .ingest.spools import ingest_spools
 from .recorder import Recorder
@@ -215,6 +220,38 @@ class AuditApp(ExtensionApp):
     admin_groups = List(
         Unicode(), ["audit-admins"], config=True, help="Groups whose members manage tokens."
     )
+    break_glass_groups = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Groups whose members may approve a request alone, in an emergency: the reason is "
+        "mandatory and the decision is flagged break_glass in the trail. Never the requester.",
+    )
+    approval_expiry = Float(
+        1800.0,
+        min=1.0,
+        config=True,
+        help="Seconds a risky operation waits for its approvals before it expires.",
+    )
+    approval_webhooks = List(
+        Dict(),
+        [],
+        config=True,
+        help='Webhooks told of approval.requested and approval.decided: [{"url": "https://...", '
+        '"format": "json" | "slack", "secret_file": "/path"}]. json posts the approval signed '
+        "with HMAC-SHA256 (header X-Jupyter-Audit-Signature: sha256=<hex>; secret_file "
+        'required); slack posts an incoming-webhook {"text": ...}. See docs/approvals.md.',
+    )
+    policy_class = Type(
+        Policy,
+        config=True,
+        help="The risk policy the approval broker asks about each operation a kernel submits.",
+    )
+    approval_broker_class = Type(
+        ApprovalBroker,
+        config=True,
+        help="The approval broker: requests, decisions, executions (state kept in the trail).",
+    )
     trail_store_class = Type(
         Writer,
         config=True,
@@ -300,13 +337,45 @@ class AuditApp(ExtensionApp):
                 "authorizer": self.authorizer,
             }
         )
+        self.approvals = self._build_approvals()
+        self.settings[APPROVALS_KEY] = self.approvals
         self._install_gateway()
         self._install_kernel_side()
-        lifecycle.install_kernel_hooks(self.recorder, self.server.kernel_manager)
+        lifecycle.install_kernel_hooks(
+            self.recorder, self.server.kernel_manager, approvals=self.approvals
+        )
         contents.install_save_hook(self.recorder, self.server.contents_manager)
         terminals.install()
+        workspaces.install()  # per signed-in user under OIDCIdentityProvider
+        signin.install()  # jupyter_server's 403s say the sign-in session has ended
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
         self._tick_timer.start()
+
+    def review_possible(self) -> bool:
+        """Can someone other than the requester decide? Only where the identity provider
+        supplies groups (OIDC, JupyterHub, a custom provider) and reviewer groups are named:
+        under the standard token/password login one person holds every role."""
+        return bool(self.reviewer_groups) and not is_builtin_login(self.server.identity_provider)
+
+    def _build_approvals(self):
+        policy = self.policy_class(parent=self)
+        policy.review_possible = self.review_possible()
+        if policy.has_trait("reviewer_groups"):
+            policy.reviewer_groups = list(self.reviewer_groups)
+        try:
+            hooks = [Webhook.from_config(entry) for entry in self.approval_webhooks]
+        except WebhookConfigError as e:
+            raise ValueError(f"c.AuditApp.approval_webhooks: {e}") from None
+        broker = self.approval_broker_class(
+            self.recorder,
+            policy,
+            expiry=self.approval_expiry,
+            break_glass_groups=self.break_glass_groups,
+            notifier=Notifier(hooks, log=self.log),
+            log=self.log,
+        )
+        broker.rebuild()
+        return broker
 
     def _record_masking_key(self, store, key_id: str) -> None:
         """A pseudonym key the trail has not last seen is recorded as `masking.key_rotated`
@@ -343,6 +412,10 @@ class AuditApp(ExtensionApp):
             spool_dir=runtime,
             fail_mode=self.fail_mode,
             extra_env={
+                # where the kernel side asks before a risky operation (server/approvals.py)
+                "JUPYTER_AUDIT_APPROVALS_URL": url_path_join(
+                    self.server.connection_url, API, "kernel/approvals"
+                ),
                 "JUPYTER_AUDIT_BODY_HOSTS": ",".join(self.capture_body_hosts),
                 "JUPYTER_AUDIT_BODY_CAP": str(self.capture_body_bytes),
                 "JUPYTER_AUDIT_OUTPUT_CAP": str(self.output_text_bytes),
@@ -358,6 +431,15 @@ class AuditApp(ExtensionApp):
         rejections counted over a finished minute are recorded."""
         self.recorder.flag_unreported(self.unreported_after)
         self.recorder.flush_rejections()
+        approvals = getattr(self, "approvals", None)
+        if approvals is not None:
+            IOLoop.current().run_in_executor(None, self._expire_approvals, approvals)
+
+    def _expire_approvals(self, approvals) -> None:
+        try:
+            approvals.expire_due()
+        except Exception as e:  # noqa: BLE001 - retried at the next tick
+            self.log.error("jupyter-audit: approval expiry failed: %s", loggable_error(e))
 
     def _ingest_spools(self) -> None:
         managed = set(self.server.kernel_manager.list_kernel_ids())
@@ -385,6 +467,7 @@ class AuditApp(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(HANDLERS)
+        self.handlers.extend((rf"{API}/{path}", handler) for path, handler in APPROVAL_PATHS)
 
     async def stop_extension(self):
         for name in ("_spool_timer", "_tick_timer"):
@@ -392,6 +475,14 @@ class AuditApp(ExtensionApp):
             if timer is not None:
                 timer.stop()
         recorder = getattr(self, "recorder", None)
+        approvals = getattr(self, "approvals", None)
+        if approvals is not None:
+            for kernel_id in self.server.kernel_manager.list_kernel_ids():
+                try:
+                    approvals.cancel_kernel(kernel_id, "server shutdown")
+                except Exception as e:  # noqa: BLE001 - the server stops regardless
+                    self.log.error("jupyter-audit: approvals not cancelled: %s", loggable_error(e))
+            approvals.close()
         if recorder is not None:
             recorder.flush_cells()
             lifecycle.record_server_shutdown(recorder, self.server.kernel_manager)

@@ -27,6 +27,8 @@ RESOURCES = {
     "audit:export": "auditor",
     "audit:tokens": "admin",
     "audit:cells": "user",  # running cells through the gateway, typing into terminals
+    "audit:approvals": "user",  # one's own requests; reviewers see and decide all
+    "audit:approvals:review": "reviewer",
 }
 
 

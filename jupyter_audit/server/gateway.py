@@ -33,6 +33,7 @@ from ..events import EventValidationError
 from ..identity.resolve import snapshot_for
 from ..store.errors import loggable_error
 from ..store.records import identity_id_of, new_event_id, safe_id
+from . import sockets
 from .authorization import AuditAuthorizer
 
 V1 = "v1.kernel.websocket.jupyter.org"
@@ -74,18 +75,11 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
         self._audit_notebook = await self._notebook_path()
-        recorder = self._recorder
-        token_id = self._identity().get("token_id") if recorder is not None else None
-        if token_id:
-            # closed at once if the token is revoked (Recorder.close_token_sockets)
-            recorder.watch_token(token_id, self.websocket_handler)
-            self._audit_token_id = token_id
+        # closed when its token is revoked, its sign-in session ends or either expires
+        sockets.watch(self.websocket_handler, self._recorder)
 
     def disconnect(self):
-        recorder = self._recorder
-        token_id = getattr(self, "_audit_token_id", None)
-        if recorder is not None and token_id:
-            recorder.unwatch_token(token_id, self.websocket_handler)
+        sockets.unwatch(self.websocket_handler, self._recorder)
         return super().disconnect()
 
     def _identity(self) -> dict:

@@ -22,10 +22,10 @@ from ..identity.resolve import snapshot_for
 from ..identity.tokens import TokenError
 from ..store import queries
 from ..store import trail as trail_ops
+from ..store.canonical import iso_time
 from ..store.errors import TrailError
 from ..store.export import ExportError
 from ..store.filters import parse_time
-from ..store.schema import read_meta
 from ..store.signing import KeyError_, load_public
 from .authorization import RESOURCES, AuditAuthorizer
 from .ingest.handler import KernelEventsHandler
@@ -157,10 +157,24 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
                 message = exc.log_message % exc.args if exc.args else exc.log_message
             else:
                 message = self._reason
+        body = {"code": status_code, "message": message}
         if status_code == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="jupyter-audit"')
+            body.update(self.sign_in_again())
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"code": status_code, "message": message}))
+        self.finish(json.dumps(body))
+
+    def sign_in_again(self) -> dict:
+        """What a 401 tells a client about signing in: `reason` (`session_expired`,
+        `session_ended`, `credential_refused` or `not_signed_in`) and, when this server
+        signs people in, `login_url` (a path; add `?next=` to come back)."""
+        reason = getattr(self, "_audit_session_state", None)
+        if reason is None:
+            reason = "credential_refused" if getattr(self, "_audit_auth_error", None) else None
+        out = {"reason": reason or "not_signed_in"}
+        if self.identity_provider.login_available:
+            out["login_url"] = self.settings.get("login_url") or self.base_url + "login"
+        return out
 
 
 def refusal_message(authorizer, resource: str) -> str:
@@ -204,8 +218,17 @@ class MeHandler(AuditHandler):
                 "identity": ident,
                 "roles": self.roles(ident),
                 "trail": {**stats, "integrity": integrity_json(self.writer.integrity)},
+                # when this sign-in (or token) ends: the panel checks again then
+                "session_expires_at": session_expiry(self.current_user),
             }
         )
+
+
+def session_expiry(user) -> str | None:
+    """When the user's sign-in session or token stops being valid, as the trail writes
+    times, or None."""
+    epoch = getattr(user, "expires_at", None)
+    return iso_time(int(epoch * 1_000_000)) if isinstance(epoch, int | float) else None
 
 
 class TracesHandler(AuditHandler):
@@ -257,17 +280,7 @@ class VerifyHandler(AuditHandler):
                 pinned = [load_public(self.get_argument("pubkey"))]
             except KeyError_ as e:
                 raise web.HTTPError(400, f"pubkey: {e}") from None
-        files = self.writer.checkpoint_files()
-        mirrored = bool(self.writer.checkpoint_mirror)
-        writer = self.writer
-
-        def run():
-            cur = writer.cursor()
-            return trail_ops.verify(
-                cur, read_meta(cur), files, pinned, deep, independent_copy=mirrored
-            )
-
-        result = await asyncio.to_thread(run)
+        result = await asyncio.to_thread(self.writer.verify, trusted_keys=pinned, deep=deep)
         self.finish(result.to_dict())
 
 

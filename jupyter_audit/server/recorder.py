@@ -22,6 +22,7 @@ from tornado.ioloop import IOLoop
 
 from ..events import EventValidationError
 from ..identity import system_identity
+from ..identity.sessions import close_socket
 from ..store.errors import loggable_error
 from ..store.records import safe_id
 from .cells import CellRegistry
@@ -232,10 +233,7 @@ class Recorder:
     def close_token_sockets(self, token_id: str) -> None:
         """A revoked token's open kernel websockets and terminals are closed at once."""
         for handler in list(self.token_sockets.pop(token_id, ())):
-            try:
-                handler.close(4001, "service token revoked")
-            except Exception:  # noqa: BLE001 - already closing
-                pass
+            close_socket(handler, "service token revoked")
 
     def close(self) -> None:
         """Queued cells and counted rejections first, then the trail (with a final signed

@@ -151,7 +151,7 @@ class TrailStore(ABC):
     @abstractmethod
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
         """Check the chain, the identity snapshots and the signed checkpoints (in the trail
-        and in its checkpoint files) now."""
+        and in its checkpoint files) now, as of one moment while appends go on."""
 
     @abstractmethod
     def build_bundle(self, **filters) -> dict:

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from .canonical import iso_time
 from .merkle import MerkleFrontier
-from .traces import TraceRow, store_traces
+from .traces import TraceRow, is_participant, store_traces
 
 if TYPE_CHECKING:
     from .records import Prepared
@@ -105,9 +105,11 @@ def seal(
         kind = p.kind
         unattributed = kind == "cell.started" and "unattributed" in p.flags
         t.add(s, kind, p.kernel_id, p.notebook, unattributed)
-        if p.identity is not None:
-            pair = (trace_id, p.identity["username"])
-            if pair not in known_pairs:
+        ident = p.identity
+        if ident is not None:
+            pair = (trace_id, ident["username"])
+            # a stored pair was a participant's; only a new one is asked whose it is
+            if pair not in known_pairs and is_participant(ident):
                 users.add(pair)
     n = len(ps)
     table = pa.table(

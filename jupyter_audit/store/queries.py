@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from .schema import DERIVED_TABLES
-from .traces import TRACE_COLUMNS, TraceRow, insert_trace_users, upsert_traces
+from .schema import DERIVED_TABLES, FORMAT_VERSION
+from .traces import TRACE_COLUMNS, TraceRow, participants_sql, upsert_traces
 
 
 def _iso(ts) -> str | None:
@@ -170,20 +170,13 @@ def trail_stats(cur) -> dict:
 def rebuild_derived(con) -> None:
     """Recompute every derived table from the log (e.g. after a schema change)."""
     traces: dict[str, TraceRow] = {}
-    users: set[tuple[str, str]] = set()
     times: dict[str, list] = {}
-    # usernames from the snapshots themselves, which verify checks against their ids
-    idents: dict[str, str] = dict(
-        con.execute(
-            "SELECT identity_id, json_extract_string(snapshot, '$.username') FROM identities"
-        ).fetchall()
-    )
     result = con.execute(
-        "SELECT seq, kind, time, trace_id, kernel_id, notebook, identity_id, record FROM events "
+        "SELECT seq, kind, time, trace_id, kernel_id, notebook, record FROM events "
         "WHERE trace_id IS NOT NULL ORDER BY seq"
     )
     while rows := result.fetchmany(10_000):
-        for seq, kind, ts, tid, kid, nb, iid, rec in rows:
+        for seq, kind, ts, tid, kid, nb, rec in rows:
             t = traces.get(tid)
             if t is None:
                 t = traces[tid] = TraceRow(kid, nb, seq, seq)
@@ -191,17 +184,73 @@ def rebuild_derived(con) -> None:
             times[tid][1] = ts
             unattributed = kind == "cell.started" and "unattributed" in json.loads(rec)["flags"]
             t.add(seq, kind, kid, nb, unattributed)
-            if iid is not None and iid in idents:
-                users.add((tid, idents[iid]))
     con.execute("BEGIN")
     try:
         for table in DERIVED_TABLES:
             con.execute(f"DELETE FROM {table}")
         if traces:
             upsert_traces(con, traces, times)
-        if users:
-            insert_trace_users(con, users)
+        # usernames from the snapshots themselves, which verify checks against their ids
+        con.execute(
+            f"INSERT INTO trace_users (trace_id, username) {participants_sql(FORMAT_VERSION)}"
+        )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+APPROVAL_KINDS = ("approval.requested", "approval.decided", "approval.executed")
+
+
+def approval_records(cur, after_seq: int = 0) -> Iterator[tuple[dict, dict | None]]:
+    """Every approval event after `after_seq`, in trail order: (record, identity snapshot).
+    The approval broker rebuilds its state from these (and from each record it appends)."""
+    ids = IdentityCache(cur.cursor() if hasattr(cur, "cursor") else cur)
+    result = cur.execute(
+        "SELECT record FROM events WHERE kind IN (SELECT unnest(?)) AND seq > ? ORDER BY seq",
+        [list(APPROVAL_KINDS), int(after_seq)],
+    )
+    while rows := result.fetchmany(1000):
+        for (rec,) in rows:
+            r = json.loads(rec)
+            yield r, ids.get(r.get("identity_id"))
+
+
+def record_at(cur, seq: int) -> tuple[dict, dict | None] | None:
+    """The stored (masked) record at `seq` and its identity snapshot."""
+    row = cur.execute("SELECT record FROM events WHERE seq = ?", [int(seq)]).fetchone()
+    if row is None:
+        return None
+    r = json.loads(row[0])
+    return r, IdentityCache(cur).get(r.get("identity_id"))
+
+
+def cell_code(cur, msg_id: str | None, kernel_id: str | None) -> str | None:
+    """The (masked) code of the cell the gateway forwarded under `msg_id` to `kernel_id`."""
+    if not msg_id:
+        return None
+    row = cur.execute(
+        "SELECT record FROM events WHERE kind = 'cell.requested' AND msg_id = ? AND kernel_id "
+        "IS NOT DISTINCT FROM ? ORDER BY seq LIMIT 1",
+        [msg_id, kernel_id],
+    ).fetchone()
+    return None if row is None else json.loads(row[0])["payload"].get("code")
+
+
+def kernel_stops(cur, kernel_ids: list[str], after_seq: int) -> dict[str, list[int]]:
+    """For each kernel, the seqs of its interrupts, restarts and ends after `after_seq`, in
+    order (a request pending at one of them was cancelled by it)."""
+    out: dict[str, list[int]] = {}
+    if not kernel_ids:
+        return out
+    rows = cur.execute(
+        "SELECT kernel_id, seq, kind, record FROM events WHERE kernel_id IN (SELECT unnest(?)) "
+        "AND seq > ? AND kind IN ('session.ended', 'session.interrupted', 'session.started') "
+        "ORDER BY seq",
+        [list(kernel_ids), int(after_seq)],
+    ).fetchall()
+    for kid, seq, kind, rec in rows:
+        if kind != "session.started" or json.loads(rec)["payload"].get("reason") == "restart":
+            out.setdefault(kid, []).append(seq)
+    return out

@@ -14,8 +14,9 @@ from pathlib import Path
 import duckdb
 
 from .errors import TrailError, TrailLockedError
+from .traces import DROP_SYSTEM_PARTICIPANTS
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -91,7 +92,9 @@ DDL.append(SERVICE_TOKENS_DDL)
 DERIVED_TABLES = ("traces", "trace_users")
 
 # Migrations from version N to N+1, applied in order inside one transaction.
-MIGRATIONS: dict[int, list[str]] = {1: [SERVICE_TOKENS_DDL]}
+# 1 -> 2: service-account tokens. 2 -> 3: the server's own events make no one a trace's
+# participant (`traces.PEOPLE_ONLY_FORMAT`); the log is not touched, so checkpoints still check.
+MIGRATIONS: dict[int, list[str]] = {1: [SERVICE_TOKENS_DDL], 2: [DROP_SYSTEM_PARTICIPANTS]}
 
 CONNECTION_CONFIG: dict[str, str | bool] = {
     "autoinstall_known_extensions": False,

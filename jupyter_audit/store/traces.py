@@ -4,6 +4,8 @@
 listings need not scan it. The counting rules (what is a cell, an operation, when a trace has
 ended) live here only, in `TraceRow.add`: the Writer adds each batch it commits
 (`store_traces`), `queries.rebuild_derived` recounts the whole log with the same rules.
+Participants are people and service accounts: the server's own (system) events, such as a
+`session.ended` at shutdown, name no one (`is_participant`, `participants_sql`).
 
 This module writes the derived tables only, inside a transaction its caller opened: it must
 never touch the log (`events`), commit, or import the writer (the read side imports it).
@@ -14,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+
+from ..identity.snapshot import SYSTEM_AUTH_METHOD, is_system
 
 #: the columns of `traces`, in order
 TRACE_COLUMNS = (
@@ -208,24 +212,60 @@ WHERE d.trace_id IS NULL OR t.trace_id IS NULL
 ORDER BY 1 LIMIT 1
 """
 
-# Who took part in each trace: the usernames of the identity snapshots (not the `username`
-# column beside them) of the trace's events.
-_PARTICIPANTS = """
-SELECT DISTINCT e.trace_id, json_extract_string(i.snapshot, '$.username') AS username
-FROM events e JOIN identities i USING (identity_id) WHERE e.trace_id IS NOT NULL
+#: the trail format from which the server's own (system) events make no one a participant;
+#: before it, their OS account was listed among a trace's people
+PEOPLE_ONLY_FORMAT = 3
+
+
+def participants_sql(format_version: int) -> str:
+    """Who took part in each trace, (trace_id, username), as a trail of `format_version`
+    records them: the usernames of the identity snapshots (not the `username` column beside
+    them) of the trace's events; from PEOPLE_ONLY_FORMAT on, people and service accounts
+    only (`TraceRow`'s batches leave system snapshots out alike: `is_participant`). The
+    snapshots are read once each, before the join, not once per event."""
+    people = ""
+    if format_version >= PEOPLE_ONLY_FORMAT:
+        people = (
+            "WHERE json_extract_string(snapshot, '$.auth_method') "
+            f"IS DISTINCT FROM '{SYSTEM_AUTH_METHOD}'"
+        )
+    return f"""
+SELECT DISTINCT e.trace_id, i.username FROM events e JOIN (
+    SELECT identity_id, json_extract_string(snapshot, '$.username') AS username
+    FROM identities {people}
+) i USING (identity_id) WHERE e.trace_id IS NOT NULL
 """
-_DERIVED_USERS = f"""
+
+
+def is_participant(snapshot: dict | None) -> bool:
+    """Whether an event's identity makes its username one of the trace's participants."""
+    return snapshot is not None and not is_system(snapshot)
+
+
+def _derived_users(format_version: int) -> str:
+    participants = participants_sql(format_version)
+    return f"""
 SELECT trace_id FROM (
-    (({_PARTICIPANTS}) EXCEPT (SELECT trace_id, username FROM trace_users))
+    (({participants}) EXCEPT (SELECT trace_id, username FROM trace_users))
     UNION ALL
-    ((SELECT trace_id, username FROM trace_users) EXCEPT ({_PARTICIPANTS}))
+    ((SELECT trace_id, username FROM trace_users) EXCEPT ({participants}))
 ) ORDER BY 1 LIMIT 1
 """
 
 
-def derived_differences(con) -> tuple[str, str] | None:
-    """The first trace whose derived rows are not what the log says: (trace id, what)."""
-    row = con.execute(_DERIVED_USERS).fetchone()
+# Format 2 -> 3: the rows only the server's own events put in trace_users go. Exactly those:
+# a row added or removed by hand stays as it was, for verify to report after the migration.
+DROP_SYSTEM_PARTICIPANTS = f"""
+DELETE FROM trace_users t USING (
+    ({participants_sql(PEOPLE_ONLY_FORMAT - 1)}) EXCEPT ({participants_sql(PEOPLE_ONLY_FORMAT)})
+) s WHERE t.trace_id = s.trace_id AND t.username = s.username
+"""
+
+
+def derived_differences(con, format_version: int) -> tuple[str, str] | None:
+    """The first trace whose derived rows are not what the log says, under the rules of the
+    trail's `format_version`: (trace id, what)."""
+    row = con.execute(_derived_users(format_version)).fetchone()
     if row is not None:
         return row[0], "its participants (trace_users) differ from the log"
     row = con.execute(_DERIVED_TRACES).fetchone()

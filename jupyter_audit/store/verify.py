@@ -25,8 +25,9 @@ from .checkpoints import (
     read_checkpoint_files,
     rotation_message,
 )
+from .errors import TrailError
 from .merkle import MerkleLevels
-from .schema import connect, open_readable
+from .schema import FORMAT_VERSION, check_version, connect, open_readable
 from .signing import key_id, load_public, verify_signature
 from .traces import derived_differences
 
@@ -161,10 +162,11 @@ _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identit
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(cursor, out: list) -> None:
+def _column_check(cursor, out: list, format_version: int) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
-    the derived tables with the log. A check that raises is a finding, never a pass."""
+    the derived tables with the log (by the rules of the trail's `format_version`). A check
+    that raises is a finding, never a pass."""
     try:
         bad = None
         total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -175,9 +177,43 @@ def _column_check(cursor, out: list) -> None:
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
     try:
-        out.append(derived_differences(cursor))
+        out.append(derived_differences(cursor, format_version))
     except Exception as e:  # noqa: BLE001 - as above
         out.append(("error", type(e).__name__))
+
+
+SNAPSHOT_CURSORS = 3  # the checks' own, the column check's (a thread), the chain scan's
+
+
+class Snapshot:
+    """A live trail seen at one moment: cursors whose read transactions began between the
+    same two stored batches. Used as the connection of `verify_connection`: queries go to
+    the first; `cursor()` hands out the others (the column check's, then the chain scan's,
+    which its re-read reuses once the first read is done)."""
+
+    def __init__(self, cursors):
+        self._first, self._spare, self._handed = cursors[0], list(cursors[1:]), 0
+
+    def cursor(self):
+        cur = self._spare[min(self._handed, len(self._spare) - 1)]
+        self._handed += 1
+        return _Lent(cur)
+
+    def __getattr__(self, name):
+        return getattr(self._first, name)
+
+
+class _Lent:
+    """A snapshot's cursor lent to a check: its `close()` leaves it open for the next."""
+
+    def __init__(self, cur):
+        self._cur = cur
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
 
 
 def verify_connection(
@@ -239,7 +275,11 @@ def verify_connection(
 
     # every column must match the records (in DuckDB, beside the hashing)
     col_out: list = []
-    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out))
+    try:
+        version = check_version(meta)
+    except TrailError:  # a reader refused it already; compare by today's rules
+        version = FORMAT_VERSION
+    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out, version))
     col_thread.start()
 
     # the chain: every record hashes to its stored hash and links to the one before

@@ -46,7 +46,7 @@ from .pool import PreparePool
 from .records import Prepared, prepare
 from .schema import connect, initialise, read_meta
 from .signing import SigningKey, public_b64
-from .verify import VerifyResult, verify_connection
+from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 
 log = logging.getLogger("jupyter_audit.writer")
 
@@ -106,6 +106,8 @@ class Writer(TrailStore):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._con: duckdb.DuckDBPyConnection = None  # type: ignore[assignment]  # open() sets it
+        # held while a batch is stored, and while a live verify opens its read snapshot
+        self._store_lock = threading.Lock()
         self._known_identities: set[str] = set()
         self._known_pairs: set[tuple[str, str]] = set()  # (trace, user) rows already stored
         self._known_traces: set[str] = set()  # trace ids with a row in `traces`
@@ -383,9 +385,32 @@ class Writer(TrailStore):
         return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
 
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
-        cur = self.cursor()
+        """Verify the trail while it is written: every check reads one snapshot, taken
+        between two stored batches (checks reading at different moments would see a
+        high-water mark, counts or derived rows of different batches: false tampering)."""
         files = self.checkpoint_files()
-        return trail.verify(cur, read_meta(cur), files, trusted_keys=trusted_keys, deep=deep)
+        cursors = [self.cursor() for _ in range(SNAPSHOT_CURSORS)]
+        with self._store_lock:
+            for cur in cursors:
+                cur.execute("BEGIN TRANSACTION READ ONLY")
+                cur.execute("SELECT count(*) FROM meta").fetchall()  # pins the snapshot
+            meta = read_meta(cursors[0])
+        try:
+            return trail.verify(
+                Snapshot(cursors),
+                meta,
+                files,
+                trusted_keys=trusted_keys,
+                deep=deep,
+                independent_copy=bool(self.checkpoint_mirror),
+            )
+        finally:
+            for cur in cursors:
+                try:
+                    cur.execute("ROLLBACK")
+                    cur.close()
+                except duckdb.Error:
+                    pass
 
     def build_bundle(self, **filters) -> dict:
         return trail.build_bundle(self.cursor(), **filters)
@@ -564,7 +589,9 @@ class Writer(TrailStore):
         )
         n = len(ps)
         try:
-            if not insert(self._con, batch, self._known_traces, optimistic=optimistic):
+            with self._store_lock:
+                stored = insert(self._con, batch, self._known_traces, optimistic=optimistic)
+            if not stored:
                 return False
         except Exception as e:  # noqa: BLE001 - every failure must un-acknowledge the batch
             err = TrailWriteError(f"trail write failed, {n} event(s) not stored: {e}")

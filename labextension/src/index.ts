@@ -8,13 +8,16 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { Dialog, ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import { auditTrailIcon } from './icons';
 import { AuditTrailModel, DEFAULT_TRACE_LIMIT } from './model';
 import { AuditTrailPanel, DEFAULT_REFRESH_INTERVAL, PANEL_ID } from './panel';
+import { sessionEndedMessage } from './labels';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- checks the session at once
+import { SessionWatch } from './session';
 
 /** Command ids. */
 export namespace CommandIDs {
@@ -39,9 +42,40 @@ const plugin: JupyterFrontEndPlugin<void> = {
     translator = translator ?? nullTranslator;
     const trans = translator.load('jupyter-audit');
 
-    const model = new AuditTrailModel({
-      serverSettings: app.serviceManager.serverSettings
+    const serverSettings = app.serviceManager.serverSettings;
+    // The sign-in session ending while the page is open: a notification with
+    // a "Sign in again" action, and the panel's own message.
+    const session = new SessionWatch({ serverSettings });
+    let notification: string | null = null;
+    session.changed.connect((_, end) => {
+      if (notification !== null) {
+        Notification.dismiss(notification);
+        notification = null;
+      }
+      if (end !== null) {
+        notification = Notification.warning(sessionEndedMessage(trans), {
+          autoClose: false,
+          actions: [
+            {
+              label: trans.__('Sign in again'),
+              caption: trans.__('Sign in, then come back to this page'),
+              displayType: 'accent',
+              callback: () => window.location.assign(end.signInUrl)
+            }
+          ]
+        });
+      }
     });
+    session.watchKernels(app.serviceManager.kernels);
+    session.watchDialogs(Dialog.tracker);
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') {
+        void session.check();
+      }
+    });
+    void session.check();
+
+    const model = new AuditTrailModel({ serverSettings, session });
     const panel = new AuditTrailPanel({ model, translator });
     app.shell.add(panel, 'left', { rank: 950 });
     if (restorer) {

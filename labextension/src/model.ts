@@ -6,6 +6,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { VDomModel } from '@jupyterlab/ui-components';
 
 import { AuditAPIError, requestAPI } from './request';
+import type { ISessionEnd, SessionWatch } from './session';
 import type { IMe, ITraceDetail, ITraceList, ITraceSummary } from './tokens';
 import { timeline, traceList } from './normalize';
 
@@ -18,6 +19,26 @@ export class AuditTrailModel extends VDomModel {
     this._serverSettings =
       options.serverSettings ?? ServerConnection.makeSettings();
     this._traceLimit = options.traceLimit ?? DEFAULT_TRACE_LIMIT;
+    this._session = options.session ?? null;
+    this._session?.changed.connect(this._onSessionChanged, this);
+  }
+
+  /** The sign-in session's end, once noticed: the view says sign in again. */
+  get sessionEnd(): ISessionEnd | null {
+    return this._session?.ended ?? null;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._session?.changed.disconnect(this._onSessionChanged, this);
+    super.dispose();
+  }
+
+  /** The server this model talks to. */
+  get serverSettings(): ServerConnection.ISettings {
+    return this._serverSettings;
   }
 
   /** The signed-in user, once loaded. */
@@ -114,8 +135,16 @@ export class AuditTrailModel extends VDomModel {
     if (result.ok) {
       this._me = result.value;
       this._meError = null;
+      this._session?.signedIn(result.value);
     } else {
       this._meError = result.error;
+    }
+    this.stateChanged.emit();
+  }
+
+  private _onSessionChanged(): void {
+    if (this._session?.ended) {
+      this._me = null; // the page no longer acts as that user
     }
     this.stateChanged.emit();
   }
@@ -180,6 +209,7 @@ export class AuditTrailModel extends VDomModel {
       if (!(reason instanceof AuditAPIError)) {
         console.error('jupyter-audit: request failed', reason);
       }
+      this._session?.failed(error);
       return { ok: false, error };
     } finally {
       this._pending--;
@@ -187,6 +217,7 @@ export class AuditTrailModel extends VDomModel {
   }
 
   private _serverSettings: ServerConnection.ISettings;
+  private _session: SessionWatch | null;
   private _traceLimit: number;
   private _me: IMe | null = null;
   private _meError: AuditAPIError | null = null;
@@ -207,5 +238,7 @@ export namespace AuditTrailModel {
     serverSettings?: ServerConnection.ISettings;
     /** How many traces to list. */
     traceLimit?: number;
+    /** Told of the panel's 401s; says when the sign-in session has ended. */
+    session?: SessionWatch;
   }
 }

@@ -2,7 +2,7 @@
  * The "Audit trail" sidebar panel: a header, a toolbar with a refresh button,
  * and the React view. Reloads on its own while it is visible.
  */
-import type { ITranslator } from '@jupyterlab/translation';
+import type { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { nullTranslator } from '@jupyterlab/translation';
 import {
   SidePanel,
@@ -13,6 +13,7 @@ import { Poll } from '@lumino/polling';
 import type { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
+import { ApprovalsModel } from './approvals';
 import { auditTrailIcon } from './icons';
 import { AuditTrailModel } from './model';
 import { AuditTrailView } from './view';
@@ -22,6 +23,15 @@ export const PANEL_ID = 'jupyter-audit:panel';
 
 /** Default seconds between automatic refreshes. */
 export const DEFAULT_REFRESH_INTERVAL = 10;
+
+/**
+ * Seconds between checks for pending approvals while the panel is closed
+ * (the sidebar tab then shows how many wait).
+ */
+export const BACKGROUND_APPROVALS_INTERVAL = 30;
+
+/** The sidebar tab's `data-` attribute holding the number of pending approvals. */
+export const PENDING_BADGE = 'audit-pending';
 
 export class AuditTrailPanel extends SidePanel {
   constructor(options: AuditTrailPanel.IOptions) {
@@ -34,6 +44,9 @@ export class AuditTrailPanel extends SidePanel {
     this.title.caption = trans.__('Audit trail');
 
     this.model = options.model;
+    this.approvals =
+      options.approvals ??
+      new ApprovalsModel({ serverSettings: options.model.serverSettings });
 
     const heading = new Widget({ node: document.createElement('h2') });
     heading.node.textContent = trans.__('Audit trail');
@@ -46,14 +59,14 @@ export class AuditTrailPanel extends SidePanel {
         icon: refreshIcon,
         className: 'jp-AuditTrail-refresh',
         tooltip: trans.__('Refresh the audit trail'),
-        onClick: () => void this.model.refresh()
+        onClick: () => void this._refresh()
       })
     );
 
-    this.addWidget(new AuditTrailView(this.model, trans));
+    this.addWidget(new AuditTrailView(this.model, trans, this.approvals));
 
     this._poll = new Poll({
-      factory: () => this.model.refresh(),
+      factory: () => this._refresh(),
       frequency: {
         interval: toMilliseconds(
           options.refreshInterval ?? DEFAULT_REFRESH_INTERVAL
@@ -64,10 +77,30 @@ export class AuditTrailPanel extends SidePanel {
       standby: () => !this.isVisible || 'when-hidden',
       name: 'jupyter-audit:panel'
     });
+
+    // While the panel is closed, the tab still says how many requests wait.
+    this._approvalsPoll = new Poll({
+      factory: () => this.approvals.refresh(),
+      frequency: {
+        interval: BACKGROUND_APPROVALS_INTERVAL * 1000,
+        backoff: false
+      },
+      standby: () => this.isVisible || 'when-hidden',
+      name: 'jupyter-audit:approvals'
+    });
+    this._auditTrans = trans;
+    this.approvals.stateChanged.connect(this._showPending, this);
+    void this._approvalsPoll.refresh();
+
+    // A reviewer coming back to the tab sees what waits now, not what waited.
+    window.addEventListener('focus', this._onWindowFocus);
   }
 
   /** The panel's state. */
   readonly model: AuditTrailModel;
+
+  /** The pending approvals shown above the traces. */
+  readonly approvals: ApprovalsModel;
 
   /** Seconds between automatic refreshes while visible; 0 turns them off. */
   set refreshInterval(seconds: number) {
@@ -81,7 +114,11 @@ export class AuditTrailPanel extends SidePanel {
     if (this.isDisposed) {
       return;
     }
+    window.removeEventListener('focus', this._onWindowFocus);
+    this.approvals.stateChanged.disconnect(this._showPending, this);
+    this._approvalsPoll.dispose();
     this._poll.dispose();
+    this.approvals.dispose();
     this.model.dispose();
     super.dispose();
   }
@@ -92,7 +129,36 @@ export class AuditTrailPanel extends SidePanel {
     void this._poll.refresh();
   }
 
+  private async _refresh(): Promise<void> {
+    await Promise.all([this.model.refresh(), this.approvals.refresh()]);
+  }
+
+  /** The number of pending requests on the sidebar tab, and in its caption. */
+  private _showPending(): void {
+    const count = this.approvals.pending?.length ?? 0;
+    // Keep the rest of the dataset: the shell identifies the tab by data-id.
+    const { [PENDING_BADGE]: _old, ...dataset } = this.title.dataset;
+    const trans = this._auditTrans;
+    if (count > 0 && _old !== String(count)) {
+      this.title.dataset = { ...dataset, [PENDING_BADGE]: String(count) };
+      this.title.caption = trans._n(
+        'Audit trail: %1 request waits for approval',
+        'Audit trail: %1 requests wait for approval',
+        count
+      );
+    } else if (count === 0 && _old !== undefined) {
+      this.title.dataset = dataset;
+      this.title.caption = trans.__('Audit trail');
+    }
+  }
+
+  private _onWindowFocus = (): void => {
+    void (this.isVisible ? this._poll : this._approvalsPoll).refresh();
+  };
+
   private _poll: Poll;
+  private _approvalsPoll: Poll;
+  private _auditTrans: TranslationBundle;
 }
 
 function toMilliseconds(seconds: number): number {
@@ -102,6 +168,8 @@ function toMilliseconds(seconds: number): number {
 export namespace AuditTrailPanel {
   export interface IOptions {
     model: AuditTrailModel;
+    /** The pending approvals; by default a new model on `model`'s server. */
+    approvals?: ApprovalsModel;
     translator?: ITranslator;
     /** Seconds between automatic refreshes while visible; 0 turns them off. */
     refreshInterval?: number;

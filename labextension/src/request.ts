@@ -9,6 +9,24 @@ import { ServerConnection } from '@jupyterlab/services';
 /** The REST namespace of the server extension. */
 export const API_NAMESPACE = 'jupyter-audit/api';
 
+/**
+ * What a 401 from the audit API says about signing in: why (`session_expired`,
+ * `session_ended`, `credential_refused`, `not_signed_in`) and the sign-in
+ * page's path, when the server signs people in.
+ */
+export interface ISignIn {
+  reason: string;
+  loginUrl: string | null;
+}
+
+/** The `reason`s of the server's 401s (others, e.g. jupyter_server's HTTP reason, are not). */
+export const SIGN_IN_REASONS = [
+  'session_expired',
+  'session_ended',
+  'credential_refused',
+  'not_signed_in'
+];
+
 /** A failed call to the audit API. */
 export class AuditAPIError extends Error {
   /**
@@ -19,7 +37,8 @@ export class AuditAPIError extends Error {
   constructor(
     readonly status: number,
     message: string,
-    readonly code: string | null = null
+    readonly code: string | null = null,
+    readonly signIn: ISignIn | null = null
   ) {
     super(message);
     this.name = 'AuditAPIError';
@@ -85,8 +104,17 @@ export async function requestAPI<T>(
 function errorFromResponse(response: Response, body: unknown): AuditAPIError {
   let message = '';
   let code: string | null = null;
+  let signIn: ISignIn | null = null;
   if (body !== null && typeof body === 'object') {
     const data = body as { [key: string]: unknown };
+    if (response.status === 401) {
+      signIn = {
+        reason: SIGN_IN_REASONS.includes(data.reason as string)
+          ? (data.reason as string)
+          : 'not_signed_in',
+        loginUrl: typeof data.login_url === 'string' ? data.login_url : null
+      };
+    }
     if (typeof data.message === 'string') {
       message = data.message;
     } else if (typeof data.reason === 'string') {
@@ -99,5 +127,8 @@ function errorFromResponse(response: Response, body: unknown): AuditAPIError {
   if (!message) {
     message = response.statusText || `HTTP ${response.status}`;
   }
-  return new AuditAPIError(response.status, message, code);
+  if (response.status === 401 && signIn === null) {
+    signIn = { reason: 'not_signed_in', loginUrl: null };
+  }
+  return new AuditAPIError(response.status, message, code, signIn);
 }

@@ -8,28 +8,67 @@ import * as React from 'react';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import { VDomRenderer, caretLeftIcon } from '@jupyterlab/ui-components';
 
+import type { ApprovalsModel } from './approvals';
+import { ApprovalsSection } from './approvalsView';
 import { formatTime, summarizeEvent } from './format';
-import { counts, errorMessage, notebookLabel } from './labels';
+import {
+  actorLabel,
+  counts,
+  errorMessage,
+  isServerIdentity,
+  notebookLabel,
+  sessionEndedMessage,
+  sessionEndedReason
+} from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
+import type { ISessionEnd } from './session';
 import type { IMe, ITraceEvent } from './tokens';
 
-/** Renders an `AuditTrailModel`. */
+/** Renders an `AuditTrailModel`, and the pending approvals when given. */
 export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
-  constructor(model: AuditTrailModel, trans: TranslationBundle) {
+  constructor(
+    model: AuditTrailModel,
+    trans: TranslationBundle,
+    approvals: ApprovalsModel | null = null
+  ) {
     super(model);
     this._trans = trans;
+    this._approvals = approvals;
+    approvals?.stateChanged.connect(this._onApprovalsChanged, this);
     this.addClass('jp-AuditTrail-view');
+  }
+
+  dispose(): void {
+    this._approvals?.stateChanged.disconnect(this._onApprovalsChanged, this);
+    super.dispose();
   }
 
   protected render(): React.ReactElement {
     const model = this.model;
     const trans = this._trans;
+    const ended = model.sessionEnd;
+    if (ended !== null) {
+      return (
+        <div className="jp-AuditTrail-body">
+          <SessionEnded end={ended} trans={trans} />
+        </div>
+      );
+    }
     return (
       <div className="jp-AuditTrail-body" aria-busy={model.loading}>
         <UserSection me={model.me} error={model.meError} trans={trans} />
         {model.selectedTraceId === null ? (
-          <TraceList model={model} trans={trans} />
+          <>
+            {this._approvals && (
+              <ApprovalsSection
+                model={this._approvals}
+                me={model.me}
+                trans={trans}
+              />
+            )}
+            <TraceList model={model} trans={trans} />
+          </>
         ) : (
           <Timeline model={model} trans={trans} />
         )}
@@ -37,7 +76,33 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
     );
   }
 
+  private _onApprovalsChanged(): void {
+    this.update();
+  }
+
   private _trans: TranslationBundle;
+  private _approvals: ApprovalsModel | null;
+}
+
+/** The sign-in session has ended: say so, and where to sign in again. */
+function SessionEnded(props: {
+  end: ISessionEnd;
+  trans: TranslationBundle;
+}): React.ReactElement {
+  const { end, trans } = props;
+  return (
+    <section className="jp-AuditTrail-sessionEnded" role="alert">
+      <p className="jp-AuditTrail-sessionEndedTitle">
+        {sessionEndedMessage(trans)}
+      </p>
+      <p className="jp-AuditTrail-sessionEndedWhy">
+        {sessionEndedReason(end, trans)}
+      </p>
+      <a className="jp-AuditTrail-signIn" href={end.signInUrl}>
+        {trans.__('Sign in again')}
+      </a>
+    </section>
+  );
 }
 
 function ErrorBox(props: {
@@ -224,8 +289,10 @@ function EventRow(props: {
       <span className="jp-AuditTrail-eventHead">
         <span className="jp-AuditTrail-seq">#{event.seq}</span>
         <span className="jp-AuditTrail-kind">{event.kind}</span>
-        <span className="jp-AuditTrail-who">
-          {event.identity?.username ?? trans.__('(no identity)')}
+        <span
+          className={`jp-AuditTrail-who${isServerIdentity(event.identity) ? ' jp-mod-system' : ''}`}
+        >
+          {actorLabel(event.identity, trans)}
         </span>
         <time className="jp-AuditTrail-time" dateTime={event.time}>
           {formatTime(event.time)}

@@ -3,20 +3,47 @@
 JupyterLab with Galata's test settings (no token, no XSRF check: test use only),
 the jupyter-audit server extension enabled, and a throwaway trail seeded with
 demo traces before the server starts. Never use this configuration in production.
+
+The browser's user comes from `UITestIdentityProvider`: one fixed person, "rita", whose
+groups make her a reviewer, auditor and admin, the way an organisation's sign-in (OIDC,
+JupyterHub) supplies groups. With groups and reviewer groups named, risky operations wait
+for review (under the standard token login one person holds every role, so they only warn).
+Other identities are service accounts whose tokens the tests create through the tokens API.
 """
 
 import atexit
+import dataclasses
 import os
 import shutil
 import tempfile
 
+from jupyter_server.auth.identity import IdentityProvider, User
 from jupyterlab.galata import configure_jupyter_server
 
 from jupyter_audit.cli.demo import seed_demo_trail
 
+
+@dataclasses.dataclass
+class GroupUser(User):
+    groups: list[str] = dataclasses.field(default_factory=list)
+
+
+class UITestIdentityProvider(IdentityProvider):
+    """Every request without a service token is rita's (test use only)."""
+
+    def get_user(self, handler):
+        return GroupUser(
+            username="rita",
+            name="Rita Reviewer",
+            display_name="Rita Reviewer",
+            groups=["audit-reviewers", "audit-auditors", "audit-admins"],
+        )
+
+
 c = get_config()  # noqa: F821
 
 configure_jupyter_server(c)
+c.ServerApp.identity_provider_class = UITestIdentityProvider
 
 # The tests run as root here; Chromium is the Debian one (see playwright.config.js).
 c.ServerApp.allow_root = True

@@ -11,15 +11,8 @@ import json
 
 import pytest
 from helpers.notebooks import write_notebook
-from helpers.oidc import CLIENT, KeyIssuer, oidc_config
+from helpers.oidc import CLIENT, oidc_config
 from helpers.servers import run_cli
-
-
-@pytest.fixture
-def issuer():
-    i = KeyIssuer()
-    yield i
-    i.stop()
 
 
 @pytest.fixture

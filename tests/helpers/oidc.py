@@ -6,6 +6,7 @@
 - `KeyIssuer`: a small issuer of the tests' own (discovery document + JWKS over HTTP) whose
   keys the test controls, for key rotation, unknown key ids, bad signatures and any claims.
 - `oidc_config`: a server's config signing in with `CLIENT` at an issuer.
+- `provider_fixture`: a module-scoped fixture of a `MockProvider` with the users given.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import jwt
+import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -128,6 +130,20 @@ class MockProvider:
         )
         r.raise_for_status()
         return r.json()
+
+
+def provider_fixture(users: dict[str, dict]):
+    """A module-scoped pytest fixture: a `MockProvider` holding `users` (sub -> claims)."""
+
+    @pytest.fixture(scope="module")
+    def provider():
+        p = MockProvider()
+        for sub, claims in users.items():
+            p.set_user(sub, claims)
+        yield p
+        p.stop()
+
+    return provider
 
 
 def _rsa_key():

@@ -13,6 +13,118 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from helpers.servers import REPO, free_port
 
+APPROVALS_PATH = "/jupyter-audit/api/kernel/approvals"
+
+
+class BrokerStandIn:
+    """Stands in for the server's approval broker (``kernel/approvals``, the protocol in
+    docs/approvals.md): ``rules`` maps a substring of the statement/command/URL to the
+    decision the policy would give (else ``default``); a ``review`` request stays pending
+    until the test calls ``decide``. Records every request and call it was sent."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, str] = {}
+        self.default = "allow"
+        self.status = 200  # anything else: the broker answers that, without deciding
+        self.refuse_executed = False  # answer 409 to every outcome report
+        self.asked: list[dict] = []  # bodies of POST kernel/approvals
+        self.calls: list[tuple[str, str, dict | None, dict]] = []  # method, path, body, headers
+        self.requests: dict[int, dict] = {}
+        self.notes: list[str] = []
+        self._cond = threading.Condition()
+
+    def _reply(self, handler, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def handle(self, handler, method: str, raw: bytes) -> None:
+        body = json.loads(raw) if raw else None
+        with self._cond:
+            self.calls.append((method, handler.path, body, dict(handler.headers)))
+            self._cond.notify_all()
+            status = self.status
+        if status != 200:
+            return self._reply(handler, status, {"message": "stand-in refuses"})
+        rest = handler.path[len(APPROVALS_PATH) :]
+        if method == "POST" and rest in ("", "/"):
+            return self._reply(handler, 200, self._ask(body))
+        if method == "GET" and rest.startswith("?asked="):
+            # for a cell's thread: returns once that many requests were asked
+            n = int(rest.split("=")[1])
+            with self._cond:
+                self._cond.wait_for(lambda: len(self.asked) >= n, timeout=30)
+            return self._reply(handler, 200, {"asked": len(self.asked)})
+        if method == "GET" and rest.startswith("/note"):
+            with self._cond:
+                self.notes.append(rest)
+                self._cond.notify_all()
+            return self._reply(handler, 200, {})
+        rid = int(rest.strip("/").split("?")[0])
+        if method == "GET":
+            return self._reply(handler, 200, self._poll(rid, "wait=" in rest))
+        with self._cond:
+            req = self.requests[rid]
+            if "cancel" in body:
+                req["state"] = "cancelled"
+            elif req["state"] != "approved" or req.get("executed") or self.refuse_executed:
+                return self._reply(handler, 409, {"message": "not approved"})
+            else:
+                req["executed"] = body["executed"]
+                req["state"] = "executed"
+            self._cond.notify_all()
+        return self._reply(handler, 200, {"id": rid, "state": req["state"]})
+
+    def _ask(self, body: dict) -> dict:
+        text = body.get("statement") or body.get("command") or body.get("url") or ""
+        decision = next((d for k, d in self.rules.items() if k in text), self.default)
+        reasons = [
+            {"rule": "test.rule", "message": f"{decision} by the stand-in", "action": decision}
+        ]
+        with self._cond:
+            self.asked.append(body)
+            request = None
+            if decision == "review":
+                rid = len(self.requests) + 1
+                request = {
+                    "id": rid,
+                    "state": "pending",
+                    "expires_at": "2099-01-01T00:00:00Z",
+                    "message": f"waiting for approval #{rid}: {text[:60]}",
+                }
+                self.requests[rid] = {"body": body, "state": "pending", "reason": None}
+            self._cond.notify_all()
+        return {"decision": decision, "reasons": reasons, "request": request, "min_approvals": 1}
+
+    def _poll(self, rid: int, wait: bool) -> dict:
+        with self._cond:
+            req = self.requests[rid]
+            if wait:
+                self._cond.wait_for(lambda: req["state"] != "pending", timeout=30)
+            return {
+                "id": rid,
+                "state": req["state"],
+                "reason": req["reason"],
+                "decided_by": ["bob"] if req["state"] in ("approved", "denied") else [],
+                "message": f"approval #{rid}: {req['state']}",
+            }
+
+    def decide(self, rid: int, state: str, reason: str | None = None) -> None:
+        with self._cond:
+            self.requests[rid]["state"] = state
+            self.requests[rid]["reason"] = reason
+            self._cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = 30.0):
+        """Wait (on the broker's own condition: no polling) until ``predicate(self)``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self), timeout=timeout):
+                raise AssertionError(f"timed out; calls: {[c[:3] for c in self.calls]}")
+            return predicate(self)
+
 
 class IngestServer:
     """Stands in for the server's kernel ingest endpoint: answers with ``status`` (200 with
@@ -33,6 +145,8 @@ class IngestServer:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.startswith(APPROVALS_PATH):
+                    return outer.broker.handle(self, "POST", body)
                 with outer._lock:
                     outer.requests.append({"path": self.path, "headers": dict(self.headers)})
                     status = outer.status
@@ -60,13 +174,22 @@ class IngestServer:
                 if stale_keepalive:
                     self.close_connection = True
 
+            def do_GET(self):
+                if self.path.startswith(APPROVALS_PATH):
+                    return outer.broker.handle(self, "GET", b"")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def log_message(self, *args):
                 pass
 
+        self.broker = BrokerStandIn()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
         self.url = f"http://127.0.0.1:{self.port}/jupyter-audit/api/kernel/events"
+        self.approvals_url = f"http://127.0.0.1:{self.port}{APPROVALS_PATH}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
 

@@ -21,6 +21,7 @@ from time import perf_counter_ns
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import approvals
 from ..context import active, is_wrapped, log_once, mark, record
 
 _IN_HTTP: ContextVar[bool] = ContextVar("jupyter_audit_in_http", default=False)
@@ -142,17 +143,22 @@ def patch_requests(module, patcher) -> None:
     def send(self, request, **kwargs):
         if _skip():
             return orig(self, request, **kwargs)
+        ticket = approvals.check_http(request.method, request.url)  # raises: not sent
         t0 = perf_counter_ns()
         token = _IN_HTTP.set(True)
         try:
             resp = orig(self, request, **kwargs)
         except BaseException as e:
             _IN_HTTP.reset(token)
+            if ticket is not None:
+                ticket.done(None, e)
             report(
                 "requests", request.method, request.url, None, t0, sent_body=request.body, error=e
             )
             raise
         _IN_HTTP.reset(token)
+        if ticket is not None:
+            ticket.done(None, None)
         try:
             content = getattr(resp, "_content", None)
             if isinstance(content, bytes):
@@ -216,16 +222,21 @@ def patch_httpx(module, patcher) -> None:
         def send(self, request, *args, **kwargs):
             if _skip():
                 return orig(self, request, *args, **kwargs)
+            ticket = approvals.check_http(request.method, str(request.url))
             t0 = perf_counter_ns()
             token = _IN_HTTP.set(True)
             try:
                 resp = orig(self, request, *args, **kwargs)
             except BaseException as e:
                 _IN_HTTP.reset(token)
+                if ticket is not None:
+                    ticket.done(None, e)
                 body = _httpx_request_body(request)
                 report("httpx", request.method, request.url, None, t0, sent_body=body, error=e)
                 raise
             _IN_HTTP.reset(token)
+            if ticket is not None:
+                ticket.done(None, None)
             _httpx_done(request, resp, t0)
             return resp
 
@@ -238,16 +249,21 @@ def patch_httpx(module, patcher) -> None:
         async def asend(self, request, *args, **kwargs):
             if _skip():
                 return await orig_async(self, request, *args, **kwargs)
+            ticket = approvals.check_http(request.method, str(request.url))
             t0 = perf_counter_ns()
             token = _IN_HTTP.set(True)
             try:
                 resp = await orig_async(self, request, *args, **kwargs)
             except BaseException as e:
                 _IN_HTTP.reset(token)
+                if ticket is not None:
+                    ticket.done(None, e)
                 body = _httpx_request_body(request)
                 report("httpx", request.method, request.url, None, t0, sent_body=body, error=e)
                 raise
             _IN_HTTP.reset(token)
+            if ticket is not None:
+                ticket.done(None, None)
             _httpx_done(request, resp, t0)
             return resp
 
@@ -279,15 +295,20 @@ def patch_urllib3(module, patcher) -> None:
         if _skip():
             return orig(self, method, url, *args, **kwargs)
         body = args[0] if args else kwargs.get("body")
+        ticket = approvals.check_http(method, _pool_url(self, url))
         t0 = perf_counter_ns()
         token = _IN_HTTP.set(True)
         try:
             resp = orig(self, method, url, *args, **kwargs)
         except BaseException as e:
             _IN_HTTP.reset(token)
+            if ticket is not None:
+                ticket.done(None, e)
             report("urllib3", method, _pool_url(self, url), None, t0, sent_body=body, error=e)
             raise
         _IN_HTTP.reset(token)
+        if ticket is not None:
+            ticket.done(None, None)
         try:
             content = getattr(resp, "_body", None)
             if isinstance(content, bytes):
@@ -336,16 +357,21 @@ def patch_urllib_request(module, patcher) -> None:
             http = False
         if not http:
             return orig(self, fullurl, data, *args, **kwargs)
+        ticket = approvals.check_http(method, url)
         t0 = perf_counter_ns()
         token = _IN_HTTP.set(True)
         try:
             resp = orig(self, fullurl, data, *args, **kwargs)
         except BaseException as e:
             _IN_HTTP.reset(token)
+            if ticket is not None:
+                ticket.done(None, e)
             status = getattr(e, "code", None)  # urllib.error.HTTPError is a response too
             report("urllib", method, url, status, t0, sent_body=body, error=e)
             raise
         _IN_HTTP.reset(token)
+        if ticket is not None:
+            ticket.done(None, None)
         try:
             status = getattr(resp, "status", None) or resp.getcode()
             received = _content_length(getattr(resp, "headers", None))

@@ -25,6 +25,7 @@ import weakref
 from contextvars import ContextVar
 from time import perf_counter_ns
 
+from .. import approvals
 from ..context import active, current_msg_id, is_wrapped, log_once, mark, record
 
 COMMAND_CAP = 100_000
@@ -198,12 +199,18 @@ def patch_subprocess(module, patcher) -> None:
         except Exception as e:
             log_once("Popen meta", e)
             info = None
+        # before the process exists: raises when it must not start
+        ticket = approvals.check_shell(info.command if info is not None else _text(args))
         try:
             orig_init(self, args, *a, **kwargs)
         except BaseException as e:
             if info is not None:
                 _report_proc(info, None, error=e)
+            if ticket is not None:
+                ticket.done(None, e)
             raise
+        if ticket is not None:
+            ticket.done(None, None)
         if info is not None:
             try:
                 setattr(self, _ATTR, info)
@@ -303,6 +310,11 @@ def patch_os(module, patcher) -> None:
             if owned is None:
                 return orig_system(command)
             scope, token = owned
+            try:
+                ticket = approvals.check_shell(command)
+            except BaseException:
+                _SCOPE.reset(token)
+                raise
             t0 = perf_counter_ns()
             try:
                 status = orig_system(command)
@@ -316,6 +328,8 @@ def patch_os(module, patcher) -> None:
             except Exception:
                 code = None
             report("os.system", _text(command)[:COMMAND_CAP], None, code, t0)
+            if ticket is not None:
+                ticket.done(code, None)
             return status
 
         patcher.replace(module, "system", mark(system))
@@ -338,6 +352,11 @@ def _wrap_ipython_system(orig, via: str, returns_code: bool):
         if owned is None:
             return orig(cmd, *args, **kwargs)
         scope, token = owned
+        try:
+            ticket = approvals.check_shell(cmd)
+        except BaseException:
+            _SCOPE.reset(token)
+            raise
         t0 = perf_counter_ns()
         try:
             result = orig(cmd, *args, **kwargs)
@@ -350,6 +369,8 @@ def _wrap_ipython_system(orig, via: str, returns_code: bool):
         if code is None and scope.procs:
             code = scope.procs[-1].returncode
         report(via, _text(cmd)[:COMMAND_CAP], None, code, t0)
+        if ticket is not None:
+            ticket.done(code, None)
         return result
 
     return mark(wrapper)
@@ -389,6 +410,11 @@ def _wrap_script_magic(fn, name: str, interpreter: str | None):
         extra = {"line": line}
         if "--bg" in words:
             extra["background"] = True
+        try:
+            ticket = approvals.check_shell(f"{line}\n{cell or ''}" if line else (cell or ""))
+        except BaseException:
+            _SCOPE.reset(token)
+            raise
         t0 = perf_counter_ns()
         try:
             result = fn(line, cell, *args, **kwargs)
@@ -402,6 +428,8 @@ def _wrap_script_magic(fn, name: str, interpreter: str | None):
         if scope.procs:
             code = scope.procs[-1].returncode
         report(via, command, argv, code, t0, extra=extra)
+        if ticket is not None:
+            ticket.done(code, None)
         return result
 
     return mark(magic)

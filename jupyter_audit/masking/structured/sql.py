@@ -6,21 +6,17 @@ column it is compared with, inserted into or assigned to, whatever it looks like
 recognizers still run on every statement and parameter afterwards, so a value that looks
 like an e-mail or card number is masked wherever it stands).
 
-The statement is read as sqlparse's lexer reads it, without its grouping pass (~0.5 ms a
-statement): the flat token stream is enough to see ``column <op> value``, ``column IN (...)``,
-``column BETWEEN a AND b``, the column list of an INSERT against its VALUES rows, and UPDATE
-SET assignments, which lex as comparisons. sqlparse's lexer tries its 50 regexes one by one
-at every position from Python (~1.5 µs a character here); `_lex` runs
-the same regexes, in the same order, as one alternation (CPython's ``re`` tries the
-alternatives of one pattern in order at a position, so the first that matches wins as in
-sqlparse's loop) with sqlparse's own keyword table and dollar-quote/comment spans: the same
-tokens in half the time (``test_masking_structured.py`` compares the two on every statement
-it uses and on generated ones). Placeholders in every DB-API style are bound to
-their parameter: qmark ``?``, numbered ``?1`` ``:1`` ``$1``, named ``:name`` ``$name``
-``@name``, format ``%s`` and pyformat ``%(name)s``. The analysis of a statement is cached
-(statements recur); a statement runs through it only when it has parameters or a literal and
-a sensitive column name may occur in it. A statement it fails to read has its statement and
-parameters withheld by the caller (`structured.StructureMasker`), never passed on.
+The statement is read as sqlparse's lexer reads it (`policy.sqlparser.lex`, the project's one
+reader of SQL text, its patterns tried as one alternation), without its grouping pass (~0.5 ms
+a statement): the flat token stream is enough to see ``column <op> value``,
+``column IN (...)``, ``column BETWEEN a AND b``, the column list of an INSERT against its
+VALUES rows, and UPDATE SET assignments, which lex as comparisons. Placeholders in every
+DB-API style are bound to their parameter: qmark ``?``, numbered ``?1`` ``:1`` ``$1``, named
+``:name`` ``$name`` ``@name``, format ``%s`` and pyformat ``%(name)s``. The analysis of a
+statement is cached (statements recur); a statement runs through it only when it has
+parameters or a literal and a sensitive column name may occur in it. A statement it fails to
+read has its statement and parameters withheld by the caller (`structured.StructureMasker`),
+never passed on.
 
 Not seen: an INSERT without a column list (the table's columns are not known here).
 """
@@ -31,10 +27,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from sqlparse import keywords
 from sqlparse import tokens as T
-from sqlparse.lexer import Lexer
 
+from ...policy.sqlparser import lex
 from ..base import MASKED_RE
 from .names import SensitiveNames
 
@@ -203,65 +198,12 @@ def _replace_literals(statement: str, analysis: _Analysis, pseudonym: Pseudonym)
 # Reading a statement ----------------------------------------------------------------------------
 
 
-def _combined() -> tuple[re.Pattern, list, Callable] | None:
-    """sqlparse's lexer regexes as one alternation, each in a named group, with the action of
-    each group; None when this sqlparse does not have what `_lex` needs."""
-    try:
-        table = keywords.SQL_REGEX
-        keywords.find_delimited_spans  # noqa: B018 - present since sqlparse 0.5.4
-        is_keyword = Lexer.get_default_instance().is_keyword
-        parts = []
-        for i, (pattern, _action) in enumerate(table):
-            if re.compile(pattern).groups and re.search(r"\\\d|\(\?P=", pattern):
-                return None  # a back-reference would point at the wrong group
-            parts.append(f"(?P<g{i}>{pattern})")
-        combined = re.compile("|".join(parts), re.IGNORECASE | re.UNICODE)
-        return combined, [action for _, action in table], is_keyword
-    except Exception:  # noqa: BLE001 - sqlparse's own lexer then
-        return None
-
-
-_COMBINED = _combined()
-
-
-def _lex(text: str) -> list[tuple[object, str]]:
-    """``list(Lexer.get_default_instance().get_tokens(text))``, faster (see the module)."""
-    if _COMBINED is None:
-        return list(Lexer.get_default_instance().get_tokens(text))
-    match, actions, is_keyword = _COMBINED[0].match, _COMBINED[1], _COMBINED[2]
-    spans = keywords.find_delimited_spans(text)
-    openers = spans.openers
-    out: list[tuple[object, str]] = []
-    pos, n = 0, len(text)
-    while pos < n:
-        if openers and pos in openers:
-            resolved = spans.resolve(pos)
-            if resolved is not None:
-                end, ttype = resolved
-                out.append((ttype, text[pos:end]))
-                pos = end
-                continue
-        m = match(text, pos)
-        if m is None:
-            out.append((T.Error, text[pos]))
-            pos += 1
-            continue
-        action = actions[int(m.lastgroup[1:])]  # type: ignore[index]
-        value = m.group()
-        if action is keywords.PROCESS_AS_KEYWORD:
-            out.append(is_keyword(value))
-        else:
-            out.append((action, value))
-        pos = m.end() if m.end() > pos else pos + 1
-    return out
-
-
 def _tokens(statement: str) -> list[_Tok]:
     """Significant tokens with their offsets; placeholders numbered in DB-API order."""
     out: list[_Tok] = []
     pos = 0
     counter = 0
-    raw = _lex(statement)
+    raw = lex(statement)
     for i, (ttype, value) in enumerate(raw):
         start = pos
         pos += len(value)

@@ -10,6 +10,7 @@ server's own (system) identity.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ...store.errors import loggable_error
@@ -42,12 +43,27 @@ def _record(recorder, kind: str, kernel_id: str, payload: dict, flags=()) -> Non
         )
 
 
-def install_kernel_hooks(recorder, km) -> None:
+async def _cancel_approvals(approvals, kernel_id: str, why: str) -> None:
+    """The kernel's pending (or approved, not run) approval requests are cancelled: what it
+    was waiting for will never run."""
+    if approvals is None:
+        return
+    try:
+        await asyncio.to_thread(approvals.cancel_kernel, kernel_id, why)
+    except Exception as e:  # noqa: BLE001 - the kernel action itself must go on
+        log.error(
+            "jupyter-audit: approvals of kernel %s not cancelled: %s", kernel_id, loggable_error(e)
+        )
+
+
+def install_kernel_hooks(recorder, km, approvals=None) -> None:
     """Wrap the server's kernel manager so starts, restarts, interrupts, shutdowns and
-    deaths land in the trail."""
+    deaths land in the trail, and cancel the kernel's approval requests (`approvals`, the
+    ApprovalBroker) on each but a start."""
     start, restart = km.start_kernel, km.restart_kernel
     interrupt, shutdown = km.interrupt_kernel, km.shutdown_kernel
     died = km._handle_kernel_died
+    cancelling: set = set()  # approval cancellations under way for kernels that died
 
     async def start_kernel(*args, **kwargs):
         known = kwargs.get("kernel_id") in km
@@ -67,11 +83,13 @@ def install_kernel_hooks(recorder, km) -> None:
     async def restart_kernel(kernel_id, *args, **kwargs):
         result = await restart(kernel_id, *args, **kwargs)
         _record(recorder, "session.started", kernel_id, {"reason": "restart"})
+        await _cancel_approvals(approvals, kernel_id, "restart")
         return result
 
     async def interrupt_kernel(kernel_id, *args, **kwargs):
         result = await interrupt(kernel_id, *args, **kwargs)
         _record(recorder, "session.interrupted", kernel_id, {"reason": "interrupt"})
+        await _cancel_approvals(approvals, kernel_id, "interrupt")
         return result
 
     async def shutdown_kernel(kernel_id, *args, **kwargs):
@@ -79,10 +97,27 @@ def install_kernel_hooks(recorder, km) -> None:
         if not kwargs.get("restart"):
             _record(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
             recorder.kernel_secrets.forget(kernel_id)
+            await _cancel_approvals(approvals, kernel_id, "shutdown")
         return result
 
     def handle_kernel_died(kernel_id):
         _record(recorder, "session.ended", kernel_id, {"reason": "died"})
+        if approvals is not None:
+            try:
+                task = asyncio.get_running_loop().create_task(
+                    _cancel_approvals(approvals, kernel_id, "died")
+                )
+                cancelling.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(cancelling.discard)
+            except RuntimeError:  # no loop running (not from the restarter): cancel here
+                try:
+                    approvals.cancel_kernel(kernel_id, "died")
+                except Exception as e:  # noqa: BLE001 - the death is handled regardless
+                    log.error(
+                        "jupyter-audit: approvals of kernel %s not cancelled: %s",
+                        kernel_id,
+                        loggable_error(e),
+                    )
         return died(kernel_id)
 
     km.start_kernel = start_kernel

@@ -55,6 +55,7 @@ import shutil
 import tempfile
 
 from ...identity.resolve import snapshot_for
+from .. import sockets
 
 log = logging.getLogger("jupyter_audit.terminals")
 _ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)")
@@ -331,6 +332,7 @@ def install() -> bool:
     if getattr(TermSocket, "_jupyter_audit", False):
         return True
     original = TermSocket.on_message
+    original_open, original_on_close = TermSocket.open, TermSocket.on_close
     new_terminal = TerminalManager.new_terminal
 
     def audited_new_terminal(self, **kwargs):
@@ -353,20 +355,25 @@ def install() -> bool:
             # e.g. the service token behind this terminal was revoked or has expired
             self.close(4001, "not authorized any more")
             return None
-        if recorder is not None and not getattr(self, "_audit_registered", False):
-            token_id = getattr(self.current_user, "audit_identity", None) or {}
-            token_id = token_id.get("token_id")
-            if token_id:  # closed at once if the token is revoked
-                recorder.watch_token(token_id, self)
-            self._audit_registered = True
         try:
             _record(self, message)
         except Exception as e:  # noqa: BLE001 - typing must reach the shell regardless
             log.error("jupyter-audit: terminal input not recorded: %s", type(e).__name__)
         return await original(self, message)
 
+    def watched_open(self, *args, **kwargs):
+        # closed when its token is revoked, its sign-in session ends or either expires
+        sockets.watch(self, self.settings.get("jupyter_audit"))
+        return original_open(self, *args, **kwargs)
+
+    def watched_on_close(self):
+        sockets.unwatch(self, self.settings.get("jupyter_audit"))
+        return original_on_close(self)
+
     TerminalManager.new_terminal = audited_new_terminal  # type: ignore[method-assign]
     TermSocket.on_message = on_message  # type: ignore[method-assign]
+    TermSocket.open = watched_open  # type: ignore[method-assign]
+    TermSocket.on_close = watched_on_close  # type: ignore[method-assign]
     setattr(TermSocket, "_jupyter_audit", True)  # noqa: B010 - marks the class as wrapped
     return True
 

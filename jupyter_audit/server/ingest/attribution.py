@@ -147,3 +147,21 @@ def cell_in_trail(cur, msg_id: str, kernel_id: str) -> tuple[dict, dict] | None:
         "reused": any(r[0] != "cell.requested" and not r[1] for r in rows),
     }
     return cell, state
+
+
+def running_cell(cells, cursor_factory, kernel_id: str, msg_id: str) -> dict | None:
+    """The cell a kernel's approval request comes from, as the server knows it: one the
+    gateway forwarded to this kernel under `msg_id`, still running (the kernel has not
+    answered or reported it finished) and not reused. None: the request cannot be
+    attributed to a person, so it can only be denied."""
+    cell = cells.lookup(msg_id)
+    if cell is None:
+        found = cell_in_trail(cursor_factory(), msg_id, kernel_id)
+        if found is None:
+            return None
+        cell = {**found[0], **found[1]}
+    if cell.get("kernel_id") != kernel_id or cell.get("reused"):
+        return None
+    if cell.get("finished") or "replied_at" in cell or not cell.get("identity"):
+        return None
+    return cell

@@ -22,12 +22,13 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_EVENTS = 10_000
 
 
-class KernelEventsHandler(APIHandler):
-    """POST /jupyter-audit/api/kernel/events: batches from the kernel side.
+class KernelHandler(APIHandler):
+    """Base of the kernels' endpoints (`kernel/events`, `kernel/approvals`).
 
     Not for users: authenticated by the per-kernel secret (header `Authorization:
     JupyterAudit-Kernel <secret>` and `X-Jupyter-Audit-Kernel: <kernel id>`), which is not a
-    cookie, so no XSRF token is involved."""
+    cookie, so no XSRF token is involved. A wrong or missing secret is a 403, recorded as
+    `security.rejected` (rate-limited per address)."""
 
     @property
     def recorder(self):
@@ -41,14 +42,25 @@ class KernelEventsHandler(APIHandler):
         self.recorder.reject(reason, f"kernel ingest from {ip}", address=ip, kernel_id=kernel_id)
         raise web.HTTPError(status, reason)
 
-    @allow_unauthenticated
-    async def post(self):
-        recorder = self.recorder
+    def kernel_id(self) -> str:
+        """The kernel whose secret this request carries (403 otherwise)."""
         kernel_id = self.request.headers.get("X-Jupyter-Audit-Kernel")
         auth = self.request.headers.get("Authorization", "")
         scheme, _, secret = auth.partition(" ")
-        if scheme != "JupyterAudit-Kernel" or not recorder.kernel_secrets.check(kernel_id, secret):
+        if scheme != "JupyterAudit-Kernel" or not self.recorder.kernel_secrets.check(
+            kernel_id, secret
+        ):
             self._reject("kernel secret missing or wrong", kernel_id)
+        return kernel_id  # type: ignore[return-value]  # checked above
+
+
+class KernelEventsHandler(KernelHandler):
+    """POST /jupyter-audit/api/kernel/events: batches from the kernel side."""
+
+    @allow_unauthenticated
+    async def post(self):
+        recorder = self.recorder
+        kernel_id = self.kernel_id()
         if len(self.request.body) > MAX_BODY:
             raise web.HTTPError(413, f"batch larger than {MAX_BODY} bytes")
         try:

@@ -2,7 +2,13 @@ import { describe, expect, it } from 'vitest';
 
 import { nullTranslator } from '@jupyterlab/translation';
 
-import { counts, errorMessage, notebookLabel } from '../labels';
+import {
+  actorLabel,
+  counts,
+  errorMessage,
+  isServerIdentity,
+  notebookLabel
+} from '../labels';
 import { AuditAPIError } from '../request';
 import type { ITraceSummary } from '../tokens';
 
@@ -79,5 +85,52 @@ describe('counts', () => {
     expect(
       counts(trace({ events: 1234567, cells: 1000, operations: 99 }), trans)
     ).toBe('1234567 events · 1000 cells · 99 operations');
+  });
+});
+
+describe('actorLabel', () => {
+  it('names a person or service account by username', () => {
+    expect(actorLabel({ username: 'alice', auth_method: 'oidc' }, trans)).toBe(
+      'alice'
+    );
+    expect(
+      actorLabel({ username: 'root', auth_method: 'token' }, trans) // token login
+    ).toBe('root');
+  });
+
+  it('says the server’s own events are the server’s', () => {
+    const server = {
+      username: 'root',
+      auth_method: 'system',
+      display_name: 'jupyter-audit server (root)'
+    };
+    expect(actorLabel(server, trans)).toBe('jupyter-audit server (root)');
+    expect(isServerIdentity(server)).toBe(true);
+    // snapshots from before trail format 3 carry no display name
+    expect(
+      actorLabel({ username: 'jovyan', auth_method: 'system' }, trans)
+    ).toBe('jupyter-audit server (jovyan)');
+  });
+
+  it('never takes a person’s chosen display name for the server', () => {
+    const eve = {
+      username: 'eve',
+      auth_method: 'oidc',
+      display_name: 'jupyter-audit server (root)'
+    };
+    expect(actorLabel(eve, trans)).toBe('eve');
+    expect(isServerIdentity(eve)).toBe(false);
+  });
+
+  it('keeps markup and placeholders in a username as text', () => {
+    const username = '<img src=x onerror=alert(1)>%1';
+    expect(actorLabel({ username, auth_method: 'system' }, trans)).toBe(
+      `jupyter-audit server (${username})`
+    );
+  });
+
+  it('shows a placeholder without an identity', () => {
+    expect(actorLabel(null, trans)).toBe('(no identity)');
+    expect(isServerIdentity(undefined)).toBe(false);
   });
 });

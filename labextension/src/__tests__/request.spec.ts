@@ -198,4 +198,26 @@ describe('AuditAPIError', () => {
     );
     expect(forbidden).toEqual([401, 403]);
   });
+
+  it('reads what a 401 says about signing in again', async () => {
+    const ended = await failure(() =>
+      json(401, {
+        code: 401,
+        message: 'authentication failed: session expired; sign in again',
+        reason: 'session_expired',
+        login_url: '/user/ada/login'
+      })
+    );
+    expect(ended.signIn).toEqual({
+      reason: 'session_expired',
+      loginUrl: '/user/ada/login'
+    });
+
+    // jupyter_server's HTTP reason is no sign-in reason
+    const plain = await failure(() => json(401, { reason: 'Unauthorized' }));
+    expect(plain.signIn).toEqual({ reason: 'not_signed_in', loginUrl: null });
+
+    const forbidden = await failure(() => json(403, { message: 'no' }));
+    expect(forbidden.signIn).toBeNull();
+  });
 });

@@ -20,15 +20,14 @@ import type {
   ITraceSummary
 } from '../../src/tokens';
 
-const PANEL_ID = 'jupyter-audit:panel';
-const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
-const DOCS_DIR = path.resolve(__dirname, '..', '..', '..', 'docs');
+import {
+  DOCS_DIR,
+  PANEL_ID,
+  api,
+  useRealServerAndFailOnDialogs
+} from './common';
 
-async function api<T>(page: Page, endPoint: string): Promise<T> {
-  const response = await page.request.get(`/jupyter-audit/api/${endPoint}`);
-  expect(response.status(), `GET ${endPoint}`).toBe(200);
-  return (await response.json()) as T;
-}
+const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
 
 async function apiTraces(page: Page): Promise<ITraceSummary[]> {
   const { traces } = await api<ITraceList>(page, 'traces?limit=50');
@@ -77,6 +76,20 @@ function expectedSummary(event: ITraceEvent): string {
   return summary.length > 240 ? `${summary.slice(0, 239)}…` : summary;
 }
 
+/**
+ * Who the panel must show for an event: a person's or service account's
+ * username; the server's own events (`auth_method` `system`) as the server's.
+ */
+function expectedWho(event: ITraceEvent): string {
+  const identity = event.identity;
+  if (!identity) {
+    return '(no identity)';
+  }
+  return identity.auth_method === 'system'
+    ? `jupyter-audit server (${identity.username})`
+    : identity.username;
+}
+
 function panelLocator(page: Page): Locator {
   return page.locator('.jp-AuditTrail-panel');
 }
@@ -110,7 +123,7 @@ async function checkTimeline(
     await expect(row.locator('.jp-AuditTrail-seq')).toHaveText(`#${event.seq}`);
     await expect(row.locator('.jp-AuditTrail-kind')).toHaveText(event.kind);
     await expect(row.locator('.jp-AuditTrail-who')).toHaveText(
-      event.identity?.username ?? '(no identity)'
+      expectedWho(event)
     );
     await expect(row.locator('.jp-AuditTrail-time')).not.toBeEmpty();
     await expect(row.locator('.jp-AuditTrail-summary')).toHaveText(
@@ -120,24 +133,7 @@ async function checkTimeline(
   return events;
 }
 
-// Galata mocks every URL matching /api/me by default (its `mockUser`), which
-// would also swallow our /jupyter-audit/api/me: talk to the real server.
-test.use({ mockUser: false });
-
-// Any alert()/confirm()/prompt() would mean trail data ran as code.
-let dialogs: string[] = [];
-
-test.beforeEach(async ({ page }) => {
-  dialogs = [];
-  page.on('dialog', async dialog => {
-    dialogs.push(`${dialog.type()}: ${dialog.message()}`);
-    await dialog.dismiss();
-  });
-});
-
-test.afterEach(() => {
-  expect(dialogs, 'no dialog may open').toEqual([]);
-});
+useRealServerAndFailOnDialogs();
 
 test.describe('Audit trail panel', () => {
   test('opens from the sidebar icon and shows the user and the traces', async ({
@@ -245,6 +241,52 @@ test.describe('Audit trail panel', () => {
     await page.sidebar.setWidth(420);
     fs.mkdirSync(DOCS_DIR, { recursive: true });
     await page.screenshot({ path: path.join(DOCS_DIR, 'panel-timeline.png') });
+  });
+
+  test('the server’s own events read as the server’s, not a participant', async ({
+    page
+  }) => {
+    const panel = await openPanel(page);
+    const traces = await apiTraces(page);
+    // The demo trail has a trace the server ended at shutdown.
+    let found: { trace: ITraceSummary; event: ITraceEvent } | null = null;
+    for (const trace of traces) {
+      const events = await apiEvents(page, trace.trace_id);
+      const event = events.find(e => e.identity?.auth_method === 'system');
+      if (event) {
+        found = { trace, event };
+        break;
+      }
+    }
+    expect(
+      found,
+      'the demo trail has a server event in a trace'
+    ).not.toBeNull();
+    const { trace, event } = found!;
+    const account = event.identity!.username;
+    const label = `jupyter-audit server (${account})`;
+    expect(event.identity!.display_name).toBe(label);
+    // participants are people: the server's account is not listed
+    expect(trace.users).not.toContain(account);
+    expect(trace.users.length).toBeGreaterThan(0);
+    await expect(
+      traceButton(panel, trace.trace_id).locator('.jp-AuditTrail-traceUsers')
+    ).toHaveText(trace.users.join(', '));
+
+    await traceButton(panel, trace.trace_id).click();
+    await expect(
+      panel.locator('.jp-AuditTrail-traceInfo .jp-AuditTrail-traceUsers')
+    ).toHaveText(trace.users.join(', '));
+    const row = panel.locator(
+      `.jp-AuditTrail-event[data-seq="${event.seq}"] .jp-AuditTrail-who`
+    );
+    await expect(row).toHaveText(label);
+    await expect(row).toHaveClass(/jp-mod-system/);
+    // a person's row is shown by username, without the server's mark
+    const person = panel
+      .locator('.jp-AuditTrail-who:not(.jp-mod-system)')
+      .first();
+    await expect(person).toHaveText(trace.users[0]);
   });
 
   test('a notebook name with HTML renders as literal text', async ({

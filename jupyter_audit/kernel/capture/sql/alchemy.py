@@ -6,6 +6,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from time import perf_counter_ns
 
+from ... import approvals
 from ...context import active
 from . import reporting
 from .encoding import PARAM_ITEMS_CAP, params_json
@@ -39,7 +40,16 @@ def _sa_database(engine) -> str | None:
 def _sa_before(conn, cursor, statement, parameters, context, executemany):
     if _IN_SQL.get() or not active():
         return
-    state = (perf_counter_ns(), _IN_SQL.set(True))
+    ticket = None
+    if approvals.held(statement):
+        # raises when it must not run: SQLAlchemy passes the error on, the driver never
+        # sees the statement. Parameters are not copied (this hook cannot replace them):
+        # SQLAlchemy built them for this call and holds them while it waits here.
+        engine = getattr(conn, "engine", conn)
+        ticket, _ = approvals.check_sql(
+            "sqlalchemy", _sa_database(engine), statement, parameters, many=executemany
+        )
+    state = (perf_counter_ns(), _IN_SQL.set(True), ticket)
     if context is not None:
         try:
             setattr(context, _SA_ATTR, state)
@@ -88,7 +98,10 @@ def _sa_after(conn, cursor, statement, parameters, context, executemany):
     state = _sa_take(context)
     if state is None:
         return
-    _sa_report(conn, statement, parameters, executemany, state[0], cursor_rowcount(cursor), None)
+    rowcount = cursor_rowcount(cursor)
+    if state[2] is not None:
+        state[2].done(rowcount, None)
+    _sa_report(conn, statement, parameters, executemany, state[0], rowcount, None)
 
 
 def _sa_error(exception_context):
@@ -98,6 +111,8 @@ def _sa_error(exception_context):
         return
     conn = exception_context.connection or exception_context.engine
     err = exception_context.original_exception or exception_context.sqlalchemy_exception
+    if state[2] is not None:
+        state[2].done(None, err)
     _sa_report(
         conn,
         exception_context.statement,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from time import perf_counter_ns
 
+from ... import approvals
 from . import reporting
 from .encoding import Sampler, params_json, strip_password
 from .reporting import cursor_rowcount, report, should_skip
@@ -39,6 +40,18 @@ class _CursorProxy:
         if should_skip():
             return cur.execute(operation, *args, **kwargs)
         params = args[0] if args else kwargs.get("parameters", kwargs.get("params"))
+        ticket = None
+        if approvals.held(operation):
+            ticket, frozen = approvals.check_sql(
+                self._jad_driver, self._jad_database, operation, params
+            )
+            if ticket is not None and frozen is not params:
+                params = frozen
+                if args:
+                    args = (frozen,) + args[1:]
+                else:
+                    key = "parameters" if "parameters" in kwargs else "params"
+                    kwargs = {**kwargs, key: frozen}
         t0 = perf_counter_ns()
         token = _IN_SQL.set(True)
         err = result = None
@@ -55,11 +68,18 @@ class _CursorProxy:
             report(
                 self._jad_driver, self._jad_database, operation, params_json(params), rc, t0, err
             )
+            if ticket is not None:
+                ticket.done(rc, err)
 
     def executemany(self, operation, seq_of_parameters, *args, **kwargs):
         cur = self._jad_cursor
         if should_skip():
             return cur.executemany(operation, seq_of_parameters, *args, **kwargs)
+        ticket = None
+        if approvals.held(operation):
+            ticket, seq_of_parameters = approvals.check_sql(
+                self._jad_driver, self._jad_database, operation, seq_of_parameters, many=True
+            )
         sampler = Sampler()
         seq = sampler.wrap(seq_of_parameters)
         t0 = perf_counter_ns()
@@ -74,6 +94,8 @@ class _CursorProxy:
         finally:
             _IN_SQL.reset(token)
             rc = None if err is not None else cursor_rowcount(cur if result is cur else result)
+            if ticket is not None:
+                ticket.done(rc, err)
             report(
                 self._jad_driver,
                 self._jad_database,

@@ -7,6 +7,7 @@ import functools
 import weakref
 from time import perf_counter_ns
 
+from ... import approvals
 from ...context import is_wrapped, log_once, mark
 from . import reporting
 from .encoding import Sampler, params_json, strip_password
@@ -35,6 +36,11 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
             return orig(*args, **kwargs)
         rest = args[1:] if method else args
         query = rest[0] if rest else kwargs.get("query")
+        con = args[0] if method else kwargs.get("connection")
+        ticket = None
+        if approvals.held(query):
+            args, kwargs, ticket = _check(name, con, query, args, kwargs, method, many)
+            rest = args[1:] if method else args
         if many:
             params = rest[1] if len(rest) > 1 else kwargs.get("parameters")
             sampler = Sampler()
@@ -49,7 +55,6 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
             params = kwargs.get("params")
         else:
             params = rest[1] if len(rest) > 1 else kwargs.get("parameters")
-        con = args[0] if method else kwargs.get("connection")
         t0 = perf_counter_ns()
         token = _IN_SQL.set(True)
         err = None
@@ -60,6 +65,8 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
             raise
         finally:
             _IN_SQL.reset(token)
+            if ticket is not None:
+                ticket.done(None, err)
             if many:
                 p = sampler.payload()
                 extra = {"executemany": True, "param_sets": sampler.count, "call": name}
@@ -69,6 +76,23 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
             report("duckdb", _duck_database(con), query, p, None, t0, err, extra)
 
     return mark(wrapper)
+
+
+def _check(name, con, query, args, kwargs, method: bool, many: bool):
+    """Ask before a statement that may write; after a review, the parameters that run are
+    the ones asked about. Returns (args, kwargs, ticket or None)."""
+    rest = args[1:] if method else args
+    key = "params" if name in ("sql", "query", "from_query") else "parameters"
+    positional = len(rest) > 1 and key == "parameters"
+    params = rest[1] if positional else kwargs.get(key)
+    ticket, frozen = approvals.check_sql("duckdb", _duck_database(con), query, params, many=many)
+    if ticket is not None and frozen is not params:
+        if positional:
+            i = 2 if method else 1
+            args = args[:i] + (frozen,) + args[i + 1 :]
+        else:
+            kwargs = {**kwargs, key: frozen}
+    return args, kwargs, ticket
 
 
 def patch_duckdb(module, patcher) -> None:

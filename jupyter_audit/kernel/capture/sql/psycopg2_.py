@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from time import perf_counter_ns
 
+from ... import approvals
 from ...context import active, is_wrapped, log_once, mark
 from . import reporting
 from .encoding import Sampler, params_json
@@ -20,6 +21,9 @@ class _Pg2CursorMixin:
     def execute(self, query, vars=None):
         if should_skip():
             return super().execute(query, vars)
+        ticket = None
+        if approvals.held(query):
+            ticket, vars = approvals.check_sql("psycopg2", _pg2_db(self), _pg2_text(query), vars)
         t0 = perf_counter_ns()
         token = _IN_SQL.set(True)
         err = None
@@ -32,10 +36,17 @@ class _Pg2CursorMixin:
             _IN_SQL.reset(token)
             rc = None if err is not None else cursor_rowcount(self)
             report("psycopg2", _pg2_db(self), _pg2_text(query), params_json(vars), rc, t0, err)
+            if ticket is not None:
+                ticket.done(rc, err)
 
     def executemany(self, query, vars_list):
         if should_skip():
             return super().executemany(query, vars_list)
+        ticket = None
+        if approvals.held(query):
+            ticket, vars_list = approvals.check_sql(
+                "psycopg2", _pg2_db(self), _pg2_text(query), vars_list, many=True
+            )
         sampler = Sampler()
         seq = sampler.wrap(vars_list)
         t0 = perf_counter_ns()
@@ -49,6 +60,8 @@ class _Pg2CursorMixin:
         finally:
             _IN_SQL.reset(token)
             rc = None if err is not None else cursor_rowcount(self)
+            if ticket is not None:
+                ticket.done(rc, err)
             report(
                 "psycopg2",
                 _pg2_db(self),

@@ -7,6 +7,7 @@ import functools
 import weakref
 from time import perf_counter_ns
 
+from ... import approvals
 from ...context import is_wrapped, mark
 from . import reporting
 from .encoding import Sampler, params_json, strip_password
@@ -41,6 +42,25 @@ def _psycopg_text(cursor, query):
         return str(query)
 
 
+def _check(cursor, args, kwargs, many: bool):
+    """Ask before a statement that may write: (args, kwargs, ticket or None); after a
+    review, the parameters that run are the ones asked about."""
+    query = args[0] if args else kwargs.get("query")
+    if not approvals.held(query):
+        return args, kwargs, None
+    key = "params_seq" if many else "params"
+    params = args[1] if len(args) > 1 else kwargs.get(key)
+    ticket, frozen = approvals.check_sql(
+        "psycopg", _psycopg_database(cursor), _psycopg_text(cursor, query), params, many=many
+    )
+    if ticket is not None and frozen is not params:
+        if len(args) > 1:
+            args = (args[0], frozen) + args[2:]
+        else:
+            kwargs = {**kwargs, key: frozen}
+    return args, kwargs, ticket
+
+
 def _wrap_psycopg(orig, *, many=False, is_async=False):
     def prepare(self, args, kwargs):
         query = args[0] if args else kwargs.get("query")
@@ -56,7 +76,9 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
             params = args[1] if len(args) > 1 else kwargs.get("params")
         return query, params, sampler, args, kwargs
 
-    def finish(self, query, params, sampler, t0, err):
+    def finish(self, query, params, sampler, t0, err, ticket):
+        if ticket is not None:
+            ticket.done(None if err is not None else cursor_rowcount(self), err)
         if sampler is not None:
             p = sampler.payload()
             extra = {"executemany": True, "param_sets": sampler.count}
@@ -81,6 +103,7 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
         async def wrapper(self, *args, **kwargs):
             if should_skip():
                 return await orig(self, *args, **kwargs)
+            args, kwargs, ticket = _check(self, args, kwargs, many)
             query, params, sampler, args, kwargs = prepare(self, args, kwargs)
             t0 = perf_counter_ns()
             token = _IN_SQL.set(True)
@@ -92,7 +115,7 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
                 raise
             finally:
                 _IN_SQL.reset(token)
-                finish(self, query, params, sampler, t0, err)
+                finish(self, query, params, sampler, t0, err, ticket)
 
     else:
 
@@ -100,6 +123,7 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
         def wrapper(self, *args, **kwargs):
             if should_skip():
                 return orig(self, *args, **kwargs)
+            args, kwargs, ticket = _check(self, args, kwargs, many)
             query, params, sampler, args, kwargs = prepare(self, args, kwargs)
             t0 = perf_counter_ns()
             token = _IN_SQL.set(True)
@@ -111,7 +135,7 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
                 raise
             finally:
                 _IN_SQL.reset(token)
-                finish(self, query, params, sampler, t0, err)
+                finish(self, query, params, sampler, t0, err, ticket)
 
     return mark(wrapper)
 
@@ -119,8 +143,9 @@ def _wrap_psycopg(orig, *, many=False, is_async=False):
 class _AuditedCopy:
     """Context manager around psycopg's ``Cursor.copy``: one event when the block ends."""
 
-    def __init__(self, cm, cursor, statement, params):
+    def __init__(self, cm, cursor, statement, params, ticket=None):
         self._cm, self._cursor, self._statement, self._params = cm, cursor, statement, params
+        self._ticket = ticket  # an approved COPY: its outcome is known when the block ends
         self._t0 = perf_counter_ns()
         self._token = None
 
@@ -138,6 +163,8 @@ class _AuditedCopy:
             if self._token is not None:
                 _IN_SQL.reset(self._token)
             rc = None if ev is not None else cursor_rowcount(self._cursor)
+            if self._ticket is not None:
+                self._ticket.done(rc, ev)
             report(
                 "psycopg",
                 _psycopg_database(self._cursor),
@@ -173,9 +200,19 @@ def patch_psycopg(module, patcher) -> None:
 
         @functools.wraps(orig_copy)
         def copy(self, statement, params=None, **kwargs):
-            cm = orig_copy(self, statement, params, **kwargs)
             if should_skip():
-                return cm
-            return _AuditedCopy(cm, self, statement, params)
+                return orig_copy(self, statement, params, **kwargs)
+            ticket = None
+            if approvals.held(statement):
+                ticket, params = approvals.check_sql(
+                    "psycopg", _psycopg_database(self), _psycopg_text(self, statement), params
+                )
+            try:
+                cm = orig_copy(self, statement, params, **kwargs)
+            except BaseException as e:
+                if ticket is not None:
+                    ticket.done(None, e)
+                raise
+            return _AuditedCopy(cm, self, statement, params, ticket)
 
         patcher.replace(cls, "copy", mark(copy))

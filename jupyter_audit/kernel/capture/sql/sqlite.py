@@ -7,10 +7,11 @@ import functools
 import sys
 from time import perf_counter_ns, time_ns
 
+from ... import approvals
 from ... import context as _ctx
 from ...context import active, is_wrapped, log_once, mark, thread_msg_id
 from . import reporting
-from .encoding import Sampler, strip_password
+from .encoding import Sampler, params_json, strip_password
 from .raw import SINGLE, RawSql, Rendered, failed, snapshot
 from .reporting import audited_class, cursor_rowcount, report, should_skip
 
@@ -23,6 +24,29 @@ _IGNORED_CALLERS = ("IPython.core.history",)
 
 _SQLITE = _ctx.register_encoder(RawSql("sqlite3"))
 _RECORDED = frozenset({tuple, int, str, Rendered})  # forms params are recorded in
+_SQL_PASS = approvals.SQL_PASS  # statements that never ask (read-only): one set lookup
+
+
+def _gated(cursor, execute, sql, parameters, database):
+    """A statement that may write: the approval broker decides before it runs (then it is
+    reported through the general path; not the hot path)."""
+    ticket, parameters = approvals.check_sql("sqlite3", database, sql, parameters)
+    t0 = perf_counter_ns()
+    token = _IN_SQL.set(True)
+    err = None
+    rc = None
+    try:
+        result = execute(sql, parameters)
+        rc = cursor_rowcount(cursor)
+        return result
+    except BaseException as e:
+        err = e
+        raise
+    finally:
+        _IN_SQL.reset(token)
+        report("sqlite3", database, sql, params_json(parameters), rc, t0, err)
+        if ticket is not None:
+            ticket.done(rc, err)
 
 
 def _recover(queue, cursor, statement, params, t0: int, t1: int) -> None:
@@ -52,6 +76,8 @@ class _SqliteCursorMixin:
         queue = _ctx.queue
         if queue is None or _IN_SQL.get():
             return super().execute(sql, parameters)
+        if sql not in _SQL_PASS and approvals.held(sql):
+            return _gated(self, super().execute, sql, parameters, _sqlite_db(self))
         t0 = time_ns()
         try:
             result = super().execute(sql, parameters)
@@ -88,6 +114,9 @@ class _SqliteCursorMixin:
     def executemany(self, sql, seq_of_parameters, /):
         if should_skip():
             return super().executemany(sql, seq_of_parameters)
+        ticket, seq_of_parameters = approvals.check_sql(
+            "sqlite3", _sqlite_db(self), sql, seq_of_parameters, many=True
+        )
         sampler = Sampler()
         seq = sampler.wrap(seq_of_parameters)
         t0 = perf_counter_ns()
@@ -99,6 +128,8 @@ class _SqliteCursorMixin:
             raise
         finally:
             rc = None if err is not None else self.rowcount
+            if ticket is not None:
+                ticket.done(rc, err)
             report(
                 "sqlite3",
                 _sqlite_db(self),
@@ -113,13 +144,18 @@ class _SqliteCursorMixin:
     def executescript(self, sql_script, /):
         if should_skip():
             return super().executescript(sql_script)
+        ticket, _ = approvals.check_sql("sqlite3", _sqlite_db(self), sql_script)
         t0 = perf_counter_ns()
         try:
             result = super().executescript(sql_script)
         except BaseException as e:
             report("sqlite3", _sqlite_db(self), sql_script, None, None, t0, e, _SCRIPT)
+            if ticket is not None:
+                ticket.done(None, e)
             raise
         report("sqlite3", _sqlite_db(self), sql_script, None, None, t0, None, _SCRIPT)
+        if ticket is not None:
+            ticket.done(None, None)
         return result
 
 
@@ -146,6 +182,9 @@ class _SqliteConnectionMixin:
         queue = _ctx.queue
         if queue is None or _IN_SQL.get():
             return _sqlite_execute(cur, sql, parameters)
+        if sql not in _SQL_PASS and approvals.held(sql):
+            _gated(cur, cur.execute, sql, parameters, self._jupyter_audit_db)
+            return cur
         t0 = time_ns()
         try:
             _sqlite_execute(cur, sql, parameters)

@@ -1,0 +1,253 @@
+"""Risky operations wait for a human approver, end to end: a real OIDC issuer over HTTP, a
+real server with its approval broker, the server's own kernels running cells over the
+websocket, real sqlite3, duckdb and SQLAlchemy (and PostgreSQL when
+JUPYTER_AUDIT_TEST_PG_DSN is set) files, and the trail.
+
+alice (reviewer and admin) and bob (reviewer) sign in at the issuer. alice's cell waits
+before the statement reaches the database; she cannot approve her own request; bob decides.
+"""
+
+import asyncio
+import json
+import os
+import sqlite3
+
+import pytest
+from helpers.kernels import open_kernel
+from helpers.oidc import CLIENT, oidc_config
+from helpers.trail import trail_events
+from tornado.httpclient import HTTPClientError
+
+
+@pytest.fixture
+def audit_config():
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(trail_dir, issuer, audit_config):
+    cfg = oidc_config(trail_dir, issuer.issuer)
+    cfg["AuditApp"].update(audit_config)
+    return cfg
+
+
+def bearer(issuer, name: str, groups: list[str]) -> dict:
+    token = issuer.mint(
+        issuer.claims(
+            f"{name}-sub", CLIENT, lifetime=3600, preferred_username=name,
+            email=f"{name}@example.org", groups=groups,
+        )
+    )  # fmt: skip
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def people(issuer):
+    return {
+        "alice": bearer(issuer, "alice", ["audit-reviewers", "audit-admins", "data-science"]),
+        "bob": bearer(issuer, "bob", ["audit-reviewers"]),
+    }
+
+
+async def rest(jp_fetch, headers, *parts, method="GET", body=None, params=None):
+    r = await jp_fetch(
+        "jupyter-audit", "api", *parts, method=method, headers=headers, params=params,
+        body=None if body is None else json.dumps(body),
+    )  # fmt: skip
+    return json.loads(r.body)
+
+
+async def pending(jp_fetch, headers, kernel_id: str, timeout: float = 60) -> dict:
+    """The kernel's pending request, once it exists (its cell is then waiting)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = await rest(jp_fetch, headers, "approvals", params={"state": "pending"})
+        mine = [a for a in found["approvals"] if a["kernel_id"] == kernel_id]
+        if mine:
+            return mine[-1]
+        assert loop.time() < deadline, "no pending approval appeared"
+        await asyncio.sleep(0.1)
+
+
+async def decide(jp_fetch, headers, rid: int, decision: str, reason: str = "looked at it"):
+    return await rest(
+        jp_fetch, headers, "approvals", str(rid), method="POST",
+        body={"decision": decision, "reason": reason},
+    )  # fmt: skip
+
+
+def rows(db, table: str = "customers") -> int:
+    return sqlite3.connect(str(db)).execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def make_db(path) -> None:
+    con = sqlite3.connect(str(path))
+    con.execute("create table customers (id integer, name text)")
+    con.execute("create table orders (id integer)")
+    con.executemany("insert into customers values (?, ?)", [(i, f"c{i}") for i in range(3)])
+    con.executemany("insert into orders values (?)", [(i,) for i in range(2)])
+    con.commit()
+    con.close()
+
+
+async def test_alice_waits_bob_decides(jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path):
+    alice, bob = people["alice"], people["bob"]
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, out = await kc.run(
+        f"import sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "print(con.execute('select count(*) from customers').fetchone()[0])"
+    )
+    assert status == "ok" and out.strip() == "3"
+
+    # alice's DELETE waits before it reaches sqlite
+    cell = asyncio.create_task(kc.run_full("con.execute('DELETE FROM customers')"))
+    request = await pending(jp_fetch, bob, kid)
+    assert request["requester"] == "alice" and request["statement"] == "DELETE FROM customers"
+    assert "statement.where-required" in request["rules"]
+    assert rows(db) == 3
+    # alice approving her own request: 403, admin or not; it still waits
+    with pytest.raises(HTTPClientError) as e:
+        await decide(jp_fetch, alice, request["id"], "approve")
+    assert e.value.code == 403
+    assert not cell.done()
+    decided = await decide(jp_fetch, bob, request["id"], "approve", "quarter-end cleanup")
+    assert decided["state"] == "approved"
+    status, out, errors = await cell
+    assert status == "ok", errors
+    assert rows(db) == 0
+
+    events = [e for e in trail_events(audit) if e["kind"].startswith("approval.")]
+    mine = [e for e in events if e["payload"]["request_id"] in (request["id"], str(request["id"]))]
+    assert [e["kind"] for e in mine] == [
+        "approval.requested",
+        "approval.decided",
+        "approval.executed",
+    ]
+    assert mine[0]["identity"]["username"] == "alice"
+    assert mine[1]["identity"]["username"] == "bob"
+    assert mine[2]["payload"]["rowcount"] == 3
+
+    # a denied DROP TABLE leaves the table intact
+    cell = asyncio.create_task(kc.run_full("con.execute('DROP TABLE orders')"))
+    request = await pending(jp_fetch, bob, kid)
+    await decide(jp_fetch, bob, request["id"], "deny", "we need those")
+    status, _out, errors = await cell
+    assert status == "error" and errors[0]["ename"] == "ApprovalDenied"
+    assert f"#{request['id']}" in errors[0]["evalue"] and "we need those" in errors[0]["evalue"]
+    assert rows(db, "orders") == 2
+
+    # an interrupted wait cancels the request and leaves the data
+    cell = asyncio.create_task(kc.run_full("con.execute('DROP TABLE orders')"))
+    request = await pending(jp_fetch, bob, kid)
+    await jp_fetch("api", "kernels", kid, "interrupt", method="POST", body="", headers=alice)
+    status, _out, errors = await cell
+    assert status == "error" and errors[0]["ename"] == "KeyboardInterrupt"
+    got = await rest(jp_fetch, bob, "approvals", str(request["id"]))
+    assert got["state"] == "cancelled"
+    assert rows(db, "orders") == 2
+
+    # an approval is for that statement only: the edited one asks anew and does not run
+    cell = asyncio.create_task(kc.run_full("con.execute('DROP TABLE orders')"))
+    first = await pending(jp_fetch, bob, kid)
+    await decide(jp_fetch, bob, first["id"], "approve")
+    assert (await cell)[0] == "ok"
+    con = sqlite3.connect(str(db))
+    con.execute("create table orders (id integer)")
+    con.execute("insert into orders values (1)")
+    con.commit()
+    cell = asyncio.create_task(kc.run_full("con.execute('DROP TABLE customers')"))
+    second = await pending(jp_fetch, bob, kid)
+    assert second["id"] != first["id"] and second["statement"] == "DROP TABLE customers"
+    await decide(jp_fetch, bob, second["id"], "deny")
+    status, _out, errors = await cell
+    assert errors[0]["ename"] == "ApprovalDenied"
+    assert rows(db, "orders") == 1  # and customers is still there
+    assert rows(db) == 0
+
+
+async def test_sqlalchemy_and_duckdb_wait_too(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    pytest.importorskip("sqlalchemy")
+    duckdb = pytest.importorskip("duckdb")
+    alice, bob = people["alice"], people["bob"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    duck = tmp_path / "shop.duckdb"
+    d = duckdb.connect(str(duck))
+    d.execute("create table customers as select range as id from range(4)")
+    d.close()
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    # SQLAlchemy's first connection reads settings with PRAGMAs, which the policy may hold
+    # as well: bob approves whatever the set-up cell asks for
+    setup = asyncio.create_task(
+        kc.run(
+            f"import duckdb, sqlalchemy as sa\nd = duckdb.connect({str(duck)!r})\n"
+            f"eng = sa.create_engine('sqlite:///{db}')\neng.connect().close()"
+        )
+    )
+    while not setup.done():
+        waiting = await rest(jp_fetch, bob, "approvals", params={"state": "pending"})
+        for a in waiting["approvals"]:
+            if a["kernel_id"] == kid:
+                assert "customers" not in a["statement"]
+                await decide(jp_fetch, bob, a["id"], "approve")
+        await asyncio.wait([setup], timeout=0.2)
+    assert setup.result()[0] == "ok"
+
+    cell = asyncio.create_task(
+        kc.run_full("with eng.begin() as conn:\n    conn.execute(sa.text('DELETE FROM customers'))")
+    )
+    request = await pending(jp_fetch, bob, kid)
+    assert rows(db) == 3
+    await decide(jp_fetch, bob, request["id"], "approve")
+    assert (await cell)[0] == "ok"
+    assert rows(db) == 0
+
+    cell = asyncio.create_task(kc.run_full("d.execute('DROP TABLE customers')"))
+    request = await pending(jp_fetch, bob, kid)
+    await decide(jp_fetch, bob, request["id"], "deny")
+    status, _out, errors = await cell
+    assert errors[0]["ename"] == "ApprovalDenied"
+    status, out = await kc.run("print(d.execute('select count(*) from customers').fetchone()[0])")
+    assert status == "ok" and out.strip() == "4"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN"), reason="no PostgreSQL at the DSN"
+)
+async def test_postgresql_waits(jp_serverapp, jp_fetch, jp_ws_fetch, people):
+    psycopg = pytest.importorskip("psycopg")
+    dsn = os.environ["JUPYTER_AUDIT_TEST_PG_DSN"]
+    alice, bob = people["alice"], people["bob"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("drop table if exists approval_customers")
+        c.execute("create table approval_customers as select generate_series(1, 3) as id")
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, _ = await kc.run(f"import psycopg\npg = psycopg.connect({dsn!r}, autocommit=True)")
+    assert status == "ok"
+    cell = asyncio.create_task(kc.run_full("pg.execute('DELETE FROM approval_customers')"))
+    request = await pending(jp_fetch, bob, kid)
+    await decide(jp_fetch, bob, request["id"], "deny")
+    assert (await cell)[2][0]["ename"] == "ApprovalDenied"
+    with psycopg.connect(dsn) as c:
+        assert c.execute("select count(*) from approval_customers").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("audit_config", [{"approval_expiry": 2.0}])
+async def test_an_expired_request_leaves_the_data(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path, audit_config
+):
+    alice = people["alice"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, _out, errors = await kc.run_full(
+        f"import sqlite3\nsqlite3.connect({str(db)!r}).execute('DELETE FROM customers')"
+    )
+    assert status == "error" and errors[0]["ename"] == "ApprovalExpired", errors
+    assert rows(db) == 3
