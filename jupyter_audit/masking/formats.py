@@ -148,7 +148,7 @@ AWS_SECRET_KEY = PatternRecognizer(
     SECRET,
     r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
     validator=_aws_secret_like,
-    needles=("secret", "akia", "asia", "aws"),
+    needles=("secret", "akia", "asia"),
     haystack="low",
     priority=75,
     name="aws-secret-key",
