@@ -104,6 +104,20 @@ class ClsScreen:
         return False
 
 
+class TextHas:
+    """A pre-screen: the text contains this substring (``"-p"``), or with ``digits=True`` an
+    ASCII digit (the context's shared flag)."""
+
+    def __init__(self, substring: str = "", *, digits: bool = False) -> None:
+        self.substring = substring
+        self.digits = digits
+
+    def __call__(self, ctx: Context) -> bool:
+        if self.digits and not ctx.digits:
+            return False
+        return self.substring in ctx.text
+
+
 def _needles(needles: Iterable[str | bytes]) -> tuple[bytes, ...]:
     return tuple(n.encode("ascii") if isinstance(n, str) else bytes(n) for n in needles)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .base import SECRET, PatternRecognizer, TokenRecognizer
+from .base import SECRET, PatternRecognizer, TextHas, TokenRecognizer
 from .context import Context
 
 
@@ -122,6 +122,7 @@ CLI_PASSWORD_FLAG = PatternRecognizer(
     needles=("mysql", "mariadb", "sshpass"),
     haystack="low",
     anchored=True,
+    screen=TextHas("-p"),  # one search before three
     group=1,
     priority=85,
     name="cli-password-flag",
