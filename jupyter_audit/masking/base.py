@@ -85,15 +85,40 @@ class Recognizer:
 
 
 class ClsScreen:
-    """A pre-screen: one of these ``bytes`` regexes (each starting with a literal, so the
-    search runs at C speed) finds something in the character-class view. (A class rather
-    than a closure: engines are pickled for the prepare workers.)"""
+    """A pre-screen: one of these ``bytes`` regexes (each starting with a literal, so each
+    search runs at C speed; an alternation of them would not) finds something in the
+    character-class view. (A class rather than a closure: engines are pickled for the
+    prepare workers.)"""
 
     def __init__(self, *patterns: bytes) -> None:
-        self.pattern = re.compile(b"|".join(patterns))
+        self.searches = tuple(re.compile(p).search for p in patterns)
+
+    def __getstate__(self) -> dict:
+        return {"patterns": [s.__self__.pattern for s in self.searches]}  # type: ignore[attr-defined]
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(*state["patterns"])  # type: ignore[misc]
 
     def __call__(self, ctx: Context) -> bool:
-        return self.pattern.search(ctx.cls) is not None
+        cls = ctx.cls
+        for search in self.searches:
+            if search(cls) is not None:
+                return True
+        return False
+
+
+class TextHas:
+    """A pre-screen: the text contains this substring (``"-p"``), or with ``digits=True`` an
+    ASCII digit (the context's shared flag)."""
+
+    def __init__(self, substring: str = "", *, digits: bool = False) -> None:
+        self.substring = substring
+        self.digits = digits
+
+    def __call__(self, ctx: Context) -> bool:
+        if self.digits and not ctx.digits:
+            return False
+        return self.substring in ctx.text
 
 
 def _needles(needles: Iterable[str | bytes]) -> tuple[bytes, ...]:
@@ -172,9 +197,30 @@ class PatternRecognizer(Recognizer):
                 return True
         return False
 
+    def collect(self, ctx: Context, out: list) -> None:
+        # (find's work inlined: this runs for every recognizer on every text that gets here)
+        if type(self).find is not PatternRecognizer.find:  # a subclass finds its own way
+            Recognizer.collect(self, ctx, out)
+            return
+        needles = self.needles
+        if needles and not self.anchored:  # (an anchored search looks for them itself)
+            hay = ctx.ab if self.haystack == "ab" else ctx.low
+            for needle in needles:
+                if hay.find(needle) >= 0:
+                    break
+            else:
+                return
+        if self.screen is not None and not self.screen(ctx):
+            return
+        for s, e in self._find(ctx):
+            out.append((s, e, self))
+
     def find(self, ctx: Context) -> Iterable[tuple[int, int]]:
         if self.screened and not self.may_match(ctx):
             return ()
+        return self._find(ctx)
+
+    def _find(self, ctx: Context) -> Iterable[tuple[int, int]]:
         on = self.on
         subject = ctx.text if on == "text" else ctx.low if on == "low" else ctx.cls
         if self.anchored:

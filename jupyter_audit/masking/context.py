@@ -38,8 +38,10 @@ def _cls(b: int) -> int:
 _T_CLS = bytes(_cls(b) for b in range(256))
 RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
 # On the class view ("(", ")", "+", "/" are "_"): seven digits with at most two separator
-# characters between neighbours (every phone number, SSN, SIN, DNI, BSN has such a run) ...
-CLUSTER = re.compile(rb"0(?:[ ._-]{0,2}0){6}")
+# characters between neighbours, not starting inside a run or after a ".", where a "." is not
+# followed by five digits (every phone number, SSN, SIN, DNI, BSN has such a run; a float's
+# fraction does not) ...
+CLUSTER = re.compile(rb"0(?<![0.]0)(?:[ _-]{0,2}0|[ _-]?\.[ _-]?(?!0{5})0){6}")
 # ... and a dotted quad (IPv4). Both start with a literal, so they run at C speed.
 DOTTED = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
 

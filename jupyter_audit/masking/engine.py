@@ -333,10 +333,10 @@ class MaskingEngine:
             and ":" not in text
             and " " not in text
             and "\t" not in text
-            and (n < 7 or not _has_digit(text))
+            and (n < 7 or (n < 9 and text.count(".") < 3) or not _has_digit(text))
         ):
             # no separator for an assignment, no e-mail, shorter than a token, no digit for a
-            # card, a bare national id (9) or an IPv4 address (7)
+            # card or a bare national id (9 characters), no IPv4 address (7, three dots)
             return None
         ctx = Context(view, self._screen)
         if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):

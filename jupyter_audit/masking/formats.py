@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .base import SECRET, PatternRecognizer, TokenRecognizer
+from .base import SECRET, PatternRecognizer, TextHas, TokenRecognizer
 from .context import Context
 
 
@@ -122,6 +122,7 @@ CLI_PASSWORD_FLAG = PatternRecognizer(
     needles=("mysql", "mariadb", "sshpass"),
     haystack="low",
     anchored=True,
+    screen=TextHas("-p"),  # one search before three
     group=1,
     priority=85,
     name="cli-password-flag",
@@ -148,7 +149,7 @@ AWS_SECRET_KEY = PatternRecognizer(
     SECRET,
     r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
     validator=_aws_secret_like,
-    needles=("secret", "akia", "asia", "aws"),
+    needles=("secret", "akia", "asia"),
     haystack="low",
     priority=75,
     name="aws-secret-key",

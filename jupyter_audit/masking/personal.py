@@ -9,7 +9,7 @@ date that no birth label names.
 
 from __future__ import annotations
 
-from .base import PatternRecognizer
+from .base import PatternRecognizer, TextHas
 
 DOB = "DOB"
 
@@ -43,6 +43,7 @@ DATE_OF_BIRTH = PatternRecognizer(
     needles=("dob", "d.o.b", "birth", "born"),
     haystack="low",
     anchored=True,
+    screen=TextHas(digits=True),  # a date has digits
     priority=55,
     name="date-of-birth",
 )
