@@ -51,10 +51,16 @@ READ_PRAGMAS = frozenset(
     "pragma_list module_list compile_options user_version schema_version application_id "
     "data_version page_count page_size freelist_count encoding journal_mode foreign_keys "
     "show show_tables show_tables_expanded storage_info database_size version platform "
-    "user_agent metadata_info functions collations".split()
+    "user_agent metadata_info functions collations "
+    # settings read when named bare (SQLAlchemy's sqlite dialect reads read_uncommitted on
+    # its first connection); set with `=` or `(…)`
+    "read_uncommitted busy_timeout cache_size synchronous auto_vacuum locking_mode temp_store "
+    "wal_autocheckpoint".split()
 )
 _SETTABLE_PRAGMAS = frozenset(
-    "user_version application_id journal_mode foreign_keys page_size encoding".split()
+    "user_version application_id journal_mode foreign_keys page_size encoding "
+    "read_uncommitted busy_timeout cache_size synchronous auto_vacuum locking_mode temp_store "
+    "wal_autocheckpoint".split()
 )
 # functions that act outside the query (PostgreSQL, SQLite); their names are in WRITE_WORDS
 SIDE_EFFECT_FUNCTIONS = frozenset(
