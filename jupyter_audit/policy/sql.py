@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..kernel.prefilter import WRITE_WORDS, write_words
+from ..kernel.prefilter import (
+    WRITE_WORDS,
+    dialect_readings,
+    needs_dialect_readings,
+    write_words,
+)
 from .sqlparser import PARSE_LIMIT, Tok, needs_second_reading, statements
 
 WRITE_UP = frozenset(w.upper() for w in WRITE_WORDS)
@@ -85,10 +90,21 @@ def classify(text: str) -> list[Statement]:
     if len(text) > PARSE_LIMIT:
         return [_too_large(text)]
     found = [_statement(text, toks) for toks in statements(text)]
+    others: list[list[Tok]] = []
     if needs_second_reading(text):
-        other = [_statement(text, toks) for toks in statements(text, "strict")]
+        others += statements(text, "strict")
+    if needs_dialect_readings(text):
+        # each database's own reading (nested comments, E'' strings, `#` and `--` comments
+        # ending at a newline only): quoted text is masked, positions are unchanged
+        for reading in dict.fromkeys(dialect_readings(text)):  # often all alike
+            others += statements(reading, "strict")
+    if others:
         seen = {(s.statement_type, s.tables, s.findings) for s in found}
-        found += [s for s in other if (s.statement_type, s.tables, s.findings) not in seen]
+        for toks in others:
+            s = _statement(text, toks)
+            if (s.statement_type, s.tables, s.findings) not in seen:
+                seen.add((s.statement_type, s.tables, s.findings))
+                found.append(s)
     return found
 
 

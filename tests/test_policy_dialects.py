@@ -1,0 +1,99 @@
+"""Statements that one database reads unlike both of the classifier's uniform readings
+(review of issue 14): PostgreSQL/DuckDB nest block comments and escape backslashes only in
+E'' strings; SQLite ends `--` comments at a newline only; MySQL ends `#` comments at a
+newline only and needs no space after `#`. Each statement runs on a real database where one
+is here (DuckDB, SQLite): whatever it destroys there, the policy must not allow and the
+kernel's prefilter must send to the server."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import duckdb
+import pytest
+
+from jupyter_audit.kernel.prefilter import might_write
+from jupyter_audit.policy import Policy
+
+POLICY = Policy(review_possible=True)
+
+# (statement, rows of t left after the database runs it)
+DUCKDB = [
+    # nested comment: DuckDB sees no WHERE; a flat reading sees `WHERE a = 1`
+    ("DELETE FROM t /* /* */ WHERE a = 1 */", 0),
+    ("UPDATE t SET a = 2 /* /* */ WHERE a = 1 */", None),
+    # nested comment hides a quote that the flat readings pair with a later one
+    ("SELECT 1 /* /* */ ' */; DELETE FROM t; -- '", 0),
+    # E'' string (backslash escapes) next to a standard one (none)
+    ("SELECT E'\\'' , '\\' , 1; DELETE FROM t; -- '", 0),
+    # dollar quote holding a quote
+    ("SELECT $a$ ' $a$; DELETE FROM t; -- '", 0),
+]
+SQLITE = [
+    # SQLite's `--` comment runs to a newline; a carriage return does not end it
+    ("DELETE FROM t --x\r WHERE a = 1", 0),
+    ("DELETE FROM t -- \r WHERE a = 1", 0),
+]
+# MySQL (no server here): `#` starts a comment to the end of the line, space or not
+MYSQL = [
+    "DELETE FROM t #WHERE a = 1",
+    "DELETE FROM t #\tWHERE a = 1",
+    "SELECT 1 #'\n; DELETE FROM t; -- '",
+    "SELECT '\\'' , $$ ; DELETE FROM t; -- ' $$",
+]
+
+
+def _duck(statement: str):
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT 1 AS a")
+    con.execute(statement)
+    return con.execute("SELECT a FROM t").fetchall()
+
+
+def _lite(statement: str):
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (a)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.executescript(statement)
+    return con.execute("SELECT a FROM t").fetchall()
+
+
+@pytest.mark.parametrize(("statement", "left"), DUCKDB)
+def test_duckdb_reading_is_not_hidden(statement, left):
+    after = _duck(statement)
+    assert after != [(1,)]  # the database did change t: the statement is destructive
+    assert POLICY.check_sql(statement).action == "review"
+    assert might_write(statement)
+
+
+@pytest.mark.parametrize(("statement", "left"), SQLITE)
+def test_sqlite_reading_is_not_hidden(statement, left):
+    assert len(_lite(statement)) == left
+    assert POLICY.check_sql(statement).action == "review"
+    assert might_write(statement)
+
+
+@pytest.mark.parametrize("statement", MYSQL)
+def test_mysql_reading_is_not_hidden(statement):
+    assert POLICY.check_sql(statement).action == "review"
+    assert might_write(statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 'it''s' /* a /* nested */ comment */ FROM t",
+        "SELECT E'a\\\\b' FROM t -- DELETE\r\n",
+        "SELECT a FROM t WHERE b = '#' -- delete\n",
+        'SELECT $$x$$ AS "DROP" FROM t',
+    ],
+)
+def test_benign_statements_stay_allowed(statement):
+    assert POLICY.check_sql(statement).action == "allow"
+
+
+def test_many_unterminated_openers_stay_linear():
+    # each dialect reading stops at the first unterminated quote or comment
+    text = "SELECT 1 " + "/* $a$ ' E'\\ # [" * 4000
+    assert might_write(text) is False
+    assert POLICY.check_sql(text).action == "allow"
