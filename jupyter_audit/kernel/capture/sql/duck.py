@@ -35,7 +35,7 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
         if should_skip():
             return orig(*args, **kwargs)
         rest = args[1:] if method else args
-        query = rest[0] if rest else kwargs.get("query")
+        query = _duck_text(rest[0] if rest else kwargs.get("query"))
         con = args[0] if method else kwargs.get("connection")
         ticket = None
         if approvals.held(query):
@@ -76,6 +76,15 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
             report("duckdb", _duck_database(con), query, p, None, t0, err, extra)
 
     return mark(wrapper)
+
+
+def _duck_text(query):
+    """A duckdb.Statement (from `extract_statements`) runs its `query`: that is its text, not
+    the object's repr."""
+    if query.__class__ is str:
+        return query
+    text = getattr(query, "query", None)
+    return text if isinstance(text, str) else query
 
 
 def _check(name, con, query, args, kwargs, method: bool, many: bool):
