@@ -324,3 +324,23 @@ def test_http_host_rules_see_the_host_the_client_reaches(url):
                 "action": "review"}],
     )  # fmt: skip
     assert policy.check_http("DELETE", url).action == "review"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "for d in /data; do rm -rf $d; done",
+        "while true; do rm -rf /data; done",
+        "if true; then rm -rf /data; fi",
+        "if true; then psql -c 'DROP TABLE t'; fi",
+        "coproc rm -rf /data",
+        "rm --rec /data",  # GNU getopt: an unambiguous prefix of --recursive
+        "rm --r /data",
+        "find /data -execdir rm {} ;",
+        "find /data -ok /bin/rm {} ;",
+        "busybox rm -rf /data",
+    ],
+)
+def test_shell_rules_see_through_compound_commands_and_option_prefixes(command):
+    """Review of issue 14: these delete /data in bash and were allowed."""
+    assert Policy(review_possible=True).check_shell(command).action == "review"
