@@ -503,3 +503,25 @@ async def test_the_cli_lists_approves_and_denies_through_the_live_server(
     assert json.loads(capsys.readouterr().out) == {"approvals": []}
     assert await cli("list", "--state", "pending") == 0
     assert capsys.readouterr().out.strip() == "no pending approval requests"
+
+
+async def test_pii_in_a_request_is_masked_wherever_reviewers_read_it(jp_serverapp, jp_fetch):
+    """Review of issue 14: an email and a card number in the statement, its table names and
+    the cell's code never reach the approvals API unmasked."""
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    code = "# for jane.doe@example.com card 4111 1111 1111 1111\nrun()"
+    statement = (
+        'DELETE FROM "jane.doe@example.com" -- card 4111 1111 1111 1111\n'
+        "WHERE 1=1 OR note = 'jane.doe@example.com'"
+    )
+    answer = await kernel.ask(kernel.cell("alice", code), statement)
+    assert answer["decision"] == "review"
+    rid = answer["request"]["id"]
+    for raw in (
+        json.dumps(answer),
+        json.dumps(await as_user(jp_fetch, "bob", "approvals", str(rid))),
+        json.dumps(await as_user(jp_fetch, "bob", "approvals")),
+        json.dumps(await decide(jp_fetch, "bob", rid, "deny", "not for jane.doe@example.com")),
+    ):
+        assert "jane.doe@example.com" not in raw
+        assert "4111 1111 1111 1111" not in raw

@@ -7,6 +7,7 @@ kernel's prefilter must send to the server."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import duckdb
@@ -97,3 +98,30 @@ def test_many_unterminated_openers_stay_linear():
     text = "SELECT 1 " + "/* $a$ ' E'\\ # [" * 4000
     assert might_write(text) is False
     assert POLICY.check_sql(text).action == "allow"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN"), reason="no PostgreSQL at the DSN"
+)
+def test_dblink_runs_the_sql_in_its_string_so_it_is_reviewed():
+    """`SELECT * FROM dblink(conn, 'DELETE …')` deletes through a string literal."""
+    psycopg = pytest.importorskip("psycopg")
+    dsn = os.environ["JUPYTER_AUDIT_TEST_PG_DSN"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        try:
+            c.execute("CREATE EXTENSION IF NOT EXISTS dblink")
+        except psycopg.Error:
+            pytest.skip("no dblink extension in this PostgreSQL")
+        c.execute("DROP TABLE IF EXISTS dblink_victims")
+        c.execute("CREATE TABLE dblink_victims AS SELECT generate_series(1, 3) AS id")
+        info = c.info
+        conn = f"dbname={info.dbname} user={info.user} host={info.host} port={info.port}"
+        statement = (
+            f"SELECT * FROM dblink('{conn}', 'DELETE FROM dblink_victims RETURNING id') "
+            "AS t(id int)"
+        )
+        c.execute(statement)
+        assert c.execute("SELECT count(*) FROM dblink_victims").fetchone()[0] == 0
+    for text in (statement, "SELECT dblink_send_query('c', 'DELETE FROM dblink_victims')"):
+        assert POLICY.check_sql(text).action == "review"
+        assert might_write(text)

@@ -34,7 +34,8 @@ WRITE_WORDS: frozenset[str] = frozenset(
         # code the classifier cannot see
         "call", "do", "exec", "execute",
         # functions with side effects (PostgreSQL)
-        "lo_export", "lo_import", "lo_unlink", "dblink_exec", "pg_terminate_backend",
+        "lo_export", "lo_import", "lo_unlink", "dblink_exec", "dblink", "dblink_send_query",
+        "pg_terminate_backend",
         "pg_cancel_backend", "pg_reload_conf", "pg_file_write", "pg_write_file",
         # SQLite: loads native code; writes a file (fileio)
         "load_extension", "writefile",

@@ -64,7 +64,9 @@ _SETTABLE_PRAGMAS = frozenset(
 # functions that act outside the query (PostgreSQL, SQLite); their names are in WRITE_WORDS
 SIDE_EFFECT_FUNCTIONS = frozenset(
     "LO_EXPORT LO_IMPORT LO_UNLINK DBLINK_EXEC PG_TERMINATE_BACKEND PG_CANCEL_BACKEND "
-    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE".split()
+    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE "
+    # dblink runs the SQL in its string argument (a DELETE too) on any database
+    "DBLINK DBLINK_SEND_QUERY".split()
 )
 ROUTINES = frozenset("FUNCTION PROCEDURE TRIGGER RULE EVENT MACRO".split())
 ROLES = frozenset(("ROLE", "USER", "GROUP"))
