@@ -125,3 +125,26 @@ def test_dblink_runs_the_sql_in_its_string_so_it_is_reviewed():
     for text in (statement, "SELECT dblink_send_query('c', 'DELETE FROM dblink_victims')"):
         assert POLICY.check_sql(text).action == "review"
         assert might_write(text)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN"), reason="no PostgreSQL at the DSN"
+)
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_postgresql_runs_only_what_comes_before_a_nul(driver):
+    """libpq sends C strings: `DELETE FROM t \\x00 WHERE id = 1` reaches PostgreSQL as
+    `DELETE FROM t`."""
+    module = pytest.importorskip(driver)
+    dsn = os.environ["JUPYTER_AUDIT_TEST_PG_DSN"]
+    statement = "DELETE FROM nul_victims \x00 WHERE id = 1"
+    con = module.connect(dsn)
+    con.autocommit = True
+    cur = con.cursor()
+    cur.execute("DROP TABLE IF EXISTS nul_victims")
+    cur.execute("CREATE TABLE nul_victims AS SELECT generate_series(1, 3) AS id")
+    cur.execute(statement)
+    cur.execute("SELECT count(*) FROM nul_victims")
+    assert cur.fetchone()[0] == 0
+    con.close()
+    assert POLICY.check_sql(statement).action == "review"
+    assert might_write(statement)

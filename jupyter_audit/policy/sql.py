@@ -100,10 +100,15 @@ def classify(text: str) -> list[Statement]:
         # ending at a newline only): quoted text is masked, positions are unchanged
         for reading in dict.fromkeys(dialect_readings(text)):  # often all alike
             others += statements(reading, "strict")
-    if others:
+    extra = [_statement(text, toks) for toks in others]
+    nul = text.find("\x00")
+    if nul >= 0:
+        # libpq (psycopg, psycopg2) sends the text as a C string: PostgreSQL runs only what
+        # comes before a NUL, so `DELETE FROM t \x00 WHERE id = 1` deletes every row
+        extra += classify(text[:nul])
+    if extra:
         seen = {(s.statement_type, s.tables, s.findings) for s in found}
-        for toks in others:
-            s = _statement(text, toks)
+        for s in extra:
             if (s.statement_type, s.tables, s.findings) not in seen:
                 seen.add((s.statement_type, s.tables, s.findings))
                 found.append(s)
