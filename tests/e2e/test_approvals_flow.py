@@ -349,3 +349,35 @@ async def test_psycopg2_composed_sql_and_callproc_wait_too(
         assert (await cell)[2][0]["ename"] == "ApprovalDenied"
         with psycopg.connect(dsn) as c:
             assert c.execute("select count(*) from approval_composed").fetchone()[0] == 3
+
+
+@pytest.mark.skipif(
+    not os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN"), reason="no PostgreSQL at the DSN"
+)
+async def test_psycopg_stream_and_async_copy_wait_too(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    """psycopg 3's `Cursor.stream` and `AsyncCursor.copy` do not go through `execute`: they
+    ask too."""
+    psycopg = pytest.importorskip("psycopg")
+    dsn = os.environ["JUPYTER_AUDIT_TEST_PG_DSN"]
+    alice, bob = people["alice"], people["bob"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("drop table if exists approval_stream")
+        c.execute("create table approval_stream as select generate_series(1, 3) as id")
+    target = f"/tmp/approval-copy-{os.getpid()}.csv"
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, _ = await kc.run(f"import psycopg\npg = psycopg.connect({dsn!r}, autocommit=True)")
+    assert status == "ok"
+    for code in (
+        "rows = list(pg.cursor().stream('DELETE FROM approval_stream RETURNING id'))",
+        f"ac = await psycopg.AsyncConnection.connect({dsn!r}, autocommit=True)\n"
+        f"async with ac.cursor().copy(\"COPY approval_stream TO '{target}'\") as cp:\n"
+        "    pass",
+    ):
+        cell = asyncio.create_task(kc.run_full(code))
+        assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
+        assert (await cell)[2][0]["ename"] == "ApprovalDenied"
+        with psycopg.connect(dsn) as c:
+            assert c.execute("select count(*) from approval_stream").fetchone()[0] == 3
+            assert not c.execute("select pg_stat_file(%s, true)", [target]).fetchone()[0]
