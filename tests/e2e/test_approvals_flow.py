@@ -282,11 +282,14 @@ async def test_a_duckdb_statement_object_waits_too(
     kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
     status, _ = await kc.run(f"import duckdb\nd = duckdb.connect({str(duck)!r})")
     assert status == "ok"
-    cell = asyncio.create_task(
-        kc.run_full("d.execute(d.extract_statements('DELETE FROM customers')[0])")
-    )
-    assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied"
-    assert (await cell)[2][0]["ename"] == "ApprovalDenied"
+    for code in (
+        "d.execute(d.extract_statements('DELETE FROM customers')[0])",
+        # a relation's `query` runs any SQL on its connection
+        "d.table('customers').query('x', 'DELETE FROM customers')",
+    ):
+        cell = asyncio.create_task(kc.run_full(code))
+        assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
+        assert (await cell)[2][0]["ename"] == "ApprovalDenied"
     status, out = await kc.run("print(d.execute('select count(*) from customers').fetchone()[0])")
     assert status == "ok" and out.strip() == "4"
 

@@ -116,6 +116,11 @@ def patch_duckdb(module, patcher) -> None:
                 module, name, _wrap_duck(orig, name, many=name == "executemany", method=False)
             )
 
+    rel_cls = getattr(module, "DuckDBPyRelation", None)
+    orig_rel_query = getattr(rel_cls, "query", None)
+    if orig_rel_query is not None and not is_wrapped(orig_rel_query):
+        patcher.replace(rel_cls, "query", _wrap_relation_query(orig_rel_query))
+
     orig_connect = module.connect
     if not is_wrapped(orig_connect):
 
@@ -146,3 +151,32 @@ def patch_duckdb(module, patcher) -> None:
             return cur
 
         patcher.replace(cls, "cursor", mark(cursor))
+
+
+def _wrap_relation_query(orig):
+    """``DuckDBPyRelation.query(name, sql)`` runs any SQL (a DELETE too) on the relation's
+    connection: asked about and recorded like ``execute``."""
+
+    @functools.wraps(orig)
+    def query(self, virtual_table_name, sql_query, *args, **kwargs):
+        if should_skip():
+            return orig(self, virtual_table_name, sql_query, *args, **kwargs)
+        text = _duck_text(sql_query)
+        ticket = None
+        if approvals.held(text):
+            ticket, _ = approvals.check_sql("duckdb", None, text, None)
+        t0 = perf_counter_ns()
+        token = _IN_SQL.set(True)
+        err = None
+        try:
+            return orig(self, virtual_table_name, sql_query, *args, **kwargs)
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            _IN_SQL.reset(token)
+            if ticket is not None:
+                ticket.done(None, err)
+            report("duckdb", None, text, None, None, t0, err, {"call": "relation.query"})
+
+    return mark(query)
