@@ -286,6 +286,13 @@ async def test_a_duckdb_statement_object_waits_too(
         "d.execute(d.extract_statements('DELETE FROM customers')[0])",
         # a relation's `query` runs any SQL on its connection
         "d.table('customers').query('x', 'DELETE FROM customers')",
+        # a str subclass that says it is a read, and compares equal to one already run
+        "d.execute('SELECT 42')\n"
+        "class S(str):\n"
+        "    __str__ = lambda self: 'SELECT 42'\n"
+        "    __hash__ = lambda self: hash('SELECT 42')\n"
+        "    __eq__ = lambda self, other: True\n"
+        "d.execute(S('DELETE FROM customers'))",
     ):
         cell = asyncio.create_task(kc.run_full(code))
         assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
