@@ -146,3 +146,20 @@ def test_bad_webhook_settings_are_clear_errors(tmp_path):
     ):
         with pytest.raises(WebhookConfigError, match=message):
             Webhook.from_config(entry)
+
+
+def test_a_slack_message_cannot_gain_a_line_from_a_notebook_path_or_reason():
+    """Review of issue 14: the requester names the notebook (any string a session is given);
+    a newline in it must not add a line reading like another notification."""
+    from jupyter_audit.approvals.webhooks import slack_text
+
+    forged = "x.ipynb\n*Approval #12 approved* by security-lead\u2028ok"
+    text = slack_text(
+        "approval.requested",
+        {"id": 12, "requester": "mallory", "notebook": forged, "rules": ["table.drop"],
+         "statement": "DROP TABLE t\n-- two lines are fine in the code block", "state": "pending"},
+    )  # fmt: skip
+    head, rules, *block = text.split("\n")
+    assert head.startswith("*Approval #12 requested* by mallory in x.ipynb ")
+    assert "\u2028" not in head and rules == "rules: table.drop"
+    assert "\n".join(block).startswith("```DROP TABLE t\n")

@@ -179,6 +179,35 @@ async def test_a_service_token_owned_by_the_requester_is_the_requester(jp_server
     assert (await decide(jp_fetch, "bob", job_rid))["state"] == "approved"
 
 
+async def test_a_token_an_admin_made_for_another_owner_is_still_the_admin(jp_serverapp, jp_fetch):
+    """Review of issue 14: alice (admin) makes a token naming someone else as its owner, runs
+    a risky statement with it, and must not approve it herself: the token's creator is as
+    much its person as its owner."""
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    tokens = jp_serverapp.web_app.settings["jupyter_audit_tokens"]
+    token, _ = tokens.create("cleanup-job", "mallory@example.org", "1d", {"username": "alice"})
+    job_cell = uuid.uuid4().hex
+    kernel.audit.request_cell(
+        {
+            "kind": "cell.requested",
+            "identity": tokens.check(token)[0],
+            "trace_id": kernel.id,
+            "kernel_id": kernel.id,
+            "session_id": None,
+            "notebook": "jobs/cleanup.ipynb",
+            "msg_id": job_cell,
+            "payload": {"code": "cleanup()", "cell_id": None, "silent": False},
+        },
+        uuid.uuid4().hex,
+    )
+    answer = await kernel.ask(job_cell)
+    assert answer["decision"] == "review"
+    rid = answer["request"]["id"]
+    code, message = await refused(decide(jp_fetch, "alice", rid))
+    assert code == 403 and "your own" in message
+    assert (await decide(jp_fetch, "bob", rid))["state"] == "approved"
+
+
 async def test_reviewers_see_everything_others_only_their_own(jp_serverapp, jp_fetch):
     kernel = FakeKernel(jp_serverapp, jp_fetch)
     mine = await pending(kernel, "dave", "DELETE FROM orders")
@@ -474,3 +503,25 @@ async def test_the_cli_lists_approves_and_denies_through_the_live_server(
     assert json.loads(capsys.readouterr().out) == {"approvals": []}
     assert await cli("list", "--state", "pending") == 0
     assert capsys.readouterr().out.strip() == "no pending approval requests"
+
+
+async def test_pii_in_a_request_is_masked_wherever_reviewers_read_it(jp_serverapp, jp_fetch):
+    """Review of issue 14: an email and a card number in the statement, its table names and
+    the cell's code never reach the approvals API unmasked."""
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    code = "# for jane.doe@example.com card 4111 1111 1111 1111\nrun()"
+    statement = (
+        'DELETE FROM "jane.doe@example.com" -- card 4111 1111 1111 1111\n'
+        "WHERE 1=1 OR note = 'jane.doe@example.com'"
+    )
+    answer = await kernel.ask(kernel.cell("alice", code), statement)
+    assert answer["decision"] == "review"
+    rid = answer["request"]["id"]
+    for raw in (
+        json.dumps(answer),
+        json.dumps(await as_user(jp_fetch, "bob", "approvals", str(rid))),
+        json.dumps(await as_user(jp_fetch, "bob", "approvals")),
+        json.dumps(await decide(jp_fetch, "bob", rid, "deny", "not for jane.doe@example.com")),
+    ):
+        assert "jane.doe@example.com" not in raw
+        assert "4111 1111 1111 1111" not in raw

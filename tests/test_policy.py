@@ -305,3 +305,42 @@ def test_the_configuration_example_in_docs_policy_md_works():
     assert p.check_sql("DROP TABLE t", database="postgresql://prod-db/x").action == "deny"
     assert p.check_sql("UPDATE pii.people SET a = 1 WHERE id = 2").min_approvals == 2
     assert p.check_http("DELETE", "https://api.prod.acme.com/x").action == "review"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.prod.acme.com./v1/users/7",  # absolute name: the same host
+        "https://api\u3002prod\u3002acme\u3002com/v1/users/7",  # httpx maps 。 to .
+        "https://\uff41pi.prod.acme.com/v1/users/7",  # full-width a
+        "https://API.PROD.ACME.COM../x",
+    ],
+)
+def test_http_host_rules_see_the_host_the_client_reaches(url):
+    """Review of issue 14: a host rule is not dodged by spelling the host another way."""
+    policy = Policy(
+        review_possible=True,
+        rules=[{"id": "acme.prod-api-delete", "method": ["DELETE"], "host": "*.prod.acme.com",
+                "action": "review"}],
+    )  # fmt: skip
+    assert policy.check_http("DELETE", url).action == "review"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "for d in /data; do rm -rf $d; done",
+        "while true; do rm -rf /data; done",
+        "if true; then rm -rf /data; fi",
+        "if true; then psql -c 'DROP TABLE t'; fi",
+        "coproc rm -rf /data",
+        "rm --rec /data",  # GNU getopt: an unambiguous prefix of --recursive
+        "rm --r /data",
+        "find /data -execdir rm {} ;",
+        "find /data -ok /bin/rm {} ;",
+        "busybox rm -rf /data",
+    ],
+)
+def test_shell_rules_see_through_compound_commands_and_option_prefixes(command):
+    """Review of issue 14: these delete /data in bash and were allowed."""
+    assert Policy(review_possible=True).check_shell(command).action == "review"

@@ -135,8 +135,10 @@ class ApprovalBroker:
         break_glass_groups=(),
         notifier=None,
         log: logging.Logger | None = None,
+        tokens=None,
     ):
         self.recorder = recorder
+        self.tokens = tokens  # the TokenStore: who created the service token an identity used
         self.policy = policy
         self.expiry = expiry
         self.break_glass_groups = frozenset(break_glass_groups)
@@ -448,11 +450,12 @@ class ApprovalBroker:
             if approval.expired_at(datetime.now(UTC)):
                 self._end(approval, EXPIRED, self._expiry_reason())
             state, used = approval.judge(
-                identity,
+                self._person(identity),
                 reviewer=reviewer,
                 break_glass=self.is_break_glass(identity),
                 decision=decision,
                 reason=reason,
+                requester=self._person(approval.requester),
             )
             approval = self._record(
                 self._event(
@@ -470,6 +473,19 @@ class ApprovalBroker:
             )
         self._notify("approval.decided", approval)
         return approval
+
+    def _person(self, identity: dict) -> dict:
+        """`identity` with the creator of the service token it used, if any: an admin who
+        makes a token naming another owner is still its person (model.person_keys)."""
+        token_id = (identity or {}).get("token_id")
+        if not token_id or self.tokens is None:
+            return identity
+        row = self.tokens.get(token_id)
+        creator = row.get("created_by") if row else None
+        if not creator:
+            # a token the store does not know: nobody can tell whose it is
+            return {"username": None}
+        return {**identity, "token_creator": creator}
 
     def _expiry_reason(self) -> str:
         return f"not decided within {self.expiry / 60:g} minutes"

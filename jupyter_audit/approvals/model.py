@@ -30,14 +30,20 @@ class Refused(Exception):
 
 def person_keys(identity: dict | None) -> set[tuple]:
     """What makes an identity a person: their OIDC issuer + subject, their username, their
-    email, and the owner of the service token they used (a token owned by alice, named by her
-    email address, acts as alice)."""
+    email, and the owner and the creator of the service token they used (a token owned by
+    alice, named by her email address, acts as alice; so does one alice made for someone
+    else)."""
     if not identity:
         return set()
     keys: set[tuple] = set()
     if identity.get("issuer") and identity.get("subject"):
         keys.add(("oidc", identity["issuer"], identity["subject"]))
-    for name in (identity.get("username"), identity.get("token_owner")):
+    # `token_creator` is no snapshot field: the broker adds it (who made the token used)
+    for name in (
+        identity.get("username"),
+        identity.get("token_owner"),
+        identity.get("token_creator"),
+    ):
         if name:
             keys.add(("user", name))
     for email in (identity.get("email"), identity.get("token_owner")):
@@ -167,16 +173,19 @@ class Approval:
         break_glass: bool,
         decision: object,
         reason: object,
+        requester: dict | None = None,
     ) -> tuple[str, bool]:
         """Check one person's decision against the rules; (new state, break-glass used), or
-        Refused. The requester never decides their own request, whatever their roles."""
+        Refused. The requester never decides their own request, whatever their roles.
+        `requester` stands in for the stored requester with what the broker knows more
+        (the creator of the token it used)."""
         if decision not in ("approve", "deny"):
             raise Refused(400, 'decision must be "approve" or "deny"')
         if reason is not None and not isinstance(reason, str):
             raise Refused(400, "reason must be a string")
         if reason is not None and len(reason) > MAX_REASON:
             raise Refused(400, f"reason is longer than {MAX_REASON} characters")
-        if same_person(self.requester, identity):
+        if same_person(requester or self.requester, identity):
             raise Refused(
                 403,
                 f"request #{self.id} is your own: the requester can never decide their own "

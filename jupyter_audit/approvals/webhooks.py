@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import urllib.request
@@ -83,19 +84,28 @@ def mrkdwn(text: object) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
 
 
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def one_line(text: object) -> str:
+    """mrkdwn on one line: a notebook path or reason with a newline cannot add a line that
+    reads like another notification (`\n*Approval #12 approved* by …`)."""
+    return _LINE_BREAKS.sub(" ", mrkdwn(text))
+
+
 def slack_text(kind: str, a: dict) -> str:
     rules = ", ".join(a.get("rules") or [])
-    where = f" in {mrkdwn(a.get('notebook'))}" if a.get("notebook") else ""
+    where = f" in {one_line(a.get('notebook'))}" if a.get("notebook") else ""
     if kind == "approval.requested":
-        head = f"*Approval #{a['id']} requested* by {mrkdwn(a.get('requester'))}{where}"
+        head = f"*Approval #{a['id']} requested* by {one_line(a.get('requester'))}{where}"
     else:
         last = (a.get("decisions") or [{}])[-1] if a["state"] in ("approved", "denied") else {}
-        by = f" by {mrkdwn(last.get('reviewer'))}" if last.get("reviewer") else ""
+        by = f" by {one_line(last.get('reviewer'))}" if last.get("reviewer") else ""
         glass = " (break-glass)" if last.get("break_glass") else ""
-        head = f"*Approval #{a['id']} {mrkdwn(a['state'])}*{by}{glass}{where}"
+        head = f"*Approval #{a['id']} {one_line(a['state'])}*{by}{glass}{where}"
         if a.get("reason"):
-            head += f": {mrkdwn(a['reason'])}"
-    return f"{head}\nrules: {mrkdwn(rules)}\n```{mrkdwn(a.get('statement'))}```"
+            head += f": {one_line(a['reason'])}"
+    return f"{head}\nrules: {one_line(rules)}\n```{mrkdwn(a.get('statement'))}```"
 
 
 def payload(hook: Webhook, kind: str, approval: dict) -> tuple[bytes, dict]:

@@ -156,7 +156,7 @@ class Policy(LoggingConfigurable):
 
     def _http(self, method: str, url: str, groups: frozenset[str]) -> Decision:
         try:
-            host = urllib.parse.urlsplit(url).hostname or ""
+            host = _host(urllib.parse.urlsplit(url).hostname or "")
         except ValueError:
             host = ""
         rated: list[tuple[Reason, Rule | None]] = []
@@ -192,3 +192,15 @@ class Policy(LoggingConfigurable):
             return _ALLOW
         action = max((r.action for r in reasons), key=SEVERITY.__getitem__)
         return Decision(action, tuple(reasons), need if action == "review" else 1)
+
+
+def _host(host: str) -> str:
+    """The host a client connects to, as rules name it: IDNA-mapped as clients map it
+    (`api。prod。example。com` and full-width letters reach api.prod.example.com through httpx),
+    lower case, without the trailing dot of an absolute name (`api.prod.example.com.`)."""
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return host.lower().rstrip(".")

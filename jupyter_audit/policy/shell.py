@@ -29,7 +29,9 @@ class Program:
 
 _SEPARATORS = {";", "&&", "||", "|", "&", "|&", ";;", "(", ")", "{", "}", "!"}
 _WRAPPERS = {"sudo", "env", "nohup", "time", "nice", "command", "exec", "xargs", "timeout",
-             "stdbuf", "ionice", "doas", "watch", "builtin"}  # fmt: skip
+             "stdbuf", "ionice", "doas", "watch", "builtin", "busybox"}  # fmt: skip
+# reserved words before a command (`if x; then rm -rf y; fi`, `for d in a; do rm -rf $d; done`)
+_RESERVED = {"if", "then", "else", "elif", "do", "while", "until", "coproc", "for", "select"}
 _SHELLS = {"sh", "bash", "zsh", "dash", "ksh", "ash", "fish"}
 _SUBSTITUTION = re.compile(r"\$\(([^()]*)\)|`([^`]*)`")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -68,7 +70,7 @@ def _strip_wrappers(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         word = argv[i]
-        if _ASSIGNMENT.match(word):
+        if _ASSIGNMENT.match(word) or word in _RESERVED:
             i += 1
         elif os.path.basename(word) in _WRAPPERS:
             i += 1
@@ -100,7 +102,7 @@ def _program(argv: list[str], depth: int) -> Program:
     elif prog == "eval" and depth < MAX_DEPTH:
         for inner in classify_shell(" ".join(args), depth + 1):
             findings.extend(inner.findings)
-    elif prog == "rm" and ("r" in short.lower() or "--recursive" in lower):
+    elif prog == "rm" and ("r" in short.lower() or any(_recursive(a) for a in lower)):
         findings.append(Finding("shell.rm-recursive", "rm -r deletes whole directory trees"))
     elif prog == "find" and ("-delete" in lower or _exec_rm(args)):
         findings.append(Finding("shell.rm-recursive", "find … -delete deletes files"))
@@ -132,9 +134,14 @@ def _program(argv: list[str], depth: int) -> Program:
     return Program(prog, text, tuple(dict.fromkeys(findings)))
 
 
+def _recursive(arg: str) -> bool:
+    # GNU getopt takes any unambiguous prefix of a long option: `rm --rec` is `--recursive`
+    return len(arg) >= 3 and "--recursive".startswith(arg)
+
+
 def _exec_rm(args: list[str]) -> bool:
-    return any(a == "-exec" and k + 1 < len(args) and args[k + 1] == "rm" for k, a in
-               enumerate(args))  # fmt: skip
+    return any(a in ("-exec", "-execdir", "-ok", "-okdir") and k + 1 < len(args)
+               and os.path.basename(args[k + 1]) == "rm" for k, a in enumerate(args))  # fmt: skip
 
 
 # options whose next word is SQL, per client; anything else that reads SQL is hidden

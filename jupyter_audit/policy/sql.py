@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..kernel.prefilter import WRITE_WORDS, write_words
+from ..kernel.prefilter import (
+    WRITE_WORDS,
+    dialect_readings,
+    needs_dialect_readings,
+    write_words,
+)
 from .sqlparser import PARSE_LIMIT, Tok, needs_second_reading, statements
 
 WRITE_UP = frozenset(w.upper() for w in WRITE_WORDS)
@@ -65,7 +70,9 @@ _SETTABLE_PRAGMAS = frozenset(
 # functions that act outside the query (PostgreSQL, SQLite); their names are in WRITE_WORDS
 SIDE_EFFECT_FUNCTIONS = frozenset(
     "LO_EXPORT LO_IMPORT LO_UNLINK DBLINK_EXEC PG_TERMINATE_BACKEND PG_CANCEL_BACKEND "
-    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE".split()
+    "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE "
+    # dblink runs the SQL in its string argument (a DELETE too) on any database
+    "DBLINK DBLINK_SEND_QUERY".split()
 )
 ROUTINES = frozenset("FUNCTION PROCEDURE TRIGGER RULE EVENT MACRO".split())
 ROLES = frozenset(("ROLE", "USER", "GROUP"))
@@ -91,10 +98,26 @@ def classify(text: str) -> list[Statement]:
     if len(text) > PARSE_LIMIT:
         return [_too_large(text)]
     found = [_statement(text, toks) for toks in statements(text)]
+    others: list[list[Tok]] = []
     if needs_second_reading(text):
-        other = [_statement(text, toks) for toks in statements(text, "strict")]
+        others += statements(text, "strict")
+    if needs_dialect_readings(text):
+        # each database's own reading (nested comments, E'' strings, `#` and `--` comments
+        # ending at a newline only): quoted text is masked, positions are unchanged
+        for reading in dict.fromkeys(dialect_readings(text)):  # often all alike
+            others += statements(reading, "strict")
+    extra = [_statement(text, toks) for toks in others]
+    nul = text.find("\x00")
+    if nul >= 0:
+        # libpq (psycopg, psycopg2) sends the text as a C string: PostgreSQL runs only what
+        # comes before a NUL, so `DELETE FROM t \x00 WHERE id = 1` deletes every row
+        extra += classify(text[:nul])
+    if extra:
         seen = {(s.statement_type, s.tables, s.findings) for s in found}
-        found += [s for s in other if (s.statement_type, s.tables, s.findings) not in seen]
+        for s in extra:
+            if (s.statement_type, s.tables, s.findings) not in seen:
+                seen.add((s.statement_type, s.tables, s.findings))
+                found.append(s)
     return found
 
 

@@ -373,6 +373,7 @@ class AuditApp(ExtensionApp):
             break_glass_groups=self.break_glass_groups,
             notifier=Notifier(hooks, log=self.log),
             log=self.log,
+            tokens=self.token_store,
         )
         broker.rebuild()
         return broker

@@ -35,7 +35,7 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
         if should_skip():
             return orig(*args, **kwargs)
         rest = args[1:] if method else args
-        query = rest[0] if rest else kwargs.get("query")
+        query = _duck_text(rest[0] if rest else kwargs.get("query"))
         con = args[0] if method else kwargs.get("connection")
         ticket = None
         if approvals.held(query):
@@ -78,6 +78,15 @@ def _wrap_duck(orig, name: str, many: bool = False, method: bool = True):
     return mark(wrapper)
 
 
+def _duck_text(query):
+    """A duckdb.Statement (from `extract_statements`) runs its `query`: that is its text, not
+    the object's repr."""
+    if query.__class__ is str:
+        return query
+    text = getattr(query, "query", None)
+    return text if isinstance(text, str) else query
+
+
 def _check(name, con, query, args, kwargs, method: bool, many: bool):
     """Ask before a statement that may write; after a review, the parameters that run are
     the ones asked about. Returns (args, kwargs, ticket or None)."""
@@ -106,6 +115,11 @@ def patch_duckdb(module, patcher) -> None:
             patcher.replace(
                 module, name, _wrap_duck(orig, name, many=name == "executemany", method=False)
             )
+
+    rel_cls = getattr(module, "DuckDBPyRelation", None)
+    orig_rel_query = getattr(rel_cls, "query", None)
+    if orig_rel_query is not None and not is_wrapped(orig_rel_query):
+        patcher.replace(rel_cls, "query", _wrap_relation_query(orig_rel_query))
 
     orig_connect = module.connect
     if not is_wrapped(orig_connect):
@@ -137,3 +151,32 @@ def patch_duckdb(module, patcher) -> None:
             return cur
 
         patcher.replace(cls, "cursor", mark(cursor))
+
+
+def _wrap_relation_query(orig):
+    """``DuckDBPyRelation.query(name, sql)`` runs any SQL (a DELETE too) on the relation's
+    connection: asked about and recorded like ``execute``."""
+
+    @functools.wraps(orig)
+    def query(self, virtual_table_name, sql_query, *args, **kwargs):
+        if should_skip():
+            return orig(self, virtual_table_name, sql_query, *args, **kwargs)
+        text = _duck_text(sql_query)
+        ticket = None
+        if approvals.held(text):
+            ticket, _ = approvals.check_sql("duckdb", None, text, None)
+        t0 = perf_counter_ns()
+        token = _IN_SQL.set(True)
+        err = None
+        try:
+            return orig(self, virtual_table_name, sql_query, *args, **kwargs)
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            _IN_SQL.reset(token)
+            if ticket is not None:
+                ticket.done(None, err)
+            report("duckdb", None, text, None, None, t0, err, {"call": "relation.query"})
+
+    return mark(query)

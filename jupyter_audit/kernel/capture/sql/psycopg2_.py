@@ -23,7 +23,9 @@ class _Pg2CursorMixin:
             return super().execute(query, vars)
         ticket = None
         if approvals.held(query):
-            ticket, vars = approvals.check_sql("psycopg2", _pg2_db(self), _pg2_text(query), vars)
+            ticket, vars = approvals.check_sql(
+                "psycopg2", _pg2_db(self), _pg2_text(query, self), vars
+            )
         t0 = perf_counter_ns()
         token = _IN_SQL.set(True)
         err = None
@@ -35,7 +37,9 @@ class _Pg2CursorMixin:
         finally:
             _IN_SQL.reset(token)
             rc = None if err is not None else cursor_rowcount(self)
-            report("psycopg2", _pg2_db(self), _pg2_text(query), params_json(vars), rc, t0, err)
+            report(
+                "psycopg2", _pg2_db(self), _pg2_text(query, self), params_json(vars), rc, t0, err
+            )
             if ticket is not None:
                 ticket.done(rc, err)
 
@@ -45,7 +49,7 @@ class _Pg2CursorMixin:
         ticket = None
         if approvals.held(query):
             ticket, vars_list = approvals.check_sql(
-                "psycopg2", _pg2_db(self), _pg2_text(query), vars_list, many=True
+                "psycopg2", _pg2_db(self), _pg2_text(query, self), vars_list, many=True
             )
         sampler = Sampler()
         seq = sampler.wrap(vars_list)
@@ -65,7 +69,7 @@ class _Pg2CursorMixin:
             report(
                 "psycopg2",
                 _pg2_db(self),
-                _pg2_text(query),
+                _pg2_text(query, self),
                 sampler.payload(),
                 rc,
                 t0,
@@ -76,6 +80,10 @@ class _Pg2CursorMixin:
     def callproc(self, procname, parameters=None):
         if should_skip():
             return super().callproc(procname, parameters)
+        # a procedure is code the policy cannot see into: asked about as the CALL it is
+        ticket, parameters = approvals.check_sql(
+            "psycopg2", _pg2_db(self), f"CALL {procname}", parameters
+        )
         t0 = perf_counter_ns()
         token = _IN_SQL.set(True)
         err = None
@@ -96,15 +104,22 @@ class _Pg2CursorMixin:
                 err,
                 {"callproc": True},
             )
+            if ticket is not None:
+                ticket.done(None, err)
 
 
-def _pg2_text(query):
+def _pg2_text(query, cursor):
+    """The SQL a query object amounts to: psycopg2.sql.Composed renders with the cursor (its
+    repr quotes the verbs, which would hide them from the policy)."""
     if isinstance(query, str | bytes):
         return query
     try:
-        return str(query)  # psycopg2.sql.Composed needs a connection to render; repr is enough
+        return query.as_string(cursor)
     except Exception:
-        return repr(query)
+        try:
+            return str(query)
+        except Exception:
+            return repr(query)
 
 
 def _pg2_db(cursor) -> str | None:

@@ -1,8 +1,10 @@
-"""psycopg 3: ``execute``/``executemany`` of its four cursor classes and ``Cursor.copy``,
-through the general path. Never imports psycopg: patches the module given."""
+"""psycopg 3: ``execute``/``executemany``/``stream`` of its four cursor classes and
+``Cursor.copy``/``AsyncCursor.copy``, through the general path. Never imports psycopg:
+patches the module given."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from time import perf_counter_ns
@@ -216,3 +218,124 @@ def patch_psycopg(module, patcher) -> None:
             return _AuditedCopy(cm, self, statement, params, ticket)
 
         patcher.replace(cls, "copy", mark(copy))
+
+    # ``stream`` does not go through ``execute``; nor does the async cursor's ``copy``
+    for cls_name, is_async in (
+        ("Cursor", False),
+        ("ServerCursor", False),
+        ("AsyncCursor", True),
+        ("AsyncServerCursor", True),
+    ):
+        cls = getattr(module, cls_name, None)
+        orig = cls.__dict__.get("stream") if cls is not None else None
+        if orig is not None and not is_wrapped(orig):
+            patcher.replace(cls, "stream", _wrap_stream(orig, is_async))
+    cls = getattr(module, "AsyncCursor", None)
+    orig = cls.__dict__.get("copy") if cls is not None else None
+    if orig is not None and not is_wrapped(orig):
+        patcher.replace(cls, "copy", _wrap_async_copy(orig))
+
+
+def _stream_check(cursor, args, kwargs):
+    args, kwargs, ticket = _check(cursor, args, kwargs, False)
+    query = args[0] if args else kwargs.get("query")
+    params = args[1] if len(args) > 1 else kwargs.get("params")
+    return args, kwargs, ticket, query, params
+
+
+def _stream_done(cursor, query, params, t0, err, ticket) -> None:
+    if ticket is not None:
+        ticket.done(None, err)
+    report(
+        "psycopg",
+        _psycopg_database(cursor),
+        _psycopg_text(cursor, query),
+        params_json(params),
+        None,
+        t0,
+        err,
+        {"call": "stream"},
+    )
+
+
+def _wrap_stream(orig, is_async: bool):
+    """``stream`` runs its statement when iteration starts: it asks then, and is recorded
+    when the iteration ends (early too)."""
+    if is_async:
+
+        @functools.wraps(orig)
+        async def astream(self, *args, **kwargs):
+            if should_skip():
+                async for row in orig(self, *args, **kwargs):
+                    yield row
+                return
+            args, kwargs, ticket, query, params = _stream_check(self, args, kwargs)
+            t0, err = perf_counter_ns(), None
+            try:
+                async for row in orig(self, *args, **kwargs):
+                    yield row
+            except GeneratorExit:
+                raise
+            except BaseException as e:
+                err = e
+                raise
+            finally:
+                _stream_done(self, query, params, t0, err, ticket)
+
+        return mark(astream)
+
+    @functools.wraps(orig)
+    def stream(self, *args, **kwargs):
+        if should_skip():
+            yield from orig(self, *args, **kwargs)
+            return
+        args, kwargs, ticket, query, params = _stream_check(self, args, kwargs)
+        t0, err = perf_counter_ns(), None
+        try:
+            yield from orig(self, *args, **kwargs)
+        except GeneratorExit:
+            raise
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            _stream_done(self, query, params, t0, err, ticket)
+
+    return mark(stream)
+
+
+def _wrap_async_copy(orig):
+    @contextlib.asynccontextmanager
+    async def copy(self, statement, params=None, **kwargs):
+        if should_skip():
+            async with orig(self, statement, params, **kwargs) as cp:
+                yield cp
+            return
+        ticket = None
+        if approvals.held(statement):
+            ticket, params = approvals.check_sql(
+                "psycopg", _psycopg_database(self), _psycopg_text(self, statement), params
+            )
+        t0, err = perf_counter_ns(), None
+        try:
+            async with orig(self, statement, params, **kwargs) as cp:
+                yield cp
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            rc = None if err is not None else cursor_rowcount(self)
+            if ticket is not None:
+                ticket.done(rc, err)
+            report(
+                "psycopg",
+                _psycopg_database(self),
+                _psycopg_text(self, statement),
+                params_json(params),
+                rc,
+                t0,
+                err,
+                {"copy": True},
+            )
+
+    return mark(functools.wraps(orig)(copy))
