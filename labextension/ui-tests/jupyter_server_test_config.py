@@ -8,7 +8,9 @@ The browser's user comes from `UITestIdentityProvider`: one fixed person, "rita"
 groups make her a reviewer, auditor and admin, the way an organisation's sign-in (OIDC,
 JupyterHub) supplies groups. With groups and reviewer groups named, risky operations wait
 for review (under the standard token login one person holds every role, so they only warn).
-Other identities are service accounts whose tokens the tests create through the tokens API.
+Other identities are service accounts whose tokens the tests create through the tokens API,
+as "adam" (an admin who reviews nothing: the request header `X-UITest-User: adam`), since
+the person who made a token is its requester's person too and could not decide its requests.
 """
 
 import atexit
@@ -28,16 +30,21 @@ class GroupUser(User):
     groups: list[str] = dataclasses.field(default_factory=list)
 
 
+PEOPLE = {
+    "rita": ("Rita Reviewer", ["audit-reviewers", "audit-auditors", "audit-admins"]),
+    "adam": ("Adam Admin", ["audit-admins"]),
+}
+
+
 class UITestIdentityProvider(IdentityProvider):
-    """Every request without a service token is rita's (test use only)."""
+    """Every request without a service token is rita's, or adam's when it says so in
+    `X-UITest-User` (test use only)."""
 
     def get_user(self, handler):
-        return GroupUser(
-            username="rita",
-            name="Rita Reviewer",
-            display_name="Rita Reviewer",
-            groups=["audit-reviewers", "audit-auditors", "audit-admins"],
-        )
+        username = handler.request.headers.get("X-UITest-User", "rita")
+        name, groups = PEOPLE.get(username, PEOPLE["rita"])
+        username = username if username in PEOPLE else "rita"
+        return GroupUser(username=username, name=name, display_name=name, groups=groups)
 
 
 c = get_config()  # noqa: F821

@@ -125,13 +125,15 @@ test.describe('Pending approvals', () => {
     page
   }) => {
     // The requester: a service account whose owner is someone else (carol),
-    // created by rita (an admin) through the tokens API.
+    // created by adam (an admin, not a reviewer) through the tokens API: a token
+    // rita made would be rita's, and she could not decide its requests.
     const created = await page.request.post('/jupyter-audit/api/tokens', {
       data: {
         service_account: 'etl-bot',
         owner: 'carol@example.org',
         expires: '1d'
-      }
+      },
+      headers: { 'X-UITest-User': 'adam' }
     });
     expect(created.status()).toBe(201);
     const { token } = (await created.json()) as { token: string };
