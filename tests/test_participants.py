@@ -293,3 +293,43 @@ class TestOverREST:
         with pytest.raises(HTTPClientError) as e:
             await jp_fetch("jupyter-audit", "api", "traces", kid, headers=namesake)
         assert e.value.code == 403
+
+
+class TestServerCallbacks:
+    """What the server does on its own later (the idle culler, a kernel found dead) is the
+    server's, even when the timer behind it was started inside someone's request: the
+    culler starts with the first kernel, in the request of whoever started it."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        cfg = server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": "helpers.identity.HeaderIdentityProvider"},
+        )
+        cfg["MappingKernelManager"] = {"cull_idle_timeout": 1, "cull_interval": 1}
+        return cfg
+
+    async def test_a_culled_kernel_is_ended_by_the_server_not_by_the_first_kernels_starter(
+        self, jp_serverapp, jp_fetch
+    ):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+
+        async def start(who):
+            r = await jp_fetch(
+                "api",
+                "kernels",
+                method="POST",
+                body=json.dumps({"name": "python3"}),
+                headers={"X-Test-User": who, "X-XSRFToken": "x", "Cookie": "_xsrf=x"},
+            )
+            return json.loads(r.body)["id"]
+
+        await start("alice")  # the culler's timer starts in alice's request
+        bobs = await start("bob")
+        events = await wait_for(
+            audit,
+            lambda ev: any(e["kind"] == "session.ended" and e["trace_id"] == bobs for e in ev),
+        )
+        ended = next(e for e in events if e["kind"] == "session.ended" and e["trace_id"] == bobs)
+        assert ended["identity"]["username"] != "alice", ended["identity"]
+        assert ended["identity"]["auth_method"] == "system", ended["identity"]
