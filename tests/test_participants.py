@@ -309,6 +309,11 @@ class TestServerCallbacks:
         cfg["MappingKernelManager"] = {"cull_idle_timeout": 1, "cull_interval": 1}
         return cfg
 
+    @pytest.fixture
+    def no_culler(self, jp_server_config):
+        jp_server_config["MappingKernelManager"] = {"cull_idle_timeout": 0}
+        jp_server_config["KernelRestarter"] = {"restart_limit": 0}  # the first death is final
+
     async def test_a_culled_kernel_is_ended_by_the_server_not_by_the_first_kernels_starter(
         self, jp_serverapp, jp_fetch
     ):
@@ -332,4 +337,29 @@ class TestServerCallbacks:
         )
         ended = next(e for e in events if e["kind"] == "session.ended" and e["trace_id"] == bobs)
         assert ended["identity"]["username"] != "alice", ended["identity"]
+        assert ended["identity"]["auth_method"] == "system", ended["identity"]
+
+    async def test_a_kernel_found_dead_is_ended_by_the_server_not_by_its_starter(
+        self, no_culler, jp_serverapp, jp_fetch
+    ):
+        import os
+        import signal
+
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        r = await jp_fetch(
+            "api",
+            "kernels",
+            method="POST",
+            body=json.dumps({"name": "python3"}),
+            headers={"X-Test-User": "alice", "X-XSRFToken": "x", "Cookie": "_xsrf=x"},
+        )
+        kid = json.loads(r.body)["id"]
+        km = jp_serverapp.kernel_manager.get_kernel(kid)
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)  # its restarter finds it dead
+        events = await wait_for(
+            audit,
+            lambda ev: any(e["kind"] == "session.ended" and e["trace_id"] == kid for e in ev),
+        )
+        ended = next(e for e in events if e["kind"] == "session.ended" and e["trace_id"] == kid)
+        assert ended["payload"]["reason"] == "died"
         assert ended["identity"]["auth_method"] == "system", ended["identity"]
