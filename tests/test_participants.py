@@ -293,3 +293,73 @@ class TestOverREST:
         with pytest.raises(HTTPClientError) as e:
             await jp_fetch("jupyter-audit", "api", "traces", kid, headers=namesake)
         assert e.value.code == 403
+
+
+class TestServerCallbacks:
+    """What the server does on its own later (the idle culler, a kernel found dead) is the
+    server's, even when the timer behind it was started inside someone's request: the
+    culler starts with the first kernel, in the request of whoever started it."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        cfg = server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": "helpers.identity.HeaderIdentityProvider"},
+        )
+        cfg["MappingKernelManager"] = {"cull_idle_timeout": 1, "cull_interval": 1}
+        return cfg
+
+    @pytest.fixture
+    def no_culler(self, jp_server_config):
+        jp_server_config["MappingKernelManager"] = {"cull_idle_timeout": 0}
+        jp_server_config["KernelRestarter"] = {"restart_limit": 0}  # the first death is final
+
+    async def test_a_culled_kernel_is_ended_by_the_server_not_by_the_first_kernels_starter(
+        self, jp_serverapp, jp_fetch
+    ):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+
+        async def start(who):
+            r = await jp_fetch(
+                "api",
+                "kernels",
+                method="POST",
+                body=json.dumps({"name": "python3"}),
+                headers={"X-Test-User": who, "X-XSRFToken": "x", "Cookie": "_xsrf=x"},
+            )
+            return json.loads(r.body)["id"]
+
+        await start("alice")  # the culler's timer starts in alice's request
+        bobs = await start("bob")
+        events = await wait_for(
+            audit,
+            lambda ev: any(e["kind"] == "session.ended" and e["trace_id"] == bobs for e in ev),
+        )
+        ended = next(e for e in events if e["kind"] == "session.ended" and e["trace_id"] == bobs)
+        assert ended["identity"]["username"] != "alice", ended["identity"]
+        assert ended["identity"]["auth_method"] == "system", ended["identity"]
+
+    async def test_a_kernel_found_dead_is_ended_by_the_server_not_by_its_starter(
+        self, no_culler, jp_serverapp, jp_fetch
+    ):
+        import os
+        import signal
+
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        r = await jp_fetch(
+            "api",
+            "kernels",
+            method="POST",
+            body=json.dumps({"name": "python3"}),
+            headers={"X-Test-User": "alice", "X-XSRFToken": "x", "Cookie": "_xsrf=x"},
+        )
+        kid = json.loads(r.body)["id"]
+        km = jp_serverapp.kernel_manager.get_kernel(kid)
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)  # its restarter finds it dead
+        events = await wait_for(
+            audit,
+            lambda ev: any(e["kind"] == "session.ended" and e["trace_id"] == kid for e in ev),
+        )
+        ended = next(e for e in events if e["kind"] == "session.ended" and e["trace_id"] == kid)
+        assert ended["payload"]["reason"] == "died"
+        assert ended["identity"]["auth_method"] == "system", ended["identity"]

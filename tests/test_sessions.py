@@ -243,3 +243,45 @@ class TestWorkspacesPerUser:
         saved = list((tmp_path / "workspaces").rglob("*.jupyterlab-workspace"))
         assert len(saved) == 1 and saved[0].parent.parent.name == "users"
         assert "alice" not in str(saved[0])
+
+
+class TestNothingOutlivesLogout:
+    """An insider keeps a copy of their session cookie, or a websocket, and signs out: nothing
+    they kept still works afterwards."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, provider):
+        return session_config(trail_dir, provider.issuer)
+
+    async def test_signing_in_again_ends_the_browsers_earlier_session(
+        self, jp_serverapp, jp_fetch, jp_http_port, jp_base_url, provider
+    ):
+        """A second sign-in in the same browser replaces its cookie: the session the earlier
+        cookie named must end then, or a copy of it outlives the browser's `/logout`."""
+        base = f"http://localhost:{jp_http_port}{jp_base_url}"
+        s = await asyncio.to_thread(sign_in, base, provider, "alice-sub")
+        first = cookie_header(s)
+
+        def again():
+            r = s.get(base + "login", allow_redirects=False)
+            r = s.get(provider.approve(r.headers["Location"], "alice-sub"), allow_redirects=False)
+            assert r.status_code == 302, r.text
+            assert cookie_header(s) != first
+            assert s.get(base + "jupyter-audit/api/me").status_code == 200
+            s.get(base + "logout", allow_redirects=False)
+            return requests.get(base + "jupyter-audit/api/me", headers=first)
+
+        r = await asyncio.to_thread(again)
+        assert r.status_code == 401, r.text
+        assert r.json()["reason"] == "session_ended"
+
+    async def test_logout_closes_the_sessions_event_stream(
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, jp_http_port, jp_base_url, provider
+    ):
+        """jupyter_server's event stream (`/api/events/subscribe`: who saved which file, kernel
+        actions) is a websocket the session opened like any other."""
+        base = f"http://localhost:{jp_http_port}{jp_base_url}"
+        s = await asyncio.to_thread(sign_in, base, provider, "alice-sub")
+        ws = await jp_ws_fetch("api", "events", "subscribe", headers=dict(cookie_header(s)))
+        await asyncio.to_thread(s.get, base + "logout", allow_redirects=False)
+        assert await closed(ws) == (CLOSE_CODE, SESSION_ENDED)

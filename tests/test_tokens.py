@@ -277,3 +277,27 @@ async def test_a_revoked_token_runs_no_more_cells_on_a_socket_left_open(
     assert client.ws.close_code == 4003
     cells = [e for e in trail_events(audit) if e["kind"] == "cell.requested"]
     assert [e["payload"]["code"] for e in cells] == ["print(1)"]
+
+
+async def test_a_service_tokens_open_websocket_closes_when_the_token_expires(
+    jp_serverapp, jp_fetch, jp_ws_fetch
+):
+    """Like a bearer token's: the socket is closed at the token's expiry with the reason, not
+    left streaming the kernel's output until its holder next sends something."""
+    from datetime import UTC, datetime, timedelta
+
+    from jupyter_audit.server.sockets import TOKEN_EXPIRED
+
+    # long enough for a kernel to start and run a cell on a busy machine
+    expires = (datetime.now(UTC) + timedelta(seconds=20)).isoformat()
+    made = await create(jp_fetch, expires=expires)
+    h = {"Authorization": f"token {made['token']}"}
+    _kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=h)
+    assert (await client.run("print(1 + 1)"))[0] == "ok"
+
+    async def drain():
+        while await client.ws.read_message() is not None:
+            pass
+
+    await asyncio.wait_for(drain(), 60)
+    assert (client.ws.close_code, client.ws.close_reason) == (4001, TOKEN_EXPIRED)

@@ -381,7 +381,13 @@ class OIDCIdentityProvider(IdentityProvider):
     # ------------------------------------------------------------ browser session
     def start_session(self, handler, user, id_token: str | None = None) -> None:
         """A server-side session for a browser sign-in, and its cookie (which holds only the
-        session id and expiry and lives no longer than the session)."""
+        session id and expiry and lives no longer than the session). A browser holds one
+        session: the one its cookie named until now ends (a copy of that cookie would
+        otherwise outlive this browser's `/logout`), and so do its websockets."""
+        earlier = self.session_id(handler)
+        ended = self.sessions.end(earlier) if earlier else None
+        if ended is not None:
+            self.sessions.close_sockets(ended, SESSION_ENDED)
         sid, expires_at = self.sessions.start(
             getattr(user, "audit_identity", None) or {}, self.session_lifetime, id_token
         )

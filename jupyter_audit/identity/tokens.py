@@ -156,6 +156,11 @@ class TokenStore:
             return None, f"service token {row['token_id']} expired"
         return self.snapshot(row), ""
 
+    def expires_at(self, token_id: str) -> float | None:
+        """When a token expires (epoch seconds), if it does: its websockets close then."""
+        row = self._rows.get(token_id)
+        return row["expires_at"].timestamp() if row and row["expires_at"] else None
+
     def is_active(self, token_id: str) -> bool:
         row = self._rows.get(token_id)
         return bool(
@@ -304,7 +309,8 @@ def install(identity_provider, store: TokenStore, on_user=None) -> None:
                 refuse(handler, why, identity_provider.log)
                 return None
             handler._token_authenticated = True  # an API client: no XSRF cookie involved
-            return user_for(snapshot)
+            # its expiry closes the websockets it opens ("token expired: use a new token")
+            return user_for(snapshot, expires_at=store.expires_at(snapshot["token_id"]))
         user = original(handler)
         if hasattr(user, "__await__"):
             user = await user

@@ -35,7 +35,7 @@ from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
 from ..store.signing import SigningKey
 from ..store.writer import Writer
-from . import logfilter
+from . import logfilter, sockets
 from .approvals import API_PATHS as APPROVAL_PATHS
 from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .authorization import AuditAuthorizer
@@ -346,6 +346,7 @@ class AuditApp(ExtensionApp):
         )
         contents.install_save_hook(self.recorder, self.server.contents_manager)
         terminals.install()
+        sockets.install_event_stream()  # jupyter_server's event stream ends with its sign-in
         workspaces.install()  # per signed-in user under OIDCIdentityProvider
         signin.install()  # jupyter_server's 403s say the sign-in session has ended
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))

@@ -10,6 +10,9 @@ show when:
   again" (a timer per socket, at the credential's `expires_at`);
 - its service token is revoked: "service token revoked" (Recorder.close_token_sockets).
 
+jupyter_server's event stream (`/api/events/subscribe`: saved files, kernel actions) is
+watched the same way (`install_event_stream`).
+
 Each cell and keystroke is still checked against the credential (AuditAuthorizer.allows):
 closing the socket is what tells the person why, instead of a kernel that seems dead.
 """
@@ -65,3 +68,27 @@ def unwatch(handler, recorder) -> None:
     sid = getattr(handler, "_audit_session_id", None)
     if sid and sessions is not None:
         sessions.unwatch(sid, handler)
+
+
+def install_event_stream() -> None:
+    """Watch jupyter_server's event-stream websocket like a kernel's: it too must not
+    outlive the sign-in that opened it."""
+    try:
+        from jupyter_server.services.events.handlers import SubscribeWebsocket
+    except ImportError:
+        return
+    if getattr(SubscribeWebsocket, "_jupyter_audit_watched", False):
+        return
+    original_open, original_on_close = SubscribeWebsocket.open, SubscribeWebsocket.on_close
+
+    def watched_open(self, *args, **kwargs):
+        watch(self, self.settings.get("jupyter_audit"))
+        return original_open(self, *args, **kwargs)
+
+    def watched_on_close(self):
+        unwatch(self, self.settings.get("jupyter_audit"))
+        return original_on_close(self)
+
+    SubscribeWebsocket.open = watched_open  # type: ignore[method-assign]
+    SubscribeWebsocket.on_close = watched_on_close  # type: ignore[method-assign]
+    setattr(SubscribeWebsocket, "_jupyter_audit_watched", True)  # noqa: B010 - marks it wrapped

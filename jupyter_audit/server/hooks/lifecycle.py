@@ -4,8 +4,10 @@ that caused it.
 The server's kernel manager is wrapped rather than listened to (jupyter_server's
 `kernel_actions` events): a listener runs later, so an interrupt could land in the trail
 after a cell requested after it, and a kernel's death emits no event
-(docs/architecture.md). A kernel that dies or a server that shuts down is recorded under the
-server's own (system) identity.
+(docs/architecture.md). A kernel that dies, one the idle culler ends and a server that shuts
+down are recorded under the server's own (system) identity: their timers are started inside
+someone's request (the culler with the first kernel, a kernel's restarter with that kernel)
+and would otherwise carry that request's handler, and so its person, for ever after.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from jupyter_server.base.call_context import CallContext
+
+from ...identity import system_identity
 from ...store.errors import loggable_error
 from .caller import current_identity
 
 log = logging.getLogger("jupyter_audit.lifecycle")
 
 
-def _record(recorder, kind: str, kernel_id: str, payload: dict, flags=()) -> None:
+def _record(
+    recorder, kind: str, kernel_id: str, payload: dict, flags=(), identity: dict | None = None
+) -> None:
     try:
         # the cells requested before (queued by the gateway) go first: an interrupt or a
         # restart follows them in the trail as it did on the kernel
@@ -30,7 +37,7 @@ def _record(recorder, kind: str, kernel_id: str, payload: dict, flags=()) -> Non
         recorder.record(
             {
                 "kind": kind,
-                "identity": current_identity(),
+                "identity": identity or current_identity(),
                 "trace_id": kernel_id,
                 "kernel_id": kernel_id,
                 "payload": payload,
@@ -63,6 +70,7 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
     start, restart = km.start_kernel, km.restart_kernel
     interrupt, shutdown = km.interrupt_kernel, km.shutdown_kernel
     died = km._handle_kernel_died
+    cull = getattr(km, "cull_kernels", None)
     cancelling: set = set()  # approval cancellations under way for kernels that died
 
     async def start_kernel(*args, **kwargs):
@@ -100,8 +108,16 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
             await _cancel_approvals(approvals, kernel_id, "shutdown")
         return result
 
+    async def cull_kernels(*args, **kwargs):
+        # the culler's timer runs in the context of the request that started the first
+        # kernel: what it ends, it ends as the server, not as that request's person
+        CallContext.set(CallContext.JUPYTER_HANDLER, None)
+        return await cull(*args, **kwargs)
+
     def handle_kernel_died(kernel_id):
-        _record(recorder, "session.ended", kernel_id, {"reason": "died"})
+        _record(
+            recorder, "session.ended", kernel_id, {"reason": "died"}, identity=system_identity()
+        )
         if approvals is not None:
             try:
                 task = asyncio.get_running_loop().create_task(
@@ -125,6 +141,8 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
     km.interrupt_kernel = interrupt_kernel
     km.shutdown_kernel = shutdown_kernel
     km._handle_kernel_died = handle_kernel_died
+    if cull is not None:  # before the culler's timer is made (with the first kernel)
+        km.cull_kernels = cull_kernels
 
 
 def record_server_shutdown(recorder, km) -> None:
