@@ -447,6 +447,28 @@ class TestFailedSignIns:
             answers["issuer"] = s.get(mixed_up, allow_redirects=False)
             # a sign-in response without the browser's sign-in in progress
             answers["no flow"] = requests.get(callback, allow_redirects=False)
+            # an error "from the provider" in a link anyone can send: its free text never
+            # reaches this server's page, only a sanitised error code
+            answers["forged error"] = requests.get(
+                base + "oidc/callback",
+                params={
+                    "error": "access_denied<b>\n",
+                    "error_description": "Your account is locked: call +1 555 0100",
+                },
+                allow_redirects=False,
+            )
+            # the same error in answer to this browser's own sign-in keeps the description
+            s, callback = start_sign_in(base, provider, "alice-sub")
+            state = parse_qs(urlparse(callback).query)["state"][0]
+            answers["provider error"] = s.get(
+                base + "oidc/callback",
+                params={
+                    "error": "access_denied",
+                    "error_description": "consent refused",
+                    "state": state,
+                },
+                allow_redirects=False,
+            )
             return answers
 
         answers = await asyncio.to_thread(browser)
@@ -456,6 +478,10 @@ class TestFailedSignIns:
             "issuer": (403, "from another issuer"),
             "no flow": (400, "no sign-in in progress"),
         }
+        forged = answers["forged error"]
+        assert forged.status_code == 403 and "access_denied?b?" in forged.text
+        assert "locked" not in forged.text and "<b>" not in forged.text
+        assert "access_denied: consent refused" in answers["provider error"].text
         for name, (code, reason) in expected.items():
             assert answers[name].status_code == code, (name, answers[name].text)
             assert reason in answers[name].text, (name, answers[name].text)

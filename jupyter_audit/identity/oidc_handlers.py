@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING, cast
@@ -103,6 +104,17 @@ class OIDCLoginHandler(_OIDCHandler):
         self.redirect(doc["authorization_endpoint"] + "?" + urlencode(params))
 
 
+def _flow_state_matches(raw: bytes | None, state: str) -> bool:
+    """Whether `state` is the one of the sign-in in progress in this browser (`raw`)."""
+    try:
+        flow = json.loads(raw) if raw else None
+    except ValueError:
+        return False
+    return isinstance(flow, dict) and secrets.compare_digest(
+        state.encode("utf-8"), str(flow.get("state", "")).encode("utf-8")
+    )
+
+
 class OIDCCallbackHandler(_OIDCHandler):
     """The issuer's redirect back: check state, exchange the code (with the PKCE verifier),
     validate the ID token (nonce used once), start the session."""
@@ -114,9 +126,15 @@ class OIDCCallbackHandler(_OIDCHandler):
         self.clear_cookie(FLOW_COOKIE, path=self.base_url)
         error = self.get_argument("error", None)
         if error:
-            detail = self.get_argument("error_description", "") or error
+            code = re.sub(r"[^A-Za-z0-9_.-]", "?", error[:64])
             # the error code only in the trail: the description is the issuer's free text
-            refuse(self, f"sign-in refused by the identity provider ({error[:64]})", self.log)
+            refuse(self, f"sign-in refused by the identity provider ({code})", self.log)
+            detail = code
+            if _flow_state_matches(raw, self.get_argument("state", "")):
+                # only a response to this browser's own sign-in may put the issuer's words
+                # on this server's page (anyone can link here with a made-up description)
+                description = self.get_argument("error_description", "")[:300]
+                detail = f"{code}: {description}" if description else code
             return self.fail(403, f"the identity provider said: {detail}")
         if not raw:
             return self.refused(
