@@ -293,6 +293,33 @@ async def test_a_duckdb_statement_object_waits_too(
     assert status == "ok" and out.strip() == "4"
 
 
+async def test_a_lying_str_subclass_on_sqlite3_waits_too(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    """sqlite3's fast path looks a statement up among those already found read-only: a str
+    subclass whose __eq__/__hash__ match a read that already ran is not found there."""
+    bob = people["bob"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=people["alice"])
+    status, _ = await kc.run(
+        f"import sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "con.execute('SELECT 42')\ncon.cursor().execute('SELECT 42')\n"
+        "class S(str):\n"
+        "    __hash__ = lambda self: hash('SELECT 42')\n"
+        "    __eq__ = lambda self, other: True"
+    )
+    assert status == "ok"
+    for code in (
+        "con.execute(S('DELETE FROM customers'))",
+        "con.cursor().execute(S('DELETE FROM customers'))",
+    ):
+        cell = asyncio.create_task(kc.run_full(code))
+        assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
+        assert (await cell)[2][0]["ename"] == "ApprovalDenied"
+    assert rows(db) == 3
+
+
 async def test_a_duckdb_relation_update_waits_too(
     jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
 ):
