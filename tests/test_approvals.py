@@ -316,6 +316,16 @@ async def test_bad_kernel_bodies_are_400(jp_serverapp, jp_fetch):
         {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "params_sha256": "xyz"},
         {"kind": "http", "method": "DELETE", "msg_id": msg_id},
         {"kind": "fax", "msg_id": msg_id},
+        {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "params": "1"},
+        {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "executemany": 1},
+        {"kind": "shell", "command": "rm -rf x", "msg_id": msg_id, "params": [1]},
+        {
+            "kind": "sql",
+            "statement": "DELETE FROM t",
+            "msg_id": msg_id,
+            "params": {"a": 1},
+            "executemany": True,
+        },
     ):
         code, message = await refused(kernel.call(method="POST", body=body))
         assert code == 400 and message, body

@@ -74,7 +74,7 @@ class Approval:
     operation: str
     statement: str  # masked, as the trail stores it
     statement_sha256: str  # of the original text
-    params_sha256: str | None
+    params_sha256: str | None  # of the original parameters
     reasons: list
     rules: list
     min_approvals: int
@@ -93,6 +93,7 @@ class Approval:
     decisions: list = field(default_factory=list)
     executed: dict | None = None
     seq: int = 0  # of its approval.requested
+    params: list | dict | None = None  # masked, as the trail stores op.sql's
 
     # ------------------------------------------------------------------ reading
     @property
@@ -133,6 +134,7 @@ class Approval:
             "state": self.state,
             "requester": self.requester.get("username"),
             "statement": self.statement,
+            "params": self.params,
             "reasons": self.reasons,
             "rules": self.rules,
             "kind": self.operation,
@@ -232,6 +234,7 @@ class Approval:
             notebook=record.get("notebook"),
             msg_id=record.get("msg_id"),
             seq=int(record.get("seq") or 0),
+            params=p.get("params") if isinstance(p.get("params"), list | dict) else None,
         )
 
     def apply(self, record: dict, identity: dict | None) -> None:

@@ -8,6 +8,7 @@ before the statement reaches the database; she cannot approve her own request; b
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -291,6 +292,43 @@ async def test_a_duckdb_statement_object_waits_too(
         assert (await cell)[2][0]["ename"] == "ApprovalDenied"
     status, out = await kc.run("print(d.execute('select count(*) from customers').fetchone()[0])")
     assert status == "ok" and out.strip() == "4"
+
+
+async def test_reviewers_see_the_parameters_masked_as_the_trail_stores_them(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    """A request shows its parameters (REST `params`, `approval.requested`), masked exactly
+    as the statement's op.sql stores them; the hash the approval binds is of the originals."""
+    alice, bob = people["alice"], people["bob"]
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, _ = await kc.run(
+        f"import sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)"
+    )
+    assert status == "ok"
+    statement = "UPDATE customers SET name = ?"
+    secret = "Jane Q. Doe <jane.doe@example.com>"
+    cell = asyncio.create_task(kc.run_full(f"con.execute({statement!r}, ({secret!r},))"))
+    request = await pending(jp_fetch, bob, kid)
+    assert request["statement"] == statement
+    shown = request["params"]
+    assert isinstance(shown, list) and len(shown) == 1 and shown[0] != secret
+    assert "jane" not in json.dumps(request).lower()
+    await decide(jp_fetch, bob, request["id"], "approve")
+    assert (await cell)[0] == "ok"
+    events = await wait_for(
+        audit,
+        lambda evs: any(
+            e["kind"] == "op.sql" and e["payload"]["statement"] == statement for e in evs
+        ),
+    )
+    op = next(e for e in events if e["kind"] == "op.sql" and e["payload"]["statement"] == statement)
+    asked = next(e for e in events if e["kind"] == "approval.requested")
+    assert op["payload"]["params"] == shown == asked["payload"]["params"]
+    original = json.dumps([secret], sort_keys=True, separators=(",", ":"))
+    assert asked["payload"]["params_sha256"] == hashlib.sha256(original.encode()).hexdigest()
 
 
 async def test_a_lying_str_subclass_on_sqlite3_waits_too(

@@ -316,6 +316,45 @@ c.execute("delete from customers where id = ?", params)
     assert broker.requests[rid]["executed"]["params_sha256"] == asked
 
 
+def test_nested_parameters_that_run_are_the_ones_asked_about(held, broker, tmp_path):
+    """The copy made before asking is deep: a thread changing a list inside the parameters
+    while the statement waits changes neither what runs nor what reviewers were shown."""
+    pytest.importorskip("duckdb")
+    db = tmp_path / "c.duckdb"
+    statement = "delete from customers where list_contains(?, id)"
+    broker.rules[statement] = "review"
+    url = held.ingest.approvals_url
+    n = len(broker.asked) + 1
+    msg_id, rid = _start_review(
+        held,
+        broker,
+        f"""
+import duckdb, threading, urllib.request
+d = duckdb.connect({str(db)!r})
+d.execute("create table customers as select range as id from range(3)")
+params = [[0]]
+def change():
+    urllib.request.urlopen({url!r} + "?asked={n}").read()
+    params[0][0] = 2
+    urllib.request.urlopen({url!r} + "/note-changed").read()
+threading.Thread(target=change).start()
+d.execute({statement!r}, params)
+d.close()
+""",
+    )
+    assert broker.requests[rid]["body"]["params"] == [[0]]
+    broker.wait_for(lambda b: b.notes)
+    broker.decide(rid, "approved")
+    assert collect(held, msg_id)[0]["status"] == "ok"
+    import duckdb
+
+    with duckdb.connect(str(db)) as d:
+        left = sorted(r[0] for r in d.execute("select id from customers").fetchall())
+    assert left == [1, 2]  # the row the request named, not the one the list names now
+    asked = broker.requests[rid]["body"]["params_sha256"]
+    assert broker.requests[rid]["executed"]["params_sha256"] == asked
+
+
 def test_a_refused_outcome_report_is_said_in_the_cell(held, broker, tmp_path):
     db = tmp_path / "c.db"
     setup_customers(held, db)
