@@ -205,6 +205,7 @@ class ApprovalBroker:
         if record["kind"] == "approval.requested":
             approval = Approval.from_record(record, identity or {})
             approval.cell_code = queries.cell_code(cur, approval.msg_id, approval.kernel_id)
+            approval.undecidable = self.nobody_decides()
             self._approvals[approval.id] = approval
             self._next_id = max(self._next_id, approval.id + 1)
         else:
@@ -431,6 +432,12 @@ class ApprovalBroker:
         return done
 
     # ------------------------------------------------------------------ people
+    def nobody_decides(self) -> bool:
+        """No one but the requester can decide here: review is not possible (the standard
+        token login, or no reviewer groups; service tokens carry no groups) and no
+        break-glass group is configured. A forced review then fails closed: it expires."""
+        return not getattr(self.policy, "review_possible", True) and not self.break_glass_groups
+
     def is_break_glass(self, identity: dict) -> bool:
         return bool(set(identity.get("groups") or ()) & self.break_glass_groups)
 

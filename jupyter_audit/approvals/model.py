@@ -94,6 +94,9 @@ class Approval:
     executed: dict | None = None
     seq: int = 0  # of its approval.requested
     params: list | dict | None = None  # masked, as the trail stores op.sql's
+    # set by the broker: no one but the requester can decide here (a rule forced review
+    # where review is not possible), so the request can only expire
+    undecidable: bool = False
 
     # ------------------------------------------------------------------ reading
     @property
@@ -113,6 +116,14 @@ class Approval:
         if self.state == PENDING:
             need = self.min_approvals - self.approvals()
             more = f" ({need} more approvals needed)" if self.approvals() and need > 0 else ""
+            if self.undecidable:
+                until = parse_time(self.expires_at).strftime("%H:%M")
+                return (
+                    f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by "
+                    f"{who}; no one here can decide it (review is not enabled: no reviewer "
+                    f"groups from an identity provider), so it will not run and expires at "
+                    f"{until}"
+                )
             return (
                 f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by {who}{more}"
             )
