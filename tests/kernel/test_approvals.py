@@ -435,6 +435,42 @@ with eng.begin() as conn:
     assert broker.requests[rid]["executed"]["error"] is None
 
 
+def test_duckdb_appenders_ask_when_made(held, broker, tmp_path):
+    """duckdb's append, appender (insert/upsert/update/delete) and query_appender write
+    without a SQL string of the caller's: each asks, when made, as the statement it amounts
+    to; denied, no row changes."""
+    pytest.importorskip("duckdb")
+    duck = tmp_path / "d.duckdb"
+    broker.rules["DELETE FROM customers"] = "deny"
+    broker.rules["delete from customers"] = "deny"
+    broker.rules["INSERT INTO customers"] = "deny"
+    held.run(
+        f"""
+import duckdb
+d = duckdb.connect({str(duck)!r})
+d.execute("create table customers (id integer primary key)")
+d.execute("insert into customers select range from range(3)")
+"""
+    )
+    for code in (
+        "a = d.appender('customers', action='delete', key=['id'])\na.append_row(1)\na.close()",
+        "d.query_appender('delete from customers where id in (select id from appended_data)', "
+        "{'id': 'INTEGER'})",
+        "duckdb.appender('customers', connection=d)",
+        "import pandas\nd.append('customers', pandas.DataFrame({'id': [7]}))",
+    ):
+        if "pandas" in code:
+            pytest.importorskip("pandas")
+        reply, _ = collect(held, start(held, code))
+        assert reply["status"] == "error" and reply["ename"] == "ApprovalDenied", code
+    asked = [a["statement"] for a in broker.asked if a["kind"] == "sql"]
+    assert "DELETE FROM customers WHERE (id) IN (" in asked[-4]
+    assert asked[-3] == "delete from customers where id in (select id from appended_data)"
+    assert asked[-2].startswith("INSERT INTO customers SELECT * FROM (")
+    assert asked[-1].startswith("INSERT INTO customers SELECT * FROM (/* a data frame */")
+    held.run("assert d.execute('select count(*) from customers').fetchone() == (3,)")
+
+
 def test_shell_and_http_are_held(held, broker, tmp_path, http_target):
     victim = tmp_path / "keep.txt"
     victim.write_text("x")

@@ -287,6 +287,37 @@ def _render_load(module, con, extension=None, **_):
     return f"LOAD {_lit(extension)}", None
 
 
+def _render_append(module, con, table_name=None, df=None, *, by_name=False, **_):
+    how = " BY NAME" if by_name else ""
+    return f"INSERT INTO {table_name}{how} SELECT * FROM (/* a data frame */ SELECT *)", None
+
+
+def _render_appender(module, con, table=None, *, columns=None, action="insert", key=None, **_):
+    cols = f" ({', '.join(str(c) for c in columns)})" if columns else ""
+    rows = "(/* the rows appended, at each flush */ SELECT *)"
+    keys = ", ".join(str(k) for k in key) if key else "<primary key>"
+    action = str(action).lower()
+    if action == "insert":
+        return f"INSERT INTO {table}{cols} SELECT * FROM {rows}", None
+    if action == "upsert":
+        return f"INSERT OR REPLACE INTO {table}{cols} SELECT * FROM {rows}", None
+    if action == "update":
+        target = cols.strip() or "(<every column>)"
+        return (
+            f"UPDATE {table} SET {target} = appended.* FROM {rows} AS appended "
+            f"WHERE ({keys}) = appended.({keys})",
+            None,
+        )
+    if action == "delete":
+        return f"DELETE FROM {table} WHERE ({keys}) IN {rows}", None
+    return f"INSERT INTO {table}{cols} /* appender action {action!r} */ SELECT * FROM {rows}", None
+
+
+def _render_query_appender(module, con, dml=None, *args, **_):
+    """The DML runs at each flush, as written: that is the statement."""
+    return _duck_text(dml), None
+
+
 _RELATION_WRITES = {
     "update": ("UPDATE", _render_update),
     "insert": ("INSERT", _render_insert),
@@ -303,6 +334,10 @@ _RELATION_WRITES = {
 _CONNECTION_WRITES = {
     "install_extension": ("INSTALL", _render_install),
     "load_extension": ("LOAD", _render_load),
+    # asked when made: the appender's flushes then run what was asked about
+    "append": ("INSERT", _render_append),
+    "appender": ("INSERT", _render_appender),
+    "query_appender": ("INSERT", _render_query_appender),
 }
 _MODULE_WRITES = {**_CONNECTION_WRITES, "write_csv": ("COPY", _render_module_csv)}
 
