@@ -143,8 +143,8 @@ _MUTABLE = frozenset({list, dict, tuple, set, frozenset, bytearray})
 def params_shown(params, many: bool = False):
     """The parameters as the trail's op.sql records them (JSON, capped): what reviewers see
     once the server has masked them."""
-    if params is None:
-        return None
+    if params is None or (params.__class__ in (tuple, list, dict) and not params):
+        return None  # none given (sqlite3's default is ``()``)
     # here, not at the top: the capture package imports this module
     from .capture.sql.encoding import PARAM_ITEMS_CAP, params_json
 

@@ -171,6 +171,17 @@ function outcomeText(outcome: IVoteOutcome, trans: TranslationBundle): string {
   }
 }
 
+/** Whether there are parameters to show (none, `[]` or `{}`: nothing shown). */
+export function hasParams(params: unknown): boolean {
+  if (params === null || params === undefined) {
+    return false;
+  }
+  if (Array.isArray(params)) {
+    return params.length > 0;
+  }
+  return typeof params !== 'object' || Object.keys(params).length > 0;
+}
+
 /** The parameters as one line of JSON (rendered as text, never markup). */
 export function paramsText(params: unknown): string {
   try {
@@ -266,7 +277,7 @@ function ApprovalCard(props: {
       <pre className="jp-AuditTrail-approvalStatement">
         <code>{revealInvisible(approval.statement)}</code>
       </pre>
-      {approval.params !== null && approval.params !== undefined && (
+      {hasParams(approval.params) && (
         <>
           <div className="jp-AuditTrail-approvalLabel">
             {trans.__('Parameters (masked)')}

@@ -8,7 +8,9 @@ The browser's user comes from `UITestIdentityProvider`: one fixed person, "rita"
 groups make her a reviewer, auditor and admin, the way an organisation's sign-in (OIDC,
 JupyterHub) supplies groups. With groups and reviewer groups named, risky operations wait
 for review (under the standard token login one person holds every role, so they only warn).
-Other identities are service accounts whose tokens the tests create through the tokens API.
+Other identities are service accounts whose tokens the tests create through the tokens API
+(as carol, `X-UITest-User: carol`: a token's creator counts as its requester, so one rita
+made could not be approved by rita).
 """
 
 import atexit
@@ -29,9 +31,17 @@ class GroupUser(User):
 
 
 class UITestIdentityProvider(IdentityProvider):
-    """Every request without a service token is rita's (test use only)."""
+    """Every request without a service token is rita's, except one naming carol (an admin,
+    not a reviewer) in `X-UITest-User`, for a token someone else made (test use only)."""
 
     def get_user(self, handler):
+        if handler.request.headers.get("X-UITest-User") == "carol":
+            return GroupUser(
+                username="carol",
+                name="Carol Admin",
+                display_name="Carol Admin",
+                groups=["audit-admins"],
+            )
         return GroupUser(
             username="rita",
             name="Rita Reviewer",

@@ -181,6 +181,7 @@ def test_review_waits_then_runs_once_when_approved(held, broker, tmp_path):
         f"import sqlite3; c = sqlite3.connect({str(db)!r}, isolation_level=None); c.execute({DELETE!r})",
     )
     assert broker.requests[rid]["body"]["msg_id"] == msg_id
+    assert broker.requests[rid]["body"]["params"] is None  # none given: none shown
     assert count_while_waiting(held, db) == 3  # nothing ran yet
     broker.decide(rid, "approved", "checked with the owner")
     reply, out = collect(held, msg_id)

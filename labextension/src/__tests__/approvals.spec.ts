@@ -378,7 +378,9 @@ describe('ApprovalsSection', () => {
           params: ['‹NAME:1a2b3c›', 7]
         }),
         approval({ id: 2, params: null }),
-        approval({ id: 3 })
+        approval({ id: 3 }),
+        approval({ id: 4, params: [] }),
+        approval({ id: 5, params: {} })
       ],
       () => json(500, {})
     );
