@@ -306,6 +306,28 @@ async def test_the_kernel_endpoints_refuse_a_wrong_secret_and_another_kernels_re
     assert rejected[-1]["payload"]["reason"] == "approval request names a cell of another kernel"
 
 
+@pytest.mark.parametrize("audit_config", [{"reviewer_groups": [], "break_glass_groups": []}])
+async def test_a_forced_review_no_one_can_decide_says_so_and_fails_closed(
+    jp_serverapp, jp_fetch, audit_config
+):
+    """Review not possible (no reviewer groups) and a rule forcing review: no one may decide,
+    the waiting cell is told so, and the request can only expire."""
+    policy = jp_serverapp.web_app.settings["jupyter_audit_approvals"].policy
+    assert not policy.review_possible
+    policy.rules = [{"rule": "statement.where-required", "action": "review", "force": True}]
+    kernel = FakeKernel(jp_serverapp, jp_fetch)
+    answer = await kernel.ask(kernel.cell("alice"))
+    assert answer["decision"] == "review"
+    message = answer["request"]["message"]
+    assert "no one here can decide it" in message and "will not run and expires at" in message
+    rid = answer["request"]["id"]
+    for who in ("bob", "alice"):
+        code, _ = await refused(decide(jp_fetch, who, rid, "approve"))
+        assert code == 403, who
+    status = await kernel.call(str(rid))
+    assert status["state"] == "pending" and "no one here can decide it" in status["message"]
+
+
 async def test_bad_kernel_bodies_are_400(jp_serverapp, jp_fetch):
     kernel = FakeKernel(jp_serverapp, jp_fetch)
     msg_id = kernel.cell("alice")
@@ -316,6 +338,16 @@ async def test_bad_kernel_bodies_are_400(jp_serverapp, jp_fetch):
         {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "params_sha256": "xyz"},
         {"kind": "http", "method": "DELETE", "msg_id": msg_id},
         {"kind": "fax", "msg_id": msg_id},
+        {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "params": "1"},
+        {"kind": "sql", "statement": "DELETE FROM t", "msg_id": msg_id, "executemany": 1},
+        {"kind": "shell", "command": "rm -rf x", "msg_id": msg_id, "params": [1]},
+        {
+            "kind": "sql",
+            "statement": "DELETE FROM t",
+            "msg_id": msg_id,
+            "params": {"a": 1},
+            "executemany": True,
+        },
     ):
         code, message = await refused(kernel.call(method="POST", body=body))
         assert code == 400 and message, body

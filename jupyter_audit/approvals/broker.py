@@ -59,6 +59,9 @@ class Ask:
     msg_id: str
     method: str | None = None
     url: str | None = None
+    # as the kernel renders op.sql params (JSON), unmasked: masked when recorded, never kept
+    params: list | dict | None = None
+    many: bool = False  # executemany: params is a list of parameter sets
 
     @property
     def sha256(self) -> str:
@@ -111,6 +114,14 @@ def parse_ask(body: dict) -> Ask:
         text = f"{method} {url}"
     if len(text) > MAX_STATEMENT:
         raise Refused(400, f"the operation is longer than {MAX_STATEMENT} characters")
+    params = body.get("params")
+    if params is not None and (operation != "sql" or not isinstance(params, list | dict)):
+        raise Refused(400, "params must be a JSON array or object (kind sql), or null")
+    many = body.get("executemany", False)
+    if many is not True and many is not False:
+        raise Refused(400, "executemany must be true or false")
+    if many and not isinstance(params, list | None):
+        raise Refused(400, "params of executemany must be an array of parameter sets")
     return Ask(
         operation=operation,
         text=text,
@@ -120,6 +131,8 @@ def parse_ask(body: dict) -> Ask:
         msg_id=msg_id,
         method=method,
         url=url,
+        params=params,
+        many=many,
     )
 
 
@@ -192,6 +205,7 @@ class ApprovalBroker:
         if record["kind"] == "approval.requested":
             approval = Approval.from_record(record, identity or {})
             approval.cell_code = queries.cell_code(cur, approval.msg_id, approval.kernel_id)
+            approval.undecidable = self.nobody_decides()
             self._approvals[approval.id] = approval
             self._next_id = max(self._next_id, approval.id + 1)
         else:
@@ -291,6 +305,9 @@ class ApprovalBroker:
                         "statement": ask.text,
                         "statement_sha256": ask.sha256,
                         "params_sha256": ask.params_sha256,
+                        # masked by the Writer as op.sql's are (masking/structured)
+                        "params": ask.params,
+                        **({"executemany": True} if ask.many else {}),
                         "reasons": reasons,
                         "rules": [r["rule"] for r in reasons],
                         "driver": ask.driver,
@@ -415,6 +432,12 @@ class ApprovalBroker:
         return done
 
     # ------------------------------------------------------------------ people
+    def nobody_decides(self) -> bool:
+        """No one but the requester can decide here: review is not possible (the standard
+        token login, or no reviewer groups; service tokens carry no groups) and no
+        break-glass group is configured. A forced review then fails closed: it expires."""
+        return not getattr(self.policy, "review_possible", True) and not self.break_glass_groups
+
     def is_break_glass(self, identity: dict) -> bool:
         return bool(set(identity.get("groups") or ()) & self.break_glass_groups)
 

@@ -74,7 +74,7 @@ class Approval:
     operation: str
     statement: str  # masked, as the trail stores it
     statement_sha256: str  # of the original text
-    params_sha256: str | None
+    params_sha256: str | None  # of the original parameters
     reasons: list
     rules: list
     min_approvals: int
@@ -93,6 +93,10 @@ class Approval:
     decisions: list = field(default_factory=list)
     executed: dict | None = None
     seq: int = 0  # of its approval.requested
+    params: list | dict | None = None  # masked, as the trail stores op.sql's
+    # set by the broker: no one but the requester can decide here (a rule forced review
+    # where review is not possible), so the request can only expire
+    undecidable: bool = False
 
     # ------------------------------------------------------------------ reading
     @property
@@ -112,6 +116,14 @@ class Approval:
         if self.state == PENDING:
             need = self.min_approvals - self.approvals()
             more = f" ({need} more approvals needed)" if self.approvals() and need > 0 else ""
+            if self.undecidable:
+                until = parse_time(self.expires_at).strftime("%H:%M")
+                return (
+                    f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by "
+                    f"{who}; no one here can decide it (review is not enabled: no reviewer "
+                    f"groups from an identity provider), so it will not run and expires at "
+                    f"{until}"
+                )
             return (
                 f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by {who}{more}"
             )
@@ -133,6 +145,7 @@ class Approval:
             "state": self.state,
             "requester": self.requester.get("username"),
             "statement": self.statement,
+            "params": self.params,
             "reasons": self.reasons,
             "rules": self.rules,
             "kind": self.operation,
@@ -232,6 +245,7 @@ class Approval:
             notebook=record.get("notebook"),
             msg_id=record.get("msg_id"),
             seq=int(record.get("seq") or 0),
+            params=p.get("params") if isinstance(p.get("params"), list | dict) else None,
         )
 
     def apply(self, record: dict, identity: dict | None) -> None:

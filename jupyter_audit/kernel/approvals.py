@@ -13,8 +13,9 @@ says why on the cell's stderr (both remembered per kernel by kind, text and data
 never a review or a deny), ``deny`` raises :class:`ApprovalDenied`, ``review`` holds the
 statement, shows a live status in the cell (a display updated in place) and long-polls the
 request until a reviewer decided. Approved, exactly the text and parameters that were
-asked about run, once (they are copied before asking: a list mutated meanwhile changes
-nothing), and the outcome is posted back (``executed``). Denied, expired or cancelled: it
+asked about run, once (they are copied before asking, nested containers too: a list
+mutated meanwhile changes nothing; reviewers see them masked as op.sql's are), and the
+outcome is posted back (``executed``). Denied, expired or cancelled: it
 never runs and the cell raises :class:`ApprovalDenied` / :class:`ApprovalExpired` /
 :class:`ApprovalCancelled`. An interrupt during the wait cancels the request on the server.
 A server that cannot be reached holds nothing back silently: the statement does not run
@@ -99,15 +100,57 @@ def _params_sha256(params) -> str | None:
 
 
 def freeze_params(params, many: bool = False):
-    """Parameters copied as they are now: what runs after a wait is what was asked about."""
+    """Parameters copied as they are now, nested lists, tuples, dicts, sets and bytearrays
+    too: what runs after a wait is what was asked about, whatever a thread changes
+    meanwhile. The top-level list becomes a tuple; nested containers keep their type."""
     if many:
         return [freeze_params(p) for p in params] if params is not None else None
-    cls = params.__class__
-    if cls is list:
-        return tuple(params)
+    if params.__class__ is list:
+        return tuple(_copy(p, {}) for p in params)
+    return _copy(params, {})
+
+
+def _copy(value, memo: dict):
+    cls = value.__class__
+    if cls not in _MUTABLE:
+        return value
+    key = id(value)
+    done = memo.get(key)
+    if done is not None:
+        return done
     if cls is dict:
-        return dict(params)
-    return params
+        out: dict = {}
+        memo[key] = out
+        for k, v in value.items():
+            out[k] = _copy(v, memo)
+        return out
+    if cls is list:
+        out_list: list = []
+        memo[key] = out_list
+        out_list.extend(_copy(v, memo) for v in value)
+        return out_list
+    if cls is bytearray:
+        memo[key] = copy = bytearray(value)
+        return copy
+    copied = cls(_copy(v, memo) for v in value)  # tuple, set, frozenset
+    memo[key] = copied
+    return copied
+
+
+_MUTABLE = frozenset({list, dict, tuple, set, frozenset, bytearray})
+
+
+def params_shown(params, many: bool = False):
+    """The parameters as the trail's op.sql records them (JSON, capped): what reviewers see
+    once the server has masked them."""
+    if params is None or (params.__class__ in (tuple, list, dict) and not params):
+        return None  # none given (sqlite3's default is ``()``)
+    # here, not at the top: the capture package imports this module
+    from .capture.sql.encoding import PARAM_ITEMS_CAP, params_json
+
+    if many:
+        return [params_json(p) for p in list(params)[:PARAM_ITEMS_CAP]]
+    return params_json(params)
 
 
 class Ticket:
@@ -397,7 +440,15 @@ def check_sql(driver: str, database, statement, params=None, many: bool = False)
             SQL_PASS.add(statement)
         return None, params
     params = freeze_params(params, many)
-    body = {"kind": "sql", "statement": text, "driver": driver, "database": database or ""}
+    body = {
+        "kind": "sql",
+        "statement": text,
+        "driver": driver,
+        "database": database or "",
+        "params": params_shown(params, many),
+    }
+    if many:
+        body["executemany"] = True
     ticket = broker.check(("sql", text, driver, database), body, params)
     return ticket, params
 

@@ -37,6 +37,8 @@ WRITE_WORDS: frozenset[str] = frozenset(
         "lo_export", "lo_import", "lo_unlink", "dblink_exec", "dblink", "dblink_send_query",
         "pg_terminate_backend",
         "pg_cancel_backend", "pg_reload_conf", "pg_file_write", "pg_write_file",
+        "lo_put", "set_config", "pg_drop_replication_slot", "pg_promote",
+        "pg_rotate_logfile", "pg_switch_wal",
         # SQLite: loads native code; writes a file (fileio)
         "load_extension", "writefile",
     }

@@ -71,6 +71,9 @@ _SETTABLE_PRAGMAS = frozenset(
 SIDE_EFFECT_FUNCTIONS = frozenset(
     "LO_EXPORT LO_IMPORT LO_UNLINK DBLINK_EXEC PG_TERMINATE_BACKEND PG_CANCEL_BACKEND "
     "PG_RELOAD_CONF PG_FILE_WRITE PG_WRITE_FILE LOAD_EXTENSION WRITEFILE "
+    # a large object written; a setting changed for the session (or the transaction); a
+    # replication slot dropped; a standby promoted; the server's log or WAL file switched
+    "LO_PUT SET_CONFIG PG_DROP_REPLICATION_SLOT PG_PROMOTE PG_ROTATE_LOGFILE PG_SWITCH_WAL "
     # dblink runs the SQL in its string argument (a DELETE too) on any database
     "DBLINK DBLINK_SEND_QUERY".split()
 )

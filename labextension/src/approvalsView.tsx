@@ -171,6 +171,26 @@ function outcomeText(outcome: IVoteOutcome, trans: TranslationBundle): string {
   }
 }
 
+/** Whether there are parameters to show (none, `[]` or `{}`: nothing shown). */
+export function hasParams(params: unknown): boolean {
+  if (params === null || params === undefined) {
+    return false;
+  }
+  if (Array.isArray(params)) {
+    return params.length > 0;
+  }
+  return typeof params !== 'object' || Object.keys(params).length > 0;
+}
+
+/** The parameters as one line of JSON (rendered as text, never markup). */
+export function paramsText(params: unknown): string {
+  try {
+    return JSON.stringify(params) ?? String(params);
+  } catch {
+    return String(params);
+  }
+}
+
 function ApprovalCard(props: {
   approval: IApproval;
   model: ApprovalsModel;
@@ -257,6 +277,16 @@ function ApprovalCard(props: {
       <pre className="jp-AuditTrail-approvalStatement">
         <code>{revealInvisible(approval.statement)}</code>
       </pre>
+      {hasParams(approval.params) && (
+        <>
+          <div className="jp-AuditTrail-approvalLabel">
+            {trans.__('Parameters (masked)')}
+          </div>
+          <pre className="jp-AuditTrail-approvalParams">
+            <code>{revealInvisible(paramsText(approval.params))}</code>
+          </pre>
+        </>
+      )}
       {(reasons.length > 0 || unexplained.length > 0) && (
         <ul
           className="jp-AuditTrail-approvalRules"

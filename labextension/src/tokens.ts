@@ -107,6 +107,12 @@ export interface IApproval {
   requester: string;
   /** The SQL statement, shell command or `METHOD url` that waits. */
   statement: string;
+  /**
+   * The statement's parameters (SQL), masked by the server as the trail's
+   * op.sql stores them: an array, an object, or an array of parameter sets
+   * for executemany; null or absent when there are none.
+   */
+  params?: unknown[] | Record<string, unknown> | null;
   reasons: IApprovalReason[];
   /** The ids of the rules that flagged it. */
   rules: string[];

@@ -8,9 +8,9 @@ The browser's user comes from `UITestIdentityProvider`: one fixed person, "rita"
 groups make her a reviewer, auditor and admin, the way an organisation's sign-in (OIDC,
 JupyterHub) supplies groups. With groups and reviewer groups named, risky operations wait
 for review (under the standard token login one person holds every role, so they only warn).
-Other identities are service accounts whose tokens the tests create through the tokens API,
-as "adam" (an admin who reviews nothing: the request header `X-UITest-User: adam`), since
-the person who made a token is its requester's person too and could not decide its requests.
+Other identities are service accounts whose tokens the tests create through the tokens API
+(as carol, `X-UITest-User: carol`: a token's creator counts as its requester, so one rita
+made could not be approved by rita).
 """
 
 import atexit
@@ -30,21 +30,24 @@ class GroupUser(User):
     groups: list[str] = dataclasses.field(default_factory=list)
 
 
-PEOPLE = {
-    "rita": ("Rita Reviewer", ["audit-reviewers", "audit-auditors", "audit-admins"]),
-    "adam": ("Adam Admin", ["audit-admins"]),
-}
-
-
 class UITestIdentityProvider(IdentityProvider):
-    """Every request without a service token is rita's, or adam's when it says so in
-    `X-UITest-User` (test use only)."""
+    """Every request without a service token is rita's, except one naming carol (an admin,
+    not a reviewer) in `X-UITest-User`, for a token someone else made (test use only)."""
 
     def get_user(self, handler):
-        username = handler.request.headers.get("X-UITest-User", "rita")
-        name, groups = PEOPLE.get(username, PEOPLE["rita"])
-        username = username if username in PEOPLE else "rita"
-        return GroupUser(username=username, name=name, display_name=name, groups=groups)
+        if handler.request.headers.get("X-UITest-User") == "carol":
+            return GroupUser(
+                username="carol",
+                name="Carol Admin",
+                display_name="Carol Admin",
+                groups=["audit-admins"],
+            )
+        return GroupUser(
+            username="rita",
+            name="Rita Reviewer",
+            display_name="Rita Reviewer",
+            groups=["audit-reviewers", "audit-auditors", "audit-admins"],
+        )
 
 
 c = get_config()  # noqa: F821

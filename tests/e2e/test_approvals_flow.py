@@ -8,6 +8,7 @@ before the statement reaches the database; she cannot approve her own request; b
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
@@ -15,7 +16,7 @@ import sqlite3
 import pytest
 from helpers.kernels import open_kernel
 from helpers.oidc import CLIENT, oidc_config
-from helpers.trail import trail_events
+from helpers.trail import trail_events, wait_for
 from tornado.httpclient import HTTPClientError
 
 
@@ -293,28 +294,140 @@ async def test_a_duckdb_statement_object_waits_too(
     assert status == "ok" and out.strip() == "4"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of issue 14: duckdb's relation API (DuckDBPyRelation.update/insert_into/"
-    "create/to_csv/write_parquet) writes without passing execute/sql, so it is neither held "
-    "nor recorded; the fix patches those methods (asking with the SQL they amount to)",
-)
+async def test_reviewers_see_the_parameters_masked_as_the_trail_stores_them(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    """A request shows its parameters (REST `params`, `approval.requested`), masked exactly
+    as the statement's op.sql stores them; the hash the approval binds is of the originals."""
+    alice, bob = people["alice"], people["bob"]
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
+    status, _ = await kc.run(
+        f"import sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)"
+    )
+    assert status == "ok"
+    statement = "UPDATE customers SET name = ?"
+    secret = "Jane Q. Doe <jane.doe@example.com>"
+    cell = asyncio.create_task(kc.run_full(f"con.execute({statement!r}, ({secret!r},))"))
+    request = await pending(jp_fetch, bob, kid)
+    assert request["statement"] == statement
+    shown = request["params"]
+    assert isinstance(shown, list) and len(shown) == 1 and shown[0] != secret
+    assert "jane" not in json.dumps(request).lower()
+    await decide(jp_fetch, bob, request["id"], "approve")
+    assert (await cell)[0] == "ok"
+    events = await wait_for(
+        audit,
+        lambda evs: any(
+            e["kind"] == "op.sql" and e["payload"]["statement"] == statement for e in evs
+        ),
+    )
+    op = next(e for e in events if e["kind"] == "op.sql" and e["payload"]["statement"] == statement)
+    asked = next(e for e in events if e["kind"] == "approval.requested")
+    assert op["payload"]["params"] == shown == asked["payload"]["params"]
+    original = json.dumps([secret], sort_keys=True, separators=(",", ":"))
+    assert asked["payload"]["params_sha256"] == hashlib.sha256(original.encode()).hexdigest()
+
+
+async def test_a_lying_str_subclass_on_sqlite3_waits_too(
+    jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
+):
+    """sqlite3's fast path looks a statement up among those already found read-only: a str
+    subclass whose __eq__/__hash__ match a read that already ran is not found there."""
+    bob = people["bob"]
+    db = tmp_path / "shop.db"
+    make_db(db)
+    kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=people["alice"])
+    status, _ = await kc.run(
+        f"import sqlite3\ncon = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+        "con.execute('SELECT 42')\ncon.cursor().execute('SELECT 42')\n"
+        "class S(str):\n"
+        "    __hash__ = lambda self: hash('SELECT 42')\n"
+        "    __eq__ = lambda self, other: True"
+    )
+    assert status == "ok"
+    for code in (
+        "con.execute(S('DELETE FROM customers'))",
+        "con.cursor().execute(S('DELETE FROM customers'))",
+    ):
+        cell = asyncio.create_task(kc.run_full(code))
+        assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
+        assert (await cell)[2][0]["ename"] == "ApprovalDenied"
+    assert rows(db) == 3
+
+
 async def test_a_duckdb_relation_update_waits_too(
     jp_serverapp, jp_fetch, jp_ws_fetch, people, tmp_path
 ):
+    """duckdb's relation API writes without passing a SQL string (update, insert, create,
+    views, COPY to a file, extensions): each asks and is recorded as the statement it
+    amounts to."""
     duckdb = pytest.importorskip("duckdb")
     alice, bob = people["alice"], people["bob"]
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
     duck = tmp_path / "shop.duckdb"
+    out_csv = tmp_path / "out.csv"
     d = duckdb.connect(str(duck))
     d.execute("create table customers as select range as id from range(4)")
     d.close()
     kid, kc = await open_kernel(jp_fetch, jp_ws_fetch, headers=alice)
     status, _ = await kc.run(f"import duckdb\nd = duckdb.connect({str(duck)!r})")
     assert status == "ok"
-    cell = asyncio.create_task(
-        kc.run_full("d.table('customers').update({'id': duckdb.ConstantExpression(0)})")
+    held = {
+        "d.table('customers').update({'id': duckdb.ConstantExpression(0)})": (
+            'UPDATE "customers" SET "id" = 0'
+        ),
+        # an alias does not hide the table it writes to
+        "d.table('customers').set_alias('harmless').update({'id': duckdb.ConstantExpression(0)})": (
+            'UPDATE "customers" AS "harmless" SET "id" = 0'
+        ),
+        f"d.table('customers').write_csv({str(out_csv)!r})": (
+            'COPY (SELECT * FROM "customers") TO ' + f"'{out_csv}' (FORMAT csv)"
+        ),
+        f"d.table('customers').to_parquet({str(out_csv)!r})": (
+            'COPY (SELECT * FROM "customers") TO ' + f"'{out_csv}' (FORMAT parquet)"
+        ),
+        "d.table('customers').create_view('customers_v')": (
+            'CREATE OR REPLACE TEMPORARY VIEW customers_v AS SELECT * FROM "customers"'
+        ),
+        "d.install_extension('httpfs')": "INSTALL 'httpfs'",
+        "duckdb.load_extension('httpfs', connection=d)": "LOAD 'httpfs'",
+    }
+    for code, statement in held.items():
+        cell = asyncio.create_task(kc.run_full(code))
+        assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied", code
+        assert (await cell)[2][0]["ename"] == "ApprovalDenied", code
+        asked = await rest(jp_fetch, bob, "approvals", params={"state": "all"})
+        assert asked["approvals"][0]["statement"] == statement
+    assert not out_csv.exists()
+    # writes the policy allows run, and are recorded as the statement they amount to (a
+    # denied one is in the trail as its approval.requested/decided, as for every driver)
+    for code in (
+        "d.table('customers').insert_into('customers')",
+        "d.table('customers').create('customers2')",
+        "d.table('customers').insert([7])",
+    ):
+        status, _ = await kc.run(code)
+        assert status == "ok", code
+    status, out = await kc.run(
+        "print(d.execute('select count(*), max(id) from customers').fetchone())"
     )
-    assert await denied_or_ran(jp_fetch, bob, kid, cell) == "denied"
+    assert status == "ok" and out.strip() == "(9, 7)"
+    recorded = (
+        'INSERT INTO customers SELECT * FROM "customers"',
+        'CREATE TABLE customers2 AS SELECT * FROM "customers"',
+        'INSERT INTO "customers" VALUES (?)',
+    )
+
+    def all_recorded(events):
+        statements = {e["payload"]["statement"] for e in events if e["kind"] == "op.sql"}
+        return statements >= set(recorded)
+
+    events = await wait_for(audit, all_recorded)
+    insert = [e for e in events if e["payload"].get("statement") == recorded[-1]]
+    assert insert[0]["payload"]["params"] == [7]
 
 
 @pytest.mark.skipif(

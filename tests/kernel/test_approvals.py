@@ -181,6 +181,7 @@ def test_review_waits_then_runs_once_when_approved(held, broker, tmp_path):
         f"import sqlite3; c = sqlite3.connect({str(db)!r}, isolation_level=None); c.execute({DELETE!r})",
     )
     assert broker.requests[rid]["body"]["msg_id"] == msg_id
+    assert broker.requests[rid]["body"]["params"] is None  # none given: none shown
     assert count_while_waiting(held, db) == 3  # nothing ran yet
     broker.decide(rid, "approved", "checked with the owner")
     reply, out = collect(held, msg_id)
@@ -316,6 +317,45 @@ c.execute("delete from customers where id = ?", params)
     assert broker.requests[rid]["executed"]["params_sha256"] == asked
 
 
+def test_nested_parameters_that_run_are_the_ones_asked_about(held, broker, tmp_path):
+    """The copy made before asking is deep: a thread changing a list inside the parameters
+    while the statement waits changes neither what runs nor what reviewers were shown."""
+    pytest.importorskip("duckdb")
+    db = tmp_path / "c.duckdb"
+    statement = "delete from customers where list_contains(?, id)"
+    broker.rules[statement] = "review"
+    url = held.ingest.approvals_url
+    n = len(broker.asked) + 1
+    msg_id, rid = _start_review(
+        held,
+        broker,
+        f"""
+import duckdb, threading, urllib.request
+d = duckdb.connect({str(db)!r})
+d.execute("create table customers as select range as id from range(3)")
+params = [[0]]
+def change():
+    urllib.request.urlopen({url!r} + "?asked={n}").read()
+    params[0][0] = 2
+    urllib.request.urlopen({url!r} + "/note-changed").read()
+threading.Thread(target=change).start()
+d.execute({statement!r}, params)
+d.close()
+""",
+    )
+    assert broker.requests[rid]["body"]["params"] == [[0]]
+    broker.wait_for(lambda b: b.notes)
+    broker.decide(rid, "approved")
+    assert collect(held, msg_id)[0]["status"] == "ok"
+    import duckdb
+
+    with duckdb.connect(str(db)) as d:
+        left = sorted(r[0] for r in d.execute("select id from customers").fetchall())
+    assert left == [1, 2]  # the row the request named, not the one the list names now
+    asked = broker.requests[rid]["body"]["params_sha256"]
+    assert broker.requests[rid]["executed"]["params_sha256"] == asked
+
+
 def test_a_refused_outcome_report_is_said_in_the_cell(held, broker, tmp_path):
     db = tmp_path / "c.db"
     setup_customers(held, db)
@@ -394,6 +434,42 @@ with eng.begin() as conn:
     broker.decide(rid, "approved")
     assert collect(held, msg_id)[0]["status"] == "ok"
     assert broker.requests[rid]["executed"]["error"] is None
+
+
+def test_duckdb_appenders_ask_when_made(held, broker, tmp_path):
+    """duckdb's append, appender (insert/upsert/update/delete) and query_appender write
+    without a SQL string of the caller's: each asks, when made, as the statement it amounts
+    to; denied, no row changes."""
+    pytest.importorskip("duckdb")
+    duck = tmp_path / "d.duckdb"
+    broker.rules["DELETE FROM customers"] = "deny"
+    broker.rules["delete from customers"] = "deny"
+    broker.rules["INSERT INTO customers"] = "deny"
+    held.run(
+        f"""
+import duckdb
+d = duckdb.connect({str(duck)!r})
+d.execute("create table customers (id integer primary key)")
+d.execute("insert into customers select range from range(3)")
+"""
+    )
+    for code in (
+        "a = d.appender('customers', action='delete', key=['id'])\na.append_row(1)\na.close()",
+        "d.query_appender('delete from customers where id in (select id from appended_data)', "
+        "{'id': 'INTEGER'})",
+        "duckdb.appender('customers', connection=d)",
+        "import pandas\nd.append('customers', pandas.DataFrame({'id': [7]}))",
+    ):
+        if "pandas" in code:
+            pytest.importorskip("pandas")
+        reply, _ = collect(held, start(held, code))
+        assert reply["status"] == "error" and reply["ename"] == "ApprovalDenied", code
+    asked = [a["statement"] for a in broker.asked if a["kind"] == "sql"]
+    assert "DELETE FROM customers WHERE (id) IN (" in asked[-4]
+    assert asked[-3] == "delete from customers where id in (select id from appended_data)"
+    assert asked[-2].startswith("INSERT INTO customers SELECT * FROM (")
+    assert asked[-1].startswith("INSERT INTO customers SELECT * FROM (/* a data frame */")
+    held.run("assert d.execute('select count(*) from customers').fetchone() == (3,)")
 
 
 def test_shell_and_http_are_held(held, broker, tmp_path, http_target):

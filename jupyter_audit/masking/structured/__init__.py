@@ -4,7 +4,8 @@ The text recognizers find values by their form (an e-mail, a card number); a cus
 or a phone number in a query parameter has no form to find. This package reads the structure
 around such values in an event's payload, by kind, and masks them by their column or key:
 
-- ``op.sql``: literals and parameters given to a sensitive column (`sql`);
+- ``op.sql``: literals and parameters given to a sensitive column (`sql`); the same in an
+  ``approval.requested`` for SQL, so reviewers see what the trail's op.sql shows;
 - ``op.http``: the query string of ``url`` and the captured bodies, by key (`http`);
 - ``cell.finished``: output summaries holding tables, printed query rows or dicts (`tables`);
 - ``cell.requested``, ``cell.started``, ``cell.finished``: SQL written in the code (`code`).
@@ -61,6 +62,8 @@ class StructureMasker:
         self.code = CodeMasker(self.sql)
         self._by_kind: dict[str, tuple[Callable[[dict, Pseudonym], dict], tuple[str, ...]]] = {
             "op.sql": (self.sql.mask, ("statement", "params")),
+            # a SQL request for approval: its statement and parameters, as op.sql's
+            "approval.requested": (self._approval, ("statement", "params")),
             "op.http": (self._http, ("url", "request_body", "response_body")),
             "cell.requested": (self._code, ("code",)),
             "cell.started": (self._code, ("code",)),
@@ -85,6 +88,11 @@ class StructureMasker:
                 elif value is not None:
                     out[field] = None
             return out
+
+    def _approval(self, payload: dict, pseudonym: Pseudonym) -> dict:
+        if payload.get("operation") != "sql":
+            return payload
+        return self.sql.mask(payload, pseudonym)
 
     def _http(self, payload: dict, pseudonym: Pseudonym) -> dict:
         out = payload

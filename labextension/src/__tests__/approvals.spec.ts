@@ -337,6 +337,7 @@ describe('ApprovalsSection', () => {
           requester: `<b>mallory</b>`,
           notebook: `${evil}.ipynb`,
           cell_code: `# ${markdown}\n${evil}`,
+          params: [`${evil} ${markdown}`, { '<b>k</b>': evil }],
           kind: `<i>sql</i>`,
           reasons: [{ rule: `<u>r</u>`, message: evil }],
           rules: [`<s>x</s>`],
@@ -366,6 +367,29 @@ describe('ApprovalsSection', () => {
     expect(html).toContain('**bold** [link](javascript:alert(3))');
     expect(html).toContain('asked by &lt;b&gt;mallory&lt;/b&gt;');
     expect(html).toContain('(break-glass)');
+  });
+
+  it('shows the masked parameters as text, and nothing when there are none', async () => {
+    const { settings } = fakeBroker(
+      [
+        approval({
+          id: 1,
+          statement: 'UPDATE customers SET name = ?',
+          params: ['‹NAME:1a2b3c›', 7]
+        }),
+        approval({ id: 2, params: null }),
+        approval({ id: 3 }),
+        approval({ id: 4, params: [] }),
+        approval({ id: 5, params: {} })
+      ],
+      () => json(500, {})
+    );
+    const model = track(settings);
+    await model.refresh();
+    const html = render(model, me('bob', ['user', 'reviewer']));
+    expect(html).toContain('Parameters (masked)');
+    expect(html).toContain('[&quot;‹NAME:1a2b3c›&quot;,7]');
+    expect(html.match(/jp-AuditTrail-approvalParams/g)).toHaveLength(1);
   });
 
   it('shows what a direction override would hide', async () => {

@@ -66,7 +66,10 @@ function runCell(code: string, token = ''): Promise<ICellResult> {
  * captured driver: the kernel side holds a risky statement until it is
  * decided. Prints what happened and the rows left.
  */
-function riskyCell(statement: string): string {
+function riskyCell(statement: string, params?: unknown[]): string {
+  const args = params
+    ? `${JSON.stringify(statement)}, ${JSON.stringify(params)}`
+    : JSON.stringify(statement);
   return `
 import os, sqlite3, tempfile
 con = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "shop.db"))
@@ -74,7 +77,7 @@ con.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
 con.executemany("INSERT INTO customers VALUES (?, ?)", [(1, "ada"), (2, "bob")])
 con.commit()
 try:
-    con.execute(${JSON.stringify(statement)})
+    con.execute(${args})
     con.commit()
     print("state: ran")
 except KeyboardInterrupt:
@@ -125,15 +128,15 @@ test.describe('Pending approvals', () => {
     page
   }) => {
     // The requester: a service account whose owner is someone else (carol),
-    // created by adam (an admin, not a reviewer) through the tokens API: a token
-    // rita made would be rita's, and she could not decide its requests.
+    // created by carol (an admin) through the tokens API: a token's creator
+    // counts as its requester, so rita could not approve one she made.
     const created = await page.request.post('/jupyter-audit/api/tokens', {
+      headers: { 'X-UITest-User': 'carol' },
       data: {
         service_account: 'etl-bot',
         owner: 'carol@example.org',
         expires: '1d'
-      },
-      headers: { 'X-UITest-User': 'adam' }
+      }
     });
     expect(created.status()).toBe(201);
     const { token } = (await created.json()) as { token: string };
@@ -243,6 +246,29 @@ test.describe('Pending approvals', () => {
     expect(after.decisions.map(d => [d.reviewer, d.decision])).toEqual([
       ['rita', 'approve']
     ]);
+  });
+
+  test('the parameters show masked, as text', async ({ page }) => {
+    const statement = 'UPDATE customers SET name = ?';
+    const secret = '<img src=x onerror=alert(1)> jane.doe@example.com';
+    const cell = runCell(riskyCell(statement, [secret]));
+    const request = await pendingRequest(page, statement);
+    expect(JSON.stringify(request.params)).not.toContain(
+      'jane.doe@example.com'
+    );
+
+    const panel = await openPanel(page);
+    const item = card(panel, request.id);
+    const shown = item.locator('.jp-AuditTrail-approvalParams');
+    await expect(shown).toHaveText(JSON.stringify(request.params));
+    await expect(shown).not.toContainText('jane.doe@example.com');
+    await expect(panel.locator('img')).toHaveCount(0);
+
+    const interrupted = await page.request.post(
+      `/api/kernels/${request.kernel_id}/interrupt`
+    );
+    expect(interrupted.status()).toBe(204);
+    expect((await cell).output).toContain('state: interrupted');
   });
 
   test("approving one's own request shows the server's refusal; HTML stays text", async ({

@@ -76,7 +76,8 @@ class _SqliteCursorMixin:
         queue = _ctx.queue
         if queue is None or _IN_SQL.get():
             return super().execute(sql, parameters)
-        if sql not in _SQL_PASS and approvals.held(sql):
+        # only an exact str is looked up: a subclass's __eq__/__hash__ could match any entry
+        if (sql.__class__ is not str or sql not in _SQL_PASS) and approvals.held(sql):
             return _gated(self, super().execute, sql, parameters, _sqlite_db(self))
         t0 = time_ns()
         try:
@@ -182,7 +183,8 @@ class _SqliteConnectionMixin:
         queue = _ctx.queue
         if queue is None or _IN_SQL.get():
             return _sqlite_execute(cur, sql, parameters)
-        if sql not in _SQL_PASS and approvals.held(sql):
+        # only an exact str is looked up: a subclass's __eq__/__hash__ could match any entry
+        if (sql.__class__ is not str or sql not in _SQL_PASS) and approvals.held(sql):
             _gated(cur, cur.execute, sql, parameters, self._jupyter_audit_db)
             return cur
         t0 = time_ns()
