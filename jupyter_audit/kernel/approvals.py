@@ -140,6 +140,9 @@ def _copy(value, memo: dict):
 _MUTABLE = frozenset({list, dict, tuple, set, frozenset, bytearray})
 
 
+PARAMS_SHOWN_MAX = 256 * 1024  # bytes of JSON shown to reviewers; more is its size and hash
+
+
 def params_shown(params, many: bool = False):
     """The parameters as the trail's op.sql records them (JSON, capped): what reviewers see
     once the server has masked them."""
@@ -148,9 +151,16 @@ def params_shown(params, many: bool = False):
     # here, not at the top: the capture package imports this module
     from .capture.sql.encoding import PARAM_ITEMS_CAP, params_json
 
-    if many:
-        return [params_json(p) for p in list(params)[:PARAM_ITEMS_CAP]]
-    return params_json(params)
+    shown = (
+        [params_json(p) for p in list(params)[:PARAM_ITEMS_CAP]] if many else params_json(params)
+    )
+    raw = json.dumps(shown, default=repr, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    if len(raw) > PARAMS_SHOWN_MAX:
+        # what reviewers see is capped; what runs is still exactly what was asked about
+        return [
+            f"[not sent by the kernel: {len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()}]"
+        ]
+    return shown
 
 
 class Ticket:
@@ -217,13 +227,20 @@ class Broker:
 
     # -- deciding --------------------------------------------------------------------------
 
+    def decided(self, key: tuple) -> bool:
+        """Whether `key` was allowed (or warned about, warned again now) before: it runs
+        without asking, and without its parameters being copied or rendered."""
+        cached = self._decisions.get(key)
+        if cached is None:
+            return False
+        if cached[0] == "warn":
+            _warn(cached[1])
+        return True
+
     def check(self, key: tuple, body: dict, params=None) -> Ticket | None:
         """None: run it. A Ticket: approved after review, run it and report. Raises an
         ApprovalError when it must not run."""
-        cached = self._decisions.get(key)
-        if cached is not None:
-            if cached[0] == "warn":
-                _warn(cached[1])
+        if self.decided(key):
             return None
         body["msg_id"] = current_msg_id()
         statement_sha256 = _sha256(key[1])
@@ -439,6 +456,9 @@ def check_sql(driver: str, database, statement, params=None, many: bool = False)
                 SQL_PASS.clear()
             SQL_PASS.add(statement)
         return None, params
+    key = ("sql", text, driver, database)
+    if broker.decided(key):
+        return None, params
     params = freeze_params(params, many)
     body = {
         "kind": "sql",
@@ -449,7 +469,7 @@ def check_sql(driver: str, database, statement, params=None, many: bool = False)
     }
     if many:
         body["executemany"] = True
-    ticket = broker.check(("sql", text, driver, database), body, params)
+    ticket = broker.check(key, body, params)
     return ticket, params
 
 

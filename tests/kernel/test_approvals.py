@@ -524,3 +524,15 @@ def test_postgresql_drivers_are_held(held, broker, driver):
         f"cur.execute('select count(*) from {table}')\nassert cur.fetchone()[0] == 1\n"
         f"cur.execute('drop table {table}')"
     )
+
+
+def test_parameters_too_large_to_show_are_sent_as_their_size_and_hash():
+    """An executemany of megabytes of parameters still asks (the ask would be refused as too
+    large): reviewers see the parameters' size and sha256 instead of them."""
+    from jupyter_audit.kernel.approvals import PARAMS_SHOWN_MAX, params_shown
+
+    rows = [tuple("x" * 1000 for _ in range(100))] * 100
+    [note] = params_shown(rows, many=True)
+    assert note.startswith("[not sent by the kernel: ") and "sha256" in note
+    assert params_shown([("a", 1)], many=True) == [["a", 1]]
+    assert len(str(params_shown(["y" * (PARAMS_SHOWN_MAX // 2)]))) < PARAMS_SHOWN_MAX
