@@ -18,7 +18,12 @@ from operator import itemgetter
 from .assignments import is_secret_name
 from .base import MASKED_RE, SECRET, Recognizer, TokenRecognizer, TokenScanner
 from .context import GATES, Context
-from .recognizers import DEFAULT_RECOGNIZERS, quick_screen
+from .recognizers import (
+    DEFAULT_RECOGNIZERS,
+    default_may_match,
+    quick_screen,
+    screened_by_default,
+)
 from .structured import StructureMasker
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
@@ -145,6 +150,15 @@ class MaskingEngine:
         if tokens:
             groups.setdefault("longrun", []).append(TokenScanner(tokens))
         self._groups = tuple((gate, tuple(rs)) for gate, rs in groups.items())
+        # the groups without the recognizers `default_may_match` covers: all that can find
+        # anything in a text it says no to (each of these screens itself in `collect`)
+        self._uncovered = tuple(
+            (gate, rs)
+            for gate, rs in (
+                (gate, tuple(r for r in rs if not _covered(r))) for gate, rs in self._groups
+            )
+            if rs
+        )
         self._pseudonyms = _TwoGenerationCache(pseudonym_cache_size)
         self._results = (
             _TwoGenerationCache(result_cache_size, result_cache_chars)
@@ -158,7 +172,8 @@ class MaskingEngine:
         self._seen: set[int] = set()
         self._screen = bool(prescreen)
         # a short text is first checked against what the recognizers need at all, when that
-        # check covers every one of them (the default set does)
+        # check covers every one of them (the default set does): `default_may_match` for
+        # those it covers, the others' own exact screens for the rest (`QuickScreen`)
         self._quick = quick_screen(recs) if self._screen else None
         # the shortcut for tiny texts knows the default recognizers and the token formats
         self._tiny_exit = all(
@@ -339,10 +354,14 @@ class MaskingEngine:
             # card or a bare national id (9 characters), no IPv4 address (7, three dots)
             return None
         ctx = Context(view, self._screen)
-        if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):
-            return None
+        groups = self._groups
+        if n <= _QUICK_MAX_LEN and self._quick is not None and not default_may_match(ctx):
+            # none of the recognizers `default_may_match` covers can find anything: only the
+            # others run, each behind its own exact screen (the rest of `QuickScreen`, which
+            # would only repeat those screens before their searches)
+            groups = self._uncovered
         cands: list[tuple[int, int, Recognizer | None]] = []
-        for gate, recs in self._groups:
+        for gate, recs in groups:
             if gate is None or ctx.gate(gate):
                 for recognizer in recs:
                     recognizer.collect(ctx, cands)
@@ -439,6 +458,13 @@ class MaskingEngine:
                 return value
             return self._pseudonym(SECRET, str(value))
         return self._pseudonym(SECRET, repr(value))
+
+
+def _covered(rec: Recognizer) -> bool:
+    """True for what `default_may_match` covers (the scanner of the token formats too)."""
+    if isinstance(rec, TokenScanner):
+        return all(screened_by_default(r) for r in rec.recognizers)
+    return screened_by_default(rec)
 
 
 def _outside(cands: list, barriers: list[tuple[int, int]]) -> list:
