@@ -1056,16 +1056,19 @@ def test_card_and_token_prescreens_are_exact():
 
 
 def test_cluster_gate_prescreen_is_exact():
-    """The separator-free view's seven-digit test never says no where the cluster regex
-    finds a run (phones, SSNs, floats, dates, options like --opt10=v10, mixed separators)."""
+    """The cluster gate's short cuts (seven adjacent digits once the separators are deleted;
+    decimal fractions replaced when there are many) agree with the cluster regex on the class
+    view (phones, SSNs, floats, dates, options like --opt10=v10, mixed separators)."""
     import random as _random
 
     from jupyter_audit.masking.context import CLUSTER, Context
 
     rng = _random.Random(11)
     pieces = [" ", "-", ".", "_", "(", ")", "+", "/", "=", ",", "a", "Z", "é", "  ", ". ", " -"]
-    for _ in range(5000):
+    for i in range(8000):
         parts = []
+        if i % 2:  # enough fractions for the view without them
+            parts = [f"{rng.random()}{rng.choice(pieces)}" for _ in range(8)]
         for _ in range(rng.randint(1, 14)):
             r = rng.random()
             if r < 0.45:

@@ -47,6 +47,14 @@ CLUSTER = re.compile(rb"0(?<![0.]0)(?:[ _-]{0,2}0|[ _-]?\.[ _-]?(?!0{5})0){6}")
 # adjacent digits then has no cluster, proved at C speed (commands with --opt10=v10, code).
 _SEPARATORS = b" _-."
 _SEVEN = b"0" * 7
+# No cluster holds a digit of a decimal fraction (a "." right followed by five or more digits,
+# all of them taken): a start there follows a digit or the ".", and the "." is never crossed
+# into five digits. Replaced by one "x" (no class, so nothing matches across it), they leave
+# the same clusters, and the search no longer tries every digit of every float
+# (``{"features": [0.8444218515250481, ...]}``): 11 -> 6 µs on 60 floats. Worth its own
+# cost only when there are many.
+_FRACTION = re.compile(rb"\.0{5,}")
+_MANY_FRACTIONS = 8
 # ... and a dotted quad (IPv4). Both start with a literal, so they run at C speed.
 DOTTED = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
 
@@ -118,10 +126,12 @@ class Context:
         """True when the class view has a run of seven digits (see ``CLUSTER``)."""
         if self._cluster is None:
             cls = self.cls
-            self._cluster = (
-                cls.translate(None, _SEPARATORS).find(_SEVEN) >= 0
-                and CLUSTER.search(cls) is not None
-            )
+            if cls.translate(None, _SEPARATORS).find(_SEVEN) < 0:
+                self._cluster = False
+            else:
+                if cls.count(b".00000") >= _MANY_FRACTIONS:
+                    cls = _FRACTION.sub(b"x", cls)
+                self._cluster = CLUSTER.search(cls) is not None
         return self._cluster
 
     @property
