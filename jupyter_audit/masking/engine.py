@@ -39,7 +39,6 @@ _MAX_PASSES = 8
 # Texts up to this long are first checked with `default_may_match` (on a long text the
 # recognizers' own gates and searches cost about as much and most code passes it anyway)
 _QUICK_MAX_LEN = 512
-_DOORKEEPER_SIZE = 1 << 16
 
 
 class MaskingError(Exception):
@@ -94,7 +93,8 @@ class MaskingEngine:
     ``extra_recognizers`` are added to it. ``result_cache_size`` bounds the number of masked
     texts remembered (0 disables the cache: statements and cells recur, and masking is a pure
     function of the text under one key), ``result_cache_max_len`` the length of a text worth
-    remembering and ``result_cache_chars`` the characters they hold in all (memory);
+    remembering and ``result_cache_chars`` the characters they hold in all (memory; texts
+    masked once wait for a second occurrence in a probation cache of half as many);
     ``pseudonym_cache_size`` bounds the cache of pseudonyms. ``prescreen=False`` runs every
     recognizer's full search even where an exact pre-screen proves it would find nothing (the
     reference the tests compare the screened path with; the output is the same).
@@ -167,9 +167,12 @@ class MaskingEngine:
         )
         self._result_max_len = result_cache_max_len
         self._allow = allow
-        # hashes of texts masked once: a text is remembered when it comes again, so one-off
-        # texts (ids, urls, request bodies) do not push recurring ones out of the cache
-        self._seen: set[int] = set()
+        # texts masked once, with their masked form: a text moves to the result cache when it
+        # comes again (not masked a second time), so one-off texts (ids, urls, request
+        # bodies) only ever push other one-off texts out of probation, never recurring ones
+        self._probation = _TwoGenerationCache(
+            max(1, result_cache_size // 2), max(1, result_cache_chars // 2)
+        )
         self._screen = bool(prescreen)
         # a short text is first checked against what the recognizers need at all, when that
         # check covers every one of them (the default set does): `default_may_match` for
@@ -201,7 +204,9 @@ class MaskingEngine:
             state["_results"] = _TwoGenerationCache(
                 self._results.limit * 2, self._results.max_chars * 2
             )
-        state["_seen"] = set()
+        state["_probation"] = _TwoGenerationCache(
+            self._probation.limit * 2, self._probation.max_chars * 2
+        )
         state["_keys"] = {}
         return state
 
@@ -251,19 +256,16 @@ class MaskingEngine:
             cached = results.get(text)
             if cached is not None:
                 return cached
+            cached = self._probation.get(text)
+            if cached is not None:  # its second occurrence: remembered from now on
+                results.put(text, cached)
+                return cached
         try:
             out = self._mask_to_fixed_point(text)
         except Exception:  # noqa: BLE001 - never let a field through unmasked
             out = self._pseudonym(WITHHELD, text)
         if results is not None and n <= self._result_max_len:
-            seen = self._seen
-            h = hash(text)
-            if h in seen:
-                results.put(text, out)
-            else:
-                if len(seen) >= _DOORKEEPER_SIZE:
-                    seen.clear()
-                seen.add(h)
+            self._probation.put(text, out)
         return out
 
     def _mask_to_fixed_point(self, text: str) -> str:
