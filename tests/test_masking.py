@@ -1055,6 +1055,33 @@ def test_card_and_token_prescreens_are_exact():
         assert a == b, text
 
 
+def test_cluster_gate_prescreen_is_exact():
+    """The cluster gate's short cuts (seven adjacent digits once the separators are deleted;
+    decimal fractions replaced when there are many) agree with the cluster regex on the class
+    view (phones, SSNs, floats, dates, options like --opt10=v10, mixed separators)."""
+    import random as _random
+
+    from jupyter_audit.masking.context import CLUSTER, Context
+
+    rng = _random.Random(11)
+    pieces = [" ", "-", ".", "_", "(", ")", "+", "/", "=", ",", "a", "Z", "é", "  ", ". ", " -"]
+    for i in range(8000):
+        parts = []
+        if i % 2:  # enough fractions for the view without them
+            parts = [f"{rng.random()}{rng.choice(pieces)}" for _ in range(8)]
+        for _ in range(rng.randint(1, 14)):
+            r = rng.random()
+            if r < 0.45:
+                parts.append("".join(rng.choice("0123456789") for _ in range(rng.randint(1, 8))))
+            elif r < 0.55:
+                parts.append(str(rng.random()))
+            else:
+                parts.append(rng.choice(pieces))
+        text = "".join(parts)
+        ctx = Context(text)
+        assert ctx.cluster == (CLUSTER.search(ctx.cls) is not None), text
+
+
 def test_result_cache_keeps_recurring_texts_and_stays_bounded():
     eng = MaskingEngine(KEY, result_cache_size=64, result_cache_chars=4000)
     text = "SELECT * FROM t WHERE email = 'bob@example.com' -- " + "x" * 100

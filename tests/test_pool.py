@@ -189,7 +189,7 @@ def test_the_masking_key_travels_but_no_cache_does(make_writer):
     w = make_writer(prepare_workers=0)
     w.masker.mask_text("mail carol@example.org please")
     state = pickle.loads(pickle.dumps(w.masker))
-    assert len(state._results) == 0 and not state._seen and not state._keys
+    assert len(state._results) == len(state._probation) == 0 and not state._keys
     assert len(state._pseudonyms) == 0
     assert state.mask_text("mail carol@example.org please") == w.masker.mask_text(
         "mail carol@example.org please"

@@ -185,6 +185,8 @@ class PatternRecognizer(Recognizer):
         if anchored and not self.needles:
             raise ValueError("anchored needs needles")
         self.anchored = anchored
+        # decided once, not at every call: whether `collect` may do `find`'s work inline
+        self._inline = self.__class__.find is PatternRecognizer.find
 
     def may_match(self, ctx: Context) -> bool:
         if self.screen is not None and not self.screen(ctx):
@@ -199,11 +201,11 @@ class PatternRecognizer(Recognizer):
 
     def collect(self, ctx: Context, out: list) -> None:
         # (find's work inlined: this runs for every recognizer on every text that gets here)
-        if type(self).find is not PatternRecognizer.find:  # a subclass finds its own way
+        if not self._inline:  # a subclass finds its own way
             Recognizer.collect(self, ctx, out)
             return
         needles = self.needles
-        if needles and not self.anchored:  # (an anchored search looks for them itself)
+        if needles:  # (an anchored search finds them again: a needle is rare, a call is not)
             hay = ctx.ab if self.haystack == "ab" else ctx.low
             for needle in needles:
                 if hay.find(needle) >= 0:

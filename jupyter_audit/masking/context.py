@@ -42,6 +42,19 @@ RUN_NEEDLE = b"a" * MIN_TOKEN_RUN
 # followed by five digits (every phone number, SSN, SIN, DNI, BSN has such a run; a float's
 # fraction does not) ...
 CLUSTER = re.compile(rb"0(?<![0.]0)(?:[ _-]{0,2}0|[ _-]?\.[ _-]?(?!0{5})0){6}")
+# Every character of a CLUSTER match is a digit or a separator (" ", "_", "-", "."): with the
+# separators deleted from the class view, its seven digits are adjacent. A view without seven
+# adjacent digits then has no cluster, proved at C speed (commands with --opt10=v10, code).
+_SEPARATORS = b" _-."
+_SEVEN = b"0" * 7
+# No cluster holds a digit of a decimal fraction (a "." right followed by five or more digits,
+# all of them taken): a start there follows a digit or the ".", and the "." is never crossed
+# into five digits. Replaced by one "x" (no class, so nothing matches across it), they leave
+# the same clusters, and the search no longer tries every digit of every float
+# (``{"features": [0.8444218515250481, ...]}``): 11 -> 6 µs on 60 floats. Worth its own
+# cost only when there are many.
+_FRACTION = re.compile(rb"\.0{5,}")
+_MANY_FRACTIONS = 8
 # ... and a dotted quad (IPv4). Both start with a literal, so they run at C speed.
 DOTTED = re.compile(rb"0\.0{1,3}\.0{1,3}\.0")
 
@@ -112,7 +125,13 @@ class Context:
     def cluster(self) -> bool:
         """True when the class view has a run of seven digits (see ``CLUSTER``)."""
         if self._cluster is None:
-            self._cluster = CLUSTER.search(self.cls) is not None
+            cls = self.cls
+            if cls.translate(None, _SEPARATORS).find(_SEVEN) < 0:
+                self._cluster = False
+            else:
+                if cls.count(b".00000") >= _MANY_FRACTIONS:
+                    cls = _FRACTION.sub(b"x", cls)
+                self._cluster = CLUSTER.search(cls) is not None
         return self._cluster
 
     @property

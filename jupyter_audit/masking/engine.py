@@ -18,7 +18,12 @@ from operator import itemgetter
 from .assignments import is_secret_name
 from .base import MASKED_RE, SECRET, Recognizer, TokenRecognizer, TokenScanner
 from .context import GATES, Context
-from .recognizers import DEFAULT_RECOGNIZERS, quick_screen
+from .recognizers import (
+    DEFAULT_RECOGNIZERS,
+    default_may_match,
+    quick_screen,
+    screened_by_default,
+)
 from .structured import StructureMasker
 
 __all__ = ["MASKED_RE", "MaskingEngine", "MaskingError"]
@@ -34,7 +39,6 @@ _MAX_PASSES = 8
 # Texts up to this long are first checked with `default_may_match` (on a long text the
 # recognizers' own gates and searches cost about as much and most code passes it anyway)
 _QUICK_MAX_LEN = 512
-_DOORKEEPER_SIZE = 1 << 16
 
 
 class MaskingError(Exception):
@@ -89,7 +93,8 @@ class MaskingEngine:
     ``extra_recognizers`` are added to it. ``result_cache_size`` bounds the number of masked
     texts remembered (0 disables the cache: statements and cells recur, and masking is a pure
     function of the text under one key), ``result_cache_max_len`` the length of a text worth
-    remembering and ``result_cache_chars`` the characters they hold in all (memory);
+    remembering and ``result_cache_chars`` the characters they hold in all (memory; texts
+    masked once wait for a second occurrence in a probation cache of half as many);
     ``pseudonym_cache_size`` bounds the cache of pseudonyms. ``prescreen=False`` runs every
     recognizer's full search even where an exact pre-screen proves it would find nothing (the
     reference the tests compare the screened path with; the output is the same).
@@ -145,6 +150,15 @@ class MaskingEngine:
         if tokens:
             groups.setdefault("longrun", []).append(TokenScanner(tokens))
         self._groups = tuple((gate, tuple(rs)) for gate, rs in groups.items())
+        # the groups without the recognizers `default_may_match` covers: all that can find
+        # anything in a text it says no to (each of these screens itself in `collect`)
+        self._uncovered = tuple(
+            (gate, rs)
+            for gate, rs in (
+                (gate, tuple(r for r in rs if not _covered(r))) for gate, rs in self._groups
+            )
+            if rs
+        )
         self._pseudonyms = _TwoGenerationCache(pseudonym_cache_size)
         self._results = (
             _TwoGenerationCache(result_cache_size, result_cache_chars)
@@ -153,12 +167,16 @@ class MaskingEngine:
         )
         self._result_max_len = result_cache_max_len
         self._allow = allow
-        # hashes of texts masked once: a text is remembered when it comes again, so one-off
-        # texts (ids, urls, request bodies) do not push recurring ones out of the cache
-        self._seen: set[int] = set()
+        # texts masked once, with their masked form: a text moves to the result cache when it
+        # comes again (not masked a second time), so one-off texts (ids, urls, request
+        # bodies) only ever push other one-off texts out of probation, never recurring ones
+        self._probation = _TwoGenerationCache(
+            max(1, result_cache_size // 2), max(1, result_cache_chars // 2)
+        )
         self._screen = bool(prescreen)
         # a short text is first checked against what the recognizers need at all, when that
-        # check covers every one of them (the default set does)
+        # check covers every one of them (the default set does): `default_may_match` for
+        # those it covers, the others' own exact screens for the rest (`QuickScreen`)
         self._quick = quick_screen(recs) if self._screen else None
         # the shortcut for tiny texts knows the default recognizers and the token formats
         self._tiny_exit = all(
@@ -186,7 +204,9 @@ class MaskingEngine:
             state["_results"] = _TwoGenerationCache(
                 self._results.limit * 2, self._results.max_chars * 2
             )
-        state["_seen"] = set()
+        state["_probation"] = _TwoGenerationCache(
+            self._probation.limit * 2, self._probation.max_chars * 2
+        )
         state["_keys"] = {}
         return state
 
@@ -236,19 +256,16 @@ class MaskingEngine:
             cached = results.get(text)
             if cached is not None:
                 return cached
+            cached = self._probation.get(text)
+            if cached is not None:  # its second occurrence: remembered from now on
+                results.put(text, cached)
+                return cached
         try:
             out = self._mask_to_fixed_point(text)
         except Exception:  # noqa: BLE001 - never let a field through unmasked
             out = self._pseudonym(WITHHELD, text)
         if results is not None and n <= self._result_max_len:
-            seen = self._seen
-            h = hash(text)
-            if h in seen:
-                results.put(text, out)
-            else:
-                if len(seen) >= _DOORKEEPER_SIZE:
-                    seen.clear()
-                seen.add(h)
+            self._probation.put(text, out)
         return out
 
     def _mask_to_fixed_point(self, text: str) -> str:
@@ -339,10 +356,14 @@ class MaskingEngine:
             # card or a bare national id (9 characters), no IPv4 address (7, three dots)
             return None
         ctx = Context(view, self._screen)
-        if n <= _QUICK_MAX_LEN and self._quick is not None and not self._quick(ctx):
-            return None
+        groups = self._groups
+        if n <= _QUICK_MAX_LEN and self._quick is not None and not default_may_match(ctx):
+            # none of the recognizers `default_may_match` covers can find anything: only the
+            # others run, each behind its own exact screen (the rest of `QuickScreen`, which
+            # would only repeat those screens before their searches)
+            groups = self._uncovered
         cands: list[tuple[int, int, Recognizer | None]] = []
-        for gate, recs in self._groups:
+        for gate, recs in groups:
             if gate is None or ctx.gate(gate):
                 for recognizer in recs:
                     recognizer.collect(ctx, cands)
@@ -439,6 +460,13 @@ class MaskingEngine:
                 return value
             return self._pseudonym(SECRET, str(value))
         return self._pseudonym(SECRET, repr(value))
+
+
+def _covered(rec: Recognizer) -> bool:
+    """True for what `default_may_match` covers (the scanner of the token formats too)."""
+    if isinstance(rec, TokenScanner):
+        return all(screened_by_default(r) for r in rec.recognizers)
+    return screened_by_default(rec)
 
 
 def _outside(cands: list, barriers: list[tuple[int, int]]) -> list:

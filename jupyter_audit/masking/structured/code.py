@@ -47,16 +47,17 @@ class CodeMasker:
 
     def mask(self, code: str, pseudonym: Pseudonym) -> str:
         """``code`` with the values its SQL strings give to sensitive columns masked."""
-        if (
-            ("'" not in code and '"' not in code)
-            or _SQL_STRING.search(code) is None
-            or not self.sql.columns.may_occur(code.lower())
-        ):
-            return code
         key = (code, pseudonym)  # the pseudonym function carries the engine's key
-        done = self._done.get(key)
+        done = self._done.get(key)  # (first: a re-run cell skips the screens too)
         if done is None:
-            done = self._mask(code, pseudonym)
+            if (
+                ("'" not in code and '"' not in code)
+                or _SQL_STRING.search(code) is None
+                or not self.sql.columns.may_occur(code.lower())
+            ):
+                done = code  # remembered too: most cells have no SQL to read
+            else:
+                done = self._mask(code, pseudonym)
             if len(code) <= _REMEMBER_MAX_LEN:
                 if len(self._done) >= _REMEMBER:
                     self._done.clear()
