@@ -104,15 +104,18 @@ class OIDCLoginHandler(_OIDCHandler):
         self.redirect(doc["authorization_endpoint"] + "?" + urlencode(params))
 
 
+def _state_matches(flow: dict, state: str) -> bool:
+    """Whether `state` is the one of the sign-in `flow` (in constant time)."""
+    return secrets.compare_digest(state.encode("utf-8"), str(flow.get("state", "")).encode("utf-8"))
+
+
 def _flow_state_matches(raw: bytes | None, state: str) -> bool:
     """Whether `state` is the one of the sign-in in progress in this browser (`raw`)."""
     try:
         flow = json.loads(raw) if raw else None
     except ValueError:
         return False
-    return isinstance(flow, dict) and secrets.compare_digest(
-        state.encode("utf-8"), str(flow.get("state", "")).encode("utf-8")
-    )
+    return isinstance(flow, dict) and _state_matches(flow, state)
 
 
 class OIDCCallbackHandler(_OIDCHandler):
@@ -152,8 +155,7 @@ class OIDCCallbackHandler(_OIDCHandler):
             return self.refused(
                 400, f"sign-in response expired (over {provider.sign_in_timeout} s); start again"
             )
-        state = self.get_argument("state", "").encode("utf-8")
-        if not secrets.compare_digest(state, str(flow.get("state", "")).encode("utf-8")):
+        if not _state_matches(flow, self.get_argument("state", "")):
             return self.refused(400, "state does not match this sign-in")
         # RFC 9207: an issuer that names itself in the response must be ours (mix-up attacks)
         iss = self.get_argument("iss", None)
