@@ -100,3 +100,24 @@ async def test_saved_files_are_recorded_with_their_hash(jp_serverapp, jp_fetch, 
     assert saved[0]["payload"]["path"] == "analysis.ipynb"
     assert saved[0]["notebook"] == "analysis.ipynb"
     assert saved[0]["identity"]["username"] == getpass.getuser()
+
+
+async def test_a_server_that_stops_ends_each_kernel_once_in_the_trail(
+    jp_serverapp, jp_fetch, trail_dir, caplog, capfd
+):
+    """jupyter_server stops its extensions (and so closes the trail) before it shuts its
+    kernels down: each running kernel's end is recorded before, once, and the later
+    shutdown neither records it again nor fails on the closed trail."""
+    import duckdb
+
+    r = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kid = json.loads(r.body)["id"]
+    await jp_serverapp._cleanup()
+    assert "not recorded" not in caplog.text + capfd.readouterr().err
+    with duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True) as db:
+        ended = db.execute(
+            "SELECT CAST(record AS VARCHAR) LIKE '%server shutdown%' FROM events"
+            " WHERE kind = 'session.ended' AND kernel_id = ?",
+            [kid],
+        ).fetchall()
+    assert ended == [(True,)]

@@ -472,6 +472,10 @@ class AuditApp(ExtensionApp):
         self.handlers.extend((rf"{API}/{path}", handler) for path, handler in APPROVAL_PATHS)
 
     async def stop_extension(self):
+        # a second SIGTERM while the server stops runs jupyter_server's clean-up again
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         for name in ("_spool_timer", "_tick_timer"):
             timer = getattr(self, name, None)
             if timer is not None:

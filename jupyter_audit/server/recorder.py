@@ -60,6 +60,7 @@ class Recorder:
         self.cell_requests = CellRequests(store, self.log)
         self.kernel_secrets = KernelSecrets(kernel_key)
         self.unaudited: set[str] = set()  # kernels started without the kernel side
+        self.ended_at_shutdown: set[str] = set()  # session.ended recorded as the server stops
         # spool files left in place as not this server's (file name, size): said once
         self.foreign_spools: set[tuple[str, int]] = set()
         self.token_sockets: dict[str, set] = {}  # token id -> its open websockets

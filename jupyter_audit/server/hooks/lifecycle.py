@@ -103,7 +103,8 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
     async def shutdown_kernel(kernel_id, *args, **kwargs):
         result = await shutdown(kernel_id, *args, **kwargs)
         if not kwargs.get("restart"):
-            _record(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
+            if kernel_id not in recorder.ended_at_shutdown:
+                _record(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
             recorder.kernel_secrets.forget(kernel_id)
             await _cancel_approvals(approvals, kernel_id, "shutdown")
         return result
@@ -146,5 +147,11 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
 
 
 def record_server_shutdown(recorder, km) -> None:
+    """Every kernel still running ends with the server: recorded here, before the trail
+    closes, and not again when jupyter_server shuts the kernels down after its extensions
+    (the trail is closed by then)."""
     for kernel_id in km.list_kernel_ids():
+        if kernel_id in recorder.ended_at_shutdown:
+            continue
         _record(recorder, "session.ended", kernel_id, {"reason": "server shutdown"})
+        recorder.ended_at_shutdown.add(kernel_id)
