@@ -41,7 +41,7 @@ from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .authorization import AuditAuthorizer
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
-from .hooks import contents, lifecycle, signin, terminals, workspaces
+from .hooks import contents, lifecycle, sessions, signin, terminals, workspaces
 from .hooks.kernels import SETTINGS_KEY, KernelInjection, prepare_inject_dir
 from .ingest.spools import ingest_spools
 from .recorder import Recorder
@@ -345,6 +345,7 @@ class AuditApp(ExtensionApp):
             self.recorder, self.server.kernel_manager, approvals=self.approvals
         )
         contents.install_save_hook(self.recorder, self.server.contents_manager)
+        sessions.install(self.recorder, self.server.session_manager, self.server.contents_manager)
         terminals.install()
         sockets.install_event_stream()  # jupyter_server's event stream ends with its sign-in
         workspaces.install()  # per signed-in user under OIDCIdentityProvider

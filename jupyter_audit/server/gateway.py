@@ -349,7 +349,9 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
         if extra:
             payload.update(extra)
         # what could make preparing the event fail, checked before the cell goes anywhere
-        notebook = self._audit_notebook
+        # the kernel's notebook now (renames included: hooks/sessions.py), else the path its
+        # session had when this socket connected
+        notebook = recorder.notebooks.get(self._kernel_id) or self._audit_notebook
         for field, text in (("payload.code", code), ("payload.cell_id", cell_id)):
             if isinstance(text, str) and not _utf8(text):
                 raise EventValidationError(f"{field}: not valid UTF-8 text")

@@ -132,10 +132,15 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
         return body
 
     def record_access(self, identity: dict, action: str, trace_id=None, filters=None) -> None:
+        # an access of one trace shows in that trace (neither counted in it nor making the
+        # reader a participant: store/traces.py); an export of a filtered set, or of a trace
+        # that does not exist, belongs to none
+        known = bool(trace_id) and queries.get_trace_summary(self.writer.cursor(), trace_id)
         self.recorder.record_now(
             {
                 "kind": "trail.accessed",
                 "identity": identity,
+                "trace_id": trace_id if known else None,
                 "payload": {"action": action, "trace_id": trace_id, "filters": filters},
             }
         )

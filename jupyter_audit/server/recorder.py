@@ -27,6 +27,7 @@ from ..store.errors import loggable_error
 from ..store.records import safe_id
 from .cells import CellRegistry
 from .failures import failure_logger
+from .hooks.sessions import NotebookNames
 from .ingest.attribution import cell_in_trail
 from .ingest.secrets import KernelSecrets
 
@@ -60,6 +61,7 @@ class Recorder:
         self.cell_requests = CellRequests(store, self.log)
         self.kernel_secrets = KernelSecrets(kernel_key)
         self.unaudited: set[str] = set()  # kernels started without the kernel side
+        self.notebooks = NotebookNames()  # kernel id -> its notebook now (hooks/sessions.py)
         self.ended_at_shutdown: set[str] = set()  # session.ended recorded as the server stops
         # spool files left in place as not this server's (file name, size): said once
         self.foreign_spools: set[tuple[str, int]] = set()

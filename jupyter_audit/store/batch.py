@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from .canonical import iso_time
 from .merkle import MerkleFrontier
-from .traces import TraceRow, is_participant, store_traces
+from .traces import NOT_ACTIVITY, TraceRow, is_participant, store_traces
 
 if TYPE_CHECKING:
     from .records import Prepared
@@ -97,7 +97,7 @@ def seal(
     users: set[tuple[str, str]] = set()
     for s, p in enumerate(ps, seq0 + 1):
         trace_id = p.trace_id
-        if trace_id is None:
+        if trace_id is None or p.kind in NOT_ACTIVITY:
             continue
         t = traces.get(trace_id)
         if t is None:
@@ -109,7 +109,7 @@ def seal(
         if ident is not None:
             pair = (trace_id, ident["username"])
             # a stored pair was a participant's; only a new one is asked whose it is
-            if pair not in known_pairs and is_participant(ident):
+            if pair not in known_pairs and is_participant(ident, kind):
                 users.add(pair)
     n = len(ps)
     table = pa.table(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from .schema import DERIVED_TABLES, FORMAT_VERSION
-from .traces import TRACE_COLUMNS, TraceRow, participants_sql, upsert_traces
+from .traces import NOT_ACTIVITY, TRACE_COLUMNS, TraceRow, participants_sql, upsert_traces
 
 
 def _iso(ts) -> str | None:
@@ -119,6 +119,30 @@ def get_trace_events(
     return [e for e in (export_record(r, h, ids) for r, h in rows) if e["trace_id"] == trace_id]
 
 
+def traces_named_sql(name: str, *, partial: bool = False) -> tuple[str, list]:
+    """SQL selecting the ids of the traces that carried the notebook `name` at any point
+    (its current name or an earlier one: every record keeps the name it was made under, and
+    `session.renamed` names both), and its parameters. `partial`: `name` is a
+    case-insensitive substring instead of the exact (stored, masked) name."""
+    if partial:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return (
+            "SELECT DISTINCT trace_id FROM events WHERE trace_id IS NOT NULL "
+            "AND notebook ILIKE ? ESCAPE '\\'",
+            [f"%{escaped}%"],
+        )
+    return "SELECT DISTINCT trace_id FROM events WHERE trace_id IS NOT NULL AND notebook = ?", [
+        name
+    ]
+
+
+def traces_named(cur, name: str, *, partial: bool = False) -> list[str]:
+    """The ids of the traces that carried the notebook `name` at any point, sorted
+    (`traces_named_sql`)."""
+    sql, params = traces_named_sql(name, partial=partial)
+    return sorted(r[0] for r in cur.execute(sql, params).fetchall())
+
+
 def export_filter(
     *,
     user: str | None = None,
@@ -140,8 +164,11 @@ def export_filter(
         where.append("time <= ?")
         params.append(until.astimezone(UTC).replace(tzinfo=None))
     if notebook is not None:
-        where.append("notebook = ?")
-        params.append(notebook)
+        # every record of each trace that ever had that name, and the trace-less ones made
+        # under it (a save of the notebook with no kernel open)
+        named, named_params = traces_named_sql(notebook)
+        where.append(f"(trace_id IN ({named}) OR notebook = ?)")
+        params.extend([*named_params, notebook])
     if trace is not None:
         where.append("trace_id = ?")
         params.append(trace)
@@ -173,7 +200,8 @@ def rebuild_derived(con) -> None:
     times: dict[str, list] = {}
     result = con.execute(
         "SELECT seq, kind, time, trace_id, kernel_id, notebook, record FROM events "
-        "WHERE trace_id IS NOT NULL ORDER BY seq"
+        "WHERE trace_id IS NOT NULL AND kind NOT IN (SELECT unnest(?)) ORDER BY seq",
+        [list(NOT_ACTIVITY)],
     )
     while rows := result.fetchmany(10_000):
         for seq, kind, ts, tid, kid, nb, rec in rows:

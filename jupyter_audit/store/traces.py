@@ -5,7 +5,13 @@ listings need not scan it. The counting rules (what is a cell, an operation, whe
 ended) live here only, in `TraceRow.add`: the Writer adds each batch it commits
 (`store_traces`), `queries.rebuild_derived` recounts the whole log with the same rules.
 Participants are people and service accounts: the server's own (system) events, such as a
-`session.ended` at shutdown, name no one (`is_participant`, `participants_sql`).
+`session.ended` at shutdown, name no one (`is_participant`, `participants_sql`). Nor do the
+events that act on a trace from outside its computation (`NOT_TAKING_PART`): a reviewer
+viewing or exporting it (`trail.accessed`), someone saving its notebook (`file.saved`) or
+renaming it (`session.renamed`) — participants decide who may see a trace, so touching a
+notebook or reading its trace must not grant that. A view is also no activity of the trace
+(`NOT_ACTIVITY`): it shows in the trace's timeline but leaves its row (counts, last event,
+duration) as it was, so reading an old trace does not make it look recent.
 
 This module writes the derived tables only, inside a transaction its caller opened: it must
 never touch the log (`events`), commit, or import the writer (the read side imports it).
@@ -18,6 +24,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..identity.snapshot import SYSTEM_AUTH_METHOD, is_system
+
+#: kinds whose identity does not make a participant of the trace they belong to
+NOT_TAKING_PART = ("trail.accessed", "file.saved", "session.renamed")
+#: kinds that belong to a trace (its timeline) but are not counted in its row
+NOT_ACTIVITY = ("trail.accessed",)
+_NOT_ACTIVITY_SQL = ", ".join(f"'{k}'" for k in NOT_ACTIVITY)
+_NOT_TAKING_PART_SQL = ", ".join(f"'{k}'" for k in NOT_TAKING_PART)
 
 #: the columns of `traces`, in order
 TRACE_COLUMNS = (
@@ -180,7 +193,7 @@ def insert_trace_users(con, users: set[tuple[str, str]]) -> None:
 # What the derived tables must hold, computed from the log in SQL with the counting rules of
 # TraceRow.add (first kernel id; last notebook named, none and "" alike; cells: requested,
 # plus cell.started flagged unattributed; operations: op.*; status: the last session event).
-_DERIVED_TRACES = """
+_DERIVED_TRACES = f"""
 WITH odd AS (  -- cells no cell.requested announced (their record is read only for these)
     SELECT trace_id, count(*) AS n FROM events
     WHERE kind = 'cell.started' AND trace_id IS NOT NULL
@@ -197,7 +210,8 @@ WITH odd AS (  -- cells no cell.requested announced (their record is read only f
         count(*) FILTER (WHERE kind LIKE 'op.%') AS operations,
         arg_max(CASE WHEN kind = 'session.ended' THEN 'ended' ELSE 'running' END, seq)
             FILTER (WHERE kind IN ('session.started', 'session.ended')) AS status
-    FROM events WHERE trace_id IS NOT NULL GROUP BY trace_id
+    FROM events WHERE trace_id IS NOT NULL AND kind NOT IN ({_NOT_ACTIVITY_SQL})
+    GROUP BY trace_id
 )
 SELECT coalesce(d.trace_id, t.trace_id) AS trace_id
 FROM d LEFT JOIN odd USING (trace_id) FULL OUTER JOIN traces t USING (trace_id)
@@ -220,8 +234,9 @@ PEOPLE_ONLY_FORMAT = 3
 def participants_sql(format_version: int) -> str:
     """Who took part in each trace, (trace_id, username), as a trail of `format_version`
     records them: the usernames of the identity snapshots (not the `username` column beside
-    them) of the trace's events; from PEOPLE_ONLY_FORMAT on, people and service accounts
-    only (`TraceRow`'s batches leave system snapshots out alike: `is_participant`). The
+    them) of the trace's events but those NOT_TAKING_PART (no trail before them gave such
+    events a trace); from PEOPLE_ONLY_FORMAT on, people and service accounts only
+    (`TraceRow`'s batches leave system snapshots out alike: `is_participant`). The
     snapshots are read once each, before the join, not once per event."""
     people = ""
     if format_version >= PEOPLE_ONLY_FORMAT:
@@ -233,13 +248,15 @@ def participants_sql(format_version: int) -> str:
 SELECT DISTINCT e.trace_id, i.username FROM events e JOIN (
     SELECT identity_id, json_extract_string(snapshot, '$.username') AS username
     FROM identities {people}
-) i USING (identity_id) WHERE e.trace_id IS NOT NULL
+) i USING (identity_id)
+WHERE e.trace_id IS NOT NULL AND e.kind NOT IN ({_NOT_TAKING_PART_SQL})
 """
 
 
-def is_participant(snapshot: dict | None) -> bool:
-    """Whether an event's identity makes its username one of the trace's participants."""
-    return snapshot is not None and not is_system(snapshot)
+def is_participant(snapshot: dict | None, kind: str) -> bool:
+    """Whether an event of `kind` with this identity makes its username one of the trace's
+    participants."""
+    return snapshot is not None and kind not in NOT_TAKING_PART and not is_system(snapshot)
 
 
 def _derived_users(format_version: int) -> str:

@@ -13,6 +13,7 @@ and would otherwise carry that request's handler, and so its person, for ever af
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 from jupyter_server.base.call_context import CallContext
@@ -24,9 +25,23 @@ from .caller import current_identity
 log = logging.getLogger("jupyter_audit.lifecycle")
 
 
-def _record(
-    recorder, kind: str, kernel_id: str, payload: dict, flags=(), identity: dict | None = None
+#: the notebook path of the session starting a kernel now (sessions.py sets it around
+#: jupyter_server's `start_kernel_for_session`): the kernel's `session.started` names it
+starting_for: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "jupyter_audit_starting_for", default=None
+)
+
+
+def record_for_kernel(
+    recorder,
+    kind: str,
+    kernel_id: str,
+    payload: dict,
+    flags=(),
+    identity: dict | None = None,
+    notebook: str | None = None,
 ) -> None:
+    """Record `kind` in the kernel's trace, after the cells requested before it."""
     try:
         # the cells requested before (queued by the gateway) go first: an interrupt or a
         # restart follows them in the trail as it did on the kernel
@@ -40,6 +55,7 @@ def _record(
                 "identity": identity or current_identity(),
                 "trace_id": kernel_id,
                 "kernel_id": kernel_id,
+                "notebook": notebook,
                 "payload": payload,
                 "flags": list(flags),
             }
@@ -79,24 +95,25 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
         if not known:
             name = getattr(km.get_kernel(kernel_id), "kernel_name", None)
             unaudited = kernel_id in recorder.unaudited
-            _record(
+            record_for_kernel(
                 recorder,
                 "session.started",
                 kernel_id,
                 {"reason": "start", "kernel_name": name, "audited": not unaudited},
                 flags=("unaudited",) if unaudited else (),
+                notebook=starting_for.get(),
             )
         return kernel_id
 
     async def restart_kernel(kernel_id, *args, **kwargs):
         result = await restart(kernel_id, *args, **kwargs)
-        _record(recorder, "session.started", kernel_id, {"reason": "restart"})
+        record_for_kernel(recorder, "session.started", kernel_id, {"reason": "restart"})
         await _cancel_approvals(approvals, kernel_id, "restart")
         return result
 
     async def interrupt_kernel(kernel_id, *args, **kwargs):
         result = await interrupt(kernel_id, *args, **kwargs)
-        _record(recorder, "session.interrupted", kernel_id, {"reason": "interrupt"})
+        record_for_kernel(recorder, "session.interrupted", kernel_id, {"reason": "interrupt"})
         await _cancel_approvals(approvals, kernel_id, "interrupt")
         return result
 
@@ -104,8 +121,9 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
         result = await shutdown(kernel_id, *args, **kwargs)
         if not kwargs.get("restart"):
             if kernel_id not in recorder.ended_at_shutdown:
-                _record(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
+                record_for_kernel(recorder, "session.ended", kernel_id, {"reason": "shutdown"})
             recorder.kernel_secrets.forget(kernel_id)
+            recorder.notebooks.forget(kernel_id)
             await _cancel_approvals(approvals, kernel_id, "shutdown")
         return result
 
@@ -116,7 +134,7 @@ def install_kernel_hooks(recorder, km, approvals=None) -> None:
         return await cull(*args, **kwargs)
 
     def handle_kernel_died(kernel_id):
-        _record(
+        record_for_kernel(
             recorder, "session.ended", kernel_id, {"reason": "died"}, identity=system_identity()
         )
         if approvals is not None:
@@ -153,5 +171,5 @@ def record_server_shutdown(recorder, km) -> None:
     for kernel_id in km.list_kernel_ids():
         if kernel_id in recorder.ended_at_shutdown:
             continue
-        _record(recorder, "session.ended", kernel_id, {"reason": "server shutdown"})
+        record_for_kernel(recorder, "session.ended", kernel_id, {"reason": "server shutdown"})
         recorder.ended_at_shutdown.add(kernel_id)
