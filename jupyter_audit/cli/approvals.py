@@ -8,21 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 
 from .main import EXIT_OK, CLIError, _api
+from .terminal import printable
 
 STATES = ("pending", "approved", "denied", "expired", "cancelled", "executed", "all")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(value: object, width: int | None = None) -> str:
-    """One line of text with every control character (ANSI escapes, newlines, bidi
-    overrides) shown as an escape."""
-    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value or ""))
-    if width is not None and len(text) > width:
-        text = text[: width - 1] + "…"
-    return text
 
 
 def add_parser(sub) -> None:

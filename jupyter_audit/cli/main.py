@@ -21,7 +21,12 @@ EXIT_OK, EXIT_TAMPERED, EXIT_ERROR = 0, 1, 2
 
 
 class CLIError(Exception):
-    """A usage or I/O problem: printed as one line, exit 2."""
+    """A usage or I/O problem: printed as one line, exit 2. `status`: the HTTP status of a
+    server's refusal (`_api`), else None."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def default_db() -> str:
@@ -68,7 +73,7 @@ def _api(
             message = json.loads(e.read()).get("message")
         except ValueError:
             message = None
-        raise CLIError(f"server answered {e.code}: {message or e.reason}") from None
+        raise CLIError(f"server answered {e.code}: {message or e.reason}", e.code) from None
     except urllib.error.URLError as e:
         raise CLIError(f"cannot reach {args.url}: {e.reason}") from None
 
@@ -220,6 +225,10 @@ def cmd_export(args) -> int:
         until = parse_time(args.until) if args.until else None
     except ValueError as e:
         raise CLIError(f"--since/--until: {e}") from None
+    if args.trace:  # a full id or an unambiguous prefix (cli/trace_ref.py)
+        from .trace_ref import trace_ref
+
+        filters["trace"] = trace_ref(args, args.trace)
     kind, where = _source(args)
     if kind == "url":
         params = dict(filters)
@@ -241,80 +250,6 @@ def cmd_export(args) -> int:
     if summary["uncovered"]:
         print(f"  {len(summary['uncovered'])} record(s) are newer than the last signed checkpoint")
     return EXIT_OK
-
-
-# ---------------------------------------------------------------------------- show
-def cmd_show(args) -> int:
-    kind, where = _source(args)
-    if kind == "url":
-        if args.trace_id:
-            data = _api(args, f"traces/{urllib.parse.quote(args.trace_id, safe='')}")
-            _print_timeline(data["trace"], data["events"])
-        else:
-            data = _api(args, "traces", {"limit": args.limit, "user": args.user})
-            _print_traces(data["traces"])
-        return EXIT_OK
-    from ..store import queries
-
-    con, _meta = _open_db(where)
-    try:
-        if args.trace_id:
-            summary = queries.get_trace_summary(con, args.trace_id)
-            if summary is None:
-                raise CLIError(f"no trace {args.trace_id}")
-            _print_timeline(summary, queries.get_trace_events(con, args.trace_id, summary))
-        else:
-            _print_traces(queries.list_traces(con, username=args.user, limit=args.limit))
-    finally:
-        con.close()
-    return EXIT_OK
-
-
-def _print_traces(traces: list[dict]) -> None:
-    if not traces:
-        print("no traces")
-        return
-    print(f"{'TRACE':36}  {'STARTED':20}  {'CELLS':>5}  {'OPS':>5}  {'STATUS':7}  USERS / NOTEBOOK")
-    for t in traces:
-        print(
-            f"{t['trace_id']:36}  {(t['started_at'] or '')[:19]:20}  {t['cells']:>5}  "
-            f"{t['operations']:>5}  {t['status']:7}  {', '.join(t['users'])}  "
-            f"{t['notebook'] or '(no notebook)'}"
-        )
-
-
-def step_summary(ev: dict) -> str:
-    p = ev.get("payload") or {}
-    kind = ev.get("kind", "")
-    if kind.startswith("cell."):
-        code = (p.get("code") or "").strip().splitlines()
-        text = code[0] if code else ""
-        if kind == "cell.finished":
-            text = f"[{p.get('status')}] {text}"
-        return text
-    if kind == "op.sql":
-        return f"{p.get('driver')}: {p.get('statement')}"
-    if kind == "op.http":
-        return f"{p.get('method')} {p.get('url')} -> {p.get('status')}"
-    if kind == "op.shell":
-        return f"$ {p.get('command')} (exit {p.get('exit_code')})"
-    if kind.startswith("session."):
-        return p.get("reason") or ""
-    return ""
-
-
-def _print_timeline(summary: dict, events: list[dict]) -> None:
-    from ..identity.snapshot import actor_label
-
-    print(f"trace {summary['trace_id']}  notebook: {summary['notebook'] or '(none)'}")
-    print(f"  users: {', '.join(summary['users'])}  kernel: {summary['kernel_id']}")
-    print(f"  {summary['started_at']} .. {summary['last_at']}  ({summary['status']})")
-    for ev in events:
-        who = actor_label(ev.get("identity"))
-        line = step_summary(ev).replace("\n", " ")
-        if len(line) > 100:
-            line = line[:99] + "…"
-        print(f"  #{ev['seq']:<8} {ev['time'][11:23]}  {ev['kind']:16} {who:12} {line}")
 
 
 # ---------------------------------------------------------------------------- mask, demo
@@ -515,16 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO 8601 time (UTC unless an offset is given)")
     p.add_argument("--until", help="ISO 8601 time")
     p.add_argument("--notebook", metavar="PATH", help="only events of this notebook")
-    p.add_argument("--trace", metavar="ID", help="only events of this trace")
+    p.add_argument(
+        "--trace", metavar="ID", help="only events of this trace (its id, or 6+ first characters)"
+    )
     p.add_argument("-o", "--output", metavar="OUT", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("show", help="list traces, or print one trace as a timeline")
-    _add_source(p)
-    p.add_argument("trace_id", nargs="?", metavar="TRACE_ID")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--user", help="only traces of this username")
-    p.set_defaults(func=cmd_show)
+    from .show import add_parser as add_show_parser  # show [TRACE] (cli/show.py)
+
+    add_show_parser(sub)
 
     p = sub.add_parser(
         "run",

@@ -1,0 +1,66 @@
+"""Trace ids as people type them: a full id, or an unambiguous prefix of at least
+MIN_PREFIX characters (the CLI's `show`, `export --trace`, `replay`; the REST trace lookup).
+
+One rule for every caller (`pick_trace`): an exact id wins; otherwise exactly one trace
+starting with the prefix is it; several are `AmbiguousTrace` (with the candidates, oldest
+first, so a person can choose); none, or a prefix too short to mean anything, is
+`TraceNotFound`. Reads the `traces` table only; never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .queries import _iso
+
+#: the shortest prefix taken for a trace id
+MIN_PREFIX = 6
+#: candidates listed when a prefix is ambiguous
+MAX_CANDIDATES = 20
+
+
+class TraceNotFound(LookupError):
+    """No trace has this id (or starts with this prefix)."""
+
+
+class AmbiguousTrace(LookupError):
+    """Several traces start with this prefix: `candidates` [{trace_id, notebook,
+    started_at}], oldest first (at most MAX_CANDIDATES), `count` of them all."""
+
+    def __init__(self, ref: str, candidates: list[dict], count: int):
+        self.ref, self.candidates, self.count = ref, candidates, count
+        super().__init__(f"{count} traces start with {ref!r}")
+
+
+def pick_trace(ref: str, candidates: Iterable[dict], min_prefix: int = MIN_PREFIX) -> str:
+    """The trace `ref` names among `candidates` (dicts with `trace_id`, `notebook`,
+    `started_at`): see the module's rule."""
+    if not ref:
+        raise TraceNotFound("no trace id given")
+    found = []
+    for c in candidates:
+        if c["trace_id"] == ref:
+            return ref
+        if len(ref) >= min_prefix and c["trace_id"].startswith(ref):
+            found.append(c)
+    if not found:
+        if len(ref) < min_prefix:
+            raise TraceNotFound(
+                f"no trace {ref!r} (a shortened id needs at least {min_prefix} characters)"
+            )
+        raise TraceNotFound(f"no trace {ref!r}")
+    if len(found) == 1:
+        return found[0]["trace_id"]
+    found.sort(key=lambda c: (c.get("started_at") or "", c["trace_id"]))
+    raise AmbiguousTrace(ref, found[:MAX_CANDIDATES], len(found))
+
+
+def resolve_trace(cur, ref: str, min_prefix: int = MIN_PREFIX) -> str:
+    """The full id of the trace `ref` names in the trail behind `cur` (`pick_trace`)."""
+    rows = cur.execute(
+        "SELECT trace_id, notebook, started_at FROM traces WHERE trace_id = ? "
+        "OR (length(?) >= ? AND starts_with(trace_id, ?)) ORDER BY started_at, trace_id",
+        [ref, ref, int(min_prefix), ref],
+    ).fetchall()
+    candidates = [{"trace_id": t, "notebook": n, "started_at": _iso(s)} for t, n, s in rows]
+    return pick_trace(ref, candidates, min_prefix)
