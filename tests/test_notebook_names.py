@@ -158,3 +158,20 @@ async def test_a_hostile_name_is_stored_as_text_and_masked(jp_serverapp, jp_fetc
     assert "jane.doe@example.com" not in json.dumps(renamed)
     assert "‹EMAIL:" in renamed["payload"]["to"] and renamed["notebook"] == renamed["payload"]["to"]
     assert renamed["payload"]["to"].startswith("\x1b[2J")  # stored as it came: shown safely
+
+
+async def test_a_name_too_long_to_store_is_cut_not_dropped(jp_serverapp, jp_fetch, jp_ws_fetch):
+    """jupyter_server takes any session path: the trail keeps the rename (cut, marked "…")
+    and the kernel's cells keep running under it instead of being refused."""
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    sid, kid = await open_session(jp_fetch, "short.ipynb")
+    await call(jp_fetch, "api", "sessions", sid, method="PATCH", body={"path": "n" * 5000})
+    _, client = await open_kernel(jp_fetch, jp_ws_fetch, headers=ALICE, kernel_id=kid)
+    assert (await client.run("z = 1"))[0] == "ok"
+    client.ws.close()
+    (renamed,) = renames(audit, kid)
+    assert renamed["payload"]["to"] == "n" * 4095 + "…"
+    cell = next(
+        e for e in trail_events(audit) if e["kind"] == "cell.requested" and e["trace_id"] == kid
+    )
+    assert cell["notebook"] == renamed["payload"]["to"]

@@ -84,6 +84,14 @@ def test_show_prints_every_event_of_a_long_trace(trail):
     assert "alice" in lines[5] and "op.sql" in lines[5]
 
 
+def test_the_listing_finds_traces_by_any_part_of_a_name(trail, capsys):
+    assert cli_main(["show", "--db", str(trail), "--notebook", "LOOP"]) == 0
+    out = capsys.readouterr().out
+    assert LONG in out and TWIN in out and OTHER in out
+    assert cli_main(["show", "--db", str(trail), "--notebook", "other.ipynb"]) == 0
+    assert capsys.readouterr().out.strip() == "no traces"
+
+
 def test_limit_and_group(trail, capsys):
     assert cli_main(["show", "--db", str(trail), LONG, "--limit", "7"]) == 0
     assert len(event_lines(capsys.readouterr().out)) == 7
@@ -177,3 +185,6 @@ class TestLive:
         out = capsys.readouterr().out
         assert f"trace {kid}" in out and "SELECT = 1" in out
         assert await asyncio.to_thread(cli_main, [*args, "zzzzzz"]) == 2
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli_main, [*args, "--notebook", "nothing-such"]) == 0
+        assert capsys.readouterr().out.strip() == "no traces"

@@ -78,7 +78,17 @@ def _show_traces(args) -> None:
     kind, where = _source(args)
     if kind == "url":
         params = {"limit": limit, "user": args.user, "notebook": args.notebook}
-        _print_traces(_api(args, "traces", params)["traces"])
+        traces = _api(args, "traces", params)["traces"]
+        if args.notebook is not None:
+            # the server matches every earlier name too (`notebooks`); one that predates the
+            # `notebook` parameter ignores it, so the listing is narrowed here as well
+            want = args.notebook.lower()
+            traces = [
+                t
+                for t in traces
+                if any(want in (n or "").lower() for n in t.get("notebooks") or [t["notebook"]])
+            ]
+        _print_traces(traces)
         return
     from ..store import queries
 

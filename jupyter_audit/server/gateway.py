@@ -35,6 +35,7 @@ from ..store.errors import loggable_error
 from ..store.records import identity_id_of, new_event_id, safe_id
 from . import sockets
 from .authorization import AuditAuthorizer
+from .hooks.sessions import recordable
 
 V1 = "v1.kernel.websocket.jupyter.org"
 
@@ -102,7 +103,7 @@ class AuditKernelWebsocketConnection(ZMQChannelsWebsocketConnection):
             sm = self.websocket_handler.session_manager
             for s in await sm.list_sessions():
                 if (s.get("kernel") or {}).get("id") == self.kernel_id:
-                    return s.get("path")
+                    return recordable(s.get("path"))
         except Exception:  # noqa: BLE001 - the path is a detail; the cell is still recorded
             self.log.debug("jupyter-audit: no session path for kernel %s", self.kernel_id)
         return None

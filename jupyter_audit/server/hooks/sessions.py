@@ -58,14 +58,22 @@ class NotebookNames:
         return [(k, n) for k, n in self._names.items() if n == path or n.startswith(prefix)]
 
 
+#: the longest notebook name the trail stores (records.py refuses longer ones)
+MAX_NAME = 4096
+
+
 def recordable(path) -> str | None:
-    """A session path the trail can store as a notebook name (the gateway's rule), or None."""
-    if not isinstance(path, str) or not path or len(path) > 4096:
+    """A session path as the trail can store it (None: no path). A name jupyter_server
+    accepted is never dropped: characters UTF-8 cannot carry (lone surrogates) are written
+    as escapes, and a name over MAX_NAME characters is cut, ending in "…"."""
+    if not isinstance(path, str) or not path:
         return None
     try:
         path.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates
-        return None
+    except UnicodeEncodeError:
+        path = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(path) > MAX_NAME:
+        path = path[: MAX_NAME - 1] + "…"
     return path
 
 
