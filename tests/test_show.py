@@ -169,7 +169,7 @@ class TestLive:
         return server_config(trail_dir / "trail.duckdb")
 
     async def test_show_through_the_server_takes_a_prefix(
-        self, jp_serverapp, jp_fetch, jp_ws_fetch, jp_http_port, jp_base_url, capsys
+        self, jp_serverapp, jp_fetch, jp_ws_fetch, jp_http_port, jp_base_url, capsys, tmp_path
     ):
         audit = jp_serverapp.web_app.settings["jupyter_audit"]
         kid, client = await open_kernel(jp_fetch, jp_ws_fetch)
@@ -185,6 +185,10 @@ class TestLive:
         out = capsys.readouterr().out
         assert f"trace {kid}" in out and "SELECT = 1" in out
         assert await asyncio.to_thread(cli_main, [*args, "zzzzzz"]) == 2
+        out = tmp_path / "trace.jsonl"
+        export = ["export", *args[1:], "--trace", kid[:6], "-o", str(out)]
+        assert await asyncio.to_thread(cli_main, export) == 0
+        assert {json.loads(x)["trace_id"] for x in out.read_text().splitlines()} == {kid}
         capsys.readouterr()
         assert await asyncio.to_thread(cli_main, [*args, "--notebook", "nothing-such"]) == 0
         assert capsys.readouterr().out.strip() == "no traces"

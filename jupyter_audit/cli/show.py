@@ -147,10 +147,7 @@ def _show_trace(args) -> None:
         if summary is None:
             raise CLIError(f"no trace {printable(trace_id)}")
         _print_header(summary, _names(con, trace_id))
-        where_sql, params = queries.export_filter(trace=trace_id)
-        records = queries.iter_export(con, where_sql, params, batch=PAGE)
-        # the signed record decides: a row whose indexed trace_id was edited is not shown
-        _print_events((r for r in records if r.get("trace_id") == trace_id), args)
+        _print_events(queries.iter_trace(con, trace_id, page=PAGE), args)
     finally:
         con.close()
 

@@ -143,6 +143,28 @@ def traces_named(cur, name: str, *, partial: bool = False) -> list[str]:
     return sorted(r[0] for r in cur.execute(sql, params).fetchall())
 
 
+def iter_trace(cur, trace_id: str, page: int = 1000, after_seq: int = 0) -> Iterator[dict]:
+    """Every record of a trace after `after_seq`, in seq order, as export records, read a page
+    at a time (keyset on seq): memory stays flat however long the trace, where one query
+    ordered by seq would hold the whole result for its sort. Records whose signed trace_id
+    is not this one (an edited index column) are left out, as in `get_trace_events`."""
+    ids = IdentityCache(cur.cursor() if hasattr(cur, "cursor") else cur)
+    after = int(after_seq)
+    while True:
+        rows = cur.execute(
+            "SELECT seq, record, hash FROM events WHERE trace_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            [trace_id, after, int(page)],
+        ).fetchall()
+        for _seq, rec, h in rows:
+            e = export_record(rec, h, ids)
+            if e["trace_id"] == trace_id:
+                yield e
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
+
+
 def export_filter(
     *,
     user: str | None = None,
