@@ -2,6 +2,8 @@
 neither makes anyone a participant (who may see the trace), and a view does not count as
 the trace's activity; exports of a filtered set stay in no trace."""
 
+import json
+
 import pytest
 from helpers.servers import server_config
 from helpers.sessions import ADA, BOB, call, open_session, save
@@ -144,3 +146,15 @@ def test_the_rules_hold_when_the_derived_tables_are_rebuilt(make_writer, trail_d
     finally:
         con.close()
     assert cli_main(["verify", "--db", str(db)]) == 0
+    # the CLI's export by either name: the whole trace, the view included
+    for name in ("a.ipynb", "b.ipynb"):
+        out = trail_dir / f"{name}.jsonl"
+        assert cli_main(["export", "--db", str(db), "--notebook", name, "-o", str(out)]) == 0
+        kinds = [json.loads(x)["kind"] for x in out.read_text().splitlines()]
+        assert kinds == [
+            "session.started",
+            "cell.requested",
+            "file.saved",
+            "session.renamed",
+            "trail.accessed",
+        ], name
