@@ -124,6 +124,43 @@ def test_a_trace_id_prefix_is_taken_when_it_is_unambiguous(trail, capsys, tmp_pa
     assert cli_main(["export", "--db", str(trail), "--trace", "abcdef", "-o", str(out)]) == 2
 
 
+def test_a_prefix_resolved_for_a_user_looks_among_their_traces_only(make_writer, trail_dir):
+    """What a server answering a user asks: another person's trace is no candidate, so a
+    prefix tells nobody which ids others' traces have."""
+    import duckdb
+
+    from jupyter_audit.store.trace_ids import AmbiguousTrace, TraceNotFound, resolve_trace
+
+    w = make_writer()
+    bob = {"username": "bob", "auth_method": "token"}
+    w.append_many(
+        [
+            {
+                "identity": who,
+                "trace_id": t,
+                "kernel_id": t,
+                "kind": "session.started",
+                "payload": {"reason": "start"},
+            }
+            for who, t in ((ALICE, LONG), (bob, TWIN))
+        ]
+    )
+    w.close()
+    con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
+    try:
+        with pytest.raises(AmbiguousTrace) as e:
+            resolve_trace(con, "abcdef")
+        assert [c["trace_id"] for c in e.value.candidates] == [LONG, TWIN]
+        assert resolve_trace(con, "abcdef", username="alice") == LONG
+        assert resolve_trace(con, "abcdef02", 8, username="bob") == TWIN
+        with pytest.raises(TraceNotFound):  # shorter than that server's minimum
+            resolve_trace(con, "abcdef", 8, username="bob")
+        with pytest.raises(TraceNotFound):
+            resolve_trace(con, TWIN, username="alice")
+    finally:
+        con.close()
+
+
 def test_csv_export_carries_kernel_time(trail, tmp_path):
     out = tmp_path / "short.csv"
     assert cli_main(["export", "--db", str(trail), "--format", "csv", "-o", str(out)]) == 0

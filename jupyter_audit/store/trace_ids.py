@@ -55,12 +55,21 @@ def pick_trace(ref: str, candidates: Iterable[dict], min_prefix: int = MIN_PREFI
     raise AmbiguousTrace(ref, found[:MAX_CANDIDATES], len(found))
 
 
-def resolve_trace(cur, ref: str, min_prefix: int = MIN_PREFIX) -> str:
-    """The full id of the trace `ref` names in the trail behind `cur` (`pick_trace`)."""
+def resolve_trace(
+    cur, ref: str, min_prefix: int = MIN_PREFIX, *, username: str | None = None
+) -> str:
+    """The full id of the trace `ref` names in the trail behind `cur` (`pick_trace`). With
+    `username`, only that user's traces are candidates (for a server answering a user: a
+    prefix must not tell anyone which ids others' traces have)."""
+    where = "(trace_id = ? OR (length(?) >= ? AND starts_with(trace_id, ?)))"
+    params: list[object] = [ref, ref, int(min_prefix), ref]
+    if username is not None:
+        where += " AND trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)"
+        params.append(username)
     rows = cur.execute(
-        "SELECT trace_id, notebook, started_at FROM traces WHERE trace_id = ? "
-        "OR (length(?) >= ? AND starts_with(trace_id, ?)) ORDER BY started_at, trace_id",
-        [ref, ref, int(min_prefix), ref],
+        f"SELECT trace_id, notebook, started_at FROM traces WHERE {where} "
+        "ORDER BY started_at, trace_id",
+        params,
     ).fetchall()
     candidates = [{"trace_id": t, "notebook": n, "started_at": _iso(s)} for t, n, s in rows]
     return pick_trace(ref, candidates, min_prefix)
