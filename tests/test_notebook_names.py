@@ -175,3 +175,32 @@ async def test_a_name_too_long_to_store_is_cut_not_dropped(jp_serverapp, jp_fetc
         e for e in trail_events(audit) if e["kind"] == "cell.requested" and e["trace_id"] == kid
     )
     assert cell["notebook"] == renamed["payload"]["to"]
+
+
+@pytest.mark.filterwarnings("ignore:The synchronous ContentsManager:DeprecationWarning")
+class TestSynchronousContentsManager:
+    """jupyter_server's synchronous FileContentsManager calls `rename` without awaiting it:
+    the wrapper must stay synchronous there, or the file would never be renamed."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir):
+        return server_config(
+            trail_dir / "trail.duckdb",
+            server={
+                "identity_provider_class": "helpers.identity.HeaderIdentityProvider",
+                "contents_manager_class": "jupyter_server.services.contents.filemanager."
+                "FileContentsManager",
+            },
+        )
+
+    async def test_a_rename_renames_the_file_and_the_trace(
+        self, jp_serverapp, jp_fetch, jp_root_dir
+    ):
+        audit = jp_serverapp.web_app.settings["jupyter_audit"]
+        await save(jp_fetch, "sync.ipynb")
+        _, kid = await open_session(jp_fetch, "sync.ipynb")
+        await call(
+            jp_fetch, "api", "contents", "sync.ipynb", method="PATCH", body={"path": "moved.ipynb"}
+        )
+        assert (jp_root_dir / "moved.ipynb").exists() and not (jp_root_dir / "sync.ipynb").exists()
+        assert [r["payload"]["to"] for r in renames(audit, kid)] == ["moved.ipynb"]

@@ -98,10 +98,6 @@ def _name(recorder, kernel_id, path, session_id, via: str) -> None:
         _renamed(recorder, kernel_id, old, path, via, session_id)
 
 
-async def _await(out):
-    return await out if inspect.isawaitable(out) else out
-
-
 def install(recorder, sm, cm) -> None:
     """Wrap the server's session manager `sm` and contents manager `cm` (instance methods,
     as lifecycle.py wraps the kernel manager)."""
@@ -145,20 +141,29 @@ def install(recorder, sm, cm) -> None:
                 log.error("jupyter-audit: session rename not recorded: %s", loggable_error(e))
         return result
 
-    async def rename_file(old_path, new_path, *args, **kwargs):
-        result = await _await(rename(old_path, new_path, *args, **kwargs))
+    def renamed_file(old_path, new_path) -> None:
         try:
             old, new = old_path.strip("/"), new_path.strip("/")
             for kernel_id, name in recorder.notebooks.under(old):
                 _name(recorder, kernel_id, new + name[len(old) :], None, "contents")
         except Exception as e:  # noqa: BLE001 - the rename itself is done
             log.error("jupyter-audit: notebook rename not recorded: %s", loggable_error(e))
+
+    async def rename_async(old_path, new_path, *args, **kwargs):
+        result = await rename(old_path, new_path, *args, **kwargs)
+        renamed_file(old_path, new_path)
+        return result
+
+    def rename_sync(old_path, new_path, *args, **kwargs):
+        result = rename(old_path, new_path, *args, **kwargs)
+        renamed_file(old_path, new_path)
         return result
 
     sm.start_kernel_for_session = start_kernel_for_session
     sm.create_session = create_session
     sm.update_session = update_session
-    cm.rename = rename_file
+    # a synchronous contents manager (FileContentsManager) calls its rename without awaiting
+    cm.rename = rename_async if inspect.iscoroutinefunction(rename) else rename_sync
 
 
 def _session_moved(recorder, before: dict, changes: dict) -> None:
@@ -173,5 +178,5 @@ def _session_moved(recorder, before: dict, changes: dict) -> None:
         if current is None:
             _name(recorder, kernel_id, path, before.get("id"), "session")
         return
-    if current in (None, old_path):
+    if current in (None, recordable(old_path)):
         _name(recorder, kernel_id, path, before.get("id"), "session")
