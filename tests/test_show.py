@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from helpers.kernels import open_kernel
 from helpers.servers import run_cli, server_config
-from helpers.trail import ALICE
+from helpers.trail import ALICE, wait_for
 
 from jupyter_audit.cli import main as cli_main
 
@@ -211,9 +211,12 @@ class TestLive:
         audit = jp_serverapp.web_app.settings["jupyter_audit"]
         kid, client = await open_kernel(jp_fetch, jp_ws_fetch)
         assert (await client.run("SELECT = 1"))[0] == "ok"
+        assert (await client.run("1 / 0"))[0] == "error"
         client.ws.close()
-        audit.cell_requests.flush()
-        audit.writer.flush()
+        await wait_for(
+            audit,
+            lambda ev: sum(e["kind"] == "cell.finished" and e["trace_id"] == kid for e in ev) == 2,
+        )
         url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
         token = jp_serverapp.identity_provider.token
         args = ["show", "--url", url, "--token", token]
@@ -221,6 +224,7 @@ class TestLive:
         assert await asyncio.to_thread(cli_main, [*args, kid[:6]]) == 0
         out = capsys.readouterr().out
         assert f"trace {kid}" in out and "SELECT = 1" in out
+        assert "[error]" in out and "ZeroDivisionError: division by zero" in out
         assert await asyncio.to_thread(cli_main, [*args, "zzzzzz"]) == 2
         out = tmp_path / "trace.jsonl"
         export = ["export", *args[1:], "--trace", kid[:6], "-o", str(out)]

@@ -266,6 +266,10 @@ def when(ev: dict) -> str:
     return text
 
 
+def text_or(lines: list[str]) -> str:
+    return lines[0] if lines else ""
+
+
 def step_summary(ev: dict) -> str:
     """A short summary of one (masked) record, on one line."""
     p = ev.get("payload") or {}
@@ -273,11 +277,18 @@ def step_summary(ev: dict) -> str:
     if kind.startswith("cell."):
         code = (p.get("code") or "").strip().splitlines()
         text = code[0] if code else ""
-        if kind == "cell.finished":
-            text = f"[{p.get('status')}] {text}"
+        if kind == "cell.started" and p.get("execution_count") is not None:
+            text = f"In [{p.get('execution_count')}] {text}"
+        elif kind == "cell.finished":
+            took = p.get("duration_us")
+            error = p.get("error")
+            if isinstance(error, dict):  # the kernel side's error summary
+                error = ": ".join(str(error[k]) for k in ("ename", "evalue") if error.get(k))
+            text = f"[{p.get('status')}]" + (f" {took / 1000:.1f} ms" if took else "")
+            text += f" {error}" if error else f" {text_or(code)}"
         elif kind == "cell.unreported":
             text = p.get("reason") or ""
-        return text
+        return text.rstrip()
     if kind == "op.sql":
         return f"{p.get('driver')}: {p.get('statement')}"
     if kind == "op.http":
