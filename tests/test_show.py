@@ -118,6 +118,8 @@ def test_a_trace_id_prefix_is_taken_when_it_is_unambiguous(trail, capsys, tmp_pa
     code, _, err = run_cli("show", "--db", str(trail), "abcde")  # too short to be a prefix
     assert code == 2 and "at least 6 characters" in err
     assert cli_main(["show", "--db", str(trail), OTHER]) == 0  # a full id, however short
+    for wildcard in ("%%%%%%", "______", "abcde%"):  # a prefix is text, not a pattern
+        assert cli_main(["show", "--db", str(trail), wildcard]) == 2
     out = tmp_path / "twin.jsonl"
     assert cli_main(["export", "--db", str(trail), "--trace", TWIN[:8], "-o", str(out)]) == 0
     assert {json.loads(x)["trace_id"] for x in out.read_text().splitlines()} == {TWIN}
@@ -233,3 +235,82 @@ class TestLive:
         capsys.readouterr()
         assert await asyncio.to_thread(cli_main, [*args, "--notebook", "nothing-such"]) == 0
         assert capsys.readouterr().out.strip() == "no traces"
+
+
+class ContractServer:
+    """`GET traces/{id}` as /tmp/api-i15.md (issue 15's REST contract) pages it: `after_seq`,
+    `limit`, `next_after_seq`. A stand-in until the server side of issue 15 is merged (the
+    CLI's paging is what is under test; tests/test_trace_api.py tests the server's)."""
+
+    def __init__(self, trace_id: str, events: int):
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                q = dict(urllib.parse.parse_qsl(url.query))
+                outer.requests.append(q)
+                after, limit = int(q.get("after_seq") or 0), int(q["limit"])
+                seqs = list(range(after + 1, min(after + limit, events) + 1))
+                body = {
+                    "trace": {
+                        "trace_id": trace_id,
+                        "kernel_id": trace_id,
+                        "notebook": "new.ipynb",
+                        "notebooks": ["old.ipynb", "new.ipynb"],
+                        "users": ["alice"],
+                        "started_at": "2026-12-06T00:00:00Z",
+                        "last_at": "2026-12-06T01:00:00Z",
+                        "status": "ended",
+                    },
+                    "events": [
+                        {
+                            "seq": s,
+                            "kind": "op.sql",
+                            "time": "2026-12-06T00:00:05.000000Z",
+                            "kernel_time": "2026-12-06T00:00:01.000000Z",
+                            "identity": {"username": "alice"},
+                            "msg_id": "m",
+                            "payload": {"driver": "duckdb", "statement": f"SELECT {s}"},
+                        }
+                        for s in seqs
+                    ],
+                    "next_after_seq": seqs[-1] if seqs and seqs[-1] < events else None,
+                    "total": events,
+                }
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_show_through_a_server_pages_to_the_end(capsys):
+    server = ContractServer(LONG, 2_500)
+    try:
+        assert cli_main(["show", "--url", server.url, "--token", "t", LONG]) == 0
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    lines = event_lines(out)
+    assert len(lines) == 2_500 and "SELECT 2500" in lines[-1]
+    assert "notebook: new.ipynb (earlier: old.ipynb)" in out
+    assert "2026-12-06 00:00:01.000 (server 00:00:05)" in lines[0]
+    assert [r.get("after_seq") for r in server.requests] == [None, "1000", "2000"]
+    assert {r["fold"] for r in server.requests} == {"0"}
