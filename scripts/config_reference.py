@@ -61,12 +61,17 @@ def configurables() -> list[type]:
 
 
 def own_traits(cls: type) -> dict:
-    """The `config=True` traits declared by `cls` or its jupyter_audit bases."""
-    traits: dict = {}
-    for base in reversed(cls.__mro__):
-        if base.__module__.startswith("jupyter_audit.") and hasattr(base, "class_own_traits"):
-            traits.update(base.class_own_traits(config=True))
-    return traits
+    """The `config=True` traits `cls` declares itself (a subclass of a configurable class of
+    the package lists only what it adds; its base's section covers the rest)."""
+    return cls.class_own_traits(config=True)  # type: ignore[attr-defined]
+
+
+def package_bases(cls: type) -> list[str]:
+    return [
+        b.__name__
+        for b in cls.__mro__[1:]
+        if b.__module__.startswith("jupyter_audit.") and b.class_own_traits(config=True)  # type: ignore[attr-defined]
+    ]
 
 
 def type_name(trait) -> str:
@@ -98,6 +103,8 @@ def render() -> str:
         out.append(
             f"`{cls.__module__}.{cls.__name__}`" + (f": {doc.splitlines()[0]}" if doc else "")
         )
+        for base in package_bases(cls):
+            out.append(f"\nIt also takes every setting of [`{base}`](#{base.lower()}).")
         for name, trait in sorted(own_traits(cls).items()):
             out.append(f"\n### `c.{cls.__name__}.{name}`\n")
             out.append(f"Type: {type_name(trait)} · Default: {default(cls, name, trait)}\n")

@@ -250,6 +250,9 @@ def _note(ev: dict) -> str:
     """One line for an event that is not part of a cell (kernel start, restart, end…)."""
     p = ev.get("payload") or {}
     detail = p.get("reason") or p.get("original_kind") or p.get("what") or ""
+    if ev["kind"].startswith("approval."):
+        parts = [f"request {p.get('request_id')}", p.get("decision"), p.get("reviewer")]
+        detail = " ".join(str(x) for x in [*parts, p.get("reason")] if x)
     line = f"- #{ev['seq']} {_text(ev['time'])}: **{_text(ev['kind'])}** {_text(detail)}"
     line += f" — {who(ev.get('identity'))}"
     if ev.get("broken"):
