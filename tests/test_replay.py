@@ -10,7 +10,10 @@ import asyncio
 import json
 import re
 import sqlite3
+import threading
+import urllib.parse
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import mistune
@@ -239,3 +242,140 @@ def test_hostile_names_are_shown_as_text(demo, tmp_path):
     assert [c.source for c in nb.cells if c.cell_type == "code"] == [
         "<script>alert('x')</script>"
     ]  # code stays code: a code cell is never rendered
+
+
+def test_a_prefix_names_the_trace_once_issue_15s_resolver_is_there(demo, tmp_path):
+    pytest.importorskip("jupyter_audit.cli.trace_ref")  # branch i15-trail's resolver
+    db, (trace, _) = demo
+    out = tmp_path / "r.ipynb"
+    assert cli_main(["replay", trace[:12], "--db", str(db), "-o", str(out)]) == 0
+    assert (
+        nbformat.read(str(out), as_version=4).metadata["jupyter_audit"]["replay"]["trace_id"]
+        == trace
+    )
+
+
+# ---------------------------------------------------------------------------- written trail
+CONTRACTOR = {
+    "username": "contractor-etl",
+    "auth_method": "service_token",
+    "token_id": "tok-7f3a",
+    "token_owner": "ada@example.org",
+    "display_name": "contractor-etl (service account of ada@example.org)",
+}
+BOB = {"username": "bob", "auth_method": "oidc", "groups": ["audit-reviewers"]}
+
+
+def test_a_service_account_an_approval_and_a_reused_msg_id(make_writer, trail_dir, tmp_path):
+    """Who ran a run is the service account and its owner; approvals made from a cell are in
+    its notes; a second start under a used msg_id (code sent straight to the kernel's shell
+    port, which the server flags) is a run of its own, never folded into the first."""
+    base = {"trace_id": "trace-svc", "kernel_id": "k-svc", "notebook": "etl.ipynb"}
+    cell = {**base, "msg_id": "m1", "identity": CONTRACTOR}
+    with make_writer() as w:
+        w.append_many(
+            [
+                {**base, "kind": "session.started", "identity": CONTRACTOR,
+                 "payload": {"reason": "start", "kernel_name": "python3"}},
+                {**cell, "kind": "cell.requested",
+                 "payload": {"code": "con.execute('DELETE FROM orders')", "cell_id": "c1"}},
+                {**cell, "kind": "cell.started", "payload": {"execution_count": 1}},
+                {**cell, "kind": "approval.requested",
+                 "payload": {"request_id": "7", "statement": "DELETE FROM orders",
+                             "reasons": ["delete without WHERE"]}},
+                {**cell, "identity": BOB, "kind": "approval.decided",
+                 "payload": {"request_id": "7", "decision": "approve", "reviewer": "bob",
+                             "reason": "ticket 42"}},
+                {**cell, "kind": "op.sql", "op_index": 1,
+                 "payload": {"driver": "sqlite3", "statement": "DELETE FROM orders",
+                             "rowcount": 3, "duration_us": 120}},
+                {**cell, "kind": "cell.finished",
+                 "payload": {"execution_count": 1, "status": "ok", "duration_us": 900}},
+                {**cell, "kind": "cell.started", "flags": ["unattributed", "msg_id_reused"],
+                 "payload": {"code": "import os", "execution_count": 2}},
+                {**cell, "kind": "cell.finished", "flags": ["unattributed", "msg_id_reused"],
+                 "payload": {"code": "import os", "status": "ok", "execution_count": 2}},
+            ]
+        )  # fmt: skip
+    out = tmp_path / "svc.ipynb"
+    assert cli_main(["replay", "trace-svc", "--db", str(trail_dir / "trail.duckdb"),
+                     "-o", str(out)]) == 0  # fmt: skip
+    nb = nbformat.read(str(out), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.source for c in code] == ["con.execute('DELETE FROM orders')", "import os"]
+    first, second = (
+        c.source for c in nb.cells if "annotates_run" in c.metadata.get("jupyter_audit", {})
+    )
+    assert r"service account **contractor\-etl** (token tok\-7f3a, owner ada@example\.org)" in first
+    assert "request 7 approve bob ticket 42" in first and "approval\\.decided" in first
+    assert r"writing orders \(classified at replay\)" in first and "rowcount 3" in first
+    assert "**Not forwarded by the server**" in second
+    assert "msg\\_id\\_reused" in second and "unattributed" in second
+
+
+class _PagedTraces(BaseHTTPRequestHandler):
+    """Issue 15's paged `GET traces/{id}` (after_seq, limit, next_after_seq, integrity), as
+    /tmp/api-i15.md fixes it: a stand-in until that server is merged (branch i15-api)."""
+
+    trace: dict = {}
+    events: list = []
+    asked: list = []
+    stuck = False
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        self.asked.append((url.path, q, self.headers.get("Authorization")))
+        after = 0 if self.stuck else int(q.get("after_seq", 0))
+        page = [e for e in self.events if e["seq"] > after][:5]
+        more = page and page[-1]["seq"] < self.events[-1]["seq"]
+        body = {
+            "trace": self.trace,
+            "events": page,
+            "next_after_seq": page[-1]["seq"] if more else None,
+            "total": len(self.events),
+            "integrity": {"ok": True, "first_bad_seq": None, "problem": None},
+        }
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_paged_rest_answer_is_read_to_its_end(demo, tmp_path, capsys):
+    from jupyter_audit.store import queries
+    from jupyter_audit.store.schema import open_readable
+
+    db, (trace, _) = demo
+    con, _meta = open_readable(db)
+    _PagedTraces.trace = queries.get_trace_summary(con, trace)
+    _PagedTraces.events = queries.get_trace_events(con, trace)
+    con.close()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PagedTraces)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        paged, whole = tmp_path / "paged.ipynb", tmp_path / "whole.ipynb"
+        args = ["replay", trace, "--url", url, "--token", "T0KEN", "-o", str(paged)]
+        assert cli_main(args) == 0
+        assert cli_main(["replay", trace, "--db", str(db), "-o", str(whole)]) == 0
+        a, b = (nbformat.read(str(p), as_version=4) for p in (paged, whole))
+        assert [c.source for c in a.cells[1:]] == [c.source for c in b.cells[1:]]
+        meta = a.metadata["jupyter_audit"]["replay"]
+        assert meta["events"] == len(_PagedTraces.events) == 20
+        assert meta["integrity"]["checked"] == "the server's verification of this trace"
+        assert [q.get("after_seq") for _p, q, _a in _PagedTraces.asked] == [
+            None, "6", "11", "16"
+        ]  # fmt: skip
+        assert all(q["fold"] == "0" and h == "token T0KEN" for _p, q, h in _PagedTraces.asked)
+        _PagedTraces.stuck = True  # a server whose paging never advances is not followed
+        capsys.readouterr()
+        assert cli_main([*args[:-1], str(tmp_path / "stuck.ipynb")]) == 2
+        assert "paging did not advance" in capsys.readouterr().err
+    finally:
+        server.shutdown()
