@@ -172,6 +172,13 @@ def _from_url(args) -> tuple[dict, list[dict], dict]:
         if not data["events"] or data["events"][0]["seq"] <= after:
             raise CLIError(f"the server's paging did not advance after #{after}")
         events += data["events"]
+    expected = data.get("total", trace.get("events"))
+    if isinstance(expected, int) and len(events) < expected:
+        # a server without paging sends at most 10,000 events: never replay part of a trace
+        raise CLIError(
+            f"the server sent {len(events)} of the trace's {expected} events; replay it with "
+            "--db (server stopped), or from a server that pages traces"
+        )
     integrity = data.get("integrity")
     if integrity is not None:
         integrity = {**integrity, "checked": "the server's verification of this trace"}
@@ -205,7 +212,7 @@ def _ms(us: object) -> str:
 def who(identity: dict | None) -> str:
     """Who ran a step: the person, or the service account and its owner."""
     if not identity:
-        return "unknown identity"
+        return "no identity recorded"
     name = f"**{_text(identity.get('username'))}**"
     if identity.get("token_id"):
         return (
