@@ -124,6 +124,22 @@ async def test_a_trace_replays_from_the_server_and_from_the_file(
     assert outs[4][0].ename == "ZeroDivisionError"
     assert outs[1][0].text == "0\n"  # the e-mail literal is masked: it no longer matches
 
+    # ... and through the server, audited as a run of its own (the failing cell is tagged)
+    code, out, err = await asyncio.to_thread(
+        run_cli, "run", str(live), "--url", url, "--token", token, "-o", str(tmp_path / "re.ipynb")
+    )
+    assert code == 0, out + err
+    rerun_kid = re.search(r"in kernel (\S+) \(trace \1\)", out).group(1)
+    ran = nbformat.read(str(tmp_path / "re.ipynb"), as_version=4)
+    outs = [c.outputs for c in ran.cells if c.cell_type == "code"]
+    assert outs[4][0].ename == "ZeroDivisionError" and outs[5][0].text == "second 2\n"
+    await wait_for(
+        audit,
+        lambda ev: (
+            sum(e["kind"] == "cell.finished" and e["trace_id"] == rerun_kid for e in ev) >= 7
+        ),
+    )
+
     # from the file, the server stopped
     await jp_serverapp._cleanup()
     db = trail_dir / "trail.duckdb"
