@@ -294,7 +294,7 @@ def test_a_service_account_an_approval_and_a_reused_msg_id(make_writer, trail_di
                 {**base, "kind": "session.started", "identity": CONTRACTOR,
                  "payload": {"reason": "start", "kernel_name": "python3"}},
                 {**cell, "kind": "cell.requested",
-                 "payload": {"code": "con.execute('DELETE FROM orders')", "cell_id": "c1"}},
+                 "payload": {"code": "con.execute('DELETE FROM orders')", "cell_id": "c1\u202e"}},
                 {**cell, "kind": "cell.started", "payload": {"execution_count": 1}},
                 {**cell, "kind": "approval.requested",
                  "payload": {"request_id": "7", "statement": "DELETE FROM orders",
@@ -325,6 +325,7 @@ def test_a_service_account_an_approval_and_a_reused_msg_id(make_writer, trail_di
     assert r"service account **contractor\-etl** (token tok\-7f3a, owner ada@example\.org)" in first
     assert "request 7 approve bob ticket 42" in first and "approval\\.decided" in first
     assert r"writing orders \(classified at replay\)" in first and "rowcount 3" in first
+    assert r"Cell c1⟦U\+202E⟧." in first  # a direction override shows, never acts
     assert "**Not forwarded by the server**" in second
     assert "msg\\_id\\_reused" in second and "unattributed" in second
 

@@ -29,6 +29,11 @@ OPS = {"op.sql": "Queries", "op.http": "API calls", "op.shell": "Commands"}
 PAGE = 5000  # events per REST page (the server's maximum)
 # markdown punctuation, `$` (JupyterLab renders LaTeX) and `:` (no autolinked URLs)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$:])")
+# direction overrides, zero-width and control characters: shown as markers, as the panel
+# does, so a name or statement cannot read as something else ("Trojan Source")
+_HIDDEN = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 
 
 def add_parser(sub) -> None:
@@ -194,12 +199,17 @@ def _from_url(args) -> tuple[dict, list[dict], dict]:
 def _text(value: object) -> str:
     """Inline markdown text showing `value` literally: HTML escaped, markdown punctuation
     escaped, on one line."""
-    s = " ".join(str("" if value is None else value).split())
+    s = _shown(" ".join(str("" if value is None else value).split()))
     return _MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=True))
+
+
+def _shown(text: str) -> str:
+    return _HIDDEN.sub(lambda m: f"⟦U+{ord(m.group()):04X}⟧", text)
 
 
 def _fence(body: str, lang: str = "") -> str:
     """A fenced block that `body` cannot close early (markup inside is never rendered)."""
+    body = _shown(body)
     longest = max((len(m) for m in re.findall(r"`+|~+", body)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{body.rstrip()}\n{fence}"
