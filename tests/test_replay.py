@@ -373,7 +373,13 @@ def test_the_paged_rest_answer_is_read_to_its_end(demo, tmp_path, capsys):
 
     db, (trace, _) = demo
     con, _meta = open_readable(db)
-    _PagedTraces.trace = queries.get_trace_summary(con, trace)
+    _PagedTraces.trace = {
+        **queries.get_trace_summary(con, trace),
+        "participants": [
+            {"username": "alice", "service_account": False, "token_owner": None},
+            {"username": "etl", "service_account": True, "token_owner": "ada@example.org"},
+        ],
+    }
     _PagedTraces.events = queries.get_trace_events(con, trace)
     con.close()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _PagedTraces)
@@ -386,6 +392,7 @@ def test_the_paged_rest_answer_is_read_to_its_end(demo, tmp_path, capsys):
         assert cli_main(["replay", trace, "--db", str(db), "-o", str(whole)]) == 0
         a, b = (nbformat.read(str(p), as_version=4) for p in (paged, whole))
         assert [c.source for c in a.cells[1:]] == [c.source for c in b.cells[1:]]
+        assert r"alice, etl \(service account of ada@example\.org\)" in a.cells[0].source
         meta = a.metadata["jupyter_audit"]["replay"]
         assert meta["events"] == len(_PagedTraces.events) == 20
         assert meta["integrity"]["checked"] == "the server's verification of this trace"

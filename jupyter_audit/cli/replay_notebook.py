@@ -230,6 +230,18 @@ def _cell_pair(run: list[dict], n: int, previous: dict[str, str]):
     return md, cell
 
 
+def _people(trace: dict) -> list[str]:
+    """Who took part: the paged API's `participants` (service accounts with their owner),
+    else the usernames every trace summary has."""
+    found = []
+    for p in trace.get("participants") or []:
+        name = str(p.get("username"))
+        if p.get("service_account"):
+            name += f" (service account of {p.get('token_owner')})"
+        found.append(name)
+    return found or list(trace.get("users") or [])
+
+
 def build_notebook(trace: dict, events: list[dict], source: dict, integrity: dict):
     """The replay notebook (nbformat v4) of `trace` from its `events` (export records)."""
     from nbformat.v4 import new_markdown_cell, new_notebook
@@ -248,7 +260,7 @@ def build_notebook(trace: dict, events: list[dict], source: dict, integrity: dic
     header += [
         f"- **Notebook:** {_text(' → '.join(n for n in names if n) or '(none)')}",
         f"- **Kernel:** {_text(trace.get('kernel_id'))} ({_text(kernel_name)})",
-        f"- **People:** {_text(', '.join(trace.get('users') or []))}",
+        f"- **People:** {_text(', '.join(_people(trace)))}",
         f"- **From** {_text(trace.get('started_at'))} **to** {_text(trace.get('last_at'))} "
         f"({_text(trace.get('status'))})",
         f"- **Trail:** {_text(source.get('db') or source.get('url'))}, records "
