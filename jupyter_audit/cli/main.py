@@ -1,5 +1,5 @@
 """`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
-mask, policy, demo.
+mask, policy, replay, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -516,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
 
     add_policy_parser(sub)
+
+    from .replay import add_parser as add_replay_parser  # replay (cli/replay.py)
+
+    add_replay_parser(sub)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
     p.add_argument("--db", metavar="PATH")

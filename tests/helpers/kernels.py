@@ -23,7 +23,7 @@ class KernelClient:
         self.v1 = v1
         self.session = Session(username="mallory-the-forger")  # never trusted by the server
 
-    def send_execute(self, code: str) -> str:
+    def send_execute(self, code: str, cell_id: str | None = None) -> str:
         msg = self.session.msg(
             "execute_request",
             {
@@ -34,7 +34,7 @@ class KernelClient:
                 "allow_stdin": False,
                 "stop_on_error": True,
             },
-            metadata={"cellId": "cell-" + uuid.uuid4().hex[:8]},
+            metadata={"cellId": cell_id or "cell-" + uuid.uuid4().hex[:8]},
         )
         self.send(msg, "shell")
         return msg["header"]["msg_id"]
@@ -54,9 +54,12 @@ class KernelClient:
         status, out, _errors = await self.run_full(code, timeout)
         return status, out
 
-    async def run_full(self, code: str, timeout: float = 60) -> tuple[str, str, list[dict]]:
-        """(execute_reply status, stream text, error outputs) of one cell."""
-        msg_id = self.send_execute(code)
+    async def run_full(
+        self, code: str, timeout: float = 60, cell_id: str | None = None
+    ) -> tuple[str, str, list[dict]]:
+        """(execute_reply status, stream text, error outputs) of one cell (`cell_id`: the
+        notebook cell's id, as JupyterLab sends it; a new one per call by default)."""
+        msg_id = self.send_execute(code, cell_id)
         out = []
         errors = []
         state = {}
