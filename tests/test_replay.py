@@ -217,7 +217,7 @@ def test_refusals_exit_2_and_never_overwrite(demo, tmp_path, capsys):
     db, (trace, _) = demo
     out = tmp_path / "r.ipynb"
     assert cli_main(["replay", "nope", "--db", str(db), "-o", str(out)]) == 2
-    assert "no trace nope" in capsys.readouterr().err and not out.exists()
+    assert "no trace 'nope'" in capsys.readouterr().err and not out.exists()
     assert cli_main(["replay", trace, "--db", str(tmp_path / "x.duckdb"), "-o", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     for bad in (tmp_path / "no" / "r.ipynb", tmp_path / "r.txt", tmp_path):
@@ -395,8 +395,9 @@ def test_the_paged_rest_answer_is_read_to_its_end(demo, tmp_path, capsys):
         meta = a.metadata["jupyter_audit"]["replay"]
         assert meta["events"] == len(_PagedTraces.events) == 20
         assert meta["integrity"]["checked"] == "the server's verification of this trace"
+        # the id resolved first (one event asked for), then the pages
         assert [q.get("after_seq") for _p, q, _a in _PagedTraces.asked] == [
-            None, "6", "11", "16"
+            None, None, "6", "11", "16"
         ]  # fmt: skip
         assert all(q["fold"] == "0" and h == "token T0KEN" for _p, q, h in _PagedTraces.asked)
         _PagedTraces.stuck = True  # a server whose paging never advances is not followed

@@ -5,6 +5,8 @@ Several matches are an error listing them; so is none."""
 
 from __future__ import annotations
 
+import urllib.parse
+
 from ..store.trace_ids import AmbiguousTrace, TraceNotFound, pick_trace, resolve_trace
 from .main import CLIError, _api, _open_db, _source
 from .terminal import printable
@@ -30,7 +32,16 @@ def trace_ref(args, ref: str) -> str:
 
 
 def _resolve_url(args, ref: str) -> str:
-    """Through the server's listing, page by page (an exact id ends it at once)."""
+    """The server resolves it (`GET traces/{ref}`: a full id, or a prefix of eight or more
+    characters among the traces this token may see; a refusal such as 403 is the answer);
+    where it finds none (a shorter prefix, an older server), through its listing, page by
+    page (an exact id ends it at once)."""
+    try:
+        got = _api(args, f"traces/{urllib.parse.quote(ref, safe='')}", {"limit": 1, "fold": 0})
+        return got["trace"]["trace_id"]
+    except CLIError as e:
+        if e.status not in (400, 404):
+            raise
     candidates: list[dict] = []
     before = None
     while True:
