@@ -51,6 +51,12 @@ async def test_cells_and_operations_are_captured_and_attributed(
     sql_msg = requested[0]["msg_id"]
     sql = [e for e in events if e["kind"] == "op.sql"]
     assert [e["payload"]["statement"].split()[0] for e in sql[:3]] == ["CREATE", "INSERT", "SELECT"]
+    # the server says what each statement is and which tables it names (DESIGN's export record)
+    assert [(e["payload"]["statement_type"], e["payload"]["tables"]) for e in sql[:3]] == [
+        ("CREATE", ["loans"]),
+        ("INSERT", ["loans"]),
+        ("SELECT", ["loans"]),
+    ]
     for e in sql:
         assert e["msg_id"] == sql_msg  # linked to its cell
         assert e["identity"]["username"] == me and e["identity"]["auth_method"] == "token"

@@ -18,6 +18,7 @@ import orjson
 
 from ..events import EventValidationError, validate_payload
 from ..identity.snapshot import normalise_snapshot
+from ..policy.describe import describe_sql
 from .canonical import SAFE_INT, canonical_bytes, jcs
 
 try:
@@ -448,6 +449,8 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
                 masked[k if k.isidentifier() else "withheld"] = None
                 withheld.append({"field": f"payload.{k}", "reason": type(e).__name__})
         payload = masked
+    if kind == "op.sql":
+        payload = _described(payload)
     capped: list = []
     if walk.oversize:
         payload = _cap(payload, "payload", max_field_bytes, capped)
@@ -582,3 +585,13 @@ def _identity(raw) -> tuple[dict, str, str]:
             _IDENTITY_CACHE.clear()
         _IDENTITY_CACHE[key] = out
     return out
+
+
+def _described(payload: dict) -> dict:
+    """An op.sql payload with the server's `statement_type` and `tables`, read from the
+    masked statement (policy/describe.py): never what the kernel said."""
+    statement = payload.get("statement")
+    if type(statement) is not str:
+        return payload
+    statement_type, tables = describe_sql(statement)
+    return {**payload, "statement_type": statement_type, "tables": list(tables)}
