@@ -499,7 +499,7 @@ def cmd_demo(args) -> int:
     if importlib.util.find_spec("oidc_provider_mock") is None:
         raise CLIError("the live demo needs its extra: pip install 'jupyter-audit[demo]'")
     try:
-        return run_demo(args.dir, args.port, args.allow_root, args.headless, args.api_url or "")
+        return run_demo(args.dir, args.port, args.allow_root, args.headless, args.binder)
     except DemoError as e:
         raise CLIError(str(e)) from None
 
@@ -616,7 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="play the whole story without a browser (the notebook run as the data "
         "scientist, its DELETE approved by the reviewer), stop and verify",
     )
-    p.add_argument("--api-url", metavar="URL", help="use this running API stub (Binder)")
+    p.add_argument(
+        "--binder",
+        metavar="BASE_URL",
+        help="serve the demo under BASE_URL with the demo sign-in page instead of the "
+        "provider's (for Binder, behind jupyter-server-proxy: binder/start)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -83,36 +83,40 @@ class DemoProvider:
         stop_process(self.proc)
 
     def id_token(self, user: DemoUser) -> str:
-        """An ID token for `user`, by the authorization-code flow a script would run (the
-        provider's sign-in form submitted as that user). Sent as `Bearer` to the server."""
-        with urllib.request.urlopen(self.issuer + "/.well-known/openid-configuration") as r:
-            discovery = json.load(r)
-        redirect = "http://127.0.0.1/callback"
-        query = urllib.parse.urlencode(
-            {
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": redirect,
-                "scope": "openid profile email",
-                "state": secrets.token_hex(8),
-            }
-        )
-        form = urllib.parse.urlencode({"sub": user.sub}).encode()
-        opener = urllib.request.build_opener(_NoRedirect)
-        try:
-            opener.open(discovery["authorization_endpoint"] + "?" + query, data=form)
-            raise RuntimeError("the demo provider did not redirect with a code")
-        except urllib.error.HTTPError as e:
-            if e.code not in (302, 303):
-                raise
-            location = e.headers["Location"]
-        code = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)["code"][0]
-        basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
-        body = urllib.parse.urlencode(
-            {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect}
-        ).encode()
-        req = urllib.request.Request(
-            discovery["token_endpoint"], data=body, headers={"Authorization": f"Basic {basic}"}
-        )
-        with urllib.request.urlopen(req) as r:
-            return json.load(r)["id_token"]
+        return id_token_at(self.issuer, user)
+
+
+def id_token_at(issuer: str, user: DemoUser) -> str:
+    """An ID token for `user` from the demo provider at `issuer`, by the authorization-code
+    flow a script would run (the provider's sign-in form submitted as that user)."""
+    with urllib.request.urlopen(issuer + "/.well-known/openid-configuration") as r:
+        discovery = json.load(r)
+    redirect = "http://127.0.0.1/callback"
+    query = urllib.parse.urlencode(
+        {
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": redirect,
+            "scope": "openid profile email",
+            "state": secrets.token_hex(8),
+        }
+    )
+    form = urllib.parse.urlencode({"sub": user.sub}).encode()
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        opener.open(discovery["authorization_endpoint"] + "?" + query, data=form)
+        raise RuntimeError("the demo provider did not redirect with a code")
+    except urllib.error.HTTPError as e:
+        if e.code not in (302, 303):
+            raise
+        location = e.headers["Location"]
+    code = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)["code"][0]
+    basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    body = urllib.parse.urlencode(
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect}
+    ).encode()
+    req = urllib.request.Request(
+        discovery["token_endpoint"], data=body, headers={"Authorization": f"Basic {basic}"}
+    )
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["id_token"]

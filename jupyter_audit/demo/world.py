@@ -78,6 +78,15 @@ def server_config(world: DemoWorld) -> str:
         "LabApp.check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
         "LabApp.workspaces_dir": str(world.dir / "workspaces"),
     }
+    if world.sign_in_page:  # Binder: reached through jupyter-server-proxy (binder/start)
+        settings["ServerApp.identity_provider_class"] = (
+            "jupyter_audit.demo.signin.DemoSignInIdentityProvider"
+        )
+        settings["ServerApp.base_url"] = world.base_url
+        # the proxy forwards the visitor's Host header; the server still listens on loopback
+        settings["ServerApp.allow_remote_access"] = True
+        # its own cookie name: Binder's server, on the same host, has a login cookie too
+        settings["DemoSignInIdentityProvider.cookie_name"] = "jupyter-audit-demo-session"
     lines = [
         "# jupyter-audit live demo (jupyter audit demo): a local OIDC provider with demo users.",
         "# Demo only: anyone can sign in as anyone at that provider.",
@@ -89,9 +98,18 @@ def server_config(world: DemoWorld) -> str:
 
 class DemoWorld:
     """The demo's processes and files in `directory`; `start()`, then `stop()` (always).
-    `api_url`: an API stub already running (Binder's start script runs its own)."""
+    `sign_in_page` and `base_url`: the demo sign-in page instead of the provider's, under a
+    proxy's prefix (Binder; demo/signin.py)."""
 
-    def __init__(self, directory: Path, port: int = 0, allow_root: bool = False, api_url: str = ""):
+    def __init__(
+        self,
+        directory: Path,
+        port: int = 0,
+        allow_root: bool = False,
+        *,
+        sign_in_page: bool = False,
+        base_url: str = "/",
+    ):
         self.dir = Path(directory)
         self.notebooks = self.dir / "notebooks"
         self.db = self.dir / "audit" / "trail.duckdb"
@@ -99,10 +117,12 @@ class DemoWorld:
         self.log_path = self.dir / "server.log"
         self.port = port or free_port()
         self.allow_root = allow_root
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+        self.sign_in_page = sign_in_page
+        self.url = f"http://127.0.0.1:{self.port}{self.base_url.rstrip('/')}"
         self.provider = DemoProvider()
         self.stub: ApiStub | None = None
-        self.stub_url = api_url
+        self.stub_url = ""
         self.server: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -114,9 +134,8 @@ class DemoWorld:
         for d in (self.notebooks, self.db.parent, self.config_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.provider.start()
-        if not self.stub_url:
-            self.stub = ApiStub().start()
-            self.stub_url = self.stub.url
+        self.stub = ApiStub().start()
+        self.stub_url = self.stub.url
         create_shop(self.notebooks / "shop.db")
         # `localhost`, not 127.0.0.1, in the notebooks: the trail masks IP addresses
         write_notebooks(self.notebooks, self.stub_url.replace("127.0.0.1", "localhost"))
@@ -222,17 +241,24 @@ def run_demo(
     port: int | None,
     allow_root: bool,
     headless: bool = False,
-    api_url: str = "",
+    binder_base_url: str | None = None,
 ) -> int:
     """`jupyter audit demo` without --db: start the world, play the contractor's story, and
     wait for Ctrl-C (or SIGTERM); with `headless`, play the analysis too and stop. Then stop
-    everything and verify the trail: 0 when it verifies, 1 when it does not."""
+    everything and verify the trail: 0 when it verifies, 1 when it does not.
+    `binder_base_url`: serve under that prefix with the demo sign-in page (binder/start)."""
     if hasattr(os, "geteuid") and os.geteuid() == 0 and not allow_root:
         raise DemoError("Jupyter will not run as root without --allow-root")
     if port is None:
         port = 8888 if port_is_free(8888) else free_port()
     where = Path(directory) if directory else default_directory()
-    world = DemoWorld(where, port, allow_root, api_url)
+    world = DemoWorld(
+        where,
+        port,
+        allow_root,
+        sign_in_page=binder_base_url is not None,
+        base_url=binder_base_url or "/",
+    )
 
     def terminate(signum, frame):
         raise KeyboardInterrupt

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -191,3 +192,76 @@ def test_a_demo_directory_that_is_not_empty_is_refused(tmp_path):
     assert code == 2 and "is not empty" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+class _Browser:
+    """Just enough of a browser: cookies kept, redirects not followed."""
+
+    def __init__(self):
+        import http.cookiejar
+
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect
+        )
+
+    def call(self, url, form=None, headers=None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with self.opener.open(
+                urllib.request.Request(url, data, headers or {}), timeout=60
+            ) as r:
+                return r.status, r.headers, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read().decode()
+
+    def cookie(self, name):
+        return next((c.value for c in self.jar if c.name == name), None)
+
+
+@pytest.mark.timeout(600)
+def test_the_demo_sign_in_page_for_binder(tmp_path):
+    """`--binder`: the demo's own sign-in page under a proxy's prefix; it signs people in
+    through the provider's real ID tokens, only as a demo user, only with the form's XSRF
+    token, never redirects off the server, and signing out ends the session."""
+    world = DemoWorld(tmp_path / "demo", allow_root=True, sign_in_page=True, base_url="/u/x/d/")
+    try:
+        world.start()
+        base = world.url  # http://127.0.0.1:PORT/u/x/d
+        browser = _Browser()
+        status, headers, _ = browser.call(f"{base}/lab")
+        assert status == 302 and headers["Location"].startswith("/u/x/d/login")
+        evil = '"><script>alert(1)</script>'
+        status, _, page = browser.call(f"{base}/login?next=" + urllib.parse.quote(evil))
+        assert status == 200 and "DEMO SIGN-IN" in page
+        assert "<script>alert" not in page
+        assert 'name="next" value="/u/x/d/"' in page  # not a path on this server: home
+        for user in ("dana", "rui", "aki", "sam"):
+            assert f'value="{user}"' in page
+        xsrf = browser.cookie("_xsrf")
+        assert xsrf
+
+        # no XSRF token: refused (another site's page cannot sign a visitor in as someone)
+        status, _, _ = browser.call(f"{base}/login", {"sub": "rui", "next": "/u/x/d/lab"})
+        assert status == 403
+        # not a demo user
+        status, _, body = browser.call(f"{base}/login", {"sub": "root", "_xsrf": xsrf})
+        assert status == 400 and "demo users" in body
+        # off-server next: back home instead
+        status, headers, _ = browser.call(
+            f"{base}/login", {"sub": "rui", "_xsrf": xsrf, "next": "https://evil.example/"}
+        )
+        assert status == 302 and headers["Location"] == "/u/x/d/"
+        status, _, body = browser.call(f"{base}/jupyter-audit/api/me")
+        me = json.loads(body)
+        assert status == 200 and me["username"] == "rui" and "reviewer" in me["roles"]
+        assert me["identity"]["issuer"] == world.provider.issuer  # its real ID token
+
+        status, headers, _ = browser.call(f"{base}/logout")
+        assert status == 302 and headers["Location"] == "/u/x/d/login"
+        status, _, _ = browser.call(f"{base}/jupyter-audit/api/me")
+        assert status in (401, 403)
+    finally:
+        world.stop()
+    code, out, err = run_cli("verify", "--db", str(world.db))
+    assert code == 0, out + err

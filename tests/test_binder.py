@@ -1,0 +1,158 @@
+"""binder/ (repo2docker cannot run here): its requirements install for real, from PyPI, into
+a fresh virtual environment; its postBuild passes there; and its start script, run as
+repo2docker runs it before a Binder-like server (a token login under a hub-like prefix),
+brings the demo up behind that server's jupyter-server-proxy with the demo sign-in page.
+
+One test, once per run: it installs everything for real (prints how long that took: 216 s
+here with a warm pip cache, ~5 min for the whole test on 2 busy cores; most of it is pip
+installing jupyterlab and its dependencies twice, for the build and for the venv)."""
+
+import http.cookiejar
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import venv
+
+import pytest
+from helpers.servers import REPO, free_port
+from helpers.venvs import clean_env
+
+BINDER = REPO / "binder"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _call(opener, url, form=None):
+    data = urllib.parse.urlencode(form).encode() if form is not None else None
+    try:
+        with opener.open(urllib.request.Request(url, data), timeout=60) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return 0, {}, str(e)
+
+
+def test_binder_files_are_there():
+    for name in ("requirements.txt", "postBuild", "start"):
+        assert (BINDER / name).is_file(), name
+    for name in ("postBuild", "start"):
+        assert os.access(BINDER / name, os.X_OK), f"binder/{name} is not executable"
+    assert 'exec "$@"' in (BINDER / "start").read_text()  # repo2docker's contract
+
+
+@pytest.mark.timeout(1800)
+def test_binder_installs_into_a_fresh_venv_and_starts_the_demo_behind_the_proxy(tmp_path):
+    env_dir, home = tmp_path / "venv", tmp_path / "home"
+    home.mkdir()
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    bindir = env_dir / "bin"
+    env = clean_env(bindir, home, reuse_pip_cache=True)
+    began = time.monotonic()
+    subprocess.run(  # as repo2docker does: from the repository's root
+        [
+            str(bindir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-r",
+            str(BINDER / "requirements.txt"),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=1500,
+    )
+    print(f"binder/requirements.txt installed in {time.monotonic() - began:.0f} s")
+    subprocess.run([str(BINDER / "postBuild")], cwd=REPO, env=env, check=True, timeout=300)
+    start_the_demo_as_binder_does(bindir, home, env)
+
+
+def start_the_demo_as_binder_does(bindir, home, env) -> None:
+    """binder/start before a Binder-like server; the demo's sign-in through its proxy."""
+    port, demo_port, token = free_port(), free_port(), "binder-visitor-token"
+    prefix = "/user/visitor/"
+    if shutil.which("jupyter", path=env["PATH"]) != str(bindir / "jupyter"):
+        pytest.fail("the venv's jupyter is not first on PATH")
+    server = subprocess.Popen(
+        [
+            str(BINDER / "start"),
+            str(bindir / "jupyter"),
+            "server",
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.base_url={prefix}",
+            f"--IdentityProvider.token={token}",
+            "--no-browser",
+            "--allow-root",
+        ],  # fmt: skip
+        cwd=home,
+        env={
+            **env,
+            "JUPYTERHUB_SERVICE_PREFIX": prefix,
+            "JUPYTER_AUDIT_DEMO_PORT": str(demo_port),
+            "JUPYTER_AUDIT_DEMO_ARGS": "--allow-root",  # the tests run as root; Binder does not
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    demo = f"http://127.0.0.1:{port}{prefix}proxy/absolute/{demo_port}"
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
+    try:
+        # the visitor's Binder link carries the server's token once; then its cookie
+        deadline, page = time.monotonic() + 600, ""
+        while time.monotonic() < deadline:
+            status, _, page = _call(browser, f"{demo}/login?token={token}")
+            if status == 200 and "DEMO SIGN-IN" in page:
+                break
+            assert server.poll() is None, "the Binder-like server exited"
+            time.sleep(1)
+        assert "DEMO SIGN-IN" in page, page[:500]
+        # a stranger without the Binder server's credentials never reaches the demo
+        status, _, _ = _call(urllib.request.build_opener(_NoRedirect), f"{demo}/login")
+        assert status in (302, 401, 403)
+
+        xsrf = next(c.value for c in jar if c.name == "_xsrf")
+        status, headers, body = _call(
+            browser, f"{demo}/login", {"sub": "rui", "_xsrf": xsrf, "next": f"{prefix}x"}
+        )
+        assert status == 302, body[:300]
+        status, _, body = _call(browser, f"{demo}/jupyter-audit/api/me")
+        assert status == 200, body[:300]
+        me = json.loads(body)
+        assert me["username"] == "rui" and "reviewer" in me["roles"]
+        # the contractor's story ran at start: its traces are there for the reviewer
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if "revoked" in (home / "audit-demo.log").read_text():
+                break
+            time.sleep(1)
+        assert "now revoked" in (home / "audit-demo.log").read_text()
+    finally:
+        # the container stops: Binder's server and, in its process group, the demo
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        _wait_for_line(home / "audit-demo.log", "stopped.")
+    log = (home / "audit-demo.log").read_text()
+    assert "The trail verifies" in log, log[-2000:]
+
+
+def _wait_for_line(path, text, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and text not in path.read_text():
+        time.sleep(0.5)
