@@ -161,11 +161,25 @@ def test_jupyter_audit_demo_stops_cleanly_on_ctrl_c(tmp_path):
         for user in ("dana", "rui", "aki", "sam"):
             assert f"    {user} " in console
         issuer = console.split("The demo identity provider is ", 1)[1].split(";", 1)[0]
-        # a visitor is sent to sign in, not let in
-        req = urllib.request.Request(url)
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.build_opener(_NoRedirect).open(req, timeout=30)
-        assert e.value.code == 302 and "/login" in e.value.headers["Location"]
+        # a visitor is sent to sign in, and signs in as dana at the demo provider's page
+        browser = _Browser()
+        status, headers, _ = browser.call(url)
+        assert status == 302 and "/login" in headers["Location"]
+        status, headers, _ = browser.call(urllib.parse.urljoin(url, headers["Location"]))
+        assert status == 302 and headers["Location"].startswith(issuer + "/")
+        authorize = headers["Location"]
+        status, _, page = browser.call(authorize)
+        assert status == 200 and all(f'value="{u}"' in page for u in ("dana", "rui", "aki"))
+        status, headers, _ = browser.call(authorize, {"sub": "dana"})
+        assert status in (302, 303) and "/oidc/callback" in headers["Location"]
+        status, headers, body = browser.call(headers["Location"])
+        assert status == 302 and headers["Location"].endswith("/lab/tree/reasoning_chain.ipynb")
+        status, _, body = browser.call(f"http://127.0.0.1:{port}/jupyter-audit/api/me")
+        assert status == 200 and json.loads(body)["username"] == "dana", body
+        status, _, body = browser.call(
+            f"http://127.0.0.1:{port}/api/contents/reasoning_chain.ipynb"
+        )
+        assert status == 200 and "DELETE FROM review_queue" in body
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=300)
     finally:
@@ -188,6 +202,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def test_a_demo_directory_that_is_not_empty_is_refused(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
+    if os.geteuid() == 0:  # Jupyter's own rule, said before anything starts
+        code, _out, err = run_cli("demo", "--dir", str(tmp_path / "new"))
+        assert code == 2 and "--allow-root" in err
     code, _out, err = run_cli("demo", "--dir", str(tmp_path), "--allow-root")
     assert code == 2 and "is not empty" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
