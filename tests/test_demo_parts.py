@@ -65,6 +65,7 @@ def test_the_shop_holds_the_fake_customers(tmp_path):
     con = sqlite3.connect(db)
     emails = {e for (e,) in con.execute("SELECT email FROM customers")}
     phones = {p for (p,) in con.execute("SELECT phone FROM customers")}
-    assert emails | phones == set(fake_pii())
+    names = {n for (n,) in con.execute("SELECT name FROM customers")}
+    assert names | emails | phones == set(fake_pii())
     assert all(e.endswith("@example.com") for e in emails)  # reserved domain: never real mail
     con.close()

@@ -1,8 +1,9 @@
 """The demo world's sample database: a sqlite shop of fake customers and their orders.
 
 The e-mail addresses and phone numbers are fake (example.com, the 555-01xx range) but shaped
-like real ones, so the notebook's queries show masking at work: none of them may ever be
-found unmasked in the trail (tests/e2e/test_demo.py reads the trail file's bytes for them).
+like real ones, so the notebook's queries show masking at work: none of them, and none of the
+names (masked by their column), may ever be found unmasked in the trail
+(tests/e2e/test_demo.py reads the trail file's bytes for them).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ CREATE TABLE review_queue (order_id INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 
 
 def fake_pii() -> list[str]:
-    """Every e-mail address and phone number in the sample data."""
-    return [c[2] for c in CUSTOMERS] + [c[3] for c in CUSTOMERS]
+    """Every name, e-mail address and phone number in the sample data."""
+    return [value for c in CUSTOMERS for value in c[1:4]]
 
 
 def create_shop(path: Path) -> Path:

@@ -20,9 +20,10 @@ _INTRO = """# Why are this customer's orders held for review?
 
 A small reasoning chain through the demo shop: who has chargebacks, what the risk API says
 about them, a report script, and a clean-up. Run the cells in order (Shift+Enter). Every
-cell, query, API call and command is recorded against your sign-in; e-mail addresses and
-phone numbers are masked in the trail. The last step, a `DELETE` without `WHERE`, waits
-until a reviewer (not you) approves it: open the audit trail panel in the left sidebar."""
+cell, query, API call and command is recorded against your sign-in; customers' names,
+e-mail addresses and phone numbers are masked in the trail. The last step, a `DELETE`
+without `WHERE`, waits until a reviewer (not you) approves it: open the audit trail panel
+in the left sidebar."""
 
 
 def _setup(api_url: str) -> str:
@@ -33,14 +34,14 @@ def _setup(api_url: str) -> str:
     )
 
 
-_CHARGEBACKS = """# 1. who has chargebacks? (e-mails and phones are printed: the trail masks them)
-rows = con.execute(
-    "SELECT c.id, c.name, c.email, c.phone, count(*) AS chargebacks, sum(o.amount) AS total "
-    "FROM customers c JOIN orders o ON o.customer_id = c.id "
-    "WHERE o.status = 'chargeback' GROUP BY c.id ORDER BY total DESC"
-).fetchall()
+_CHARGEBACKS = '''# 1. who has chargebacks? (names, e-mails, phones printed: the trail masks them)
+rows = con.execute("""
+    SELECT c.id, c.name, c.email, c.phone, count(*) AS chargebacks, sum(o.amount) AS total
+    FROM customers c JOIN orders o ON o.customer_id = c.id
+    WHERE o.status = 'chargeback' GROUP BY c.id ORDER BY total DESC
+""").fetchall()
 for row in rows:
-    print(row)"""
+    print(row)'''
 
 _LOOKUP = """# 2. the customer a colleague asked about, by e-mail
 customer = con.execute(

@@ -110,9 +110,9 @@ def test_the_demo_story_headless_leaves_a_verifying_trail(tmp_path):
     assert revoked["identity"]["username"] == ADMIN.sub
     assert kinds.index("token.revoked") > kinds.index("session.ended")
 
-    # masked: pseudonyms in the trail, the fake e-mails and phones nowhere in its files
+    # masked: pseudonyms in the trail, the fake names, e-mails and phones nowhere in its files
     text = (tmp_path / "trail.jsonl").read_text()
-    assert "‹EMAIL:" in text and "‹PHONE:" in text
+    assert "‹EMAIL:" in text and "‹PHONE:" in text and "‹NAME:" in text
     files = [*world.db.parent.iterdir(), world.log_path]
     for path in files:
         data = path.read_bytes()
