@@ -7,9 +7,11 @@ One test, once per run: it installs everything for real (prints how long that to
 here with a warm pip cache, ~5 min for the whole test on 2 busy cores; most of it is pip
 installing jupyterlab and its dependencies twice, for the build and for the venv)."""
 
+import asyncio
 import http.cookiejar
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 import venv
 
 import pytest
@@ -31,10 +34,13 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _call(opener, url, form=None):
+def _call(opener, url, form=None, *, json_body=None, headers=None):
     data = urllib.parse.urlencode(form).encode() if form is not None else None
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        headers = {**(headers or {}), "Content-Type": "application/json"}
     try:
-        with opener.open(urllib.request.Request(url, data), timeout=60) as r:
+        with opener.open(urllib.request.Request(url, data, headers or {}), timeout=60) as r:
             return r.status, r.headers, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
@@ -124,16 +130,30 @@ def start_the_demo_as_binder_does(bindir, home, env) -> None:
         status, _, _ = _call(urllib.request.build_opener(_NoRedirect), f"{demo}/login")
         assert status in (302, 401, 403)
 
-        xsrf = next(c.value for c in jar if c.name == "_xsrf")
+        # the form's own XSRF token (the browser may hold Binder's server's _xsrf cookie too)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
         status, headers, body = _call(
-            browser, f"{demo}/login", {"sub": "rui", "_xsrf": xsrf, "next": f"{prefix}x"}
+            browser, f"{demo}/login", {"sub": "dana", "_xsrf": xsrf, "next": f"{prefix}x"}
         )
         assert status == 302, body[:300]
         status, _, body = _call(browser, f"{demo}/jupyter-audit/api/me")
         assert status == 200, body[:300]
-        me = json.loads(body)
-        assert me["username"] == "rui" and "reviewer" in me["roles"]
-        # the contractor's story ran at start: its traces are there for the reviewer
+        assert json.loads(body)["username"] == "dana"
+        # she runs a cell in the demo's kernel, over the proxied websocket, with her cookie
+        session = {"path": "reasoning_chain.ipynb", "type": "notebook", "name": "x"}
+        status, _, body = _call(
+            browser,
+            f"{demo}/api/sessions",
+            json_body={**session, "kernel": {"name": "python3"}},
+            headers={"X-XSRFToken": xsrf},
+        )
+        assert status == 201, body[:300]
+        kernel_id = json.loads(body)["kernel"]["id"]
+        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+        ws_url = f"{demo}/api/kernels/{kernel_id}/channels".replace("http://", "ws://")
+        origin = f"http://127.0.0.1:{port}"
+        assert asyncio.run(_run_cell(ws_url, cookie, origin, "print(6 * 7)")) == "42\n"
+        # the contractor's story ran at start (its trace is in the trail)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if "revoked" in (home / "audit-demo.log").read_text():
@@ -150,6 +170,39 @@ def start_the_demo_as_binder_does(bindir, home, env) -> None:
         _wait_for_line(home / "audit-demo.log", "stopped.")
     log = (home / "audit-demo.log").read_text()
     assert "The trail verifies" in log, log[-2000:]
+
+
+async def _run_cell(ws_url: str, cookie: str, origin: str, code: str) -> str:
+    """The stdout of `code` run over a kernel websocket, as a browser would send it."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    request = HTTPRequest(ws_url, headers={"Cookie": cookie, "Origin": origin})
+    ws = await asyncio.wait_for(websocket_connect(request), 60)
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex}
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}}
+    ws.write_message(
+        json.dumps(
+            {
+                "channel": "shell",
+                "header": {**header, "username": "", "version": "5.3"},
+                "parent_header": {},
+                "metadata": {},
+                "content": {**content, "allow_stdin": False},
+                "buffers": [],
+            }
+        )
+    )
+    try:
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), 60)
+            assert raw is not None, "the kernel websocket closed"
+            msg = json.loads(raw)
+            if msg.get("msg_type") == "stream" and msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]["text"]
+    finally:
+        ws.close()
 
 
 def _wait_for_line(path, text, timeout=180):
