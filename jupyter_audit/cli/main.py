@@ -496,6 +496,8 @@ def cmd_demo(args) -> int:
         raise CLIError(f"the live demo cannot load: {e}") from None
     import importlib.util
 
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CLIError(f"--port {args.port}: a port is 1 to 65535")
     if importlib.util.find_spec("oidc_provider_mock") is None:
         raise CLIError("the live demo needs its extra: pip install 'jupyter-audit[demo]'")
     try:
@@ -606,8 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--db PATH: write a small synthetic demo trail to PATH and exit.",
     )
     p.add_argument("--db", metavar="PATH", help="write a synthetic demo trail here and exit")
-    p.add_argument("--dir", metavar="DIR", help="live demo directory (default: a new one "
-                   "under the Jupyter data directory)")  # fmt: skip
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="live demo directory (default: a new one under the Jupyter data directory)",
+    )
     p.add_argument("--port", type=int, metavar="N", help="server port (default 8888 if free)")
     p.add_argument("--allow-root", action="store_true", help="let Jupyter run as root")
     p.add_argument(

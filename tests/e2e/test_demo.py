@@ -207,6 +207,8 @@ def test_a_demo_directory_that_is_not_empty_is_refused(tmp_path):
         assert code == 2 and "--allow-root" in err
     code, _out, err = run_cli("demo", "--dir", str(tmp_path), "--allow-root")
     assert code == 2 and "is not empty" in err
+    code, _out, err = run_cli("demo", "--dir", str(tmp_path / "new"), "--port", "70000")
+    assert code == 2 and "a port is 1 to 65535" in err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
