@@ -106,6 +106,7 @@ def start_the_demo_as_binder_does(bindir, home, env) -> None:
         env={
             **env,
             "JUPYTERHUB_SERVICE_PREFIX": prefix,
+            "JUPYTERHUB_API_TOKEN": "the-hub-token-of-binder-s-server",
             "JUPYTER_AUDIT_DEMO_PORT": str(demo_port),
             "JUPYTER_AUDIT_DEMO_ARGS": "--allow-root",  # the tests run as root; Binder does not
         },
@@ -153,6 +154,9 @@ def start_the_demo_as_binder_does(bindir, home, env) -> None:
         ws_url = f"{demo}/api/kernels/{kernel_id}/channels".replace("http://", "ws://")
         origin = f"http://127.0.0.1:{port}"
         assert asyncio.run(_run_cell(ws_url, cookie, origin, "print(6 * 7)")) == "42\n"
+        # the demo's kernels never see the Binder server's Hub token
+        code = "import os; print(sorted(k for k in os.environ if k.startswith('JUPYTERHUB')))"
+        assert asyncio.run(_run_cell(ws_url, cookie, origin, code)) == "[]\n"
         # the contractor's story ran at start (its trace is in the trail)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -152,6 +152,10 @@ class DemoWorld:
             "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"),
         }
         env.pop("JUPYTER_TOKEN", None)
+        # on Binder the container's environment is a JupyterHub server's: the demo's own
+        # server is not one (nor may its kernels read the Hub's API token)
+        for name in [n for n in env if n.startswith("JUPYTERHUB_")]:
+            del env[name]
         with open(self.log_path, "ab") as log:
             self.server = subprocess.Popen(
                 [sys.executable, "-m", "jupyterlab"],
