@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -133,7 +134,10 @@ class DemoWorld:
             raise DemoError(f"port {self.port} is in use: give another --port")
         for d in (self.notebooks, self.db.parent, self.config_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.provider.start()
+        try:
+            self.provider.start()
+        except RuntimeError as e:
+            raise DemoError(f"the demo identity provider did not start ({e})") from e
         self.stub = ApiStub().start()
         self.stub_url = self.stub.url
         create_shop(self.notebooks / "shop.db")
@@ -174,6 +178,11 @@ class DemoWorld:
 
     def running(self) -> bool:
         return self.server is not None and self.server.poll() is None
+
+    def wait(self) -> None:
+        """Until the server exits (Ctrl-C interrupts the wait)."""
+        if self.server is not None:
+            self.server.wait()
 
     def stop(self) -> None:
         """Stop the server (it ends its kernels and signs a last checkpoint), the stub and the
@@ -279,13 +288,14 @@ def run_demo(
             _say(f"the notebook ran (trace {analysis['trace_id']}); stopping")
         else:
             _say(world.instructions(contractor))
-            while world.running():
-                time.sleep(0.5)
+            world.wait()
             _say(f"the Jupyter server stopped on its own; see {world.log_path}")
     except KeyboardInterrupt:
         _say("\nstopping the demo …")
     except StoryError as e:
         raise DemoError(str(e)) from None
+    except urllib.error.HTTPError as e:  # the server refused a story's step
+        raise DemoError(f"the demo server answered {e.code} to {e.url}: {e.reason}") from None
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
         try:
