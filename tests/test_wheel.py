@@ -1,7 +1,6 @@
 """The template's isolated-wheel check: build the wheel, install it into a clean virtual
 environment that has no Node.js on PATH, and check both extension lists show it enabled."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import venv
 
 import pytest
 from helpers.servers import REPO
+from helpers.venvs import clean_env
 
 
 @pytest.mark.timeout(1500)
@@ -26,20 +26,7 @@ def test_wheel_installs_enabled_in_a_clean_venv(tmp_path):
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     bindir = env_dir / "bin"
     # no node in the clean environment: the wheel must carry the built panel
-    env = {
-        "PATH": f"{bindir}:/usr/bin:/bin",
-        "HOME": str(tmp_path / "home"),
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-    }
-    for key in (
-        "PIP_INDEX_URL",
-        "PIP_EXTRA_INDEX_URL",
-        "PIP_CACHE_DIR",
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-    ):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env = clean_env(bindir, tmp_path / "home")
     if shutil.which("node", path=env["PATH"]):
         env["PATH"] = str(bindir)
     subprocess.run(

@@ -418,12 +418,27 @@ def cmd_token(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import seed_demo_trail
+    if args.db:
+        from .demo import seed_demo_trail
 
-    db = args.db or default_db()
-    n = seed_demo_trail(db)
-    print(f"wrote a demo trail with {n} events to {db}")
-    return EXIT_OK
+        n = seed_demo_trail(args.db)
+        print(f"wrote a demo trail with {n} events to {args.db}")
+        return EXIT_OK
+    # without --db: the live demo world (jupyter_audit/demo/)
+    try:
+        from ..demo.world import DemoError, run_demo
+    except ImportError as e:  # nbformat is always there; the provider comes with [demo]
+        raise CLIError(f"the live demo cannot load: {e}") from None
+    import importlib.util
+
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise CLIError(f"--port {args.port}: a port is 1 to 65535")
+    if importlib.util.find_spec("oidc_provider_mock") is None:
+        raise CLIError("the live demo needs its extra: pip install 'jupyter-audit[demo]'")
+    try:
+        return run_demo(args.dir, args.port, args.allow_root, args.headless, args.binder)
+    except DemoError as e:
+        raise CLIError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,8 +536,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parser(sub)
 
-    p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
-    p.add_argument("--db", metavar="PATH")
+    p = sub.add_parser(
+        "demo",
+        help="start the live demo (JupyterLab, demo users, data, notebook), or write a small "
+        "demo trail with --db",
+        description="Without --db: start JupyterLab with jupyter-audit and a demo world, all "
+        "local: demo users at a local OIDC provider, a sample database, an API stub, a demo "
+        "notebook; Ctrl-C stops it and verifies the trail (needs jupyter-audit[demo]). With "
+        "--db PATH: write a small synthetic demo trail to PATH and exit.",
+    )
+    p.add_argument("--db", metavar="PATH", help="write a synthetic demo trail here and exit")
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="live demo directory (default: a new one under the Jupyter data directory)",
+    )
+    p.add_argument("--port", type=int, metavar="N", help="server port (default 8888 if free)")
+    p.add_argument("--allow-root", action="store_true", help="let Jupyter run as root")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="play the whole story without a browser (the notebook run as the data "
+        "scientist, its DELETE approved by the reviewer), stop and verify",
+    )
+    p.add_argument(
+        "--binder",
+        metavar="BASE_URL",
+        help="serve the demo under BASE_URL with the demo sign-in page instead of the "
+        "provider's (for Binder, behind jupyter-server-proxy: binder/start)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -86,8 +86,8 @@ def _describe(statement: str) -> tuple[str, tuple[str, ...]]:
                 name = _unquote(raw)
             if name.upper() not in _NOT_TABLES and name.lower() not in ctes:
                 tables.setdefault(name)
-    types = list(dict.fromkeys(_type(part) for part in text.split(";") if not part.isspace()))
-    types = [t for t in types if t is not None] or ["UNKNOWN"]
+    types = [t for t in dict.fromkeys(map(_type, text.split(";"))) if t is not None]
+    types = types or ["UNKNOWN"]
     kind = types[0] if len(types) == 1 else "MULTIPLE"
     return kind, tuple(list(tables)[:MAX_TABLES])
 
