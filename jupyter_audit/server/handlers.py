@@ -393,8 +393,11 @@ class TraceHandler(TraceQueryHandler):
         words = self.arg_words()
         writer = self.writer
         cur = writer.cursor()
+        # a prefix is resolved among the traces the user may see: it tells no one which
+        # ids others' traces have (a full id of another's trace is a 403, as before)
+        mine = None if "auditor" in self.roles(ident) else ident["username"]
         try:
-            trace_id = listing.resolve_trace_id(cur, ident_or_prefix)
+            trace_id = listing.resolve_trace_id(cur, ident_or_prefix, username=mine)
         except listing.QueryError as e:
             raise web.HTTPError(400, str(e)) from None
         if trace_id is None:

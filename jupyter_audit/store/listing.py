@@ -239,21 +239,25 @@ def broken_traces(cur, seqs: list[int]) -> set[str]:
     return out
 
 
-def resolve_trace_id(cur, ident: str, min_prefix: int = 8) -> str | None:
+def resolve_trace_id(
+    cur, ident: str, *, username: str | None = None, min_prefix: int = 8
+) -> str | None:
     """The trace `ident` names: itself, or the one trace whose id starts with it (at least
-    `min_prefix` characters). None if none; QueryError naming how many if several."""
+    `min_prefix` characters); with `username`, a prefix is looked for among that user's
+    traces only (a prefix must not tell anyone which ids others' traces have). None if
+    none; QueryError naming how many if several."""
     if cur.execute("SELECT 1 FROM traces WHERE trace_id = ?", [ident]).fetchone():
         return ident
     if len(ident) < min_prefix:
         return None
-    (n,) = cur.execute(
-        "SELECT count(*) FROM traces WHERE starts_with(trace_id, ?)", [ident]
-    ).fetchone()
-    if n == 0:
+    where, params = "starts_with(trace_id, ?)", [ident]
+    if username is not None:
+        where += " AND trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)"
+        params.append(username)
+    rows = cur.execute(f"SELECT trace_id FROM traces WHERE {where} LIMIT 2", params).fetchall()
+    if len(rows) == 1:
+        return rows[0][0]
+    if not rows:
         return None
-    if n > 1:
-        raise QueryError(f"{ident!r} is the start of {n} trace ids: give more of it")
-    (tid,) = cur.execute(
-        "SELECT trace_id FROM traces WHERE starts_with(trace_id, ?)", [ident]
-    ).fetchone()
-    return tid
+    (n,) = cur.execute(f"SELECT count(*) FROM traces WHERE {where}", params).fetchone()
+    raise QueryError(f"{ident!r} is the start of {n} trace ids: give more of it")

@@ -31,6 +31,7 @@ SEARCHED = (
 MAX_WORDS = 8
 MAX_QUERY = 1000  # characters of `q`
 MAX_TERM = 64  # longer words are not indexed (hashes, blobs): nobody types them
+MIN_PREFIX = 2  # a shorter last word is matched whole (one letter would match half the index)
 _WORD = re.compile(r"[^\W]+", re.UNICODE)  # letters, digits and `_`, as the index splits
 
 _TEXT = (
@@ -95,7 +96,7 @@ def catch_up(con, max_records: int = CHUNK) -> bool:
 
 def _word(term: str, prefix: bool) -> tuple[str, list]:
     """A condition on `term` (a range for a prefix, which row-group statistics can use)."""
-    if not prefix or ord(term[-1]) >= 0x10FFFF:
+    if not prefix or len(term) < MIN_PREFIX or ord(term[-1]) >= 0x10FFFF:
         return "term = ?", [term]
     return "(term >= ? AND term < ?)", [term, term[:-1] + chr(ord(term[-1]) + 1)]
 
