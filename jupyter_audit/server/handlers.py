@@ -274,7 +274,7 @@ class TraceQueryHandler(AuditHandler):
         if raw is None:
             return None
         if not raw.isdigit() or not raw.isascii():
-            raise web.HTTPError(400, f"{name} must be a non-negative integer")
+            raise web.HTTPError(400, f"{name} must be an integer, 0 or more")
         value = int(raw)
         if value >= 2**63:
             raise web.HTTPError(400, f"{name} is too large")
