@@ -380,3 +380,48 @@ async def test_a_trace_id_in_the_path_is_only_ever_a_lookup(jp_fetch):
                 "jupyter-audit", "api", "traces", quote(ident, safe=""), headers=AS_ALICE
             )
         assert e.value.code in (400, 404)
+
+
+def test_derived_tables_of_another_version_are_rebuilt_from_the_log(seeded, trail_dir):
+    """A trail whose derived tables predate issue 15 (no derived_version, no counts, no
+    trace_notebooks, no search index) gets them rebuilt when a Writer opens it; the log is
+    not touched and the counts equal the ones the Writer kept while appending."""
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store import listing
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    for f in seeded.iterdir():
+        shutil.copy2(f, trail_dir / f.name)
+    db = trail_dir / "trail.duckdb"
+    con = duckdb.connect(str(db))
+    before = listing.list_traces(con, limit=10)
+    log = con.execute("SELECT seq, hash FROM events ORDER BY seq").fetchall()
+    con.execute("DELETE FROM meta WHERE key = 'derived_version'")
+    con.execute("DROP TABLE trace_notebooks")
+    con.execute("DROP TABLE search_terms")
+    con.execute("DROP TABLE traces")
+    con.execute(
+        "CREATE TABLE traces (trace_id VARCHAR PRIMARY KEY, kernel_id VARCHAR, notebook VARCHAR,"
+        " started_at TIMESTAMP, last_at TIMESTAMP, first_seq BIGINT, last_seq BIGINT,"
+        " events BIGINT, cells BIGINT, operations BIGINT, status VARCHAR)"
+    )
+    con.close()
+    masker = MaskingEngine(load_or_create_key(trail_dir / "masking.key"))
+    w = Writer(db, masker, SigningKey.load_or_create(trail_dir / "signing-key.pem")).open()
+    try:
+        assert w.integrity.ok, w.integrity.problems
+        assert w.index_search().result(timeout=120) is True
+        cur = w.cursor()
+        after = listing.list_traces(cur, limit=10)
+        strip = [{k: v for k, v in t.items() if k != "last_at"} for t in before]
+        # the reopened trail got one trail.integrity record: no trace's row changes for it
+        assert [{k: v for k, v in t.items() if k != "last_at"} for t in after] == strip
+        assert (
+            cur.execute("SELECT seq, hash FROM events ORDER BY seq").fetchall()[: len(log)] == log
+        )
+        (version,) = cur.execute("SELECT value FROM meta WHERE key = 'derived_version'").fetchone()
+        assert version == "2"
+        assert listing.list_traces(cur, q=["quarterly"], limit=10)
+    finally:
+        w.close()

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from .listing import add_people, list_traces, trace_row
+from .listing import add_people, list_traces, resolve_trace_id, trace_row
 from .schema import DERIVED_DDL, DERIVED_VERSION, FORMAT_VERSION
 from .traces import (
     NEEDS_PAYLOAD,
@@ -24,7 +24,8 @@ from .traces import (
     upsert_traces,
 )
 
-__all__ = ["list_traces"]  # listings live in `listing`; callers reach them here too
+# listings and trace-id prefixes live in `listing`; callers reach them here too
+__all__ = ["list_traces", "resolve_trace_id"]
 
 
 def trace_users(cur, trace_id: str) -> list[str]:
