@@ -425,3 +425,18 @@ def test_derived_tables_of_another_version_are_rebuilt_from_the_log(seeded, trai
         assert listing.list_traces(cur, q=["quarterly"], limit=10)
     finally:
         w.close()
+
+
+def test_search_words_never_reach_the_server_log():
+    """A reviewer's search may be the very value the trail masked: the request lines
+    tornado and jupyter_server log for a refused or slow search hide it."""
+    from jupyter_audit.server.logfilter import scrub
+
+    for line in (
+        f"400 GET /jupyter-audit/api/traces?limit=5&q={SECRET_MAIL} (127.0.0.1) 2.1ms",
+        "503 GET /jupyter-audit/api/traces?q=carol.zimmermann%40example.com&limit=5",
+        "400 GET /jupyter-audit/api/traces/abc?after_seq=x&q=carol+zimmermann",
+        "400 GET /jupyter-audit/api/traces?notebook=carol-zimmermann-loan.ipynb",
+    ):
+        assert "zimmermann" not in scrub(line) and "[secret]" in scrub(line)
+    assert scrub("GET /api/contents?sq=1") == "GET /api/contents?sq=1"
