@@ -440,3 +440,17 @@ def test_search_words_never_reach_the_server_log():
     ):
         assert "zimmermann" not in scrub(line) and "[secret]" in scrub(line)
     assert scrub("GET /api/contents?sq=1") == "GET /api/contents?sq=1"
+
+
+def test_a_search_given_up_on_stops_nothing(make_writer):
+    """A search that stops waiting for the index (its future cancelled, as a timed-out
+    request's is) leaves the writer thread running: later events are still stored."""
+    w = make_writer()
+    w.submit_batch(_cell(SMALL, BOB, "b-1", "bob.ipynb", "SELECT 1")).result()
+    for _ in range(3):
+        for fut in (w.index_search(), w.checkpoint()):
+            fut.cancel()
+    w.flush()
+    res = w.submit(_ev("cell.requested", {"code": "2"}, SMALL, BOB, "b-2", "bob.ipynb"))
+    assert res.result(timeout=60).seq > 0
+    assert w.index_search().result(timeout=60) is True
