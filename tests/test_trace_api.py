@@ -400,12 +400,17 @@ def test_derived_tables_of_another_version_are_rebuilt_from_the_log(seeded, trai
     con.execute("DELETE FROM meta WHERE key = 'derived_version'")
     con.execute("DROP TABLE trace_notebooks")
     con.execute("DROP TABLE search_terms")
-    con.execute("DROP TABLE traces")
+    # the traces table of before: its columns up to status
     con.execute(
-        "CREATE TABLE traces (trace_id VARCHAR PRIMARY KEY, kernel_id VARCHAR, notebook VARCHAR,"
-        " started_at TIMESTAMP, last_at TIMESTAMP, first_seq BIGINT, last_seq BIGINT,"
-        " events BIGINT, cells BIGINT, operations BIGINT, status VARCHAR)"
+        "CREATE TABLE old_traces AS SELECT trace_id, kernel_id, notebook, started_at, last_at, "
+        "first_seq, last_seq, events, cells, operations, status FROM traces"
     )
+    con.execute("DROP TABLE traces")
+    con.execute("ALTER TABLE old_traces RENAME TO traces")
+    # read as it is (`show --db` before a server opened it): today's counts read 0
+    old = listing.list_traces(con, limit=10)
+    assert [t["trace_id"] for t in old] == [t["trace_id"] for t in before]
+    assert old[0]["counts"]["queries"] == 0 and old[0]["events"] == before[0]["events"]
     con.close()
     masker = MaskingEngine(load_or_create_key(trail_dir / "masking.key"))
     w = Writer(db, masker, SigningKey.load_or_create(trail_dir / "signing-key.pem")).open()
