@@ -8,42 +8,45 @@ one line "×2000". The key decides; how a caller shows a group is its own. Pure:
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 #: the kinds whose consecutive repeats fold
 FOLDED_KINDS = ("op.sql", "op.shell", "op.http")
-
-
-def _collapsed(text) -> str:
-    return " ".join(str(text or "").split())
+_SPACE = re.compile(r"\s+")
 
 
 def fold_key(event: dict) -> tuple | None:
-    """What a step repeats: equal keys of consecutive events fold; None never folds."""
+    """What a step repeats: equal keys of consecutive events fold; None never folds. The
+    text compared is the statement or command with whitespace collapsed, case aside, or
+    the HTTP method and host."""
     kind = event.get("kind")
-    if kind not in FOLDED_KINDS:
+    p = event.get("payload")
+    if kind not in FOLDED_KINDS or not isinstance(p, dict):
         return None
-    p = event.get("payload") or {}
     if kind == "op.sql":
-        what = _collapsed(p.get("statement"))
+        text = p.get("statement")
     elif kind == "op.shell":
-        what = _collapsed(p.get("command"))
+        text = p.get("command")
     else:
         try:
-            host = urlsplit(str(p.get("url") or "")).netloc
+            host = urlsplit(str(p.get("url") or "")).hostname
         except ValueError:
-            host = str(p.get("url") or "")
-        what = f"{p.get('method')} {host}"
-    return (event.get("msg_id"), kind, what)
+            host = None
+        text = f"{p.get('method')} {host}"
+    if not isinstance(text, str):
+        return None
+    return (event.get("msg_id"), kind, _SPACE.sub(" ", text).strip().lower())
 
 
 def failed(event: dict) -> bool:
     """Whether an operation failed (an error, a non-zero exit, an HTTP status ≥ 400)."""
-    p = event.get("payload") or {}
-    if p.get("error"):
+    p = event.get("payload")
+    if not isinstance(p, dict):
+        return False
+    if p.get("error") is not None:
         return True
-    code = p.get("exit_code")
-    if isinstance(code, int) and code != 0:
-        return True
-    status = p.get("status")
-    return event.get("kind") == "op.http" and isinstance(status, int) and status >= 400
+    code, status = p.get("exit_code"), p.get("status")
+    return (isinstance(code, int) and code != 0) or (
+        event.get("kind") == "op.http" and isinstance(status, int) and status >= 400
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .queries import _iso
+from .listing import iso
 
 #: the shortest prefix taken for a trace id
 MIN_PREFIX = 6
@@ -60,9 +60,12 @@ def resolve_trace(
 ) -> str:
     """The full id of the trace `ref` names in the trail behind `cur` (`pick_trace`). With
     `username`, only that user's traces are candidates (for a server answering a user: a
-    prefix must not tell anyone which ids others' traces have)."""
-    where = "(trace_id = ? OR (length(?) >= ? AND starts_with(trace_id, ?)))"
-    params: list[object] = [ref, ref, int(min_prefix), ref]
+    prefix must not tell anyone which ids others' traces have; a full id is found whoever's
+    it is, for the caller to authorize)."""
+    if ref and cur.execute("SELECT 1 FROM traces WHERE trace_id = ?", [ref]).fetchone():
+        return ref
+    where = "length(?) >= ? AND starts_with(trace_id, ?)"
+    params: list[object] = [ref, int(min_prefix), ref]
     if username is not None:
         where += " AND trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)"
         params.append(username)
@@ -71,5 +74,5 @@ def resolve_trace(
         "ORDER BY started_at, trace_id",
         params,
     ).fetchall()
-    candidates = [{"trace_id": t, "notebook": n, "started_at": _iso(s)} for t, n, s in rows]
+    candidates = [{"trace_id": t, "notebook": n, "started_at": iso(s)} for t, n, s in rows]
     return pick_trace(ref, candidates, min_prefix)
