@@ -34,6 +34,9 @@ _EVENT_COLUMNS = (
     "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
     "hash, leaf, record"
 )
+# DuckDB's memory while it copies (its buffer cache would otherwise grow to 80 % of RAM,
+# with the old file's blocks read once each); beyond it, it spills to `<trail>.tmp/`
+MIGRATION_MEMORY = "512MB"
 _OTHER_TABLES = ("meta", "identities", "client_events", "traces", "trace_users", "service_tokens")
 
 
@@ -46,6 +49,8 @@ def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, d
         meta = initialise(con)
         version = int(meta["format_version"])
         if version < FORMAT_VERSION and version in REWRITES:
+            con.close()  # again, with the memory the copy may take bounded
+            con = connect(path, memory_limit=MIGRATION_MEMORY)
             con = _rewrite(con, path, version)
             meta = initialise(con)  # the in-place steps after the rewrite, if any
     except BaseException:
