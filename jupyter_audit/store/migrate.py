@@ -79,7 +79,7 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         leftover.unlink(missing_ok=True)  # a copy an earlier attempt did not finish
     log.warning("audit trail %s: format %d -> %d (compact layout)", path, version, FORMAT_VERSION)
     con.execute("CHECKPOINT")  # the old trail whole in its file, nothing left in its WAL
-    old = con.execute("SELECT current_database()").fetchone()[0]
+    old = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
     rows = con.execute("SELECT count(*), max(seq) FROM events").fetchone()
     edited: int | str | None
     try:
@@ -110,13 +110,17 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         con.execute("CHECKPOINT migrating")
         con.execute(f'USE "{old}"')
         con.execute("DETACH migrating")
-    except BaseException:
+    except BaseException as e:
         try:
             con.execute(f'USE "{old}"')
             con.execute("DETACH DATABASE IF EXISTS migrating")
         except duckdb.Error:
             pass
         tmp.unlink(missing_ok=True)
+        if isinstance(e, duckdb.Error):  # e.g. the disk filled up
+            raise TrailError(
+                f"migrating {path} to format {version + 1} failed ({e}); the trail is unchanged"
+            ) from None
         raise
     con.close()
     wal = path.with_name(path.name + ".wal")
