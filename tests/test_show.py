@@ -127,8 +127,8 @@ def test_a_trace_id_prefix_is_taken_when_it_is_unambiguous(trail, capsys, tmp_pa
 
 
 def test_a_prefix_resolved_for_a_user_looks_among_their_traces_only(make_writer, trail_dir):
-    """What a server answering a user asks: another person's trace is no candidate, so a
-    prefix tells nobody which ids others' traces have."""
+    """What a server answering a user asks: another person's trace is no candidate for a
+    prefix, so a prefix tells nobody which ids others' traces have."""
     import duckdb
 
     from jupyter_audit.store.trace_ids import AmbiguousTrace, TraceNotFound, resolve_trace
@@ -157,8 +157,10 @@ def test_a_prefix_resolved_for_a_user_looks_among_their_traces_only(make_writer,
         assert resolve_trace(con, "abcdef02", 8, username="bob") == TWIN
         with pytest.raises(TraceNotFound):  # shorter than that server's minimum
             resolve_trace(con, "abcdef", 8, username="bob")
-        with pytest.raises(TraceNotFound):
-            resolve_trace(con, TWIN, username="alice")
+        with pytest.raises(TraceNotFound):  # a prefix of bob's trace, asked by alice
+            resolve_trace(con, TWIN[:-1], username="alice")
+        # a full id is found whoever's it is: the server then refuses it (403), as before
+        assert resolve_trace(con, TWIN, username="alice") == TWIN
     finally:
         con.close()
 

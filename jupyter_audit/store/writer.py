@@ -34,6 +34,7 @@ from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
 from .base import TrailStore
 from .batch import held_client_ids, insert, seal
 from .canonical import GENESIS_HASH
+from .chain import leaves
 from .checkpoints import (
     append_checkpoint_line,
     default_checkpoint_path,
@@ -42,9 +43,10 @@ from .checkpoints import (
 )
 from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
+from .migrate import open_writable
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import DERIVED_VERSION, connect, initialise, read_meta
+from .schema import DERIVED_VERSION, read_meta
 from .signing import SigningKey, public_b64
 from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 
@@ -129,8 +131,7 @@ class Writer(TrailStore):
     # ------------------------------------------------------------------ lifecycle
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
-        self._con = connect(self.db_path)
-        meta = initialise(self._con)
+        self._con, meta = open_writable(self.db_path)
         if meta.get("derived_version") != str(DERIVED_VERSION):
             # derived tables of another shape or counting rules: recount them from the log
             # (the log itself and its format are not touched)
@@ -228,8 +229,8 @@ class Writer(TrailStore):
         self.seq = table_seq
         self.last_hash = bytes(row[1]) if row else GENESIS_HASH
         self.frontier = MerkleFrontier()
-        for (leaf,) in self._con.execute("SELECT leaf FROM events ORDER BY seq").fetchall():
-            self.frontier.append(bytes(leaf))
+        for leaf in leaves(self._con, table_seq):
+            self.frontier.append(leaf)
         self.seq = max(self.seq, self.frontier.size)
 
     # ------------------------------------------------------------------ submitting
