@@ -1,5 +1,5 @@
 """`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
-mask, policy, demo.
+mask, policy, archive, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -101,6 +101,16 @@ def cmd_verify(args) -> int:
     if args.bundle:
         return _verify_bundle(args)
     pinned = _pubkeys(args)
+    if args.archive:  # archive alone, or archive + trail (cli/archive.py)
+        from .archive import verify_with_archive
+
+        result = verify_with_archive(args, pinned)
+        where = f"{args.archive}" + (f" + {args.db}" if args.db else "")
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _print_verify(where, result)
+        return EXIT_OK if result["ok"] else EXIT_TAMPERED
     kind, where = _source(args)
     if kind == "url":
         if args.checkpoints:
@@ -221,7 +231,12 @@ def cmd_export(args) -> int:
     except ValueError as e:
         raise CLIError(f"--since/--until: {e}") from None
     kind, where = _source(args)
-    if kind == "url":
+    if args.archive:
+        from .archive import combined
+
+        with combined(args) as con:
+            bundle = build_bundle(con, since=since, until=until, **filters)
+    elif kind == "url":
         params = dict(filters)
         params["since"] = since.isoformat() if since else None
         params["until"] = until.isoformat() if until else None
@@ -246,6 +261,11 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------------------- show
 def cmd_show(args) -> int:
     kind, where = _source(args)
+    if args.archive:
+        from .archive import combined
+
+        with combined(args) as con:
+            return _show_db(args, con)
     if kind == "url":
         if args.trace_id:
             data = _api(args, f"traces/{urllib.parse.quote(args.trace_id, safe='')}")
@@ -254,19 +274,23 @@ def cmd_show(args) -> int:
             data = _api(args, "traces", {"limit": args.limit, "user": args.user})
             _print_traces(data["traces"])
         return EXIT_OK
-    from ..store import queries
-
     con, _meta = _open_db(where)
     try:
-        if args.trace_id:
-            summary = queries.get_trace_summary(con, args.trace_id)
-            if summary is None:
-                raise CLIError(f"no trace {args.trace_id}")
-            _print_timeline(summary, queries.get_trace_events(con, args.trace_id, summary))
-        else:
-            _print_traces(queries.list_traces(con, username=args.user, limit=args.limit))
+        return _show_db(args, con)
     finally:
         con.close()
+
+
+def _show_db(args, con) -> int:
+    from ..store import queries
+
+    if args.trace_id:
+        summary = queries.get_trace_summary(con, args.trace_id)
+        if summary is None:
+            raise CLIError(f"no trace {args.trace_id}")
+        _print_timeline(summary, queries.get_trace_events(con, args.trace_id, summary))
+    else:
+        _print_traces(queries.list_traces(con, username=args.user, limit=args.limit))
     return EXIT_OK
 
 
@@ -394,12 +418,19 @@ def cmd_run(args) -> int:
 def _token_store(args):
     """A TokenStore on a stopped server's trail, with the keys beside it (never new ones)."""
     from ..identity.tokens import TokenStore
+
+    writer = _open_writer(args.db or default_db())
+    return writer, TokenStore(writer)
+
+
+def _open_writer(db_path):
+    """A Writer on a stopped server's trail, with the keys beside it (never new ones)."""
     from ..masking import MaskingEngine, load_or_create_key
     from ..store.errors import TrailError
     from ..store.signing import SigningKey
     from ..store.writer import Writer
 
-    db = Path(args.db or default_db())
+    db = Path(db_path)
     keys = [db.parent / "signing-key.pem", db.parent / "masking.key"]
     if not db.exists():
         raise CLIError(f"no trail at {db}: file does not exist")
@@ -412,7 +443,7 @@ def _token_store(args):
         ).open()
     except TrailError as e:
         raise CLIError(str(e)) from None
-    return writer, TokenStore(writer)
+    return writer
 
 
 def _local_admin() -> dict:
@@ -505,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", metavar="PATH", help="verify an export bundle instead")
     p.add_argument("--deep", action="store_true", help="also recompute every Merkle leaf")
+    from .archive import add_archive_option
+    from .archive import add_parser as add_archive_parser
+
+    add_archive_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_verify)
 
@@ -517,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook", metavar="PATH", help="only events of this notebook")
     p.add_argument("--trace", metavar="ID", help="only events of this trace")
     p.add_argument("-o", "--output", metavar="OUT", required=True)
+    add_archive_option(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("show", help="list traces, or print one trace as a timeline")
@@ -524,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("trace_id", nargs="?", metavar="TRACE_ID")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--user", help="only traces of this username")
+    add_archive_option(p)
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(
@@ -582,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
 
     add_policy_parser(sub)
+
+    add_archive_parser(sub)  # archive (cli/archive.py)
 
     p = sub.add_parser("demo", help="write a small demo trail (for a first look)")
     p.add_argument("--db", metavar="PATH")

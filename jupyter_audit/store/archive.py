@@ -100,9 +100,11 @@ def live_checkpoints(cur, after_seq: int) -> list[dict]:
     return [out[s] for s in sorted(out)]
 
 
-def plan_segments(cur, after_seq: int, older_than: datetime) -> list[Segment]:
+def plan_segments(
+    cur, after_seq: int, older_than: datetime, segment_rows: int = SEGMENT_ROWS
+) -> list[Segment]:
     """Sealed segments after `after_seq` whose last record is older than `older_than`: each
-    ends at a signed checkpoint and holds up to SEGMENT_ROWS records (more when checkpoints
+    ends at a signed checkpoint and holds up to `segment_rows` records (more when checkpoints
     are further apart)."""
     segments: list[Segment] = []
     lo = after_seq + 1
@@ -117,9 +119,9 @@ def plan_segments(cur, after_seq: int, older_than: datetime) -> list[Segment]:
     for i, cp in enumerate(eligible):
         last = i == len(eligible) - 1
         if (
-            cp["seq"] - lo + 1 >= SEGMENT_ROWS
+            cp["seq"] - lo + 1 >= segment_rows
             or last
-            or eligible[i + 1]["seq"] - lo >= SEGMENT_ROWS
+            or eligible[i + 1]["seq"] - lo >= segment_rows
         ):
             segments.append(Segment(lo, cp["seq"], cp, times[cp["seq"]]))
             lo = cp["seq"] + 1

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .archive import SegmentError, check_segment, decode_segment, manifest_name, segment_name
+from .archive import (
+    SegmentError,
+    check_segment,
+    decode_segment,
+    manifest_name,
+    parse_segment_name,
+    segment_name,
+)
 from .archive_target import ArchiveTarget
 from .canonical import GENESIS_HASH
 from .checkpoints import default_checkpoint_path
@@ -60,7 +67,9 @@ def read_segments(target: ArchiveTarget, result: VerifyResult) -> list[ArchiveSe
         try:
             table, meta = decode_segment(data)
         except SegmentError as e:
-            result.add("segment_changed", None, f"{name}: {e}")
+            named = parse_segment_name(name)
+            where = f"{name} (#{named[0]}..#{named[1]})" if named else name
+            result.add("segment_changed", named[0] if named else None, f"{where}: {e}")
             continue
         seg = ArchiveSegment(name, int(meta["first_seq"]), int(meta["last_seq"]), table, meta)
         if wanted is None:

@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from .archive import (
+    SEGMENT_ROWS,
     Segment,
     SegmentError,
     check_segment,
@@ -50,6 +51,7 @@ def run_archive(
     lock_for: timedelta | None = None,
     now: datetime | None = None,
     identity: dict,
+    segment_rows: int = SEGMENT_ROWS,
 ) -> dict:
     """Archive what is due and remove from the live trail what retention allows (see the
     module docstring). `identity`: who the `trail.archived` events are recorded for.
@@ -83,8 +85,10 @@ def run_archive(
         if row is None or bytes(row[0]).hex() != meta["checkpoint"].get("hash"):
             raise ArchiveError(f"{name}: its last record is not the live trail's #{hi}")
         items.append((Segment(lo, hi, meta["checkpoint"], row[1]), data))
+        if manifest_name(name) not in target.names():  # a run killed between the two
+            _put_manifest(target, name, data, meta, lock_until)
         upto = hi
-    for seg in plan_segments(cur, upto, naive_now - archive_after):
+    for seg in plan_segments(cur, upto, naive_now - archive_after, segment_rows):
         items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
     removable: list[tuple[Segment, bytes]] = []
@@ -171,9 +175,13 @@ def _write(cur, target, seg: Segment, trail_id, prev_hash, frontier, lock_until)
     )
     _, meta = decode_segment(data)
     target.put(seg.name, data, lock_until)
-    body = json.dumps(manifest(seg.name, data, meta), indent=1, sort_keys=True).encode()
-    target.put(manifest_name(seg.name), body, lock_until)
+    _put_manifest(target, seg.name, data, meta, lock_until)
     return data
+
+
+def _put_manifest(target, name: str, data: bytes, meta: dict, lock_until) -> None:
+    body = json.dumps(manifest(name, data, meta), indent=1, sort_keys=True).encode()
+    target.put(manifest_name(name), body, lock_until)
 
 
 def _read_back(
