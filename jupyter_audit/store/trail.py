@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from . import queries
+from .chain import leaves
 from .export import bundle_path, make_bundle, write_records
 from .verify import VerifyResult, verify_connection
 
@@ -45,15 +46,10 @@ def build_bundle(cur, **filters) -> dict:
     where, params = queries.export_filter(**filters)
     records = list(queries.iter_export(cur, where, params))
     cp = latest_checkpoint(cur)
-    leaves: list[bytes] = []
+    covered: list[bytes] = []
     if cp is not None and records:
-        leaves = [
-            bytes(r[0])
-            for r in cur.execute(
-                "SELECT leaf FROM events WHERE seq <= ? ORDER BY seq", [cp["tree_size"]]
-            ).fetchall()
-        ]
-    return make_bundle(records, cp, leaves)
+        covered = leaves(cur, cp["tree_size"])
+    return make_bundle(records, cp, covered)
 
 
 def write_export(bundle: dict, fmt: str, out: Path) -> dict:

@@ -34,6 +34,7 @@ from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
 from .base import TrailStore
 from .batch import held_client_ids, insert, seal
 from .canonical import GENESIS_HASH
+from .chain import leaves
 from .checkpoints import (
     append_checkpoint_line,
     default_checkpoint_path,
@@ -226,8 +227,8 @@ class Writer(TrailStore):
         self.seq = table_seq
         self.last_hash = bytes(row[1]) if row else GENESIS_HASH
         self.frontier = MerkleFrontier()
-        for (leaf,) in self._con.execute("SELECT leaf FROM events ORDER BY seq").fetchall():
-            self.frontier.append(bytes(leaf))
+        for leaf in leaves(self._con, table_seq):
+            self.frontier.append(leaf)
         self.seq = max(self.seq, self.frontier.size)
 
     # ------------------------------------------------------------------ submitting

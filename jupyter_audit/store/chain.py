@@ -1,0 +1,73 @@
+"""The hash chain's rows as every reader sees them, whatever the `events` table stores.
+
+`chain_rows` is the one way to read (seq, record, hash, prev_hash, leaf) out of a trail:
+export, proofs, the archive and tools use it, so the physical layout (which of these are
+stored and which derived, docs/design-notes.md "Storage") can change without them. A
+row's `prev_hash` is the `hash` of the row before (the first row of a range that has no
+row before it in the table takes the one its signed record names); its `leaf` is
+sha256(0x00 + record). It only reads; it must never write to a trail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from hashlib import sha256
+from typing import NamedTuple
+
+from .canonical import GENESIS_HASH
+
+BATCH_ROWS = 65_536
+
+
+class ChainRow(NamedTuple):
+    seq: int
+    record: bytes  # the canonical bytes, exactly as hashed and signed
+    hash: bytes
+    prev_hash: bytes
+    leaf: bytes
+
+
+def record_prev_hash(record: bytes) -> bytes:
+    """The `prev_hash` a record's signed bytes name (what links it to the record before)."""
+    return bytes.fromhex(json.loads(record)["prev_hash"])
+
+
+def _prev_of(cur, seq: int) -> bytes | None:
+    """The hash of record `seq - 1` as the table holds it, or None if it does not."""
+    if seq <= 1:
+        return GENESIS_HASH
+    row = cur.execute("SELECT hash FROM events WHERE seq = ?", [seq - 1]).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator[ChainRow]:
+    """The rows first_seq..last_seq (None: to the end) in sequence order, each with its
+    prev_hash and Merkle leaf. `cur` is a DuckDB connection or cursor the caller owns; the
+    rows are read in batches through a cursor of its own."""
+    hi = last_seq if last_seq is not None else (1 << 62)
+    scan = cur.cursor()
+    try:
+        reader = scan.sql(
+            "SELECT seq, hash, record FROM events WHERE seq BETWEEN $lo AND $hi ORDER BY seq",
+            params={"lo": first_seq, "hi": hi},
+        ).to_arrow_reader(BATCH_ROWS)
+        prev: bytes | None = None
+        for batch in reader:
+            seqs = batch.column(0).to_pylist()
+            hashes = batch.column(1).to_pylist()
+            records = batch.column(2).to_pylist()
+            for seq, h, rec in zip(seqs, hashes, records, strict=True):
+                if prev is None:
+                    prev = _prev_of(cur, seq)
+                    if prev is None:  # the row before is not in this table (archived)
+                        prev = record_prev_hash(rec)
+                yield ChainRow(seq, rec, h, prev, sha256(b"\x00" + rec).digest())
+                prev = h
+    finally:
+        scan.close()
+
+
+def leaves(cur, upto: int) -> list[bytes]:
+    """The Merkle leaves of records 1..upto, in order (what inclusion proofs are built on)."""
+    return [row.leaf for row in chain_rows(cur, 1, upto)]
