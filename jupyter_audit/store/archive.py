@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .canonical import GENESIS_HASH
+from .chain import chain_rows
 from .checkpoints import checkpoint_message, rotation_message
 from .merkle import MerkleFrontier
 from .signing import key_id, load_public, verify_signature
@@ -129,16 +130,14 @@ def plan_segments(
 
 
 def segment_rows(cur, first_seq: int, last_seq: int) -> pa.Table:
-    """The segment's rows, by seq, as they will be archived."""
-    # TODO(i17-storage): read through store/chain.py's chain_rows once it is on main
-    return (
-        cur.sql(
-            "SELECT seq, hash, record FROM events WHERE seq BETWEEN $lo AND $hi ORDER BY seq",
-            params={"lo": first_seq, "hi": last_seq},
-        )
-        .to_arrow_table()
-        .cast(SCHEMA)
-    )
+    """The segment's rows, by seq, as they will be archived (read through `chain_rows`, so
+    the live table's layout can change under the archive)."""
+    seqs, hashes, records = [], [], []
+    for row in chain_rows(cur, first_seq, last_seq):
+        seqs.append(row.seq)
+        hashes.append(row.hash)
+        records.append(row.record)
+    return pa.table([seqs, hashes, records], schema=SCHEMA)
 
 
 def identities_of(cur, table: pa.Table) -> dict[str, str]:
