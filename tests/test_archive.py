@@ -189,7 +189,8 @@ def test_an_edited_segment_is_named(archived, capsys):
     table = pq.read_table(seg)
     records = table.column("record").to_pylist()
     records[5] = records[5].replace(b"SELECT * FROM loans", b"SELECT * FROM leans")
-    edited = table.set_column(2, "record", pa.array(records, pa.binary()))
+    col = table.column_names.index("record")
+    edited = table.set_column(col, "record", pa.array(records, pa.binary()))
     pq.write_table(edited, seg, compression="zstd")
     for extra in ([], ["--db", str(archived / "trail.duckdb")]):
         code, r = verify_json(capsys, "--archive", str(archived / "archive"), *extra)
@@ -197,7 +198,7 @@ def test_an_edited_segment_is_named(archived, capsys):
         assert seg.name in r["detail"] and r["problem"] == "an archived segment was edited"
         first = int(seg.name.split("-")[1])
         assert f"#{first}.." in r["detail"]
-        assert any(f"record #{first + 5}" in p["detail"] for p in r["problems"]), r["problems"]
+        assert any(f"record #{first + 5} or" in p["detail"] for p in r["problems"]), r["problems"]
 
 
 def test_a_deleted_segment_is_named(archived, capsys):

@@ -1,8 +1,11 @@
 """Archive segments: a sealed seq range of the trail as one Parquet file (zstd), and its check.
 
 A segment is the records `first_seq..last_seq` of the log, ending at a signed checkpoint.
-Its Parquet file holds `seq`, `hash` and the canonical `record` of each row (every other
-column of the live table is read from the record when the archive is read back), and, in the
+Its Parquet file holds `seq` and the canonical `record` of each row: a row's hash is derived
+(sha256 of the hash before and the record, which names that hash itself, so an edited record
+shows at the next one's link), and so is every other column of the live table, read from the
+record when the archive is read back (measured: a stored hash would cost 12 % of the
+archive, docs/design-notes.md). In the
 file's key-value metadata, what a verifier needs without the live trail: the hash before the
 segment (chain continuity with the previous segment), the Merkle frontier before it, the
 covering signed checkpoint (its Merkle root, key id and public key) and the identity
@@ -35,7 +38,8 @@ META_KEY = b"jupyter_audit"
 ZSTD_LEVEL = 9  # written once, read rarely: level 9 is ~15 % smaller than 3 on records here
 ROW_GROUP = 65_536
 SEGMENT_ROWS = 1_000_000  # a segment ends at the first checkpoint from this many records on
-SCHEMA = pa.schema([("seq", pa.int64()), ("hash", pa.binary()), ("record", pa.binary())])
+SCHEMA = pa.schema([("seq", pa.int64()), ("record", pa.binary())])
+_PREV_KEY = b'"prev_hash":"'  # a record's own prev_hash: its last occurrence (JCS key order)
 _LEAF_PREFIX = sha256(b"\x00")
 
 
@@ -129,15 +133,16 @@ def plan_segments(
     return segments
 
 
-def segment_rows(cur, first_seq: int, last_seq: int) -> pa.Table:
-    """The segment's rows, by seq, as they will be archived (read through `chain_rows`, so
-    the live table's layout can change under the archive)."""
-    seqs, hashes, records = [], [], []
+def segment_rows(cur, first_seq: int, last_seq: int) -> tuple[pa.Table, bytes]:
+    """The segment's rows, by seq, as they will be archived, and the hash of its last row
+    (read through `chain_rows`, so the live table's layout can change under the archive)."""
+    seqs, records = [], []
+    last = GENESIS_HASH
     for row in chain_rows(cur, first_seq, last_seq):
         seqs.append(row.seq)
-        hashes.append(row.hash)
         records.append(row.record)
-    return pa.table([seqs, hashes, records], schema=SCHEMA)
+        last = row.hash
+    return pa.table([seqs, records], schema=SCHEMA), last
 
 
 def identities_of(cur, table: pa.Table) -> dict[str, str]:
@@ -164,6 +169,7 @@ def encode_segment(
     *,
     trail_id: str,
     prev_hash: bytes,
+    last_hash: bytes,
     frontier: MerkleFrontier,
     checkpoint: dict,
     identities: dict[str, str],
@@ -177,7 +183,7 @@ def encode_segment(
         "last_seq": seqs[-1].as_py(),
         "rows": table.num_rows,
         "prev_hash": prev_hash.hex(),
-        "last_hash": table.column("hash")[-1].as_py().hex(),
+        "last_hash": last_hash.hex(),
         "frontier_before": {"size": frontier.size, "hashes": frontier.to_hex()},
         "checkpoint": {k: v for k, v in checkpoint.items() if not k.startswith("_")},
         "identities": identities,
@@ -225,8 +231,8 @@ def decode_segment(data: bytes) -> tuple[pa.Table, dict]:
         raise SegmentError(f"not a readable Parquet segment: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != SEGMENT_FORMAT:
         raise SegmentError("no jupyter-audit segment metadata in the file")
-    if not {"seq", "hash", "record"} <= set(table.column_names):
-        raise SegmentError("the seq, hash and record columns are not all there")
+    if not {"seq", "record"} <= set(table.column_names):
+        raise SegmentError("the seq and record columns are not both there")
     return table, meta
 
 
@@ -241,8 +247,8 @@ class SegmentCheck:
 
 
 def check_segment(table: pa.Table, meta: dict, trusted: set[bytes]) -> SegmentCheck:
-    """Check a segment on its own: contiguous rows first..last, each record hashing to its
-    hash and linking to the one before (from `prev_hash`), its last hash and the Merkle root
+    """Check a segment on its own: contiguous rows first..last, each record naming the hash
+    of the one before (from `prev_hash`), its last hash and the Merkle root
     from `frontier_before` plus its leaves equal to the covering checkpoint's, whose
     signature must verify by a key in `trusted` (key.rotated records inside extend it)."""
     out = SegmentCheck()
@@ -260,22 +266,26 @@ def check_segment(table: pa.Table, meta: dict, trusted: set[bytes]) -> SegmentCh
     if first == 1 and prev != GENESIS_HASH:
         out.problems.append((1, "the first segment does not start at the genesis hash"))
     seqs = table.column("seq").to_pylist()
-    hashes = table.column("hash").to_pylist()
     records = table.column("record").to_pylist()
     expected = first
     bad = False
-    for seq, h, rec in zip(seqs, hashes, records, strict=True):
+    for seq, rec in zip(seqs, records, strict=True):
         if seq != expected:
             what = "missing" if seq > expected else "out of order or repeated"
             out.problems.append((expected, f"record #{expected} {what} in the file"))
             bad = True
             break
-        digest = sha256(prev)
-        digest.update(rec)
-        if digest.digest() != h:
-            out.problems.append((seq, f"record #{seq}: content does not match its hash"))
+        at = rec.rfind(_PREV_KEY) + len(_PREV_KEY)
+        if at < len(_PREV_KEY) or rec[at : at + 64] != prev.hex().encode():
+            # record seq names another hash before it: it, or the one before, was edited
+            edited = seq - 1 if seq > first else seq
+            which = f"#{seq - 1} or #{seq}" if seq > first else f"#{seq}"
+            out.problems.append((edited, f"record {which}: the chain breaks here (edited)"))
             bad = True
             break
+        digest = sha256(prev)
+        digest.update(rec)
+        h = digest.digest()
         leaf = _LEAF_PREFIX.copy()
         leaf.update(rec)
         frontier.append(leaf.digest())

@@ -295,16 +295,18 @@ def _insert_segment(con, seg: ArchiveSegment, columns: list[str]) -> None:
     columns, read from the records (prev_hash and leaf recomputed)."""
     assert seg.table is not None
     records = seg.table.column("record").to_pylist()
-    hashes = seg.table.column("hash").to_pylist()
-    prev = [bytes.fromhex(seg.meta["prev_hash"])] + hashes[:-1]
-    leaves = []
+    prev, hashes, leaves = [], [], []
+    h = bytes.fromhex(seg.meta["prev_hash"])
     for rec in records:
+        prev.append(h)
+        h = sha256(h + rec).digest()
+        hashes.append(h)
         d = _LEAF_PREFIX.copy()
         d.update(rec)
         leaves.append(d.digest())
-    rows = seg.table.append_column("prev_hash", pa.array(prev, pa.binary())).append_column(
-        "leaf", pa.array(leaves, pa.binary())
-    )
+    rows = seg.table.select(["seq", "record"])
+    for name, values in (("hash", hashes), ("prev_hash", prev), ("leaf", leaves)):
+        rows = rows.append_column(name, pa.array(values, pa.binary()))
     con.register("_segment", rows)
     try:
         select = []

@@ -164,11 +164,12 @@ def _chain_before(target: ArchiveTarget, first: int) -> tuple[bytes, MerkleFront
 
 def _write(cur, target, seg: Segment, trail_id, prev_hash, frontier, lock_until) -> bytes:
     """Write the segment's Parquet file and manifest to the archive; returns the bytes."""
-    table = segment_rows(cur, seg.first_seq, seg.last_seq)
+    table, last_hash = segment_rows(cur, seg.first_seq, seg.last_seq)
     data = encode_segment(
         table,
         trail_id=trail_id,
         prev_hash=prev_hash,
+        last_hash=last_hash,
         frontier=frontier.copy(),
         checkpoint=seg.checkpoint,
         identities=identities_of(cur, table),
