@@ -146,11 +146,43 @@ def test_archive_verify_remove_and_read_across(trail, capsys, tmp_path):
     # the export bundle proves archived records against the signed checkpoint
     code, out, err = cli(capsys, "verify", "--bundle", str(tmp_path / "all.jsonl"))
     assert code == 0, out + err
+    # the live trail alone still proves its records (the archived part's Merkle subtrees are
+    # in its trail.archived events)
+    live_out = tmp_path / "live.jsonl"
+    code, _, err = cli(capsys, "export", "--db", db, "-o", str(live_out))
+    assert code == 0, err
+    assert json.loads(live_out.read_text().splitlines()[0])["seq"] == after[0]
+    code, out, err = cli(capsys, "verify", "--bundle", str(live_out))
+    assert code == 0, out + err
     # a second run finds nothing new to remove and leaves the trail verifiable
     code, out, err = archive(trail, capsys)
     assert code == 0, err
     code, r = verify_json(capsys, "--archive", str(trail / "archive"), "--db", db)
     assert code == 0 and r["ok"], r
+
+
+@pytest.mark.parametrize("archived", [1, 5, 6, 8, 13, 64, 100])
+def test_proofs_after_an_archived_prefix_equal_the_full_trees(archived):
+    from hashlib import sha256
+
+    from jupyter_audit.store.merkle import MerkleFrontier, inclusion_proofs
+
+    leaves = [sha256(bytes([i])).digest() for i in range(130)]
+    frontier = MerkleFrontier()
+    for leaf in leaves[:archived]:
+        frontier.append(leaf)
+
+    class After:
+        def __len__(self):
+            return len(leaves)
+
+        def __getitem__(self, i):
+            if i < archived:
+                raise IndexError(i)
+            return leaves[i]
+
+    wanted = list(range(archived, len(leaves)))
+    assert inclusion_proofs(After(), wanted, frontier.blocks()) == inclusion_proofs(leaves, wanted)
 
 
 def test_retention_keeps_archived_segments_in_the_live_trail_until_due(trail, capsys):

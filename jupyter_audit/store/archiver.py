@@ -91,15 +91,15 @@ def run_archive(
     for seg in plan_segments(cur, upto, naive_now - archive_after, segment_rows):
         items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
-    removable: list[tuple[Segment, bytes]] = []
+    removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
     for seg, data in items:
         if data is None:
             data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
         prev_hash, frontier = _read_back(target, seg, data, prev_hash)
         archived.append(seg.name)
         if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
-            removable.append((seg, data))
-    for seg, data in removable:
+            removable.append((seg, data, frontier))
+    for seg, data, after in removable:
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
             continue  # recorded by a run killed before its compaction
         store.append(
@@ -115,16 +115,18 @@ def run_archive(
                     "sha256": _sha256(data),
                     "bytes": len(data),
                     "archive": target.url,
+                    # the Merkle subtrees of records 1..last_seq: proofs of later records
+                    "frontier": after.to_hex(),
                 },
             }
         )
-    keep_after = max([done_upto] + [s.last_seq for s, _ in removable])
+    keep_after = max([done_upto] + [s.last_seq for s, _d, _f in removable])
     if keep_after >= first:
         store.compact(keep_after)
         log.info("audit trail: records #%d..#%d left the live trail (archived)", first, keep_after)
     return {
         "archived": archived,
-        "removed": [s.name for s, _ in removable],
+        "removed": [s.name for s, _d, _f in removable],
         "kept_from": max(first, keep_after + 1),
     }
 
