@@ -338,7 +338,13 @@ def test_s3_archive_with_object_lock(trail, capsys, s3, aws_env, tmp_path):
     assert code == 0, err
     seqs = [json.loads(line)["seq"] for line in out_file.read_text().splitlines()]
     assert seqs == list(range(1, seqs[-1] + 1))
-    # an edited object (a new version over the locked one) is named
+    # the archiver never replaces an object: a second write of other bytes is refused
+    from jupyter_audit.store.archive_target import ArchiveError, S3Target
+
+    target = S3Target("s3://audit-archive/team-a", s3)
+    with pytest.raises(ArchiveError, match="never replaced"):
+        target.put(parquet[0].split("/")[1], b"other bytes")
+    # an edited object (a new version over the locked one, by someone else) is named
     data = client.get_object(Bucket="audit-archive", Key=parquet[0])["Body"].read()
     client.put_object(Bucket="audit-archive", Key=parquet[0], Body=data + b"\0")
     code, r = verify_json(capsys, *url, "--db", db)

@@ -136,12 +136,22 @@ class S3Target(ArchiveTarget):
         if retain_until is not None and self.object_lock():
             extra = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain_until}
         digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        key = self._key(name)
         try:
+            # written once: a key that exists is never replaced (S3 conditional writes)
             self.client.put_object(
-                Bucket=self.bucket, Key=self._key(name), Body=data, ContentMD5=digest, **extra
+                Bucket=self.bucket, Key=key, Body=data, ContentMD5=digest, IfNoneMatch="*", **extra
             )
-        except Exception as e:  # noqa: BLE001 - botocore's errors: one line, with the key
-            raise ArchiveError(f"cannot write s3://{self.bucket}/{self._key(name)}: {e}") from None
+        except self.client.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "PreconditionFailed":
+                raise ArchiveError(f"cannot write s3://{self.bucket}/{key}: {e}") from None
+            if self.get(name) != data:
+                raise ArchiveError(
+                    f"s3://{self.bucket}/{key} exists with other content; an archive object "
+                    "is never replaced"
+                ) from None
+        except Exception as e:  # noqa: BLE001 - botocore's other errors: one line, with the key
+            raise ArchiveError(f"cannot write s3://{self.bucket}/{key}: {e}") from None
 
     def get(self, name: str) -> bytes:
         try:
