@@ -14,6 +14,7 @@ import urllib.parse
 from datetime import datetime
 from pathlib import Path
 
+from .durable import write_durably
 from .errors import TrailError
 
 
@@ -63,19 +64,7 @@ class LocalTarget(ArchiveTarget):
             raise ArchiveError(
                 f"{dest} exists with other content; an archive file is never replaced"
             )
-        tmp = dest.with_name(f".{name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dest)
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_durably(dest, data)
         if retain_until is not None:
             dest.chmod(0o444)  # a reminder, not a lock: a local directory has none
 

@@ -11,9 +11,9 @@ is appended while the file changes under it. No other code path removes a log ro
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .durable import replace_durably
 from .errors import TrailError
 from .schema import DDL, open_readable
 from .verify import verify_connection
@@ -96,14 +96,4 @@ def check_fresh(fresh: Path, checkpoint_files, last_seq: int, last_hash: str) ->
 
 def replace(fresh: Path, db_path: Path) -> None:
     """Put the fresh file in the trail's place, atomically and durably."""
-    fd = os.open(fresh, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(fresh, db_path)
-    dir_fd = os.open(db_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_durably(fresh, db_path)
