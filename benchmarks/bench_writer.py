@@ -109,18 +109,18 @@ def main(n: int = 200_000, cold: bool = True) -> None:
         con = duckdb.connect(str(d / "trail.duckdb"), read_only=True)
         rows = con.execute(
             "SELECT seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, "
-            "event_id, prev_hash, hash, leaf, record FROM events ORDER BY seq LIMIT 20000"
+            "event_id, hash, leaf, record FROM events ORDER BY seq LIMIT 20000"
         ).fetchall()
         con.close()
         naive = duckdb.connect(str(d / "naive.duckdb"))
         naive.execute(
             "CREATE TABLE events AS SELECT * FROM (VALUES (1::BIGINT, ''::VARCHAR, now()::TIMESTAMP, "
             "''::VARCHAR, ''::VARCHAR, ''::VARCHAR, ''::VARCHAR, ''::VARCHAR, ''::VARCHAR, ''::BLOB, "
-            "''::BLOB, ''::BLOB, ''::BLOB)) WHERE false"
+            "''::BLOB, ''::BLOB)) WHERE false"
         )
         t0, c0 = time.perf_counter(), time.process_time()
         for row in rows:
-            naive.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            naive.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
         nwall, ncpu = time.perf_counter() - t0, time.process_time() - c0
         naive_rate = len(rows) / nwall
         naive.close()

@@ -138,7 +138,7 @@ def test_a_format_2_trail_verifies_before_and_after_its_migration(db, make_write
     assert w.integrity.ok, w.integrity
     w.append(cell_events()[1] | {"msg_id": "m2"})
     w.close()
-    assert format_version(db) == "3"
+    assert format_version(db) == "4"  # through 3 (participants) to 4 (compact)
     assert participants(db) == [("trace-1", "alice")]
     code, after = verify_json(db, capsys, "--pubkey", pub)
     assert code == 0, after

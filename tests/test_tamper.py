@@ -10,6 +10,7 @@ from helpers.servers import run_cli
 from helpers.trail import BOB, sql_event
 
 from jupyter_audit.cli import main as cli_main
+from jupyter_audit.store.chain import chain_rows
 
 N = 300
 
@@ -114,7 +115,7 @@ def test_deleted_row(trail, capsys):
 
 def test_swapped_rows(trail, capsys):
     cols = "kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
-    cols += "prev_hash, hash, leaf, record"
+    cols += "hash, leaf, record"
     sql(
         trail,
         f"CREATE TEMP TABLE a AS SELECT {cols} FROM events WHERE seq = 120",
@@ -222,7 +223,7 @@ def test_rewritten_chain_caught_by_signed_checkpoint(trail, capsys):
     from hashlib import sha256
 
     con = duckdb.connect(str(trail / "trail.duckdb"))
-    rows = con.execute("SELECT seq, prev_hash, record FROM events ORDER BY seq").fetchall()
+    rows = [(r.seq, r.prev_hash, r.record) for r in chain_rows(con)]
     prev = None
     for seq, old_prev, rec in rows:
         if seq == 40:
@@ -233,8 +234,8 @@ def test_rewritten_chain_caught_by_signed_checkpoint(trail, capsys):
             h = sha256(p + rec).digest()
             leaf = sha256(b"\x00" + rec).digest()
             con.execute(
-                "UPDATE events SET record = ?, prev_hash = ?, hash = ?, leaf = ? WHERE seq = ?",
-                [rec, p, h, leaf, seq],
+                "UPDATE events SET record = ?, hash = ?, leaf = ? WHERE seq = ?",
+                [rec, h, leaf, seq],
             )
             prev = h
     con.close()
@@ -357,8 +358,8 @@ COLUMN_EDITS = {
     "events.notebook (to NULL)": ["UPDATE events SET notebook = NULL WHERE seq = 90"],
     "events.msg_id": ["UPDATE events SET msg_id = 'msg-0' WHERE seq = 90"],
     "events.event_id": ["UPDATE events SET event_id = 'forged' WHERE seq = 90"],
-    "events.prev_hash": [
-        "UPDATE events SET prev_hash = (SELECT prev_hash FROM events WHERE seq = 50) WHERE seq = 90"
+    "events.hash": [
+        "UPDATE events SET hash = (SELECT hash FROM events WHERE seq = 50) WHERE seq = 90"
     ],
     "events.leaf": [
         "UPDATE events SET leaf = (SELECT leaf FROM events WHERE seq = 50) WHERE seq = 90"

@@ -14,6 +14,7 @@ from helpers.servers import REPO
 from helpers.trail import ALICE, BOB, sql_event
 
 from jupyter_audit.events import EventValidationError
+from jupyter_audit.store.chain import chain_rows
 from jupyter_audit.store.queries import list_traces, rebuild_derived
 from jupyter_audit.store.verify import verify_path
 
@@ -629,10 +630,7 @@ def test_stored_records_are_the_spliced_canonical_bytes(make_writer, trail_dir):
     results = w.submit_batch(prepared).result(timeout=60)
     w.close()
     con = duckdb.connect(str(trail_dir / "trail.duckdb"), read_only=True)
-    rows = {
-        seq: (bytes(rec), bytes(prev))
-        for seq, rec, prev in con.execute("SELECT seq, record, prev_hash FROM events").fetchall()
-    }
+    rows = {r.seq: (r.record, r.prev_hash) for r in chain_rows(con)}
     con.close()
     for p, r in zip(prepared, results, strict=True):
         raw, prev = rows[r.seq]

@@ -74,7 +74,7 @@ def seal(
     time_b = iso_time(time_us).encode()
     version_b = b"%d" % RECORD_VERSION
     new_ids: dict[str, NewIdentity] = {}
-    c_prev, c_hash, c_leaf, c_rec = [], [], [], []
+    c_hash, c_leaf, c_rec = [], [], []
     add_leaf, join = frontier.append, b"".join
     for p in ps:
         seq += 1
@@ -88,7 +88,6 @@ def seal(
         h = sha256(prev + canon).digest()
         leaf = sha256(b"\x00" + canon).digest()
         add_leaf(leaf)
-        c_prev.append(prev)
         c_hash.append(h)
         c_leaf.append(leaf)
         c_rec.append(canon)
@@ -123,7 +122,6 @@ def seal(
             "msg_id": pa.array([p.msg_id for p in ps], pa.string()),
             "identity_id": pa.array([p.identity_id for p in ps], pa.string()),
             "event_id": pa.array([p.event_id for p in ps], pa.string()),
-            "prev_hash": pa.array(c_prev, pa.binary()),
             "hash": pa.array(c_hash, pa.binary()),
             "leaf": pa.array(c_leaf, pa.binary()),
             "record": pa.array(c_rec, pa.binary()),

@@ -4,15 +4,16 @@
 export, proofs, the archive and tools use it, so the physical layout (which of these are
 stored and which derived, docs/design-notes.md "Storage") can change without them. A
 row's `prev_hash` is the `hash` of the row before (the first row of a range that has no
-row before it in the table takes the one its signed record names); its `leaf` is
-sha256(0x00 + record). It only reads; it must never write to a trail.
+row before it in the table takes the one its signed record names): no format since 4
+stores it. Its `leaf`, sha256(0x00 + record), is stored (inclusion proofs need every leaf up
+to a checkpoint; `verify` checks each against its record). It only reads; it must never
+write to a trail.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from hashlib import sha256
 from typing import NamedTuple
 
 from .canonical import GENESIS_HASH
@@ -33,12 +34,46 @@ def record_prev_hash(record: bytes) -> bytes:
     return bytes.fromhex(json.loads(record)["prev_hash"])
 
 
-def _prev_of(cur, seq: int) -> bytes | None:
-    """The hash of record `seq - 1` as the table holds it, or None if it does not."""
-    if seq <= 1:
+def stores_prev_hash(cur) -> bool:
+    """Whether this trail's `events` table has a prev_hash column (formats up to 3)."""
+    return bool(
+        cur.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = 'main' AND table_name = 'events' AND column_name = 'prev_hash'"
+        ).fetchone()[0]
+    )
+
+
+def prev_column_mismatch(cur) -> int | None:
+    """The first record whose stored prev_hash column (formats up to 3) is not the hash of
+    the record before it; None if all are, or the trail stores no such column."""
+    if not stores_prev_hash(cur):
+        return None
+    return cur.execute(_PREV_CHECK, [GENESIS_HASH]).fetchone()[0]
+
+
+_PREV_CHECK = """
+SELECT min(seq) FROM (SELECT seq, prev_hash, lag(hash) OVER (ORDER BY seq) AS before FROM events)
+WHERE prev_hash IS DISTINCT FROM coalesce(before, ?)
+"""
+
+
+def _stored_hash(cur, seq: int) -> bytes | None:
+    """The hash of record `seq` as the table holds it (the genesis hash before #1)."""
+    if seq < 1:
         return GENESIS_HASH
-    row = cur.execute("SELECT hash FROM events WHERE seq = ?", [seq - 1]).fetchone()
+    row = cur.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone()
     return None if row is None else bytes(row[0])
+
+
+def prev_hash_of(cur, seq: int) -> bytes | None:
+    """Record `seq`'s prev_hash: the stored hash of the record before, or, where the table
+    does not hold that one (archived), the one record `seq` names; None if neither is held."""
+    prev = _stored_hash(cur, seq - 1)
+    if prev is not None:
+        return prev
+    row = cur.execute("SELECT record FROM events WHERE seq = ?", [seq]).fetchone()
+    return None if row is None else record_prev_hash(bytes(row[0]))
 
 
 def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator[ChainRow]:
@@ -49,7 +84,7 @@ def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator
     scan = cur.cursor()
     try:
         reader = scan.sql(
-            "SELECT seq, hash, record FROM events WHERE seq BETWEEN $lo AND $hi ORDER BY seq",
+            "SELECT seq, hash, record, leaf FROM events WHERE seq BETWEEN $lo AND $hi ORDER BY seq",
             params={"lo": first_seq, "hi": hi},
         ).to_arrow_reader(BATCH_ROWS)
         prev: bytes | None = None
@@ -57,12 +92,13 @@ def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator
             seqs = batch.column(0).to_pylist()
             hashes = batch.column(1).to_pylist()
             records = batch.column(2).to_pylist()
-            for seq, h, rec in zip(seqs, hashes, records, strict=True):
+            stored_leaves = batch.column(3).to_pylist()
+            for seq, h, rec, leaf in zip(seqs, hashes, records, stored_leaves, strict=True):
                 if prev is None:
-                    prev = _prev_of(cur, seq)
+                    prev = _stored_hash(cur, seq - 1)
                     if prev is None:  # the row before is not in this table (archived)
                         prev = record_prev_hash(rec)
-                yield ChainRow(seq, rec, h, prev, sha256(b"\x00" + rec).digest())
+                yield ChainRow(seq, rec, h, prev, leaf)
                 prev = h
     finally:
         scan.close()

@@ -59,21 +59,24 @@ def write_fresh(con, db_path: Path, keep_after: int) -> Path:
             ).fetchall()
         }
         con.execute("BEGIN")
-        for table in tables:
-            if table not in made:
-                con.execute(f'CREATE TABLE fresh."{table}" AS SELECT * FROM "{here}"."{table}"')
-            elif table == "events":
-                con.execute(
-                    f'INSERT INTO fresh.events BY NAME SELECT * FROM "{here}".events '
-                    "WHERE seq > ? ORDER BY seq",
-                    [keep_after],
-                )
-            else:
-                con.execute(f'INSERT INTO fresh."{table}" BY NAME SELECT * FROM "{here}"."{table}"')
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        try:
+            for table in tables:
+                source = f'"{here}"."{table}"'
+                if table not in made:
+                    con.execute(f'CREATE TABLE fresh."{table}" AS SELECT * FROM {source}')
+                elif table == "events":
+                    con.execute(
+                        f"INSERT INTO fresh.events BY NAME SELECT * FROM {source} "
+                        "WHERE seq > ? ORDER BY seq",
+                        [keep_after],
+                    )
+                else:
+                    con.execute(f'INSERT INTO fresh."{table}" BY NAME SELECT * FROM {source}')
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("CHECKPOINT fresh")  # all in the file: a WAL beside it would not move
     finally:
         con.execute("DETACH fresh")
     return fresh
@@ -95,5 +98,10 @@ def check_fresh(fresh: Path, checkpoint_files, last_seq: int, last_hash: str) ->
 
 
 def replace(fresh: Path, db_path: Path) -> None:
-    """Put the fresh file in the trail's place, atomically and durably."""
+    """Put the fresh file in the trail's place, atomically and durably. Neither file may
+    have a WAL beside it: the fresh one's would not move with it, the trail's would be
+    replayed onto the fresh file (raises TrailError, nothing replaced)."""
+    for wal in (fresh, db_path):
+        if wal.with_name(wal.name + ".wal").exists():
+            raise TrailError(f"{wal}: its WAL was not folded in; the trail is left as it was")
     replace_durably(fresh, db_path)

@@ -19,6 +19,7 @@ from typing import Literal
 import pyarrow as pa
 
 from .canonical import GENESIS_HASH
+from .chain import prev_column_mismatch, prev_hash_of, record_prev_hash
 from .checkpoints import (
     checkpoint_message,
     default_checkpoint_path,
@@ -119,8 +120,9 @@ def _trusted_keys(con, trail_id: str, pinned, result: VerifyResult, cps: list[di
 # order: those before the payload (event_id .. op_index) hold no object, so the first
 # occurrence of each key is the record's own; those after it (seq .. withheld) are matched as
 # one suffix anchored at the record's end (`_SUFFIX`), as a payload may hold keys of the same
-# names. prev_hash is compared with the hash of the record before (`_PREV_CHECK`); the Merkle
-# leaf is checked by the chain scan, which hashes every record anyway.
+# names. A format-3 trail's prev_hash column is compared with the hash of the record before
+# (`chain.prev_column_mismatch`; format 4 stores none); the Merkle leaf is checked by the
+# chain scan, which hashes every record anyway.
 _STRING = r'"(?:[^"\\]|\\.)*"'
 _STRINGS = r"\[(?:" + _STRING + r"(?:," + _STRING + r")*)?\]"
 _SUFFIX = (
@@ -157,17 +159,11 @@ _COLUMNS_OK = f"SELECT count(*) FROM ({_COLUMNS}) WHERE {_COLUMNS_MATCH}"
 _COLUMNS_FIRST_BAD = (
     f"SELECT min(seq) FROM ({_COLUMNS}) WHERE NOT coalesce({_COLUMNS_MATCH}, false)"
 )
-_PREV_CHECK = """
-SELECT min(seq) FROM (SELECT seq, prev_hash, lag(hash) OVER (ORDER BY seq) AS before FROM events)
-WHERE prev_hash IS DISTINCT FROM coalesce(before, ?)
-"""
 _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id"
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(
-    cursor, out: list, format_version: int, start_prev: bytes = GENESIS_HASH, derived=True
-) -> None:
+def _column_check(cursor, out: list, format_version: int, derived: bool = True) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
     the derived tables with the log (by the rules of the trail's `format_version`). A check
@@ -177,7 +173,7 @@ def _column_check(
         total = cursor.execute("SELECT count(*) FROM events").fetchone()[0]
         if cursor.execute(_COLUMNS_OK, [_SUFFIX]).fetchone()[0] != total:
             bad = cursor.execute(_COLUMNS_FIRST_BAD, [_SUFFIX]).fetchone()[0]
-        prev = cursor.execute(_PREV_CHECK, [start_prev]).fetchone()[0]
+        prev = prev_column_mismatch(cursor)
         out.append(min((x for x in (bad, prev) if x is not None), default=None))
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
@@ -291,7 +287,7 @@ def verify_connection(
     start, start_prev = archived_start(con, result)
     col_thread = threading.Thread(
         target=_column_check,
-        args=(con.cursor(), col_out, version, start_prev or GENESIS_HASH, start == 1),
+        args=(con.cursor(), col_out, version, start == 1),
     )
     col_thread.start()
 
@@ -432,8 +428,12 @@ def _diagnose(con, result: VerifyResult, seq, expected, prev, h, rec) -> None:
     except (ValueError, AttributeError):
         result.add("record_changed", seq, f"record #{seq} is not valid JSON any more")
         return
-    stored_prev = con.execute("SELECT prev_hash FROM events WHERE seq = ?", [seq]).fetchone()[0]
-    self_consistent = sha256(bytes(stored_prev) + rec).digest() == h
+    try:
+        named_prev = record_prev_hash(rec)  # what the record says it follows
+    except (ValueError, KeyError, TypeError):
+        result.add("record_changed", seq, f"record #{seq}: content does not match its hash")
+        return
+    self_consistent = sha256(named_prev + rec).digest() == h
     if isinstance(inner_seq, int) and inner_seq != seq:
         result.add("records_reordered", seq, f"position #{seq} holds the record of #{inner_seq}")
     elif not self_consistent:
@@ -458,15 +458,15 @@ def _chain_range(con, lo: int, hi: int, want, deep: bool, start_prev: bytes | No
 
 def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
     """Check records lo..hi: contiguous, each hashing to its stored hash and its stored
-    Merkle leaf, each linking to the one before. `start_prev` None: take record lo's stored
-    prev_hash (a later segment, whose link to the segment before is checked by the caller).
+    Merkle leaf, each linking to the one before. `start_prev` None: take the stored hash of
+    record lo - 1 (`chain.prev_hash_of`; a later segment, whose link to the segment before
+    is checked by the caller).
     Returns the good prefix's leaves (with `deep`, for the Merkle roots), hashes at the
     wanted sequence numbers and the first bad record, if any."""
     want_set = set(want)
     first_prev = None
     if start_prev is None:
-        row = con.execute("SELECT prev_hash FROM events WHERE seq = ?", [lo]).fetchone()
-        start_prev = first_prev = bytes(row[0]) if row else b""
+        start_prev = first_prev = prev_hash_of(con, lo) or b""
     prev = start_prev
     expected = lo
     leaves: list[bytes] = []

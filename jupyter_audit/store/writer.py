@@ -43,9 +43,10 @@ from .checkpoints import (
 )
 from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
+from .migrate import open_writable
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import connect, initialise, read_meta
+from .schema import connect, read_meta
 from .signing import SigningKey, public_b64
 from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 
@@ -135,8 +136,7 @@ class Writer(TrailStore):
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
         compact.discard_fresh(self.db_path)  # a compaction killed half-way: the trail is whole
-        self._con = connect(self.db_path)
-        meta = initialise(self._con)
+        self._con, meta = open_writable(self.db_path)
         self.trail_id = meta["trail_id"]
         self._restore_state(meta)
         for (iid,) in self._con.execute("SELECT identity_id FROM identities").fetchall():

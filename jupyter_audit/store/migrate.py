@@ -1,0 +1,137 @@
+"""Opening a trail for writing, brought forward to today's format: in place where a
+migration only adds things (`schema.initialise`), by copy and swap where it rewrites the
+`events` table (`schema.REWRITES`; 3 -> 4, the compact layout).
+
+The copy is a fresh file beside the trail (`<trail>.migrating`), filled by DuckDB from the
+old one table by table (streamed: a big trail does not have to fit in memory twice), then
+checkpointed, flushed to disk and renamed over the trail. A crash before the rename leaves
+the old trail as it was (the half-written copy is removed at the next attempt); after it,
+the new one whole. Records, hashes and leaves are copied byte for byte and in the order
+they were stored, so a trail that verified before verifies after, against the same signed
+checkpoints, and whatever was wrong with it is found again (the Writer verifies the trail
+it opens). The one thing the copy drops is format 3's prev_hash column: if it was edited,
+the old file is kept beside the new one (`<trail>.format3`) as the evidence. It must never
+change a record or drop a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import duckdb
+
+from .chain import prev_column_mismatch
+from .errors import TrailError
+from .schema import DDL, FORMAT_VERSION, REWRITES, connect, initialise
+
+log = logging.getLogger(__name__)
+
+# what the rewrite copies into the new `events` table: every column of today's layout, each
+# present in every older one
+_EVENT_COLUMNS = (
+    "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
+    "hash, leaf, record"
+)
+_OTHER_TABLES = ("meta", "identities", "client_events", "traces", "trace_users", "service_tokens")
+
+
+def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+    """Open (creating if needed) the trail at `path` read-write in today's format; the
+    connection and the trail's meta."""
+    path = Path(path)
+    con = connect(path)
+    try:
+        meta = initialise(con)
+        version = int(meta["format_version"])
+        if version < FORMAT_VERSION and version in REWRITES:
+            con = _rewrite(con, path, version)
+            meta = initialise(con)  # the in-place steps after the rewrite, if any
+    except BaseException:
+        con.close()
+        raise
+    return con, meta
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
+    """Copy the trail behind `con` (format `version`) into a fresh file of today's layout
+    and swap it in; `con` is closed, a connection to the new file returned."""
+    tmp = path.with_name(path.name + ".migrating")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)  # a copy an earlier attempt did not finish
+    log.warning("audit trail %s: format %d -> %d (compact layout)", path, version, FORMAT_VERSION)
+    con.execute("CHECKPOINT")  # the old trail whole in its file, nothing left in its WAL
+    old = con.execute("SELECT current_database()").fetchone()[0]
+    rows = con.execute("SELECT count(*), max(seq) FROM events").fetchone()
+    edited: int | str | None
+    try:
+        edited = prev_column_mismatch(con)
+    except duckdb.Error as e:  # e.g. a column of another type: evidence too
+        edited = f"unreadable ({type(e).__name__})"
+    con.execute(f"ATTACH {_quote(tmp)} AS migrating")
+    try:
+        con.execute("USE migrating")
+        for stmt in DDL:
+            con.execute(stmt)
+        con.execute(
+            f"INSERT INTO migrating.events ({_EVENT_COLUMNS}) "
+            f'SELECT {_EVENT_COLUMNS} FROM "{old}".events'
+        )
+        for table in _OTHER_TABLES:
+            con.execute(f'INSERT INTO migrating.{table} SELECT * FROM "{old}".{table}')
+        con.execute(
+            "UPDATE migrating.meta SET value = ? WHERE key = 'format_version'",
+            [str(version + 1)],
+        )
+        copied = con.execute("SELECT count(*), max(seq) FROM migrating.events").fetchone()
+        if copied != rows:
+            raise TrailError(
+                f"migrating {path}: copied {copied[0]} events up to #{copied[1]}, "
+                f"the trail holds {rows[0]} up to #{rows[1]}; the trail is left as it was"
+            )
+        con.execute("CHECKPOINT migrating")
+        con.execute(f'USE "{old}"')
+        con.execute("DETACH migrating")
+    except BaseException:
+        try:
+            con.execute(f'USE "{old}"')
+            con.execute("DETACH DATABASE IF EXISTS migrating")
+        except duckdb.Error:
+            pass
+        tmp.unlink(missing_ok=True)
+        raise
+    con.close()
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists():  # would be replayed onto the new file: never swap with one there
+        raise TrailError(
+            f"migrating {path}: its WAL was not folded in; the trail is left as it was"
+        )
+    os.chmod(tmp, path.stat().st_mode & 0o777)
+    _fsync(tmp)
+    if edited is not None:
+        evidence = path.with_name(f"{path.name}.format{version}")
+        evidence.unlink(missing_ok=True)
+        os.link(path, evidence)  # the old file stays whole under this name
+        log.error(
+            "audit trail %s: its prev_hash column differs from the chain at #%s; the trail "
+            "before migration is kept as %s",
+            path,
+            edited,
+            evidence,
+        )
+    os.replace(tmp, path)
+    _fsync(path.parent)
+    return connect(path)
