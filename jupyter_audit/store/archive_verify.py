@@ -247,9 +247,11 @@ def combined_trail(
             con.execute("DELETE FROM meta")
             con.execute("INSERT INTO meta SELECT * FROM live.meta")
             for table in ("identities", "client_events", "traces", "trace_users", "service_tokens"):
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM live.{table}")
+                cols = _common_columns(con, table)
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM live.{table}")
+            cols = _common_columns(con, "events")  # the live trail may be of an older format
             con.execute(
-                "INSERT INTO events BY NAME SELECT * FROM live.events WHERE seq > ?",
+                f"INSERT INTO events ({cols}) SELECT {cols} FROM live.events WHERE seq > ?",
                 [last_archived],
             )
             con.execute("DETACH live")
@@ -272,6 +274,17 @@ def combined_trail(
     finally:
         con.close()
     return path
+
+
+def _common_columns(con, table: str) -> str:
+    """The columns `table` has both in the combined trail and in the attached live one."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
+        "AND database_name IN (current_database(), 'live') "
+        "GROUP BY column_name HAVING count(DISTINCT database_name) = 2 ORDER BY min(column_index)",
+        [table],
+    ).fetchall()
+    return ", ".join(f'"{name}"' for (name,) in rows)
 
 
 def _quoted(path) -> str:
