@@ -410,3 +410,19 @@ def test_archive_cli_as_a_process(trail):
         "verify", "--archive", str(trail / "archive"), "--db", str(trail / "trail.duckdb")
     )
     assert code == 0 and out.startswith("OK"), out + err
+
+
+def test_compaction_refuses_to_drop_records_no_archive_record_covers(make_writer, trail_dir):
+    from jupyter_audit.store.errors import TrailError
+
+    w = make_writer(checkpoint_every=100)
+    w.append_many([sql_event(i) for i in range(150)])
+    with pytest.raises(TrailError, match="does not verify"):
+        w.compact(100)  # nothing says records #1..#100 are archived
+    count, first, last = (
+        w.cursor().execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone()
+    )
+    assert first == 1 and count == last >= 150
+    assert not (trail_dir / "trail.duckdb.compact").exists()
+    w.append_many([sql_event(i) for i in range(150, 160)])  # the writer goes on
+    assert w.verify().ok
