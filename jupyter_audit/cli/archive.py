@@ -97,7 +97,15 @@ def cmd_archive(args) -> int:
     endpoint = args.endpoint_url or section.get("archive_endpoint_url") or None
     target = _target(where, endpoint, create=True)
     db = args.db or section.get("db_path") or default_db()
-    writer = _open_writer(db)
+    try:
+        writer = _open_writer(db)
+    except CLIError as e:
+        if "locked" not in str(e):
+            raise
+        raise CLIError(
+            f"{db} is open in a running server: set c.AuditApp.archive_path there and it "
+            "archives on its own (docs/archive.md)"
+        ) from None
     try:
         done = run_archive(
             writer,
