@@ -186,10 +186,17 @@ def test_proofs_after_an_archived_prefix_equal_the_full_trees(archived):
 
 
 def test_retention_keeps_archived_segments_in_the_live_trail_until_due(trail, capsys):
-    code, out, err = archive(trail, capsys, "--retention", "3650d")
+    code, out, err = archive(trail, capsys, "--retention", "3650d", "--now")
     assert code == 0, err
     assert list((trail / "archive").glob("*.parquet")) and "removed" not in out
     assert live_seqs(trail)[0] == 1
+    # ten years on, the same segments leave the live trail (nothing archived twice)
+    names = sorted(p.name for p in (trail / "archive").iterdir())
+    code, out, err = archive(trail, capsys, "--retention", "3650d", "--now", "2040-01-01")
+    assert code == 0, err
+    assert "removed from the live trail" in out and live_seqs(trail)[0] > 1
+    kept = sorted(p.name for p in (trail / "archive").iterdir())
+    assert kept[: len(names)] == names
     code, r = verify_json(
         capsys, "--archive", str(trail / "archive"), "--db", str(trail / "trail.duckdb")
     )

@@ -78,6 +78,7 @@ def cmd_archive(args) -> int:
     from ..store.archive import SEGMENT_ROWS, parse_age
     from ..store.archiver import run_archive
     from ..store.errors import TrailError
+    from ..store.filters import parse_time
     from .main import _open_writer
 
     section = _audit_config(args.config)
@@ -89,11 +90,9 @@ def cmd_archive(args) -> int:
         retention = parse_age(args.retention or section.get("retention") or "0d")
         lock = section.get("archive_lock_for") or ""
         lock_for = parse_age(lock) if lock else None
-        now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+        now = parse_time(args.now) if args.now else datetime.now(UTC)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
     endpoint = args.endpoint_url or section.get("archive_endpoint_url") or None
     target = _target(where, endpoint, create=True)
     db = args.db or section.get("db_path") or default_db()
@@ -138,7 +137,13 @@ def add_parser(sub) -> None:
     p.add_argument("--after", metavar="AGE", help="archive segments older than this (90d)")
     p.add_argument("--retention", metavar="AGE", help="remove archived segments older than this")
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint")
-    p.add_argument("--now", metavar="TIME", help="ISO 8601 time to judge ages by (default: now)")
+    p.add_argument(
+        "--now",
+        metavar="TIME",
+        nargs="?",
+        const="",
+        help="run now; with an ISO 8601 TIME, judge ages as of then",
+    )
     p.add_argument("--config", metavar="FILE", help="read c.AuditApp.archive_* from this file")
     p.add_argument(
         "--segment-rows",
