@@ -272,3 +272,21 @@ def test_a_migration_killed_midway_loses_nothing(format_3_trail, capsys, where):
     assert not tmp.exists()
     code, r = verify_json(db, capsys, "--deep")
     assert code == 0 and r["checkpoints_checked"] > before["checkpoints_checked"], r
+
+
+def test_a_migration_that_cannot_copy_says_why_and_leaves_the_trail_as_it_was(format_3_trail):
+    from jupyter_audit.store.errors import TrailError
+    from jupyter_audit.store.migrate import open_writable
+
+    db = format_3_trail
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE identities ADD COLUMN planted VARCHAR")  # not format 3's table
+    con.close()
+    rows = chain_of(db)
+    with pytest.raises(
+        TrailError, match="migrating .* to format 4 failed .*the trail is unchanged"
+    ):
+        open_writable(db)
+    assert meta_and_columns(db)[0]["format_version"] == "3"
+    assert chain_of(db) == rows
+    assert not db.with_name(db.name + ".migrating").exists()

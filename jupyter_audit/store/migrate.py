@@ -34,6 +34,9 @@ _EVENT_COLUMNS = (
     "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id, "
     "hash, leaf, record"
 )
+# DuckDB's memory while it copies (its buffer cache would otherwise grow to 80 % of RAM,
+# with the old file's blocks read once each); beyond it, it spills to `<trail>.tmp/`
+MIGRATION_MEMORY = "512MB"
 _OTHER_TABLES = ("meta", "identities", "client_events", "traces", "trace_users", "service_tokens")
 
 
@@ -46,6 +49,8 @@ def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, d
         meta = initialise(con)
         version = int(meta["format_version"])
         if version < FORMAT_VERSION and version in REWRITES:
+            con.close()  # again, with the memory the copy may take bounded
+            con = connect(path, memory_limit=MIGRATION_MEMORY)
             con = _rewrite(con, path, version)
             meta = initialise(con)  # the in-place steps after the rewrite, if any
     except BaseException:
@@ -74,7 +79,7 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         leftover.unlink(missing_ok=True)  # a copy an earlier attempt did not finish
     log.warning("audit trail %s: format %d -> %d (compact layout)", path, version, FORMAT_VERSION)
     con.execute("CHECKPOINT")  # the old trail whole in its file, nothing left in its WAL
-    old = con.execute("SELECT current_database()").fetchone()[0]
+    old = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
     rows = con.execute("SELECT count(*), max(seq) FROM events").fetchone()
     edited: int | str | None
     try:
@@ -105,13 +110,17 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         con.execute("CHECKPOINT migrating")
         con.execute(f'USE "{old}"')
         con.execute("DETACH migrating")
-    except BaseException:
+    except BaseException as e:
         try:
             con.execute(f'USE "{old}"')
             con.execute("DETACH DATABASE IF EXISTS migrating")
         except duckdb.Error:
             pass
         tmp.unlink(missing_ok=True)
+        if isinstance(e, duckdb.Error):  # e.g. the disk filled up
+            raise TrailError(
+                f"migrating {path} to format {version + 1} failed ({e}); the trail is unchanged"
+            ) from None
         raise
     con.close()
     wal = path.with_name(path.name + ".wal")

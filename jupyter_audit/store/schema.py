@@ -117,15 +117,21 @@ CONNECTION_CONFIG: dict[str, str | bool] = {
 }
 
 
-def connect(path: str | os.PathLike, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a trail file with extension auto-install disabled and the configuration locked."""
+def connect(
+    path: str | os.PathLike, *, read_only: bool = False, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open a trail file with extension auto-install disabled and the configuration locked.
+    `memory_limit`: DuckDB's (default 80 % of RAM; its buffer cache grows to it)."""
     path = Path(path)
     if read_only and not path.exists():
         raise TrailError(f"no trail at {path}: file does not exist")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=dict(CONNECTION_CONFIG))
+        config: dict = dict(CONNECTION_CONFIG)
+        if memory_limit is not None:
+            config["memory_limit"] = memory_limit
+        return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as e:
         msg = str(e)
         if "lock" in msg.lower():

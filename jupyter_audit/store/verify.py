@@ -365,7 +365,7 @@ def verify_connection(
             "column_mismatch",
             col_out[0],
             f"record #{col_out[0]}: a stored column differs from the signed record "
-            f"({_COLUMN_NAMES}, leaf, prev_hash)",
+            f"({_COLUMN_NAMES}; in format 3 also prev_hash)",
         )
     if len(col_out) > 1 and isinstance(col_out[1], tuple) and col_out[1][0] != "error":
         # not a record of the log: reported after any damage to the log itself, of which it
