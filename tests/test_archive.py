@@ -269,6 +269,17 @@ def test_two_reordered_segments_are_named(archived, capsys):
     assert "renamed or reordered" in details and a.name in details and b.name in details
 
 
+def test_a_token_planted_after_archiving_is_caught_in_the_live_trail_alone(archived, capsys):
+    con = duckdb.connect(str(archived / "trail.duckdb"))
+    con.execute(
+        "INSERT INTO service_tokens (token_id, secret_hash, service_account, owner, created_at, "
+        "created_by) VALUES ('tok1', 'x', 'etl', 'mallory', now()::TIMESTAMP, 'mallory')"
+    )
+    con.close()
+    code, r = verify_json(capsys, "--db", str(archived / "trail.duckdb"))
+    assert code == 1 and "service token tok1" in r["detail"], r
+
+
 def test_a_live_trail_cut_at_its_head_without_an_archive_record_is_caught(trail, capsys):
     con = duckdb.connect(str(trail / "trail.duckdb"))
     con.execute("DELETE FROM events WHERE seq <= 100")
