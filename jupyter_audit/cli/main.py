@@ -1,5 +1,5 @@
 """`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
-mask, policy, replay, demo.
+mask, policy, replay, archive, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
@@ -106,6 +106,16 @@ def cmd_verify(args) -> int:
     if args.bundle:
         return _verify_bundle(args)
     pinned = _pubkeys(args)
+    if args.archive:  # archive alone, or archive + trail (cli/archive.py)
+        from .archive import verify_with_archive
+
+        result = verify_with_archive(args, pinned)
+        where = f"{args.archive}" + (f" + {args.db}" if args.db else "")
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _print_verify(where, result)
+        return EXIT_OK if result["ok"] else EXIT_TAMPERED
     kind, where = _source(args)
     if kind == "url":
         if args.checkpoints:
@@ -210,6 +220,22 @@ def _verify_bundle(args) -> int:
 
 
 # ---------------------------------------------------------------------------- export
+def _export_bundle(args, kind: str, where: str, filters: dict, since, until) -> dict:
+    """The export bundle from the running server (`--url`) or the trail file."""
+    from ..store.trail import build_bundle
+
+    if kind == "url":
+        params = dict(filters)
+        params["since"] = since.isoformat() if since else None
+        params["until"] = until.isoformat() if until else None
+        return _api(args, "export", params)
+    con, _meta = _open_db(where)
+    try:
+        return build_bundle(con, since=since, until=until, **filters)
+    finally:
+        con.close()
+
+
 def cmd_export(args) -> int:
     from ..store.export import ExportError
     from ..store.filters import parse_time
@@ -225,22 +251,21 @@ def cmd_export(args) -> int:
         until = parse_time(args.until) if args.until else None
     except ValueError as e:
         raise CLIError(f"--since/--until: {e}") from None
-    if args.trace:  # a full id or an unambiguous prefix (cli/trace_ref.py)
-        from .trace_ref import trace_ref
-
-        filters["trace"] = trace_ref(args, args.trace)
     kind, where = _source(args)
-    if kind == "url":
-        params = dict(filters)
-        params["since"] = since.isoformat() if since else None
-        params["until"] = until.isoformat() if until else None
-        bundle = _api(args, "export", params)
-    else:
-        con, _meta = _open_db(where)
-        try:
+    if args.archive:
+        from .archive import combined
+        from .trace_ref import trace_in
+
+        with combined(args) as con:
+            if args.trace:  # a full id or an unambiguous prefix, in archive + trail
+                filters["trace"] = trace_in(con, args.trace)
             bundle = build_bundle(con, since=since, until=until, **filters)
-        finally:
-            con.close()
+    else:
+        if args.trace:  # a full id or an unambiguous prefix (cli/trace_ref.py)
+            from .trace_ref import trace_ref
+
+            filters["trace"] = trace_ref(args, args.trace)
+        bundle = _export_bundle(args, kind, where, filters, since, until)
     try:
         summary = write_export(bundle, args.format, Path(args.output))
     except (ExportError, OSError) as e:
@@ -329,12 +354,19 @@ def cmd_run(args) -> int:
 def _token_store(args):
     """A TokenStore on a stopped server's trail, with the keys beside it (never new ones)."""
     from ..identity.tokens import TokenStore
+
+    writer = _open_writer(args.db or default_db())
+    return writer, TokenStore(writer)
+
+
+def _open_writer(db_path):
+    """A Writer on a stopped server's trail, with the keys beside it (never new ones)."""
     from ..masking import MaskingEngine, load_or_create_key
     from ..store.errors import TrailError
     from ..store.signing import SigningKey
     from ..store.writer import Writer
 
-    db = Path(args.db or default_db())
+    db = Path(db_path)
     keys = [db.parent / "signing-key.pem", db.parent / "masking.key"]
     if not db.exists():
         raise CLIError(f"no trail at {db}: file does not exist")
@@ -347,7 +379,7 @@ def _token_store(args):
         ).open()
     except TrailError as e:
         raise CLIError(str(e)) from None
-    return writer, TokenStore(writer)
+    return writer
 
 
 def _local_admin() -> dict:
@@ -455,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bundle", metavar="PATH", help="verify an export bundle instead")
     p.add_argument("--deep", action="store_true", help="also recompute every Merkle leaf")
+    from .archive import add_archive_option
+    from .archive import add_parser as add_archive_parser
+
+    add_archive_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_verify)
 
@@ -469,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace", metavar="ID", help="only events of this trace (its id, or 6+ first characters)"
     )
     p.add_argument("-o", "--output", metavar="OUT", required=True)
+    add_archive_option(p)
     p.set_defaults(func=cmd_export)
 
     from .show import add_parser as add_show_parser  # show [TRACE] (cli/show.py)
@@ -531,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .policy import add_parser as add_policy_parser  # policy check (cli/policy.py)
 
     add_policy_parser(sub)
+
+    add_archive_parser(sub)  # archive (cli/archive.py)
 
     from .replay import add_parser as add_replay_parser  # replay (cli/replay.py)
 

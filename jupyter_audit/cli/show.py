@@ -12,6 +12,7 @@ terminal. TRACE may be a full id or a prefix of at least six characters (`trace_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import urllib.parse
@@ -20,9 +21,10 @@ from datetime import datetime
 
 from ..store.folding import failed, fold_key
 from ..store.trace_ids import MIN_PREFIX
+from .archive import add_archive_option, combined
 from .main import EXIT_OK, CLIError, _add_source, _api, _open_db, _source
 from .terminal import printable
-from .trace_ref import trace_ref
+from .trace_ref import trace_in, trace_ref
 
 PAGE = 1000  # events per REST page
 SUMMARY_WIDTH = 100
@@ -55,7 +57,22 @@ def add_parser(sub) -> None:
         action="store_true",
         help="fold consecutive identical statements/commands of a cell into one line",
     )
+    add_archive_option(p)
     p.set_defaults(func=cmd_show)
+
+
+@contextlib.contextmanager
+def _trail(args, where: str) -> Iterator:
+    """The trail file (`--db`), or archive + trail as one (`--archive`), read-only."""
+    if getattr(args, "archive", None):
+        with combined(args) as con:
+            yield con
+        return
+    con, _meta = _open_db(where)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def cmd_show(args) -> int:
@@ -76,7 +93,7 @@ def cmd_show(args) -> int:
 def _show_traces(args) -> None:
     limit = args.limit or 50
     kind, where = _source(args)
-    if kind == "url":
+    if kind == "url" and not args.archive:
         params = {"limit": limit, "user": args.user, "notebook": args.notebook}
         traces = _api(args, "traces", params)["traces"]
         if args.notebook is not None:
@@ -92,8 +109,7 @@ def _show_traces(args) -> None:
         return
     from ..store import queries
 
-    con, _meta = _open_db(where)
-    try:
+    with _trail(args, where) as con:
         if args.notebook is None:
             traces = queries.list_traces(con, username=args.user, limit=limit)
         else:
@@ -107,8 +123,6 @@ def _show_traces(args) -> None:
                 key=lambda t: -t["last_seq"],
             )[:limit]
         _print_traces(traces)
-    finally:
-        con.close()
 
 
 def _print_traces(traces: list[dict]) -> None:
@@ -127,7 +141,7 @@ def _print_traces(traces: list[dict]) -> None:
 # ---------------------------------------------------------------------------- one trace
 def _show_trace(args) -> None:
     kind, where = _source(args)
-    if kind == "url":
+    if kind == "url" and not args.archive:
         try:  # a full id, or a prefix the server resolves (at least 8 characters)
             first = _api(args, _trace_path(args.trace_id), _page_params(None))
         except CLIError as e:
@@ -140,16 +154,13 @@ def _show_trace(args) -> None:
         return
     from ..store import queries
 
-    trace_id = trace_ref(args, args.trace_id)
-    con, _meta = _open_db(where)
-    try:
+    with _trail(args, where) as con:
+        trace_id = trace_in(con, args.trace_id)
         summary = queries.get_trace_summary(con, trace_id)
         if summary is None:
             raise CLIError(f"no trace {printable(trace_id)}")
         _print_header(summary, _names(con, trace_id))
         _print_events(queries.iter_trace(con, trace_id, page=PAGE), args)
-    finally:
-        con.close()
 
 
 def _names(con, trace_id: str) -> list[str]:

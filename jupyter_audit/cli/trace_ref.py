@@ -22,9 +22,20 @@ def trace_ref(args, ref: str) -> str:
             return _resolve_url(args, ref)
         con, _meta = _open_db(where)
         try:
-            return resolve_trace(con, ref)
+            return trace_in(con, ref)
         finally:
             con.close()
+    except AmbiguousTrace as e:
+        raise CLIError(ambiguous_message(e)) from None
+    except TraceNotFound as e:
+        raise CLIError(str(e)) from None
+
+
+def trace_in(con, ref: str) -> str:
+    """The full id of the trace `ref` names in the trail (or archive + trail) behind `con`
+    (CLIError, exit 2, when none or several)."""
+    try:
+        return resolve_trace(con, ref)
     except AmbiguousTrace as e:
         raise CLIError(ambiguous_message(e)) from None
     except TraceNotFound as e:

@@ -19,7 +19,19 @@ from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebso
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Type, Unicode, default
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Type,
+    Unicode,
+    default,
+    validate,
+)
 
 from .._version import __version__
 from ..approvals import ApprovalBroker, Notifier, Webhook, WebhookConfigError
@@ -266,6 +278,45 @@ class AuditApp(ExtensionApp):
     token_store_class = Type(
         TokenStore, config=True, help="Service-account tokens, kept in the trail."
     )
+    # retention and archive (docs/archive.md; server/archiving.py)
+    archive_path = Unicode(
+        "",
+        config=True,
+        help="Where sealed segments of the trail are archived as Parquet: a directory, or "
+        "s3://bucket/prefix (boto3; credentials from the standard AWS environment). Empty: "
+        "no archiving.",
+    )
+    archive_endpoint_url = Unicode(
+        "", config=True, help="Endpoint of an S3-compatible server for an s3:// archive_path."
+    )
+    archive_after = Unicode(
+        "90d", config=True, help="Archive sealed segments older than this (e.g. 90d, 12h, 2w)."
+    )
+    retention = Unicode(
+        "0d",
+        config=True,
+        help="Archived segments older than this (and never before archive_after) leave the "
+        "live trail, once their archive copy was read back and verified.",
+    )
+    archive_lock_for = Unicode(
+        "",
+        config=True,
+        help="S3 Object Lock (compliance mode) retain-until date of archive objects, as an age "
+        "from when they are written (e.g. 2557d); empty: the bucket's default retention.",
+    )
+    archive_interval = Float(3600.0, min=1.0, config=True, help="Seconds between archiving runs.")
+
+    @validate("archive_after", "retention", "archive_lock_for")
+    def _valid_age(self, proposal):
+        if proposal["value"]:
+            from ..store.archive import parse_age
+
+            try:
+                parse_age(proposal["value"])
+            except ValueError as e:
+                raise TraitError(f"c.AuditApp.{proposal['trait'].name}: {e}") from None
+        return proposal["value"]
+
     fail_mode = CaselessStrEnum(
         ["open", "closed"],
         "open",
@@ -352,6 +403,12 @@ class AuditApp(ExtensionApp):
         signin.install()  # jupyter_server's 403s say the sign-in session has ended
         self._tick_timer = PeriodicCallback(self._tick, 1000 * min(5, self.unreported_after))
         self._tick_timer.start()
+        self.archiving = None
+        if self.archive_path:  # retention and archive (server/archiving.py)
+            from .archiving import ArchiveSchedule
+
+            self.archiving = ArchiveSchedule(store, self, self.log)
+            self.archiving.start()
 
     def review_possible(self) -> bool:
         """Can someone other than the requester decide? Only where the identity provider
@@ -477,7 +534,7 @@ class AuditApp(ExtensionApp):
         if getattr(self, "_stopped", False):
             return
         self._stopped = True
-        for name in ("_spool_timer", "_tick_timer"):
+        for name in ("_spool_timer", "_tick_timer", "archiving"):
             timer = getattr(self, name, None)
             if timer is not None:
                 timer.stop()

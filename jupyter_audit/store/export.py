@@ -102,11 +102,13 @@ def write_records(records: list[dict], fmt: str, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def make_bundle(records: list[dict], checkpoint: dict | None, leaves: list[bytes]) -> dict:
-    """Bundle for `records`; `leaves` are the trail's leaves 1..checkpoint.tree_size."""
+def make_bundle(records: list[dict], checkpoint: dict | None, leaves, known=None) -> dict:
+    """Bundle for `records`; `leaves` are the trail's leaves 1..checkpoint.tree_size (those of
+    archived records may be missing when `known` holds their subtrees: `inclusion_proofs`)."""
     size = checkpoint["tree_size"] if checkpoint else 0
     covered = [r for r in records if r["seq"] <= size]
-    proofs = inclusion_proofs(leaves, [r["seq"] - 1 for r in covered]) if covered else {}
+    indices = [r["seq"] - 1 for r in covered]
+    proofs = inclusion_proofs(leaves, indices, known) if covered else {}
     return {
         "format": BUNDLE_FORMAT,
         "checkpoint": checkpoint,

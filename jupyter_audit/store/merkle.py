@@ -48,6 +48,16 @@ class MerkleFrontier:
     def copy(self) -> MerkleFrontier:
         return MerkleFrontier(self.size, self._stack)
 
+    def blocks(self) -> dict[tuple[int, int], bytes]:
+        """The perfect subtrees it keeps, by leaf range [lo, hi): what inclusion proofs of
+        later leaves need of the leaves before (`inclusion_proofs(known=...)`)."""
+        out, lo = {}, 0
+        sizes = [1 << b for b in range(self.size.bit_length() - 1, -1, -1) if self.size >> b & 1]
+        for size, h in zip(sizes, self._stack, strict=True):
+            out[(lo, lo + size)] = h
+            lo += size
+        return out
+
     def to_hex(self) -> str:
         return ",".join(h.hex() for h in self._stack)
 
@@ -77,12 +87,16 @@ def _subtree_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
     return frontier.root()
 
 
-def inclusion_proofs(leaves: Sequence[bytes], indices: Sequence[int]) -> dict[int, list[bytes]]:
+def inclusion_proofs(
+    leaves: Sequence[bytes], indices: Sequence[int], known: dict | None = None
+) -> dict[int, list[bytes]]:
     """Audit paths (RFC 6962 section 2.1.1) of several leaves in the tree over `leaves`.
+    `known`: subtree roots by leaf range, for leaves not at hand (an archived prefix's
+    `MerkleFrontier.blocks()`: enough for the proofs of every leaf after it).
 
     Subtree roots are memoised, so proofs for k leaves of an n-leaf tree cost O(n + k log n).
     """
-    memo: dict[tuple[int, int], bytes] = {}
+    memo: dict[tuple[int, int], bytes] = dict(known or {})
 
     def root(lo: int, hi: int) -> bytes:
         key = (lo, hi)

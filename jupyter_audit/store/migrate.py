@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from .chain import prev_column_mismatch
+from .durable import replace_durably
 from .errors import TrailError
 from .schema import DDL, FORMAT_VERSION, REWRITES, connect, initialise
 
@@ -63,14 +64,6 @@ def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, d
 
 def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
@@ -132,7 +125,6 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
             f"migrating {path}: its WAL was not folded in; the trail is left as it was"
         )
     os.chmod(tmp, path.stat().st_mode & 0o777)
-    _fsync(tmp)
     if edited is not None:
         evidence = path.with_name(f"{path.name}.format{version}")
         evidence.unlink(missing_ok=True)
@@ -144,6 +136,5 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
             edited,
             evidence,
         )
-    os.replace(tmp, path)
-    _fsync(path.parent)
+    replace_durably(tmp, path)
     return connect(path)

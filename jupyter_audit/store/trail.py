@@ -9,7 +9,9 @@ from pathlib import Path
 
 from . import queries
 from .chain import leaves
+from .errors import TrailError
 from .export import bundle_path, make_bundle, write_records
+from .merkle import MerkleFrontier
 from .verify import VerifyResult, verify_connection
 
 
@@ -46,10 +48,49 @@ def build_bundle(cur, **filters) -> dict:
     where, params = queries.export_filter(**filters)
     records = list(queries.iter_export(cur, where, params))
     cp = latest_checkpoint(cur)
-    covered: list[bytes] = []
+    covered: list[bytes] | _AfterArchive = []
+    known = None
     if cp is not None and records:
         covered = leaves(cur, cp["tree_size"])
-    return make_bundle(records, cp, covered)
+        if len(covered) < cp["tree_size"]:  # records archived away (docs/archive.md)
+            covered, known = _after_archive(cur, covered, cp["tree_size"])
+    return make_bundle(records, cp, covered, known)
+
+
+class _AfterArchive:
+    """The leaves 1..size of a trail whose first `archived` records are in an archive: only
+    the live ones are at hand (inclusion proofs take the archived part's subtrees)."""
+
+    def __init__(self, archived: int, live: list[bytes]):
+        self.archived, self.live = archived, live
+
+    def __len__(self) -> int:
+        return self.archived + len(self.live)
+
+    def __getitem__(self, i: int) -> bytes:
+        if i < self.archived:
+            raise IndexError(f"leaf {i} is archived")
+        return self.live[i - self.archived]
+
+
+def _after_archive(cur, live: list[bytes], size: int):
+    """(leaves, known subtrees) for proofs in a trail whose first records were archived:
+    the Merkle frontier the `trail.archived` event ending before them recorded."""
+    archived = size - len(live)
+    payload = next(
+        (
+            p
+            for (rec,) in cur.execute(
+                "SELECT record FROM events WHERE kind = 'trail.archived' ORDER BY seq DESC"
+            ).fetchall()
+            if (p := json.loads(bytes(rec))["payload"])["last_seq"] == archived
+        ),
+        None,
+    )
+    if payload is None:
+        raise TrailError(f"records #1..#{archived} are missing and no trail.archived covers them")
+    frontier = MerkleFrontier.from_hex(archived, payload["frontier"])
+    return _AfterArchive(archived, live), frontier.blocks()
 
 
 def write_export(bundle: dict, fmt: str, out: Path) -> dict:

@@ -47,6 +47,9 @@ PROBLEMS = {
     "foreign_objects": "the trail file holds functions or views of its own",
     "check_failed": "a check could not run on this trail (it may have been altered)",
     "tokens_changed": "a service token differs from what the log says",
+    "segment_missing": "an archived segment is missing",
+    "segment_changed": "an archived segment was edited",
+    "segment_reordered": "archived segments renamed or reordered",
 }
 
 
@@ -160,7 +163,7 @@ _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identit
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(cursor, out: list, format_version: int) -> None:
+def _column_check(cursor, out: list, format_version: int, derived: bool = True) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
     the derived tables with the log (by the rules of the trail's `format_version`). A check
@@ -174,6 +177,9 @@ def _column_check(cursor, out: list, format_version: int) -> None:
         out.append(min((x for x in (bad, prev) if x is not None), default=None))
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
+    if not derived:  # counted over records archived away: checked with the archive
+        out.append(None)
+        return
     try:
         out.append(derived_differences(cursor, format_version))
     except Exception as e:  # noqa: BLE001 - as above
@@ -277,7 +283,12 @@ def verify_connection(
         version = check_version(meta)
     except TrailError:  # a reader refused it already; compare by today's rules
         version = FORMAT_VERSION
-    col_thread = threading.Thread(target=_column_check, args=(con.cursor(), col_out, version))
+    # records archived away (`trail.archived`): the live chain continues the archive's
+    start, start_prev = archived_start(con, result)
+    col_thread = threading.Thread(
+        target=_column_check,
+        args=(con.cursor(), col_out, version, start == 1),
+    )
     col_thread.start()
 
     # the chain: every record hashes to its stored hash and links to the one before
@@ -288,7 +299,8 @@ def verify_connection(
         own_pool = pool is None
         pool = pool or chain_pool()
         try:
-            pending = pool.map_async(_chain_worker, _ranges(parallel_path, max_seq, want, deep))
+            ranges = _ranges(parallel_path, start, max_seq, want, deep, start_prev)
+            pending = pool.map_async(_chain_worker, ranges)
             _check_identities(con, result)  # meanwhile, in this process
             segments = pending.get()
         finally:
@@ -296,10 +308,10 @@ def verify_connection(
                 pool.terminate()
     else:
         _check_identities(con, result)
-        segments = [_chain_range(con, 1, max_seq, want, deep, GENESIS_HASH)]
+        segments = [_chain_range(con, start, max_seq, want, deep, start_prev)]
     leaves: list[bytes] = []
     hash_at: dict[int, bytes] = {}
-    prev = GENESIS_HASH
+    prev = start_prev or GENESIS_HASH
     good = 0
     n = 0
     broken = False
@@ -330,6 +342,12 @@ def verify_connection(
     # The signed chain hash at a checkpoint vouches for every record before it. The Merkle
     # roots (what export bundles prove against) are recomputed from the leaves with --deep.
     seen_at: dict[int, tuple[bytes, bytes | None]]  # seq -> (chain hash, Merkle root)
+    if deep and start > 1:
+        result.warnings.append(
+            f"records #1..#{start - 1} are archived: Merkle roots are recomputed only with "
+            "--archive"
+        )
+        deep = False
     if deep:
         tree = MerkleLevels(leaves)
         seen_at = {
@@ -379,8 +397,8 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
-    _check_tokens(con, result)
-    _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
+    _check_tokens(con, result, archived=start > 1)
+    _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start)
     return result
 
 
@@ -516,10 +534,10 @@ def _binary_views(column) -> list:
 
 
 def _chain_worker(args) -> dict:
-    path, lo, hi, want, deep = args
+    path, lo, hi, want, deep, start_prev = args
     con = connect(path, read_only=True)
     try:
-        return _chain_range(con, lo, hi, want, deep, GENESIS_HASH if lo == 1 else None)
+        return _chain_range(con, lo, hi, want, deep, start_prev)
     finally:
         con.close()
 
@@ -539,12 +557,43 @@ def chain_pool():
     return multiprocessing.get_context("spawn").Pool(WORKERS, initializer=_warm)
 
 
-def _ranges(path, max_seq: int, want, deep: bool) -> list[tuple]:
-    step = -(-max_seq // WORKERS)
+def _ranges(path, start: int, max_seq: int, want, deep: bool, start_prev) -> list[tuple]:
+    step = -(-(max_seq - start + 1) // WORKERS)
     return [
-        (str(path), lo, min(lo + step - 1, max_seq), want, deep)
-        for lo in range(1, max_seq + 1, step)
+        (
+            str(path),
+            lo,
+            min(lo + step - 1, max_seq),
+            want,
+            deep,
+            start_prev if lo == start else None,
+        )
+        for lo in range(start, max_seq + 1, step)
     ]
+
+
+def archived_start(con, result: VerifyResult) -> tuple[int, bytes | None]:
+    """(first live record, the hash it links to): (1, genesis) unless records were archived
+    away, which only a `trail.archived` event ending just before the first record allows."""
+    first = con.execute("SELECT min(seq) FROM events").fetchone()[0]
+    if first is None or first <= 1:
+        return 1, GENESIS_HASH
+    for (rec,) in con.execute(
+        "SELECT record FROM events WHERE kind = 'trail.archived' ORDER BY seq DESC"
+    ).fetchall():
+        try:
+            p = json.loads(bytes(rec))["payload"]
+            if p["last_seq"] == first - 1:
+                result.warnings.append(
+                    f"records #1..#{first - 1} are archived ({p['archive']}); their derived "
+                    "rows and checkpoints are checked with --archive"
+                )
+                return first, bytes.fromhex(p["last_hash"])
+        except (ValueError, KeyError, TypeError):
+            continue  # the chain check reports the damaged record
+    missing = f"records #1..#{first - 1} are" if first > 2 else "record #1 is"
+    result.add("record_missing", 1, f"{missing} missing (no trail.archived event covers them)")
+    return first, None
 
 
 def _last_hash(con) -> str | None:
@@ -603,8 +652,21 @@ def token_rows_against_log(con) -> dict[str, str]:
     return wrong
 
 
-def _check_tokens(con, result: VerifyResult) -> None:
-    for token_id, what in sorted(token_rows_against_log(con).items())[:5]:
+def _check_tokens(con, result: VerifyResult, archived: bool = False) -> None:
+    wrong = token_rows_against_log(con)
+    if archived:
+        # a token created before the first live record has its token.created in the archive
+        # (checked with --archive); one created since must have it here
+        older = {
+            token_id
+            for (token_id,) in con.execute(
+                "SELECT token_id FROM service_tokens "
+                "WHERE created_at < (SELECT min(time) FROM events)"
+            ).fetchall()
+        }
+        unlogged = "no token.created in the log"
+        wrong = {t: w for t, w in wrong.items() if not (w == unlogged and t in older)}
+    for token_id, what in sorted(wrong.items())[:5]:
         result.add("tokens_changed", None, f"service token {token_id}: {what}")
 
 
@@ -642,7 +704,7 @@ def _check_identities(con, result: VerifyResult) -> None:
         )
 
 
-def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result) -> None:
+def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start=1) -> None:
     best = None
     for cp in sorted(cps, key=lambda c: c.get("seq") if isinstance(c.get("seq"), int) else -1):
         src = cp.get("_source", "?")
@@ -683,7 +745,7 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result)
             continue
         got = seen_at.get(seq)
         if got is None:
-            if not broken:
+            if not broken and seq >= start:
                 result.warnings.append(f"{src}: checkpoint #{seq} not reached")
             continue
         h, root = got

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..events import EventValidationError
 from ..identity.snapshot import system_identity
-from . import queries, search, trail
+from . import compact, queries, search, trail
 from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
 from .base import TrailStore
 from .batch import held_client_ids, insert, seal
@@ -46,7 +46,7 @@ from .merkle import MerkleFrontier
 from .migrate import open_writable
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import DERIVED_VERSION, read_meta
+from .schema import DERIVED_VERSION, connect, read_meta
 from .signing import SigningKey, public_b64
 from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 
@@ -64,6 +64,12 @@ class _Later(NamedTuple):
     events: list
     event_ids: list
     fallback: Callable[[dict, Exception], dict] | None  # (event, error) -> event
+
+
+class _Exclusive(NamedTuple):
+    """A function the writer thread runs between two stored batches (`run_exclusive`)."""
+
+    fn: Callable[[], object]
 
 
 BUSY_BATCH = 500  # a round that took this many events means sustained load...
@@ -131,6 +137,7 @@ class Writer(TrailStore):
     # ------------------------------------------------------------------ lifecycle
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
+        compact.discard_fresh(self.db_path)  # a compaction killed half-way: the trail is whole
         self._con, meta = open_writable(self.db_path)
         if meta.get("derived_version") != str(DERIVED_VERSION):
             # derived tables of another shape or counting rules: recount them from the log
@@ -355,6 +362,37 @@ class Writer(TrailStore):
         else:
             _settle(fut, True)
 
+    def run_exclusive(self, fn: Callable[[], object]) -> Future:
+        """Run `fn()` on the writer thread after everything submitted before is stored, with
+        nothing appended meanwhile; the future resolves to what it returns (or raises)."""
+        if self._closed or self._thread is None:
+            raise TrailWriteError("the trail writer is not running")
+        fut: Future = Future()
+        self._queue.put((_Exclusive(fn), fut))
+        return fut
+
+    def compact(self, keep_after: int, timeout: float | None = None) -> None:
+        """Swap in the trail without its records up to `keep_after`, which an archive holds
+        (`compact`): written to a fresh file, verified, and put in place while the writer
+        waits. Raises TrailError, the trail untouched, when the fresh file does not verify."""
+
+        def swap() -> None:
+            fresh = compact.write_fresh(self._con, self.db_path, keep_after)
+            try:
+                compact.check_fresh(fresh, self.checkpoint_files(), self.seq, self.last_hash.hex())
+            except BaseException:
+                compact.discard_fresh(self.db_path)
+                raise
+            with self._store_lock:  # a live verify opens its snapshot under it
+                self._con.execute("CHECKPOINT")
+                self._con.close()
+                try:
+                    compact.replace(fresh, self.db_path)
+                finally:
+                    self._con = connect(self.db_path)
+
+        self.run_exclusive(swap).result(timeout=timeout)
+
     def flush(self, timeout: float = 60) -> None:
         """Wait until everything submitted before this call is committed."""
         fut: Future = Future()
@@ -496,6 +534,14 @@ class Writer(TrailStore):
                         self._commit(events)
                         events = []
                     self._index(fut)
+                elif type(obj) is _Exclusive:
+                    if events:
+                        self._commit(events)
+                        events = []
+                    try:
+                        fut.set_result(obj.fn())
+                    except Exception as e:  # noqa: BLE001 - the caller gets it
+                        fut.set_exception(e)
                 elif obj is _CHECKPOINT or obj is None:
                     if events:
                         self._commit(events)

@@ -1,0 +1,211 @@
+"""Archiving a live trail: sealed segments older than `archive_after` are written to the
+archive, read back and verified; those older than `retention` then leave the live trail.
+
+The order is what makes a kill at any moment harmless: (1) the trail is verified; (2) each
+segment's Parquet file and manifest are written (a file already there, from a run that was
+killed, is read back instead of replaced); (3) each copy is read back and checked against
+its signed checkpoint and the live rows; (4) a `trail.archived` event records each segment
+that may leave; (5) the trail is compacted without them (`Writer.compact`: a fresh file,
+verified, swapped in atomically). Killed before (5), the live trail still holds every record
+and the next run finishes the job; killed inside (5), the old file is whole. It works through
+a `TrailStore` (the server's Writer, or one opened by `jupyter audit archive`) and never
+touches the trail file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+from .archive import (
+    SEGMENT_ROWS,
+    Segment,
+    SegmentError,
+    check_segment,
+    decode_segment,
+    encode_segment,
+    identities_of,
+    manifest,
+    manifest_name,
+    parse_segment_name,
+    plan_segments,
+    segment_rows,
+)
+from .archive_target import ArchiveError, ArchiveTarget
+from .archive_verify import recorded_segments
+from .canonical import GENESIS_HASH
+from .errors import TrailError
+from .merkle import MerkleFrontier
+from .signing import load_public
+
+log = logging.getLogger("jupyter_audit.archive")
+
+
+def run_archive(
+    store,
+    target: ArchiveTarget,
+    *,
+    archive_after: timedelta,
+    retention: timedelta,
+    lock_for: timedelta | None = None,
+    now: datetime | None = None,
+    identity: dict,
+    segment_rows: int = SEGMENT_ROWS,
+) -> dict:
+    """Archive what is due and remove from the live trail what retention allows (see the
+    module docstring). `identity`: who the `trail.archived` events are recorded for.
+    Returns {"archived": [file, ...], "removed": [file, ...], "kept_from": seq}."""
+    now = now or datetime.now(UTC)
+    before = store.verify()
+    if not before.ok:
+        raise TrailError(
+            f"the trail does not verify ({before.problem}: {before.detail}); nothing archived"
+        )
+    cur = store.cursor()
+    first = cur.execute("SELECT min(seq) FROM events").fetchone()[0] or 1
+    recorded = {(p["first_seq"], p["last_seq"]): p for p in recorded_segments(cur)}
+    done_upto = max((last for _first, last in recorded), default=0)
+    prev_hash, frontier = _chain_before(target, first)
+    naive_now = now.astimezone(UTC).replace(tzinfo=None)
+    lock_until = now + lock_for if lock_for else None
+    # segments already in the archive (a run with retention still to come, or one killed)
+    # are kept as they are; new ones continue after them
+    items: list[tuple[Segment, bytes]] = []
+    upto = first - 1
+    for (lo, hi), name in _existing(target, first):
+        if lo != upto + 1:
+            raise ArchiveError(f"{name} does not continue the archive at #{upto + 1}")
+        data = target.get(name)
+        try:
+            _table, meta = decode_segment(data)
+        except SegmentError as e:
+            raise ArchiveError(f"{name}: {e}") from None
+        row = cur.execute("SELECT hash, time FROM events WHERE seq = ?", [hi]).fetchone()
+        if row is None or bytes(row[0]).hex() != meta["checkpoint"].get("hash"):
+            raise ArchiveError(f"{name}: its last record is not the live trail's #{hi}")
+        items.append((Segment(lo, hi, meta["checkpoint"], row[1]), data))
+        if manifest_name(name) not in target.names():  # a run killed between the two
+            _put_manifest(target, name, data, meta, lock_until)
+        upto = hi
+    for seg in plan_segments(cur, upto, naive_now - archive_after, segment_rows):
+        items.append((seg, None))  # type: ignore[arg-type]  # written below
+    archived: list[str] = []
+    removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
+    for seg, data in items:
+        if data is None:
+            data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
+        prev_hash, frontier = _read_back(target, seg, data, prev_hash)
+        archived.append(seg.name)
+        if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
+            removable.append((seg, data, frontier))
+    for seg, data, after in removable:
+        if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
+            continue  # recorded by a run killed before its compaction
+        store.append(
+            {
+                "kind": "trail.archived",
+                "identity": identity,
+                "payload": {
+                    "first_seq": seg.first_seq,
+                    "last_seq": seg.last_seq,
+                    "last_hash": seg.checkpoint["hash"],
+                    "checkpoint_seq": seg.checkpoint["seq"],
+                    "file": seg.name,
+                    "sha256": _sha256(data),
+                    "bytes": len(data),
+                    "archive": target.url,
+                    # the Merkle subtrees of records 1..last_seq: proofs of later records
+                    "frontier": after.to_hex(),
+                },
+            }
+        )
+    keep_after = max([done_upto] + [s.last_seq for s, _d, _f in removable])
+    if keep_after >= first:
+        store.compact(keep_after)
+        log.info("audit trail: records #%d..#%d left the live trail (archived)", first, keep_after)
+    return {
+        "archived": archived,
+        "removed": [s.name for s, _d, _f in removable],
+        "kept_from": max(first, keep_after + 1),
+    }
+
+
+def _sha256(data: bytes) -> str:
+    from hashlib import sha256
+
+    return sha256(data).hexdigest()
+
+
+def _existing(target: ArchiveTarget, first: int) -> list[tuple[tuple[int, int], str]]:
+    """Segment files of the archive that hold records from `first` on, by seq."""
+    found = [(r, n) for n in target.names() if (r := parse_segment_name(n)) is not None]
+    return sorted((r, n) for r, n in found if r[1] >= first)
+
+
+def _chain_before(target: ArchiveTarget, first: int) -> tuple[bytes, MerkleFrontier]:
+    """The hash and Merkle frontier just before live record `first`: the genesis, or where
+    the archived segment that ends at `first - 1` ends (read back and checked)."""
+    if first <= 1:
+        return GENESIS_HASH, MerkleFrontier()
+    for (_lo, hi), name in _existing(target, first - 1):
+        if hi != first - 1:
+            continue
+        try:
+            table, meta = decode_segment(target.get(name))
+        except SegmentError as e:
+            raise ArchiveError(f"{name}: {e}") from None
+        check = check_segment(table, meta, {load_public(meta["checkpoint"]["public_key"])})
+        if check.problems or check.frontier is None or check.last_hash is None:
+            raise ArchiveError(f"{name}: {check.problems[0][1] if check.problems else '?'}")
+        return check.last_hash, check.frontier
+    raise ArchiveError(
+        f"no segment in {target.url} ends at #{first - 1}, where the live trail begins"
+    )
+
+
+def _write(cur, target, seg: Segment, trail_id, prev_hash, frontier, lock_until) -> bytes:
+    """Write the segment's Parquet file and manifest to the archive; returns the bytes."""
+    table, last_hash = segment_rows(cur, seg.first_seq, seg.last_seq)
+    data = encode_segment(
+        table,
+        trail_id=trail_id,
+        prev_hash=prev_hash,
+        last_hash=last_hash,
+        frontier=frontier.copy(),
+        checkpoint=seg.checkpoint,
+        identities=identities_of(cur, table),
+    )
+    _, meta = decode_segment(data)
+    target.put(seg.name, data, lock_until)
+    _put_manifest(target, seg.name, data, meta, lock_until)
+    return data
+
+
+def _put_manifest(target, name: str, data: bytes, meta: dict, lock_until) -> None:
+    body = json.dumps(manifest(name, data, meta), indent=1, sort_keys=True).encode()
+    target.put(manifest_name(name), body, lock_until)
+
+
+def _read_back(
+    target, seg: Segment, written: bytes, prev_hash: bytes
+) -> tuple[bytes, MerkleFrontier]:
+    """Read the segment back from the archive and check it: the bytes written, its link to
+    the record before, its chain and Merkle root against the live trail's signed checkpoint
+    (raises ArchiveError)."""
+    data = target.get(seg.name)
+    if data != written:
+        raise ArchiveError(f"{seg.name}: the archive returned other bytes than were written")
+    try:
+        table, meta = decode_segment(data)
+    except SegmentError as e:
+        raise ArchiveError(f"{seg.name}: {e}") from None
+    check = check_segment(table, meta, {load_public(seg.checkpoint["public_key"])})
+    if check.problems:
+        raise ArchiveError(f"{seg.name}: read back, it does not verify: {check.problems[0][1]}")
+    if meta["prev_hash"] != prev_hash.hex():
+        raise ArchiveError(f"{seg.name}: it does not link to the record before #{seg.first_seq}")
+    if meta["checkpoint"] != {k: v for k, v in seg.checkpoint.items() if not k.startswith("_")}:
+        raise ArchiveError(f"{seg.name}: its checkpoint is not the live trail's")
+    assert check.last_hash is not None and check.frontier is not None
+    return check.last_hash, check.frontier
