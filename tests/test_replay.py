@@ -190,7 +190,8 @@ async def test_a_trace_replays_from_the_server_and_from_the_file(
              if "annotates_run" in c.metadata.get("jupyter_audit", {})}  # fmt: skip
     assert "**Who:** **" in notes[1] and "kernel started" in notes[1]
     assert "recorded by the server" in notes[1] and "kernel finished" in notes[1]
-    assert "Queries (1)" in notes[2] and r"SELECT \(classified at replay\)" in notes[2]
+    # the statement's type and tables, as the server recorded them
+    assert "Queries (1)" in notes[2] and "SELECT on customers" in notes[2]
     assert "shop\\.sqlite" in notes[2] and "‹EMAIL:" in notes[2]
     assert "API calls (1)" in notes[3] and "GET" in notes[3] and "200" in notes[3]
     assert "Commands (1)" in notes[4] and "replay\\-shell" in notes[4] and "exit 0" in notes[4]
@@ -323,7 +324,7 @@ def test_a_service_account_an_approval_and_a_reused_msg_id(make_writer, trail_di
     )
     assert r"service account **contractor\-etl** (token tok\-7f3a, owner ada@example\.org)" in first
     assert "request 7 approve bob ticket 42" in first and "approval\\.decided" in first
-    assert r"writing orders \(classified at replay\)" in first and "rowcount 3" in first
+    assert "DELETE on orders" in first and "rowcount 3" in first
     assert r"Cell c1⟦U\+202E⟧." in first  # a direction override shows, never acts
     assert "**Not forwarded by the server**" in second
     assert "msg\\_id\\_reused" in second and "unattributed" in second

@@ -213,6 +213,7 @@ def test_a_damaged_format_3_trail_is_still_named_after_its_migration(format_3_tr
 
 
 KILLED_MIGRATION = """
+import os
 import sys
 from jupyter_audit.store import migrate
 
@@ -224,12 +225,12 @@ if sys.argv[2] == "copying":
             sys.stdin.read()
     migrate._OTHER_TABLES = Halfway()
 else:
-    fsync = migrate._fsync
-    def stop_before_the_swap(path):  # the copy is whole and on disk
-        fsync(path)
+    def stop_before_the_swap(src, dest):  # the copy is whole and on disk
+        with open(src, "rb") as f:
+            os.fsync(f.fileno())
         print("swapping", flush=True)
         sys.stdin.read()
-    migrate._fsync = stop_before_the_swap
+    migrate.replace_durably = stop_before_the_swap
 migrate.open_writable(sys.argv[1])
 """
 
@@ -284,7 +285,7 @@ def test_a_migration_that_cannot_copy_says_why_and_leaves_the_trail_as_it_was(fo
     con.close()
     rows = chain_of(db)
     with pytest.raises(
-        TrailError, match="migrating .* to format 4 failed .*the trail is unchanged"
+        TrailError, match="(?s)migrating .* to format 4 failed .*the trail is unchanged"
     ):
         open_writable(db)
     assert meta_and_columns(db)[0]["format_version"] == "3"

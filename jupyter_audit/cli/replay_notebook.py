@@ -96,19 +96,19 @@ def _op_line(ev: dict) -> str:
 
 
 def _statement_kind(p: dict) -> tuple[str, str]:
-    """The statement's type and tables as recorded; what the trail lacks is read from the
-    (masked) statement by the risk policy's classifier, and says so."""
+    """The statement's type and tables as the server recorded them; a trail made before the
+    server filled them has them read from the (masked) statement here (policy/describe.py,
+    the server's own reading), and says so."""
     kind, tables = p.get("statement_type"), p.get("tables")
     if kind is None or tables is None:
-        from ..policy.sql import classify
+        from ..policy.describe import describe_sql
 
-        found = classify(str(p.get("statement") or ""))
+        read_kind, read_tables = describe_sql(str(p.get("statement") or ""))
         if kind is None:
-            kinds = dict.fromkeys(s.statement_type for s in found)
-            kind = "+".join(kinds) + " (classified at replay)" if kinds else "?"
+            kind = f"{read_kind} (read at replay)"
         if tables is None:
-            tables = list(dict.fromkeys(t for s in found for t in s.tables))
-            return kind, f" writing {', '.join(tables)} (classified at replay)" if tables else ""
+            named = ", ".join(read_tables)
+            return kind, f" on {named} (read at replay)" if named else ""
     return kind, f" on {', '.join(tables)}" if tables else ""
 
 

@@ -11,7 +11,7 @@ from ..store.trace_ids import AmbiguousTrace, TraceNotFound, pick_trace, resolve
 from .main import CLIError, _api, _open_db, _source
 from .terminal import printable
 
-LISTING_PAGE = 1000  # traces per request while resolving through the server
+LISTING_PAGE = 500  # traces per request while resolving through the server (its maximum)
 
 
 def trace_ref(args, ref: str) -> str:

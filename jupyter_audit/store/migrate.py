@@ -25,7 +25,7 @@ import duckdb
 from .chain import prev_column_mismatch
 from .durable import replace_durably
 from .errors import TrailError
-from .schema import DDL, FORMAT_VERSION, REWRITES, connect, initialise
+from .schema import DDL, DERIVED_TABLES, FORMAT_VERSION, REWRITES, connect, initialise
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,10 @@ _EVENT_COLUMNS = (
 # DuckDB's memory while it copies (its buffer cache would otherwise grow to 80 % of RAM,
 # with the old file's blocks read once each); beyond it, it spills to `<trail>.tmp/`
 MIGRATION_MEMORY = "512MB"
-# copied as they are; the derived tables (schema.DERIVED_TABLES) are not: the copy drops
-# `derived_version`, so the Writer recounts them from the log in today's shapes
-_OTHER_TABLES = ("meta", "identities", "client_events", "service_tokens")
+# copied by column name; a derived table of an older shape keeps what it held (today's new
+# columns take their defaults) so that the Writer's verification compares it with the log
+# before recounting it (`derived_version`)
+_OTHER_TABLES = ("meta", "identities", "client_events", "service_tokens", *DERIVED_TABLES)
 
 
 def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
@@ -74,7 +75,8 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         leftover.unlink(missing_ok=True)  # a copy an earlier attempt did not finish
     log.warning("audit trail %s: format %d -> %d (compact layout)", path, version, FORMAT_VERSION)
     con.execute("CHECKPOINT")  # the old trail whole in its file, nothing left in its WAL
-    old = con.execute("SELECT current_database()").fetchone()[0].replace('"', '""')
+    old_name = con.execute("SELECT current_database()").fetchone()[0]
+    old = old_name.replace('"', '""')
     rows = con.execute("SELECT count(*), max(seq) FROM events").fetchone()
     edited: int | str | None
     try:
@@ -90,13 +92,19 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
             f"INSERT INTO migrating.events ({_EVENT_COLUMNS}) "
             f'SELECT {_EVENT_COLUMNS} FROM "{old}".events'
         )
+        present = {
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [old_name]
+            ).fetchall()
+        }
         for table in _OTHER_TABLES:
-            con.execute(f'INSERT INTO migrating.{table} SELECT * FROM "{old}".{table}')
+            if table in present:
+                con.execute(f'INSERT INTO migrating.{table} BY NAME SELECT * FROM "{old}".{table}')
         con.execute(
             "UPDATE migrating.meta SET value = ? WHERE key = 'format_version'",
             [str(version + 1)],
         )
-        con.execute("DELETE FROM migrating.meta WHERE key = 'derived_version'")
         copied = con.execute("SELECT count(*), max(seq) FROM migrating.events").fetchone()
         if copied != rows:
             raise TrailError(

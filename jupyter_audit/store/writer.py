@@ -139,12 +139,10 @@ class Writer(TrailStore):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
         compact.discard_fresh(self.db_path)  # a compaction killed half-way: the trail is whole
         self._con, meta = open_writable(self.db_path)
-        if meta.get("derived_version") != str(DERIVED_VERSION):
-            # derived tables of another shape or counting rules: recount them from the log
-            # (the log itself and its format are not touched)
-            log.info("audit trail %s: rebuilding its derived tables", self.db_path)
-            queries.rebuild_derived(self._con)
-            meta = read_meta(self._con)
+        # derived tables of another shape or counting rules are recounted from the log (the
+        # log and its format untouched), after the verification below has compared what
+        # they hold with the log: an edit made before is reported, not washed away
+        stale = meta.get("derived_version") != str(DERIVED_VERSION)
         self.trail_id = meta["trail_id"]
         self._restore_state(meta)
         for (iid,) in self._con.execute("SELECT identity_id FROM identities").fetchall():
@@ -162,7 +160,10 @@ class Writer(TrailStore):
                 log.error(
                     "audit trail %s: derived tables edited; rebuilt from the log", self.db_path
                 )
-                queries.rebuild_derived(self._con)
+                stale = True
+        if stale:
+            log.info("audit trail %s: rebuilding its derived tables", self.db_path)
+            queries.rebuild_derived(self._con)
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
         pa.array([0], pa.int64())
