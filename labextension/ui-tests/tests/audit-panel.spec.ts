@@ -39,7 +39,7 @@ async function apiTraces(page: Page): Promise<ITraceSummary[]> {
 async function apiEvents(page: Page, traceId: string): Promise<ITraceEvent[]> {
   const { events } = await api<ITraceDetail>(
     page,
-    `traces/${encodeURIComponent(traceId)}`
+    `traces/${encodeURIComponent(traceId)}?fold=0&limit=5000`
   );
   return [...events].sort((a, b) => a.seq - b.seq);
 }
@@ -68,6 +68,13 @@ function expectedSummary(event: ITraceEvent): string {
     }
   } else if (event.kind === 'op.shell') {
     summary = text(p.command);
+  } else if (
+    ['session.started', 'session.ended', 'session.interrupted'].includes(
+      event.kind
+    ) &&
+    text(p.reason) !== null
+  ) {
+    summary = `${event.kind} (${text(p.reason)})`;
   }
   summary = (summary ?? '').replace(/\s+/g, ' ').trim();
   if (summary === '') {
@@ -90,6 +97,22 @@ function expectedWho(event: ITraceEvent): string {
     : identity.username;
 }
 
+/** Who the list names: people by username, service accounts with their owner. */
+function participantsText(trace: ITraceSummary): string {
+  if (!trace.participants) {
+    return trace.users.join(', ');
+  }
+  return trace.participants
+    .map(p =>
+      p.service_account
+        ? p.token_owner
+          ? `${p.username} (service account of ${p.token_owner})`
+          : `${p.username} (service account)`
+        : p.username
+    )
+    .join(', ');
+}
+
 function panelLocator(page: Page): Locator {
   return page.locator('.jp-AuditTrail-panel');
 }
@@ -110,22 +133,58 @@ async function openPanel(page: IJupyterLabPageFixture): Promise<Locator> {
   return panel;
 }
 
+/**
+ * The timeline shows every event of the trace: a cell's records as one cell
+ * row (its first line of code, who asked for it), its operations nested under
+ * it (statement, `METHOD url → status`, command), and any other record as a
+ * row of its own (kind, who, summary).
+ */
 async function checkTimeline(
   page: Page,
   panel: Locator,
   traceId: string
 ): Promise<ITraceEvent[]> {
   const events = await apiEvents(page, traceId);
-  const rows = panel.locator('.jp-AuditTrail-event');
-  await expect(rows).toHaveCount(events.length);
-  for (const [i, event] of events.entries()) {
-    const row = rows.nth(i);
+  await expect(panel.locator('.jp-AuditTrail-end')).toBeVisible();
+  const cellMsgs = new Set(
+    events
+      .filter(e => e.kind.startsWith('cell.') && e.kind !== 'cell.unreported')
+      .map(e => e.msg_id)
+  );
+  for (const event of events) {
+    if (event.msg_id && cellMsgs.has(event.msg_id)) {
+      const cell = panel.locator(
+        `.jp-AuditTrail-cell[data-msg-id=${JSON.stringify(event.msg_id)}]`
+      );
+      await expect(cell).toHaveCount(1);
+      if (event.kind === 'cell.requested') {
+        const head = cell.locator('.jp-AuditTrail-cellHead');
+        await expect(head.locator('.jp-AuditTrail-summary')).toHaveText(
+          expectedSummary(event)
+        );
+        await expect(head.locator('.jp-AuditTrail-who')).toHaveText(
+          expectedWho(event)
+        );
+        await expect(head.locator('.jp-AuditTrail-time')).not.toBeEmpty();
+      } else if (!event.kind.startsWith('cell.')) {
+        const op = cell.locator(`.jp-AuditTrail-op[data-seq="${event.seq}"]`);
+        await expect(op.locator('.jp-AuditTrail-summary')).toHaveText(
+          expectedSummary(event)
+        );
+        await expect(op.locator('.jp-AuditTrail-seq').first()).toHaveText(
+          `#${event.seq}`
+        );
+      }
+      continue;
+    }
+    const row = panel.locator(
+      `.jp-AuditTrail-step[data-seq="${event.seq}"] > .jp-AuditTrail-event`
+    );
     await expect(row.locator('.jp-AuditTrail-seq')).toHaveText(`#${event.seq}`);
     await expect(row.locator('.jp-AuditTrail-kind')).toHaveText(event.kind);
     await expect(row.locator('.jp-AuditTrail-who')).toHaveText(
       expectedWho(event)
     );
-    await expect(row.locator('.jp-AuditTrail-time')).not.toBeEmpty();
     await expect(row.locator('.jp-AuditTrail-summary')).toHaveText(
       expectedSummary(event)
     );
@@ -174,7 +233,7 @@ test.describe('Audit trail panel', () => {
         trace.notebook ?? '(no notebook)'
       );
       await expect(item.locator('.jp-AuditTrail-traceUsers')).toHaveText(
-        trace.users.join(', ')
+        participantsText(trace)
       );
       await expect(item.locator('.jp-AuditTrail-status')).toHaveText(
         trace.status
@@ -271,12 +330,12 @@ test.describe('Audit trail panel', () => {
     expect(trace.users.length).toBeGreaterThan(0);
     await expect(
       traceButton(panel, trace.trace_id).locator('.jp-AuditTrail-traceUsers')
-    ).toHaveText(trace.users.join(', '));
+    ).toHaveText(participantsText(trace));
 
     await traceButton(panel, trace.trace_id).click();
     await expect(
       panel.locator('.jp-AuditTrail-traceInfo .jp-AuditTrail-traceUsers')
-    ).toHaveText(trace.users.join(', '));
+    ).toHaveText(participantsText(trace));
     const row = panel.locator(
       `.jp-AuditTrail-event[data-seq="${event.seq}"] .jp-AuditTrail-who`
     );
@@ -370,7 +429,7 @@ test.describe('Audit trail panel', () => {
     const panel = panelLocator(page);
     const error = panel.locator('.jp-AuditTrail-error');
     await expect(error).toHaveText(
-      'You are not allowed to see this (reviewers only)'
+      'Your account lacks the role to see this (reviewers only)'
     );
 
     tracesFailure = {
@@ -396,7 +455,7 @@ test.describe('Audit trail panel', () => {
     await refresh();
     const alert = panel.locator('.jp-AuditTrail-integrityAlert');
     await expect(alert).toHaveText(
-      'Trail integrity check failed at record #7: hash mismatch <b>edited</b>'
+      '⛔ Trail integrity check failed at record #7: hash mismatch <b>edited</b>'
     );
     await expect(panel.locator('b')).toHaveCount(0);
     const background = await alert.evaluate(
