@@ -7,8 +7,6 @@
 import { expect, test } from '@jupyterlab/galata';
 import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Locator, Page } from '@playwright/test';
-import * as fs from 'fs';
-import * as path from 'path';
 
 // The API's shapes as the extension itself declares them (type-only: nothing
 // of the extension's code runs here).
@@ -20,12 +18,7 @@ import type {
   ITraceSummary
 } from '../../src/tokens';
 
-import {
-  DOCS_DIR,
-  PANEL_ID,
-  api,
-  useRealServerAndFailOnDialogs
-} from './common';
+import { PANEL_ID, api, useRealServerAndFailOnDialogs } from './common';
 
 const XSS_NOTEBOOK = '<img src=x onerror=alert(1)>.ipynb';
 
@@ -245,10 +238,6 @@ test.describe('Audit trail panel', () => {
     }
     // The demo trail has a trace run by more than one identity.
     expect(traces.some(trace => trace.users.length > 1)).toBe(true);
-
-    await page.sidebar.setWidth(420);
-    fs.mkdirSync(DOCS_DIR, { recursive: true });
-    await page.screenshot({ path: path.join(DOCS_DIR, 'panel-traces.png') });
   });
 
   test('the command palette opens the panel', async ({ page }) => {
@@ -269,7 +258,8 @@ test.describe('Audit trail panel', () => {
     page
   }) => {
     const panel = await openPanel(page);
-    const traces = await apiTraces(page);
+    // The demo's traces (review.spec.ts pages through the long ones).
+    const traces = (await apiTraces(page)).filter(t => t.events < 200);
 
     // Every trace's timeline, and every kind of summary the demo data has.
     const seenKinds = new Set<string>();
@@ -284,22 +274,12 @@ test.describe('Audit trail panel', () => {
 
       await panel.locator('.jp-AuditTrail-back').click();
       await expect(panel.locator('.jp-AuditTrail-timeline')).toHaveCount(0);
-      await expect(panel.locator('.jp-AuditTrail-trace')).toHaveCount(
-        traces.length
-      );
+      await expect(traceButton(panel, trace.trace_id)).toBeVisible();
     }
     for (const kind of ['op.sql', 'op.http', 'op.shell']) {
       expect(seenKinds, `the demo trail has ${kind} events`).toContain(kind);
     }
     expect([...seenKinds].some(kind => kind.startsWith('cell.'))).toBe(true);
-
-    // The richest trace for the documentation.
-    const richest = [...traces].sort((a, b) => b.operations - a.operations)[0];
-    await traceButton(panel, richest.trace_id).click();
-    await checkTimeline(page, panel, richest.trace_id);
-    await page.sidebar.setWidth(420);
-    fs.mkdirSync(DOCS_DIR, { recursive: true });
-    await page.screenshot({ path: path.join(DOCS_DIR, 'panel-timeline.png') });
   });
 
   test('the server’s own events read as the server’s, not a participant', async ({
