@@ -66,10 +66,11 @@ def free_port() -> int:
 class Server:
     """One `python -m jupyter_server` subprocess with its own runtime/config/data dirs."""
 
-    def __init__(self, name: str, root: Path, audited: bool) -> None:
+    def __init__(self, name: str, root: Path, audited: bool, db_path: Path | None = None) -> None:
         self.name = name
         self.dir = root / name
         self.audited = audited
+        self.db_path = db_path or self.dir / "audit" / "trail.duckdb"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.kernel_id: str | None = None
@@ -102,7 +103,7 @@ class Server:
             f"--ServerApp.jpserver_extensions={{'jupyter_audit': {enabled}}}",
         ]
         if self.audited:
-            cmd.append(f"--AuditApp.db_path={self.dir / 'audit' / 'trail.duckdb'}")
+            cmd.append(f"--AuditApp.db_path={self.db_path}")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         # own session, no stdin: a Ctrl-C in the terminal reaches this script only (which
         # then stops the servers in order), never jupyter_server's "Shutdown?" prompt

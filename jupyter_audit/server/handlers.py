@@ -17,10 +17,10 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..events import EventValidationError
+from ..events import KINDS, EventValidationError
 from ..identity.resolve import snapshot_for
 from ..identity.tokens import TokenError
-from ..store import queries
+from ..store import listing, queries, search, timeline
 from ..store import trail as trail_ops
 from ..store.canonical import iso_time
 from ..store.errors import TrailError
@@ -32,6 +32,8 @@ from .ingest.handler import KernelEventsHandler
 
 API = "/jupyter-audit/api"
 MAX_LIMIT = 1000
+MAX_TRACES_PAGE = 500  # traces per `GET traces` page
+MAX_EVENTS_PAGE = 5000  # events per `GET traces/{id}` page
 
 
 def requires(resource: str):
@@ -231,42 +233,208 @@ def session_expiry(user) -> str | None:
     return iso_time(int(epoch * 1_000_000)) if isinstance(epoch, int | float) else None
 
 
-class TracesHandler(AuditHandler):
+MAX_TEXT = 1000  # characters of a free-text filter (user, notebook, kind, msg_id)
+SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
+
+
+class TraceQueryHandler(AuditHandler):
+    """What the trace endpoints share: strict parameters (a NUL byte, an overlong value or
+    a malformed number is a 400 naming it, never a 500) and the integrity found at open."""
+
+    def arg_text(self, name: str, max_len: int = MAX_TEXT) -> str | None:
+        raw = self.request.query_arguments.get(name)
+        if not raw:
+            return None
+        if len(raw) > 1:
+            raise web.HTTPError(400, f"{name} given more than once")
+        return self._text(name, raw[0], max_len)
+
+    def arg_texts(self, name: str, max_len: int = MAX_TEXT) -> list[str]:
+        raw = self.request.query_arguments.get(name) or []
+        if len(raw) > 20:
+            raise web.HTTPError(400, f"{name} given more than 20 times")
+        return [self._text(name, v, max_len) for v in raw]
+
+    @staticmethod
+    def _text(name: str, raw: bytes, max_len: int) -> str:
+        if len(raw) > 4 * max_len:
+            raise web.HTTPError(400, f"{name} is longer than {max_len} characters")
+        try:
+            value = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPError(400, f"{name} is not UTF-8 text") from None
+        if len(value) > max_len:
+            raise web.HTTPError(400, f"{name} is longer than {max_len} characters")
+        if any(c < " " and c not in "\t" for c in value):
+            raise web.HTTPError(400, f"{name} holds a control character (NUL, newline...)")
+        return value
+
+    def arg_seq(self, name: str) -> int | None:
+        raw = self.arg_text(name, 30)
+        if raw is None:
+            return None
+        if not raw.isdigit() or not raw.isascii():
+            raise web.HTTPError(400, f"{name} must be an integer, 0 or more")
+        value = int(raw)
+        if value >= 2**63:
+            raise web.HTTPError(400, f"{name} is too large")
+        return value
+
+    def arg_kind(self, name: str = "kind") -> list[str]:
+        kinds = self.arg_texts(name, 100)
+        for k in kinds:
+            if k not in KINDS:
+                raise web.HTTPError(400, f"{name}: no event kind {k!r}")
+        return kinds
+
+    def arg_words(self) -> list[str] | None:
+        raw = self.arg_text("q", search.MAX_QUERY)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            return search.terms(raw)
+        except search.SearchError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    async def index_ready(self) -> None:
+        """Wait until the search index holds every committed record."""
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self.writer.index_search()), SEARCH_WAIT)
+        except TimeoutError:
+            raise web.HTTPError(503, "the search index is still being built; try again") from None
+
+    def broken_seqs(self) -> list[int]:
+        result = self.writer.integrity
+        problems = getattr(result, "problems", None) or []
+        return sorted({p["seq"] for p in problems if p.get("seq") is not None})
+
+
+class TracesHandler(TraceQueryHandler):
+    """Trace summaries, newest first, a page at a time (`listing.list_traces`)."""
+
     @web.authenticated
     @requires("audit:traces")
     async def get(self):
         ident = self.identity()
-        limit = self.arg_int("limit", 50, 1)
-        before = None
-        if self.get_argument("before", None) is not None:
-            before = self.arg_int("before", 0, 0, 2**63 - 1)
-        only = self.get_argument("user", None)
+        limit = self.arg_int("limit", 50, 1, MAX_TRACES_PAGE)
+        before = self.arg_seq("before")
+        cursor = self.arg_text("cursor", 100)
+        if cursor is not None:
+            try:
+                before = listing.decode_cursor(cursor)
+            except listing.QueryError as e:
+                raise web.HTTPError(400, str(e)) from None
+        only = self.arg_text("user", 256)
         if "auditor" in self.roles(ident):
             username = only
         else:
             if only not in (None, ident["username"]):
                 await self.authorize("audit:traces:all")  # 403: only auditors
             username = ident["username"]
-        traces = queries.list_traces(
-            self.writer.cursor(), username=username, limit=limit, before_seq=before
+        flags = self.arg_texts("flag", 40)
+        for f in flags:
+            if f not in listing.FLAGS:
+                raise web.HTTPError(400, f"flag must be one of {', '.join(listing.FLAGS)}")
+        filters = {
+            "username": username,
+            "before_seq": before,
+            "notebook": self.arg_text("notebook"),
+            "since": self.arg_time("since"),
+            "until": self.arg_time("until"),
+            "kinds": self.arg_kind(),
+            "flags": flags,
+            "q": self.arg_words(),
+        }
+        if filters["q"]:
+            await self.index_ready()
+        seqs = self.broken_seqs()
+        writer = self.writer
+
+        def run():
+            cur = writer.cursor()
+            broken = listing.broken_traces(cur, seqs)
+            return listing.list_traces(cur, limit=limit + 1, broken=broken, **filters)
+
+        traces = await asyncio.to_thread(run)
+        more = len(traces) > limit
+        traces = traces[:limit]
+        self.finish(
+            {
+                "traces": traces,
+                "next": listing.encode_cursor(traces[-1]["last_seq"]) if more else None,
+                "integrity": integrity_json(self.writer.integrity),
+            }
         )
-        self.finish({"traces": traces, "integrity": integrity_json(self.writer.integrity)})
 
 
-class TraceHandler(AuditHandler):
+class TraceHandler(TraceQueryHandler):
+    """One trace: its summary, a page of its events (`timeline.trace_page`) and its own
+    integrity. A full id or an unambiguous prefix of at least 8 characters."""
+
     @web.authenticated
     @requires("audit:traces")
-    async def get(self, trace_id):
+    async def get(self, ident_or_prefix):
         ident = self.identity()
-        cur = self.writer.cursor()
-        summary = queries.get_trace_summary(cur, trace_id)
-        if summary is None:
-            raise web.HTTPError(404, f"no trace {trace_id}")
-        if ident["username"] not in summary["users"]:
+        limit = self.arg_int("limit", 500, 1, MAX_EVENTS_PAGE)
+        after, before = self.arg_seq("after_seq"), self.arg_seq("before_seq")
+        page = self.arg_text("page", 10)
+        if page not in (None, "first", "last"):
+            raise web.HTTPError(400, "page must be first or last")
+        if sum(x is not None for x in (after, before, page)) > 1:
+            raise web.HTTPError(400, "give at most one of after_seq, before_seq and page")
+        msg_id = self.arg_text("msg_id", 256)
+        fold = self.arg_text("fold", 5)
+        if fold not in (None, "0", "1", "true", "false"):
+            raise web.HTTPError(400, "fold must be 0 or 1")
+        folding = (msg_id is None) if fold is None else fold in ("1", "true")
+        kinds = self.arg_kind()
+        if len(kinds) > 1:
+            raise web.HTTPError(400, "kind given more than once")
+        words = self.arg_words()
+        writer = self.writer
+        cur = writer.cursor()
+        # a prefix is resolved among the traces the user may see: it tells no one which
+        # ids others' traces have (a full id of another's trace is a 403, as before)
+        mine = None if "auditor" in self.roles(ident) else ident["username"]
+        try:
+            trace_id = listing.resolve_trace_id(cur, ident_or_prefix, username=mine)
+        except listing.QueryError as e:
+            raise web.HTTPError(400, str(e)) from None
+        if trace_id is None:
+            raise web.HTTPError(404, f"no trace {ident_or_prefix}")
+        if ident["username"] not in queries.trace_users(cur, trace_id):
             await self.authorize("audit:traces:all")
             self.record_access(ident, "view", trace_id)
-        events = queries.get_trace_events(cur, trace_id, summary)
-        self.finish({"trace": summary, "events": events})
+        if words:
+            await self.index_ready()
+        seqs = self.broken_seqs()
+
+        def run():
+            cur = writer.cursor()
+            broken = listing.broken_traces(cur, seqs)
+            summary = queries.get_trace_summary(cur, trace_id, broken)
+            if summary is None:
+                return None
+            page_ = timeline.trace_page(
+                cur,
+                trace_id,
+                limit=limit,
+                after_seq=after,
+                before_seq=before,
+                last=page == "last",
+                fold=folding,
+                msg_id=msg_id,
+                kind=kinds[0] if kinds else None,
+                words=words,
+                broken=set(seqs),
+            )
+            integrity = timeline.trace_integrity(cur, summary, writer.integrity)
+            return {"trace": summary, **page_, "integrity": integrity}
+
+        out = await asyncio.to_thread(run)
+        if out is None:
+            raise web.HTTPError(404, f"no trace {ident_or_prefix}")
+        self.finish(out)
 
 
 class VerifyHandler(AuditHandler):

@@ -18,11 +18,12 @@ from hashlib import sha256
 from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from .canonical import iso_time
 from .merkle import MerkleFrontier
-from .traces import TraceRow, is_participant, store_traces
+from .traces import NEEDS_PAYLOAD, TraceRow, is_participant, store_traces
 
 if TYPE_CHECKING:
     from .records import Prepared
@@ -53,6 +54,7 @@ class SealedBatch:
     identities: dict[str, NewIdentity]
     traces: dict[str, TraceRow]
     users: set[tuple[str, str]]  # (trace id, username) pairs not known to be stored
+    notebooks: set[tuple[str, str, int]]  # (trace id, name, first seq) not known to be stored
     client_ids: dict[str, int]  # client-chosen event id -> its sequence number
 
 
@@ -65,9 +67,11 @@ def seal(
     time_us: int,
     known_identities: set[str],
     known_pairs: set[tuple[str, str]],
+    known_notebooks: set[tuple[str, str]] = frozenset(),  # type: ignore[assignment]
 ) -> SealedBatch:
     """Sequence and chain `ps` after record `seq` (hash `last_hash`; `frontier` is copied),
-    all stamped `time_us`. `known_*`: identities and (trace, user) pairs already stored."""
+    all stamped `time_us`. `known_*`: identities, (trace, user) and (trace, notebook name)
+    pairs already stored."""
     seq0 = seq
     prev = last_hash
     frontier = frontier.copy()
@@ -104,13 +108,23 @@ def seal(
             t = traces[trace_id] = TraceRow(p.kernel_id, p.notebook, s, s)
         kind = p.kind
         unattributed = kind == "cell.started" and "unattributed" in p.flags
-        t.add(s, kind, p.kernel_id, p.notebook, unattributed)
+        payload = None
+        if kind in NEEDS_PAYLOAD:
+            # a prepare worker's event arrives sealed, without its payload: read it back
+            payload = p.payload if p.payload is not None else _payload(c_rec[s - seq0 - 1])
+        t.add(s, kind, p.kernel_id, p.notebook, unattributed, payload)
         ident = p.identity
         if ident is not None:
             pair = (trace_id, ident["username"])
             # a stored pair was a participant's; only a new one is asked whose it is
             if pair not in known_pairs and is_participant(ident):
                 users.add(pair)
+    notebooks = {
+        (trace_id, name, first)
+        for trace_id, t in traces.items()
+        for name, first in (t.names or {}).items()
+        if (trace_id, name) not in known_notebooks
+    }
     n = len(ps)
     table = pa.table(
         {
@@ -142,8 +156,15 @@ def seal(
         identities=new_ids,
         traces=traces,
         users=users,
+        notebooks=notebooks,
         client_ids=client,
     )
+
+
+def _payload(canon: bytes) -> dict | None:
+    """The payload of a record's canonical bytes."""
+    payload = orjson.loads(canon).get("payload")
+    return payload if isinstance(payload, dict) else None
 
 
 def insert(con, batch: SealedBatch, known_traces: set[str], *, optimistic: bool) -> bool:
@@ -162,7 +183,9 @@ def insert(con, batch: SealedBatch, known_traces: set[str], *, optimistic: bool)
                 [[iid, *new] for iid, new in batch.identities.items()],
             )
         if batch.traces:
-            store_traces(con, batch.traces, batch.users, batch.time_us, known_traces)
+            store_traces(
+                con, batch.traces, batch.users, batch.time_us, known_traces, batch.notebooks
+            )
         if batch.client_ids:
             ids = pa.table(
                 {

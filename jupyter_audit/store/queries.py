@@ -13,54 +13,19 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from .schema import DERIVED_TABLES, FORMAT_VERSION
-from .traces import TRACE_COLUMNS, TraceRow, participants_sql, upsert_traces
+from .listing import add_people, list_traces, resolve_trace_id, trace_row
+from .schema import DERIVED_DDL, DERIVED_VERSION, FORMAT_VERSION
+from .traces import (
+    NEEDS_PAYLOAD,
+    TRACE_COLUMNS,
+    TraceRow,
+    insert_trace_notebooks,
+    participants_sql,
+    upsert_traces,
+)
 
-
-def _iso(ts) -> str | None:
-    if ts is None:
-        return None
-    if isinstance(ts, datetime):
-        return ts.replace(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return str(ts)
-
-
-def _trace_row(row, users: list[str]) -> dict:
-    d = dict(zip(TRACE_COLUMNS, row, strict=True))
-    d["started_at"] = _iso(d["started_at"])
-    d["last_at"] = _iso(d["last_at"])
-    d["status"] = d["status"] or "running"
-    d["users"] = users
-    return d
-
-
-def list_traces(cur, *, username: str | None = None, limit: int = 100, before_seq=None):
-    """Newest traces first; with `username`, only traces that user took part in."""
-    params: list[object]
-    where, params = [], []
-    if username is not None:
-        where.append("trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)")
-        params.append(username)
-    if before_seq is not None:
-        where.append("last_seq < ?")
-        params.append(int(before_seq))
-    sql = f"SELECT {', '.join(TRACE_COLUMNS)} FROM traces"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY last_seq DESC LIMIT ?"
-    params.append(int(limit))
-    rows = cur.execute(sql, params).fetchall()
-    if not rows:
-        return []
-    ids = [r[0] for r in rows]
-    users: dict[str, list[str]] = {i: [] for i in ids}
-    for tid, user in cur.execute(
-        "SELECT trace_id, username FROM trace_users WHERE trace_id IN (SELECT unnest(?)) "
-        "ORDER BY username",
-        [ids],
-    ).fetchall():
-        users[tid].append(user)
-    return [_trace_row(r, users[r[0]]) for r in rows]
+# listings and trace-id prefixes live in `listing`; callers reach them here too
+__all__ = ["list_traces", "resolve_trace_id"]
 
 
 def trace_users(cur, trace_id: str) -> list[str]:
@@ -72,13 +37,17 @@ def trace_users(cur, trace_id: str) -> list[str]:
     ]
 
 
-def get_trace_summary(cur, trace_id: str) -> dict | None:
+def get_trace_summary(cur, trace_id: str, broken: set[str] | None = None) -> dict | None:
+    """A trace's summary as listings show it (`listing`); `broken`: ids of traces holding
+    a broken record."""
     row = cur.execute(
         f"SELECT {', '.join(TRACE_COLUMNS)} FROM traces WHERE trace_id = ?", [trace_id]
     ).fetchone()
     if row is None:
         return None
-    return _trace_row(row, trace_users(cur, trace_id))
+    d = trace_row(row, trace_users(cur, trace_id))
+    add_people(cur, [d], broken or set())
+    return d
 
 
 class IdentityCache:
@@ -168,7 +137,9 @@ def trail_stats(cur) -> dict:
 
 
 def rebuild_derived(con) -> None:
-    """Recompute every derived table from the log (e.g. after a schema change)."""
+    """Recompute every derived table from the log (after a change of their shapes or rules,
+    `schema.DERIVED_VERSION`, or an edit found at open): recreated with today's columns and
+    recounted; the search index starts empty, for `search.catch_up` to fill."""
     traces: dict[str, TraceRow] = {}
     times: dict[str, list] = {}
     result = con.execute(
@@ -183,16 +154,28 @@ def rebuild_derived(con) -> None:
                 times[tid] = [ts, ts]
             times[tid][1] = ts
             unattributed = kind == "cell.started" and "unattributed" in json.loads(rec)["flags"]
-            t.add(seq, kind, kid, nb, unattributed)
+            payload = None
+            if kind in NEEDS_PAYLOAD:
+                payload = json.loads(rec).get("payload")
+            t.add(seq, kind, kid, nb, unattributed, payload if isinstance(payload, dict) else None)
     con.execute("BEGIN")
     try:
-        for table in DERIVED_TABLES:
-            con.execute(f"DELETE FROM {table}")
+        for table, ddl in DERIVED_DDL.items():
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(ddl)
         if traces:
             upsert_traces(con, traces, times)
+            names = {(i, n, s) for i, t in traces.items() for n, s in (t.names or {}).items()}
+            if names:
+                insert_trace_notebooks(con, names)
         # usernames from the snapshots themselves, which verify checks against their ids
         con.execute(
             f"INSERT INTO trace_users (trace_id, username) {participants_sql(FORMAT_VERSION)}"
+        )
+        con.execute(
+            "INSERT INTO meta VALUES ('derived_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [str(DERIVED_VERSION)],
         )
         con.execute("COMMIT")
     except BaseException:

@@ -37,6 +37,50 @@ CREATE TABLE IF NOT EXISTS events (
 )
 """
 
+# tables derived from the log (rebuilt by `queries.rebuild_derived`)
+DERIVED_DDL = {
+    "traces": """CREATE TABLE IF NOT EXISTS traces (
+        trace_id VARCHAR PRIMARY KEY,
+        kernel_id VARCHAR,
+        notebook VARCHAR,
+        started_at TIMESTAMP,
+        last_at TIMESTAMP,
+        first_seq BIGINT,
+        last_seq BIGINT,
+        events BIGINT,
+        cells BIGINT,
+        operations BIGINT,
+        status VARCHAR,
+        queries BIGINT DEFAULT 0,
+        http BIGINT DEFAULT 0,
+        shell BIGINT DEFAULT 0,
+        failed_cells BIGINT DEFAULT 0,
+        risky BIGINT DEFAULT 0,
+        approvals BIGINT DEFAULT 0,
+        capture_gaps BIGINT DEFAULT 0,
+        unattributed BIGINT DEFAULT 0
+    )""",
+    "trace_users": """CREATE TABLE IF NOT EXISTS trace_users (
+        trace_id VARCHAR NOT NULL,
+        username VARCHAR NOT NULL,
+        PRIMARY KEY (trace_id, username)
+    )""",
+    # every name a trace's notebook had, with the first record that gave it
+    "trace_notebooks": """CREATE TABLE IF NOT EXISTS trace_notebooks (
+        trace_id VARCHAR NOT NULL,
+        notebook VARCHAR NOT NULL,
+        first_seq BIGINT NOT NULL,
+        PRIMARY KEY (trace_id, notebook)
+    )""",
+    # the search index (store/search.py): filled after the fact, not by the Writer
+    "search_terms": """CREATE TABLE IF NOT EXISTS search_terms (
+        term VARCHAR NOT NULL,
+        trace_id VARCHAR NOT NULL,
+        seq BIGINT NOT NULL
+    )""",
+    "search_state": "CREATE TABLE IF NOT EXISTS search_state (indexed_seq BIGINT NOT NULL)",
+}
+
 DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     EVENTS_DDL,
@@ -53,24 +97,7 @@ DDL = [
         event_id VARCHAR PRIMARY KEY,
         seq BIGINT NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS traces (
-        trace_id VARCHAR PRIMARY KEY,
-        kernel_id VARCHAR,
-        notebook VARCHAR,
-        started_at TIMESTAMP,
-        last_at TIMESTAMP,
-        first_seq BIGINT,
-        last_seq BIGINT,
-        events BIGINT,
-        cells BIGINT,
-        operations BIGINT,
-        status VARCHAR
-    )""",
-    """CREATE TABLE IF NOT EXISTS trace_users (
-        trace_id VARCHAR NOT NULL,
-        username VARCHAR NOT NULL,
-        PRIMARY KEY (trace_id, username)
-    )""",
+    *DERIVED_DDL.values(),
 ]
 
 # Service-account tokens: state, not log. Only a hash of each secret is kept; creation and
@@ -89,7 +116,12 @@ SERVICE_TOKENS_DDL = """CREATE TABLE IF NOT EXISTS service_tokens (
 )"""
 DDL.append(SERVICE_TOKENS_DDL)
 
-DERIVED_TABLES = ("traces", "trace_users")
+DERIVED_TABLES = tuple(DERIVED_DDL)
+#: the version of the derived tables' shapes and counting rules: a trail whose
+#: `derived_version` differs has them rebuilt from the log when a Writer opens it
+#: (`queries.rebuild_derived`); the log and its format are not touched. 1 (no meta key):
+#: traces and trace_users before issue 15; 2: counts, trace_notebooks, search index
+DERIVED_VERSION = 2
 
 # Migrations from version N to N+1, applied in order inside one transaction.
 # 1 -> 2: service-account tokens. 2 -> 3: the server's own events make no one a trace's
@@ -180,6 +212,7 @@ def initialise(con) -> dict[str, str]:
                 ["last_seq", "0"],
                 ["last_hash", bytes(32).hex()],
                 ["frontier", ""],
+                ["derived_version", str(DERIVED_VERSION)],
             ],
         )
         con.execute("COMMIT")

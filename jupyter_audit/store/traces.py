@@ -18,6 +18,19 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..identity.snapshot import SYSTEM_AUTH_METHOD, is_system
+from .risk import risk_rules
+
+#: the counts of `traces` beyond events, cells and operations (TraceSummary `counts`)
+COUNTS = (
+    "queries",  # op.sql
+    "http",  # op.http
+    "shell",  # op.shell
+    "failed_cells",  # cell.finished with status "error"
+    "risky",  # op.sql / op.shell with a built-in finding (`risk.risk_rules`)
+    "approvals",  # approval.requested
+    "capture_gaps",  # cell.unreported
+    "unattributed",  # op.unattributed, and cell.started flagged unattributed
+)
 
 #: the columns of `traces`, in order
 TRACE_COLUMNS = (
@@ -32,8 +45,21 @@ TRACE_COLUMNS = (
     "cells",
     "operations",
     "status",
+    *COUNTS,
 )
 _COLUMN_LIST = ", ".join(TRACE_COLUMNS)
+#: kinds whose count `TraceRow.add` reads from the payload (callers parse only these)
+NEEDS_PAYLOAD = frozenset(("cell.finished", "op.sql", "op.shell"))
+_KIND_COUNTS = {
+    "op.sql": "queries",
+    "op.http": "http",
+    "op.shell": "shell",
+    "approval.requested": "approvals",
+    "cell.unreported": "capture_gaps",
+    "op.unattributed": "unattributed",
+}
+_ADD_COUNTS = ",\n    ".join(f"{c} = traces.{c} + excluded.{c}" for c in COUNTS)
+_UPDATE_COUNTS = ",\n    ".join(f"{c} = {c} + ?" for c in COUNTS)
 
 # explicit column lists: a later format may add columns to these tables
 UPSERT_TRACES = f"""
@@ -46,11 +72,12 @@ ON CONFLICT (trace_id) DO UPDATE SET
     events = traces.events + excluded.events,
     cells = traces.cells + excluded.cells,
     operations = traces.operations + excluded.operations,
-    status = COALESCE(excluded.status, traces.status)
+    status = COALESCE(excluded.status, traces.status),
+    {_ADD_COUNTS}
 """
 
 # the same change as UPSERT_TRACES makes to an existing row
-UPDATE_TRACE = """
+UPDATE_TRACE = f"""
 UPDATE traces SET
     kernel_id = COALESCE(kernel_id, ?),
     notebook = COALESCE(?, notebook),
@@ -59,9 +86,15 @@ UPDATE traces SET
     events = events + ?,
     cells = cells + ?,
     operations = operations + ?,
-    status = COALESCE(?, status)
+    status = COALESCE(?, status),
+    {_UPDATE_COUNTS}
 WHERE trace_id = ?
 """
+
+INSERT_TRACE_NOTEBOOKS = (
+    "INSERT INTO trace_notebooks (trace_id, notebook, first_seq) "
+    "SELECT trace_id, notebook, first_seq FROM {src} ON CONFLICT DO NOTHING"
+)
 
 INSERT_TRACE_USERS = (
     "INSERT INTO trace_users (trace_id, username) SELECT trace_id, username FROM {src} "
@@ -81,20 +114,54 @@ class TraceRow:
     cells: int = 0
     operations: int = 0
     status: str | None = None  # "running", "ended", or None: unchanged
+    queries: int = 0
+    http: int = 0
+    shell: int = 0
+    failed_cells: int = 0
+    risky: int = 0
+    approvals: int = 0
+    capture_gaps: int = 0
+    unattributed: int = 0
+    # every notebook name the run of events gave, with the first seq that gave it
+    names: dict[str, int] | None = None
 
-    def add(self, seq: int, kind: str, kernel_id, notebook, unattributed_start: bool) -> None:
+    def add(
+        self,
+        seq: int,
+        kind: str,
+        kernel_id,
+        notebook,
+        unattributed_start: bool,
+        payload: dict | None = None,
+    ) -> None:
         """Count one event of the trace; `unattributed_start`: a `cell.started` flagged
-        "unattributed" (a cell no `cell.requested` announced, counted as a cell itself)."""
+        "unattributed" (a cell no `cell.requested` announced, counted as a cell itself);
+        `payload`: the stored (masked) payload, needed for the kinds in NEEDS_PAYLOAD."""
         self.last_seq = seq
         self.events += 1
         if kernel_id and not self.kernel_id:
             self.kernel_id = kernel_id
         if notebook:
             self.notebook = notebook
+            if self.names is None:
+                self.names = {notebook: seq}
+            elif notebook not in self.names:
+                self.names[notebook] = seq
         if kind == "cell.requested" or unattributed_start:
             self.cells += 1
+            if unattributed_start:
+                self.unattributed += 1
         elif kind.startswith("op."):
             self.operations += 1
+        counted = _KIND_COUNTS.get(kind)
+        if counted is not None:
+            setattr(self, counted, getattr(self, counted) + 1)
+        if kind in NEEDS_PAYLOAD and payload is not None:
+            if kind == "cell.finished":
+                if payload.get("status") == "error":
+                    self.failed_cells += 1
+            elif risk_rules(kind, payload):
+                self.risky += 1
         if kind == "session.ended":
             self.status = "ended"
         elif kind == "session.started":
@@ -119,12 +186,21 @@ def traces_table(traces: dict[str, TraceRow], times: dict) -> pa.Table:
             "cells": pa.array([r.cells for r in rows], pa.int64()),
             "operations": pa.array([r.operations for r in rows], pa.int64()),
             "status": pa.array([r.status for r in rows], pa.string()),
+            **{c: pa.array([getattr(r, c) for r in rows], pa.int64()) for c in COUNTS},
         }
     )
 
 
-def store_traces(con, traces: dict[str, TraceRow], users: set, last_us: int, known: set) -> None:
-    """Add a batch's counts to its traces' rows (`known`: trace ids with a row already). A
+def store_traces(
+    con,
+    traces: dict[str, TraceRow],
+    users: set,
+    last_us: int,
+    known: set,
+    notebooks: set[tuple[str, str, int]] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """Add a batch's counts to its traces' rows (`known`: trace ids with a row already), and
+    the (trace, notebook name, first seq) rows of `notebooks`. A
     cell's few events touch one or two known traces: an UPDATE each costs a third of the
     Arrow upsert, which big batches and new traces use."""
     rest = traces
@@ -142,6 +218,7 @@ def store_traces(con, traces: dict[str, TraceRow], users: set, last_us: int, kno
                     r.cells,
                     r.operations,
                     r.status,
+                    *(getattr(r, c) for c in COUNTS),
                     trace_id,
                 ],
             ).fetchone()
@@ -151,6 +228,8 @@ def store_traces(con, traces: dict[str, TraceRow], users: set, last_us: int, kno
         upsert_traces(con, rest, {i: (last_us, last_us) for i in rest})
     if users:
         insert_trace_users(con, users)
+    if notebooks:
+        insert_trace_notebooks(con, notebooks)
 
 
 def upsert_traces(con, traces: dict[str, TraceRow], times: dict) -> None:
@@ -160,6 +239,22 @@ def upsert_traces(con, traces: dict[str, TraceRow], times: dict) -> None:
         con.execute(UPSERT_TRACES.format(src="_batch_traces"))
     finally:
         con.unregister("_batch_traces")
+
+
+def insert_trace_notebooks(con, notebooks: set[tuple[str, str, int]]) -> None:
+    """Record (trace id, notebook name, first seq) rows; names already there keep theirs."""
+    t = pa.table(
+        {
+            "trace_id": pa.array([a for a, _, _ in notebooks], pa.string()),
+            "notebook": pa.array([b for _, b, _ in notebooks], pa.string()),
+            "first_seq": pa.array([c for _, _, c in notebooks], pa.int64()),
+        }
+    )
+    con.register("_batch_notebooks", t)
+    try:
+        con.execute(INSERT_TRACE_NOTEBOOKS.format(src="_batch_notebooks"))
+    finally:
+        con.unregister("_batch_notebooks")
 
 
 def insert_trace_users(con, users: set[tuple[str, str]]) -> None:

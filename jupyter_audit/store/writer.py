@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..events import EventValidationError
 from ..identity.snapshot import system_identity
-from . import queries, trail
+from . import queries, search, trail
 from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
 from .base import TrailStore
 from .batch import held_client_ids, insert, seal
@@ -44,7 +44,7 @@ from .errors import TrailError, TrailWriteError, loggable_error
 from .merkle import MerkleFrontier
 from .pool import PreparePool
 from .records import Prepared, prepare
-from .schema import connect, initialise, read_meta
+from .schema import DERIVED_VERSION, connect, initialise, read_meta
 from .signing import SigningKey, public_b64
 from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 
@@ -52,6 +52,7 @@ log = logging.getLogger("jupyter_audit.writer")
 
 _STOP = object()
 _CHECKPOINT = object()
+_INDEX = object()
 
 
 class _Later(NamedTuple):
@@ -111,6 +112,7 @@ class Writer(TrailStore):
         self._known_identities: set[str] = set()
         self._known_pairs: set[tuple[str, str]] = set()  # (trace, user) rows already stored
         self._known_traces: set[str] = set()  # trace ids with a row in `traces`
+        self._known_notebooks: set[tuple[str, str]] = set()  # (trace, name) rows stored
         self._system_identity = system_identity()
         self.integrity = None  # VerifyResult of the check run at open
         self.trail_id = ""
@@ -129,6 +131,12 @@ class Writer(TrailStore):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
         self._con = connect(self.db_path)
         meta = initialise(self._con)
+        if meta.get("derived_version") != str(DERIVED_VERSION):
+            # derived tables of another shape or counting rules: recount them from the log
+            # (the log itself and its format are not touched)
+            log.info("audit trail %s: rebuilding its derived tables", self.db_path)
+            queries.rebuild_derived(self._con)
+            meta = read_meta(self._con)
         self.trail_id = meta["trail_id"]
         self._restore_state(meta)
         for (iid,) in self._con.execute("SELECT identity_id FROM identities").fetchall():
@@ -152,6 +160,7 @@ class Writer(TrailStore):
         pa.array([0], pa.int64())
         self._thread = threading.Thread(target=self._run, name="jupyter-audit-writer", daemon=True)
         self._thread.start()
+        self._queue.put((_INDEX, None))  # the search index catches up when nothing waits
         if self.integrity is not None:
             r = self.integrity
             self.append(
@@ -324,6 +333,27 @@ class Writer(TrailStore):
         self._queue.put((_CHECKPOINT, fut))
         return fut
 
+    def index_search(self) -> Future:
+        """Bring the search index (`search`) up to the last committed record; resolves to
+        True once it is. Done on the writer thread, a chunk at a time between batches."""
+        fut: Future = Future()
+        self._queue.put((_INDEX, fut))
+        return fut
+
+    def _index(self, fut: Future | None) -> None:
+        """One chunk of search indexing; queued again until the index is up to date."""
+        try:
+            done = search.catch_up(self._con)
+        except Exception as e:  # noqa: BLE001 - derived: the next search tries again
+            log.warning("search index not brought up to date: %s", loggable_error(e))
+            if fut is not None:
+                fut.set_exception(TrailError(f"search index not up to date: {e}"))
+            return
+        if not done:
+            self._queue.put((_INDEX, fut))  # appends queued meanwhile go first
+        elif fut is not None:
+            fut.set_result(True)
+
     def flush(self, timeout: float = 60) -> None:
         """Wait until everything submitted before this call is committed."""
         fut: Future = Future()
@@ -427,6 +457,7 @@ class Writer(TrailStore):
                 first = q.get(timeout=timeout)
             except queue.Empty:
                 self._maybe_checkpoint(force_time=True)
+                self._index(None)  # idle: index what came in since
                 continue
             items = [first]
             count = _count(first)
@@ -459,6 +490,11 @@ class Writer(TrailStore):
                         fut.set_exception(TrailWriteError(f"events not prepared: {why}"))
                 elif obj is _STOP:
                     stop = True
+                elif obj is _INDEX:
+                    if events:
+                        self._commit(events)
+                        events = []
+                    self._index(fut)
                 elif obj is _CHECKPOINT or obj is None:
                     if events:
                         self._commit(events)
@@ -586,6 +622,7 @@ class Writer(TrailStore):
             time_us=max(self._last_time_us, time.time_ns() // 1000),
             known_identities=self._known_identities,
             known_pairs=self._known_pairs,
+            known_notebooks=self._known_notebooks,
         )
         n = len(ps)
         try:
@@ -609,6 +646,9 @@ class Writer(TrailStore):
             self._known_traces.clear()  # only an optimisation, like the pairs below
         self._known_traces.update(batch.traces)
         self._known_pairs.update(batch.users)
+        if len(self._known_notebooks) > 100_000:
+            self._known_notebooks.clear()  # only an optimisation: the insert ignores duplicates
+        self._known_notebooks.update((t, name) for t, name, _first in batch.notebooks)
         if len(self._known_pairs) > 100_000:
             self._known_pairs.clear()  # only an optimisation: the insert ignores duplicates
         # consecutive events of one future (a submit_batch) are resolved together

@@ -1,0 +1,120 @@
+"""Full-text search over the trail's masked content: a token index beside the log.
+
+DuckDB's full-text-search extension is not bundled and cannot be downloaded here, so the
+index is a derived table, `search_terms(term, trace_id, seq)`: the distinct lower-case words
+(letters, digits, `_`) of each record's searchable fields (`SEARCHED`: code, statement, url,
+command, path, notebook name), as the record STORES them, so only masked text is ever
+indexed: a pseudonym `‹EMAIL:0123…›` gives the words `email` and `0123…`, never the address.
+It is filled after the fact (`catch_up`, one INSERT … SELECT over the records not indexed
+yet), on the Writer's thread when it is idle and before a search, never in a commit: the
+ingest path pays nothing, and a search after a burst pays for the records since the last
+one (measured in docs/benchmarks.md).
+
+A query (`terms`) is up to MAX_WORDS words, AND-ed within one record, the last one matched as a
+prefix. This module reads the log and writes only `search_terms` and `search_state`; it
+must never import the writer.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: the record fields searched (JSON paths into the canonical record)
+SEARCHED = (
+    "$.payload.code",
+    "$.payload.statement",
+    "$.payload.url",
+    "$.payload.command",
+    "$.payload.path",
+    "$.notebook",
+)
+MAX_WORDS = 8
+MAX_QUERY = 1000  # characters of `q`
+MAX_TERM = 64  # longer words are not indexed (hashes, blobs): nobody types them
+MIN_PREFIX = 2  # a shorter last word is matched whole (one letter would match half the index)
+_WORD = re.compile(r"[^\W]+", re.UNICODE)  # letters, digits and `_`, as the index splits
+
+_TEXT = (
+    "lower(concat_ws(' ', "
+    + ", ".join(f"json_extract_string(r, '{path}')" for path in SEARCHED)
+    + "))"
+)
+
+# the words of records (first_seq, last_seq], one row per distinct word of each record
+INDEX_SQL = f"""
+INSERT INTO search_terms (term, trace_id, seq)
+SELECT DISTINCT term, trace_id, seq FROM (
+    SELECT seq, trace_id,
+        unnest(regexp_split_to_array({_TEXT}, '[^\\p{{L}}\\p{{N}}_]+')) AS term
+    FROM (SELECT seq, trace_id, decode(record) AS r FROM events
+          WHERE seq > ? AND seq <= ? AND trace_id IS NOT NULL)
+) WHERE length(term) BETWEEN 1 AND {MAX_TERM}
+ORDER BY term, trace_id, seq  -- each chunk's row groups hold few terms: lookups skip the rest
+"""
+
+CHUNK = 50_000  # records per transaction when catching up (appends wait meanwhile)
+
+
+class SearchError(ValueError):
+    """A search the index cannot answer (too long, no words): the caller's 400."""
+
+
+def terms(q: str) -> list[str]:
+    """The words of a query, lower case, in order, without repeats (SearchError if none,
+    too many or too long)."""
+    if len(q) > MAX_QUERY:
+        raise SearchError(f"q is longer than {MAX_QUERY} characters")
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(q)))
+    if not words:
+        raise SearchError("q has no word to search for (letters or digits)")
+    if len(words) > MAX_WORDS:
+        raise SearchError(f"q has more than {MAX_WORDS} words")
+    return [w[:MAX_TERM] for w in words]
+
+
+def catch_up(con, max_records: int = CHUNK) -> bool:
+    """Index up to `max_records` of the records not indexed yet, in one transaction of its
+    own; True when none is left. Run by the Writer's thread (`Writer.index_search`), so it
+    never races the appends nor holds a write transaction when the Writer folds the WAL."""
+    row = con.execute("SELECT max(indexed_seq) FROM search_state").fetchone()
+    done = row[0] or 0
+    (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+    if done >= last:
+        return True
+    upto = min(last, done + max_records)
+    con.execute("BEGIN")
+    try:
+        con.execute(INDEX_SQL, [done, upto])
+        con.execute("DELETE FROM search_state")
+        con.execute("INSERT INTO search_state VALUES (?)", [upto])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return upto >= last
+
+
+def _word(term: str, prefix: bool) -> tuple[str, list]:
+    """A condition on `term` (a range for a prefix, which row-group statistics can use)."""
+    if not prefix or len(term) < MIN_PREFIX or ord(term[-1]) >= 0x10FFFF:
+        return "term = ?", [term]
+    return "(term >= ? AND term < ?)", [term, term[:-1] + chr(ord(term[-1]) + 1)]
+
+
+def matching_sql(words: list[str], trace_id: str | None = None) -> tuple[str, list]:
+    """SQL selecting (seq, trace_id) of the records holding every word of `words` (the last
+    one as a prefix), within one trace if `trace_id` is given, and its parameters."""
+    conds = [_word(w, i == len(words) - 1) for i, w in enumerate(words)]
+    within, wparams = ("trace_id = ? AND ", [trace_id]) if trace_id is not None else ("", [])
+    if len(conds) == 1:
+        cond, p = conds[0]  # one word: its postings are the answer
+        sql = f"SELECT DISTINCT seq, trace_id FROM search_terms WHERE {within}{cond}"
+        return sql, wparams + p
+    where = " OR ".join(c for c, _ in conds)
+    having = " AND ".join(f"bool_or({c})" for c, _ in conds)
+    params = [x for _, p in conds for x in p]
+    sql = (
+        "SELECT seq, any_value(trace_id) AS trace_id FROM search_terms "
+        f"WHERE {within}({where}) GROUP BY seq HAVING {having}"
+    )
+    return sql, wparams + params + params
