@@ -20,7 +20,7 @@ import type {
   ITraceList,
   ITraceSummary
 } from './tokens';
-import { traceList } from './normalize';
+import { readableEvent, traceList } from './normalize';
 import type { EventPage } from './query';
 import { MAX_TRACE_PAGE, traceListPath, tracePath } from './query';
 import { buildSteps, lastCoveredSeq } from './steps';
@@ -364,7 +364,7 @@ export class AuditTrailModel extends VDomModel {
         break;
       }
       const events = Array.isArray(result.value.events)
-        ? result.value.events
+        ? result.value.events.map(readableEvent)
         : [];
       found.push(
         ...events.filter(
@@ -581,7 +581,7 @@ export function mergePage(
   maxEvents = MAX_WINDOW_EVENTS
 ): ITraceWindow {
   const incoming = Array.isArray(page.events)
-    ? [...page.events].sort((a, b) => a.seq - b.seq)
+    ? page.events.map(readableEvent).sort((a, b) => a.seq - b.seq)
     : [];
   const header = {
     trace: page.trace ?? current?.trace,

@@ -306,3 +306,33 @@ describe('mergePage', () => {
     expect(back.prevBeforeSeq).toBeNull();
   });
 });
+
+describe('an unreadable (tampered) record', () => {
+  it('stays in the window as a broken step', () => {
+    const w = mergePage(
+      null,
+      {
+        trace: summary,
+        events: [
+          event(1),
+          {
+            seq: 2,
+            kind: null,
+            payload: null,
+            broken: true,
+            unreadable: true
+          } as unknown as ITraceEvent
+        ]
+      },
+      'replace'
+    );
+    expect(w.events[1]).toMatchObject({
+      seq: 2,
+      kind: '(unreadable record)',
+      time: '',
+      identity: null,
+      msg_id: null,
+      broken: true
+    });
+  });
+});

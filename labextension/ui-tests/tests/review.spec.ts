@@ -280,9 +280,16 @@ test.describe('Reviewing traces', () => {
       );
     }
     expect(pages).toBeGreaterThanOrEqual(39);
+    // the trace's last record is loaded, in its cell's row
+    const lastEvent = last.events[last.events.length - 1];
     await expect(
-      panel.locator(`.jp-AuditTrail-event[data-seq="${lastSeq}"]`)
+      panel.locator(
+        `.jp-AuditTrail-cell[data-msg-id=${JSON.stringify(lastEvent.msg_id)}]`
+      )
     ).toHaveCount(1);
+    await expect(panel.locator('.jp-AuditTrail-window')).toContainText(
+      `–#${lastSeq} of ${last.total}`
+    );
 
     // and back to the start in one step
     await panel.locator('.jp-AuditTrail-jumpFirst').click();
