@@ -33,6 +33,7 @@ export namespace CommandIDs {
   export const refresh = 'jupyter-audit:refresh';
   export const search = 'jupyter-audit:search';
   export const exportShown = 'jupyter-audit:export';
+  export const openTrace = 'jupyter-audit:open-trace';
 }
 
 const PLUGIN_ID = 'jupyter-audit:plugin';
@@ -151,6 +152,27 @@ const plugin: JupyterFrontEndPlugin<void> = {
       describedBy: { args: { type: 'object', properties: {} } },
       execute: () => {
         app.shell.activateById(panel.id);
+      }
+    });
+    app.commands.addCommand(CommandIDs.openTrace, {
+      label: trans.__('Open a trace in the audit trail'),
+      caption: trans.__('Show one trace (by id or unambiguous prefix)'),
+      describedBy: {
+        args: {
+          type: 'object',
+          properties: {
+            traceId: { type: 'string' },
+            at: { type: 'string', enum: ['first', 'last'] }
+          },
+          required: ['traceId']
+        }
+      },
+      execute: args => {
+        app.shell.activateById(panel.id);
+        return model.openTrace(
+          String(args.traceId),
+          args.at === 'last' ? 'last' : 'first'
+        );
       }
     });
     app.commands.addCommand(CommandIDs.refresh, {

@@ -294,10 +294,11 @@ export class AuditTrailModel extends VDomModel {
   }
 
   /** Load the page after the window (scrolling down). */
-  loadLater(): Promise<void> {
+  async loadLater(): Promise<void> {
+    await this._pageSettled();
     const next = this._detail?.nextAfterSeq;
     if (this._selectedTraceId === null || next === null || next === undefined) {
-      return Promise.resolve();
+      return;
     }
     return this._loadPage(
       this._selectedTraceId,
@@ -307,16 +308,28 @@ export class AuditTrailModel extends VDomModel {
   }
 
   /** Load the page before the window (scrolling up). */
-  loadEarlier(): Promise<void> {
+  async loadEarlier(): Promise<void> {
+    await this._pageSettled();
     const prev = this._detail?.prevBeforeSeq;
     if (this._selectedTraceId === null || prev === null || prev === undefined) {
-      return Promise.resolve();
+      return;
     }
     return this._loadPage(
       this._selectedTraceId,
       { at: 'before', seq: prev },
       'prepend'
     );
+  }
+
+  /**
+   * Wait for the page being loaded, if one is: a scroll that asks while a
+   * page (or a live update) is on its way is served after it, from the
+   * window it left, instead of being dropped.
+   */
+  private async _pageSettled(): Promise<void> {
+    while (this._pagePromise !== null) {
+      await this._pagePromise.catch(() => undefined);
+    }
   }
 
   /** Jump to the first or the last page of the open trace. */
@@ -329,7 +342,7 @@ export class AuditTrailModel extends VDomModel {
 
   /** Whether a page of the open trace is being loaded. */
   get pageLoading(): boolean {
-    return this._pageLoading !== null;
+    return this._pagePromise !== null;
   }
 
   /** Load every record a folded row stands for; again to fold it back. */
@@ -450,7 +463,7 @@ export class AuditTrailModel extends VDomModel {
   /** New events of the open trace, appended when its window reaches the end. */
   private async _loadLive(traceId: string): Promise<void> {
     const detail = this._detail;
-    if (detail === null || this._pageLoading !== null) {
+    if (detail === null || this._pagePromise !== null) {
       return;
     }
     if (detail.nextAfterSeq !== null) {
@@ -475,26 +488,27 @@ export class AuditTrailModel extends VDomModel {
     page: EventPage,
     mode: 'replace' | 'append' | 'prepend' | 'header'
   ): Promise<void> {
-    const token = {};
     if (mode === 'replace') {
       this._detailGeneration++;
-    } else if (this._pageLoading !== null) {
-      return; // one page at a time; the scroll asks again
+    } else if (this._pagePromise !== null) {
+      return; // a live update while a page is on its way: the next poll does it
     }
     const generation = this._detailGeneration;
-    this._pageLoading = token;
+    const request = this._request<ITraceDetail>(
+      tracePath(traceId, page, {
+        limit: mode === 'header' ? 1 : this._eventPageSize,
+        fold: this._fold
+      })
+    );
+    const done = request.then(() => undefined);
+    this._pagePromise = done;
     this.stateChanged.emit();
     let result: Result<ITraceDetail>;
     try {
-      result = await this._request<ITraceDetail>(
-        tracePath(traceId, page, {
-          limit: mode === 'header' ? 1 : this._eventPageSize,
-          fold: this._fold
-        })
-      );
+      result = await request;
     } finally {
-      if (this._pageLoading === token) {
-        this._pageLoading = null;
+      if (this._pagePromise === done) {
+        this._pagePromise = null;
       }
     }
     if (
@@ -559,7 +573,7 @@ export class AuditTrailModel extends VDomModel {
   private _detailLoaded = false;
   private _detailError: AuditAPIError | null = null;
   private _detailGeneration = 0;
-  private _pageLoading: object | null = null;
+  private _pagePromise: Promise<void> | null = null;
   private _steps: Step[] = [];
   private _stepsOf: ITraceEvent[] | null = null;
   private _selectedEvent: ITraceEvent | null = null;

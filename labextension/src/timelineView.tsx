@@ -105,7 +105,7 @@ function Who(props: {
 function Broken(props: { trans: TranslationBundle }): React.ReactElement {
   return (
     <span className="jp-AuditTrail-brokenMark">
-      <span aria-hidden="true">⛔ </span>
+      <span aria-hidden="true">⊘ </span>
       {props.trans.__('fails verification')}
     </span>
   );
@@ -688,7 +688,7 @@ export function Timeline(props: {
               className={`jp-AuditTrail-integrityBadge ${integrity.ok ? 'jp-mod-ok' : 'jp-mod-broken'}`}
               role={integrity.ok ? undefined : 'alert'}
             >
-              <span aria-hidden="true">{integrity.ok ? '✔ ' : '⛔ '}</span>
+              <span aria-hidden="true">{integrity.ok ? '✔ ' : '⊘ '}</span>
               {traceIntegrityLabel(integrity, trans)}
             </div>
           )}

@@ -43,7 +43,7 @@ const KINDS = [
 
 /** A fixed symbol per flag (aria-hidden: the words beside it say it). */
 const FLAG_SYMBOLS: { [flag: string]: string } = {
-  integrity: '⛔',
+  integrity: '⊘',
   failed_cells: '✖',
   risky: '⚠',
   approvals: '✋',

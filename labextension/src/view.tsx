@@ -205,7 +205,7 @@ function UserSection(props: {
     >
       {integrity && !integrity.ok && (
         <div className="jp-AuditTrail-integrityAlert" role="alert">
-          <span aria-hidden="true">⛔ </span>
+          <span aria-hidden="true">⊘ </span>
           {trailIntegrityAlert(integrity, trans)}
         </div>
       )}

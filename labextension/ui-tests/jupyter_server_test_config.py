@@ -69,11 +69,15 @@ c.ServerApp.jpserver_extensions.update({"jupyter_audit": True})
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 
-# A fresh trail per run, seeded before the server (the trail's only writer) opens it.
-_trail_dir = tempfile.mkdtemp(prefix="jupyter-audit-ui-")
-atexit.register(shutil.rmtree, _trail_dir, ignore_errors=True)
-_db_path = os.path.join(_trail_dir, "trail.duckdb")
-seed_demo_trail(_db_path)
-# A trace of 20,004 events, and one with a failed cell, a bulk DELETE and 2,000 repeats
-seed_review_trail(_db_path, long=os.environ.get("JUPYTER_AUDIT_UI_SEED_LONG", "1") == "1")
+# A fresh trail per run, seeded before the server (the trail's only writer) opens it; or,
+# for benchmarks/bench_panel.py, an existing trail named by JUPYTER_AUDIT_UI_DB (not seeded).
+if os.environ.get("JUPYTER_AUDIT_UI_DB"):
+    _db_path = os.environ["JUPYTER_AUDIT_UI_DB"]
+else:
+    _trail_dir = tempfile.mkdtemp(prefix="jupyter-audit-ui-")
+    atexit.register(shutil.rmtree, _trail_dir, ignore_errors=True)
+    _db_path = os.path.join(_trail_dir, "trail.duckdb")
+    seed_demo_trail(_db_path)
+    # A trace of 20,004 events, and one with a failed cell, a bulk DELETE and 2,000 repeats
+    seed_review_trail(_db_path, long=os.environ.get("JUPYTER_AUDIT_UI_SEED_LONG", "1") == "1")
 c.AuditApp.db_path = _db_path

@@ -187,6 +187,15 @@ describe('AuditTrailModel paging', () => {
     );
   });
 
+  it('serves a scroll that asks while a live update is on its way, after it', async () => {
+    const server = contractServer(1200);
+    const model = newModel({ serverSettings: server.settings });
+    await model.openTrace('trace-1');
+    await Promise.all([model.refresh(), model.loadLater()]);
+    expect(model.detail!.events).toHaveLength(1000);
+    expect(model.detail!.events[999].seq).toBe(1000);
+  });
+
   it('does not append live while the window is not at the end', async () => {
     const server = contractServer(1200);
     const model = newModel({ serverSettings: server.settings });

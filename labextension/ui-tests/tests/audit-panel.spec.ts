@@ -62,12 +62,41 @@ function expectedSummary(event: ITraceEvent): string {
   } else if (event.kind === 'op.shell') {
     summary = text(p.command);
   } else if (
-    ['session.started', 'session.ended', 'session.interrupted'].includes(
-      event.kind
-    ) &&
-    text(p.reason) !== null
+    [
+      'session.started',
+      'session.ended',
+      'session.interrupted',
+      'cell.unreported'
+    ].includes(event.kind)
   ) {
-    summary = `${event.kind} (${text(p.reason)})`;
+    summary =
+      text(p.reason) === null ? null : `${event.kind} (${text(p.reason)})`;
+  } else if (event.kind === 'session.renamed') {
+    summary =
+      text(p.to) === null ? null : `${text(p.from) ?? '?'} → ${text(p.to)}`;
+  } else if (event.kind === 'file.saved') {
+    const sha = text(p.sha256);
+    summary =
+      text(p.path) === null
+        ? null
+        : sha
+          ? `${text(p.path)} (sha256 ${sha.slice(0, 12)})`
+          : text(p.path);
+  } else if (event.kind === 'session.environment') {
+    const parts = [text(p.kernelspec), text(p.python_version)];
+    if (Array.isArray(p.packages)) {
+      parts.push(`${p.packages.length} packages`);
+    }
+    summary = parts.filter(x => x !== null).join(' · ') || null;
+  } else if (event.kind === 'trail.accessed') {
+    summary =
+      text(p.action) === null
+        ? null
+        : `${text(p.action)} ${text(p.trace_id) ?? ''}`;
+  } else if (event.kind.startsWith('approval.')) {
+    summary = [event.kind, text(p.decision), text(p.statement)]
+      .filter(x => x !== null)
+      .join(' ');
   }
   summary = (summary ?? '').replace(/\s+/g, ' ').trim();
   if (summary === '') {
@@ -359,6 +388,17 @@ test.describe('Audit trail panel', () => {
     await checkTimeline(page, panel, hostile!.trace_id);
     await expect(panel.locator('img')).toHaveCount(0);
 
+    // The cell's code in the detail pane goes through the syntax highlighter:
+    // still text, no element made from it.
+    await panel.locator('.jp-AuditTrail-cellHead').first().click();
+    const code = panel.locator('.jp-AuditTrail-detail .jp-AuditTrail-code');
+    await expect(code).toHaveText("<script>alert('x')</script>");
+    await expect(panel.locator('script')).toHaveCount(0);
+    await panel.locator('.jp-AuditTrail-opHead').first().click();
+    await expect(
+      panel.locator('.jp-AuditTrail-detail .jp-AuditTrail-code')
+    ).toContainText("DELETE FROM payments WHERE card = '");
+
     // Give a would-be onerror handler time to fire; afterEach checks dialogs.
     await page.waitForTimeout(500);
   });
@@ -435,7 +475,7 @@ test.describe('Audit trail panel', () => {
     await refresh();
     const alert = panel.locator('.jp-AuditTrail-integrityAlert');
     await expect(alert).toHaveText(
-      '⛔ Trail integrity check failed at record #7: hash mismatch <b>edited</b>'
+      '⊘ Trail integrity check failed at record #7: hash mismatch <b>edited</b>'
     );
     await expect(panel.locator('b')).toHaveCount(0);
     const background = await alert.evaluate(

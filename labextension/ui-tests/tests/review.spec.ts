@@ -270,7 +270,8 @@ test.describe('Reviewing traces', () => {
             (await panel
               .locator('.jp-AuditTrail-op')
               .last()
-              .getAttribute('data-seq')) !== before
+              .getAttribute('data-seq')) !== before,
+          { timeout: 30_000 }
         )
         .toBe(true);
       pages++;
@@ -431,7 +432,7 @@ test.describe('A tampered copy of the trail', () => {
     const broken = panel.locator(`li.jp-mod-broken[data-seq="${bad}"]`);
     await expect(broken).toHaveCount(1);
     await expect(broken.locator('.jp-AuditTrail-brokenMark')).toHaveText(
-      '⛔ fails verification'
+      '⊘ fails verification'
     );
     await page
       .locator('.jp-SideBar')
