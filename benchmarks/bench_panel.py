@@ -11,7 +11,7 @@ Reuses bench_trace_queries.py's trail (`_seed.seed` with `trace-long`, 500 steps
 run both benchmarks at once, the server is the trail's only writer. The server is the UI
 tests' JupyterLab (labextension/ui-tests/jupyter_server_test_config.py with
 JUPYTER_AUDIT_UI_DB) with the labextension as installed or as JUPYTER_PATH points; the
-browser is driven by the UI tests' Node Playwright (ui-tests/bench/panel.bench.ts).
+browser is driven by the UI tests' Node Playwright (ui-tests/bench/panel-bench.spec.ts).
 Requires what labextension/ui-tests/run.sh requires (Chromium, `jlpm`).
 """
 

@@ -8,6 +8,8 @@ const base = require('./playwright.config.js');
 module.exports = {
   ...base,
   testDir: './bench',
+  // not test-results/: a UI run in the same folder must not lose its artifacts
+  outputDir: 'bench-results',
   timeout: 15 * 60 * 1000,
   reporter: [['list']],
   use: {
