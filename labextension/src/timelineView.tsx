@@ -617,10 +617,12 @@ export function Timeline(props: {
   const list = React.useRef<HTMLOListElement>(null);
   const anchor = React.useRef<{ seq: string; top: number } | null>(null);
 
-  // Focus moves into the opened trace.
+  // Focus moves into the opened trace (once its heading is there: a trace
+  // opened by id, not from the list, has it only when its first page came).
+  const hasHeading = trace !== null;
   React.useEffect(() => {
     heading.current?.focus();
-  }, [model.selectedTraceId]);
+  }, [model.selectedTraceId, hasHeading]);
 
   useLoadLaterOnScroll(model, sentinel, detail?.events);
 
