@@ -298,10 +298,12 @@ class TraceQueryHandler(AuditHandler):
 
     async def index_ready(self) -> None:
         """Wait until the search index holds every committed record."""
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(self.writer.index_search()), SEARCH_WAIT)
-        except TimeoutError:
-            raise web.HTTPError(503, "the search index is still being built; try again") from None
+        # waited for without cancelling it on time-out: the indexing goes on for the next one
+        ready = asyncio.wrap_future(self.writer.index_search())
+        done, _ = await asyncio.wait({ready}, timeout=SEARCH_WAIT)
+        if not done:
+            raise web.HTTPError(503, "the search index is still being built; try again")
+        ready.result()
 
     def broken_seqs(self) -> list[int]:
         result = self.writer.integrity

@@ -57,6 +57,27 @@ def trace_row(row, users: list[str]) -> dict:
     return d
 
 
+def trace_columns(cur, alias: str = "t") -> str:
+    """The select list of TRACE_COLUMNS from `traces` as this trail has it: a trail whose
+    derived tables predate the counts (read with `--db` before a server rebuilt them) reads
+    0 for each."""
+    have = {
+        r[0]
+        for r in cur.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = 'traces'"
+        ).fetchall()
+    }
+    return ", ".join(f"{alias}.{c}" if c in have else f"0 AS {c}" for c in TRACE_COLUMNS)
+
+
+def _has_table(cur, name: str) -> bool:
+    return bool(
+        cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[
+            0
+        ]
+    )
+
+
 def encode_cursor(last_seq: int) -> str:
     """The opaque `next` of a traces page: where the next page starts (traces are ordered
     by their last record, newest first, and no two traces share one)."""
@@ -139,7 +160,7 @@ def list_traces(
             where.append(f"t.{flag} > 0")
         else:
             raise QueryError(f"flag must be one of {', '.join(FLAGS)}")
-    columns = ", ".join(f"t.{c}" for c in TRACE_COLUMNS)
+    columns = trace_columns(cur)
     source = "traces t"
     if q:
         sql, p = search.matching_sql(q)
@@ -180,11 +201,14 @@ def add_people(cur, summaries: list[dict], broken: set[str]) -> None:
     """Each summary's `notebooks` (oldest first), `participants` and `integrity` flag."""
     ids = [d["trace_id"] for d in summaries]
     names: dict[str, list[str]] = {i: [] for i in ids}
-    for tid, name in cur.execute(
-        "SELECT trace_id, notebook FROM trace_notebooks WHERE trace_id IN (SELECT unnest(?)) "
-        "ORDER BY first_seq",
-        [ids],
-    ).fetchall():
+    rows = []
+    if _has_table(cur, "trace_notebooks"):  # derived tables of before issue 15: no names
+        rows = cur.execute(
+            "SELECT trace_id, notebook FROM trace_notebooks WHERE trace_id IN (SELECT unnest(?)) "
+            "ORDER BY first_seq",
+            [ids],
+        ).fetchall()
+    for tid, name in rows:
         names[tid].append(name)
     people = participants(cur, sorted({u for d in summaries for u in d["users"]}))
     for d in summaries:

@@ -13,11 +13,10 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from .listing import add_people, list_traces, resolve_trace_id, trace_row
+from .listing import add_people, list_traces, resolve_trace_id, trace_columns, trace_row
 from .schema import DERIVED_DDL, DERIVED_VERSION, FORMAT_VERSION
 from .traces import (
     NEEDS_PAYLOAD,
-    TRACE_COLUMNS,
     TraceRow,
     insert_trace_notebooks,
     participants_sql,
@@ -41,7 +40,7 @@ def get_trace_summary(cur, trace_id: str, broken: set[str] | None = None) -> dic
     """A trace's summary as listings show it (`listing`); `broken`: ids of traces holding
     a broken record."""
     row = cur.execute(
-        f"SELECT {', '.join(TRACE_COLUMNS)} FROM traces WHERE trace_id = ?", [trace_id]
+        f"SELECT {trace_columns(cur)} FROM traces t WHERE trace_id = ?", [trace_id]
     ).fetchone()
     if row is None:
         return None

@@ -103,18 +103,18 @@ def _word(term: str, prefix: bool) -> tuple[str, list]:
 
 def matching_sql(words: list[str], trace_id: str | None = None) -> tuple[str, list]:
     """SQL selecting (seq, trace_id) of the records holding every word of `words` (the last
-    one as a prefix), within one trace if `trace_id` is given, and its parameters."""
+    one as a prefix), within one trace if `trace_id` is given, and its parameters. The
+    first word's postings are the rows; each other word is a semi-join on seq (measured on
+    2,000,000 records, three words in 500,000 records each: 0.7–0.9 s, against 1.3–2.5 s
+    grouping every posting of the three by record, 1.8–2.1 s with INTERSECT)."""
     conds = [_word(w, i == len(words) - 1) for i, w in enumerate(words)]
     within, wparams = ("trace_id = ? AND ", [trace_id]) if trace_id is not None else ("", [])
-    if len(conds) == 1:
-        cond, p = conds[0]  # one word: its postings are the answer
-        sql = f"SELECT DISTINCT seq, trace_id FROM search_terms WHERE {within}{cond}"
-        return sql, wparams + p
-    where = " OR ".join(c for c, _ in conds)
-    having = " AND ".join(f"bool_or({c})" for c, _ in conds)
-    params = [x for _, p in conds for x in p]
-    sql = (
-        "SELECT seq, any_value(trace_id) AS trace_id FROM search_terms "
-        f"WHERE {within}({where}) GROUP BY seq HAVING {having}"
-    )
-    return sql, wparams + params + params
+    (first, params), rest = conds[0], conds[1:]
+    # a prefix may match several words of one record: its rows are made distinct
+    distinct = "DISTINCT " if first.startswith("(") else ""
+    sql = f"SELECT {distinct}seq, trace_id FROM search_terms WHERE {within}{first}"
+    params = wparams + params
+    for cond, p in rest:
+        sql += f" AND seq IN (SELECT seq FROM search_terms WHERE {within}{cond})"
+        params += wparams + p
+    return sql, params

@@ -341,18 +341,18 @@ class Writer(TrailStore):
         return fut
 
     def _index(self, fut: Future | None) -> None:
-        """One chunk of search indexing; queued again until the index is up to date."""
+        """One chunk of search indexing; queued again until the index is up to date. A
+        caller that stopped waiting (its future cancelled) stops nothing here."""
         try:
             done = search.catch_up(self._con)
         except Exception as e:  # noqa: BLE001 - derived: the next search tries again
             log.warning("search index not brought up to date: %s", loggable_error(e))
-            if fut is not None:
-                fut.set_exception(TrailError(f"search index not up to date: {e}"))
+            _settle(fut, error=TrailError(f"search index not up to date: {e}"))
             return
         if not done:
             self._queue.put((_INDEX, fut))  # appends queued meanwhile go first
-        elif fut is not None:
-            fut.set_result(True)
+        else:
+            _settle(fut, True)
 
     def flush(self, timeout: float = 60) -> None:
         """Wait until everything submitted before this call is committed."""
@@ -501,11 +501,13 @@ class Writer(TrailStore):
                         events = []
                     if obj is _CHECKPOINT:
                         try:
-                            fut.set_result(self._checkpoint())
+                            body = self._checkpoint()
                         except Exception as e:  # noqa: BLE001
-                            fut.set_exception(e)
+                            _settle(fut, error=e)
+                        else:
+                            _settle(fut, body)
                     else:
-                        fut.set_result(None)
+                        _settle(fut, None)
                 else:
                     events.append((obj, fut))
             if events:
@@ -662,6 +664,17 @@ class Writer(TrailStore):
             resolve(fut, ps[i:j], stored_results(first + i, hashes[i:j], ps[i:j]))
             i = j
         return True
+
+
+def _settle(fut: Future | None, result=None, error: BaseException | None = None) -> None:
+    """Resolve `fut` unless its caller gave up on it (cancelled): the writer thread must
+    never stop over a future nobody waits for."""
+    if fut is None or not fut.set_running_or_notify_cancel():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
 
 
 def _count(item: tuple) -> int:
