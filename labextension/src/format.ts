@@ -60,6 +60,40 @@ export function summarizeEvent(
     }
   } else if (kind === 'op.shell') {
     summary = str(payload.command);
+  } else if (kind === 'session.renamed') {
+    const to = str(payload.to);
+    summary = to === null ? null : `${str(payload.from) ?? '?'} → ${to}`;
+  } else if (kind === 'file.saved') {
+    const path = str(payload.path);
+    const sha = str(payload.sha256);
+    summary =
+      path === null
+        ? null
+        : sha
+          ? `${path} (sha256 ${sha.slice(0, 12)})`
+          : path;
+  } else if (kind === 'session.environment') {
+    const parts = [str(payload.kernelspec), str(payload.python_version)];
+    if (Array.isArray(payload.packages)) {
+      parts.push(`${payload.packages.length} packages`);
+    }
+    summary = parts.filter(part => part !== null).join(' · ') || null;
+  } else if (kind === 'trail.accessed') {
+    const action = str(payload.action);
+    summary =
+      action === null ? null : `${action} ${str(payload.trace_id) ?? ''}`;
+  } else if (
+    kind === 'session.started' ||
+    kind === 'session.ended' ||
+    kind === 'session.interrupted' ||
+    kind === 'cell.unreported'
+  ) {
+    const reason = str(payload.reason);
+    summary = reason === null ? null : `${kind} (${reason})`;
+  } else if (kind.startsWith('approval.')) {
+    summary = [kind, str(payload.decision), str(payload.statement)]
+      .filter(part => part !== null)
+      .join(' ');
   }
 
   summary = summary === null ? '' : oneLine(summary);
@@ -72,7 +106,28 @@ export function formatTime(iso: string | null | undefined): string {
     return '';
   }
   const date = new Date(iso);
-  return isNaN(date.getTime()) ? iso : date.toLocaleString();
+  return isNaN(date.getTime()) ? iso : dateTimeFormat().format(date);
+}
+
+let _dateTimeFormat: Intl.DateTimeFormat | null = null;
+
+/**
+ * `toLocaleString()`'s format, built once: `toLocaleString` builds a new
+ * formatter on every call, which cost most of the time a 500-step page took
+ * to draw.
+ */
+function dateTimeFormat(): Intl.DateTimeFormat {
+  if (_dateTimeFormat === null) {
+    _dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric'
+    });
+  }
+  return _dateTimeFormat;
 }
 
 /** Newest first by start time; unparsable times sort last. */

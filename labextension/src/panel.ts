@@ -2,6 +2,8 @@
  * The "Audit trail" sidebar panel: a header, a toolbar with a refresh button,
  * and the React view. Reloads on its own while it is visible.
  */
+import { Notification } from '@jupyterlab/apputils';
+import type { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 import type { ITranslator, TranslationBundle } from '@jupyterlab/translation';
 import { nullTranslator } from '@jupyterlab/translation';
 import {
@@ -14,6 +16,11 @@ import type { Message } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
 import { ApprovalsModel } from './approvals';
+import { downloadBundle } from './download';
+import { errorMessage } from './labels';
+import type { ExportTarget } from './query';
+import { AuditAPIError } from './request';
+import type { IViewServices } from './viewServices';
 import { auditTrailIcon } from './icons';
 import { AuditTrailModel } from './model';
 import { AuditTrailView } from './view';
@@ -63,7 +70,15 @@ export class AuditTrailPanel extends SidePanel {
       })
     );
 
-    this.addWidget(new AuditTrailView(this.model, trans, this.approvals));
+    this._services = {
+      trans,
+      languages: options.languages ?? null,
+      openCell: options.openCell ?? null,
+      download: target => this._download(target)
+    };
+    this.addWidget(
+      new AuditTrailView(this.model, this._services, this.approvals)
+    );
 
     this._poll = new Poll({
       factory: () => this._refresh(),
@@ -110,6 +125,31 @@ export class AuditTrailPanel extends SidePanel {
     };
   }
 
+  /** Reload everything shown now. */
+  refresh(): Promise<void> {
+    return this._poll.refresh();
+  }
+
+  /** Put the keyboard in the search box (back in the list first). */
+  focusSearch(): void {
+    if (this.model.selectedTraceId !== null) {
+      this.model.closeTrace();
+    }
+    requestAnimationFrame(() =>
+      this.node
+        .querySelector<HTMLInputElement>('.jp-AuditTrail-search')
+        ?.focus()
+    );
+  }
+
+  /** Download the evidence bundle of the open trace, or of the filtered list. */
+  exportShown(): Promise<void> {
+    const traceId = this.model.selectedTraceId;
+    return this._download(
+      traceId !== null ? { trace: traceId } : { filter: this.model.filter }
+    );
+  }
+
   dispose(): void {
     if (this.isDisposed) {
       return;
@@ -152,11 +192,30 @@ export class AuditTrailPanel extends SidePanel {
     }
   }
 
+  private async _download(target: ExportTarget): Promise<void> {
+    const trans = this._auditTrans;
+    try {
+      const name = await downloadBundle(target, this.model.serverSettings);
+      Notification.success(trans.__('Evidence bundle saved as %1', name), {
+        autoClose: 5000
+      });
+    } catch (reason) {
+      const message =
+        reason instanceof AuditAPIError
+          ? errorMessage(reason, trans)
+          : String(reason);
+      Notification.error(trans.__('Export failed: %1', message), {
+        autoClose: false
+      });
+    }
+  }
+
   private _onWindowFocus = (): void => {
     void (this.isVisible ? this._poll : this._approvalsPoll).refresh();
   };
 
   private _poll: Poll;
+  private _services: IViewServices;
   private _approvalsPoll: Poll;
   private _auditTrans: TranslationBundle;
 }
@@ -173,5 +232,9 @@ export namespace AuditTrailPanel {
     translator?: ITranslator;
     /** Seconds between automatic refreshes while visible; 0 turns them off. */
     refreshInterval?: number;
+    /** JupyterLab's languages, for syntax highlighting of code and queries. */
+    languages?: IEditorLanguageRegistry | null;
+    /** Opens a notebook at a cell ("open notebook at this cell"). */
+    openCell?: IViewServices['openCell'];
   }
 }

@@ -64,6 +64,47 @@ export async function requestAPI<T>(
   init: RequestInit = {},
   serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
 ): Promise<T> {
+  const { text, status } = await send(endPoint, init, serverSettings);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new AuditAPIError(
+      status,
+      'The server sent a response that is not JSON.',
+      'bad_response'
+    );
+  }
+}
+
+/**
+ * Call the audit REST API and return its JSON body as the exact text the
+ * server sent (an evidence bundle is saved byte for byte, never re-encoded).
+ *
+ * @throws AuditAPIError as `requestAPI` does
+ */
+export async function requestAPIText(
+  endPoint: string,
+  init: RequestInit = {},
+  serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<string> {
+  const { text, status } = await send(endPoint, init, serverSettings);
+  try {
+    JSON.parse(text);
+  } catch {
+    throw new AuditAPIError(
+      status,
+      'The server sent a response that is not JSON.',
+      'bad_response'
+    );
+  }
+  return text;
+}
+
+async function send(
+  endPoint: string,
+  init: RequestInit,
+  serverSettings: ServerConnection.ISettings
+): Promise<{ text: string; status: number }> {
   const url = URLExt.join(serverSettings.baseUrl, API_NAMESPACE, endPoint);
 
   let response: Response;
@@ -74,26 +115,16 @@ export async function requestAPI<T>(
   }
 
   const text = await response.text();
-  let body: unknown = undefined;
-  if (text.length > 0) {
+  if (!response.ok) {
+    let body: unknown = undefined;
     try {
-      body = JSON.parse(text);
+      body = text.length > 0 ? JSON.parse(text) : undefined;
     } catch {
       body = undefined;
     }
-  }
-
-  if (!response.ok) {
     throw errorFromResponse(response, body);
   }
-  if (body === undefined) {
-    throw new AuditAPIError(
-      response.status,
-      'The server sent a response that is not JSON.',
-      'bad_response'
-    );
-  }
-  return body as T;
+  return { text, status: response.status };
 }
 
 /**

@@ -51,11 +51,72 @@ export interface ITraceSummary {
   operations: number;
   users: string[];
   status: 'running' | 'ended' | string;
+  /** Every name the trace had, oldest first (current last). */
+  notebooks?: string[];
+  /** People and service accounts (never the server's own identity). */
+  participants?: IParticipant[];
+  /** `last_at` − `started_at`, in seconds. */
+  duration_s?: number;
+  counts?: ITraceCounts;
+  /** Flag names whose count is > 0, see `TRACE_FLAGS`. */
+  flags?: string[];
+  /** Matching records when the list was searched (`q`). */
+  matches?: number;
 }
 
-/** `GET traces?limit=N`. */
+/** Someone who acted in a trace: a person, or a service account and its owner. */
+export interface IParticipant {
+  username: string;
+  service_account: boolean;
+  token_owner: string | null;
+  display_name: string | null;
+}
+
+/** What a trace holds, counted by the server. */
+export interface ITraceCounts {
+  cells: number;
+  queries: number;
+  http: number;
+  shell: number;
+  failed_cells: number;
+  risky: number;
+  approvals: number;
+  capture_gaps: number;
+  unattributed: number;
+}
+
+/** The flags a trace may carry, in the order the panel shows them. */
+export const TRACE_FLAGS = [
+  'integrity',
+  'failed_cells',
+  'risky',
+  'approvals',
+  'capture_gaps',
+  'unattributed'
+] as const;
+
+/** `GET traces?limit=N&cursor=…&…`. */
 export interface ITraceList {
   traces: ITraceSummary[];
+  /** Cursor of the next page; null (or absent) on the last one. */
+  next?: string | null;
+  /** The whole trail's verification. */
+  integrity?: IIntegrity;
+}
+
+/** The filters of `GET traces` (and of `GET export`), all optional. */
+export interface ITraceFilter {
+  user?: string;
+  notebook?: string;
+  /** ISO 8601; the trace overlaps [since, until]. */
+  since?: string;
+  until?: string;
+  /** An event kind the trace must contain, e.g. `op.sql`. */
+  kind?: string;
+  /** Flags that must all hold. */
+  flags?: string[];
+  /** Full-text search over the masked content. */
+  q?: string;
 }
 
 /** One record of the trail. */
@@ -67,12 +128,49 @@ export interface ITraceEvent {
   msg_id: string | null;
   payload: { [key: string]: unknown } | null;
   hash: string;
+  /** When the step happened in the kernel (ISO 8601 UTC); `time` is the server's record time. */
+  kernel_time?: string | null;
+  op_index?: number | null;
+  /** The notebook's name at that moment. */
+  notebook?: string | null;
+  /** Consecutive identical operations folded into this one. */
+  repeat?: IRepeat;
+  /** This record fails verification. */
+  broken?: boolean;
+  /** Why the policy flagged this operation. */
+  risk?: { decision: string; rules: string[] };
 }
 
-/** `GET traces/{trace_id}`. */
+/** A folded group of identical operations of one cell. */
+export interface IRepeat {
+  count: number;
+  first_seq: number;
+  last_seq: number;
+  errors: number;
+}
+
+/** Verification of one trace's records. */
+export interface ITraceIntegrity {
+  ok: boolean;
+  first_bad_seq: number | null;
+  problem: string | null;
+  /** The newest signed checkpoint covering the trace's last event. */
+  checkpoint: { seq: number; signed_at: string; key_id: string } | null;
+  verified_up_to: number | null;
+}
+
+/** `GET traces/{trace_id}?limit&after_seq|before_seq|page=last&fold&msg_id`. */
 export interface ITraceDetail {
   trace: ITraceSummary;
+  /** In `seq` order. */
   events: ITraceEvent[];
+  /** Null on the last page. */
+  next_after_seq?: number | null;
+  /** Null on the first page. */
+  prev_before_seq?: number | null;
+  /** Events in the trace (unfolded, unfiltered). */
+  total?: number;
+  integrity?: ITraceIntegrity;
 }
 
 /** Why the risk policy flagged an operation: a rule id and its explanation. */

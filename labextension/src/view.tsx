@@ -6,47 +6,51 @@
 import * as React from 'react';
 
 import type { TranslationBundle } from '@jupyterlab/translation';
-import { VDomRenderer, caretLeftIcon } from '@jupyterlab/ui-components';
+import { VDomRenderer } from '@jupyterlab/ui-components';
+import type { Message } from '@lumino/messaging';
 
 import type { ApprovalsModel } from './approvals';
 import { ApprovalsSection } from './approvalsView';
-import { formatTime, summarizeEvent } from './format';
 import {
-  actorLabel,
-  counts,
-  errorMessage,
-  isServerIdentity,
-  notebookLabel,
+  extensionMissingMessage,
+  isExtensionMissing,
   sessionEndedMessage,
-  sessionEndedReason
+  sessionEndedReason,
+  trailIntegrityAlert
 } from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
 import type { ISessionEnd } from './session';
-import type { IMe, ITraceEvent } from './tokens';
+import { Timeline } from './timelineView';
+import type { IIntegrity, IMe } from './tokens';
+import { TraceList } from './traceListView';
+import { ErrorBox } from './viewParts';
+import type { IViewServices } from './viewServices';
 
 /** Renders an `AuditTrailModel`, and the pending approvals when given. */
 export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
   constructor(
     model: AuditTrailModel,
-    trans: TranslationBundle,
+    services: IViewServices,
     approvals: ApprovalsModel | null = null
   ) {
     super(model);
-    this._trans = trans;
+    this._services = services;
     this._approvals = approvals;
     approvals?.stateChanged.connect(this._onApprovalsChanged, this);
     this.addClass('jp-AuditTrail-view');
+    this.node.addEventListener('keydown', this._onKeyDown);
   }
 
   dispose(): void {
+    this.node.removeEventListener('keydown', this._onKeyDown);
     this._approvals?.stateChanged.disconnect(this._onApprovalsChanged, this);
     super.dispose();
   }
 
   protected render(): React.ReactElement {
     const model = this.model;
-    const trans = this._trans;
+    const trans = this._services.trans;
     const ended = model.sessionEnd;
     if (ended !== null) {
       return (
@@ -55,9 +59,24 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
         </div>
       );
     }
+    if (isExtensionMissing(model.meError)) {
+      // One message: every other request fails the same way.
+      return (
+        <div className="jp-AuditTrail-body">
+          <div className="jp-AuditTrail-error" role="alert">
+            {extensionMissingMessage(trans)}
+          </div>
+        </div>
+      );
+    }
     return (
       <div className="jp-AuditTrail-body" aria-busy={model.loading}>
-        <UserSection me={model.me} error={model.meError} trans={trans} />
+        <UserSection
+          me={model.me}
+          error={model.meError}
+          integrity={model.trailIntegrity}
+          trans={trans}
+        />
         {model.selectedTraceId === null ? (
           <>
             {this._approvals && (
@@ -67,21 +86,67 @@ export class AuditTrailView extends VDomRenderer<AuditTrailModel> {
                 trans={trans}
               />
             )}
-            <TraceList model={model} trans={trans} />
+            <TraceList model={model} services={this._services} />
           </>
         ) : (
-          <Timeline model={model} trans={trans} />
+          <Timeline model={model} services={this._services} />
         )}
       </div>
     );
   }
 
+  protected onUpdateRequest(msg: Message): void {
+    super.onUpdateRequest(msg);
+    // Back in the list: focus returns to the trace that was open.
+    const id = this._returnFocusTo;
+    if (id !== null && this.model.selectedTraceId === null) {
+      requestAnimationFrame(() => {
+        const card = this.node.querySelector<HTMLElement>(
+          `.jp-AuditTrail-trace[data-trace-id="${CSS.escape(id)}"]`
+        );
+        if (card) {
+          card.focus();
+          this._returnFocusTo = null;
+        }
+      });
+    }
+  }
+
+  /** Escape closes the detail pane, then the trace. */
+  private _onKeyDown = (event: KeyboardEvent): void => {
+    if (event.key !== 'Escape' || event.defaultPrevented) {
+      return;
+    }
+    const target = event.target as HTMLElement | null;
+    if (target?.closest('.jp-AuditTrail-approvals, .jp-AuditTrail-filters')) {
+      return; // a form's own Escape
+    }
+    const model = this.model;
+    if (model.selectedEvent !== null) {
+      const seq = model.selectedEvent.seq;
+      model.select(null);
+      requestAnimationFrame(() =>
+        this.node
+          .querySelector<HTMLElement>(`.jp-AuditTrail-event[data-seq="${seq}"]`)
+          ?.focus()
+      );
+    } else if (model.selectedTraceId !== null) {
+      this._returnFocusTo = model.selectedTraceId;
+      model.closeTrace();
+    } else {
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+  };
+
   private _onApprovalsChanged(): void {
     this.update();
   }
 
-  private _trans: TranslationBundle;
+  private _services: IViewServices;
   private _approvals: ApprovalsModel | null;
+  private _returnFocusTo: string | null = null;
 }
 
 /** The sign-in session has ended: say so, and where to sign in again. */
@@ -105,20 +170,10 @@ function SessionEnded(props: {
   );
 }
 
-function ErrorBox(props: {
-  error: AuditAPIError;
-  trans: TranslationBundle;
-}): React.ReactElement {
-  return (
-    <div className="jp-AuditTrail-error" role="alert">
-      {errorMessage(props.error, props.trans)}
-    </div>
-  );
-}
-
 function UserSection(props: {
   me: IMe | null;
   error: AuditAPIError | null;
+  integrity: IIntegrity | null;
   trans: TranslationBundle;
 }): React.ReactElement {
   const { me, error, trans } = props;
@@ -136,7 +191,7 @@ function UserSection(props: {
     );
   }
   const identity = me.identity ?? { username: me.username };
-  const integrity = me.trail?.integrity;
+  const integrity = props.integrity;
   const name = me.display_name || me.username;
   const roles = Array.isArray(me.roles) ? me.roles : [];
   const tokenOwner =
@@ -150,11 +205,8 @@ function UserSection(props: {
     >
       {integrity && !integrity.ok && (
         <div className="jp-AuditTrail-integrityAlert" role="alert">
-          {trans.__(
-            'Trail integrity check failed at record #%1: %2',
-            integrity.first_bad_seq ?? '?',
-            integrity.problem ?? trans.__('unknown problem')
-          )}
+          <span aria-hidden="true">⊘ </span>
+          {trailIntegrityAlert(integrity, trans)}
         </div>
       )}
       <div className="jp-AuditTrail-userLine">
@@ -197,177 +249,6 @@ function UserSection(props: {
         </div>
       )}
       {error && <ErrorBox error={error} trans={trans} />}
-    </section>
-  );
-}
-
-function StatusBadge(props: { status: string }): React.ReactElement {
-  // The class comes from a fixed set, never from the server's string.
-  const running = props.status === 'running';
-  return (
-    <span
-      className={`jp-AuditTrail-status ${running ? 'jp-mod-running' : 'jp-mod-ended'}`}
-    >
-      {props.status}
-    </span>
-  );
-}
-
-function TraceList(props: {
-  model: AuditTrailModel;
-  trans: TranslationBundle;
-}): React.ReactElement {
-  const { model, trans } = props;
-  const traces = model.traces;
-  return (
-    <section className="jp-AuditTrail-traces">
-      <h3 className="jp-AuditTrail-sectionTitle">{trans.__('Traces')}</h3>
-      {model.tracesError && (
-        <ErrorBox error={model.tracesError} trans={trans} />
-      )}
-      {traces === null && !model.tracesError && (
-        <div className="jp-AuditTrail-placeholder">{trans.__('Loading…')}</div>
-      )}
-      {traces !== null && traces.length === 0 && (
-        <div className="jp-AuditTrail-placeholder">
-          {trans.__('No traces yet.')}
-        </div>
-      )}
-      {traces !== null && traces.length > 0 && (
-        <ul className="jp-AuditTrail-traceList">
-          {traces.map(trace => (
-            <li key={trace.trace_id}>
-              <button
-                type="button"
-                className="jp-AuditTrail-trace"
-                data-trace-id={trace.trace_id}
-                title={trans.__(
-                  'Show the timeline of trace %1',
-                  trace.trace_id
-                )}
-                onClick={() => void model.openTrace(trace.trace_id)}
-              >
-                <span className="jp-AuditTrail-traceHead">
-                  <span
-                    className={`jp-AuditTrail-notebook${trace.notebook ? '' : ' jp-mod-none'}`}
-                  >
-                    {notebookLabel(trace, trans)}
-                  </span>
-                  <StatusBadge status={trace.status} />
-                </span>
-                <span className="jp-AuditTrail-traceUsers">
-                  {(trace.users ?? []).join(', ')}
-                </span>
-                <span className="jp-AuditTrail-traceMeta">
-                  <time
-                    className="jp-AuditTrail-started"
-                    dateTime={trace.started_at}
-                  >
-                    {formatTime(trace.started_at)}
-                  </time>
-                  <span className="jp-AuditTrail-counts">
-                    {counts(trace, trans)}
-                  </span>
-                </span>
-              </button>
-            </li>
-          ))}
-        </ul>
-      )}
-    </section>
-  );
-}
-
-function EventRow(props: {
-  event: ITraceEvent;
-  trans: TranslationBundle;
-}): React.ReactElement {
-  const { event, trans } = props;
-  const summary = summarizeEvent(event);
-  return (
-    <li className="jp-AuditTrail-event" data-seq={event.seq}>
-      <span className="jp-AuditTrail-eventHead">
-        <span className="jp-AuditTrail-seq">#{event.seq}</span>
-        <span className="jp-AuditTrail-kind">{event.kind}</span>
-        <span
-          className={`jp-AuditTrail-who${isServerIdentity(event.identity) ? ' jp-mod-system' : ''}`}
-        >
-          {actorLabel(event.identity, trans)}
-        </span>
-        <time className="jp-AuditTrail-time" dateTime={event.time}>
-          {formatTime(event.time)}
-        </time>
-      </span>
-      <span
-        className={`jp-AuditTrail-summary${summary === event.kind ? ' jp-mod-fallback' : ''}`}
-        title={summary}
-      >
-        {summary}
-      </span>
-    </li>
-  );
-}
-
-function Timeline(props: {
-  model: AuditTrailModel;
-  trans: TranslationBundle;
-}): React.ReactElement {
-  const { model, trans } = props;
-  const detail = model.detail;
-  const trace = detail?.trace ?? null;
-  return (
-    <section className="jp-AuditTrail-timeline">
-      <button
-        type="button"
-        className="jp-AuditTrail-back"
-        onClick={() => model.closeTrace()}
-      >
-        <caretLeftIcon.react tag="span" className="jp-AuditTrail-backIcon" />
-        {trans.__('Back to traces')}
-      </button>
-      {trace && (
-        <div className="jp-AuditTrail-traceInfo">
-          <div className="jp-AuditTrail-traceHead">
-            <span
-              className={`jp-AuditTrail-notebook${trace.notebook ? '' : ' jp-mod-none'}`}
-            >
-              {notebookLabel(trace, trans)}
-            </span>
-            <StatusBadge status={trace.status} />
-          </div>
-          <div className="jp-AuditTrail-traceUsers">
-            {(trace.users ?? []).join(', ')}
-          </div>
-          <div className="jp-AuditTrail-traceMeta">
-            <time dateTime={trace.started_at}>
-              {formatTime(trace.started_at)}
-            </time>
-            {' – '}
-            <time dateTime={trace.last_at}>{formatTime(trace.last_at)}</time>
-          </div>
-          <div className="jp-AuditTrail-traceId" title={trace.kernel_id ?? ''}>
-            {trans.__('Trace %1', trace.trace_id)}
-          </div>
-        </div>
-      )}
-      {model.detailError && (
-        <ErrorBox error={model.detailError} trans={trans} />
-      )}
-      {!model.detailLoaded && !model.detailError && (
-        <div className="jp-AuditTrail-placeholder">{trans.__('Loading…')}</div>
-      )}
-      {model.detailLoaded && detail && detail.events.length === 0 && (
-        <div className="jp-AuditTrail-placeholder">
-          {trans.__('This trace has no events.')}
-        </div>
-      )}
-      {model.detailLoaded && detail && detail.events.length > 0 && (
-        <ol className="jp-AuditTrail-events" aria-label={trans.__('Timeline')}>
-          {detail.events.map(event => (
-            <EventRow key={event.seq} event={event} trans={trans} />
-          ))}
-        </ol>
-      )}
     </section>
   );
 }

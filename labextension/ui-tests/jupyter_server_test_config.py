@@ -2,7 +2,8 @@
 
 JupyterLab with Galata's test settings (no token, no XSRF check: test use only),
 the jupyter-audit server extension enabled, and a throwaway trail seeded with
-demo traces before the server starts. Never use this configuration in production.
+demo traces and the reviewer tests' traces (seed_review.py) before the server starts.
+Never use this configuration in production.
 
 The browser's user comes from `UITestIdentityProvider`: one fixed person, "rita", whose
 groups make her a reviewer, auditor and admin, the way an organisation's sign-in (OIDC,
@@ -17,12 +18,16 @@ import atexit
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyterlab.galata import configure_jupyter_server
 
 from jupyter_audit.cli.demo import seed_demo_trail
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from seed_review import seed_review_trail  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -64,9 +69,15 @@ c.ServerApp.jpserver_extensions.update({"jupyter_audit": True})
 c.LabApp.news_url = None
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 
-# A fresh trail per run, seeded before the server (the trail's only writer) opens it.
-_trail_dir = tempfile.mkdtemp(prefix="jupyter-audit-ui-")
-atexit.register(shutil.rmtree, _trail_dir, ignore_errors=True)
-_db_path = os.path.join(_trail_dir, "trail.duckdb")
-seed_demo_trail(_db_path)
+# A fresh trail per run, seeded before the server (the trail's only writer) opens it; or,
+# for benchmarks/bench_panel.py, an existing trail named by JUPYTER_AUDIT_UI_DB (not seeded).
+if os.environ.get("JUPYTER_AUDIT_UI_DB"):
+    _db_path = os.environ["JUPYTER_AUDIT_UI_DB"]
+else:
+    _trail_dir = tempfile.mkdtemp(prefix="jupyter-audit-ui-")
+    atexit.register(shutil.rmtree, _trail_dir, ignore_errors=True)
+    _db_path = os.path.join(_trail_dir, "trail.duckdb")
+    seed_demo_trail(_db_path)
+    # A trace of 20,004 events, and one with a failed cell, a bulk DELETE and 2,000 repeats
+    seed_review_trail(_db_path, long=os.environ.get("JUPYTER_AUDIT_UI_SEED_LONG", "1") == "1")
 c.AuditApp.db_path = _db_path

@@ -31,13 +31,22 @@ function trace(fields: Partial<ITraceSummary>): ITraceSummary {
 }
 
 describe('errorMessage', () => {
-  it('wraps the server’s message when the user is not allowed', () => {
-    for (const status of [401, 403]) {
-      const error = new AuditAPIError(status, 'reviewers only', 'forbidden');
-      expect(errorMessage(error, trans)).toBe(
-        'You are not allowed to see this (reviewers only)'
-      );
-    }
+  it('says a 403 means a missing role, with the server’s message', () => {
+    const error = new AuditAPIError(
+      403,
+      'needs: reviewer or auditor',
+      'forbidden'
+    );
+    expect(errorMessage(error, trans)).toBe(
+      'Your account lacks the role to see this (needs: reviewer or auditor)'
+    );
+  });
+
+  it('wraps a 401’s message as not allowed', () => {
+    const error = new AuditAPIError(401, 'sign in', 'unauthorized');
+    expect(errorMessage(error, trans)).toBe(
+      'You are not allowed to see this (sign in)'
+    );
   });
 
   it('shows any other error’s message as it is', () => {
@@ -52,7 +61,7 @@ describe('errorMessage', () => {
   it('keeps markup and placeholders in the message as text', () => {
     const error = new AuditAPIError(403, '<b>%1</b> & %2');
     expect(errorMessage(error, trans)).toBe(
-      'You are not allowed to see this (<b>%1</b> & %2)'
+      'Your account lacks the role to see this (<b>%1</b> & %2)'
     );
   });
 });
