@@ -78,7 +78,7 @@ def test_show_prints_every_event_of_a_long_trace(trail):
     assert len(lines) == 12_000
     seqs = [int(line.split()[0][1:]) for line in lines]
     assert seqs == sorted(seqs)
-    assert "SELECT ?  + 1" in lines[5]
+    assert "SELECT ? + 1" in lines[5]  # whitespace runs shown as one space
     # the kernel's time; the server's beside it only where they are more than a second apart
     assert "(server " not in lines[5] and "(server " in lines[-1]
     assert "alice" in lines[5] and "op.sql" in lines[5]
@@ -99,7 +99,7 @@ def test_limit_and_group(trail, capsys):
     lines = event_lines(capsys.readouterr().out)
     assert len(lines) == 4  # session.started, cell.requested, the loop, the failures
     loop, failures = lines[2], lines[3]
-    assert "SELECT ?  + 1  ×11996 (#" in loop and "failed" not in loop
+    assert "SELECT ? + 1  ×11996 (#" in loop and "failed" not in loop
     assert "SELECT x  ×2 (#" in failures and failures.endswith(", 2 failed)")
     first, last = failures.rsplit("(#", 1)[1].split(",")[0].split("–#")
     assert int(last) > int(first) == int(failures.split()[0][1:])

@@ -22,6 +22,7 @@ from jupyter_audit.policy.describe import MAX_TABLES, describe_sql
         ("SELECT extract(year FROM d) FROM s.t", ("SELECT", ("s.t",))),
         ("DROP TABLE IF EXISTS old; SELECT 1", ("MULTIPLE", ("old",))),
         ("SHOW TABLES", ("SHOW", ())),
+        ("CREATE TABLE loans (id INTEGER, email TEXT)", ("CREATE", ("loans",))),
         ("CREATE TABLE n AS SELECT * FROM o", ("CREATE", ("n", "o"))),
         ("SELECT * FROM (SELECT * FROM inner_t) q", ("SELECT", ("inner_t",))),
         ("/* DELETE */ SELECT 1", ("SELECT", ())),

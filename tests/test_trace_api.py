@@ -442,6 +442,9 @@ def test_search_words_never_reach_the_server_log():
         "503 GET /jupyter-audit/api/traces?q=carol.zimmermann%40example.com&limit=5",
         "400 GET /jupyter-audit/api/traces/abc?after_seq=x&q=carol+zimmermann",
         "400 GET /jupyter-audit/api/traces?notebook=carol-zimmermann-loan.ipynb",
+        # a raw quote (browsers and curl leave `'` unencoded) ends nothing
+        "400 GET /jupyter-audit/api/traces?q=x'brien.carol.zimmermann@example.com&limit=0",
+        '400 GET /jupyter-audit/api/traces?q="carol.zimmermann"',
     ):
         assert "zimmermann" not in scrub(line) and "[secret]" in scrub(line)
     assert scrub("GET /api/contents?sq=1") == "GET /api/contents?sq=1"

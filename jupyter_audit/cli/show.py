@@ -226,7 +226,9 @@ def _print_events(events: Iterable[dict], args) -> None:
             break
         n += 1
         who = printable(actor_label(ev.get("identity")))
-        line = printable(step_summary(ev), SUMMARY_WIDTH)
+        # runs of whitespace made one space first: padding cannot push the rest of a
+        # statement (`SELECT 1` + 300 spaces + `; DELETE …`) past the cut
+        line = printable(" ".join(step_summary(ev).split()), SUMMARY_WIDTH)
         if group is not None and group[0] > 1:
             count, last_seq, errors = group
             line += f"  ×{count} (#{ev['seq']}–#{last_seq}" + (

@@ -76,8 +76,9 @@ def _describe(statement: str) -> tuple[str, tuple[str, ...]]:
         if m is None or (calls and _IN_CALL.search(text, max(0, k.start() - 200), k.start())):
             continue
         names = _ONE.findall(m.group(1))
-        if m.group(2) and k.group().upper() != "INTO":
-            # `FROM read_csv(…)`: the last name is a table function (`INTO t (a, b)` is not)
+        if m.group(2) and k.group().upper() in ("FROM", "JOIN"):
+            # `FROM read_csv(…)`: the last name is a table function (`INTO t (a, b)` and
+            # `TABLE t (id INT)` name a table)
             names = names[:-1]
         for raw in names:
             if "." in raw:

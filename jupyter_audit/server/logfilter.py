@@ -23,9 +23,9 @@ def _spelled_any_way(name: str) -> str:
 
 
 _NAMES = "(?:" + "|".join(_spelled_any_way(n) for n in (*_PARAMS, *_SEARCHES, "password")) + ")"
-_QUERY = re.compile(r"(?i)([?&;]" + _NAMES + r"=)[^&\s\"'#]+")
+_QUERY = re.compile(r"(?i)([?&;]" + _NAMES + r"=)[^&\s#]+")
 # the same inside a URL that is itself a parameter (a login redirect's `next=`)
-_ENCODED = re.compile(r"(?i)((?:%3F|%26|%3B)" + _NAMES + r"%3D)(?:(?!%26|%23)[^&\s\"'#])+")
+_ENCODED = re.compile(r"(?i)((?:%3F|%26|%3B)" + _NAMES + r"%3D)(?:(?!%26|%23)[^&\s#])+")
 _SERVICE_TOKEN = re.compile(r"\b(jat_[0-9a-f]{16}_)[A-Za-z0-9_-]{20,}")
 _AUTH_HEADER = re.compile(
     r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:token|bearer)\s+)[^\s'\",}]+"

@@ -116,7 +116,7 @@ def seal(
         if ident is not None:
             pair = (trace_id, ident["username"])
             # a stored pair was a participant's; only a new one is asked whose it is
-            if pair not in known_pairs and is_participant(ident, kind):
+            if pair not in known_pairs and is_participant(ident, kind, payload):
                 users.add(pair)
     notebooks = {
         (trace_id, name, first)

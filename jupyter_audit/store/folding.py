@@ -2,14 +2,16 @@
 
 Consecutive operations of the same cell, of the same kind, doing the same thing fold into one
 line with a count: the same SQL statement (parameters aside, whitespace collapsed), the same
-shell command, the same HTTP method on the same host. A loop of 2,000 `SELECT ? + 1` is then
-one line "×2000". The key decides; how a caller shows a group is its own. Pure: no trail.
+shell command, the same HTTP method and URL; never a step the risk reading flags. A loop
+of 2,000 `SELECT ? + 1` is then one line "×2000". The key decides; how a caller shows a
+group is its own. Pure: no trail.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+
+from .risk import risk_rules
 
 #: the kinds whose consecutive repeats fold
 FOLDED_KINDS = ("op.sql", "op.shell", "op.http")
@@ -18,8 +20,10 @@ _SPACE = re.compile(r"\s+")
 
 def fold_key(event: dict) -> tuple | None:
     """What a step repeats: equal keys of consecutive events fold; None never folds. The
-    text compared is the statement or command with whitespace collapsed, case aside, or
-    the HTTP method and host."""
+    text compared is the statement or command with runs of whitespace made one space (case
+    kept: a literal, a path or a shell word differs by case), or the HTTP method and the
+    whole (masked) URL. A step the risk reading flags never folds: a group holds only
+    identical, unflagged steps, so a risky one shows on its own."""
     kind = event.get("kind")
     p = event.get("payload")
     if kind not in FOLDED_KINDS or not isinstance(p, dict):
@@ -29,14 +33,10 @@ def fold_key(event: dict) -> tuple | None:
     elif kind == "op.shell":
         text = p.get("command")
     else:
-        try:
-            host = urlsplit(str(p.get("url") or "")).hostname
-        except ValueError:
-            host = None
-        text = f"{p.get('method')} {host}"
-    if not isinstance(text, str):
+        text = f"{p.get('method')} {p.get('url')}"
+    if not isinstance(text, str) or risk_rules(kind, p):
         return None
-    return (event.get("msg_id"), kind, _SPACE.sub(" ", text).strip().lower())
+    return (event.get("msg_id"), kind, _SPACE.sub(" ", text).strip())
 
 
 def failed(event: dict) -> bool:

@@ -26,6 +26,7 @@ from .chain import prev_column_mismatch
 from .durable import replace_durably
 from .errors import TrailError
 from .schema import DDL, DERIVED_TABLES, FORMAT_VERSION, REWRITES, connect, initialise
+from .traces import ALLOW_LIST_FORMAT, DROP_OUTSIDE_ACTORS
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
         for table in _OTHER_TABLES:
             if table in present:
                 con.execute(f'INSERT INTO migrating.{table} BY NAME SELECT * FROM "{old}".{table}')
+        if version + 1 == ALLOW_LIST_FORMAT:  # participants by today's allow-list
+            con.execute(DROP_OUTSIDE_ACTORS)
         con.execute(
             "UPDATE migrating.meta SET value = ? WHERE key = 'format_version'",
             [str(version + 1)],

@@ -449,7 +449,11 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
                 masked[k if k.isidentifier() else "withheld"] = None
                 withheld.append({"field": f"payload.{k}", "reason": type(e).__name__})
         payload = masked
-    if kind == "op.sql":
+    if kind == "op.sql" or (
+        kind == "op.unattributed"
+        and isinstance(payload, dict)
+        and payload.get("original_kind") == "op.sql"
+    ):
         payload = _described(payload)
     capped: list = []
     if walk.oversize:

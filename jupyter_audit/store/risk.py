@@ -69,6 +69,9 @@ def _rules(kind: str, text: str) -> tuple[str, ...]:
 def risk_rules(kind: str, payload: dict | None) -> tuple[str, ...]:
     """The built-in rules an `op.sql` / `op.shell` payload trips (empty: not risky). A
     DELETE/UPDATE without WHERE counts when it changed rows (or did not say how many)."""
+    if kind == "op.unattributed" and isinstance(payload, dict):
+        # an operation the server could not tie to a cell: read as what it was
+        kind = str(payload.get("original_kind"))
     if not isinstance(payload, dict) or kind not in _TEXT_FIELD:
         return ()
     text = payload.get(_TEXT_FIELD[kind])

@@ -6,12 +6,16 @@ ended) live here only, in `TraceRow.add`: the Writer adds each batch it commits
 (`store_traces`), `queries.rebuild_derived` recounts the whole log with the same rules.
 Participants are people and service accounts: the server's own (system) events, such as a
 `session.ended` at shutdown, name no one (`is_participant`, `participants_sql`). Nor do the
-events that act on a trace from outside its computation (`NOT_TAKING_PART`): a reviewer
-viewing or exporting it (`trail.accessed`), someone saving its notebook (`file.saved`) or
-renaming it (`session.renamed`) — participants decide who may see a trace, so touching a
-notebook or reading its trace must not grant that. A view is also no activity of the trace
-(`NOT_ACTIVITY`): it shows in the trace's timeline but leaves its row (counts, last event,
-duration) as it was, so reading an old trace does not make it look recent.
+events that act on a trace from outside its computation: participants decide who may see a
+trace, so touching its kernel, its notebook or its approvals must not grant that. From trail
+format 4 on, participants are named by an allow-list (`takes_part`): running code in the
+trace (`cell.*`, `op.*`), asking for or running an approval, and starting its kernel; not
+interrupting, restarting or shutting it down, deciding an approval, renaming, saving or
+viewing. Before format 4 a deny-list (`NOT_TAKING_PART`) applied, and the migration to
+format 4 drops the rows only it put there (`DROP_OUTSIDE_ACTORS`). A view is also no
+activity of the trace (`NOT_ACTIVITY`): it shows in the trace's timeline but leaves its row
+(counts, last event, duration) as it was, so reading an old trace does not make it look
+recent.
 
 This module writes the derived tables only, inside a transaction its caller opened: it must
 never touch the log (`events`), commit, or import the writer (the read side imports it).
@@ -38,8 +42,19 @@ COUNTS = (
     "unattributed",  # op.unattributed, and cell.started flagged unattributed
 )
 
-#: kinds whose identity does not make a participant of the trace they belong to
+#: before ALLOW_LIST_FORMAT: kinds whose identity does not make a participant
 NOT_TAKING_PART = ("trail.accessed", "file.saved", "session.renamed")
+#: the trail format from which participants are named by `takes_part`'s allow-list
+ALLOW_LIST_FORMAT = 4
+#: kinds (besides `cell.*`, `op.*` and a `session.started` that is no restart) whose
+#: identity takes part in the trace
+TAKING_PART = ("approval.requested", "approval.executed")
+_TAKES_PART_SQL = (
+    "(e.kind LIKE 'cell.%' OR e.kind LIKE 'op.%' OR e.kind IN ("
+    + ", ".join(f"'{k}'" for k in TAKING_PART)
+    + ") OR (e.kind = 'session.started' AND coalesce(json_extract_string("
+    "decode(e.record), '$.payload.reason'), '') <> 'restart'))"
+)
 #: kinds that belong to a trace (its timeline) but are not counted in its row
 NOT_ACTIVITY = ("trail.accessed",)
 _NOT_ACTIVITY_SQL = ", ".join(f"'{k}'" for k in NOT_ACTIVITY)
@@ -62,7 +77,9 @@ TRACE_COLUMNS = (
 )
 _COLUMN_LIST = ", ".join(TRACE_COLUMNS)
 #: kinds whose count `TraceRow.add` reads from the payload (callers parse only these)
-NEEDS_PAYLOAD = frozenset(("cell.finished", "op.sql", "op.shell"))
+NEEDS_PAYLOAD = frozenset(
+    ("cell.finished", "op.sql", "op.shell", "op.unattributed", "session.started")
+)
 _KIND_COUNTS = {
     "op.sql": "queries",
     "op.http": "http",
@@ -329,29 +346,45 @@ PEOPLE_ONLY_FORMAT = 3
 def participants_sql(format_version: int) -> str:
     """Who took part in each trace, (trace_id, username), as a trail of `format_version`
     records them: the usernames of the identity snapshots (not the `username` column beside
-    them) of the trace's events but those NOT_TAKING_PART (no trail before them gave such
-    events a trace); from PEOPLE_ONLY_FORMAT on, people and service accounts only
-    (`TraceRow`'s batches leave system snapshots out alike: `is_participant`). The
-    snapshots are read once each, before the join, not once per event."""
+    them) of the trace's events that take part (`takes_part`; before ALLOW_LIST_FORMAT,
+    all but NOT_TAKING_PART, which no trail before them gave a trace); from
+    PEOPLE_ONLY_FORMAT on, people and service accounts only (`TraceRow`'s batches leave
+    system snapshots out alike: `is_participant`). The snapshots are read once each, before
+    the join, not once per event."""
     people = ""
     if format_version >= PEOPLE_ONLY_FORMAT:
         people = (
             "WHERE json_extract_string(snapshot, '$.auth_method') "
             f"IS DISTINCT FROM '{SYSTEM_AUTH_METHOD}'"
         )
+    if format_version >= ALLOW_LIST_FORMAT:
+        taking_part = _TAKES_PART_SQL
+    else:
+        taking_part = f"e.kind NOT IN ({_NOT_TAKING_PART_SQL})"
     return f"""
 SELECT DISTINCT e.trace_id, i.username FROM events e JOIN (
     SELECT identity_id, json_extract_string(snapshot, '$.username') AS username
     FROM identities {people}
 ) i USING (identity_id)
-WHERE e.trace_id IS NOT NULL AND e.kind NOT IN ({_NOT_TAKING_PART_SQL})
+WHERE e.trace_id IS NOT NULL AND {taking_part}
 """
 
 
-def is_participant(snapshot: dict | None, kind: str) -> bool:
+def takes_part(kind: str, payload: dict | None) -> bool:
+    """Whether an event of `kind` (its stored `payload` for a `session.started`) is taking
+    part in its trace: running code in it, asking for or running an approval, starting
+    (not restarting) its kernel."""
+    if kind.startswith(("cell.", "op.")) or kind in TAKING_PART:
+        return True
+    if kind == "session.started":
+        return not (isinstance(payload, dict) and payload.get("reason") == "restart")
+    return False
+
+
+def is_participant(snapshot: dict | None, kind: str, payload: dict | None = None) -> bool:
     """Whether an event of `kind` with this identity makes its username one of the trace's
-    participants."""
-    return snapshot is not None and kind not in NOT_TAKING_PART and not is_system(snapshot)
+    participants (today's format)."""
+    return snapshot is not None and not is_system(snapshot) and takes_part(kind, payload)
 
 
 def _derived_users(format_version: int) -> str:
@@ -370,6 +403,15 @@ SELECT trace_id FROM (
 DROP_SYSTEM_PARTICIPANTS = f"""
 DELETE FROM trace_users t USING (
     ({participants_sql(PEOPLE_ONLY_FORMAT - 1)}) EXCEPT ({participants_sql(PEOPLE_ONLY_FORMAT)})
+) s WHERE t.trace_id = s.trace_id AND t.username = s.username
+"""
+
+# Format 3 -> 4: the rows only an outside act put in trace_users go (someone who interrupted,
+# restarted or shut down another's kernel, or decided their approval). Exactly those, as
+# above: a row added or removed by hand stays, for verify to report.
+DROP_OUTSIDE_ACTORS = f"""
+DELETE FROM trace_users t USING (
+    ({participants_sql(ALLOW_LIST_FORMAT - 1)}) EXCEPT ({participants_sql(ALLOW_LIST_FORMAT)})
 ) s WHERE t.trace_id = s.trace_id AND t.username = s.username
 """
 
