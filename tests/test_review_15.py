@@ -132,3 +132,12 @@ def test_an_unattributed_statement_is_described_and_rated_as_what_it_was(make_wr
     assert (ev["payload"]["statement_type"], ev["payload"]["tables"]) == ("DELETE", ["customers"])
     (risky,) = w.cursor().execute("SELECT risky FROM traces WHERE trace_id = ?", [T]).fetchone()
     assert risky == 1
+
+
+@pytest.mark.parametrize("hidden", ["\U000e0041", "\u00ad", "\u3164", "\ufe0f", "\u180e"])
+def test_characters_that_draw_nothing_are_shown(hidden):
+    from jupyter_audit.cli.replay_notebook import _text
+    from jupyter_audit.cli.terminal import printable
+
+    name = f"report{hidden}.ipynb"
+    assert hidden not in printable(name) and hidden not in _text(name)

@@ -15,6 +15,8 @@ import json
 import re
 from datetime import UTC, datetime
 
+from .terminal import INVISIBLE
+
 REPLAY_FORMAT = 1
 OPS = {"op.sql": "Queries", "op.http": "API calls", "op.shell": "Commands"}
 # markdown punctuation, `$` (JupyterLab renders LaTeX) and `:` (no autolinked URLs)
@@ -22,7 +24,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$:])")
 # direction overrides, zero-width and control characters: shown as markers, as the panel
 # does, so a name or statement cannot read as something else ("Trojan Source")
 _HIDDEN = re.compile(
-    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    + INVISIBLE
+    + "]"
 )
 
 
