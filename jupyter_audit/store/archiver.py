@@ -92,13 +92,16 @@ def run_archive(
         items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
     removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
+    read_back: list[tuple[Segment, bytes]] = []
     for seg, data in items:
         if data is None:
             data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
         prev_hash, frontier = _read_back(target, seg, data, prev_hash)
+        read_back.append((seg, data))
         archived.append(seg.name)
         if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
             removable.append((seg, data, frontier))
+    _check_recorded_in_archive(target, recorded, first, read_back)
     for seg, data, after in removable:
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
             continue  # recorded by a run killed before its compaction
@@ -129,6 +132,31 @@ def run_archive(
         "removed": [s.name for s, _d, _f in removable],
         "kept_from": max(first, keep_after + 1),
     }
+
+
+def _check_recorded_in_archive(
+    target: ArchiveTarget, recorded: dict, first: int, items: list[tuple[Segment, bytes]]
+) -> None:
+    """Every `trail.archived` event the compaction relies on (one for records still live)
+    names a segment of `target` that was read back and checked against the live trail above,
+    with the sha256 it recorded: else an ArchiveError, and nothing leaves the live trail (a
+    forged or stale `trail.archived` must not make the archiver drop unarchived records)."""
+    checked = {(s.first_seq, s.last_seq): (s.name, _sha256(d)) for s, d in items}
+    for (lo, hi), p in sorted(recorded.items()):
+        if hi < first:
+            continue  # its records already left the live trail
+        label = f"{p.get('file')} (#{lo}..#{hi})"
+        seen = checked.get((lo, hi))
+        if seen is None or seen[0] != p.get("file"):
+            raise ArchiveError(
+                f"{label}, recorded in the live trail as archived, is not in {target.url} "
+                "(or does not read back as the live records): nothing removed"
+            )
+        if seen[1] != p.get("sha256"):
+            raise ArchiveError(
+                f"{label} in {target.url} differs from the file the live trail recorded "
+                "(sha256): nothing removed"
+            )
 
 
 def _sha256(data: bytes) -> str:
