@@ -6,7 +6,7 @@ archived ones. Each attack found by review is kept closed here."""
 import duckdb
 import test_archive
 from helpers.trail import sql_event
-from test_archive import archive
+from test_archive import archive, verify_json
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key
 from jupyter_audit.store.signing import SigningKey
@@ -25,34 +25,37 @@ def writer(d, key_path, **kw):
     ).open()
 
 
-def forge_archived(d, tmp_path, cut: int) -> None:
-    """Append a `trail.archived` event claiming records #1..#cut were archived, through a
-    Writer holding a key of the attacker's own; the server then runs on with the real key
-    (its checkpoints cover the forged record)."""
+def archived_payload(d, cut: int) -> dict:
+    """A `trail.archived` payload claiming records #1..#cut went to an archive that holds
+    nothing."""
     con = duckdb.connect(str(d / "trail.duckdb"), read_only=True)
     last_hash = bytes(
         con.execute("SELECT hash FROM events WHERE seq = ?", [cut]).fetchone()[0]
     ).hex()
     con.close()
+    return {
+        "first_seq": 1,
+        "last_seq": cut,
+        "last_hash": last_hash,
+        "checkpoint_seq": cut,
+        "file": f"segment-000000000001-{cut:012d}.parquet",
+        "sha256": "0" * 64,
+        "bytes": 1,
+        "archive": "/nonexistent",
+        "frontier": "",
+    }
+
+
+SYSTEM = {"username": "jupyter-audit", "auth_method": "system"}
+
+
+def forge_archived(d, tmp_path, cut: int) -> None:
+    """Append a `trail.archived` event claiming records #1..#cut were archived, signed by a
+    key of the attacker's own (no access to the trail's); the server then runs on with the
+    real key (its checkpoints cover the forged record)."""
+    payload = archived_payload(d, cut)
     w = writer(d, tmp_path / "attacker.pem", checkpoint_every=10**9, checkpoint_interval=0)
-    w.append(
-        {
-            "kind": "trail.archived",
-            "identity": {"username": "jupyter-audit", "auth_method": "system"},
-            "payload": {
-                "first_seq": 1,
-                "last_seq": cut,
-                "last_hash": last_hash,
-                "checkpoint_seq": cut,
-                "file": f"segment-000000000001-{cut:012d}.parquet",
-                "sha256": "0" * 64,
-                "bytes": 1,
-                "archive": "/nonexistent",
-                "frontier": "",
-            },
-        }
-    )
-    w.flush()
+    w.record_archived(payload, SYSTEM)
     w.close(checkpoint=False)
     w = writer(d, d / "signing-key.pem", checkpoint_every=100)
     w.append_many([sql_event(i) for i in range(1000, 1100)])
@@ -67,11 +70,67 @@ def live_range(d):
         con.close()
 
 
-def test_a_forged_trail_archived_never_makes_the_archiver_drop_records(trail, capsys, tmp_path):
-    forge_archived(trail, tmp_path, 202)
+def test_the_archiver_removes_nothing_a_trail_archived_names_outside_its_archive(trail, capsys):
+    # signed with the trail's own key (a stale record, or one naming another archive): the
+    # archiver still compacts only over segments it read back from the configured archive
+    payload = archived_payload(trail, 202)
+    w = writer(trail, trail / "signing-key.pem", checkpoint_every=100)
+    w.record_archived(payload, SYSTEM)
+    w.append_many([sql_event(i) for i in range(1000, 1100)])
+    w.close()
     before = live_range(trail)
     code, _out, err = archive(trail, capsys, "--after", "3650d", "--retention", "3650d")
     assert code != 0 and "segment-000000000001-000000000202.parquet" in err, err
-    assert "nothing removed" in err or "nothing archived" in err, err
+    assert "nothing removed" in err, err
     first, last, count = live_range(trail)
     assert first == 1 and count == last >= before[1], (before, first, last, count)
+
+
+def test_a_forged_trail_archived_is_reported_and_never_compacts(trail, capsys, tmp_path):
+    forge_archived(trail, tmp_path, 202)
+    code, r = verify_json(capsys, "--db", str(trail / "trail.duckdb"))
+    assert code == 1 and r["problems"][0]["problem"] == "archived_unsigned", r
+    before = live_range(trail)
+    code, _out, err = archive(trail, capsys, "--after", "3650d", "--retention", "3650d")
+    assert code != 0 and "nothing archived" in err, err
+    first, last, count = live_range(trail)
+    assert first == 1 and count == last >= before[1]
+
+
+def cut_head(d, cut: int) -> None:
+    con = duckdb.connect(str(d / "trail.duckdb"))
+    con.execute("DELETE FROM events WHERE seq <= ?", [cut])
+    con.execute("CHECKPOINT")
+    con.close()
+
+
+def test_a_head_cut_behind_a_forged_trail_archived_is_caught(trail, capsys, tmp_path):
+    mirror = tmp_path / "mirror.checkpoints"  # an auditor's copy, taken before the attack
+    mirror.write_bytes((trail / "trail.duckdb.checkpoints").read_bytes())
+    forge_archived(trail, tmp_path, 202)
+    cut_head(trail, 202)
+    db = str(trail / "trail.duckdb")
+    pub = str(trail / "signing-key.pem.pub")
+    for extra in ([], ["--pubkey", pub], ["--pubkey", pub, "--checkpoints", str(mirror)]):
+        code, r = verify_json(capsys, "--db", db, *extra)
+        assert code == 1 and r["first_bad_seq"] == 1, r
+        problems = {(p["problem"], p["seq"]) for p in r["problems"]}
+        assert ("record_missing", 1) in problems, r["problems"]
+        # the signed checkpoints over the cut records name them
+        assert ("record_missing", 101) in problems and ("record_missing", 202) in problems
+        assert any(p == "archived_unsigned" for p, _ in problems), r["problems"]
+    w = writer(trail, trail / "signing-key.pem", checkpoint_every=100)
+    try:
+        assert not w.integrity.ok and "no signed trail.archived" in w.integrity.detail
+    finally:
+        w.close()
+
+
+def test_checkpoints_below_the_head_are_reported_without_any_trail_archived(trail, capsys):
+    cut_head(trail, 150)
+    code, r = verify_json(capsys, "--db", str(trail / "trail.duckdb"))
+    assert code == 1, r
+    assert any(
+        p["problem"] == "record_missing" and p["seq"] == 101 and "checkpoint" in p["detail"]
+        for p in r["problems"]
+    ), r["problems"]

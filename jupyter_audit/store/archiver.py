@@ -105,23 +105,20 @@ def run_archive(
     for seg, data, after in removable:
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
             continue  # recorded by a run killed before its compaction
-        store.append(
+        store.record_archived(
             {
-                "kind": "trail.archived",
-                "identity": identity,
-                "payload": {
-                    "first_seq": seg.first_seq,
-                    "last_seq": seg.last_seq,
-                    "last_hash": seg.checkpoint["hash"],
-                    "checkpoint_seq": seg.checkpoint["seq"],
-                    "file": seg.name,
-                    "sha256": _sha256(data),
-                    "bytes": len(data),
-                    "archive": target.url,
-                    # the Merkle subtrees of records 1..last_seq: proofs of later records
-                    "frontier": after.to_hex(),
-                },
-            }
+                "first_seq": seg.first_seq,
+                "last_seq": seg.last_seq,
+                "last_hash": seg.checkpoint["hash"],
+                "checkpoint_seq": seg.checkpoint["seq"],
+                "file": seg.name,
+                "sha256": _sha256(data),
+                "bytes": len(data),
+                "archive": target.url,
+                # the Merkle subtrees of records 1..last_seq: proofs of later records
+                "frontier": after.to_hex(),
+            },
+            identity,
         )
     keep_after = max([done_upto] + [s.last_seq for s, _d, _f in removable])
     if keep_after >= first:

@@ -21,6 +21,7 @@ import pyarrow as pa
 from .canonical import GENESIS_HASH
 from .chain import prev_column_mismatch, prev_hash_of, record_prev_hash
 from .checkpoints import (
+    archived_message,
     checkpoint_message,
     default_checkpoint_path,
     read_checkpoint_files,
@@ -50,6 +51,7 @@ PROBLEMS = {
     "segment_missing": "an archived segment is missing",
     "segment_changed": "an archived segment was edited",
     "segment_reordered": "archived segments renamed or reordered",
+    "archived_unsigned": "a trail.archived event is not signed by a trusted key",
 }
 
 
@@ -284,7 +286,8 @@ def verify_connection(
     except TrailError:  # a reader refused it already; compare by today's rules
         version = FORMAT_VERSION
     # records archived away (`trail.archived`): the live chain continues the archive's
-    start, start_prev = archived_start(con, result)
+    archived = signed_archived(con, trusted, trail_id, result)
+    start, start_prev, covering = archived_start(con, result, archived)
     col_thread = threading.Thread(
         target=_column_check,
         args=(con.cursor(), col_out, version, start == 1),
@@ -398,7 +401,10 @@ def verify_connection(
         )
 
     _check_tokens(con, result, archived=start > 1)
-    _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start)
+    uncovered_from = 1 if covering is not None else start
+    _check_checkpoints(
+        cps, trusted, trail_id, seen_at, max_seq, broken, result, start, uncovered_from
+    )
     return result
 
 
@@ -572,28 +578,59 @@ def _ranges(path, start: int, max_seq: int, want, deep: bool, start_prev) -> lis
     ]
 
 
-def archived_start(con, result: VerifyResult) -> tuple[int, bytes | None]:
-    """(first live record, the hash it links to): (1, genesis) unless records were archived
-    away, which only a `trail.archived` event ending just before the first record allows."""
-    first = con.execute("SELECT min(seq) FROM events").fetchone()[0]
-    if first is None or first <= 1:
-        return 1, GENESIS_HASH
-    for (rec,) in con.execute(
-        "SELECT record FROM events WHERE kind = 'trail.archived' ORDER BY seq DESC"
+def signed_archived(con, trusted, trail_id: str, result: VerifyResult) -> list[dict]:
+    """The `trail.archived` payloads, by seq, signed (`archived_message`) by a trusted key
+    for this trail; each other one is a problem (`archived_unsigned`): an event anyone with
+    write access to the file could append must never let records leave the live trail."""
+    honoured = []
+    for seq, rec in con.execute(
+        "SELECT seq, record FROM events WHERE kind = 'trail.archived' ORDER BY seq"
     ).fetchall():
         try:
             p = json.loads(bytes(rec))["payload"]
+            msg = archived_message(p)
+            ok = p.get("trail_id") == trail_id and any(
+                key_id(k) == p.get("key_id") and verify_signature(k, p["signature"], msg)
+                for k in trusted
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if ok:
+            honoured.append(p)
+        else:
+            result.add(
+                "archived_unsigned",
+                seq,
+                f"the trail.archived event at #{seq} is not signed by a trusted key of this "
+                "trail: the records it claims archived are not vouched for",
+            )
+    return honoured
+
+
+def archived_start(
+    con, result: VerifyResult, archived: list[dict]
+) -> tuple[int, bytes | None, dict | None]:
+    """(first live record, the hash it links to, the signed `trail.archived` payload that
+    ends just before it): (1, genesis, None) unless records were archived away, which only
+    a signed `trail.archived` event (`archived`) ending just before the first record allows."""
+    first = con.execute("SELECT min(seq) FROM events").fetchone()[0]
+    if first is None or first <= 1:
+        return 1, GENESIS_HASH, None
+    for p in reversed(archived):
+        try:
             if p["last_seq"] == first - 1:
                 result.warnings.append(
                     f"records #1..#{first - 1} are archived ({p['archive']}); their derived "
                     "rows and checkpoints are checked with --archive"
                 )
-                return first, bytes.fromhex(p["last_hash"])
+                return first, bytes.fromhex(p["last_hash"]), p
         except (ValueError, KeyError, TypeError):
             continue  # the chain check reports the damaged record
     missing = f"records #1..#{first - 1} are" if first > 2 else "record #1 is"
-    result.add("record_missing", 1, f"{missing} missing (no trail.archived event covers them)")
-    return first, None
+    result.add(
+        "record_missing", 1, f"{missing} missing (no signed trail.archived event covers them)"
+    )
+    return first, None, None
 
 
 def _last_hash(con) -> str | None:
@@ -704,7 +741,12 @@ def _check_identities(con, result: VerifyResult) -> None:
         )
 
 
-def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start=1) -> None:
+def _check_checkpoints(
+    cps, trusted, trail_id, seen_at, max_seq, broken, result, start=1, covered_from=1
+) -> None:
+    """Every checkpoint signed by a trusted key must match the chain where it is; one below
+    `covered_from` (the first live record no signed `trail.archived` accounts for) names
+    records cut from the trail's head."""
     best = None
     for cp in sorted(cps, key=lambda c: c.get("seq") if isinstance(c.get("seq"), int) else -1):
         src = cp.get("_source", "?")
@@ -744,6 +786,15 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result,
             )
             continue
         got = seen_at.get(seq)
+        if got is None and seq < covered_from:
+            result.add(
+                "record_missing",
+                seq,
+                f"{src}: a signed checkpoint covers #{seq}, but the trail begins at "
+                f"#{covered_from} and no signed trail.archived event accounts for the records "
+                "before it",
+            )
+            continue
         if got is None:
             if not broken and seq >= start:
                 result.warnings.append(f"{src}: checkpoint #{seq} not reached")

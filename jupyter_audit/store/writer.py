@@ -37,6 +37,7 @@ from .canonical import GENESIS_HASH
 from .chain import leaves
 from .checkpoints import (
     append_checkpoint_line,
+    archived_message,
     default_checkpoint_path,
     rotation_message,
     sign_checkpoint,
@@ -415,11 +416,17 @@ class Writer(TrailStore):
         self.key = new_key
         return res
 
-    def _signed(self, kind: str, payload: dict) -> Prepared:
+    def record_archived(self, payload: dict, identity: dict) -> AppendResult:
+        """The current key signs a `trail.archived` payload (`archived_message`)."""
+        payload = {**payload, "trail_id": self.trail_id, "key_id": self.key.key_id}
+        payload["signature"] = self.key.sign(archived_message(payload))
+        return self.submit(self._signed("trail.archived", payload, identity)).result(timeout=60)
+
+    def _signed(self, kind: str, payload: dict, identity: dict | None = None) -> Prepared:
         """A system event whose payload is signed data: validated, then stored verbatim
         (keys and signatures must not be masked into pseudonyms)."""
         p = prepare(
-            {"kind": kind, "identity": self._system_identity, "payload": payload},
+            {"kind": kind, "identity": identity or self._system_identity, "payload": payload},
             self.masker,
             self.max_field_bytes,
         )
