@@ -5,7 +5,7 @@ archived ones. Each attack found by review is kept closed here."""
 
 import duckdb
 import test_archive
-from helpers.trail import sql_event
+from helpers.trail import BOB, sql_event
 from test_archive import archive, verify_json
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key
@@ -43,6 +43,7 @@ def archived_payload(d, cut: int) -> dict:
         "bytes": 1,
         "archive": "/nonexistent",
         "frontier": "",
+        "traces": {},
     }
 
 
@@ -134,3 +135,45 @@ def test_checkpoints_below_the_head_are_reported_without_any_trail_archived(trai
         p["problem"] == "record_missing" and p["seq"] == 101 and "checkpoint" in p["detail"]
         for p in r["problems"]
     ), r["problems"]
+
+
+archived = test_archive.archived  # the copy, archived with records leaving the live trail
+
+
+def trace_users(d):
+    con = duckdb.connect(str(d / "trail.duckdb"), read_only=True)
+    try:
+        return sorted(con.execute("SELECT trace_id, username FROM trace_users").fetchall())
+    finally:
+        con.close()
+
+
+def test_derived_edits_after_archiving_are_reported_and_repaired(archived, capsys):
+    w = writer(archived, archived / "signing-key.pem", checkpoint_every=100)
+    w.append_many([sql_event(i, trace="trace-live", who=BOB) for i in range(2000, 2010)])
+    w.close()
+    db = str(archived / "trail.duckdb")
+    before = trace_users(archived)
+    # participants of archived traces (from the signed trail.archived) and of the live one
+    assert ("trace-0", "bob") in before and ("trace-live", "bob") in before, before
+    code, r = verify_json(capsys, "--db", db)
+    assert code == 0, r
+    con = duckdb.connect(db)
+    con.execute("INSERT INTO trace_users SELECT trace_id, 'mallory' FROM traces")
+    con.close()
+    code, r = verify_json(capsys, "--db", db)
+    assert code == 1 and "trace_users" in r["detail"], r
+    w = writer(archived, archived / "signing-key.pem", checkpoint_every=100)
+    try:
+        assert not w.integrity.ok  # recorded as trail.integrity, then rebuilt
+    finally:
+        w.close()
+    assert trace_users(archived) == before  # mallory gone, archived participants kept
+    code, r = verify_json(capsys, "--db", db)
+    assert code == 0, r
+    # a trace entirely in the live part: its row is checked too
+    con = duckdb.connect(db)
+    con.execute("UPDATE traces SET cells = 0, operations = 0 WHERE trace_id = 'trace-live'")
+    con.close()
+    code, r = verify_json(capsys, "--db", db)
+    assert code == 1 and "trace-live" in r["detail"], r

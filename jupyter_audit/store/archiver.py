@@ -37,7 +37,9 @@ from .archive_verify import recorded_segments
 from .canonical import GENESIS_HASH
 from .errors import TrailError
 from .merkle import MerkleFrontier
+from .schema import FORMAT_VERSION
 from .signing import load_public
+from .traces import traces_in_range
 
 log = logging.getLogger("jupyter_audit.archive")
 
@@ -102,7 +104,12 @@ def run_archive(
         if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
             removable.append((seg, data, frontier))
     _check_recorded_in_archive(target, recorded, first, read_back)
+    # who took part in each trace over the archived records (cumulative, signed): the live
+    # trail alone checks and rebuilds trace_users with it
+    traces = _archived_traces(recorded, first)
     for seg, data, after in removable:
+        for tid, users in traces_in_range(cur, seg.first_seq, seg.last_seq, FORMAT_VERSION).items():
+            traces[tid] = sorted(set(traces.get(tid, [])) | set(users))
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
             continue  # recorded by a run killed before its compaction
         store.record_archived(
@@ -117,6 +124,7 @@ def run_archive(
                 "archive": target.url,
                 # the Merkle subtrees of records 1..last_seq: proofs of later records
                 "frontier": after.to_hex(),
+                "traces": dict(sorted(traces.items())),
             },
             identity,
         )
@@ -129,6 +137,15 @@ def run_archive(
         "removed": [s.name for s, _d, _f in removable],
         "kept_from": max(first, keep_after + 1),
     }
+
+
+def _archived_traces(recorded: dict, first: int) -> dict[str, list[str]]:
+    """The participants over records #1..#first-1 that the `trail.archived` ending there
+    recorded ({} when nothing was archived yet)."""
+    for (_lo, hi), p in recorded.items():
+        if hi == first - 1:
+            return {t: list(u) for t, u in (p.get("traces") or {}).items()}
+    return {}
 
 
 def _check_recorded_in_archive(

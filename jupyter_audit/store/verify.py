@@ -31,7 +31,7 @@ from .errors import TrailError
 from .merkle import MerkleLevels
 from .schema import FORMAT_VERSION, check_version, connect, open_readable
 from .signing import key_id, load_public, verify_signature
-from .traces import derived_differences
+from .traces import derived_differences, derived_differences_after_archive
 
 PROBLEMS = {
     "record_changed": "record changed",
@@ -73,6 +73,10 @@ class VerifyResult:
     independent_copy: bool = False  # a checkpoint copy away from the trail was read
     key_source: str = ""
     warnings: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the signed `trail.archived` payload the live trail continues (not reported)
+        self.covering: dict | None = None
 
     def add(self, code: str, seq: int | None, detail: str) -> None:
         self.problems.append({"problem": code, "seq": seq, "detail": detail})
@@ -165,7 +169,9 @@ _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identit
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(cursor, out: list, format_version: int, derived: bool = True) -> None:
+def _column_check(
+    cursor, out: list, format_version: int, derived: bool = True, archived: dict | None = None
+) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
     the derived tables with the log (by the rules of the trail's `format_version`). A check
@@ -179,10 +185,13 @@ def _column_check(cursor, out: list, format_version: int, derived: bool = True) 
         out.append(min((x for x in (bad, prev) if x is not None), default=None))
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
-    if not derived:  # counted over records archived away: checked with the archive
+    if not derived:  # counted over records no signed trail.archived accounts for
         out.append(None)
         return
     try:
+        if archived is not None:  # the head archived: with who took part there (signed)
+            out.append(derived_differences_after_archive(cursor, format_version, archived))
+            return
         out.append(derived_differences(cursor, format_version))
     except Exception as e:  # noqa: BLE001 - as above
         out.append(("error", type(e).__name__))
@@ -288,9 +297,16 @@ def verify_connection(
     # records archived away (`trail.archived`): the live chain continues the archive's
     archived = signed_archived(con, trusted, trail_id, result)
     start, start_prev, covering = archived_start(con, result, archived)
+    result.covering = covering
     col_thread = threading.Thread(
         target=_column_check,
-        args=(con.cursor(), col_out, version, start == 1),
+        args=(
+            con.cursor(),
+            col_out,
+            version,
+            start == 1 or covering is not None,
+            None if covering is None else covering.get("traces") or {},
+        ),
     )
     col_thread.start()
 
@@ -620,8 +636,9 @@ def archived_start(
         try:
             if p["last_seq"] == first - 1:
                 result.warnings.append(
-                    f"records #1..#{first - 1} are archived ({p['archive']}); their derived "
-                    "rows and checkpoints are checked with --archive"
+                    f"records #1..#{first - 1} are archived ({p['archive']}); the counts of "
+                    "traces with archived records, and checkpoints over them, are checked "
+                    "with --archive"
                 )
                 return first, bytes.fromhex(p["last_hash"]), p
         except (ValueError, KeyError, TypeError):

@@ -164,7 +164,8 @@ class Writer(TrailStore):
                 stale = True
         if stale:
             log.info("audit trail %s: rebuilding its derived tables", self.db_path)
-            queries.rebuild_derived(self._con)
+            covering = self.integrity.covering if self.integrity is not None else None
+            queries.rebuild_derived(self._con, (covering or {}).get("traces"))
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
         pa.array([0], pa.int64())
