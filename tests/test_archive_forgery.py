@@ -177,3 +177,30 @@ def test_derived_edits_after_archiving_are_reported_and_repaired(archived, capsy
     con.close()
     code, r = verify_json(capsys, "--db", db)
     assert code == 1 and "trace-live" in r["detail"], r
+
+
+def test_edits_to_live_rows_the_archive_also_holds_are_reported(trail, capsys):
+    code, _out, err = archive(trail, capsys, "--retention", "3650d")  # archived, not removed
+    assert code == 0 and live_range(trail)[0] == 1, err
+    db = str(trail / "trail.duckdb")
+    con = duckdb.connect(db)
+    con.execute("UPDATE events SET trace_id = 'trace-9' WHERE seq = 50")  # what listings read
+    rec = con.execute("SELECT record FROM events WHERE seq = 61").fetchone()[0]
+    con.execute("UPDATE events SET record = ? WHERE seq = 60", [rec])
+    con.close()
+    code, r = verify_json(capsys, "--archive", str(trail / "archive"), "--db", db)
+    assert code == 1, r
+    problems = {(p["problem"], p["seq"]) for p in r["problems"]}
+    assert ("column_mismatch", 50) in problems, r["problems"]
+    assert any(
+        p in ("record_changed", "records_reordered") and s in (60, 61) for p, s in problems
+    ), r["problems"]
+
+
+def test_an_emptied_archive_is_reported_not_a_crash(archived, capsys):
+    for f in (archived / "archive").iterdir():
+        f.chmod(0o644)
+        f.unlink()
+    for extra in ([], ["--db", str(archived / "trail.duckdb")]):
+        code, r = verify_json(capsys, "--archive", str(archived / "archive"), *extra)
+        assert code == 1 and r["problems"][0]["problem"] == "segment_missing", r
