@@ -4,8 +4,9 @@ forged `trail.archived` event, edits made after archiving, live rows that differ
 archived ones. Each attack found by review is kept closed here."""
 
 import duckdb
+import pytest
 import test_archive
-from helpers.trail import BOB, sql_event
+from helpers.trail import ALICE, BOB, sql_event
 from test_archive import archive, verify_json
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key
@@ -44,6 +45,7 @@ def archived_payload(d, cut: int) -> dict:
         "archive": "/nonexistent",
         "frontier": "",
         "traces": {},
+        "tokens": {},
     }
 
 
@@ -204,3 +206,60 @@ def test_an_emptied_archive_is_reported_not_a_crash(archived, capsys):
     for extra in ([], ["--db", str(archived / "trail.duckdb")]):
         code, r = verify_json(capsys, "--archive", str(archived / "archive"), *extra)
         assert code == 1 and r["problems"][0]["problem"] == "segment_missing", r
+
+
+@pytest.fixture
+def tokens_archived(tmp_path, capsys):
+    """A trail whose two service tokens (one revoked) were created in records archived
+    away: (trail dir, live token, revoked token)."""
+    from jupyter_audit.identity.tokens import TokenStore
+
+    d = tmp_path / "tokens"
+    d.mkdir()
+    w = writer(d, d / "signing-key.pem", checkpoint_every=100)
+    store = TokenStore(w)
+    live, _ = store.create("etl-job", "alice@example.org", "30d", ALICE)
+    revoked, pub = store.create("old-job", "alice@example.org", "30d", ALICE)
+    store.revoke(pub["id"], ALICE)
+    w.append_many([sql_event(i) for i in range(250)])
+    w.close()
+    code, _out, err = archive(d, capsys)
+    assert code == 0 and live_range(d)[0] > 10, err
+    return d, live, revoked
+
+
+def token_check(d, secret):
+    from jupyter_audit.identity.tokens import TokenStore
+
+    w = writer(d, d / "signing-key.pem", checkpoint_every=100)
+    try:
+        return TokenStore(w).check(secret)
+    finally:
+        w.close()
+
+
+def test_a_token_created_in_archived_records_still_works(tokens_archived, capsys):
+    d, live, revoked = tokens_archived
+    who, why = token_check(d, live)
+    assert who is not None and who["username"] == "etl-job", why
+    assert token_check(d, revoked)[0] is None
+    code, r = verify_json(capsys, "--db", str(d / "trail.duckdb"))
+    assert code == 0, r
+
+
+def test_tokens_revived_or_backdated_after_archiving_are_refused(tokens_archived, capsys):
+    d, _live, revoked = tokens_archived
+    con = duckdb.connect(str(d / "trail.duckdb"))
+    con.execute("UPDATE service_tokens SET revoked_at = NULL, revoked_by = NULL")
+    planted = con.execute("SELECT secret_hash FROM service_tokens LIMIT 1").fetchone()[0]
+    con.execute(
+        "INSERT INTO service_tokens (token_id, secret_hash, service_account, owner, "
+        "created_at, created_by) VALUES ('deadbeefdeadbeef', ?, 'mallory-bot', "
+        "'m@example.org', TIMESTAMP '2020-01-01', 'alice')",
+        [planted],
+    )
+    con.close()
+    code, r = verify_json(capsys, "--db", str(d / "trail.duckdb"))
+    details = " ".join(p["detail"] for p in r["problems"])
+    assert code == 1 and "deadbeefdeadbeef" in details and "revoked in the log" in details, r
+    assert token_check(d, revoked)[0] is None

@@ -39,6 +39,7 @@ from .errors import TrailError
 from .merkle import MerkleFrontier
 from .schema import FORMAT_VERSION
 from .signing import load_public
+from .token_log import tokens_logged
 from .traces import traces_in_range
 
 log = logging.getLogger("jupyter_audit.archive")
@@ -106,8 +107,9 @@ def run_archive(
     _check_recorded_in_archive(target, recorded, first, read_back)
     # who took part in each trace over the archived records (cumulative, signed): the live
     # trail alone checks and rebuilds trace_users with it
-    traces = _archived_traces(recorded, first)
+    traces, tokens = _archived_before(recorded, first)
     for seg, data, after in removable:
+        tokens = tokens_logged(cur, seg.first_seq, seg.last_seq, tokens)
         for tid, users in traces_in_range(cur, seg.first_seq, seg.last_seq, FORMAT_VERSION).items():
             traces[tid] = sorted(set(traces.get(tid, [])) | set(users))
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
@@ -125,6 +127,9 @@ def run_archive(
                 # the Merkle subtrees of records 1..last_seq: proofs of later records
                 "frontier": after.to_hex(),
                 "traces": dict(sorted(traces.items())),
+                # the state of every token created in records #1..last_seq (signed): the
+                # live trail alone still accepts them, and refuses a row planted as one
+                "tokens": dict(sorted(tokens.items())),
             },
             identity,
         )
@@ -139,13 +144,14 @@ def run_archive(
     }
 
 
-def _archived_traces(recorded: dict, first: int) -> dict[str, list[str]]:
-    """The participants over records #1..#first-1 that the `trail.archived` ending there
-    recorded ({} when nothing was archived yet)."""
+def _archived_before(recorded: dict, first: int) -> tuple[dict[str, list[str]], dict]:
+    """The participants per trace and the service tokens over records #1..#first-1 that the
+    `trail.archived` ending there recorded (empty when nothing was archived yet)."""
     for (_lo, hi), p in recorded.items():
         if hi == first - 1:
-            return {t: list(u) for t, u in (p.get("traces") or {}).items()}
-    return {}
+            traces = {t: list(u) for t, u in (p.get("traces") or {}).items()}
+            return traces, dict(p.get("tokens") or {})
+    return {}, {}
 
 
 def _check_recorded_in_archive(

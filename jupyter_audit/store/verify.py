@@ -11,7 +11,6 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import UTC
 from hashlib import sha256
 from pathlib import Path
 from typing import Literal
@@ -31,6 +30,7 @@ from .errors import TrailError
 from .merkle import MerkleLevels
 from .schema import FORMAT_VERSION, check_version, connect, open_readable
 from .signing import key_id, load_public, verify_signature
+from .token_log import token_rows_against_log
 from .traces import derived_differences, derived_differences_after_archive
 
 PROBLEMS = {
@@ -416,7 +416,7 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
-    _check_tokens(con, result, archived=start > 1)
+    _check_tokens(con, result, (covering or {}).get("tokens") if start > 1 else None)
     uncovered_from = 1 if covering is not None else start
     _check_checkpoints(
         cps, trusted, trail_id, seen_at, max_seq, broken, result, start, uncovered_from
@@ -655,73 +655,29 @@ def _last_hash(con) -> str | None:
     return bytes(row[0]).hex() if row else None
 
 
-_TOKEN_EVENTS = """
-SELECT kind, json_extract_string(r, '$.payload.token_id'),
-       json_extract_string(r, '$.payload.service_account'),
-       json_extract_string(r, '$.payload.expires'),
-       json_extract_string(r, '$.payload.secret_sha256')
-FROM (SELECT kind, decode(record) AS r FROM events
-      WHERE kind IN ('token.created', 'token.revoked'))
-"""
-
-
-def token_rows_against_log(con) -> dict[str, str]:
-    """Token id -> what is wrong with its `service_tokens` row, judged by the signed
-    `token.created` / `token.revoked` events (who may authenticate is decided on that
-    table: an edit could revive a revoked token or rename it to a person). A row the log
-    has no `token.created` for, or a `token.created` without its row, is wrong too."""
-    try:
-        rows = con.execute(
-            "SELECT token_id, secret_hash, service_account, expires_at, revoked_at "
-            "FROM service_tokens"
-        ).fetchall()
-    except Exception:  # noqa: BLE001 - a trail from before service tokens
-        return {}
-    created: dict[str, tuple] = {}
-    revoked: set[str] = set()
-    for kind, token_id, account, expires, digest in con.execute(_TOKEN_EVENTS).fetchall():
-        if kind == "token.created":
-            created[token_id] = (account, expires, digest)
-        else:
-            revoked.add(token_id)
-    wrong: dict[str, str] = {}
-    for token_id, secret_hash, account, expires_at, revoked_at in rows:
-        logged = created.pop(token_id, None)
-        if logged is None:
-            wrong[token_id] = "no token.created in the log"
-            continue
-        expires = None
-        if expires_at is not None:
-            expires = expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-        if logged[0] != account:
-            wrong[token_id] = "its service account differs from token.created"
-        elif logged[1] != expires:
-            wrong[token_id] = "its expiry differs from token.created"
-        elif logged[2] is not None and logged[2] != secret_hash:
-            wrong[token_id] = "its secret differs from token.created"
-        elif (revoked_at is None) != (token_id not in revoked):
-            wrong[token_id] = "revoked in the log but not in the table, or the other way"
-    for token_id in created:
-        wrong[token_id] = "created in the log but missing from the table"
-    return wrong
-
-
-def _check_tokens(con, result: VerifyResult, archived: bool = False) -> None:
-    wrong = token_rows_against_log(con)
-    if archived:
-        # a token created before the first live record has its token.created in the archive
-        # (checked with --archive); one created since must have it here
-        older = {
-            token_id
-            for (token_id,) in con.execute(
-                "SELECT token_id FROM service_tokens "
-                "WHERE created_at < (SELECT min(time) FROM events)"
-            ).fetchall()
-        }
-        unlogged = "no token.created in the log"
-        wrong = {t: w for t, w in wrong.items() if not (w == unlogged and t in older)}
+def _check_tokens(con, result: VerifyResult, archived: dict | None = None) -> None:
+    """Service token rows against the log and, for tokens whose `token.created` was
+    archived away, what the signed `trail.archived` recorded of them (`archived`)."""
+    wrong = token_rows_against_log(con, archived)
     for token_id, what in sorted(wrong.items())[:5]:
         result.add("tokens_changed", None, f"service token {token_id}: {what}")
+
+
+def archived_prefix(con, trail_id: str) -> dict | None:
+    """The signed `trail.archived` payload the live trail behind `con` continues (None:
+    nothing archived, or no signed event covers its head), its keys trusted as `verify`
+    trusts them without a pinned key."""
+    cps = []
+    for (rec,) in con.execute(
+        "SELECT record FROM events WHERE kind = 'checkpoint' ORDER BY seq"
+    ).fetchall():
+        try:
+            cps.append(json.loads(bytes(rec))["payload"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    scratch = VerifyResult()
+    trusted = _trusted_keys(con, trail_id, None, scratch, cps)
+    return archived_start(con, scratch, signed_archived(con, trusted, trail_id, scratch))[2]
 
 
 def _check_identities(con, result: VerifyResult) -> None:
