@@ -263,3 +263,18 @@ def test_tokens_revived_or_backdated_after_archiving_are_refused(tokens_archived
     details = " ".join(p["detail"] for p in r["problems"])
     assert code == 1 and "deadbeefdeadbeef" in details and "revoked in the log" in details, r
     assert token_check(d, revoked)[0] is None
+
+
+def test_segments_deleted_at_the_archive_tail_show_with_expect_last_seq(archived, capsys):
+    names = sorted((archived / "archive").glob("segment-*"))
+    last = max(int(p.name.split("-")[2].split(".")[0]) for p in names)
+    cut = [p for p in names if p.name.startswith(names[-1].name.rsplit(".", 1)[0])]
+    for p in cut:  # the last segment and its manifest
+        p.chmod(0o644)
+        p.unlink()
+    where = str(archived / "archive")
+    code, r = verify_json(capsys, "--archive", where)
+    assert code == 0, r  # alone, a shorter archive still verifies: the limit documented
+    code, r = verify_json(capsys, "--archive", where, "--expect-last-seq", str(last))
+    assert code == 1 and r["problems"][0]["problem"] == "segment_missing", r
+    assert f"..#{last} are missing" in r["problems"][0]["detail"], r

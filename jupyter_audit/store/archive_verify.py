@@ -363,10 +363,18 @@ def _insert_segment(con, seg: ArchiveSegment, columns: list[str]) -> None:
 
 
 def verify_archive(
-    target: ArchiveTarget, live_path=None, *, trusted_keys=None, checkpoint_files=(), deep=False
+    target: ArchiveTarget,
+    live_path=None,
+    *,
+    trusted_keys=None,
+    checkpoint_files=(),
+    deep=False,
+    expect_last_seq: int | None = None,
 ) -> VerifyResult:
     """`jupyter audit verify --archive`: the archive's segments alone, or archive + live trail
-    as one chain (every check of `verify` on the whole, plus what the live trail recorded)."""
+    as one chain (every check of `verify` on the whole, plus what the live trail recorded).
+    `expect_last_seq`: the archive must reach this record (segments deleted at its tail
+    leave a chain that verifies, only shorter)."""
     result = VerifyResult(independent_copy=bool(checkpoint_files))
     trail_id = None
     recorded: list[dict] = []
@@ -379,6 +387,13 @@ def verify_archive(
             con.close()
     chain = verify_segments(target, result, trusted_keys=trusted_keys, trail_id=trail_id)
     check_recorded(target, recorded, result)
+    if expect_last_seq is not None and chain.last_seq < expect_last_seq:
+        result.add(
+            "segment_missing",
+            chain.last_seq + 1,
+            f"records #{chain.last_seq + 1}..#{expect_last_seq} are missing from the archive "
+            f"(it ends at #{chain.last_seq}; segments deleted at its tail?)",
+        )
     if live_path is None:
         return result
     with tempfile.TemporaryDirectory(prefix="jupyter-audit-verify-") as scratch:
