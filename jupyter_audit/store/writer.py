@@ -139,7 +139,8 @@ class Writer(TrailStore):
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
         compact.discard_fresh(self.db_path)  # a compaction killed half-way: the trail is whole
-        self._con, meta = open_writable(self.db_path)
+        migrated: list = []  # what a migration found that the new format no longer holds
+        self._con, meta = open_writable(self.db_path, migrated)
         # derived tables of another shape or counting rules are recounted from the log (the
         # log and its format untouched), after the verification below has compared what
         # they hold with the log: an edit made before is reported, not washed away
@@ -156,6 +157,8 @@ class Writer(TrailStore):
                 trusted_keys=None,
                 independent_copy=bool(self.checkpoint_mirror),
             )
+            for code, seq, detail in migrated:
+                self.integrity.add(code, seq, detail)
             if any(p["problem"] == "derived_changed" for p in self.integrity.problems):
                 # who may open which trace is decided on them: recount them from the log
                 log.error(
