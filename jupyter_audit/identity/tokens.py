@@ -102,8 +102,14 @@ class TokenStore:
         ]
         # a row that differs from the signed log (edited while the server was stopped) is
         # not accepted: the trail's integrity record says what was found
-        # (tokens created in records archived away: as the signed trail.archived recorded)
-        prefix = archived_prefix(cur, writer.trail_id)
+        # tokens created in records archived away: as the signed trail.archived recorded;
+        # after the writer's own check at open, only when that check found nothing (its key
+        # trust could rest on a record an edit replaced)
+        integrity = getattr(writer, "integrity", None)
+        if integrity is not None:
+            prefix = integrity.covering if integrity.ok else None
+        else:
+            prefix = archived_prefix(cur, writer.trail_id)
         wrong = token_rows_against_log(cur, (prefix or {}).get("tokens"))
         for row in cur.execute(f"SELECT {', '.join(cols)} FROM service_tokens").fetchall():
             rec = dict(zip(cols, row, strict=True))
