@@ -398,8 +398,12 @@ def traces_in_range(con, lo: int, hi: int, format_version: int) -> dict[str, lis
             [lo, hi],
         ).fetchall()
     }
+    # `events` narrowed to the range by a CTE of that name: whatever participants_sql's
+    # WHERE holds stays as it is
     for tid, user in con.execute(
-        f"{participants_sql(format_version)} AND e.seq BETWEEN ? AND ?", [lo, hi]
+        "WITH events AS (SELECT * FROM main.events WHERE seq BETWEEN ? AND ?) "
+        + participants_sql(format_version),
+        [lo, hi],
     ).fetchall():
         out.setdefault(tid, set()).add(user)
     return {tid: sorted(users) for tid, users in sorted(out.items())}
