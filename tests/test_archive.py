@@ -285,7 +285,7 @@ def test_a_live_trail_cut_at_its_head_without_an_archive_record_is_caught(trail,
     con.execute("DELETE FROM events WHERE seq <= 100")
     con.close()
     code, r = verify_json(capsys, "--db", str(trail / "trail.duckdb"))
-    assert code == 1 and r["first_bad_seq"] == 1 and "no trail.archived" in r["detail"], r
+    assert code == 1 and r["first_bad_seq"] == 1 and "no signed trail.archived" in r["detail"], r
 
 
 # ---------------------------------------------------------------------------- S3 + Object Lock

@@ -291,3 +291,29 @@ def test_a_migration_that_cannot_copy_says_why_and_leaves_the_trail_as_it_was(fo
     assert meta_and_columns(db)[0]["format_version"] == "3"
     assert chain_of(db) == rows
     assert not db.with_name(db.name + ".migrating").exists()
+
+
+def test_a_format_3_prev_hash_edit_is_recorded_in_the_signed_trail(format_3_trail, capsys):
+    """The prev_hash column does not survive the migration: what it showed is recorded in
+    the signed `trail.integrity` event of the open that migrated, so deleting the kept
+    format-3 file does not erase the evidence."""
+    db = format_3_trail
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE events SET prev_hash = sha256('x')::BLOB WHERE seq = 77")
+    con.close()
+    w = open_writer(db)
+    try:
+        assert not w.integrity.ok and w.integrity.first_bad_seq == 77, w.integrity
+    finally:
+        w.close()
+    db.with_name(db.name + ".format3").unlink()
+    con = duckdb.connect(str(db), read_only=True)
+    recorded = [
+        json.loads(bytes(r))["payload"]
+        for (r,) in con.execute(
+            "SELECT record FROM events WHERE kind = 'trail.integrity' ORDER BY seq"
+        ).fetchall()
+    ]
+    con.close()
+    assert recorded and recorded[-1]["ok"] is False, recorded
+    assert "#77" in json.dumps(recorded[-1]), recorded[-1]

@@ -24,6 +24,13 @@ def add_archive_option(p) -> None:
         help="archive directory or s3://bucket/prefix: read it with the trail (--db) or alone",
     )
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for --archive")
+    if p.prog.endswith("verify"):
+        p.add_argument(
+            "--expect-last-seq",
+            metavar="N",
+            type=int,
+            help="with --archive: the archive must reach record N (its tail cut shows)",
+        )
 
 
 def _target(where: str, endpoint_url: str | None, *, create: bool = False):
@@ -47,7 +54,12 @@ def verify_with_archive(args, pinned) -> dict:
     target = _target(args.archive, args.endpoint_url)
     try:
         return verify_archive(
-            target, args.db, trusted_keys=pinned, checkpoint_files=extra, deep=args.deep
+            target,
+            args.db,
+            trusted_keys=pinned,
+            checkpoint_files=extra,
+            deep=args.deep,
+            expect_last_seq=args.expect_last_seq,
         ).to_dict()
     except TrailError as e:
         raise CLIError(str(e)) from None

@@ -19,7 +19,8 @@ import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
-from ..store.verify import token_rows_against_log
+from ..store.token_log import token_rows_against_log
+from ..store.verify import archived_prefix
 from .snapshot import make_snapshot
 from .users import refuse, user_for
 
@@ -101,7 +102,15 @@ class TokenStore:
         ]
         # a row that differs from the signed log (edited while the server was stopped) is
         # not accepted: the trail's integrity record says what was found
-        wrong = token_rows_against_log(cur)
+        # tokens created in records archived away: as the signed trail.archived recorded;
+        # after the writer's own check at open, only when that check found nothing (its key
+        # trust could rest on a record an edit replaced)
+        integrity = getattr(writer, "integrity", None)
+        if integrity is not None:
+            prefix = integrity.covering if integrity.ok else None
+        else:
+            prefix = archived_prefix(cur, writer.trail_id)
+        wrong = token_rows_against_log(cur, (prefix or {}).get("tokens"))
         for row in cur.execute(f"SELECT {', '.join(cols)} FROM service_tokens").fetchall():
             rec = dict(zip(cols, row, strict=True))
             if rec["token_id"] in wrong:

@@ -32,7 +32,7 @@ from .errors import TrailError
 from .merkle import MerkleFrontier
 from .schema import FORMAT_VERSION, connect, initialise, open_readable
 from .signing import load_public
-from .verify import VerifyResult, verify_connection
+from .verify import VerifyResult, verify_connection, verify_path
 
 _LEAF_PREFIX = sha256(b"\x00")
 
@@ -113,6 +113,8 @@ def verify_segments(
     chain = ArchiveChain(trail_id=trail_id)
     segments = read_segments(target, result)
     chain.segments = segments
+    if not segments:  # an archive emptied, or the wrong place: never a pass
+        result.add("segment_missing", 1, f"{target.url} holds no segment")
     trusted: set[bytes] = set(trusted_keys or [])
     if not trusted and segments:
         try:
@@ -218,10 +220,13 @@ def combined_trail(
     chain: ArchiveChain | None = None,
     *,
     trusted_keys=None,
+    result: VerifyResult | None = None,
 ) -> Path:
     """A trail file in `scratch` holding the archive's records followed by the live trail's
     (tables and meta from the live trail), or the archive alone (derived tables rebuilt):
-    what `verify`, `export` and `show` read to see archive + live trail as one."""
+    what `verify`, `export` and `show` read to see archive + live trail as one. Live rows
+    the archive holds too (archived, not yet removed) are not copied: with `result`, each
+    must hash as its archived copy does (else `record_changed`)."""
     from .queries import rebuild_derived
 
     if chain is None:
@@ -249,6 +254,8 @@ def combined_trail(
             for table in ("identities", "client_events", "traces", "trace_users", "service_tokens"):
                 cols = _common_columns(con, table)
                 con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM live.{table}")
+            if result is not None:
+                _compare_overlap(con, last_archived, result)
             cols = _common_columns(con, "events")  # the live trail may be of an older format
             con.execute(
                 f"INSERT INTO events ({cols}) SELECT {cols} FROM live.events WHERE seq > ?",
@@ -264,16 +271,35 @@ def combined_trail(
             con.execute(
                 "UPDATE meta SET value = ? WHERE key = 'frontier'", [chain.frontier.to_hex()]
             )
-        con.executemany(
-            "INSERT OR IGNORE INTO identities VALUES (?, ?, ?, 0)",
-            [[i, s, json.loads(s).get("username")] for i, s in sorted(identities.items())],
-        )
+        if identities:  # an empty archive has none
+            con.executemany(
+                "INSERT OR IGNORE INTO identities VALUES (?, ?, ?, 0)",
+                [[i, s, json.loads(s).get("username")] for i, s in sorted(identities.items())],
+            )
         if live_path is None:
             rebuild_derived(con)
         con.execute("CHECKPOINT")
     finally:
         con.close()
     return path
+
+
+def _compare_overlap(con, last_archived: int, result: VerifyResult) -> None:
+    """Live rows up to `last_archived` against the archived ones in the combined trail:
+    the same chain hash at each seq (the live copy's record and columns are checked by the
+    live trail's own verification, `verify_archive`)."""
+    row = con.execute(
+        "SELECT min(l.seq), count(*) FROM live.events l JOIN events c USING (seq) "
+        "WHERE l.seq <= ? AND l.hash IS DISTINCT FROM c.hash",
+        [last_archived],
+    ).fetchone()
+    if row[0] is not None:
+        result.add(
+            "record_changed",
+            row[0],
+            f"record #{row[0]} ({row[1]} in all): the live trail's copy differs from the "
+            "archived one",
+        )
 
 
 def _common_columns(con, table: str) -> str:
@@ -337,10 +363,18 @@ def _insert_segment(con, seg: ArchiveSegment, columns: list[str]) -> None:
 
 
 def verify_archive(
-    target: ArchiveTarget, live_path=None, *, trusted_keys=None, checkpoint_files=(), deep=False
+    target: ArchiveTarget,
+    live_path=None,
+    *,
+    trusted_keys=None,
+    checkpoint_files=(),
+    deep=False,
+    expect_last_seq: int | None = None,
 ) -> VerifyResult:
     """`jupyter audit verify --archive`: the archive's segments alone, or archive + live trail
-    as one chain (every check of `verify` on the whole, plus what the live trail recorded)."""
+    as one chain (every check of `verify` on the whole, plus what the live trail recorded).
+    `expect_last_seq`: the archive must reach this record (segments deleted at its tail
+    leave a chain that verifies, only shorter)."""
     result = VerifyResult(independent_copy=bool(checkpoint_files))
     trail_id = None
     recorded: list[dict] = []
@@ -353,10 +387,17 @@ def verify_archive(
             con.close()
     chain = verify_segments(target, result, trusted_keys=trusted_keys, trail_id=trail_id)
     check_recorded(target, recorded, result)
+    if expect_last_seq is not None and chain.last_seq < expect_last_seq:
+        result.add(
+            "segment_missing",
+            chain.last_seq + 1,
+            f"records #{chain.last_seq + 1}..#{expect_last_seq} are missing from the archive "
+            f"(it ends at #{chain.last_seq}; segments deleted at its tail?)",
+        )
     if live_path is None:
         return result
     with tempfile.TemporaryDirectory(prefix="jupyter-audit-verify-") as scratch:
-        path = combined_trail(target, Path(scratch), live_path, chain)
+        path = combined_trail(target, Path(scratch), live_path, chain, result=result)
         con, meta = open_readable(path)
         try:
             whole = verify_connection(
@@ -369,8 +410,19 @@ def verify_archive(
             )
         finally:
             con.close()
+    # the live trail on its own too: its rows the archive also holds are not in the
+    # combined chain, and an edit there (a stored column, a derived row) must still show
+    alone = verify_path(
+        live_path,
+        checkpoint_files=[default_checkpoint_path(Path(live_path)), *checkpoint_files],
+        trusted_keys=trusted_keys,
+    )
     for p in result.problems:
         whole.add(p["problem"], p["seq"], p["detail"])
+    seen = {(p["problem"], p["seq"]) for p in whole.problems}
+    for p in alone.problems:
+        if (p["problem"], p["seq"]) not in seen:
+            whole.add(p["problem"], p["seq"], f"in the live trail: {p['detail']}")
     whole.warnings = result.warnings + whole.warnings
     return whole
 

@@ -37,7 +37,10 @@ from .archive_verify import recorded_segments
 from .canonical import GENESIS_HASH
 from .errors import TrailError
 from .merkle import MerkleFrontier
+from .schema import FORMAT_VERSION
 from .signing import load_public
+from .token_log import tokens_logged
+from .traces import traces_in_range
 
 log = logging.getLogger("jupyter_audit.archive")
 
@@ -92,33 +95,43 @@ def run_archive(
         items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
     removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
+    read_back: list[tuple[Segment, bytes]] = []
     for seg, data in items:
         if data is None:
             data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
         prev_hash, frontier = _read_back(target, seg, data, prev_hash)
+        read_back.append((seg, data))
         archived.append(seg.name)
         if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
             removable.append((seg, data, frontier))
+    _check_recorded_in_archive(target, recorded, first, read_back)
+    # who took part in each trace over the archived records (cumulative, signed): the live
+    # trail alone checks and rebuilds trace_users with it
+    traces, tokens = _archived_before(recorded, first)
     for seg, data, after in removable:
+        tokens = tokens_logged(cur, seg.first_seq, seg.last_seq, tokens)
+        for tid, users in traces_in_range(cur, seg.first_seq, seg.last_seq, FORMAT_VERSION).items():
+            traces[tid] = sorted(set(traces.get(tid, [])) | set(users))
         if (seg.first_seq, seg.last_seq) in recorded or seg.last_seq <= done_upto:
             continue  # recorded by a run killed before its compaction
-        store.append(
+        store.record_archived(
             {
-                "kind": "trail.archived",
-                "identity": identity,
-                "payload": {
-                    "first_seq": seg.first_seq,
-                    "last_seq": seg.last_seq,
-                    "last_hash": seg.checkpoint["hash"],
-                    "checkpoint_seq": seg.checkpoint["seq"],
-                    "file": seg.name,
-                    "sha256": _sha256(data),
-                    "bytes": len(data),
-                    "archive": target.url,
-                    # the Merkle subtrees of records 1..last_seq: proofs of later records
-                    "frontier": after.to_hex(),
-                },
-            }
+                "first_seq": seg.first_seq,
+                "last_seq": seg.last_seq,
+                "last_hash": seg.checkpoint["hash"],
+                "checkpoint_seq": seg.checkpoint["seq"],
+                "file": seg.name,
+                "sha256": _sha256(data),
+                "bytes": len(data),
+                "archive": target.url,
+                # the Merkle subtrees of records 1..last_seq: proofs of later records
+                "frontier": after.to_hex(),
+                "traces": dict(sorted(traces.items())),
+                # the state of every token created in records #1..last_seq (signed): the
+                # live trail alone still accepts them, and refuses a row planted as one
+                "tokens": dict(sorted(tokens.items())),
+            },
+            identity,
         )
     keep_after = max([done_upto] + [s.last_seq for s, _d, _f in removable])
     if keep_after >= first:
@@ -129,6 +142,41 @@ def run_archive(
         "removed": [s.name for s, _d, _f in removable],
         "kept_from": max(first, keep_after + 1),
     }
+
+
+def _archived_before(recorded: dict, first: int) -> tuple[dict[str, list[str]], dict]:
+    """The participants per trace and the service tokens over records #1..#first-1 that the
+    `trail.archived` ending there recorded (empty when nothing was archived yet)."""
+    for (_lo, hi), p in recorded.items():
+        if hi == first - 1:
+            traces = {t: list(u) for t, u in (p.get("traces") or {}).items()}
+            return traces, dict(p.get("tokens") or {})
+    return {}, {}
+
+
+def _check_recorded_in_archive(
+    target: ArchiveTarget, recorded: dict, first: int, items: list[tuple[Segment, bytes]]
+) -> None:
+    """Every `trail.archived` event the compaction relies on (one for records still live)
+    names a segment of `target` that was read back and checked against the live trail above,
+    with the sha256 it recorded: else an ArchiveError, and nothing leaves the live trail (a
+    forged or stale `trail.archived` must not make the archiver drop unarchived records)."""
+    checked = {(s.first_seq, s.last_seq): (s.name, _sha256(d)) for s, d in items}
+    for (lo, hi), p in sorted(recorded.items()):
+        if hi < first:
+            continue  # its records already left the live trail
+        label = f"{p.get('file')} (#{lo}..#{hi})"
+        seen = checked.get((lo, hi))
+        if seen is None or seen[0] != p.get("file"):
+            raise ArchiveError(
+                f"{label}, recorded in the live trail as archived, is not in {target.url} "
+                "(or does not read back as the live records): nothing removed"
+            )
+        if seen[1] != p.get("sha256"):
+            raise ArchiveError(
+                f"{label} in {target.url} differs from the file the live trail recorded "
+                "(sha256): nothing removed"
+            )
 
 
 def _sha256(data: bytes) -> str:

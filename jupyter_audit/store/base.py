@@ -120,6 +120,11 @@ class TrailStore(ABC):
         """The current key signs a `key.rotated` event naming `new_key`, which signs from
         then on."""
 
+    @abstractmethod
+    def record_archived(self, payload: dict, identity: dict) -> AppendResult:
+        """A `trail.archived` event for `identity` whose payload the current key signs
+        (`archived_message`): only a signed one lets records leave the live trail."""
+
     # ------------------------------------------------------------------ read side
     @abstractmethod
     def cursor(self):

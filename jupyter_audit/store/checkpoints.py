@@ -5,7 +5,8 @@ Merkle root and tree size, time and trail id, signed (Ed25519) over their JCS by
 (`checkpoint_message`). The Writer stores each one in the trail (a `checkpoint` event) and
 appends it, one JCS line each, to plain files beside the trail and away from it
 (`default_checkpoint_path`, a mirror), so that cutting the trail's tail shows. A key rotation
-signs `rotation_message` with the old key.
+signs `rotation_message` with the old key; an archive run signs each `trail.archived` payload
+(`archived_message`) with the current key.
 
 The Writer signs and writes checkpoints; `verify` and `export` read and check them, through
 this module only. It holds formats and file lines, never a trail: it must never open a
@@ -34,6 +35,12 @@ def checkpoint_message(body: dict) -> bytes:
 def rotation_message(trail_id: str, new_public: str, new_key_id: str) -> bytes:
     """The bytes the old key signs in a `key.rotated` event."""
     return jcs({"trail_id": trail_id, "new_public_key": new_public, "new_key_id": new_key_id})
+
+
+def archived_message(payload: dict) -> bytes:
+    """The bytes the trail's key signs in a `trail.archived` event: its whole payload
+    (trail id and key id included) but the signature."""
+    return jcs({k: v for k, v in payload.items() if k != "signature"})
 
 
 def sign_checkpoint(

@@ -45,9 +45,13 @@ MIGRATION_MEMORY = "512MB"
 _OTHER_TABLES = ("meta", "identities", "client_events", "service_tokens", *DERIVED_TABLES)
 
 
-def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+def open_writable(
+    path: str | os.PathLike, findings: list | None = None
+) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
     """Open (creating if needed) the trail at `path` read-write in today's format; the
-    connection and the trail's meta."""
+    connection and the trail's meta. What a migration found that today's format no longer
+    holds (a format-3 prev_hash column edit) is added to `findings` as (problem code, seq,
+    detail), for the Writer's integrity record."""
     path = Path(path)
     con = connect(path)
     try:
@@ -56,7 +60,7 @@ def open_writable(path: str | os.PathLike) -> tuple[duckdb.DuckDBPyConnection, d
         if version < FORMAT_VERSION and version in REWRITES:
             con.close()  # again, with the memory the copy may take bounded
             con = connect(path, memory_limit=MIGRATION_MEMORY)
-            con = _rewrite(con, path, version)
+            con = _rewrite(con, path, version, findings if findings is not None else [])
             meta = initialise(con)  # the in-place steps after the rewrite, if any
     except BaseException:
         con.close()
@@ -68,7 +72,7 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
+def _rewrite(con, path: Path, version: int, findings: list) -> duckdb.DuckDBPyConnection:
     """Copy the trail behind `con` (format `version`) into a fresh file of today's layout
     and swap it in; `con` is closed, a connection to the new file returned."""
     tmp = path.with_name(path.name + ".migrating")
@@ -146,6 +150,14 @@ def _rewrite(con, path: Path, version: int) -> duckdb.DuckDBPyConnection:
             path,
             edited,
             evidence,
+        )
+        findings.append(
+            (
+                "column_mismatch",
+                edited if isinstance(edited, int) else None,
+                f"before migration to format {version + 1}, the prev_hash column differed "
+                f"from the chain at #{edited} (the trail before is kept as {evidence.name})",
+            )
         )
     replace_durably(tmp, path)
     return connect(path)

@@ -19,6 +19,7 @@ from .traces import (
     NEEDS_PAYLOAD,
     NOT_ACTIVITY,
     TraceRow,
+    archived_pairs,
     insert_trace_notebooks,
     participants_sql,
     upsert_traces,
@@ -185,10 +186,20 @@ def trail_stats(cur) -> dict:
     return {"events": row[0], "last_seq": row[1]}
 
 
-def rebuild_derived(con) -> None:
+def rebuild_derived(con, archived: dict[str, list[str]] | None = None) -> None:
     """Recompute every derived table from the log (after a change of their shapes or rules,
     `schema.DERIVED_VERSION`, or an edit found at open): recreated with today's columns and
-    recounted; the search index starts empty, for `search.catch_up` to fill."""
+    recounted; the search index starts empty, for `search.catch_up` to fill. `archived`:
+    trace id -> participants over records archived away (from the signed `trail.archived`
+    the live trail continues): those traces keep their rows, their participants are added."""
+    kept: dict[str, tuple[list[str], list]] = {}
+    if archived:
+        for table in ("traces", "trace_notebooks"):
+            cur = con.execute(
+                f"SELECT * FROM {table} WHERE trace_id IN (SELECT unnest(?::VARCHAR[]))",
+                [sorted(archived)],
+            )
+            kept[table] = ([d[0] for d in cur.description], cur.fetchall())
     traces: dict[str, TraceRow] = {}
     times: dict[str, list] = {}
     result = con.execute(
@@ -213,6 +224,13 @@ def rebuild_derived(con) -> None:
         for table, ddl in DERIVED_DDL.items():
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(ddl)
+        kept_ids = {r[cols.index("trace_id")] for cols, rs in kept.values() for r in rs}
+        traces = {t: row for t, row in traces.items() if t not in kept_ids}
+        for table, (cols, rows) in kept.items():
+            if rows:
+                listed = ", ".join(f'"{c}"' for c in cols)
+                marks = ", ".join("?" for _ in cols)
+                con.executemany(f"INSERT INTO {table} ({listed}) VALUES ({marks})", rows)
         if traces:
             upsert_traces(con, traces, times)
             names = {(i, n, s) for i, t in traces.items() for n, s in (t.names or {}).items()}
@@ -222,6 +240,11 @@ def rebuild_derived(con) -> None:
         con.execute(
             f"INSERT INTO trace_users (trace_id, username) {participants_sql(FORMAT_VERSION)}"
         )
+        if archived:
+            con.executemany(
+                "INSERT INTO trace_users (trace_id, username) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [list(p) for p in sorted(archived_pairs(archived))],
+            )
         con.execute(
             "INSERT INTO meta VALUES ('derived_version', ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

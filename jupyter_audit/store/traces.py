@@ -426,3 +426,64 @@ def derived_differences(con, format_version: int) -> tuple[str, str] | None:
     if row is not None:
         return row[0], "its row in traces differs from the log"
     return None
+
+
+def traces_in_range(con, lo: int, hi: int, format_version: int) -> dict[str, list[str]]:
+    """Trace id -> its participants, over the records #lo..#hi only: what an archive run
+    records (signed, in `trail.archived`) of the records leaving the live trail, so that
+    the live trail alone can still check and rebuild `trace_users`."""
+    out: dict[str, set[str]] = {
+        tid: set()
+        for (tid,) in con.execute(
+            "SELECT DISTINCT trace_id FROM events WHERE seq BETWEEN ? AND ? "
+            f"AND trace_id IS NOT NULL AND kind NOT IN ({_NOT_ACTIVITY_SQL})",
+            [lo, hi],
+        ).fetchall()
+    }
+    # `events` narrowed to the range by a CTE of that name: whatever participants_sql's
+    # WHERE holds stays as it is
+    for tid, user in con.execute(
+        "WITH events AS (SELECT * FROM main.events WHERE seq BETWEEN ? AND ?) "
+        + participants_sql(format_version),
+        [lo, hi],
+    ).fetchall():
+        out.setdefault(tid, set()).add(user)
+    return {tid: sorted(users) for tid, users in sorted(out.items())}
+
+
+def archived_pairs(archived: dict[str, list[str]]) -> set[tuple[str, str]]:
+    return {(tid, user) for tid, users in archived.items() for user in users}
+
+
+def derived_differences_after_archive(
+    con, format_version: int, archived: dict[str, list[str]]
+) -> tuple[str, str] | None:
+    """`derived_differences` for a live trail whose head was archived: `archived` (from the
+    signed `trail.archived` that ends before the first live record) is who took part in
+    each trace over the archived records. `trace_users` must be those plus the live
+    records' participants; a trace with no archived record must have exactly the `traces`
+    row its live records make, and an archived one a row (its counts are checked with
+    `--archive`)."""
+    want = archived_pairs(archived) | {
+        (t, u) for t, u in con.execute(participants_sql(format_version)).fetchall()
+    }
+    have = set(con.execute("SELECT trace_id, username FROM trace_users").fetchall())
+    if want != have:
+        return min(t for t, _u in want ^ have), "its participants (trace_users) differ from the log"
+    ids = sorted(archived)
+    query = _DERIVED_TRACES.rsplit("ORDER BY 1 LIMIT 1", 1)[0]
+    row = con.execute(
+        f"SELECT trace_id FROM ({query}) WHERE trace_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY 1 LIMIT 1",
+        [ids],
+    ).fetchone()
+    if row is None:
+        row = con.execute(
+            "SELECT min(trace_id) FROM (SELECT unnest(?::VARCHAR[]) AS trace_id "
+            "EXCEPT SELECT trace_id FROM traces)",
+            [ids],
+        ).fetchone()
+        row = row if row and row[0] is not None else None
+    if row is not None:
+        return row[0], "its row in traces differs from the log"
+    return None

@@ -11,7 +11,6 @@ import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import UTC
 from hashlib import sha256
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ import pyarrow as pa
 from .canonical import GENESIS_HASH
 from .chain import prev_column_mismatch, prev_hash_of, record_prev_hash
 from .checkpoints import (
+    archived_message,
     checkpoint_message,
     default_checkpoint_path,
     read_checkpoint_files,
@@ -30,7 +30,8 @@ from .errors import TrailError
 from .merkle import MerkleLevels
 from .schema import FORMAT_VERSION, check_version, connect, open_readable
 from .signing import key_id, load_public, verify_signature
-from .traces import derived_differences
+from .token_log import token_rows_against_log
+from .traces import derived_differences, derived_differences_after_archive
 
 PROBLEMS = {
     "record_changed": "record changed",
@@ -50,6 +51,7 @@ PROBLEMS = {
     "segment_missing": "an archived segment is missing",
     "segment_changed": "an archived segment was edited",
     "segment_reordered": "archived segments renamed or reordered",
+    "archived_unsigned": "a trail.archived event is not signed by a trusted key",
 }
 
 
@@ -71,6 +73,10 @@ class VerifyResult:
     independent_copy: bool = False  # a checkpoint copy away from the trail was read
     key_source: str = ""
     warnings: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # the signed `trail.archived` payload the live trail continues (not reported)
+        self.covering: dict | None = None
 
     def add(self, code: str, seq: int | None, detail: str) -> None:
         self.problems.append({"problem": code, "seq": seq, "detail": detail})
@@ -163,7 +169,9 @@ _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identit
 _LEAF_PREFIX = sha256(b"\x00")
 
 
-def _column_check(cursor, out: list, format_version: int, derived: bool = True) -> None:
+def _column_check(
+    cursor, out: list, format_version: int, derived: bool = True, archived: dict | None = None
+) -> None:
     """In DuckDB, beside the hashing: every column of `events` must agree with the signed
     record (`_COLUMNS_MATCH`; the rows that differ are looked for only when some do), and
     the derived tables with the log (by the rules of the trail's `format_version`). A check
@@ -177,10 +185,13 @@ def _column_check(cursor, out: list, format_version: int, derived: bool = True) 
         out.append(min((x for x in (bad, prev) if x is not None), default=None))
     except Exception as e:  # noqa: BLE001 - e.g. an undecodable record; or a planted macro
         out.append(("error", type(e).__name__))
-    if not derived:  # counted over records archived away: checked with the archive
+    if not derived:  # counted over records no signed trail.archived accounts for
         out.append(None)
         return
     try:
+        if archived is not None:  # the head archived: with who took part there (signed)
+            out.append(derived_differences_after_archive(cursor, format_version, archived))
+            return
         out.append(derived_differences(cursor, format_version))
     except Exception as e:  # noqa: BLE001 - as above
         out.append(("error", type(e).__name__))
@@ -284,10 +295,18 @@ def verify_connection(
     except TrailError:  # a reader refused it already; compare by today's rules
         version = FORMAT_VERSION
     # records archived away (`trail.archived`): the live chain continues the archive's
-    start, start_prev = archived_start(con, result)
+    archived = signed_archived(con, trusted, trail_id, result)
+    start, start_prev, covering = archived_start(con, result, archived)
+    result.covering = covering
     col_thread = threading.Thread(
         target=_column_check,
-        args=(con.cursor(), col_out, version, start == 1),
+        args=(
+            con.cursor(),
+            col_out,
+            version,
+            start == 1 or covering is not None,
+            None if covering is None else covering.get("traces") or {},
+        ),
     )
     col_thread.start()
 
@@ -397,8 +416,11 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
-    _check_tokens(con, result, archived=start > 1)
-    _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start)
+    _check_tokens(con, result, (covering or {}).get("tokens") if start > 1 else None)
+    uncovered_from = 1 if covering is not None else start
+    _check_checkpoints(
+        cps, trusted, trail_id, seen_at, max_seq, broken, result, start, uncovered_from
+    )
     return result
 
 
@@ -572,28 +594,60 @@ def _ranges(path, start: int, max_seq: int, want, deep: bool, start_prev) -> lis
     ]
 
 
-def archived_start(con, result: VerifyResult) -> tuple[int, bytes | None]:
-    """(first live record, the hash it links to): (1, genesis) unless records were archived
-    away, which only a `trail.archived` event ending just before the first record allows."""
-    first = con.execute("SELECT min(seq) FROM events").fetchone()[0]
-    if first is None or first <= 1:
-        return 1, GENESIS_HASH
-    for (rec,) in con.execute(
-        "SELECT record FROM events WHERE kind = 'trail.archived' ORDER BY seq DESC"
+def signed_archived(con, trusted, trail_id: str, result: VerifyResult) -> list[dict]:
+    """The `trail.archived` payloads, by seq, signed (`archived_message`) by a trusted key
+    for this trail; each other one is a problem (`archived_unsigned`): an event anyone with
+    write access to the file could append must never let records leave the live trail."""
+    honoured = []
+    for seq, rec in con.execute(
+        "SELECT seq, record FROM events WHERE kind = 'trail.archived' ORDER BY seq"
     ).fetchall():
         try:
             p = json.loads(bytes(rec))["payload"]
+            msg = archived_message(p)
+            ok = p.get("trail_id") == trail_id and any(
+                key_id(k) == p.get("key_id") and verify_signature(k, p["signature"], msg)
+                for k in trusted
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if ok:
+            honoured.append(p)
+        else:
+            result.add(
+                "archived_unsigned",
+                seq,
+                f"the trail.archived event at #{seq} is not signed by a trusted key of this "
+                "trail: the records it claims archived are not vouched for",
+            )
+    return honoured
+
+
+def archived_start(
+    con, result: VerifyResult, archived: list[dict]
+) -> tuple[int, bytes | None, dict | None]:
+    """(first live record, the hash it links to, the signed `trail.archived` payload that
+    ends just before it): (1, genesis, None) unless records were archived away, which only
+    a signed `trail.archived` event (`archived`) ending just before the first record allows."""
+    first = con.execute("SELECT min(seq) FROM events").fetchone()[0]
+    if first is None or first <= 1:
+        return 1, GENESIS_HASH, None
+    for p in reversed(archived):
+        try:
             if p["last_seq"] == first - 1:
                 result.warnings.append(
-                    f"records #1..#{first - 1} are archived ({p['archive']}); their derived "
-                    "rows and checkpoints are checked with --archive"
+                    f"records #1..#{first - 1} are archived ({p['archive']}); the counts of "
+                    "traces with archived records, and checkpoints over them, are checked "
+                    "with --archive"
                 )
-                return first, bytes.fromhex(p["last_hash"])
+                return first, bytes.fromhex(p["last_hash"]), p
         except (ValueError, KeyError, TypeError):
             continue  # the chain check reports the damaged record
     missing = f"records #1..#{first - 1} are" if first > 2 else "record #1 is"
-    result.add("record_missing", 1, f"{missing} missing (no trail.archived event covers them)")
-    return first, None
+    result.add(
+        "record_missing", 1, f"{missing} missing (no signed trail.archived event covers them)"
+    )
+    return first, None, None
 
 
 def _last_hash(con) -> str | None:
@@ -601,73 +655,29 @@ def _last_hash(con) -> str | None:
     return bytes(row[0]).hex() if row else None
 
 
-_TOKEN_EVENTS = """
-SELECT kind, json_extract_string(r, '$.payload.token_id'),
-       json_extract_string(r, '$.payload.service_account'),
-       json_extract_string(r, '$.payload.expires'),
-       json_extract_string(r, '$.payload.secret_sha256')
-FROM (SELECT kind, decode(record) AS r FROM events
-      WHERE kind IN ('token.created', 'token.revoked'))
-"""
-
-
-def token_rows_against_log(con) -> dict[str, str]:
-    """Token id -> what is wrong with its `service_tokens` row, judged by the signed
-    `token.created` / `token.revoked` events (who may authenticate is decided on that
-    table: an edit could revive a revoked token or rename it to a person). A row the log
-    has no `token.created` for, or a `token.created` without its row, is wrong too."""
-    try:
-        rows = con.execute(
-            "SELECT token_id, secret_hash, service_account, expires_at, revoked_at "
-            "FROM service_tokens"
-        ).fetchall()
-    except Exception:  # noqa: BLE001 - a trail from before service tokens
-        return {}
-    created: dict[str, tuple] = {}
-    revoked: set[str] = set()
-    for kind, token_id, account, expires, digest in con.execute(_TOKEN_EVENTS).fetchall():
-        if kind == "token.created":
-            created[token_id] = (account, expires, digest)
-        else:
-            revoked.add(token_id)
-    wrong: dict[str, str] = {}
-    for token_id, secret_hash, account, expires_at, revoked_at in rows:
-        logged = created.pop(token_id, None)
-        if logged is None:
-            wrong[token_id] = "no token.created in the log"
-            continue
-        expires = None
-        if expires_at is not None:
-            expires = expires_at.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-        if logged[0] != account:
-            wrong[token_id] = "its service account differs from token.created"
-        elif logged[1] != expires:
-            wrong[token_id] = "its expiry differs from token.created"
-        elif logged[2] is not None and logged[2] != secret_hash:
-            wrong[token_id] = "its secret differs from token.created"
-        elif (revoked_at is None) != (token_id not in revoked):
-            wrong[token_id] = "revoked in the log but not in the table, or the other way"
-    for token_id in created:
-        wrong[token_id] = "created in the log but missing from the table"
-    return wrong
-
-
-def _check_tokens(con, result: VerifyResult, archived: bool = False) -> None:
-    wrong = token_rows_against_log(con)
-    if archived:
-        # a token created before the first live record has its token.created in the archive
-        # (checked with --archive); one created since must have it here
-        older = {
-            token_id
-            for (token_id,) in con.execute(
-                "SELECT token_id FROM service_tokens "
-                "WHERE created_at < (SELECT min(time) FROM events)"
-            ).fetchall()
-        }
-        unlogged = "no token.created in the log"
-        wrong = {t: w for t, w in wrong.items() if not (w == unlogged and t in older)}
+def _check_tokens(con, result: VerifyResult, archived: dict | None = None) -> None:
+    """Service token rows against the log and, for tokens whose `token.created` was
+    archived away, what the signed `trail.archived` recorded of them (`archived`)."""
+    wrong = token_rows_against_log(con, archived)
     for token_id, what in sorted(wrong.items())[:5]:
         result.add("tokens_changed", None, f"service token {token_id}: {what}")
+
+
+def archived_prefix(con, trail_id: str) -> dict | None:
+    """The signed `trail.archived` payload the live trail behind `con` continues (None:
+    nothing archived, or no signed event covers its head), its keys trusted as `verify`
+    trusts them without a pinned key."""
+    cps = []
+    for (rec,) in con.execute(
+        "SELECT record FROM events WHERE kind = 'checkpoint' ORDER BY seq"
+    ).fetchall():
+        try:
+            cps.append(json.loads(bytes(rec))["payload"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    scratch = VerifyResult()
+    trusted = _trusted_keys(con, trail_id, None, scratch, cps)
+    return archived_start(con, scratch, signed_archived(con, trusted, trail_id, scratch))[2]
 
 
 def _check_identities(con, result: VerifyResult) -> None:
@@ -704,7 +714,12 @@ def _check_identities(con, result: VerifyResult) -> None:
         )
 
 
-def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result, start=1) -> None:
+def _check_checkpoints(
+    cps, trusted, trail_id, seen_at, max_seq, broken, result, start=1, covered_from=1
+) -> None:
+    """Every checkpoint signed by a trusted key must match the chain where it is; one below
+    `covered_from` (the first live record no signed `trail.archived` accounts for) names
+    records cut from the trail's head."""
     best = None
     for cp in sorted(cps, key=lambda c: c.get("seq") if isinstance(c.get("seq"), int) else -1):
         src = cp.get("_source", "?")
@@ -744,6 +759,15 @@ def _check_checkpoints(cps, trusted, trail_id, seen_at, max_seq, broken, result,
             )
             continue
         got = seen_at.get(seq)
+        if got is None and seq < covered_from:
+            result.add(
+                "record_missing",
+                seq,
+                f"{src}: a signed checkpoint covers #{seq}, but the trail begins at "
+                f"#{covered_from} and no signed trail.archived event accounts for the records "
+                "before it",
+            )
+            continue
         if got is None:
             if not broken and seq >= start:
                 result.warnings.append(f"{src}: checkpoint #{seq} not reached")

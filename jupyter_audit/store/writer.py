@@ -37,6 +37,7 @@ from .canonical import GENESIS_HASH
 from .chain import leaves
 from .checkpoints import (
     append_checkpoint_line,
+    archived_message,
     default_checkpoint_path,
     rotation_message,
     sign_checkpoint,
@@ -138,7 +139,8 @@ class Writer(TrailStore):
     def open(self):
         """Open (creating if needed) the trail, verify it, and start the writer thread."""
         compact.discard_fresh(self.db_path)  # a compaction killed half-way: the trail is whole
-        self._con, meta = open_writable(self.db_path)
+        migrated: list = []  # what a migration found that the new format no longer holds
+        self._con, meta = open_writable(self.db_path, migrated)
         # derived tables of another shape or counting rules are recounted from the log (the
         # log and its format untouched), after the verification below has compared what
         # they hold with the log: an edit made before is reported, not washed away
@@ -155,6 +157,8 @@ class Writer(TrailStore):
                 trusted_keys=None,
                 independent_copy=bool(self.checkpoint_mirror),
             )
+            for code, seq, detail in migrated:
+                self.integrity.add(code, seq, detail)
             if any(p["problem"] == "derived_changed" for p in self.integrity.problems):
                 # who may open which trace is decided on them: recount them from the log
                 log.error(
@@ -163,7 +167,8 @@ class Writer(TrailStore):
                 stale = True
         if stale:
             log.info("audit trail %s: rebuilding its derived tables", self.db_path)
-            queries.rebuild_derived(self._con)
+            covering = self.integrity.covering if self.integrity is not None else None
+            queries.rebuild_derived(self._con, (covering or {}).get("traces"))
         # pyarrow imports pandas on its first array (~0.3 s here): pay it now, not in the
         # commit of the first event
         pa.array([0], pa.int64())
@@ -415,11 +420,17 @@ class Writer(TrailStore):
         self.key = new_key
         return res
 
-    def _signed(self, kind: str, payload: dict) -> Prepared:
+    def record_archived(self, payload: dict, identity: dict) -> AppendResult:
+        """The current key signs a `trail.archived` payload (`archived_message`)."""
+        payload = {**payload, "trail_id": self.trail_id, "key_id": self.key.key_id}
+        payload["signature"] = self.key.sign(archived_message(payload))
+        return self.submit(self._signed("trail.archived", payload, identity)).result(timeout=60)
+
+    def _signed(self, kind: str, payload: dict, identity: dict | None = None) -> Prepared:
         """A system event whose payload is signed data: validated, then stored verbatim
         (keys and signatures must not be masked into pseudonyms)."""
         p = prepare(
-            {"kind": kind, "identity": self._system_identity, "payload": payload},
+            {"kind": kind, "identity": identity or self._system_identity, "payload": payload},
             self.masker,
             self.max_field_bytes,
         )
