@@ -303,26 +303,6 @@ function newestFirst(approvals: IApproval[]): IApproval[] {
   return [...approvals].sort((a, b) => b.id - a.id).slice(0, MAX_RECENT);
 }
 
-/**
- * Characters that change how text looks without showing themselves: bidi
- * controls (which can make `DROP TABLE x -- ‮` read as something else,
- * "Trojan Source"), zero-width characters and other invisible formatting.
- */
-const INVISIBLE =
-  /[\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]/g;
-
-/**
- * `text` with every invisible or direction-changing character shown as a
- * visible `⟦U+XXXX⟧` marker, so that a reviewer reads what will run, not what
- * the requester wants them to see.
- */
-export function revealInvisible(text: string): string {
-  return text.replace(
-    INVISIBLE,
-    ch => `⟦U+${ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟧`
-  );
-}
-
 /** Enough of an approval to show and decide it (the rest is optional). */
 function isApproval(value: unknown): value is IApproval {
   if (value === null || typeof value !== 'object') {
