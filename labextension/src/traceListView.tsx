@@ -8,6 +8,7 @@ import * as React from 'react';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatTime } from './format';
+import { revealText } from './reveal';
 import {
   counts,
   earlierNotebooks,
@@ -111,7 +112,7 @@ export function NotebookNames(props: {
       </span>
       {earlier.length > 0 && (
         <span className="jp-AuditTrail-earlierNames">
-          {trans.__('formerly %1', earlier.join(', '))}
+          {trans.__('formerly %1', earlier.map(revealText).join(', '))}
         </span>
       )}
     </span>

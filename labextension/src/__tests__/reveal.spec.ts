@@ -1,7 +1,15 @@
+import * as React from 'react';
+import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
+import { nullTranslator } from '@jupyterlab/translation';
+
 import { firstLine, summarizeEvent } from '../format';
+import { actorLabel, notebookLabel } from '../labels';
 import { revealText } from '../reveal';
+import { errorText, opFacts } from '../steps';
+import type { ITraceSummary } from '../tokens';
+import { NotebookNames, Participants } from '../traceListView';
 
 describe('revealText', () => {
   it('shows bidi controls and zero-width characters as markers', () => {
@@ -86,5 +94,76 @@ describe('firstLine and summaries with hidden line ends', () => {
         payload: { code: 'x\u200b = 1' }
       })
     ).toBe('x⟦U+200B⟧ = 1');
+  });
+});
+
+describe('every record string the panel renders is revealed', () => {
+  const trans = nullTranslator.load('jupyter-audit');
+  const RLO = '\u202e';
+  const trace: ITraceSummary = {
+    trace_id: 't',
+    kernel_id: null,
+    notebook: `report${RLO}bpyi.ipynb`,
+    notebooks: [`old\u200b.ipynb`, `report${RLO}bpyi.ipynb`],
+    started_at: '2024-01-01T00:00:00Z',
+    last_at: '2024-01-01T00:00:00Z',
+    events: 0,
+    cells: 0,
+    operations: 0,
+    users: [],
+    participants: [
+      {
+        username: `mallory${RLO}`,
+        service_account: false,
+        token_owner: null,
+        display_name: null
+      },
+      {
+        username: 'bot\u2066',
+        service_account: true,
+        token_owner: 'carol\u00ad',
+        display_name: null
+      }
+    ],
+    status: 'ended'
+  };
+
+  it('notebook names, earlier names and participants', () => {
+    const html = renderToStaticMarkup(
+      React.createElement(
+        'div',
+        null,
+        React.createElement(NotebookNames, { trace, trans }),
+        React.createElement(Participants, { trace, trans })
+      )
+    );
+    expect(html).toContain('report⟦U+202E⟧bpyi.ipynb');
+    expect(html).toContain('old⟦U+200B⟧.ipynb');
+    expect(html).toContain('mallory⟦U+202E⟧');
+    expect(html).toContain('bot⟦U+2066⟧ (service account of carol⟦U+00AD⟧)');
+    expect(html).not.toMatch(/[\u202e\u200b\u2066\u00ad]/u);
+  });
+
+  it('identities, op facts and errors', () => {
+    expect(actorLabel({ username: `eve${RLO}` }, trans)).toBe('eve⟦U+202E⟧');
+    expect(notebookLabel(trace, trans)).toBe('report⟦U+202E⟧bpyi.ipynb');
+    const facts = opFacts({
+      kind: 'op.http',
+      payload: {
+        method: 'GET',
+        url: 'https://exa\u200bmple.org/',
+        error: 'boom\rhidden'
+      }
+    });
+    expect(
+      opFacts({ kind: 'op.sql', payload: { tables: ['t\u200b', 'u'] } })
+    ).toContainEqual(['tables', 't⟦U+200B⟧, u']);
+    expect(facts).toContainEqual(['error', 'boom⟦U+000D⟧\nhidden']);
+    expect(errorText({ ename: 'E', evalue: `x${RLO}` })).toBe('E: x⟦U+202E⟧');
+  });
+
+  it('is idempotent, so revealing twice changes nothing', () => {
+    const once = revealText(`a\rb${RLO}\u{e0041}\u2028`);
+    expect(revealText(once)).toBe(once);
   });
 });
