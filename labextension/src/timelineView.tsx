@@ -654,8 +654,9 @@ export function Timeline(props: {
     void model.loadEarlier();
   };
 
-  const steps = model.steps;
-  const events = detail?.events ?? [];
+  // Never draw events beside an error: they may not be this user's to see.
+  const steps = model.detailError ? [] : model.steps;
+  const events = model.detailError ? [] : (detail?.events ?? []);
   const integrity = detail?.integrity ?? null;
   return (
     <section className="jp-AuditTrail-timeline">

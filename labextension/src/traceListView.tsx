@@ -380,7 +380,11 @@ export function TraceList(props: {
           {trans.__('Export')}
         </button>
       </div>
-      <TraceFilters model={model} services={services} />
+      <TraceFilters
+        key={model.userGeneration}
+        model={model}
+        services={services}
+      />
       {model.tracesError && (
         <ErrorBox error={model.tracesError} trans={trans} />
       )}
