@@ -364,7 +364,7 @@ function OpRow(props: {
       >
         <span className="jp-AuditTrail-eventHead">
           <span className="jp-AuditTrail-seq">#{op.seq}</span>
-          <span className="jp-AuditTrail-kind" title={op.kind}>
+          <span className="jp-AuditTrail-kind" title={revealText(op.kind)}>
             {OP_LABELS[op.kind] ?? revealText(op.kind)}
           </span>
           {op.identity?.username !== cell.identity?.username && (
@@ -500,8 +500,12 @@ function CellRow(props: {
           >
             <span aria-hidden="true">✖ </span>
             {error
-              ? trans.__('failed (%1): %2', cell.status ?? '', error)
-              : trans.__('failed (%1)', cell.status ?? '')}
+              ? trans.__(
+                  'failed (%1): %2',
+                  revealText(cell.status ?? ''),
+                  error
+                )
+              : trans.__('failed (%1)', revealText(cell.status ?? ''))}
           </span>
         )}
         {cell.broken && <Broken trans={trans} />}
@@ -687,8 +691,11 @@ export function Timeline(props: {
           </div>
           <div className="jp-AuditTrail-counts">{counts(trace, trans)}</div>
           <Flags trace={trace} trans={trans} />
-          <div className="jp-AuditTrail-traceId" title={trace.kernel_id ?? ''}>
-            {trans.__('Trace %1', trace.trace_id)}
+          <div
+            className="jp-AuditTrail-traceId"
+            title={revealText(trace.kernel_id ?? '')}
+          >
+            {trans.__('Trace %1', revealText(trace.trace_id))}
           </div>
           {integrity && (
             <div

@@ -211,7 +211,10 @@ function UserSection(props: {
         </div>
       )}
       <div className="jp-AuditTrail-userLine">
-        <span className="jp-AuditTrail-userName" title={me.username}>
+        <span
+          className="jp-AuditTrail-userName"
+          title={revealText(me.username)}
+        >
           {name}
         </span>
         {identity.auth_method && (
