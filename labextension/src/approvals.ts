@@ -9,6 +9,7 @@ import type { ISignal } from '@lumino/signaling';
 import { Signal } from '@lumino/signaling';
 
 import { AuditAPIError, requestAPI } from './request';
+import type { SessionWatch } from './session';
 import type { IApproval, IApprovalList, IApprovalVote } from './tokens';
 
 /** How many decided requests stay listed under "Decided". */
@@ -55,6 +56,26 @@ export class ApprovalsModel {
   constructor(options: ApprovalsModel.IOptions = {}) {
     this._serverSettings =
       options.serverSettings ?? ServerConnection.makeSettings();
+    this._session = options.session ?? null;
+    this._session?.userChanged.connect(this.forget, this);
+  }
+
+  /**
+   * Drop everything loaded or typed for the user the page acted as (their
+   * session ended, or another user signed in): the lists, the reasons, the
+   * outcomes; answers still on their way are discarded.
+   */
+  forget(): void {
+    this._generation++;
+    this._user++;
+    this._pending = null;
+    this._recent = [];
+    this._error = null;
+    this._seeded = false;
+    this._reasons = new Map();
+    this._voting = new Set();
+    this._outcomes = new Map();
+    this._stateChanged.emit();
   }
 
   /** Emitted whenever anything the view shows changed. */
@@ -71,6 +92,7 @@ export class ApprovalsModel {
       return;
     }
     this._isDisposed = true;
+    this._session?.userChanged.disconnect(this.forget, this);
     Signal.clearData(this);
   }
 
@@ -150,7 +172,11 @@ export class ApprovalsModel {
    * page does not forget what became of them.
    */
   private async _seed(): Promise<void> {
+    const user = this._user;
     const result = await this._call<IApprovalList>('approvals?state=all');
+    if (user !== this._user) {
+      return; // asked for a user the page no longer acts as
+    }
     if (!result.ok || !Array.isArray(result.value.approvals)) {
       return; // Try again at the next refresh.
     }
@@ -192,10 +218,19 @@ export class ApprovalsModel {
     this._outcomes.delete(id);
     this._stateChanged.emit();
     const body: IApprovalVote = { decision, reason: reason.trim() };
+    const user = this._user;
     const result = await this._call<IApproval>(
       `approvals/${encodeURIComponent(String(id))}`,
       { method: 'POST', body: JSON.stringify(body) }
     );
+    if (user !== this._user) {
+      // The page acts for someone else now: keep nothing of this answer.
+      return {
+        ok: result.ok,
+        status: result.ok ? 200 : result.error.status,
+        message: ''
+      };
+    }
     this._voting.delete(id);
     let outcome: IVoteOutcome;
     if (result.ok && isApproval(result.value)) {
@@ -245,9 +280,13 @@ export class ApprovalsModel {
   }
 
   private async _reload(approval: IApproval): Promise<void> {
+    const user = this._user;
     const result = await this._call<IApproval>(
       `approvals/${encodeURIComponent(String(approval.id))}`
     );
+    if (user !== this._user) {
+      return;
+    }
     if (result.ok && isApproval(result.value)) {
       this._place(result.value);
     } else if (!result.ok && result.error.status === 404) {
@@ -288,10 +327,12 @@ export class ApprovalsModel {
   private _stateChanged = new Signal<this, void>(this);
   private _isDisposed = false;
   private _serverSettings: ServerConnection.ISettings;
+  private _session: SessionWatch | null;
   private _pending: IApproval[] | null = null;
   private _recent: IApproval[] = [];
   private _error: AuditAPIError | null = null;
   private _generation = 0;
+  private _user = 0;
   private _seeded = false;
   private _reasons = new Map<number, string>();
   private _voting = new Set<number>();
@@ -301,26 +342,6 @@ export class ApprovalsModel {
 /** Newest request first, at most `MAX_RECENT` of them. */
 function newestFirst(approvals: IApproval[]): IApproval[] {
   return [...approvals].sort((a, b) => b.id - a.id).slice(0, MAX_RECENT);
-}
-
-/**
- * Characters that change how text looks without showing themselves: bidi
- * controls (which can make `DROP TABLE x -- ‮` read as something else,
- * "Trojan Source"), zero-width characters and other invisible formatting.
- */
-const INVISIBLE =
-  /[\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff9-\ufffb]/g;
-
-/**
- * `text` with every invisible or direction-changing character shown as a
- * visible `⟦U+XXXX⟧` marker, so that a reviewer reads what will run, not what
- * the requester wants them to see.
- */
-export function revealInvisible(text: string): string {
-  return text.replace(
-    INVISIBLE,
-    ch => `⟦U+${ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟧`
-  );
 }
 
 /** Enough of an approval to show and decide it (the rest is optional). */
@@ -341,5 +362,7 @@ export namespace ApprovalsModel {
   export interface IOptions {
     /** Server connection settings; the app's by default. */
     serverSettings?: ServerConnection.ISettings;
+    /** The sign-in session: when its user changes, everything is forgotten. */
+    session?: SessionWatch | null;
   }
 }

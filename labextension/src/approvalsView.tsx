@@ -10,9 +10,9 @@ import * as React from 'react';
 
 import type { TranslationBundle } from '@jupyterlab/translation';
 
-import { revealInvisible } from './approvals';
 import type { ApprovalsModel, IVoteOutcome } from './approvals';
 import { formatTime } from './format';
+import { revealText } from './reveal';
 import { errorMessage } from './labels';
 import type { IApproval, IApprovalDecision, IMe } from './tokens';
 
@@ -231,7 +231,7 @@ function ApprovalCard(props: {
         <span className="jp-AuditTrail-approvalKind">{approval.kind}</span>
         <StateBadge state={approval.state} trans={trans} />
         <span className="jp-AuditTrail-approvalRequester">
-          {trans.__('asked by %1', revealInvisible(approval.requester))}
+          {trans.__('asked by %1', revealText(approval.requester))}
         </span>
         {own && (
           <span className="jp-AuditTrail-approvalOwn">
@@ -243,7 +243,7 @@ function ApprovalCard(props: {
         <dt>{trans.__('Notebook')}</dt>
         <dd className="jp-AuditTrail-approvalNotebook">
           {approval.notebook
-            ? revealInvisible(approval.notebook)
+            ? revealText(approval.notebook)
             : trans.__('(no notebook)')}
         </dd>
         <dt>{trans.__('Asked')}</dt>
@@ -275,7 +275,7 @@ function ApprovalCard(props: {
               : trans.__('Operation')}
       </div>
       <pre className="jp-AuditTrail-approvalStatement">
-        <code>{revealInvisible(approval.statement)}</code>
+        <code>{revealText(approval.statement)}</code>
       </pre>
       {hasParams(approval.params) && (
         <>
@@ -283,7 +283,7 @@ function ApprovalCard(props: {
             {trans.__('Parameters (masked)')}
           </div>
           <pre className="jp-AuditTrail-approvalParams">
-            <code>{revealInvisible(paramsText(approval.params))}</code>
+            <code>{revealText(paramsText(approval.params))}</code>
           </pre>
         </>
       )}
@@ -311,7 +311,7 @@ function ApprovalCard(props: {
         <details className="jp-AuditTrail-approvalCell">
           <summary>{trans.__("The cell's code")}</summary>
           <pre className="jp-AuditTrail-approvalCode">
-            <code>{revealInvisible(approval.cell_code)}</code>
+            <code>{revealText(approval.cell_code)}</code>
           </pre>
         </details>
       )}

@@ -8,6 +8,8 @@ import * as React from 'react';
 
 import type { IEditorLanguageRegistry } from '@jupyterlab/codemirror';
 
+import { revealText } from './reveal';
+
 /** Languages the trail holds: a cell's code, an SQL statement, a shell command. */
 export type CodeLanguage = 'python' | 'sql' | 'shell';
 
@@ -17,7 +19,10 @@ export function HighlightedCode(props: {
   languages: IEditorLanguageRegistry | null;
   className?: string;
 }): React.ReactElement {
-  const { code, language, languages } = props;
+  const { language, languages } = props;
+  // Hidden characters and lone CRs are shown before highlighting: the
+  // browser would draw them as nothing while Python or SQL acts on them.
+  const code = React.useMemo(() => revealText(props.code), [props.code]);
   const ref = React.useRef<HTMLElement>(null);
   React.useEffect(() => {
     const el = ref.current;

@@ -2,6 +2,7 @@
  * Pure helpers that turn trail records into short display strings. They
  * return plain text only; callers render it through React, which escapes it.
  */
+import { revealText } from './reveal';
 import type { ITraceEvent } from './tokens';
 
 /** Longest one-line summary kept; the full text stays in the row's tooltip. */
@@ -26,10 +27,13 @@ function str(value: unknown): string | null {
   return null;
 }
 
-/** The first non-blank line of a cell's source. */
+/**
+ * The first non-blank line of a cell's source, split where Python ends a
+ * line: `\r\n`, a lone `\r` or `\n`. Hidden characters are shown as markers.
+ */
 export function firstLine(code: string): string {
-  const line = code.split(/\r?\n/).find(l => l.trim().length > 0);
-  return (line ?? '').trim();
+  const line = code.split(/\r\n|\r|\n/).find(l => l.trim().length > 0);
+  return revealText((line ?? '').trim());
 }
 
 /**
@@ -96,7 +100,9 @@ export function summarizeEvent(
       .join(' ');
   }
 
-  summary = summary === null ? '' : oneLine(summary);
+  // Reveal before collapsing whitespace, so a lone CR or U+2028 (which end
+  // a line of code) shows as a marker rather than as a space.
+  summary = summary === null ? '' : oneLine(revealText(summary));
   return truncate(summary.length > 0 ? summary : kind);
 }
 

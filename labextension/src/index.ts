@@ -21,7 +21,9 @@ import {
   DEFAULT_EVENT_PAGE,
   DEFAULT_TRACE_LIMIT
 } from './model';
+import { notebookPathProblem } from './notebookPath';
 import { AuditTrailPanel, DEFAULT_REFRESH_INTERVAL, PANEL_ID } from './panel';
+import { revealText } from './reveal';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the session watch below uses it at once
 import { sessionEndedMessage } from './labels';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- checks the session at once
@@ -102,6 +104,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
           path: string,
           cell: { id: string | null; executionCount: number | null }
         ): Promise<void> => {
+          // The path is what a kernel recorded: open only a plain relative
+          // notebook inside the server's root, never anything else.
+          const problem = notebookPathProblem(path);
+          if (problem !== null) {
+            throw new Error(
+              trans.__(
+                'Not opening the recorded path %1: %2.',
+                revealText(path),
+                problem
+              )
+            );
+          }
           try {
             await app.serviceManager.contents.get(path, { content: false });
           } catch {
@@ -109,8 +123,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
               trans.__('The notebook %1 no longer exists on this server.', path)
             );
           }
-          const widget = docManager.openOrReveal(path) as
-            NotebookPanel | undefined;
+          // As a notebook, and without starting a kernel: looking at a cell
+          // must not run anything.
+          const widget = docManager.openOrReveal(
+            path,
+            'Notebook',
+            undefined,
+            undefined,
+            { shouldStart: false, autoStartDefault: false }
+          ) as NotebookPanel | undefined;
           if (!widget) {
             throw new Error(trans.__('Could not open %1.', path));
           }

@@ -6,6 +6,7 @@
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatTime } from './format';
+import { revealText } from './reveal';
 import type { AuditAPIError } from './request';
 import type { ISessionEnd } from './session';
 import type {
@@ -53,7 +54,9 @@ export function notebookLabel(
   trace: ITraceSummary,
   trans: TranslationBundle
 ): string {
-  return trace.notebook ? trace.notebook : trans.__('(no notebook)');
+  return trace.notebook
+    ? revealText(trace.notebook)
+    : trans.__('(no notebook)');
 }
 
 /**
@@ -81,12 +84,12 @@ export function participantLabel(
     return participant.token_owner
       ? trans.__(
           '%1 (service account of %2)',
-          participant.username,
-          participant.token_owner
+          revealText(participant.username),
+          revealText(participant.token_owner)
         )
-      : trans.__('%1 (service account)', participant.username);
+      : trans.__('%1 (service account)', revealText(participant.username));
   }
-  return participant.username;
+  return revealText(participant.username);
 }
 
 /** A trace's participants, or its usernames when the server sent no participants. */
@@ -244,8 +247,8 @@ export function actorLabel(
     return trans.__('(no identity)');
   }
   return isServerIdentity(identity)
-    ? trans.__('jupyter-audit server (%1)', identity.username)
-    : identity.username;
+    ? trans.__('jupyter-audit server (%1)', revealText(identity.username))
+    : revealText(identity.username);
 }
 
 /** What the page says once its sign-in session has ended. */

@@ -7,6 +7,7 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { VDomModel } from '@jupyterlab/ui-components';
+import { ISignal, Signal } from '@lumino/signaling';
 
 import { AuditAPIError, requestAPI } from './request';
 import type { ISessionEnd, SessionWatch } from './session';
@@ -57,6 +58,29 @@ export class AuditTrailModel extends VDomModel {
     this._traceLimit = options.traceLimit ?? DEFAULT_TRACE_LIMIT;
     this._session = options.session ?? null;
     this._session?.changed.connect(this._onSessionChanged, this);
+    this._session?.userChanged.connect(this._onUserChanged, this);
+  }
+
+  /**
+   * Emits when the model dropped what it showed of one user (their session
+   * ended, or another user signed in): views and models holding that user's
+   * data drop it too.
+   */
+  get userForgotten(): ISignal<this, void> {
+    return this._userForgotten;
+  }
+
+  /**
+   * Counts the users the model forgot: views key state they keep of their
+   * own (a search box's text) on it, so it goes with the user.
+   */
+  get userGeneration(): number {
+    return this._userGeneration;
+  }
+
+  /** The sign-in session this model reports to, if any. */
+  get session(): SessionWatch | null {
+    return this._session;
   }
 
   /** The sign-in session's end, once noticed: the view says sign in again. */
@@ -69,6 +93,8 @@ export class AuditTrailModel extends VDomModel {
       return;
     }
     this._session?.changed.disconnect(this._onSessionChanged, this);
+    this._session?.userChanged.disconnect(this._onUserChanged, this);
+    Signal.clearData(this);
     super.dispose();
   }
 
@@ -412,9 +438,19 @@ export class AuditTrailModel extends VDomModel {
   private async _loadMe(): Promise<void> {
     const result = await this._request<IMe>('me');
     if (result.ok) {
-      this._me = result.value;
+      const me = result.value;
+      const changed = this._username !== null && this._username !== me.username;
+      if (changed) {
+        this._forgetUser();
+      }
+      // may emit userChanged, which forgets again (it changes nothing then)
+      this._session?.signedIn(me);
+      this._username = me.username;
+      this._me = me;
       this._meError = null;
-      this._session?.signedIn(result.value);
+      if (changed) {
+        await this._loadTraces(); // the list refresh() asked for was dropped
+      }
     } else {
       this._meError = result.error;
     }
@@ -425,6 +461,39 @@ export class AuditTrailModel extends VDomModel {
     if (this._session?.ended) {
       this._me = null; // the page no longer acts as that user
     }
+    this.stateChanged.emit();
+  }
+
+  private _onUserChanged(): void {
+    this._forgetUser();
+  }
+
+  /**
+   * Drop everything loaded for the user the page acted as: traces, the open
+   * trace, selection, expanded repeats and filters; answers still on their
+   * way are discarded (their generation is gone).
+   */
+  private _forgetUser(): void {
+    this._tracesGeneration++;
+    this._detailGeneration++;
+    this._me = null;
+    this._username = null;
+    this._meError = null;
+    this._filter = {};
+    this._traces = null;
+    this._tracesNext = null;
+    this._trailIntegrity = null;
+    this._tracesError = null;
+    this._loadingMore = false;
+    this._selectedTraceId = null;
+    this._detail = null;
+    this._detailLoaded = false;
+    this._detailError = null;
+    this._selectedEvent = null;
+    this._selectedCell = null;
+    this._expanded = new Map();
+    this._userGeneration++;
+    this._userForgotten.emit();
     this.stateChanged.emit();
   }
 
@@ -521,6 +590,14 @@ export class AuditTrailModel extends VDomModel {
     }
     if (!result.ok) {
       this._detailError = result.error;
+      if (result.error.status === 401 || result.error.status === 403) {
+        // Not (or no longer) this user's to see: drop what was shown of it.
+        this._detail = null;
+        this._detailLoaded = false;
+        this._selectedEvent = null;
+        this._selectedCell = null;
+        this._expanded = new Map();
+      }
       this.stateChanged.emit();
       return;
     }
@@ -560,6 +637,9 @@ export class AuditTrailModel extends VDomModel {
   private _eventPageSize = DEFAULT_EVENT_PAGE;
   private _fold = true;
   private _me: IMe | null = null;
+  private _username: string | null = null;
+  private _userGeneration = 0;
+  private _userForgotten = new Signal<this, void>(this);
   private _meError: AuditAPIError | null = null;
   private _filter: ITraceFilter = {};
   private _traces: ITraceSummary[] | null = null;

@@ -53,7 +53,12 @@ export class AuditTrailPanel extends SidePanel {
     this.model = options.model;
     this.approvals =
       options.approvals ??
-      new ApprovalsModel({ serverSettings: options.model.serverSettings });
+      new ApprovalsModel({
+        serverSettings: options.model.serverSettings,
+        session: options.model.session
+      });
+    // Without a session watch, the trail model still notices a new user.
+    this.model.userForgotten.connect(() => this.approvals.forget(), this);
 
     const heading = new Widget({ node: document.createElement('h2') });
     heading.node.textContent = trans.__('Audit trail');

@@ -87,14 +87,34 @@ export function tracePath(
 /** What to export: one trace, or the traces a filter selects. */
 export type ExportTarget = { trace: string } | { filter: ITraceFilter };
 
+/** The filters `GET export` applies; it takes no search, kind or flag. */
+const EXPORT_FILTERS = ['user', 'since', 'until', 'notebook'];
+
+/**
+ * The list filters set in `filter` that `GET export` cannot apply (`q`,
+ * `kind`, `flag`): an export of such a list would hold more than it shows.
+ */
+export function unexportableFilters(filter: ITraceFilter): string[] {
+  return [
+    ...new Set(
+      filterParams(filter)
+        .map(([key]) => key)
+        .filter(key => !EXPORT_FILTERS.includes(key))
+    )
+  ];
+}
+
+/** The filters an export of `filter` applies, as `[key, value]` pairs. */
+export function exportFilters(filter: ITraceFilter): [string, string][] {
+  return filterParams(filter).filter(([k]) => EXPORT_FILTERS.includes(k));
+}
+
 /** `export?trace=…`, or `export?<user, since, until, notebook>` (the filters export takes). */
 export function exportPath(target: ExportTarget): string {
   if ('trace' in target) {
     return `export?${encode([['trace', target.trace]])}`;
   }
-  const params = filterParams(target.filter).filter(([k]) =>
-    ['user', 'since', 'until', 'notebook'].includes(k)
-  );
+  const params = exportFilters(target.filter);
   return params.length > 0 ? `export?${encode(params)}` : 'export';
 }
 

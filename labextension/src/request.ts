@@ -6,6 +6,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { revealText } from './reveal';
+
 /** The REST namespace of the server extension. */
 export const API_NAMESPACE = 'jupyter-audit/api';
 
@@ -128,6 +130,23 @@ async function send(
 }
 
 /**
+ * `url` when it is a path of this origin (`/…`, not `//host` or `/\\host`,
+ * which browsers read as another host, and without whitespace, controls or
+ * backslashes, which browsers drop or turn into `/`); otherwise null, and
+ * the caller uses the server's default sign-in page. A 401's `login_url`
+ * becomes a link the user follows, so it must not lead anywhere else.
+ */
+export function sameOriginPath(url: unknown): string | null {
+  if (typeof url !== 'string' || !url.startsWith('/')) {
+    return null;
+  }
+  if (url.startsWith('//') || /[\\\s]/.test(url) || revealText(url) !== url) {
+    return null;
+  }
+  return url;
+}
+
+/**
  * Build the error for a non-2xx response: the JSON `{code, message}` our
  * handlers send, else jupyter_server's `{message, reason}`, else the status
  * text. A traceback the server may add is deliberately dropped.
@@ -143,7 +162,7 @@ function errorFromResponse(response: Response, body: unknown): AuditAPIError {
         reason: SIGN_IN_REASONS.includes(data.reason as string)
           ? (data.reason as string)
           : 'not_signed_in',
-        loginUrl: typeof data.login_url === 'string' ? data.login_url : null
+        loginUrl: sameOriginPath(data.login_url)
       };
     }
     if (typeof data.message === 'string') {

@@ -62,9 +62,23 @@ export class SessionWatch {
     return this._changed;
   }
 
+  /**
+   * Emits when what the page showed may belong to someone else: the session
+   * ended, or `GET me` names another user than the one signed in before.
+   * Whatever holds a user's data drops it.
+   */
+  get userChanged(): ISignal<this, void> {
+    return this._userChanged;
+  }
+
   /** `GET me` answered: signed in (again), and when that ends. */
   signedIn(me: IMe): void {
     this._signedIn = true;
+    const before = this._username;
+    this._username = me.username;
+    if (before !== null && before !== me.username) {
+      this._userChanged.emit();
+    }
     this._schedule(me.session_expires_at ?? null);
     if (this._ended !== null) {
       this._ended = null;
@@ -99,6 +113,7 @@ export class SessionWatch {
     };
     this._clearTimer();
     this._changed.emit(this._ended);
+    this._userChanged.emit();
   }
 
   /** Ask the server whether the session still holds. Never rejects. */
@@ -173,6 +188,8 @@ export class SessionWatch {
     }
   }
 
+  private _username: string | null = null;
+  private _userChanged = new Signal<this, void>(this);
   private _serverSettings: ServerConnection.ISettings;
   private _here: () => IHere;
   private _signedIn = false;

@@ -4,6 +4,7 @@
  * and one per other record, in the order they happened in the kernel. Also
  * the facts an operation row shows. Returns data and plain text only.
  */
+import { revealText } from './reveal';
 import type { IIdentity, ITraceEvent } from './tokens';
 
 /** A cell run: its records merged, its operations in trail order. */
@@ -243,7 +244,7 @@ export function opFacts(event: Pick<ITraceEvent, 'kind' | 'payload'>): Fact[] {
   const facts: Fact[] = [];
   const add = (label: string, value: string | null): void => {
     if (value !== null && value !== '') {
-      facts.push([label, value]);
+      facts.push([label, revealText(value)]);
     }
   };
   const number = (v: unknown): string | null => {
@@ -273,16 +274,16 @@ export function opFacts(event: Pick<ITraceEvent, 'kind' | 'payload'>): Fact[] {
 /** The text of a cell's error as the kernel reported it (`ename: evalue`). */
 export function errorText(error: unknown): string | null {
   if (typeof error === 'string') {
-    return error;
+    return revealText(error);
   }
   if (error && typeof error === 'object') {
     const e = error as { [key: string]: unknown };
     const name = str(e.ename);
     const value = str(e.evalue);
     if (name || value) {
-      return [name, value].filter(Boolean).join(': ');
+      return revealText([name, value].filter(Boolean).join(': '));
     }
-    return JSON.stringify(error);
+    return revealText(JSON.stringify(error));
   }
   return null;
 }

@@ -13,6 +13,7 @@ import { caretLeftIcon } from '@jupyterlab/ui-components';
 import { HighlightedCode } from './code';
 import type { CodeLanguage } from './code';
 import { firstLine, formatTime, summarizeEvent } from './format';
+import { revealText } from './reveal';
 import {
   actorLabel,
   counts,
@@ -111,7 +112,10 @@ function Broken(props: { trans: TranslationBundle }): React.ReactElement {
   );
 }
 
-/** Label/value rows of the detail pane; empty values are left out. */
+/**
+ * Label/value rows of the detail pane; empty values are left out, text values
+ * have their hidden characters revealed (revealing twice changes nothing).
+ */
 function Facts(props: {
   rows: [string, React.ReactNode][];
 }): React.ReactElement {
@@ -124,7 +128,7 @@ function Facts(props: {
         .map(([label, value]) => (
           <React.Fragment key={label}>
             <dt>{label}</dt>
-            <dd>{value}</dd>
+            <dd>{typeof value === 'string' ? revealText(value) : value}</dd>
           </React.Fragment>
         ))}
     </dl>
@@ -140,18 +144,18 @@ function identityRows(
   }
   return [
     [trans.__('Who'), actorLabel(identity, trans)],
-    [trans.__('Name'), identity.display_name ?? ''],
-    [trans.__('Signed in via'), identity.auth_method ?? ''],
-    [trans.__('Token of'), identity.token_owner ?? ''],
-    [trans.__('Groups'), (identity.groups ?? []).join(', ')]
+    [trans.__('Name'), revealText(identity.display_name ?? '')],
+    [trans.__('Signed in via'), revealText(identity.auth_method ?? '')],
+    [trans.__('Token of'), revealText(identity.token_owner ?? '')],
+    [trans.__('Groups'), revealText((identity.groups ?? []).join(', '))]
   ];
 }
 
 function json(value: unknown): string {
   try {
-    return JSON.stringify(value, null, 2);
+    return revealText(JSON.stringify(value, null, 2) ?? String(value));
   } catch {
-    return String(value);
+    return revealText(String(value));
   }
 }
 
@@ -319,7 +323,7 @@ function CellDetail(props: {
       )}
       {openError && (
         <div className="jp-AuditTrail-error" role="alert">
-          {openError}
+          {revealText(openError)}
         </div>
       )}
     </div>
@@ -360,8 +364,8 @@ function OpRow(props: {
       >
         <span className="jp-AuditTrail-eventHead">
           <span className="jp-AuditTrail-seq">#{op.seq}</span>
-          <span className="jp-AuditTrail-kind" title={op.kind}>
-            {OP_LABELS[op.kind] ?? op.kind}
+          <span className="jp-AuditTrail-kind" title={revealText(op.kind)}>
+            {OP_LABELS[op.kind] ?? revealText(op.kind)}
           </span>
           {op.identity?.username !== cell.identity?.username && (
             <Who identity={op.identity} trans={trans} />
@@ -381,7 +385,7 @@ function OpRow(props: {
             ))}
         </span>
         {typeof p.error === 'string' && (
-          <span className="jp-AuditTrail-opError">{p.error}</span>
+          <span className="jp-AuditTrail-opError">{revealText(p.error)}</span>
         )}
         {op.risk && (
           <span className="jp-AuditTrail-flag jp-mod-risky" data-flag="risky">
@@ -496,8 +500,12 @@ function CellRow(props: {
           >
             <span aria-hidden="true">✖ </span>
             {error
-              ? trans.__('failed (%1): %2', cell.status ?? '', error)
-              : trans.__('failed (%1)', cell.status ?? '')}
+              ? trans.__(
+                  'failed (%1): %2',
+                  revealText(cell.status ?? ''),
+                  error
+                )
+              : trans.__('failed (%1)', revealText(cell.status ?? ''))}
           </span>
         )}
         {cell.broken && <Broken trans={trans} />}
@@ -547,7 +555,7 @@ function EventRow(props: {
       >
         <span className="jp-AuditTrail-eventHead">
           <span className="jp-AuditTrail-seq">#{event.seq}</span>
-          <span className="jp-AuditTrail-kind">{event.kind}</span>
+          <span className="jp-AuditTrail-kind">{revealText(event.kind)}</span>
           <Who identity={event.identity} trans={trans} />
           <Times
             kernelTime={event.kernel_time}
@@ -650,8 +658,9 @@ export function Timeline(props: {
     void model.loadEarlier();
   };
 
-  const steps = model.steps;
-  const events = detail?.events ?? [];
+  // Never draw events beside an error: they may not be this user's to see.
+  const steps = model.detailError ? [] : model.steps;
+  const events = model.detailError ? [] : (detail?.events ?? []);
   const integrity = detail?.integrity ?? null;
   return (
     <section className="jp-AuditTrail-timeline">
@@ -682,8 +691,11 @@ export function Timeline(props: {
           </div>
           <div className="jp-AuditTrail-counts">{counts(trace, trans)}</div>
           <Flags trace={trace} trans={trans} />
-          <div className="jp-AuditTrail-traceId" title={trace.kernel_id ?? ''}>
-            {trans.__('Trace %1', trace.trace_id)}
+          <div
+            className="jp-AuditTrail-traceId"
+            title={revealText(trace.kernel_id ?? '')}
+          >
+            {trans.__('Trace %1', revealText(trace.trace_id))}
           </div>
           {integrity && (
             <div

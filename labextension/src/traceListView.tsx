@@ -8,6 +8,7 @@ import * as React from 'react';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import { formatTime } from './format';
+import { revealText } from './reveal';
 import {
   counts,
   earlierNotebooks,
@@ -18,7 +19,7 @@ import {
   participants
 } from './labels';
 import type { AuditTrailModel } from './model';
-import { isFiltered } from './query';
+import { exportFilters, isFiltered, unexportableFilters } from './query';
 import { formatSeconds } from './steps';
 import { TRACE_FLAGS } from './tokens';
 import type { ITraceFilter, ITraceSummary } from './tokens';
@@ -111,7 +112,7 @@ export function NotebookNames(props: {
       </span>
       {earlier.length > 0 && (
         <span className="jp-AuditTrail-earlierNames">
-          {trans.__('formerly %1', earlier.join(', '))}
+          {trans.__('formerly %1', earlier.map(revealText).join(', '))}
         </span>
       )}
     </span>
@@ -354,6 +355,38 @@ function TraceFilters(props: {
   );
 }
 
+/**
+ * What the Export button downloads, exactly; or, when the list is filtered
+ * by what export cannot apply (search, kind, flags), why it is disabled.
+ */
+export function exportTitle(
+  filter: ITraceFilter,
+  unexportable: string[],
+  trans: TranslationBundle
+): string {
+  if (unexportable.length > 0) {
+    const names = unexportable.map(key =>
+      key === 'q'
+        ? trans.__('search')
+        : key === 'flag'
+          ? trans.__('flags')
+          : trans.__('kind')
+    );
+    return trans.__(
+      'Export cannot apply the %1 filter, so it would download more than the list shows: clear it to export (export filters by user, notebook and time only).',
+      names.join(', ')
+    );
+  }
+  const applied = exportFilters(filter);
+  if (applied.length === 0) {
+    return trans.__('Download the evidence bundle of the whole trail');
+  }
+  return trans.__(
+    'Download the evidence bundle of every trace matching %1 (the list shows the same traces)',
+    applied.map(([k, v]) => `${k}=${revealText(v)}`).join(', ')
+  );
+}
+
 export function TraceList(props: {
   model: AuditTrailModel;
   services: IViewServices;
@@ -362,6 +395,7 @@ export function TraceList(props: {
   const trans = services.trans;
   const traces = model.traces;
   const filtered = isFiltered(model.filter);
+  const unexportable = unexportableFilters(model.filter);
   return (
     <section className="jp-AuditTrail-traces">
       <div className="jp-AuditTrail-sectionHead">
@@ -369,17 +403,18 @@ export function TraceList(props: {
         <button
           type="button"
           className="jp-AuditTrail-export jp-AuditTrail-linkButton"
-          title={
-            filtered
-              ? trans.__('Download the evidence bundle of the traces shown')
-              : trans.__('Download the evidence bundle of the whole trail')
-          }
+          disabled={unexportable.length > 0}
+          title={exportTitle(model.filter, unexportable, trans)}
           onClick={() => void services.download({ filter: model.filter })}
         >
           {trans.__('Export')}
         </button>
       </div>
-      <TraceFilters model={model} services={services} />
+      <TraceFilters
+        key={model.userGeneration}
+        model={model}
+        services={services}
+      />
       {model.tracesError && (
         <ErrorBox error={model.tracesError} trans={trans} />
       )}

@@ -20,6 +20,7 @@ import {
 } from './labels';
 import type { AuditTrailModel } from './model';
 import type { AuditAPIError } from './request';
+import { revealText } from './reveal';
 import type { ISessionEnd } from './session';
 import { Timeline } from './timelineView';
 import type { IIntegrity, IMe } from './tokens';
@@ -192,7 +193,7 @@ function UserSection(props: {
   }
   const identity = me.identity ?? { username: me.username };
   const integrity = props.integrity;
-  const name = me.display_name || me.username;
+  const name = revealText(me.display_name || me.username);
   const roles = Array.isArray(me.roles) ? me.roles : [];
   const tokenOwner =
     identity.token_owner && identity.token_owner !== me.username
@@ -210,25 +211,28 @@ function UserSection(props: {
         </div>
       )}
       <div className="jp-AuditTrail-userLine">
-        <span className="jp-AuditTrail-userName" title={me.username}>
+        <span
+          className="jp-AuditTrail-userName"
+          title={revealText(me.username)}
+        >
           {name}
         </span>
         {identity.auth_method && (
           <span className="jp-AuditTrail-authMethod">
-            {trans.__('via %1', identity.auth_method)}
+            {trans.__('via %1', revealText(identity.auth_method))}
           </span>
         )}
       </div>
       {tokenOwner && (
         <div className="jp-AuditTrail-tokenOwner">
-          {trans.__('token of %1', tokenOwner)}
+          {trans.__('token of %1', revealText(tokenOwner))}
         </div>
       )}
       {roles.length > 0 && (
         <ul className="jp-AuditTrail-roles" aria-label={trans.__('Roles')}>
           {roles.map(role => (
             <li key={role} className="jp-AuditTrail-role">
-              {role}
+              {revealText(role)}
             </li>
           ))}
         </ul>

@@ -5,7 +5,7 @@ import { nullTranslator } from '@jupyterlab/translation';
 import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 
-import { ApprovalsModel, reasonProblem, revealInvisible } from '../approvals';
+import { ApprovalsModel, reasonProblem } from '../approvals';
 import { ApprovalsSection } from '../approvalsView';
 import type { IApproval, IMe } from '../tokens';
 
@@ -146,21 +146,6 @@ describe('reasonProblem', () => {
     expect(
       reasonProblem('approve', '', ['user', 'reviewer', 'break-glass'])
     ).toBeNull();
-  });
-});
-
-describe('revealInvisible', () => {
-  it('shows bidi controls and zero-width characters as markers', () => {
-    // "Trojan Source": U+202E makes the rest of the line display reversed.
-    expect(revealInvisible('DELETE FROM t -- \u202e1=1 EREHW')).toBe(
-      'DELETE FROM t -- ⟦U+202E⟧1=1 EREHW'
-    );
-    expect(revealInvisible('DR\u200bOP TABLE\ufeff t\u2066')).toBe(
-      'DR⟦U+200B⟧OP TABLE⟦U+FEFF⟧ t⟦U+2066⟧'
-    );
-    expect(revealInvisible('SELECT \'é\', "naïve" -- ü')).toBe(
-      'SELECT \'é\', "naïve" -- ü'
-    );
   });
 });
 

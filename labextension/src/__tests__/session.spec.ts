@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { ServerConnection } from '@jupyterlab/services';
 
+import { sameOriginPath } from '../request';
 import { SessionWatch, signInUrl } from '../session';
 import type { ISessionEnd } from '../session';
 
@@ -175,5 +176,49 @@ describe('SessionWatch', () => {
     await watch.check();
     expect(watch.ended?.reason).toBe('not_signed_in');
     watch.dispose();
+  });
+});
+
+describe('the sign-in link a 401 names', () => {
+  it('accepts only a path of this origin', () => {
+    expect(sameOriginPath('/user/ada/login')).toBe('/user/ada/login');
+    expect(sameOriginPath('/hub/login?x=1')).toBe('/hub/login?x=1');
+    for (const url of [
+      'https://evil.example/login',
+      '//evil.example/login',
+      '/\\evil.example/login',
+      '/\t/evil.example',
+      '/\n/evil.example',
+      'javascript:alert(1)',
+      'login',
+      '',
+      '/log\u202ein',
+      null,
+      42
+    ]) {
+      expect(sameOriginPath(url), String(url)).toBeNull();
+    }
+  });
+
+  it('falls back to the server’s /login when the 401 names another site', async () => {
+    for (const loginUrl of [
+      'https://evil.example/login',
+      '//evil.example/login',
+      '/\\evil.example/login',
+      'javascript:alert(1)'
+    ]) {
+      const { watch } = watchWith([
+        () => json(200, ME),
+        () =>
+          json(401, {
+            reason: 'session_ended',
+            message: 'signed out',
+            login_url: loginUrl
+          })
+      ]);
+      await watch.check();
+      await watch.check();
+      expect(watch.ended?.signInUrl).toBe(signInUrl('/user/ada/login', HERE));
+    }
   });
 });
