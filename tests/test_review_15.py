@@ -100,7 +100,7 @@ def test_identical_plain_steps_still_fold():
 
 
 def test_an_unattributed_statement_is_described_and_rated_as_what_it_was(make_writer):
-    from helpers.trail import trail_events
+    from helpers.trail import writer_events
 
     w = make_writer()
     w.append(
@@ -120,15 +120,7 @@ def test_an_unattributed_statement_is_described_and_rated_as_what_it_was(make_wr
     )
     w.flush()
 
-    class Audit:  # trail_events reads through a server's settings object
-        writer = w
-
-        class cell_requests:
-            @staticmethod
-            def flush():
-                pass
-
-    (ev,) = [e for e in trail_events(Audit) if e["kind"] == "op.unattributed"]
+    (ev,) = [e for e in writer_events(w) if e["kind"] == "op.unattributed"]
     assert (ev["payload"]["statement_type"], ev["payload"]["tables"]) == ("DELETE", ["customers"])
     (risky,) = w.cursor().execute("SELECT risky FROM traces WHERE trace_id = ?", [T]).fetchone()
     assert risky == 1

@@ -56,15 +56,7 @@ def test_the_server_replaces_what_the_kernel_says(make_writer):
         }
     )
     w.flush()
-    from helpers.trail import trail_events
+    from helpers.trail import writer_events
 
-    class Audit:  # trail_events reads through a server's settings object
-        writer = w
-
-        class cell_requests:
-            @staticmethod
-            def flush():
-                pass
-
-    (ev,) = [e for e in trail_events(Audit) if e["kind"] == "op.sql"]
+    (ev,) = [e for e in writer_events(w) if e["kind"] == "op.sql"]
     assert (ev["payload"]["statement_type"], ev["payload"]["tables"]) == ("DELETE", ["customers"])

@@ -52,3 +52,16 @@ async def wait_for(audit, predicate, timeout=60):
             return events
         await asyncio.sleep(0.2)
     raise AssertionError("events did not arrive: " + str([e["kind"] for e in events]))
+
+
+def writer_events(writer):
+    """The events a bare Writer's trail holds (`trail_events` without a server)."""
+
+    class _Audit:
+        class cell_requests:
+            @staticmethod
+            def flush():
+                pass
+
+    _Audit.writer = writer
+    return trail_events(_Audit)
