@@ -3,10 +3,12 @@
 import hashlib
 import json
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jupyter_audit.events import EventValidationError
 from jupyter_audit.store.canonical import canonical_bytes
 from jupyter_audit.store.merkle import (
     MerkleFrontier,
@@ -99,3 +101,38 @@ def test_merkle_roots_and_proofs_match_rfc6962():
             assert root_from_inclusion(leaves[i], i, n, proofs[i]) == expected
     restored = MerkleFrontier.from_hex(frontier.size, frontier.to_hex())
     assert restored.root() == frontier.root()
+
+
+@settings(max_examples=50, deadline=None)
+@given(json_text, st.integers(min_value=1, max_value=2**53 - 1))
+def test_forwarded_records_carry_their_origin_in_jcs(owner, seq):
+    """A collector's record of a forwarded event names where it came from, inside the signed
+    bytes (between `op_index` and `payload` in JCS order)."""
+    origin = {"server": "alice/", "owner": owner[:200] or "a", "trail": "t-9", "seq": seq}
+    origin["hash"] = "cd" * 32
+    ev = {"kind": "op.shell", "payload": {"command": "ls"}, "identity": {"username": "u"}}
+    try:
+        p = prepare(ev, _NoMask(), 1 << 20, origin=origin)
+    except EventValidationError:
+        assert not origin["owner"].isprintable()
+        return
+    raw = encode_record(p, 7, "ab" * 32, "2026-01-01T00:00:00.000000Z", 1)
+    assert raw == rfc8785.dumps(json.loads(raw))
+    assert json.loads(raw)["origin"] == origin
+
+
+def test_an_origin_is_not_an_envelope_field_and_is_checked():
+    ev = {"kind": "op.shell", "payload": {"command": "ls"}}
+    with pytest.raises(EventValidationError, match="unknown event fields"):
+        prepare({**ev, "origin": {"server": "x"}}, _NoMask(), 1 << 20)
+    good = {"server": "a/", "owner": "a", "trail": "t", "seq": 1, "hash": "00"}
+    for bad, msg in (
+        ({**good, "seq": 0}, "seq"),
+        ({**good, "seq": "1"}, "seq"),
+        ({**good, "hash": "a b"}, "hash"),
+        ({**good, "admin": True}, "unknown"),
+        ({k: v for k, v in good.items() if k != "owner"}, "owner"),
+    ):
+        with pytest.raises(EventValidationError, match=msg):
+            prepare(ev, _NoMask(), 1 << 20, origin=bad)
+    assert b'"origin"' not in encode_record(prepare(ev, _NoMask(), 1 << 20), 1, "00", "t", 1)

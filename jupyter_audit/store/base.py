@@ -75,9 +75,12 @@ class TrailStore(ABC):
 
     # ------------------------------------------------------------------ write side
     @abstractmethod
-    def prepare(self, event: dict, *, event_id: str | None = None) -> Prepared:
+    def prepare(
+        self, event: dict, *, event_id: str | None = None, origin: dict | None = None
+    ) -> Prepared:
         """Validate and mask one event now (raises EventValidationError); `event_id`: an id
-        chosen for it ahead of time."""
+        chosen for it ahead of time; `origin`: where a record forwarded to a collector was
+        first recorded (`records.ORIGIN_FIELDS`), which its canonical bytes then carry."""
 
     @abstractmethod
     def prepare_many(self, events: list, event_ids: list | None = None) -> list:

@@ -203,6 +203,7 @@ class Prepared:
         "notebook",
         "notebook_json",
         "op_index",
+        "origin_json",
         "parts",
         "payload",
         "payload_json",
@@ -227,6 +228,7 @@ class Prepared:
     notebook: str | None
     notebook_json: str
     op_index: int | None
+    origin_json: str  # "" or the JCS text of a forwarded record's `origin` (see `prepare`)
     parts: tuple[bytes, bytes, bytes, bytes, bytes] | None
     payload: dict
     payload_json: bytes
@@ -250,6 +252,7 @@ class Prepared:
         "flags",
         "op_index",
         "kernel_time",
+        "origin_json",
         "parts",
     )
 
@@ -270,6 +273,7 @@ class Prepared:
             self.flags,
             self.op_index,
             self.kernel_time,
+            self.origin_json,
             self.parts,
         )
 
@@ -290,6 +294,7 @@ class Prepared:
             p.flags,
             p.op_index,
             p.kernel_time,
+            p.origin_json,
             p.parts,
         ) = wire  # the order of _WIRE
         p.identity = None if p.identity_json is None else _snapshot(p.identity_id, p.identity_json)
@@ -310,6 +315,7 @@ class Prepared:
         JCS order): head + prev + mid + seq + at + time + tail + v + end."""
         capped, flags, withheld = self.extras_json
         op_index = self.op_index
+        origin = f'"origin":{self.origin_json},' if self.origin_json else ""
         parts = (
             (
                 f'{{"capped":{capped},"event_id":"{self.event_id}","flags":{flags},'
@@ -317,7 +323,8 @@ class Prepared:
                 f'"kernel_id":{_json_str(self.kernel_id)},'
                 f'"kernel_time":{_json_str(self.kernel_time)},"kind":"{self.kind}",'
                 f'"msg_id":{_json_str(self.msg_id)},"notebook":{self.notebook_json},'
-                f'"op_index":{"null" if op_index is None else op_index},"payload":'
+                f'"op_index":{"null" if op_index is None else op_index},'
+                f'{origin}"payload":'
             ).encode()
             + self.payload_json
             + b',"prev_hash":"',
@@ -414,10 +421,19 @@ def _json_str(value: str | None) -> str:
     return "null" if value is None else '"' + value + '"'
 
 
-def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None) -> Prepared:
+def prepare(
+    event,
+    masker,
+    max_field_bytes: int,
+    *,
+    event_id: str | None = None,
+    origin: dict | None = None,
+) -> Prepared:
     """Validate, normalise, mask and cap one submitted event. `event_id` is an id the server
     chose ahead of time (the gateway stamps it on a cell's message before the cell's event
-    is prepared); an `event_id` inside the event is a client's, for exactly-once delivery."""
+    is prepared); an `event_id` inside the event is a client's, for exactly-once delivery.
+    `origin`: where a record forwarded to a collector came from (`ORIGIN_FIELDS`); only the
+    collector passes it, never an event's sender (it is not an envelope field)."""
     if type(event) is not dict:
         raise EventValidationError(f"an event must be an object, not {type(event).__name__}")
     if not event.keys() <= ENVELOPE_FIELDS:
@@ -509,6 +525,7 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
             raise EventValidationError("flags must be a list of identifiers")
         p.flags = sorted(set(flags))
         flags_json = canonical_bytes(p.flags).decode()
+    p.origin_json = "" if origin is None else _origin_json(origin)
     p.extras_json = (
         canonical_bytes(capped).decode() if capped else "[]",
         flags_json,
@@ -516,6 +533,43 @@ def prepare(event, masker, max_field_bytes: int, *, event_id: str | None = None)
     )
     p.seal()
     return p
+
+
+# a forwarded record's origin: the server that recorded it first (as the Hub names it), the
+# Hub user who owns that server, that server's trail id, the record's sequence number, chain
+# hash, record time and event id there, and what that server capped or withheld
+ORIGIN_FIELDS = {
+    "server": str,
+    "owner": str,
+    "trail": str,
+    "seq": int,
+    "hash": str,
+    "time": str,
+    "event_id": str,
+    "capped": list,
+    "withheld": list,
+}
+ORIGIN_REQUIRED = ("server", "owner", "trail", "seq", "hash")
+
+
+def _origin_json(origin: dict) -> str:
+    if type(origin) is not dict or not origin.keys() <= ORIGIN_FIELDS.keys():
+        raise EventValidationError("origin: unknown or malformed fields")
+    for name, typ in ORIGIN_FIELDS.items():
+        value = origin.get(name)
+        if value is None:
+            if name in ORIGIN_REQUIRED:
+                raise EventValidationError(f"origin.{name} is missing")
+            continue
+        if type(value) is not typ:
+            raise EventValidationError(f"origin.{name} must be of type {typ.__name__}")
+        if name in ("trail", "hash", "event_id"):
+            _id(f"origin.{name}", value)
+        elif typ is str and (len(value) > MAX_ID_LEN or not value.isprintable()):
+            raise EventValidationError(f"origin.{name} must be printable, {MAX_ID_LEN} at most")
+    if not 0 < origin["seq"] <= SAFE_INT:
+        raise EventValidationError("origin.seq must be a positive integer")
+    return canonical_bytes(_normalise(origin, "origin", 0, 4096, _Walk())).decode()
 
 
 def encode_record(p: Prepared, seq: int, prev_hex: str, time_iso: str, version: int) -> bytes:

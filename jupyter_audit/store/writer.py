@@ -247,10 +247,13 @@ class Writer(TrailStore):
         self.seq = max(self.seq, self.frontier.size)
 
     # ------------------------------------------------------------------ submitting
-    def prepare(self, event: dict, *, event_id: str | None = None) -> Prepared:
+    def prepare(
+        self, event: dict, *, event_id: str | None = None, origin: dict | None = None
+    ) -> Prepared:
         """Validate and mask an event now (raises EventValidationError); `event_id`: an id
-        the server chose for it ahead of time (`records.prepare`)."""
-        return prepare(event, self.masker, self.max_field_bytes, event_id=event_id)
+        the server chose for it ahead of time; `origin`: a forwarded record's (both as
+        `records.prepare`)."""
+        return prepare(event, self.masker, self.max_field_bytes, event_id=event_id, origin=origin)
 
     def prepare_many(
         self, events: list, event_ids: list | None = None
