@@ -565,7 +565,7 @@ def _origin_json(origin: dict) -> str:
             raise EventValidationError(f"origin.{name} must be of type {typ.__name__}")
         if name in ("trail", "hash", "event_id"):
             _id(f"origin.{name}", value)
-        elif typ is str and (len(value) > MAX_ID_LEN or not value.isprintable()):
+        elif type(value) is str and (len(value) > MAX_ID_LEN or not value.isprintable()):
             raise EventValidationError(f"origin.{name} must be printable, {MAX_ID_LEN} at most")
     if not 0 < origin["seq"] <= SAFE_INT:
         raise EventValidationError("origin.seq must be a positive integer")
