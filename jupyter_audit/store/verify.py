@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from .canonical import GENESIS_HASH
 from .chain import prev_column_mismatch, prev_hash_of, record_prev_hash
+from .chain_check import ChainScan
 from .checkpoints import (
     archived_message,
     checkpoint_message,
@@ -166,7 +167,6 @@ _COLUMNS_FIRST_BAD = (
     f"SELECT min(seq) FROM ({_COLUMNS}) WHERE NOT coalesce({_COLUMNS_MATCH}, false)"
 )
 _COLUMN_NAMES = "seq, kind, time, trace_id, kernel_id, notebook, msg_id, identity_id, event_id"
-_LEAF_PREFIX = sha256(b"\x00")
 
 
 def _column_check(
@@ -231,34 +231,12 @@ class _Lent:
         return getattr(self._cur, name)
 
 
-def verify_connection(
-    con,
-    meta: dict,
-    *,
-    checkpoint_files=(),
-    trusted_keys=None,
-    deep: bool = False,
-    parallel_path=None,
-    pool=None,
-    independent_copy: bool = False,
-) -> VerifyResult:
-    """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
-    writing), the chain check runs in worker processes that open it read-only.
-    `independent_copy`: `checkpoint_files` include a copy kept away from the trail (a
-    mirror, an auditor's copy), without which a cut tail whose checkpoint lines were cut
-    too cannot show."""
-    result = VerifyResult(independent_copy=independent_copy)
-    # a macro or view stored in the file could change what the checks below compute
-    # (e.g. shadow a built-in function): the trail never holds any
-    foreign = con.execute(
-        "SELECT function_name FROM duckdb_functions() WHERE NOT internal UNION ALL "
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-    ).fetchall()
-    if foreign:
-        names = ", ".join(sorted({str(n) for (n,) in foreign}))[:200]
-        result.add("foreign_objects", None, f"functions or views not made by the writer: {names}")
+def collect_checkpoints(
+    con, meta: dict, checkpoint_files, trusted_keys, result: VerifyResult
+) -> tuple[list[dict], set[bytes], dict[int, list[dict]]]:
+    """(every signed checkpoint, in the trail and in `checkpoint_files`; the keys trusted to
+    sign; the checkpoints by the seq they cover). Any backend: `con` runs portable SQL."""
     trail_id = meta.get("trail_id", "")
-
     # signed checkpoints: inside the trail and in the plain files beside / away from it
     cps: list[dict] = []
     for seq, rec in con.execute(
@@ -287,6 +265,37 @@ def verify_connection(
     for cp in cps:
         if isinstance(cp.get("seq"), int):
             want_at.setdefault(cp["seq"], []).append(cp)
+    return cps, trusted, want_at
+
+
+def verify_connection(
+    con,
+    meta: dict,
+    *,
+    checkpoint_files=(),
+    trusted_keys=None,
+    deep: bool = False,
+    parallel_path=None,
+    pool=None,
+    independent_copy: bool = False,
+) -> VerifyResult:
+    """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
+    writing), the chain check runs in worker processes that open it read-only.
+    `independent_copy`: `checkpoint_files` include a copy kept away from the trail (a
+    mirror, an auditor's copy), without which a cut tail whose checkpoint lines were cut
+    too cannot show."""
+    result = VerifyResult(independent_copy=independent_copy)
+    # a macro or view stored in the file could change what the checks below compute
+    # (e.g. shadow a built-in function): the trail never holds any
+    foreign = con.execute(
+        "SELECT function_name FROM duckdb_functions() WHERE NOT internal UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+    ).fetchall()
+    if foreign:
+        names = ", ".join(sorted({str(n) for (n,) in foreign}))[:200]
+        result.add("foreign_objects", None, f"functions or views not made by the writer: {names}")
+    trail_id = meta.get("trail_id", "")
+    cps, trusted, want_at = collect_checkpoints(con, meta, checkpoint_files, trusted_keys, result)
 
     # every column must match the records (in DuckDB, beside the hashing)
     col_out: list = []
@@ -328,6 +337,47 @@ def verify_connection(
     else:
         _check_identities(con, result)
         segments = [_chain_range(con, start, max_seq, want, deep, start_prev)]
+    conclude(
+        con,
+        result,
+        segments,
+        meta,
+        max_seq=max_seq,
+        start=start,
+        start_prev=start_prev,
+        covering=covering,
+        deep=deep,
+        col_thread=col_thread,
+        col_out=col_out,
+        cps=cps,
+        trusted=trusted,
+        tokens=True,
+    )
+    return result
+
+
+def conclude(
+    con,
+    result: VerifyResult,
+    segments: list[dict],
+    meta: dict,
+    *,
+    max_seq: int,
+    start: int,
+    start_prev: bytes | None,
+    covering: dict | None,
+    deep: bool,
+    col_thread: threading.Thread | None,
+    col_out: list,
+    cps: list[dict],
+    trusted: set[bytes],
+    tokens: bool,
+) -> None:
+    """The findings of a verification from its parts, whatever the backend: the chain
+    `segments` (`ChainScan.segment`, in order), the column and derived-table check's
+    `col_out` (`_column_check`'s shape; filled by `col_thread` when given), the writer's
+    high-water mark in `meta`, the signed checkpoints; `tokens`: check service-token rows
+    (a trail that keeps them). `con` runs portable SQL only."""
     leaves: list[bytes] = []
     hash_at: dict[int, bytes] = {}
     prev = start_prev or GENESIS_HASH
@@ -375,7 +425,8 @@ def verify_connection(
     else:
         seen_at = {s: (h, None) for s, h in hash_at.items() if s <= good}
 
-    col_thread.join()
+    if col_thread is not None:
+        col_thread.join()
     for found in col_out:
         if isinstance(found, tuple) and found[0] == "error":
             result.add("check_failed", None, f"a column or derived-table check failed: {found[1]}")
@@ -416,12 +467,20 @@ def verify_connection(
             f"the trail ends at #{max_seq} but its writer had committed up to #{meta_seq}",
         )
 
-    _check_tokens(con, result, (covering or {}).get("tokens") if start > 1 else None)
+    if tokens:
+        _check_tokens(con, result, (covering or {}).get("tokens") if start > 1 else None)
     uncovered_from = 1 if covering is not None else start
     _check_checkpoints(
-        cps, trusted, trail_id, seen_at, max_seq, broken, result, start, uncovered_from
+        cps,
+        trusted,
+        meta.get("trail_id", ""),
+        seen_at,
+        max_seq,
+        broken,
+        result,
+        start,
+        uncovered_from,
     )
-    return result
 
 
 def _diagnose(con, result: VerifyResult, seq, expected, prev, h, rec) -> None:
@@ -485,60 +544,25 @@ def _chain_scan(con, lo, hi, want, deep, start_prev, query) -> dict:
     is checked by the caller).
     Returns the good prefix's leaves (with `deep`, for the Merkle roots), hashes at the
     wanted sequence numbers and the first bad record, if any."""
-    want_set = set(want)
     first_prev = None
     if start_prev is None:
         start_prev = first_prev = prev_hash_of(con, lo) or b""
-    prev = start_prev
-    expected = lo
-    leaves: list[bytes] = []
-    hash_at: dict[int, bytes] = {}
-    # (seq, expected seq, stored hash, record, leaf mismatch)
-    bad: tuple[int, int, bytes | None, bytes | None, bool] | None = None
-    rows = 0
+    check = ChainScan(lo, want, deep, start_prev)
     scan = con.cursor()
     reader = scan.sql(query, params=[lo, hi]).to_arrow_reader(65_536)
-    leaf_prefix = _LEAF_PREFIX
     for batch in reader:
-        seqs = batch.column(0).to_pylist()
-        rows += len(seqs)
-        if bad:
+        if check.bad:
+            check.rows += batch.num_rows
             continue
-        hashes = batch.column(1).to_pylist()
-        records = _binary_views(batch.column(2))
-        batch_leaves = batch.column(3).to_pylist()
-        start = expected
-        for seq, h, rec, leaf in zip(seqs, hashes, records, batch_leaves, strict=True):
-            digest = sha256(prev)
-            digest.update(rec)
-            if seq != expected or digest.digest() != h:
-                bad = (seq, expected, h, bytes(rec), False)
-                break
-            digest = leaf_prefix.copy()
-            digest.update(rec)
-            if digest.digest() != leaf:
-                bad = (seq, seq, None, None, True)
-                break
-            if seq in want_set:
-                hash_at[seq] = h
-            prev = h
-            expected += 1
-        if deep:
-            leaves.extend(batch_leaves[: expected - start])
+        check.feed(
+            batch.column(0).to_pylist(),
+            batch.column(1).to_pylist(),
+            _binary_views(batch.column(2)),
+            batch.column(3).to_pylist(),
+        )
     del reader
     scan.close()
-    if not bad and expected <= hi:
-        bad = (expected, expected, None, None, False)  # rows missing at the end of the range
-    return {
-        "lo": lo,
-        "rows": rows,
-        "first_prev": first_prev,
-        "last_hash": prev if expected > lo else None,
-        "good_upto": expected - 1,
-        "leaves": leaves,
-        "hash_at": hash_at,
-        "bad": bad,
-    }
+    return check.segment(hi, first_prev)
 
 
 def _binary_views(column) -> list:
