@@ -78,9 +78,13 @@ def prev_hash_of(cur, seq: int) -> bytes | None:
 
 def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator[ChainRow]:
     """The rows first_seq..last_seq (None: to the end) in sequence order, each with its
-    prev_hash and Merkle leaf. `cur` is a DuckDB connection or cursor the caller owns; the
-    rows are read in batches through a cursor of its own."""
+    prev_hash and Merkle leaf. `cur` is a DuckDB connection or cursor the caller owns (the
+    rows are read in batches through a cursor of its own) or a PostgreSQL trail's
+    `PortableCursor` (read through a server-side cursor)."""
     hi = last_seq if last_seq is not None else (1 << 62)
+    if hasattr(cur, "stream"):  # a PostgreSQL trail (`pg.connection.PortableCursor`)
+        yield from _streamed_rows(cur, first_seq, hi)
+        return
     scan = cur.cursor()
     try:
         reader = scan.sql(
@@ -102,6 +106,18 @@ def chain_rows(cur, first_seq: int = 1, last_seq: int | None = None) -> Iterator
                 prev = h
     finally:
         scan.close()
+
+
+def _streamed_rows(cur, first_seq: int, hi: int) -> Iterator[ChainRow]:
+    prev = prev_hash_of(cur, first_seq)
+    for rows in cur.stream(
+        "SELECT seq, record, hash, leaf FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq",
+        [first_seq, hi],
+        BATCH_ROWS,
+    ):
+        for seq, rec, h, leaf in rows:
+            yield ChainRow(seq, rec, h, prev if prev is not None else record_prev_hash(rec), leaf)
+            prev = h
 
 
 def leaves(cur, upto: int) -> list[bytes]:

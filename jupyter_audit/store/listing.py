@@ -60,7 +60,9 @@ def trace_row(row, users: list[str]) -> dict:
 def trace_columns(cur, alias: str = "t") -> str:
     """The select list of TRACE_COLUMNS from `traces` as this trail has it: a trail whose
     derived tables predate the counts (read with `--db` before a server rebuilt them) reads
-    0 for each."""
+    0 for each. A PostgreSQL trail (`pg`) always has them all."""
+    if getattr(cur, "dialect", "duckdb") == "postgresql":
+        return ", ".join(f"{alias}.{c}" for c in TRACE_COLUMNS)
     have = {
         r[0]
         for r in cur.execute(
@@ -71,6 +73,8 @@ def trace_columns(cur, alias: str = "t") -> str:
 
 
 def _has_table(cur, name: str) -> bool:
+    if getattr(cur, "dialect", "duckdb") == "postgresql":
+        return True  # a PostgreSQL trail is made with every table (`pg.schema`)
     return bool(
         cur.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[
             0
@@ -103,7 +107,7 @@ def notebook_traces_sql(notebook: str) -> tuple[str, list]:
     `notebook` (substring, case-insensitive), and its parameters: the one notebook filter
     of listings (renames included: `trace_notebooks` holds every name a trace had)."""
     return (
-        "SELECT trace_id FROM trace_notebooks WHERE contains(lower(notebook), ?)",
+        "SELECT trace_id FROM trace_notebooks WHERE strpos(lower(notebook), ?) > 0",
         [notebook.lower()],
     )
 
@@ -229,8 +233,8 @@ def participants(cur, usernames: list[str]) -> dict[str, dict]:
     if not usernames:
         return out
     for username, snap in cur.execute(
-        "SELECT username, arg_max(snapshot, first_seq) FROM identities "
-        "WHERE username IN (SELECT unnest(?)) GROUP BY username",
+        "SELECT DISTINCT ON (username) username, snapshot FROM identities "
+        "WHERE username IN (SELECT unnest(?)) ORDER BY username, first_seq DESC",
         [usernames],
     ).fetchall():
         s = json.loads(snap)

@@ -31,6 +31,7 @@ from .engine import _INDEX, QueuedStore, _settle
 from .errors import TrailError, loggable_error
 from .merkle import MerkleFrontier
 from .migrate import open_writable
+from .reads import CursorReads
 from .schema import DERIVED_VERSION, connect, read_meta
 from .signing import SigningKey
 from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
@@ -38,7 +39,7 @@ from .verify import SNAPSHOT_CURSORS, Snapshot, VerifyResult, verify_connection
 log = logging.getLogger("jupyter_audit.writer")
 
 
-class Writer(QueuedStore):
+class Writer(CursorReads, QueuedStore):
     """The DuckDB trail store: one file, one writer thread (see the module docstring and
     `base.TrailStore` for the verbs and what they guarantee)."""
 
@@ -204,23 +205,6 @@ class Writer(QueuedStore):
         if self._con is None:
             raise TrailError("trail is not open")
         return self._con.cursor()
-
-    def trail_stats(self) -> dict:
-        return queries.trail_stats(self.cursor())
-
-    def latest_payload(self, kind: str) -> dict | None:
-        return trail.latest_payload(self.cursor(), kind)
-
-    def list_traces(self, *, username=None, limit: int = 100, before_seq=None) -> list[dict]:
-        return queries.list_traces(
-            self.cursor(), username=username, limit=limit, before_seq=before_seq
-        )
-
-    def get_trace_summary(self, trace_id: str) -> dict | None:
-        return queries.get_trace_summary(self.cursor(), trace_id)
-
-    def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
-        return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
 
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
         """Verify the trail while it is written: every check reads one snapshot, taken

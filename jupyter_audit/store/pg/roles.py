@@ -1,0 +1,80 @@
+"""The database roles of a PostgreSQL trail: who may append, who may read, who may archive.
+
+`setup` (run once by an administrator, `jupyter audit pg-setup`) creates the trail's schema
+if missing and three roles:
+
+- the **writer** (the collector): INSERT and SELECT on the log (`events`, `identities`,
+  `event_ids`), SELECT and UPDATE on the high-water mark `head`, what it needs on the
+  derived tables (they are recounted from the log), EXECUTE on the partition function.
+  Never UPDATE, DELETE or TRUNCATE on the log, and it owns nothing, so it cannot ALTER or
+  DROP a table or a partition either;
+- the **reader** (auditors, `verify`/`export`/`show --pg`): SELECT only;
+- the **maintenance** role: SELECT only for now; detaching a partition after its archive
+  copy verified (the one exception to INSERT-only) is to be granted with that feature.
+
+The tables belong to the role that ran `setup` (or created the schema); the append-only
+trigger (`schema`) refuses UPDATE, DELETE and TRUNCATE of the log even to that owner. A
+superuser can still switch the trigger off and edit: that is what `verify` and the signed
+checkpoints kept outside the database are for (docs/threat-model.md).
+"""
+
+from __future__ import annotations
+
+from . import schema
+from .connection import connect
+from .schema import quote_ident
+
+WRITER = "jupyter_audit_collector"
+READER = "jupyter_audit_auditor"
+MAINTENANCE = "jupyter_audit_maintenance"
+
+
+def grants(where: str, writer: str, reader: str, maintenance: str) -> list[str]:
+    """The GRANT statements of the three roles on the trail in schema `where`."""
+    w, r, m = (quote_ident(x) for x in (writer, reader, maintenance))
+    return [
+        f"GRANT USAGE ON SCHEMA {quote_ident(where)} TO {w}, {r}, {m}",
+        f"GRANT SELECT, INSERT ON {', '.join(schema.LOG_TABLES)} TO {w}",
+        f"GRANT SELECT ON meta TO {w}",
+        f"GRANT SELECT, UPDATE ON head TO {w}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(schema.DERIVED_TABLES)} TO {w}",
+        f"GRANT EXECUTE ON FUNCTION {schema.PARTITION_FUNCTION}(bigint) TO {w}",
+        f"GRANT SELECT ON {', '.join(schema.ALL_TABLES)} TO {r}, {m}",
+    ]
+
+
+def setup(
+    dsn_admin: str,
+    writer: str = WRITER,
+    reader: str = READER,
+    maintenance: str = MAINTENANCE,
+    passwords: dict[str, str] | None = None,
+) -> None:
+    """Create the trail's schema (if missing) at `dsn_admin` (a role that may create roles
+    and tables) and the three roles with their grants (a role that exists keeps its
+    attributes; its grants are made again). `passwords`: role name -> password to set."""
+    names = {writer, reader, maintenance}
+    if len(names) != 3:
+        raise ValueError("the writer, reader and maintenance roles must be three different roles")
+    con = connect(dsn_admin, autocommit=True, application="jupyter-audit setup")
+    try:
+        if not schema.exists(con):
+            schema.create(con)
+        with con.transaction():
+            for name in (writer, reader, maintenance):
+                row = con.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
+                if row is None:
+                    con.execute(f"CREATE ROLE {quote_ident(name)} LOGIN NOINHERIT")
+                password = (passwords or {}).get(name)
+                if password:
+                    con.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD {_literal(password)}")
+            (here,) = con.execute("SELECT current_schema()").fetchone()
+            for stmt in grants(here, writer, reader, maintenance):
+                con.execute(stmt)
+    finally:
+        con.close()
+
+
+def _literal(text: str) -> str:
+    """`text` as an SQL string literal (ALTER ROLE takes no parameters)."""
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,246 @@
+"""The PostgreSQL trail's schema: the partitioned log, its append-only trigger, the
+high-water mark, the identity snapshots, client event ids and the derived trace tables.
+
+`events` is the hash-chained log (source of truth), PARTITIONED BY RANGE (seq) in blocks of
+PARTITION_SIZE sequence numbers, so that a block can later leave the live trail after its
+archive copy verified (a maintenance step not built yet) without a DELETE. The partitions
+are created ahead of need by `jupyter_audit_partitions(upto)`, a SECURITY DEFINER function
+owned by the role that created the schema: the writer role may EXECUTE it, so it never owns
+a partition (an owner may ALTER, DROP or TRUNCATE). A trigger refuses UPDATE, DELETE and
+TRUNCATE on the log, its identities and its event ids for every role (defence in depth
+beside the grants of `roles`; a superuser can switch it off, which `verify` is there for).
+`head` holds the writer's high-water mark (last seq, hash, Merkle frontier), updated in the
+transaction of every append. `traces`, `trace_users` and `trace_notebooks` are derived from
+the log (`derived`) and may be rebuilt from it at any time.
+
+This module holds DDL and the meta/head readers; it never appends to the log.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ..errors import TrailError
+
+#: the PostgreSQL trail's own format version (a reader refuses one it does not know)
+FORMAT_VERSION = 1
+#: sequence numbers per partition of `events`
+PARTITION_SIZE = 1_000_000
+#: the tables a reader role may SELECT and what a writer role may do to each (`roles`)
+LOG_TABLES = ("events", "identities", "event_ids")
+DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks")
+ALL_TABLES = ("meta", "head", *LOG_TABLES, *DERIVED_TABLES)
+PARTITION_FUNCTION = "jupyter_audit_partitions"
+
+# every column the DuckDB trail has, plus session_id and the origin of a forwarded record
+# (its server and sequence number there), for the collector's per-server queries
+EVENTS_COLUMNS = (
+    "seq",
+    "kind",
+    "time",
+    "trace_id",
+    "kernel_id",
+    "session_id",
+    "notebook",
+    "msg_id",
+    "identity_id",
+    "event_id",
+    "origin_server",
+    "origin_seq",
+    "hash",
+    "leaf",
+    "record",
+)
+
+DDL = [
+    "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE head (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        seq bigint NOT NULL,
+        hash bytea NOT NULL,
+        frontier text NOT NULL,
+        time_us bigint NOT NULL
+    )""",
+    """CREATE TABLE events (
+        seq bigint NOT NULL,
+        kind text NOT NULL,
+        time timestamp NOT NULL,
+        trace_id text,
+        kernel_id text,
+        session_id text,
+        notebook text,
+        msg_id text,
+        identity_id text,
+        event_id text NOT NULL,
+        origin_server text,
+        origin_seq bigint,
+        hash bytea NOT NULL,
+        leaf bytea NOT NULL,
+        -- the canonical bytes, exactly as hashed and signed
+        record bytea NOT NULL,
+        PRIMARY KEY (seq)
+    ) PARTITION BY RANGE (seq)""",
+    # a trace's timeline, the newest event of a kind (checkpoints, rotations), one server's
+    "CREATE INDEX events_trace ON events (trace_id, seq)",
+    "CREATE INDEX events_kind ON events (kind, seq)",
+    "CREATE INDEX events_origin ON events (origin_server, origin_seq)",
+    """CREATE TABLE identities (
+        identity_id text PRIMARY KEY,
+        snapshot text NOT NULL,
+        username text,
+        first_seq bigint NOT NULL
+    )""",
+    # client-chosen event ids (kernels, forwarders) for exactly-once delivery; not
+    # partitioned, so the primary key covers the whole trail
+    "CREATE TABLE event_ids (event_id text PRIMARY KEY, seq bigint NOT NULL)",
+    """CREATE TABLE traces (
+        trace_id text PRIMARY KEY,
+        kernel_id text,
+        notebook text,
+        started_at timestamp,
+        last_at timestamp,
+        first_seq bigint,
+        last_seq bigint,
+        events bigint,
+        cells bigint,
+        operations bigint,
+        status text,
+        queries bigint DEFAULT 0,
+        http bigint DEFAULT 0,
+        shell bigint DEFAULT 0,
+        failed_cells bigint DEFAULT 0,
+        risky bigint DEFAULT 0,
+        approvals bigint DEFAULT 0,
+        capture_gaps bigint DEFAULT 0,
+        unattributed bigint DEFAULT 0
+    )""",
+    "CREATE INDEX traces_last ON traces (last_seq)",
+    """CREATE TABLE trace_users (
+        trace_id text NOT NULL,
+        username text NOT NULL,
+        PRIMARY KEY (trace_id, username)
+    )""",
+    "CREATE INDEX trace_users_user ON trace_users (username, trace_id)",
+    """CREATE TABLE trace_notebooks (
+        trace_id text NOT NULL,
+        notebook text NOT NULL,
+        first_seq bigint NOT NULL,
+        PRIMARY KEY (trace_id, notebook)
+    )""",
+    """CREATE FUNCTION jupyter_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'jupyter-audit: % on % refused: the audit log is append-only',
+            TG_OP, TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+    END $$""",
+    *(
+        stmt
+        for table in LOG_TABLES
+        for stmt in (
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION jupyter_audit_append_only()",
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION jupyter_audit_append_only()",
+        )
+    ),
+]
+
+
+def _partition_function(schema: str, size: int) -> str:
+    """The SECURITY DEFINER function that creates the partitions covering seq 1..`upto` and
+    the one after (returns the last seq they cover). Its search_path is pinned to the
+    trail's schema: a caller cannot point it at tables of its own."""
+    literal = "'" + schema.replace("'", "''") + "'"
+    return f"""
+CREATE FUNCTION {PARTITION_FUNCTION}(upto bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {quote_ident(schema)}, pg_temp AS $$
+DECLARE
+    size constant bigint := {int(size)};
+    last_block bigint := greatest(upto - 1, 0) / size + 1;
+    block bigint;
+BEGIN
+    FOR block IN 0 .. last_block LOOP
+        IF to_regclass(format('%I.%I', {literal}, 'events_p' || block)) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
+                'events_p' || block, block * size + 1, (block + 1) * size + 1);
+            -- row triggers are cloned from events; a TRUNCATE trigger is not
+            EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT '
+                'EXECUTE FUNCTION jupyter_audit_append_only()',
+                'events_p' || block || '_no_truncate', 'events_p' || block);
+        END IF;
+    END LOOP;
+    RETURN (last_block + 1) * size;
+END $$"""
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def exists(con) -> bool:
+    """Whether the connection's schema holds a trail (its `meta` table)."""
+    row = con.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    return bool(row[0])
+
+
+def create(con, partition_size: int = PARTITION_SIZE) -> None:
+    """Create the trail's schema in the connection's current schema, in one transaction,
+    unless it is there already (the caller owns what it creates). `partition_size`:
+    sequence numbers per partition of `events`."""
+    with con.transaction():
+        # one creator at a time: a second waits, then finds the schema made
+        con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
+        if exists(con):
+            return
+        (schema,) = con.execute("SELECT current_schema()").fetchone()
+        if schema is None:
+            raise TrailError("the PostgreSQL connection has no current schema to create in")
+        for stmt in DDL:
+            con.execute(stmt)
+        con.execute(_partition_function(schema, partition_size))
+        con.execute(f"REVOKE ALL ON FUNCTION {PARTITION_FUNCTION}(bigint) FROM PUBLIC")
+        con.execute(f"SELECT {PARTITION_FUNCTION}(1)")
+        con.execute(
+            "INSERT INTO meta VALUES ('format_version', %s), ('trail_id', %s), "
+            "('backend', 'postgresql')",
+            [str(FORMAT_VERSION), str(uuid.uuid4())],
+        )
+        con.execute(
+            "INSERT INTO head (seq, hash, frontier, time_us) VALUES (0, %s, '', 0)", [bytes(32)]
+        )
+
+
+def read_meta(con) -> dict[str, str]:
+    """The trail's meta and high-water mark, as the DuckDB trail's meta names them
+    (`format_version`, `trail_id`, `last_seq`, `last_hash`, `frontier`, `last_time_us`)."""
+    if not exists(con):
+        raise TrailError("not a jupyter-audit trail (no meta table in this schema)")
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    row = con.execute("SELECT seq, hash, frontier, time_us FROM head").fetchone()
+    if row is not None:
+        meta.update(
+            last_seq=str(row[0]),
+            last_hash=bytes(row[1]).hex(),
+            frontier=row[2],
+            last_time_us=str(row[3]),
+        )
+    return meta
+
+
+def check_version(meta: dict[str, str]) -> int:
+    """The trail's format version; TrailError for one this code does not know."""
+    raw = meta.get("format_version")
+    if raw is None or meta.get("backend") != "postgresql":
+        raise TrailError("not a jupyter-audit PostgreSQL trail (no format version)")
+    if not raw.isdigit() or not 1 <= int(raw) <= FORMAT_VERSION:
+        raise TrailError(
+            f"unknown trail format version {raw!r} (this jupyter-audit reads PostgreSQL trails "
+            f"up to {FORMAT_VERSION}); upgrade jupyter-audit to read it"
+        )
+    return int(raw)
+
+
+def ensure_partitions(con, upto: int) -> int:
+    """Make sure partitions cover seq 1..`upto` and the block after; the last seq covered."""
+    (covered,) = con.execute(f"SELECT {PARTITION_FUNCTION}(%s)", [int(upto)]).fetchone()
+    return int(covered)

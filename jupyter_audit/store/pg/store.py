@@ -1,0 +1,252 @@
+"""`PgStore`: the PostgreSQL implementation of `base.TrailStore` (the collector's trail).
+
+The write side is the engine every store shares (`engine.QueuedStore`: prepare and mask,
+one writer thread taking rounds off a queue, seal, acknowledge after commit, signed
+checkpoints appended to the trail and to `checkpoint_path` and its mirror); here only the
+storage differs: each round is one PostgreSQL transaction (`write.insert`), on one
+connection that holds a session-level advisory lock for as long as the store is open, so a
+second writer of the same trail is refused at open (a killed process's lock goes with its
+connection). A connection lost mid-round fails that round's futures (`TrailWriteError`,
+nothing of it acknowledged; PostgreSQL rolled it back or, if the commit itself got through,
+the store finds it at the head); the next round reconnects, takes the lock again and takes
+up the chain from the committed head. Reads run on connections of their own, through the
+same read modules as the DuckDB trail (`connection.PortableCursor`), and `verify` reads one
+REPEATABLE READ snapshot while appends go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import psycopg
+
+from .. import trail
+from ..batch import SealedBatch
+from ..canonical import GENESIS_HASH
+from ..chain import leaves
+from ..engine import QueuedStore
+from ..errors import TrailError, TrailLockedError, TrailWriteError
+from ..merkle import MerkleFrontier
+from ..reads import CursorReads
+from ..signing import SigningKey
+from ..verify import VerifyResult
+from . import schema
+from .connection import PortableCursor, connect, redacted
+from .derived import Derivation
+from .snapshot import snapshot
+from .verify import verify_snapshot
+from .write import held_client_ids, insert
+
+log = logging.getLogger("jupyter_audit.pg")
+
+# the session-level advisory lock of the one writer of a trail (per database and schema)
+_LOCK = "SELECT pg_try_advisory_lock(hashtext('jupyter-audit writer'), hashtext(current_schema()))"
+
+
+class PgStore(CursorReads, QueuedStore):
+    """A trail in PostgreSQL (module docstring; `base.TrailStore` for the verbs and what they
+    guarantee). `dsn`: a libpq connection string or URI whose role may write the trail
+    (`roles`); the schema is created at open when missing and the role may create it.
+    `checkpoint_path` is required: there is no trail file to put the plain copy beside."""
+
+    def __init__(
+        self,
+        dsn: str,
+        masker,
+        signing_key: SigningKey,
+        *,
+        checkpoint_every: int = 10_000,
+        checkpoint_interval: float = 60.0,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_mirror: str | os.PathLike | None = None,
+        max_field_bytes: int = 1 << 20,
+        max_batch: int = 5000,
+        batch_wait: float = 0.002,
+        verify_on_open: bool = True,
+        pubkey_path: str | os.PathLike | None = None,
+        prepare_workers: int | None = None,
+    ):
+        if not checkpoint_path:
+            raise TrailError("a PostgreSQL trail needs checkpoint_path (a file for the copy)")
+        super().__init__(
+            masker,
+            signing_key,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_path=checkpoint_path,
+            checkpoint_mirror=checkpoint_mirror,
+            max_field_bytes=max_field_bytes,
+            max_batch=max_batch,
+            batch_wait=batch_wait,
+            verify_on_open=verify_on_open,
+            pubkey_path=pubkey_path,
+            prepare_workers=prepare_workers,
+        )
+        self.dsn = dsn
+        self.where = redacted(dsn)
+        self._con: psycopg.Connection | None = None  # the writer thread's
+        self._covered = 0  # partitions exist up to this seq
+        self._local = threading.local()  # each reading thread's connection
+        self._readers: list[psycopg.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> PgStore:
+        """Connect (creating the schema if missing), take the writer's lock, restore the
+        chain from the committed head, verify, and start the writer thread."""
+        con = connect(self.dsn, autocommit=True)
+        try:
+            if not schema.exists(con):
+                schema.create(con)
+            self._take_lock(con)
+            meta = schema.read_meta(con)
+            schema.check_version(meta)
+        except psycopg.Error as e:
+            con.close()
+            raise TrailError(f"cannot open the trail at {self.where}: {e}") from None
+        except BaseException:
+            con.close()
+            raise
+        self._con = con
+        self.trail_id = meta["trail_id"]
+        self._restore_state(con, meta)
+        self._known_identities.update(
+            iid for (iid,) in con.execute("SELECT identity_id FROM identities").fetchall()
+        )
+        if self.verify_on_open:
+            self.integrity, derivation = self._verify(None, False, want_derivation=True)
+            if any(p["problem"] == "derived_changed" for p in self.integrity.problems):
+                log.error("audit trail %s: derived tables edited; rebuilt from the log", self.where)
+                assert derivation is not None
+                derivation.rebuild(con)
+        self._start(self.where)
+        return self
+
+    def close(self, checkpoint: bool = True) -> None:
+        if self._closed or self._thread is None:
+            return
+        self._stop(checkpoint)
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for con in [*readers, self._con]:
+            if con is not None:
+                con.close()  # the writer's: releases its advisory lock
+
+    def __enter__(self) -> PgStore:
+        return self.open() if self._thread is None else self
+
+    def _take_lock(self, con: psycopg.Connection) -> None:
+        row = con.execute(_LOCK).fetchone()
+        if row is None or not row[0]:
+            raise TrailLockedError(
+                f"the trail at {self.where} is open for writing by another process "
+                "(one writer at a time; its lock goes when its connection does)"
+            )
+
+    def _restore_state(self, con: psycopg.Connection, meta: dict) -> None:
+        """Continue after the committed head (written with every append); rebuilt from the
+        rows only if the head is behind them (edited)."""
+        head_seq = int(meta.get("last_seq", "0"))
+        row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        table_seq = row[0] if row else 0
+        self._last_time_us = int(meta.get("last_time_us") or 0)
+        self._covered = 0
+        if head_seq >= table_seq:
+            try:
+                self.frontier = MerkleFrontier.from_hex(head_seq, meta.get("frontier") or "")
+                self.seq = head_seq
+                self.last_hash = bytes.fromhex(meta["last_hash"])
+                return
+            except ValueError:
+                log.warning("trail head frontier unreadable; rebuilding from the log")
+        row = con.execute("SELECT hash FROM events WHERE seq = %s", [table_seq]).fetchone()
+        self.seq = table_seq
+        self.last_hash = bytes(row[0]) if row else GENESIS_HASH
+        self.frontier = MerkleFrontier()
+        for leaf in leaves(PortableCursor(con), table_seq):
+            self.frontier.append(leaf)
+
+    # ------------------------------------------------------------------ storage hooks
+    def _writer(self) -> psycopg.Connection:
+        """The writer thread's connection; after one was lost, a new one that holds the lock
+        again, with the chain taken up from the committed head."""
+        con = self._con
+        if con is not None and not con.closed and not con.broken:
+            return con
+        if con is not None:
+            con.close()
+        self._con = None
+        con = connect(self.dsn, autocommit=True)
+        try:
+            self._take_lock(con)
+            meta = schema.read_meta(con)
+        except BaseException:
+            con.close()
+            raise
+        self._con = con
+        # if the lost round's commit got through, the head moved: take up from there
+        self._restore_state(con, meta)
+        log.warning(
+            "audit trail %s: reconnected; the chain goes on after #%d", self.where, self.seq
+        )
+        return con
+
+    def _insert(self, batch: SealedBatch, optimistic: bool) -> bool:
+        try:
+            con = self._writer()
+        except psycopg.Error as e:
+            raise TrailWriteError(f"PostgreSQL at {self.where} unreachable: {e}") from None
+        if batch.first_seq != self.seq + 1:  # sealed before a reconnect moved the head
+            raise TrailWriteError("batch sealed on a head that is no longer the trail's")
+        if batch.last_seq > self._covered:
+            self._covered = schema.ensure_partitions(con, batch.last_seq)
+        return insert(con, batch, optimistic=optimistic)
+
+    def _held_client_ids(self, ids: list[str]) -> dict[str, int]:
+        return held_client_ids(self._writer(), ids)
+
+    # ------------------------------------------------------------------ reading
+    def _reader(self) -> PortableCursor:
+        con = getattr(self._local, "con", None)
+        if con is None or con.closed or con.broken:
+            con = connect(self.dsn, autocommit=True, application="jupyter-audit reader")
+            self._local.con = con
+            with self._readers_lock:
+                self._readers.append(con)
+        return PortableCursor(con)
+
+    def cursor(self) -> PortableCursor:
+        """A read connection for the calling thread (`?` placeholders; `connection`)."""
+        if self._thread is None:
+            raise TrailError("trail is not open")
+        return self._reader()
+
+    def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
+        """Verify as of one snapshot (REPEATABLE READ) while appends go on."""
+        return self._verify(trusted_keys, deep)[0]
+
+    def _verify(
+        self, trusted_keys, deep: bool, *, want_derivation: bool = False
+    ) -> tuple[VerifyResult, Derivation | None]:
+        """The verification and, with `want_derivation`, the derived tables the log makes
+        (for a rebuild)."""
+        files = self.checkpoint_files()  # read before the snapshot: none names a later record
+        with snapshot(self.dsn) as con:
+            meta = schema.read_meta(con)
+            derivation = Derivation({}) if want_derivation else None
+            result = verify_snapshot(
+                con,
+                meta,
+                checkpoint_files=files,
+                trusted_keys=trusted_keys,
+                deep=deep,
+                independent_copy=bool(self.checkpoint_mirror),
+                derivation=derivation,
+            )
+        return result, derivation
+
+    def build_bundle(self, **filters) -> dict:
+        with snapshot(self.dsn) as con:
+            return trail.build_bundle(PortableCursor(con), **filters)

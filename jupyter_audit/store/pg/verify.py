@@ -1,0 +1,202 @@
+"""Verification of a PostgreSQL trail, as of one snapshot while appends go on.
+
+The same findings as the DuckDB trail's (`verify.VerifyResult`, the first damaged record
+first), from the same checks: the signed checkpoints and trusted keys
+(`verify.collect_checkpoints`), the chain and Merkle leaves (`chain_check.ChainScan`), the
+high-water mark and checkpoints against the chain (`verify.conclude`). What differs is how
+the records are read: one pass over `events` in seq order through a server-side cursor (never
+the whole trail in memory), which also checks every stored column against the signed record
+and counts the derived tables (`derived.Derivation`), and the identity snapshots checked in
+Python. The caller opens the snapshot (REPEATABLE READ, read only). It only reads.
+"""
+
+from __future__ import annotations
+
+from hashlib import sha256
+
+import orjson
+
+from ..canonical import iso_time
+from ..chain import prev_hash_of
+from ..chain_check import ChainScan
+from ..verify import (
+    VerifyResult,
+    archived_start,
+    collect_checkpoints,
+    conclude,
+    signed_archived,
+)
+from . import schema
+from .connection import PortableCursor
+from .derived import Derivation
+from .schema import LOG_TABLES
+from .snapshot import snapshot
+from .write import micros
+
+BATCH = 10_000
+# the stored columns a record's signed bytes must agree with (besides seq and time)
+_SAME = ("kind", "trace_id", "kernel_id", "session_id", "notebook", "msg_id", "identity_id")
+_SCAN = (
+    "SELECT seq, hash, record, leaf, time, event_id, origin_server, origin_seq, "
+    + ", ".join(_SAME)
+    + " FROM events ORDER BY seq"
+)
+
+
+def verify_snapshot(
+    con,
+    meta: dict,
+    *,
+    checkpoint_files=(),
+    trusted_keys=None,
+    deep=False,
+    independent_copy=False,
+    derivation: Derivation | None = None,
+) -> VerifyResult:
+    """Verify the trail behind `con` (a psycopg connection inside a REPEATABLE READ
+    transaction, so every read sees one moment); `meta`: `schema.read_meta` read in it.
+    `derivation`: an empty one to be filled with what the log makes of the derived
+    tables (for a rebuild)."""
+    cur = PortableCursor(con)
+    result = VerifyResult(independent_copy=independent_copy)
+    _check_guards(cur, result)
+    cps, trusted, want_at = collect_checkpoints(cur, meta, checkpoint_files, trusted_keys, result)
+    archived = signed_archived(cur, trusted, meta.get("trail_id", ""), result)
+    start, start_prev, covering = archived_start(cur, result, archived)
+    max_seq = cur.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+    result.last_seq = max_seq
+
+    snapshots = _check_identities(cur, result)
+    if start_prev is None:
+        start_prev = prev_hash_of(cur, start) or b""
+    chain = ChainScan(start, sorted(want_at), deep, start_prev)
+    if derivation is None:
+        derivation = Derivation(snapshots)
+    derivation.snapshots = snapshots
+    column_bad: int | None = None
+    missing_identity: int | None = None
+    for rows in cur.stream(_SCAN, (), BATCH):
+        chain.feed(
+            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+        )
+        for seq, _h, record, _leaf, time, event_id, server, origin_seq, *same in rows:
+            try:
+                rec = orjson.loads(record)
+            except orjson.JSONDecodeError:
+                continue  # the chain check names it
+            if column_bad is None and not _columns_match(
+                rec, seq, time, event_id, server, origin_seq, same
+            ):
+                column_bad = seq
+            if (
+                missing_identity is None
+                and rec.get("identity_id") is not None
+                and rec["identity_id"] not in snapshots
+            ):
+                missing_identity = seq
+            derivation.add(seq, time, rec)
+    if missing_identity is not None:
+        result.add(
+            "identity_missing",
+            missing_identity,
+            f"record #{missing_identity} names a deleted identity snapshot",
+        )
+    derived: object
+    try:
+        derived = derivation.differences(cur) if start == 1 else None
+    except Exception as e:  # noqa: BLE001 - a check that raises is a finding, never a pass
+        derived = ("error", type(e).__name__)
+    conclude(
+        cur,
+        result,
+        [chain.segment(max_seq, None)],
+        meta,
+        max_seq=max_seq,
+        start=start,
+        start_prev=start_prev,
+        covering=covering,
+        deep=deep,
+        col_thread=None,
+        col_out=[column_bad, derived],
+        cps=cps,
+        trusted=trusted,
+        tokens=False,
+    )
+    return result
+
+
+def _columns_match(rec: dict, seq, time, event_id, server, origin_seq, same) -> bool:
+    """Whether a row's stored columns say what its signed record says."""
+    if rec.get("seq") != seq or rec.get("event_id") != event_id:
+        return False
+    if any(rec.get(name) != value for name, value in zip(_SAME, same, strict=True)):
+        return False
+    origin = rec.get("origin")
+    if origin is None:
+        if server is not None or origin_seq is not None:
+            return False
+    elif not isinstance(origin, dict) or (origin.get("server"), origin.get("seq")) != (
+        server,
+        origin_seq,
+    ):
+        return False
+    return rec.get("time") == iso_time(micros(time))
+
+
+def _check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
+    """Each snapshot must hash to its id and its username column say what it says; returns
+    identity id -> snapshot (JSON text)."""
+    snapshots: dict[str, str] = {}
+    for iid, text, username in cur.execute(
+        "SELECT identity_id, snapshot, username FROM identities ORDER BY identity_id"
+    ).fetchall():
+        snapshots[iid] = text
+        problem = None
+        if sha256(text.encode("utf-8")).hexdigest() != iid:
+            problem = "was edited"
+        else:
+            try:
+                named = orjson.loads(text).get("username")
+            except (orjson.JSONDecodeError, AttributeError):
+                named = None
+            if named != username:
+                problem = "has a username column that differs from its snapshot"
+        if problem is not None:
+            first = cur.execute("SELECT min(seq) FROM events WHERE identity_id = ?", [iid])
+            seq = first.fetchone()[0]
+            result.add("identity_changed", seq, f"identity snapshot {iid[:12]}… {problem}")
+    return snapshots
+
+
+def _check_guards(cur: PortableCursor, result: VerifyResult) -> None:
+    """The append-only triggers should be there and enabled (a superuser can switch them
+    off: that alone is no damage, which the checks find, but worth a warning)."""
+    rows = cur.execute(
+        "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t "
+        "JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relname = ANY(?) AND c.relnamespace = current_schema()::regnamespace "
+        "AND NOT t.tgisinternal",
+        [list(LOG_TABLES)],
+    ).fetchall()
+    enabled = {(table, name) for table, name, state in rows if state in ("O", "A")}
+    for table in LOG_TABLES:
+        for name in (f"{table}_append_only", f"{table}_no_truncate"):
+            if (table, name) not in enabled:
+                result.warnings.append(
+                    f"the append-only trigger {name} on {table} is missing or disabled"
+                )
+
+
+def verify_dsn(dsn: str, *, checkpoint_files=(), trusted_keys=None, deep=False) -> VerifyResult:
+    """Verify the trail at `dsn` from outside its writer (`jupyter audit verify --pg`):
+    any role that may SELECT it will do. `checkpoint_files`: the collector's checkpoint
+    file and copies of it (an independent copy when given at all)."""
+    with snapshot(dsn) as con:
+        return verify_snapshot(
+            con,
+            schema.read_meta(con),
+            checkpoint_files=checkpoint_files,
+            trusted_keys=trusted_keys,
+            deep=deep,
+            independent_copy=bool(checkpoint_files),
+        )

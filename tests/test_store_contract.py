@@ -1,0 +1,273 @@
+"""The storage interface's guarantees (store/base.py), one suite run against every backend:
+the DuckDB Writer on a real file and PgStore on a real PostgreSQL database of its own
+(skipped without JUPYTER_AUDIT_TEST_PG_DSN). Order, acks after commit, exactly-once client
+ids, origin in the signed bytes, verify and tampering, checkpoints, bundles, listings,
+reopen, kill -9 of a writing process, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from helpers.servers import REPO
+from helpers.stores import backend
+from helpers.trail import ALICE, BOB, sql_event
+
+from jupyter_audit.events import EventValidationError
+from jupyter_audit.store.export import verify_bundle
+
+BACKENDS = ["duckdb", "pg"]
+
+
+@pytest.fixture(params=BACKENDS)
+def trail(request, tmp_path):
+    with backend(request.param, tmp_path) as b:
+        yield b
+
+
+def stored_records(trail) -> list[dict]:
+    return [json.loads(bytes(r[0])) for r in trail.sql("SELECT record FROM events ORDER BY seq")]
+
+
+ORIGIN = {
+    "server": "alice/",
+    "owner": "alice",
+    "trail": "7c1c6bd6-0b4d-4c55-9d7a-3d1c0e5b1c11",
+    "seq": 41,
+    "hash": "ab" * 32,
+}
+
+
+def test_concurrent_submitters_get_gap_free_ordered_seqs(trail):
+    s = trail.make()
+    out: dict[int, list] = {}
+
+    def submit(n: int) -> None:
+        futs = [s.submit(sql_event(i, trace=f"t{n}")) for i in range(60)]
+        futs.append(s.submit_batch([sql_event(100 + i, trace=f"t{n}") for i in range(40)]))
+        res = [f.result(timeout=60) for f in futs[:-1]] + futs[-1].result(timeout=60)
+        out[n] = [r.seq for r in res]
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seqs in out.values():
+        assert seqs == sorted(seqs)  # each submitter's events in the order it sent them
+    every = sorted(q for seqs in out.values() for q in seqs)
+    assert len(every) == len(set(every)) == 400
+    s.close()
+    assert [r["seq"] for r in stored_records(trail)] == list(
+        range(1, len(stored_records(trail)) + 1)
+    )
+    assert trail.verify().ok
+
+
+def test_an_acknowledged_event_is_committed(trail):
+    s = trail.make()
+    res = s.append(sql_event(1, trace="acked"))
+    # read through a connection of its own (PostgreSQL: another session; DuckDB: a cursor)
+    events = s.get_trace_events("acked")
+    assert [e["seq"] for e in events] == [res.seq]
+    assert events[0]["hash"] == res.hash
+    assert s.trail_stats()["last_seq"] >= res.seq
+
+
+def test_client_event_ids_are_stored_once(trail):
+    s = trail.make()
+    first = s.submit(s.prepare({**sql_event(1), "event_id": "client-1"})).result(timeout=60)
+    again = s.submit(s.prepare({**sql_event(1), "event_id": "client-1"})).result(timeout=60)
+    assert again.duplicate and again.seq == first.seq
+    # twice within one batch, and beside a new one
+    batch = s.submit_batch(
+        [
+            s.prepare({**sql_event(2), "event_id": "client-2"}),
+            s.prepare({**sql_event(2), "event_id": "client-2"}),
+            s.prepare({**sql_event(1), "event_id": "client-1"}),
+        ]
+    ).result(timeout=60)
+    assert [r.duplicate for r in batch] == [False, True, True]
+    assert batch[1].seq == batch[0].seq and batch[2].seq == first.seq
+    s.close()
+    s = trail.make()  # and after a reopen
+    assert (
+        s.submit(s.prepare({**sql_event(2), "event_id": "client-2"})).result(timeout=60).duplicate
+    )
+    s.close()
+    ids = [r["event_id"] for r in stored_records(trail)]
+    assert ids.count("client-1") == 1 and ids.count("client-2") == 1
+
+
+def test_origin_is_in_the_signed_bytes_and_round_trips(trail):
+    s = trail.make()
+    p = s.prepare({**sql_event(1, trace="fw"), "event_id": "fw.x"}, origin=ORIGIN)
+    res = s.submit(p).result(timeout=60)
+    [event] = s.get_trace_events("fw")
+    assert event["origin"] == ORIGIN
+    s.checkpoint().result(timeout=60)
+    bundle = s.build_bundle(trace="fw")
+    assert bundle["records"][0]["origin"] == ORIGIN
+    assert verify_bundle(bundle).ok
+    s.close()
+    rec = trail.sql("SELECT record FROM events WHERE seq = %s", [res.seq])[0][0]
+    assert b'"op_index":1,"origin":{' in bytes(rec)  # JCS order: between op_index and payload
+    if trail.name == "pg":
+        assert trail.sql(
+            "SELECT origin_server, origin_seq FROM events WHERE seq = %s", [res.seq]
+        ) == [("alice/", 41)]
+    assert trail.verify().ok
+
+
+def test_verify_checks_chain_and_signed_checkpoints(trail):
+    from jupyter_audit.store.signing import SigningKey
+
+    s = trail.make()
+    s.append_many([sql_event(i) for i in range(30)])
+    body = s.checkpoint().result(timeout=60)
+    live = s.verify()
+    assert live.ok, live.problems
+    assert live.checkpoint["seq"] == body["seq"]
+    s.close()
+    lines = [json.loads(x) for x in trail.checkpoints.read_text().splitlines()]
+    assert body in lines
+    assert trail.verify().ok
+    stranger = SigningKey.generate()
+    pinned = trail.verify(trusted_keys=[stranger.public])
+    assert not pinned.ok and pinned.problem == "checkpoint signature invalid"
+
+
+@pytest.mark.parametrize("damage", ["edit", "delete", "reorder"])
+def test_tampering_is_reported_at_the_first_bad_record(trail, damage):
+    s = trail.make()
+    s.append_many([sql_event(i) for i in range(20)])
+    s.close()
+    if damage == "edit":
+        rec = bytes(trail.sql("SELECT record FROM events WHERE seq = 7")[0][0])
+        trail.tamper(
+            "UPDATE events SET record = %s WHERE seq = 7",
+            [rec.replace(b"SELECT * FROM loans", b"SELECT 1 FROM loans")],
+        )
+    elif damage == "delete":
+        trail.tamper("DELETE FROM events WHERE seq = 7")
+    else:
+        a, b = (
+            bytes(trail.sql(f"SELECT record FROM events WHERE seq = {q}")[0][0]) for q in (7, 8)
+        )
+        trail.tamper("UPDATE events SET record = %s WHERE seq = 7", [b])
+        trail.tamper("UPDATE events SET record = %s WHERE seq = 8", [a])
+    r = trail.verify()
+    assert not r.ok
+    assert r.first_bad_seq == 7
+    assert (
+        r.problem
+        == {
+            "edit": "record changed",
+            "delete": "record missing",
+            "reorder": "records reordered",
+        }[damage]
+    )
+
+
+def test_bundles_verify_and_listings_read_the_trail(trail):
+    s = trail.make()
+    s.append_many([sql_event(i, trace="t-a", who=ALICE) for i in range(5)])
+    s.append_many([sql_event(i, trace="t-b", who=BOB) for i in range(3)])
+    s.checkpoint().result(timeout=60)
+    traces = s.list_traces()
+    assert [t["trace_id"] for t in traces] == ["t-b", "t-a"]
+    assert [t["trace_id"] for t in s.list_traces(username="alice")] == ["t-a"]
+    assert s.list_traces(limit=1, before_seq=traces[0]["last_seq"])[0]["trace_id"] == "t-a"
+    summary = s.get_trace_summary("t-a")
+    assert summary["events"] == 5 and summary["users"] == ["alice"]
+    assert summary["counts"]["queries"] == 5
+    assert s.get_trace_summary("nope") is None
+    events = s.get_trace_events("t-b")
+    assert [e["identity"]["username"] for e in events] == ["bob"] * 3
+    assert s.latest_payload("checkpoint")["seq"] == s.trail_stats()["last_seq"] - 1
+    bundle = s.build_bundle(user="alice")
+    assert len(bundle["records"]) == 5
+    assert verify_bundle(bundle).ok
+
+
+def test_reopening_continues_the_chain(trail):
+    s = trail.make()
+    s.append_many([sql_event(i) for i in range(10)])
+    s.close()
+    last = trail.sql("SELECT max(seq) FROM events")[0][0]
+    s = trail.make()
+    assert s.integrity.ok
+    res = s.append(sql_event(99))
+    assert res.seq > last
+    s.close()
+    r = trail.verify()
+    assert r.ok and r.last_seq == res.seq + 1  # and the checkpoint at close
+
+
+def test_a_malformed_event_is_refused_and_nothing_is_stored(trail):
+    s = trail.make()
+    before = s.trail_stats()["events"]
+    with pytest.raises(EventValidationError, match="payload.statement is required"):
+        s.submit({"kind": "op.sql", "payload": {"driver": "x"}})
+    with pytest.raises(EventValidationError):
+        s.submit_batch([sql_event(1), {"kind": "op.nope", "payload": {}}])
+    s.flush()
+    assert s.trail_stats()["events"] == before
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from helpers.stores import open_spec
+    from helpers.trail import sql_event
+    store = open_spec({spec!r}, Path({d!r}), checkpoint_every=37)
+    i = 0
+    while True:
+        futs = [store.submit({{**sql_event(i + k), "event_id": f"kill-{{i + k}}"}})
+                for k in range(5)]
+        for f in futs:
+            r = f.result()
+            print(r.seq, r.event_id, flush=True)
+        i += 5
+    """
+)
+
+
+def test_kill_9_of_a_writing_process_loses_nothing_acknowledged(trail):
+    script = WRITER_SCRIPT.format(tests=str(REPO / "tests"), spec=trail.spec(), d=str(trail.dir))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    acked = {}
+    try:
+        for line in proc.stdout:
+            seq, event_id = line.split()
+            acked[event_id] = int(seq)
+            if len(acked) >= 120:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert len(acked) >= 120, "the writer stopped early"
+    s = trail.make()
+    assert s.integrity.ok, s.integrity.problems
+    res = s.submit(s.prepare({**sql_event(0), "event_id": "kill-0"})).result(timeout=60)
+    assert res.duplicate and res.seq == acked["kill-0"]  # held ids survive the crash
+    s.close()
+    records = stored_records(trail)
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap, no duplicate seq
+    by_id = {r["event_id"]: r["seq"] for r in records}
+    assert all(by_id.get(e) == q for e, q in acked.items())  # every acknowledged event
+    ids = [r["event_id"] for r in records if r["event_id"].startswith("kill-")]
+    assert len(ids) == len(set(ids))
+    assert trail.verify().ok
