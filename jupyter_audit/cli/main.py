@@ -2,8 +2,9 @@
 mask, policy, replay, archive, demo.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
-`--url URL --token T` (a running server, through its REST API). Exit codes: 0 success or an
-intact trail, 1 tampering found, 2 usage or I/O error.
+`--url URL --token T` (a running server, through its REST API); `verify`, `export` and
+`show` also `--pg DSN` (a collector's PostgreSQL trail, read while it is written). Exit
+codes: 0 success or an intact trail, 1 tampering found, 2 usage or I/O error.
 """
 
 from __future__ import annotations
@@ -35,16 +36,26 @@ def default_db() -> str:
     return os.path.join(jupyter_data_dir(), "audit", "trail.duckdb")
 
 
-def _add_source(p: argparse.ArgumentParser) -> None:
+def _add_source(p: argparse.ArgumentParser, pg: bool = False) -> None:
     g = p.add_argument_group("trail")
     g.add_argument("--db", metavar="PATH", help="trail file (server stopped); default: %(default)s")
     g.add_argument("--url", metavar="URL", help="base URL of a running Jupyter server")
     g.add_argument("--token", metavar="T", help="API token (or bearer token) for --url")
+    if pg:
+        g.add_argument(
+            "--pg",
+            metavar="DSN",
+            help="a collector's PostgreSQL trail (libpq DSN or URI; any role that may SELECT "
+            "it; keep the password in ~/.pgpass or PGPASSWORD, not in the DSN)",
+        )
 
 
 def _source(args) -> tuple[str, str]:
-    if args.url and args.db:
-        raise CLIError("give either --db or --url, not both")
+    pg = getattr(args, "pg", None)
+    if sum(bool(x) for x in (args.url, args.db, pg)) > 1:
+        raise CLIError("give one of --db, --url or --pg")
+    if pg:
+        return "pg", pg
     if args.url:
         if not args.token:
             raise CLIError("--url needs --token")
@@ -88,6 +99,26 @@ def _open_db(path: str):
         raise CLIError(str(e)) from None
 
 
+def _open_source(kind: str, where: str):
+    """(read connection, meta) of the trail file (`--db`) or a collector's PostgreSQL trail
+    (`--pg`: one REPEATABLE READ snapshot, run through the same read modules); the caller
+    closes the connection."""
+    if kind != "pg":
+        return _open_db(where)
+    try:
+        from ..store.pg.connection import PortableCursor
+        from ..store.pg.snapshot import open_readable
+    except ImportError:
+        raise CLIError("--pg needs psycopg: pip install 'jupyter-audit[collector]'") from None
+    from ..store.errors import TrailError
+
+    try:
+        con, meta = open_readable(where)
+    except TrailError as e:
+        raise CLIError(str(e)) from None
+    return PortableCursor(con, owned=True), meta
+
+
 def _pubkeys(args) -> list[bytes] | None:
     from ..store.signing import KeyError_, load_public
 
@@ -106,6 +137,8 @@ def cmd_verify(args) -> int:
     if args.bundle:
         return _verify_bundle(args)
     pinned = _pubkeys(args)
+    if args.archive and args.pg:
+        raise CLIError("--archive reads files: use --db with it, not --pg")
     if args.archive:  # archive alone, or archive + trail (cli/archive.py)
         from .archive import verify_with_archive
 
@@ -128,23 +161,47 @@ def cmd_verify(args) -> int:
         result = _api(args, "verify", params)
     else:
         from ..store.errors import TrailError
-        from ..store.verify import verify_path
 
         extra = [Path(p) for p in args.checkpoints or []]
         for p in extra:
             if not p.exists():
                 raise CLIError(f"--checkpoints {p}: no such file")
         try:
-            result = verify_path(
-                where, checkpoint_files=extra, trusted_keys=pinned, deep=args.deep
-            ).to_dict()
+            if kind == "pg":
+                result = _verify_pg(where, extra, pinned, args.deep)
+            else:
+                from ..store.verify import verify_path
+
+                result = verify_path(
+                    where, checkpoint_files=extra, trusted_keys=pinned, deep=args.deep
+                ).to_dict()
         except TrailError as e:
             raise CLIError(str(e)) from None
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        _print_verify(where, result)
+        _print_verify(result.pop("trail", where), result)
     return EXIT_OK if result["ok"] else EXIT_TAMPERED
+
+
+def _verify_pg(dsn: str, checkpoint_files: list[Path], pinned, deep: bool) -> dict:
+    """`verify --pg`: the collector's trail as of one snapshot. Its checkpoint file is
+    wherever the collector writes it (no trail file to sit beside): pass it, or a copy, with
+    --checkpoints, and the collector's public key with --pubkey."""
+    try:
+        from ..store.pg.connection import redacted
+        from ..store.pg.verify import verify_dsn
+    except ImportError:
+        raise CLIError("--pg needs psycopg: pip install 'jupyter-audit[collector]'") from None
+    result = verify_dsn(dsn, checkpoint_files=checkpoint_files, trusted_keys=pinned, deep=deep)
+    if not checkpoint_files:
+        result.warnings.append(
+            "no checkpoint file given (--checkpoints FILE, the collector's or a copy): the "
+            "tail is bounded only by the checkpoints inside the database"
+        )
+    out = result.to_dict()
+    out["trail"] = redacted(dsn)
+    return out
 
 
 def _print_verify(where: str, r: dict) -> None:
@@ -229,7 +286,7 @@ def _export_bundle(args, kind: str, where: str, filters: dict, since, until) -> 
         params["since"] = since.isoformat() if since else None
         params["until"] = until.isoformat() if until else None
         return _api(args, "export", params)
-    con, _meta = _open_db(where)
+    con, _meta = _open_source(kind, where)
     try:
         return build_bundle(con, since=since, until=until, **filters)
     finally:
@@ -252,6 +309,8 @@ def cmd_export(args) -> int:
     except ValueError as e:
         raise CLIError(f"--since/--until: {e}") from None
     kind, where = _source(args)
+    if args.archive and kind == "pg":
+        raise CLIError("--archive reads files: use --db with it, not --pg")
     if args.archive:
         from .archive import combined
         from .trace_ref import trace_in
@@ -274,6 +333,27 @@ def cmd_export(args) -> int:
     print(f"bundle: {summary['bundle']} (verify with: jupyter audit verify --bundle {args.output})")
     if summary["uncovered"]:
         print(f"  {len(summary['uncovered'])} record(s) are newer than the last signed checkpoint")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- pg-setup
+def cmd_pg_setup(args) -> int:
+    """Create a PostgreSQL trail's schema and its writer, reader and maintenance roles."""
+    try:
+        from ..store.pg import roles
+    except ImportError:
+        raise CLIError("pg-setup needs psycopg: pip install 'jupyter-audit[collector]'") from None
+    from ..store.errors import TrailError
+
+    try:
+        roles.setup(args.pg, writer=args.writer, reader=args.reader, maintenance=args.maintenance)
+    except (TrailError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - the database refused (psycopg's error, one line)
+        raise CLIError(f"setup failed: {str(e).strip().splitlines()[0]}") from None
+    print(f"trail schema ready; roles: writer {args.writer} (INSERT/SELECT on the log),")
+    print(f"  reader {args.reader} (SELECT), maintenance {args.maintenance} (SELECT for now)")
+    print("  give each role a password or certificate login as your pg_hba.conf requires")
     return EXIT_OK
 
 
@@ -480,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("verify", help="check that the trail was never edited, reordered or cut")
-    _add_source(p)
+    _add_source(p, pg=True)
     p.add_argument("--pubkey", metavar="FILE", help="trusted signing public key (PEM/base64/hex)")
     p.add_argument(
         "--checkpoints", metavar="FILE", action="append", help="extra checkpoint file (copy)"
@@ -495,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("export", help="export records with a verifiable bundle")
-    _add_source(p)
+    _add_source(p, pg=True)
     p.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl")
     p.add_argument("--user", help="only events of this username")
     p.add_argument("--since", help="ISO 8601 time (UTC unless an offset is given)")
@@ -507,6 +587,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT", required=True)
     add_archive_option(p)
     p.set_defaults(func=cmd_export)
+
+    from ..store.pg.roles import MAINTENANCE, READER, WRITER  # no psycopg needed for these
+
+    p = sub.add_parser(
+        "pg-setup",
+        help="create a collector's PostgreSQL trail schema and its database roles",
+        description="As a PostgreSQL role that may create roles and tables: create the trail's "
+        "schema (if missing) in the DSN's database and schema, and the writer (the "
+        "collector: INSERT and SELECT on the log, never UPDATE, DELETE or TRUNCATE), reader "
+        "(auditors: SELECT) and maintenance roles with their grants.",
+    )
+    p.add_argument("--pg", metavar="DSN", required=True, help="an administrator's DSN")
+    p.add_argument("--writer", default=WRITER, help="the collector's role (%(default)s)")
+    p.add_argument("--reader", default=READER, help="the auditors' role (%(default)s)")
+    p.add_argument("--maintenance", default=MAINTENANCE, help="archive role (%(default)s)")
+    p.set_defaults(func=cmd_pg_setup)
 
     from .show import add_parser as add_show_parser  # show [TRACE] (cli/show.py)
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from ..store.folding import failed, fold_key
 from ..store.trace_ids import MIN_PREFIX
 from .archive import add_archive_option, combined
-from .main import EXIT_OK, CLIError, _add_source, _api, _open_db, _source
+from .main import EXIT_OK, CLIError, _add_source, _api, _open_source, _source
 from .terminal import printable
 from .trace_ref import trace_in, trace_ref
 
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
         "trail order, with the kernel's time (and the server's where they differ by more "
         "than a second), who, the kind and a short masked summary.",
     )
-    _add_source(p)
+    _add_source(p, pg=True)
     p.add_argument("trace_id", nargs="?", metavar="TRACE")
     p.add_argument(
         "--limit",
@@ -62,13 +62,16 @@ def add_parser(sub) -> None:
 
 
 @contextlib.contextmanager
-def _trail(args, where: str) -> Iterator:
-    """The trail file (`--db`), or archive + trail as one (`--archive`), read-only."""
+def _trail(args, kind: str, where: str) -> Iterator:
+    """The trail file (`--db`), a collector's PostgreSQL trail (`--pg`), or archive + trail
+    as one (`--archive`), read-only."""
     if getattr(args, "archive", None):
+        if kind == "pg":
+            raise CLIError("--archive reads files: use --db with it, not --pg")
         with combined(args) as con:
             yield con
         return
-    con, _meta = _open_db(where)
+    con, _meta = _open_source(kind, where)
     try:
         yield con
     finally:
@@ -109,7 +112,7 @@ def _show_traces(args) -> None:
         return
     from ..store import queries
 
-    with _trail(args, where) as con:
+    with _trail(args, kind, where) as con:
         if args.notebook is None:
             traces = queries.list_traces(con, username=args.user, limit=limit)
         else:
@@ -154,7 +157,7 @@ def _show_trace(args) -> None:
         return
     from ..store import queries
 
-    with _trail(args, where) as con:
+    with _trail(args, kind, where) as con:
         trace_id = trace_in(con, args.trace_id)
         summary = queries.get_trace_summary(con, trace_id)
         if summary is None:

@@ -1,14 +1,14 @@
 """The trace a person named on the command line (`show`, `export --trace`, `replay`): a full
 id or a prefix of at least six characters, resolved by store/trace_ids.py's one rule, from the
-trail file (`--db`) or from the traces the running server lets this token see (`--url`).
-Several matches are an error listing them; so is none."""
+trail file (`--db`), a collector's PostgreSQL trail (`--pg`) or from the traces the running
+server lets this token see (`--url`). Several matches are an error listing them; so is none."""
 
 from __future__ import annotations
 
 import urllib.parse
 
 from ..store.trace_ids import AmbiguousTrace, TraceNotFound, pick_trace, resolve_trace
-from .main import CLIError, _api, _open_db, _source
+from .main import CLIError, _api, _open_source, _source
 from .terminal import printable
 
 LISTING_PAGE = 500  # traces per request while resolving through the server (its maximum)
@@ -20,7 +20,7 @@ def trace_ref(args, ref: str) -> str:
         kind, where = _source(args)
         if kind == "url":
             return _resolve_url(args, ref)
-        con, _meta = _open_db(where)
+        con, _meta = _open_source(kind, where)
         try:
             return trace_in(con, ref)
         finally:

@@ -59,8 +59,9 @@ class PortableCursor:
 
     dialect = "postgresql"
 
-    def __init__(self, con: psycopg.Connection):
+    def __init__(self, con: psycopg.Connection, owned: bool = False):
         self.connection = con
+        self.owned = owned  # close() closes the connection (a CLI's own)
 
     def execute(self, sql: str, params=None):
         cur = self.connection.cursor()
@@ -84,4 +85,6 @@ class PortableCursor:
                     yield rows
 
     def close(self) -> None:
-        """Cursors share the connection; its owner closes it."""
+        """Close the connection if this cursor owns it (else its owner does)."""
+        if self.owned:
+            self.connection.close()

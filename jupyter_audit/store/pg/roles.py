@@ -21,7 +21,6 @@ checkpoints kept outside the database are for (docs/threat-model.md).
 from __future__ import annotations
 
 from . import schema
-from .connection import connect
 from .schema import quote_ident
 
 WRITER = "jupyter_audit_collector"
@@ -56,6 +55,8 @@ def setup(
     names = {writer, reader, maintenance}
     if len(names) != 3:
         raise ValueError("the writer, reader and maintenance roles must be three different roles")
+    from .connection import connect  # psycopg: only when a setup runs
+
     con = connect(dsn_admin, autocommit=True, application="jupyter-audit setup")
     try:
         if not schema.exists(con):
