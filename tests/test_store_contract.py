@@ -271,3 +271,31 @@ def test_kill_9_of_a_writing_process_loses_nothing_acknowledged(trail):
     ids = [r["event_id"] for r in records if r["event_id"].startswith("kill-")]
     assert len(ids) == len(set(ids))
     assert trail.verify().ok
+
+
+def test_an_event_cannot_set_its_own_origin(trail):
+    s = trail.make()
+    with pytest.raises(EventValidationError, match="unknown event fields"):
+        s.submit({**sql_event(1), "origin": ORIGIN})
+    with pytest.raises(EventValidationError, match="origin"):
+        s.prepare(sql_event(1), origin={**ORIGIN, "seq": "41"})
+
+
+def test_text_that_looks_like_sql_or_placeholders_is_stored_as_data(trail):
+    from jupyter_audit.store import queries
+
+    s = trail.make()
+    odd = "x'); DROP TABLE events; -- ? %s %(a)s $1 \\ %_"
+    event = sql_event(1, trace="t=odd")
+    event["notebook"] = odd
+    event["payload"]["statement"] = odd
+    res = s.append(event)
+    [stored] = s.get_trace_events("t=odd")
+    assert stored["seq"] == res.seq and stored["notebook"] == odd
+    assert stored["payload"]["statement"] == odd
+    assert s.get_trace_summary("t=odd")["notebook"] == odd
+    assert queries.traces_named(s.cursor(), odd) == ["t=odd"]
+    assert queries.traces_named(s.cursor(), "%s %(a)s", partial=True) == ["t=odd"]
+    assert queries.traces_named(s.cursor(), "%x", partial=True) == []
+    s.close()
+    assert trail.verify().ok

@@ -82,19 +82,21 @@ def verify_snapshot(
         for seq, _h, record, _leaf, time, event_id, server, origin_seq, *same in rows:
             try:
                 rec = orjson.loads(record)
-            except orjson.JSONDecodeError:
-                continue  # the chain check names it
-            if column_bad is None and not _columns_match(
-                rec, seq, time, event_id, server, origin_seq, same
-            ):
-                column_bad = seq
-            if (
-                missing_identity is None
-                and rec.get("identity_id") is not None
-                and rec["identity_id"] not in snapshots
-            ):
-                missing_identity = seq
-            derivation.add(seq, time, rec)
+                if column_bad is None and not _columns_match(
+                    rec, seq, time, event_id, server, origin_seq, same
+                ):
+                    column_bad = seq
+                if (
+                    missing_identity is None
+                    and rec.get("identity_id") is not None
+                    and rec["identity_id"] not in snapshots
+                ):
+                    missing_identity = seq
+                derivation.add(seq, time, rec)
+            except (orjson.JSONDecodeError, AttributeError, TypeError, KeyError):
+                # not a record this code wrote (the chain check names it): no column of it
+                # can be trusted either
+                column_bad = seq if column_bad is None else column_bad
     if missing_identity is not None:
         result.add(
             "identity_missing",
