@@ -164,6 +164,28 @@ def test_a_connection_lost_mid_stream_fails_its_round_and_the_store_goes_on(pg):
     assert pg.verify().ok
 
 
+def test_a_connection_dropped_inside_a_transaction_stores_nothing_of_it(pg):
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(5)])
+    before = pg.sql("SELECT count(*), max(seq) FROM events")[0]
+    # the server ends the writer's session after the batch's rows were copied, before commit
+    pg.sql(
+        "CREATE FUNCTION drop_me() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$"
+    )
+    pg.sql("CREATE TRIGGER drop_me BEFORE UPDATE ON head FOR EACH ROW EXECUTE FUNCTION drop_me()")
+    fut = s.submit_batch([sql_event(100 + i) for i in range(50)])
+    with pytest.raises(TrailWriteError):
+        fut.result(timeout=60)
+    pg.sql("DROP TRIGGER drop_me ON head")
+    assert pg.sql("SELECT count(*), max(seq) FROM events")[0] == before
+    assert pg.sql("SELECT count(*) FROM event_ids")[0][0] == 0
+    res = s.append(sql_event(200))
+    assert res.seq == before[1] + 1
+    s.close()
+    assert pg.verify().ok
+
+
 @pytest.mark.parametrize(
     "edit, problem",
     [

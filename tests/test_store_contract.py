@@ -143,6 +143,27 @@ def test_verify_checks_chain_and_signed_checkpoints(trail):
     assert not pinned.ok and pinned.problem == "checkpoint signature invalid"
 
 
+def test_verify_while_appends_go_on_sees_one_moment(trail):
+    s = trail.make(checkpoint_every=50)
+    stop = threading.Event()
+
+    def append() -> None:
+        i = 0
+        while not stop.is_set():
+            s.submit_batch([sql_event(i + k, trace=f"t{i % 7}") for k in range(20)]).result()
+            i += 20
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        results = [s.verify() for _ in range(5)]
+    finally:
+        stop.set()
+        writer.join()
+    assert all(r.ok for r in results), [r.problems for r in results if not r.ok]
+    assert results[-1].last_seq > results[0].last_seq or results[0].last_seq > 1
+
+
 @pytest.mark.parametrize("damage", ["edit", "delete", "reorder"])
 def test_tampering_is_reported_at_the_first_bad_record(trail, damage):
     s = trail.make()

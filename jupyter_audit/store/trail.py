@@ -30,9 +30,16 @@ def latest_payload(cur, kind: str) -> dict | None:
 
 
 def verify(
-    cur, meta: dict, checkpoint_files, trusted_keys=None, deep=False, independent_copy=False
+    cur,
+    meta: dict,
+    checkpoint_files,
+    trusted_keys=None,
+    deep=False,
+    independent_copy=False,
+    file_lines=None,
 ) -> VerifyResult:
-    # read the checkpoint files before the snapshot, so none can name a record it lacks
+    """`file_lines`: the checkpoint files read before the snapshot began, so that none can
+    name a record it lacks (`verify.collect_checkpoints`)."""
     return verify_connection(
         cur,
         meta,
@@ -40,6 +47,7 @@ def verify(
         trusted_keys=trusted_keys,
         deep=deep,
         independent_copy=independent_copy,
+        file_lines=file_lines,
     )
 
 

@@ -232,10 +232,13 @@ class _Lent:
 
 
 def collect_checkpoints(
-    con, meta: dict, checkpoint_files, trusted_keys, result: VerifyResult
+    con, meta: dict, checkpoint_files, trusted_keys, result: VerifyResult, file_lines=None
 ) -> tuple[list[dict], set[bytes], dict[int, list[dict]]]:
     """(every signed checkpoint, in the trail and in `checkpoint_files`; the keys trusted to
-    sign; the checkpoints by the seq they cover). Any backend: `con` runs portable SQL."""
+    sign; the checkpoints by the seq they cover). Any backend: `con` runs portable SQL.
+    `file_lines`: the files as `read_checkpoint_files` read them before a live trail's
+    snapshot began (a line is written once its records are committed: read after the
+    snapshot, a newer one would name records the snapshot does not hold)."""
     trail_id = meta.get("trail_id", "")
     # signed checkpoints: inside the trail and in the plain files beside / away from it
     cps: list[dict] = []
@@ -249,7 +252,7 @@ def collect_checkpoints(
         except (ValueError, KeyError, TypeError):
             pass  # the chain check reports the damaged record
     in_trail = bool(cps)
-    file_cps, unreadable = read_checkpoint_files(checkpoint_files)
+    file_cps, unreadable = file_lines or read_checkpoint_files(checkpoint_files)
     for where in unreadable:
         result.add("checkpoint_signature_invalid", None, f"{where}: unreadable checkpoint line")
     cps.extend(file_cps)
@@ -278,12 +281,14 @@ def verify_connection(
     parallel_path=None,
     pool=None,
     independent_copy: bool = False,
+    file_lines=None,
 ) -> VerifyResult:
     """Verify the trail behind `con`. With `parallel_path` (a file no process holds open for
     writing), the chain check runs in worker processes that open it read-only.
     `independent_copy`: `checkpoint_files` include a copy kept away from the trail (a
     mirror, an auditor's copy), without which a cut tail whose checkpoint lines were cut
-    too cannot show."""
+    too cannot show. `file_lines`: those files read before a live trail's snapshot began
+    (`collect_checkpoints`)."""
     result = VerifyResult(independent_copy=independent_copy)
     # a macro or view stored in the file could change what the checks below compute
     # (e.g. shadow a built-in function): the trail never holds any
@@ -295,7 +300,9 @@ def verify_connection(
         names = ", ".join(sorted({str(n) for (n,) in foreign}))[:200]
         result.add("foreign_objects", None, f"functions or views not made by the writer: {names}")
     trail_id = meta.get("trail_id", "")
-    cps, trusted, want_at = collect_checkpoints(con, meta, checkpoint_files, trusted_keys, result)
+    cps, trusted, want_at = collect_checkpoints(
+        con, meta, checkpoint_files, trusted_keys, result, file_lines
+    )
 
     # every column must match the records (in DuckDB, beside the hashing)
     col_out: list = []

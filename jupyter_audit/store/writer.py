@@ -26,7 +26,7 @@ from . import compact, queries, search, trail
 from .batch import SealedBatch, held_client_ids, insert
 from .canonical import GENESIS_HASH
 from .chain import leaves
-from .checkpoints import default_checkpoint_path
+from .checkpoints import default_checkpoint_path, read_checkpoint_files
 from .engine import _INDEX, QueuedStore, _settle
 from .errors import TrailError, loggable_error
 from .merkle import MerkleFrontier
@@ -211,6 +211,7 @@ class Writer(CursorReads, QueuedStore):
         between two stored batches (checks reading at different moments would see a
         high-water mark, counts or derived rows of different batches: false tampering)."""
         files = self.checkpoint_files()
+        lines = read_checkpoint_files(files)  # before the snapshot: none names a later record
         cursors = [self.cursor() for _ in range(SNAPSHOT_CURSORS)]
         with self._store_lock:
             for cur in cursors:
@@ -225,6 +226,7 @@ class Writer(CursorReads, QueuedStore):
                 trusted_keys=trusted_keys,
                 deep=deep,
                 independent_copy=bool(self.checkpoint_mirror),
+                file_lines=lines,
             )
         finally:
             for cur in cursors:

@@ -26,6 +26,7 @@ from .. import trail
 from ..batch import SealedBatch
 from ..canonical import GENESIS_HASH
 from ..chain import leaves
+from ..checkpoints import read_checkpoint_files
 from ..engine import QueuedStore
 from ..errors import TrailError, TrailLockedError, TrailWriteError
 from ..merkle import MerkleFrontier
@@ -98,18 +99,24 @@ class PgStore(CursorReads, QueuedStore):
         chain from the committed head, verify, and start the writer thread."""
         con = connect(self.dsn, autocommit=True)
         try:
-            if not schema.exists(con):
-                schema.create(con)
-            self._take_lock(con)
-            meta = schema.read_meta(con)
-            schema.check_version(meta)
+            self._prepare_open(con)
         except psycopg.Error as e:
-            con.close()
+            con.close()  # and with it the lock, if it was taken
             raise TrailError(f"cannot open the trail at {self.where}: {e}") from None
         except BaseException:
             con.close()
             raise
         self._con = con
+        self._start(self.where)
+        return self
+
+    def _prepare_open(self, con: psycopg.Connection) -> None:
+        """Everything `open` does on the writer's connection before the thread starts."""
+        if not schema.exists(con):
+            schema.create(con)
+        self._take_lock(con)
+        meta = schema.read_meta(con)
+        schema.check_version(meta)
         self.trail_id = meta["trail_id"]
         self._restore_state(con, meta)
         self._known_identities.update(
@@ -121,8 +128,6 @@ class PgStore(CursorReads, QueuedStore):
                 log.error("audit trail %s: derived tables edited; rebuilt from the log", self.where)
                 assert derivation is not None
                 derivation.rebuild(con)
-        self._start(self.where)
-        return self
 
     def close(self, checkpoint: bool = True) -> None:
         if self._closed or self._thread is None:
@@ -232,7 +237,8 @@ class PgStore(CursorReads, QueuedStore):
     ) -> tuple[VerifyResult, Derivation | None]:
         """The verification and, with `want_derivation`, the derived tables the log makes
         (for a rebuild)."""
-        files = self.checkpoint_files()  # read before the snapshot: none names a later record
+        files = self.checkpoint_files()
+        lines = read_checkpoint_files(files)  # before the snapshot: none names a later record
         with snapshot(self.dsn) as con:
             meta = schema.read_meta(con)
             derivation = Derivation({}) if want_derivation else None
@@ -244,6 +250,7 @@ class PgStore(CursorReads, QueuedStore):
                 deep=deep,
                 independent_copy=bool(self.checkpoint_mirror),
                 derivation=derivation,
+                file_lines=lines,
             )
         return result, derivation
 

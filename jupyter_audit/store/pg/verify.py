@@ -19,6 +19,7 @@ import orjson
 from ..canonical import iso_time
 from ..chain import prev_hash_of
 from ..chain_check import ChainScan
+from ..checkpoints import read_checkpoint_files
 from ..verify import (
     VerifyResult,
     archived_start,
@@ -52,15 +53,19 @@ def verify_snapshot(
     deep=False,
     independent_copy=False,
     derivation: Derivation | None = None,
+    file_lines=None,
 ) -> VerifyResult:
     """Verify the trail behind `con` (a psycopg connection inside a REPEATABLE READ
     transaction, so every read sees one moment); `meta`: `schema.read_meta` read in it.
     `derivation`: an empty one to be filled with what the log makes of the derived
-    tables (for a rebuild)."""
+    tables (for a rebuild). `file_lines`: the checkpoint files as read before the snapshot
+    began (`verify.collect_checkpoints`); None: read now (a trail nobody writes)."""
     cur = PortableCursor(con)
     result = VerifyResult(independent_copy=independent_copy)
     _check_guards(cur, result)
-    cps, trusted, want_at = collect_checkpoints(cur, meta, checkpoint_files, trusted_keys, result)
+    cps, trusted, want_at = collect_checkpoints(
+        cur, meta, checkpoint_files, trusted_keys, result, file_lines
+    )
     archived = signed_archived(cur, trusted, meta.get("trail_id", ""), result)
     start, start_prev, covering = archived_start(cur, result, archived)
     max_seq = cur.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
@@ -193,6 +198,7 @@ def verify_dsn(dsn: str, *, checkpoint_files=(), trusted_keys=None, deep=False) 
     """Verify the trail at `dsn` from outside its writer (`jupyter audit verify --pg`):
     any role that may SELECT it will do. `checkpoint_files`: the collector's checkpoint
     file and copies of it (an independent copy when given at all)."""
+    lines = read_checkpoint_files(checkpoint_files)  # before the snapshot (a collector writes)
     with snapshot(dsn) as con:
         return verify_snapshot(
             con,
@@ -201,4 +207,5 @@ def verify_dsn(dsn: str, *, checkpoint_files=(), trusted_keys=None, deep=False) 
             trusted_keys=trusted_keys,
             deep=deep,
             independent_copy=bool(checkpoint_files),
+            file_lines=lines,
         )
