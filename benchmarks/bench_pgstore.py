@@ -67,6 +67,41 @@ def _copy_alone(dsn: str) -> tuple[float, int]:
         return time.perf_counter() - t0, len(rows)
 
 
+def _reads(dsn: str, checkpoints: Path) -> None:
+    """`verify --pg`'s check of the whole trail, and the panel's two commonest reads
+    (newest 100 traces; one trace's first 500 events), median of 20."""
+    import statistics
+
+    from jupyter_audit.store import queries
+    from jupyter_audit.store.pg.connection import PortableCursor, connect
+    from jupyter_audit.store.pg.verify import verify_dsn
+
+    t0 = time.perf_counter()
+    r = verify_dsn(dsn, checkpoint_files=[checkpoints])
+    print(
+        f"verify of the PostgreSQL trail ({r.events:,} records; one snapshot): "
+        f"{time.perf_counter() - t0:.2f} s ({'intact' if r.ok else r.problem})"
+    )
+    con = connect(dsn, autocommit=True)
+    cur = PortableCursor(con)
+    try:
+        lists, one = [], []
+        trace = queries.list_traces(cur, limit=1)[0]["trace_id"]
+        for _ in range(20):
+            t0 = time.perf_counter()
+            queries.list_traces(cur, limit=100)
+            lists.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            queries.get_trace_events(cur, trace, limit=500)
+            one.append(time.perf_counter() - t0)
+        print(
+            f"newest 100 traces {statistics.median(lists) * 1000:.1f} ms, one trace's first "
+            f"500 events {statistics.median(one) * 1000:.1f} ms (median of 20)"
+        )
+    finally:
+        con.close()
+
+
 def _line(label: str, n: int, wall: float, cpu: float) -> str:
     return (
         f"{label}: {n / wall:,.0f} events/s  "
@@ -105,6 +140,7 @@ def main(n: int) -> None:
         dwall, dcpu = _ingest(w, events)
         w.close()
         print(_line("Writer (DuckDB), same events      ", n, dwall, dcpu))
+        _reads(dsn, d / "pg.checkpoints")
         cwall, rows = _copy_alone(dsn)
         print(
             f"PostgreSQL's own binary COPY of the same rows (2,500 per transaction, no "
