@@ -54,8 +54,9 @@ def test_verify_export_and_show_read_a_live_trail_as_the_auditor(pg, auditor, tm
     code, out, err = run_cli("verify", "--pg", auditor, "--checkpoints", cps)
     assert code == 0, out + err
     assert out.startswith("OK: trail user=ja_reader_") and "last signed checkpoint" in out
-    code, out, _ = run_cli("verify", "--pg", auditor, "--checkpoints", cps, "--json")
+    code, out, _ = run_cli("verify", "--pg", auditor, "--checkpoints", cps, "--json", "--deep")
     assert json.loads(out)["ok"] is True
+    assert json.loads(out)["checkpoint"]["merkle_root"]  # recomputed from every leaf
 
     bundle = tmp_path / "alice.jsonl"
     code, out, err = run_cli("export", "--pg", auditor, "--user", "alice", "-o", str(bundle))

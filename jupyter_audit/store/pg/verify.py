@@ -80,6 +80,7 @@ def verify_snapshot(
     derivation.snapshots = snapshots
     column_bad: int | None = None
     missing_identity: int | None = None
+    times: dict = {}  # a round's records share one time: each formatted once
     for rows in cur.stream(_SCAN, (), BATCH):
         chain.feed(
             [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
@@ -87,8 +88,13 @@ def verify_snapshot(
         for seq, _h, record, _leaf, time, event_id, server, origin_seq, *same in rows:
             try:
                 rec = orjson.loads(record)
+                iso = times.get(time)
+                if iso is None:
+                    if len(times) > 4096:
+                        times.clear()
+                    iso = times[time] = iso_time(micros(time))
                 if column_bad is None and not _columns_match(
-                    rec, seq, time, event_id, server, origin_seq, same
+                    rec, seq, iso, event_id, server, origin_seq, same
                 ):
                     column_bad = seq
                 if (
@@ -132,8 +138,9 @@ def verify_snapshot(
     return result
 
 
-def _columns_match(rec: dict, seq, time, event_id, server, origin_seq, same) -> bool:
-    """Whether a row's stored columns say what its signed record says."""
+def _columns_match(rec: dict, seq, iso: str, event_id, server, origin_seq, same) -> bool:
+    """Whether a row's stored columns say what its signed record says (`iso`: the `time`
+    column as a record writes it)."""
     if rec.get("seq") != seq or rec.get("event_id") != event_id:
         return False
     if any(rec.get(name) != value for name, value in zip(_SAME, same, strict=True)):
@@ -147,7 +154,7 @@ def _columns_match(rec: dict, seq, time, event_id, server, origin_seq, same) -> 
         origin_seq,
     ):
         return False
-    return rec.get("time") == iso_time(micros(time))
+    return rec.get("time") == iso
 
 
 def _check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
