@@ -320,3 +320,31 @@ def test_text_that_looks_like_sql_or_placeholders_is_stored_as_data(trail):
     assert queries.traces_named(s.cursor(), "%x", partial=True) == []
     s.close()
     assert trail.verify().ok
+
+
+def test_submit_later_prepares_on_the_writer_thread_with_a_fallback(trail):
+    s = trail.make()
+    bad = {"kind": "op.sql", "trace_id": "later", "payload": {"driver": "x"}}  # no statement
+
+    def fallback(event, error):
+        return {**sql_event(0, trace="later"), "payload": {**sql_event(0)["payload"]}}
+
+    res = s.submit_later([sql_event(1, trace="later"), bad], ["e-1", "e-2"], fallback).result(
+        timeout=60
+    )
+    assert [r.event_id for r in res] == ["e-1", "e-2"]
+    assert [e["event_id"] for e in s.get_trace_events("later")] == ["e-1", "e-2"]
+
+
+def test_a_rotated_key_signs_on_and_verifies_against_the_pinned_old_one(trail):
+    from jupyter_audit.store.signing import SigningKey
+
+    s = trail.make()
+    s.append_many([sql_event(i) for i in range(3)])
+    s.rotate_key(SigningKey.generate())
+    s.append_many([sql_event(i) for i in range(3, 6)])
+    s.checkpoint().result(timeout=60)
+    s.close()
+    r = trail.verify(trusted_keys=[trail.key.public])
+    assert r.ok, r.problems
+    assert r.checkpoint["key_id"] != trail.key.key_id  # the new key signed the last one
