@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from ..events import EventValidationError
 from ..identity.snapshot import system_identity
-from . import compact, queries, search, trail
+from . import compact, forwarded, queries, search, trail
 from .acks import AppendResult, BatchFuture, fail, resolve, stored_results
 from .base import TrailStore
 from .batch import held_client_ids, insert, seal
@@ -467,6 +467,9 @@ class Writer(TrailStore):
 
     def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
         return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
+
+    def forward_heads(self) -> dict[str, dict]:
+        return forwarded.forward_heads(self.cursor())
 
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
         """Verify the trail while it is written: every check reads one snapshot, taken
