@@ -16,11 +16,12 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tornado import httpserver, web
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Float, Int, Unicode
+from traitlets import Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from ..masking import load_or_create_key
@@ -28,6 +29,7 @@ from ..masking.config import configured_engine
 from ..store.signing import SigningKey
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
+from .reading import read_handlers
 
 log = logging.getLogger("jupyter_audit.collector")
 FORMAT = "[%(levelname)s %(asctime)s %(name)s] %(message)s"
@@ -82,6 +84,13 @@ class CollectorApp(Configurable):
     hub_cache_seconds = Int(
         60, min=0, config=True, help="Seconds the Hub's answer for a token is cached."
     )
+    auditor_groups = List(
+        Unicode(),
+        ["audit-auditors"],
+        config=True,
+        help="Hub groups whose members see every trace the collector holds and may export it "
+        "(the same names as c.AuditApp.auditor_groups); others see their own servers' traces.",
+    )
     checkpoint_every = Int(10_000, config=True, help="Sign a checkpoint every N events.")
     checkpoint_interval = Float(
         60.0, config=True, help="Sign a checkpoint at least every T seconds while events arrive."
@@ -135,10 +144,11 @@ class CollectorApp(Configurable):
 class Context:
     """What the handlers reach through `settings[SETTINGS_KEY]`."""
 
-    collector: object
-    recorder: object
+    collector: Any
+    recorder: Any
     users: HubUsers
     max_body_bytes: int
+    auditor_groups: list
 
 
 def hub_users(app: CollectorApp) -> HubUsers:
@@ -163,8 +173,9 @@ def run(app: CollectorApp) -> None:
     store = app.open_store()
     recorder = Recorder(store, log=log)
     collector = Collector(store, recorder, silent_after=app.silent_after, log=log)
-    settings = {SETTINGS_KEY: Context(collector, recorder, users, app.max_body_bytes)}
-    webapp = web.Application(handlers(prefix), **settings)  # type: ignore[arg-type]
+    context = Context(collector, recorder, users, app.max_body_bytes, list(app.auditor_groups))
+    routes = handlers(prefix) + read_handlers(prefix)
+    webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
     server = httpserver.HTTPServer(webapp, max_body_size=app.max_body_bytes + (1 << 20))
     server.listen(port, ip)
     loop = IOLoop.current()
