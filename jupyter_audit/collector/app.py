@@ -36,7 +36,7 @@ FORMAT = "[%(levelname)s %(asctime)s %(name)s] %(message)s"
 
 
 class CollectorApp(Configurable):
-    """The collector service (docs/collector.md)."""
+    """The collector (docs/collector.md): `jupyter audit collector` flags or --config FILE."""
 
     db_path = Unicode(
         "", config=True, help="DuckDB trail file of the collector (one machine, tests)."
