@@ -277,3 +277,14 @@ def test_a_server_that_falls_silent_is_recorded_and_so_is_its_return(collector):
     collector.store.flush()
     [resumed] = kinds(collector.store, "forward.resumed")
     assert resumed["payload"]["server"] == SERVER
+
+
+def test_the_collector_command_says_what_it_lacks(tmp_path, monkeypatch):
+    from helpers.servers import run_cli
+
+    code, _out, err = run_cli("collector")
+    assert code == 2 and "give --db PATH or --pg DSN" in err
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    code, _out, err = run_cli("collector", "--db", str(tmp_path / "c.duckdb"), "--port", "1")
+    assert code == 2 and "JUPYTERHUB_API_TOKEN is not set" in err
+    assert not (tmp_path / "c.duckdb").exists()  # nothing opened before it knows the Hub

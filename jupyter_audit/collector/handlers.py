@@ -51,7 +51,7 @@ class CollectorHandler(web.RequestHandler):
         if who is not None:
             source += f" by Hub user {who.get('name')}"
         if server is not None:
-            source += f" for server {server}"
+            source += f" for server {server[:80]!r}"
         self.ctx.recorder.reject(
             message,
             source,

@@ -37,6 +37,7 @@ def server_id(user: dict, claimed: str | None) -> str:
     if user.get("kind", "user") != "user" or not isinstance(user.get("name"), str):
         raise Refused(403, "only a Hub user's server may forward to the collector")
     name = user["name"]
+    shown = repr(claimed[:80]) if claimed is not None else ""  # as told, never unbounded
     named = {s[len(SERVER_SCOPE) :] for s in user.get("scopes") or () if s.startswith(SERVER_SCOPE)}
     if len(named) == 1:
         (server,) = named
@@ -44,8 +45,7 @@ def server_id(user: dict, claimed: str | None) -> str:
             if claimed is not None and claimed != server:
                 raise Refused(
                     403,
-                    f"this token belongs to server {server!r}, which may not forward as "
-                    f"{claimed!r}",
+                    f"this token belongs to server {server!r}, which may not forward as {shown}",
                 )
             return server
     if claimed is None:
@@ -53,7 +53,7 @@ def server_id(user: dict, claimed: str | None) -> str:
     user_part, slash, server_name = claimed.partition("/")
     if not slash or user_part != name:
         raise Refused(
-            403, f"this token belongs to Hub user {name!r}, who may not forward as {claimed!r}"
+            403, f"this token belongs to Hub user {name!r}, who may not forward as {shown}"
         )
     if not server_name.isprintable() or len(claimed) > 255:
         raise Refused(403, "the server name is not a Hub server name")
