@@ -138,7 +138,7 @@ def test_the_forwarder_catches_up_after_the_collector_was_away(setup):
     ]
 
 
-def test_a_collector_head_that_is_not_this_trails_record_makes_it_resend_its_trail(setup):
+def test_a_local_trail_changed_behind_the_collectors_head_shows_as_a_rewrite(setup):
     collector, web_, local, fw = setup
     local.append_many([sql_event(i) for i in range(4)])
     last = local.trail_stats()["last_seq"]
@@ -151,9 +151,12 @@ def test_a_collector_head_that_is_not_this_trails_record_makes_it_resend_its_tra
     web_.start()
     local.append(sql_event(99))
     wait(lambda: fw.acked == last + 1)
-    assert len(forwarded(collector)) == stored + 1  # the resent records were duplicates
+    assert len(forwarded(collector)) == stored + 1  # only what was new was sent
+    [rewrite] = [e for e in writer_events(collector.store) if e["kind"] == "forward.rewrite"]
+    assert rewrite["payload"]["seq"] == last + 1
+    assert rewrite["payload"]["expected_hash"] == "00" * 32
     kinds = [e["kind"] for e in writer_events(collector.store)]
-    assert "security.rejected" not in kinds  # a resend from seq 1 is plausible
+    assert "security.rejected" not in kinds
 
 
 def test_the_last_batch_says_stopping_and_silence_is_not_recorded_then(setup):

@@ -15,9 +15,8 @@ and keeps what it had: it never refuses a server forever, never loses an origina
 
 Replays: a batch whose duplicates do not start where a resend starts (`resend_starts`: the
 resume point the collector last told the server, the first record of its last batch, the
-next record, or seq 1, where a server resends its whole trail after finding it diverged from
-the collector's head) is not a plausible resend (`implausible_replay`): recorded as
-`security.rejected`, nothing stored again.
+next record, or seq 1, where a trail starts) is not a plausible resend
+(`implausible_replay`): recorded as `security.rejected`, nothing stored again.
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ def new_head(head: Head | None, batch: Batch, duplicate: list[bool]) -> Head | N
 
 
 def resend_starts(head: Head | None, told: int | None, last_start: int | None) -> set[int]:
-    """Where a plausible resend starts: seq 1 (a whole trail again), the next record, the
+    """Where a plausible resend starts: seq 1 (a trail from its start), the next record, the
     resume point the collector told the server (`told`: the seq it was told), and the first
     record of the server's last batch (its acknowledgement was lost)."""
     starts = {1, (head.seq + 1) if head else 1}

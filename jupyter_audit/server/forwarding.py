@@ -8,9 +8,10 @@ each acknowledged only once the collector's store committed it. It looks for new
 records every `poll` seconds (so a commit is forwarded within about a second), sends a
 heartbeat when idle, backs off while the collector is away (the server keeps recording
 locally and catches up), and sends a last batch marked `stopping` when the server stops
-(bounded wait). When the collector's head is not this trail's record at that place (the
-local trail was replaced, cut or rewritten), it resends the whole local trail: the collector
-stores what differs and records the rewrite. It never runs on the event loop and never
+(bounded wait). A local trail the collector does not know (a new file) is forwarded from its
+start; one that changed behind the collector's head is forwarded from that head on (or from
+its own end, if it now ends before), and the collector records what it sees of the change.
+It never runs on the event loop and never
 touches the per-cell path: the gateway only reads `refusal()` under fail_mode=closed.
 """
 
@@ -187,32 +188,37 @@ class Forwarder:
         return True
 
     def _resume_point(self) -> int:
-        """The local seq after which to forward: where the collector's head is, if that head
-        is this trail's record at that place; else 0 (resend everything)."""
+        """The local seq after which to forward: the collector's head for this trail (or
+        the local trail's last record, if it now ends before that head: what it records next
+        then lands at places already forwarded, which the collector keeps apart as
+        rewrites); 0 for a trail the collector does not know (a new stream)."""
         state = self._request("GET", "api/forward/state", None)
         seq = state.get("seq") or 0
         if not seq:
             return 0
-        trail = self.store.trail_id
-        if state.get("trail") != trail:
+        if state.get("trail") != self.store.trail_id:
             self.log.warning(
                 "jupyter-audit: the collector knows another trail of this server; forwarding "
                 "this one from its start"
             )
             return 0
+        resume = min(int(seq), self.local_last)
         cur = self.store.cursor()
         try:
             row = cur.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone()
         finally:
             cur.close()
         if row is None or bytes(row[0]).hex() != state.get("hash"):
+            # edited, cut or rewritten since it was forwarded: the collector keeps its copy,
+            # and sees the change in what follows (a rewrite or a gap); records edited in
+            # place are never sent again (they would not prove themselves)
             self.log.warning(
                 "jupyter-audit: the local trail differs from what the collector holds at #%d; "
-                "forwarding it again from its start",
+                "forwarding continues after #%d",
                 seq,
+                resume,
             )
-            return 0
-        return int(seq)
+        return resume
 
     def read_after(self, first: int) -> list[dict]:
         """The next batch of local records from seq `first`, as the wire carries them."""
