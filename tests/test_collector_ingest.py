@@ -28,29 +28,6 @@ SERVER = "alice/"
 
 
 @pytest.fixture
-def writer_at(tmp_path):
-    """Real Writers, each in a directory of its own (a server's trail, the collector's)."""
-    from jupyter_audit.masking import MaskingEngine, load_or_create_key
-    from jupyter_audit.store.signing import SigningKey
-    from jupyter_audit.store.writer import Writer
-
-    opened = []
-
-    def make(name: str, **kwargs):
-        d = tmp_path / name
-        d.mkdir(exist_ok=True)
-        masker = MaskingEngine(load_or_create_key(d / "masking.key"))
-        key = SigningKey.load_or_create(d / "signing-key.pem")
-        w = Writer(d / "trail.duckdb", masker, key, **kwargs).open()
-        opened.append(w)
-        return w
-
-    yield make
-    for w in opened:
-        w.close()
-
-
-@pytest.fixture
 def collector(writer_at):
     store = writer_at("collector")
     return Collector(store, Recorder(store))

@@ -75,27 +75,6 @@ class CollectorWeb:
 
 
 @pytest.fixture
-def writer_at(tmp_path):
-    from jupyter_audit.masking import MaskingEngine, load_or_create_key
-    from jupyter_audit.store.signing import SigningKey
-    from jupyter_audit.store.writer import Writer
-
-    opened = []
-
-    def make(name: str):
-        d = tmp_path / name
-        d.mkdir()
-        masker = MaskingEngine(load_or_create_key(d / "masking.key"))
-        w = Writer(d / "trail.duckdb", masker, SigningKey.load_or_create(d / "key.pem")).open()
-        opened.append(w)
-        return w
-
-    yield make
-    for w in opened:
-        w.close()
-
-
-@pytest.fixture
 def setup(writer_at):
     store = writer_at("collector")
     collector = Collector(store, Recorder(store))

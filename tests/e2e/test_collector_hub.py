@@ -25,6 +25,7 @@ import duckdb
 import pytest
 import requests
 from helpers.hub import Hub, Kernel, alive, descendants, find_chp
+from helpers.oidc import provider_fixture
 from helpers.servers import free_port, run_cli
 
 from jupyter_audit.server.forwarding import Forwarder
@@ -67,17 +68,7 @@ c.Spawner.poll_interval = 2
 """
 
 
-@pytest.fixture(scope="module")
-def provider():
-    from helpers.oidc import MockProvider
-
-    p = MockProvider()
-    try:
-        p.set_user("sub-alice", ALICE)
-        p.set_user("sub-bob", BOB)
-        yield p
-    finally:
-        p.stop()
+provider = provider_fixture({"sub-alice": ALICE, "sub-bob": BOB})
 
 
 @pytest.fixture(scope="module")
