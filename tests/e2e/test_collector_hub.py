@@ -45,7 +45,7 @@ c.JupyterHub.services = [
         "url": "http://127.0.0.1:{port}",
         "command": [
             {python!r}, "-m", "jupyter_audit.cli", "collector",
-            "--db", "{dir}/collector.duckdb",
+            *{trail!r},
             "--state-dir", "{dir}/collector-state",
             "--silent-after", "{silent}", "--max-body-bytes", "8000000",
         ],
@@ -71,23 +71,55 @@ c.Spawner.poll_interval = 2
 provider = provider_fixture({"sub-alice": ALICE, "sub-bob": BOB})
 
 
-@pytest.fixture(scope="module")
-def hub(provider, tmp_path_factory):
+def _pg_database() -> tuple[str, str]:
+    """(server DSN, a fresh database's DSN) for a collector on PostgreSQL, or a skip."""
+    import importlib
+    import uuid
+
+    dsn = os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("no PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN)")
+    try:
+        importlib.import_module("jupyter_audit.store.pg")
+    except ImportError:
+        pytest.skip("the PostgreSQL trail store is not in this tree")
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"collector_hub_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    return dsn, make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgresql"])
+def hub(request, provider, tmp_path_factory):
+    """One Hub for the module, its collector on DuckDB (`--db`) or PostgreSQL (`--pg`)."""
     chp = find_chp()
     if chp is None:
         pytest.skip("configurable-http-proxy not found (scripts/test installs it)")
+    pg = _pg_database() if request.param == "postgresql" else None
     directory = tmp_path_factory.mktemp("collector-hub")
     port = free_port()
+    trail = ["--pg", pg[1]] if pg else ["--db", str(directory / "collector.duckdb")]
     extra = COLLECTOR_CONFIG.format(
-        port=port, python=sys.executable, dir=directory, silent=SILENT_AFTER
+        port=port, python=sys.executable, dir=directory, silent=SILENT_AFTER, trail=trail
     )
     h = Hub(directory, provider, chp, extra_config=extra)
     h.collector_url = f"http://127.0.0.1:{port}/services/jupyter-audit/"
+    h.collector_trail = trail
     try:
         yield h
     finally:
         h.stop()
         print("---- jupyterhub log (tail) ----\n" + h.log_tail(150))
+        if pg:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+
+            name = conninfo_to_dict(pg[1])["dbname"]
+            with psycopg.connect(pg[0], autocommit=True) as con:
+                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Person:
@@ -420,9 +452,11 @@ def test_a_user_editing_then_replacing_their_own_trail_cannot_touch_the_collecto
 
 def test_the_collectors_trail_verifies(hub, alice, bob):
     hub.stop()  # stops the servers (their last batches, `stopping`) and the collector
-    code, out, err = run_cli("verify", "--db", str(hub.dir / "collector.duckdb"))
-    assert code == 0, out + err
     state = hub.dir / "collector-state"
+    checkpoints = ["--checkpoints", str(state / "collector.checkpoints")]
+    pubkey = ["--pubkey", str(state / "signing-key.pem.pub")]
+    code, out, err = run_cli("verify", *hub.collector_trail, *checkpoints, *pubkey)
+    assert code == 0, out + err
     assert state.stat().st_mode & 0o777 == 0o700
     for key in ("signing-key.pem", "masking.key"):
         assert (state / key).stat().st_mode & 0o777 == 0o600
