@@ -26,6 +26,7 @@ from traitlets.config import Configurable
 
 from ..masking import load_or_create_key
 from ..masking.config import configured_engine
+from ..masking.keys import record_key_in_use
 from ..store.signing import SigningKey
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
@@ -171,6 +172,9 @@ def run(app: CollectorApp) -> None:
     ip, port = app.listen_address()
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     store = app.open_store()
+    previous = record_key_in_use(store, store.masker.key_id)
+    if previous is not False:
+        log.info("jupyter-audit collector: masking key %s (was %s)", store.masker.key_id, previous)
     recorder = Recorder(store, log=log)
     collector = Collector(store, recorder, silent_after=app.silent_after, log=log)
     context = Context(collector, recorder, users, app.max_body_bytes, list(app.auditor_groups))

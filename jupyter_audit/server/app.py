@@ -37,11 +37,11 @@ from .._version import __version__
 from ..approvals import ApprovalBroker, Notifier, Webhook, WebhookConfigError
 from ..identity import tokens
 from ..identity.resolve import is_builtin_login
-from ..identity.snapshot import system_identity
 from ..identity.tokens import TokenStore
 from ..masking import DEFAULT_SENSITIVE_COLUMNS, DEFAULT_SENSITIVE_KEYS, load_or_create_key
 from ..masking.config import TRAITS as MASKING_TRAITS
 from ..masking.config import configured_engine, recognizer_names
+from ..masking.keys import record_key_in_use
 from ..policy import Policy
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
@@ -481,21 +481,11 @@ class AuditApp(ExtensionApp):
         return broker
 
     def _record_masking_key(self, store, key_id: str) -> None:
-        """A pseudonym key the trail has not last seen is recorded as `masking.key_rotated`
-        (a new `masking_key_path`, or the first start): an auditor sees from which event on
-        pseudonyms change. Pseudonyms stored before stay as they are (records are signed)."""
-        last = store.latest_payload("masking.key_rotated")
-        previous = last["new_key_id"] if last else None
-        if previous == key_id:
-            return
-        store.append(
-            {
-                "kind": "masking.key_rotated",
-                "identity": system_identity(),
-                "payload": {"old_key_id": previous, "new_key_id": key_id},
-            }
-        )
-        self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
+        """The pseudonym key in use, recorded when the trail has not last seen it
+        (`masking.keys.record_key_in_use`)."""
+        previous = record_key_in_use(store, key_id)
+        if previous is not False:
+            self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""

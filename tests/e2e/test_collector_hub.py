@@ -251,6 +251,10 @@ def test_both_users_cells_reach_the_collector_attributed_by_the_hub(hub, alice, 
             assert r["origin"]["server"] == f"{owner}/"
             assert r["identity"]["username"] == owner  # the server's own record of who ran it
     no_duplicates(records)
+    # the collector's own pseudonym key is in its trail; the servers' keys come wrapped
+    assert any(r["kind"] == "masking.key_rotated" and not r.get("origin") for r in records)
+    wrapped = [r["payload"]["kind"] for r in records if r["kind"] == "forward.wrapped"]
+    assert "masking.key_rotated" in wrapped
 
 
 def test_auditors_see_every_trace_users_only_their_own_servers(hub, alice, bob):
