@@ -265,3 +265,15 @@ def test_the_collector_command_says_what_it_lacks(tmp_path, monkeypatch):
     code, _out, err = run_cli("collector", "--db", str(tmp_path / "c.duckdb"), "--port", "1")
     assert code == 2 and "JUPYTERHUB_API_TOKEN is not set" in err
     assert not (tmp_path / "c.duckdb").exists()  # nothing opened before it knows the Hub
+
+
+def test_one_user_cannot_make_the_collector_track_servers_without_end(collector, monkeypatch):
+    from jupyter_audit.collector import service
+
+    monkeypatch.setattr(service, "MAX_SERVERS_PER_USER", 3)
+    for name in ("", "a", "b"):
+        assert collector.admits(f"alice/{name}")
+        collector.state(f"alice/{name}")
+    assert not collector.admits("alice/c")
+    assert collector.admits("alice/a")  # one it knows
+    assert collector.admits("bob/")  # another user's

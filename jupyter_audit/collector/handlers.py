@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 
 from .hubauth import Refused, server_id, token_from
 from .protocol import BadBatch, parse_batch
-from .service import hub_identity
+from .service import MAX_SERVERS_PER_USER, hub_identity
 
 SETTINGS_KEY = "jupyter_audit_collector"
 
@@ -70,10 +70,17 @@ class CollectorHandler(web.RequestHandler):
 
     def server_for(self, user: dict, claimed: str | None) -> str:
         try:
-            return server_id(user, claimed)
+            server = server_id(user, claimed)
         except Refused as e:
             self.refuse(e.status, str(e), server=claimed)
             raise  # refuse raised already
+        if not self.ctx.collector.admits(server):
+            self.refuse(
+                403,
+                f"Hub user {user['name']!r} forwards as {MAX_SERVERS_PER_USER} servers already",
+                server=server,
+            )
+        return server
 
 
 class ForwardStateHandler(CollectorHandler):

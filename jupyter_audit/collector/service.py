@@ -25,6 +25,9 @@ from .continuity import Head
 from .protocol import BadBatch, Batch, to_event
 
 HUB_AUTH_METHOD = "jupyterhub"
+# servers one Hub user may forward as (a user's own token may claim any server name of theirs:
+# without a bound, one user could make the collector track streams without end)
+MAX_SERVERS_PER_USER = 100
 
 
 def hub_identity(user: dict) -> dict:
@@ -57,6 +60,15 @@ class Collector:
             return self._locks.setdefault(server, threading.Lock())
 
     # ------------------------------------------------------------------ the protocol
+    def admits(self, server: str) -> bool:
+        """Whether `server` may forward: one the collector knows, or a new one of a user who
+        forwards as fewer than MAX_SERVERS_PER_USER servers."""
+        if server in self.heads or server in self.last_seen:
+            return True
+        user = server.partition("/")[0] + "/"
+        known = {s for s in (*self.heads, *self.last_seen) if s.startswith(user)}
+        return len(known) < MAX_SERVERS_PER_USER
+
     def state(self, server: str) -> dict:
         """Where `server` resumes: its trail id, last local seq and hash the trail holds."""
         self.heard(server, stopping=False)
