@@ -3,7 +3,11 @@
 machine, measured interleaved in the same run.
 
     python benchmarks/bench_roundtrip.py [--rounds 1200] [--pairs 6] [--warmup 30]
-                                         [--delayed-rounds 100]
+                                         [--delayed-rounds 100] [--forward]
+
+With ``--forward`` the audited server forwards its trail to a real collector
+(``benchmarks/_collector.py``: `jupyter audit collector` behind a stand-in for the Hub's
+token check) while it is measured, as a single-user server under JupyterHub does.
 
 The client speaks JupyterLab's ``v1.kernel.websocket.jupyter.org`` subprotocol through
 ``websocket-client`` with TCP_NODELAY on its socket. Each round sends an execute_request
@@ -32,6 +36,7 @@ Targets (immediate-ACK phase): audited <= 1.05x plain at the median, <= 1.25x at
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -66,7 +71,15 @@ def free_port() -> int:
 class Server:
     """One `python -m jupyter_server` subprocess with its own runtime/config/data dirs."""
 
-    def __init__(self, name: str, root: Path, audited: bool, db_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        audited: bool,
+        db_path: Path | None = None,
+        extra_env: dict | None = None,
+    ) -> None:
+        self.extra_env = extra_env or {}
         self.name = name
         self.dir = root / name
         self.audited = audited
@@ -86,6 +99,7 @@ class Server:
             "JUPYTER_CONFIG_DIR": str(self.dir / "config"),
             "JUPYTER_DATA_DIR": str(self.dir / "data"),
             "IPYTHONDIR": str(self.dir / "ipython"),
+            **self.extra_env,
         }
         enabled = "True" if self.audited else "False"
         cmd = [
@@ -325,10 +339,11 @@ def report(title: str, times: dict, warmup: str, targets: bool) -> dict:
     }
 
 
-def run_pair(tmp: Path, rounds: int, warmup: int, delayed_rounds: int, verbose: bool):
+def run_pair(tmp: Path, rounds: int, warmup: int, delayed_rounds: int, verbose: bool, forward=None):
     """Start an audited and a plain server, check them, and time `rounds` interleaved
-    rounds (then `delayed_rounds` with delayed ACKs); stop both. (immediate, delayed)."""
-    audited = Server("audited", tmp, audited=True)
+    rounds (then `delayed_rounds` with delayed ACKs); stop both. (immediate, delayed).
+    `forward`: the environment that makes the audited server forward to a collector."""
+    audited = Server("audited", tmp, audited=True, extra_env=forward)
     plain = Server("plain", tmp, audited=False)
     servers = (audited, plain)
     sockets: list[KernelSocket] = []
@@ -414,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="rounds of the delayed-ACK phase, on the last pair (default 100; 0 skips it)",
     )
+    ap.add_argument(
+        "--forward",
+        action="store_true",
+        help="the audited server forwards its trail to a real collector while measured",
+    )
     args = ap.parse_args(argv)
     if args.pairs < 1 or args.rounds < 2 * args.pairs:
         ap.error("--rounds must be at least 2 per pair")
@@ -422,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     immediate: dict[str, list] = {"audited": [], "plain": []}
     per_pair = []
     delayed = None
+    stack = contextlib.ExitStack()
+    forward = None
+    if args.forward:
+        from _collector import collector
+
+        forward = stack.enter_context(collector(tmp / "collector"))
     try:
         for k in range(args.pairs):
             rounds = args.rounds // args.pairs + (k < args.rounds % args.pairs)
@@ -432,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.warmup,
                 args.delayed_rounds if last else 0,
                 verbose=k == 0,
+                forward=forward,
             )
             for name in immediate:
                 immediate[name].extend(times[name])
@@ -440,7 +467,13 @@ def main(argv: list[str] | None = None) -> int:
                 / statistics.median(t for t, _ in times["plain"])
             )
             delayed = d or delayed
+        stack.close()
+        if args.forward:
+            from _collector import forwarded
+
+            print(f"collector: {forwarded(tmp / 'collector')} forwarded records stored")
     finally:
+        stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(

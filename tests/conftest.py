@@ -38,6 +38,31 @@ def make_writer(trail_dir):
 
 
 @pytest.fixture
+def writer_at(tmp_path):
+    """Real Writers, each on a trail in a directory of its own under the test's temporary
+    directory (e.g. a server's trail and a collector's), with their own keys; closed at the
+    end of the test."""
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    opened = []
+
+    def make(name: str, **kwargs):
+        d = tmp_path / name
+        d.mkdir(exist_ok=True)
+        masker = MaskingEngine(load_or_create_key(d / "masking.key"))
+        key = SigningKey.load_or_create(d / "signing-key.pem")
+        w = Writer(d / "trail.duckdb", masker, key, **kwargs).open()
+        opened.append(w)
+        return w
+
+    yield make
+    for w in opened:
+        w.close()
+
+
+@pytest.fixture
 def issuer():
     """A real OIDC issuer over HTTP whose keys the test controls (helpers/oidc.py)."""
     from helpers.oidc import KeyIssuer

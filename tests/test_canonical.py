@@ -110,6 +110,8 @@ def test_forwarded_records_carry_their_origin_in_jcs(owner, seq):
     bytes (between `op_index` and `payload` in JCS order)."""
     origin = {"server": "alice/", "owner": owner[:200] or "a", "trail": "t-9", "seq": seq}
     origin["hash"] = "cd" * 32
+    # what the server capped, as it said (keys of any plane: JCS sorts by UTF-16 units)
+    origin["capped"] = [{"field": "payload.x", owner[:50] or "k": seq, "\U0001f600": 1}]
     ev = {"kind": "op.shell", "payload": {"command": "ls"}, "identity": {"username": "u"}}
     try:
         p = prepare(ev, _NoMask(), 1 << 20, origin=origin)

@@ -1,5 +1,5 @@
 """`jupyter audit …` (also `jupyter-audit …`): verify, export, show, token, run, approvals,
-mask, policy, replay, archive, demo.
+mask, policy, replay, archive, demo, collector.
 
 Subcommands that read the trail take `--db PATH` (the server is stopped) or
 `--url URL --token T` (a running server, through its REST API); `verify`, `export` and
@@ -670,6 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .replay import add_parser as add_replay_parser  # replay (cli/replay.py)
 
     add_replay_parser(sub)
+
+    from .collector import add_parser as add_collector_parser  # collector (cli/collector.py)
+
+    add_collector_parser(sub)
 
     p = sub.add_parser(
         "demo",

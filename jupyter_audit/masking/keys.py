@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from typing import Any
 
 from .engine import MaskingError
 
-__all__ = ["KEY_BYTES", "load_or_create_key"]
+__all__ = ["KEY_BYTES", "load_or_create_key", "record_key_in_use"]
 
 KEY_BYTES = 32
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -132,3 +133,24 @@ def _create(path: str) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def record_key_in_use(store: Any, key_id: str) -> str | None | bool:
+    """Record `key_id` as `masking.key_rotated` in the trail `store` (a `TrailStore`) unless
+    it is the key the trail last recorded (a new key file, or the first start): an auditor
+    sees from which event on pseudonyms change; those stored before stay as they are
+    (records are signed). The key id recorded before (None: none), or False if unchanged."""
+    from ..identity.snapshot import system_identity
+
+    last = store.latest_payload("masking.key_rotated")
+    previous = last["new_key_id"] if last else None
+    if previous == key_id:
+        return False
+    store.append(
+        {
+            "kind": "masking.key_rotated",
+            "identity": system_identity(),
+            "payload": {"old_key_id": previous, "new_key_id": key_id},
+        }
+    )
+    return previous

@@ -37,11 +37,11 @@ from .._version import __version__
 from ..approvals import ApprovalBroker, Notifier, Webhook, WebhookConfigError
 from ..identity import tokens
 from ..identity.resolve import is_builtin_login
-from ..identity.snapshot import system_identity
 from ..identity.tokens import TokenStore
 from ..masking import DEFAULT_SENSITIVE_COLUMNS, DEFAULT_SENSITIVE_KEYS, load_or_create_key
 from ..masking.config import TRAITS as MASKING_TRAITS
 from ..masking.config import configured_engine, recognizer_names
+from ..masking.keys import record_key_in_use
 from ..policy import Policy
 from ..store.checkpoints import default_checkpoint_path
 from ..store.errors import loggable_error
@@ -51,6 +51,7 @@ from . import logfilter, sockets
 from .approvals import API_PATHS as APPROVAL_PATHS
 from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .authorization import AuditAuthorizer
+from .forwarding import Forwarder, server_claim
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
 from .hooks import contents, lifecycle, sessions, signin, terminals, workspaces
@@ -325,6 +326,34 @@ class AuditApp(ExtensionApp):
         "closed: cells are refused while the trail is unavailable.",
     )
 
+    # forwarding to the collector of a JupyterHub (server/forwarding.py, docs/collector.md)
+    collector_url = Unicode(
+        config=True,
+        help="URL of the jupyter-audit collector this server forwards its trail to (e.g. "
+        "http://collector-host:PORT/services/jupyter-audit/); empty: no forwarding. Default: "
+        "the environment variable JUPYTER_AUDIT_COLLECTOR_URL (a spawner can set it). The "
+        "server authenticates with its Hub token (JUPYTERHUB_API_TOKEN).",
+    )
+
+    @default("collector_url")
+    def _collector_url_default(self):
+        return os.environ.get("JUPYTER_AUDIT_COLLECTOR_URL", "")
+
+    collector_max_backlog = Int(
+        100_000,
+        min=0,
+        config=True,
+        help="Local events the collector may leave unacknowledged: past that, fail_mode=closed "
+        "refuses cells until it catches up; fail_mode=open logs a warning.",
+    )
+    collector_heartbeat = Float(
+        30.0,
+        min=0.5,
+        config=True,
+        help="Seconds between heartbeats to the collector while there is nothing to forward "
+        "(keep it well under the collector's silent_after).",
+    )
+
     def _beside(self, value: str, name: str) -> Path:
         return Path(value) if value else Path(self.db_path).parent / name
 
@@ -390,6 +419,20 @@ class AuditApp(ExtensionApp):
         )
         self.approvals = self._build_approvals()
         self.settings[APPROVALS_KEY] = self.approvals
+        self.forwarder = None
+        if self.collector_url:
+            self.forwarder = Forwarder(
+                store,
+                self.collector_url,
+                os.environ.get("JUPYTERHUB_API_TOKEN"),
+                server=server_claim(),
+                max_backlog=self.collector_max_backlog,
+                fail_mode=self.fail_mode,
+                heartbeat=self.collector_heartbeat,
+                log=self.log,
+            ).start()
+            self.recorder.forwarder = self.forwarder
+            self.log.info("jupyter-audit: forwarding the trail to %s", self.collector_url)
         self._install_gateway()
         self._install_kernel_side()
         lifecycle.install_kernel_hooks(
@@ -438,21 +481,11 @@ class AuditApp(ExtensionApp):
         return broker
 
     def _record_masking_key(self, store, key_id: str) -> None:
-        """A pseudonym key the trail has not last seen is recorded as `masking.key_rotated`
-        (a new `masking_key_path`, or the first start): an auditor sees from which event on
-        pseudonyms change. Pseudonyms stored before stay as they are (records are signed)."""
-        last = store.latest_payload("masking.key_rotated")
-        previous = last["new_key_id"] if last else None
-        if previous == key_id:
-            return
-        store.append(
-            {
-                "kind": "masking.key_rotated",
-                "identity": system_identity(),
-                "payload": {"old_key_id": previous, "new_key_id": key_id},
-            }
-        )
-        self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
+        """The pseudonym key in use, recorded when the trail has not last seen it
+        (`masking.keys.record_key_in_use`)."""
+        previous = record_key_in_use(store, key_id)
+        if previous is not False:
+            self.log.info("jupyter-audit: masking key %s (was %s)", key_id, previous or "none")
 
     def _install_kernel_side(self) -> None:
         """Start ipykernel kernels with the kernel side injected (see hooks/kernels.py)."""
@@ -550,6 +583,13 @@ class AuditApp(ExtensionApp):
         if recorder is not None:
             recorder.flush_cells()
             lifecycle.record_server_shutdown(recorder, self.server.kernel_manager)
+            forwarder = getattr(self, "forwarder", None)
+            if forwarder is not None:
+                try:
+                    recorder.writer.flush(timeout=10)
+                except Exception as e:  # noqa: BLE001 - the server stops regardless
+                    self.log.error("jupyter-audit: trail not flushed: %s", loggable_error(e))
+                await IOLoop.current().run_in_executor(None, forwarder.stop)
             recorder.close()
         before = getattr(self, "_switch_interval_before", None)
         if before is not None:

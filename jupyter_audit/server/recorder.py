@@ -27,6 +27,7 @@ from ..store.errors import loggable_error
 from ..store.records import safe_id
 from .cells import CellRegistry
 from .failures import failure_logger
+from .forwarding import BacklogFull
 from .hooks.sessions import NotebookNames
 from .ingest.attribution import cell_in_trail
 from .ingest.secrets import KernelSecrets
@@ -68,6 +69,7 @@ class Recorder:
         self.token_sockets: dict[str, set] = {}  # token id -> its open websockets
         self._rejections: dict[str, _Window] = {}  # per source address
         self._earlier: set[str] | None = None  # see earlier_kernels
+        self.forwarder = None  # forwarding.Forwarder when the trail goes to a collector
 
     # ------------------------------------------------------------------ recording
     def record(self, event: dict, what: str | None = None) -> Future:
@@ -158,7 +160,9 @@ class Recorder:
     def prepare_cell(self, event: dict, event_id: str):
         """fail_mode=closed, before the cell is forwarded: its `cell.requested` validated
         and masked now (raises EventValidationError: the cell is then not run), and the
-        cell remembered."""
+        cell remembered. Refused (BacklogFull) while the collector lags too far behind."""
+        if self.forwarder is not None and (why := self.forwarder.refusal()):
+            raise BacklogFull(why)
         prepared = self.writer.prepare(event, event_id=event_id)
         self.cells.remember(event["msg_id"], event)
         return prepared

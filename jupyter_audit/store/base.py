@@ -5,7 +5,8 @@ PostgreSQL one later, without a caller changing. Write side: `prepare`/`prepare_
 (validate and mask now), `submit`/`submit_batch`/`submit_later` (queue, a future for the
 outcome), `append`/`append_many` (submit and wait), `checkpoint`, `flush`, `rotate_key`,
 `open`/`close` (or `with`). Read side: `trail_stats`, `list_traces`, `get_trace_summary`,
-`get_trace_events`, `verify`, `build_bundle`, and `cursor` for the backend's own read modules.
+`get_trace_events`, `forward_heads` (a collector's), `verify`, `build_bundle`, and `cursor`
+for the backend's own read modules.
 Attributes: `masker` (the masking engine it applies), `trail_id`, `integrity` (the
 `verify.VerifyResult` of the check run when the trail was opened, or None).
 
@@ -155,6 +156,12 @@ class TrailStore(ABC):
     @abstractmethod
     def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
         """A trace's records, decoded from the signed bytes, in order."""
+
+    @abstractmethod
+    def forward_heads(self) -> dict[str, dict]:
+        """For a collector's trail: for each origin `server`, its newest forwarded record by
+        sequence number, as `{"trail", "seq", "hash"}` from the record's `origin` (where that
+        server's stream stands; `forwarded.forward_heads`). Empty for a server's own trail."""
 
     @abstractmethod
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:

@@ -6,7 +6,7 @@ imports a writer.
 
 from __future__ import annotations
 
-from . import queries, trail
+from . import forwarded, queries, trail
 
 
 class CursorReads:
@@ -31,3 +31,6 @@ class CursorReads:
 
     def get_trace_events(self, trace_id: str, limit: int = 10_000) -> list[dict]:
         return queries.get_trace_events(self.cursor(), trace_id, limit=limit)
+
+    def forward_heads(self) -> dict[str, dict]:
+        return forwarded.forward_heads(self.cursor())

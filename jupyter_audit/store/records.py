@@ -569,7 +569,12 @@ def _origin_json(origin: dict) -> str:
             raise EventValidationError(f"origin.{name} must be printable, {MAX_ID_LEN} at most")
     if not 0 < origin["seq"] <= SAFE_INT:
         raise EventValidationError("origin.seq must be a positive integer")
-    return canonical_bytes(_normalise(origin, "origin", 0, 4096, _Walk())).decode()
+    walk = _Walk()
+    value = _normalise(origin, "origin", 0, 4096, walk)
+    # what `canonical_bytes` writes, as a payload is written (`Prepared.set_payload`): the
+    # fast encoder unless a key lies outside the BMP (a collector prepares one per record)
+    text = canonical_bytes(value, astral_keys=True) if walk.astral else _jcs_bmp(value)
+    return text.decode()
 
 
 def encode_record(p: Prepared, seq: int, prev_hex: str, time_iso: str, version: int) -> bytes:

@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from types import SimpleNamespace
 
 import pytest
-import requests
-from helpers.hub import Hub, find_chp
+from helpers.hub import Hub, Kernel, find_chp
 from helpers.servers import run_cli
-from jupyter_client.jsonutil import json_default
-from jupyter_client.session import Session
 
 from jupyter_audit.identity import hub as hubid
 
@@ -204,65 +200,6 @@ def alice(hub):
     s = hub.login("sub-alice")
     hub.start_server(s, "alice")
     return s
-
-
-class Kernel:
-    """A kernel of a single-user server, over the websocket with the browser's cookies."""
-
-    def __init__(self, hub: Hub, s: requests.Session, owner: str, kernel_id: str | None = None):
-        import websocket
-
-        base = f"{hub.url}/user/{owner}"
-        if kernel_id is None:
-            r = s.post(
-                base + "/api/kernels",
-                json={"name": "python3"},
-                headers={"X-XSRFToken": hub.xsrf(s, f"/user/{owner}/")},
-                timeout=60,
-            )
-            assert r.status_code == 201, (r.status_code, r.text)
-            kernel_id = r.json()["id"]
-        self.id = kernel_id
-        url = f"{base}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
-        cookie = requests.cookies.get_cookie_header(s.cookies, requests.Request("GET", url))
-        self.ws = websocket.create_connection(
-            url.replace("http://", "ws://"), cookie=cookie, timeout=60
-        )
-        self.session = Session(username="forged-by-client")  # never trusted
-
-    def run(self, code: str, timeout: float = 60) -> tuple[str, str]:
-        msg = self.session.msg(
-            "execute_request",
-            {
-                "code": code,
-                "silent": False,
-                "store_history": True,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-        )
-        msg["channel"] = "shell"
-        self.ws.send(json.dumps(msg, default=json_default))
-        msg_id = msg["header"]["msg_id"]
-        out, status, idle = [], None, False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not (status and idle):
-            m = json.loads(self.ws.recv())
-            if m["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = m["header"]["msg_type"]
-            if kind == "stream":
-                out.append(m["content"]["text"])
-            elif kind == "execute_reply":
-                status = m["content"]["status"]
-            elif kind == "status" and m["content"]["execution_state"] == "idle":
-                idle = True
-        assert status and idle, f"no reply to {code!r}"
-        return status, "".join(out)
-
-    def close(self):
-        self.ws.close()
 
 
 def wait_trace(hub, s, owner, kernel_id, predicate, timeout=30):

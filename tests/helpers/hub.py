@@ -1,10 +1,12 @@
 """A real JupyterHub for the identity tests: `python -m jupyterhub` on loopback with
 configurable-http-proxy (from npm), GenericOAuthenticator pointed at a real OIDC provider
 (`MockProvider`), SimpleLocalProcessSpawner starting jupyter-audit single-user servers as the
-current user, and a `requests.Session` per person that signs in like a browser does."""
+current user, a `requests.Session` per person that signs in like a browser does, and a
+`Kernel` of a single-user server driven over its websocket with that session."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -12,11 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
+from jupyter_client.jsonutil import json_default
+from jupyter_client.session import Session
 
 from helpers.servers import REPO, free_port
 
@@ -290,3 +295,62 @@ class Hub:
             )
         r.raise_for_status()
         return r
+
+
+class Kernel:
+    """A kernel of a single-user server, over the websocket with the browser's cookies."""
+
+    def __init__(self, hub: Hub, s: requests.Session, owner: str, kernel_id: str | None = None):
+        import websocket
+
+        base = f"{hub.url}/user/{owner}"
+        if kernel_id is None:
+            r = s.post(
+                base + "/api/kernels",
+                json={"name": "python3"},
+                headers={"X-XSRFToken": hub.xsrf(s, f"/user/{owner}/")},
+                timeout=60,
+            )
+            assert r.status_code == 201, (r.status_code, r.text)
+            kernel_id = r.json()["id"]
+        self.id = kernel_id
+        url = f"{base}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
+        cookie = requests.cookies.get_cookie_header(s.cookies, requests.Request("GET", url))
+        self.ws = websocket.create_connection(
+            url.replace("http://", "ws://"), cookie=cookie, timeout=60
+        )
+        self.session = Session(username="forged-by-client")  # never trusted
+
+    def run(self, code: str, timeout: float = 60) -> tuple[str, str]:
+        msg = self.session.msg(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        msg["channel"] = "shell"
+        self.ws.send(json.dumps(msg, default=json_default))
+        msg_id = msg["header"]["msg_id"]
+        out, status, idle = [], None, False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not (status and idle):
+            m = json.loads(self.ws.recv())
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = m["header"]["msg_type"]
+            if kind == "stream":
+                out.append(m["content"]["text"])
+            elif kind == "execute_reply":
+                status = m["content"]["status"]
+            elif kind == "status" and m["content"]["execution_state"] == "idle":
+                idle = True
+        assert status and idle, f"no reply to {code!r}"
+        return status, "".join(out)
+
+    def close(self):
+        self.ws.close()

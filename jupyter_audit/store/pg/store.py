@@ -22,7 +22,7 @@ import threading
 
 import psycopg
 
-from .. import trail
+from .. import forwarded, trail
 from ..batch import SealedBatch
 from ..canonical import GENESIS_HASH
 from ..chain import leaves
@@ -227,6 +227,15 @@ class PgStore(CursorReads, QueuedStore):
         if self._thread is None:
             raise TrailError("trail is not open")
         return self._reader()
+
+    def forward_heads(self) -> dict[str, dict]:
+        """Each origin server's newest forwarded record, from the indexed origin columns
+        (`forwarded.forward_heads` reads the same from the records on DuckDB)."""
+        rows = self.cursor().execute(
+            "SELECT DISTINCT ON (origin_server) record FROM events "
+            "WHERE origin_server IS NOT NULL ORDER BY origin_server, seq DESC"
+        )
+        return forwarded.heads_of(bytes(r) for (r,) in rows.fetchall())
 
     def verify(self, *, trusted_keys=None, deep: bool = False) -> VerifyResult:
         """Verify as of one snapshot (REPEATABLE READ) while appends go on."""

@@ -1,0 +1,117 @@
+"""The collector's HTTP API (docs/collector.md "Protocol"): every verb authenticated with a
+Hub token (`hubauth`), refusals answered as JSON `{code, message}` and recorded as
+`security.rejected` (rate-limited per address); no request body or token is ever logged.
+
+- `GET  <prefix>api/forward/state[?server=NAME]` -> {"server", "trail", "seq", "hash"}
+- `POST <prefix>api/forward` {"server", "trail", "records": [...], "backlog", "stopping"}
+  -> {"acked", "duplicates"}, once the store committed (an empty `records` is a heartbeat)
+"""
+
+from __future__ import annotations
+
+import json
+
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from .hubauth import Refused, server_id, token_from
+from .protocol import BadBatch, parse_batch
+from .service import MAX_SERVERS_PER_USER, hub_identity
+
+SETTINGS_KEY = "jupyter_audit_collector"
+
+
+class CollectorHandler(web.RequestHandler):
+    """One base: authentication, JSON errors, recorded refusals."""
+
+    hub_user: dict | None = None
+
+    @property
+    def ctx(self):
+        return self.settings[SETTINGS_KEY]
+
+    def check_xsrf_cookie(self) -> None:  # token-authenticated API, no cookies
+        return None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        message = self._reason
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message
+        self.finish(json.dumps({"code": status_code, "message": message}))
+
+    def refuse(self, status: int, message: str, server: str | None = None) -> None:
+        """Record the refusal (under the Hub user when the Hub named one) and answer it."""
+        who = self.hub_user
+        source = f"collector {self.request.method} {self.request.path}"
+        if who is not None:
+            source += f" by Hub user {who.get('name')}"
+        if server is not None:
+            source += f" for server {server[:80]!r}"
+        self.ctx.recorder.reject(
+            message,
+            source,
+            address=self.request.remote_ip or "?",
+            identity=hub_identity(who) if who and who.get("kind", "user") == "user" else None,
+        )
+        raise web.HTTPError(status, message.replace("%", "%%"))
+
+    async def authenticate(self) -> dict:
+        try:
+            token = token_from(self.request.headers.get("Authorization"))
+            self.hub_user = await self.ctx.users.user(token)
+        except Refused as e:
+            self.refuse(e.status, str(e))
+        return self.hub_user  # type: ignore[return-value]
+
+    def server_for(self, user: dict, claimed: str | None) -> str:
+        try:
+            server = server_id(user, claimed)
+        except Refused as e:
+            self.refuse(e.status, str(e), server=claimed)
+            raise  # refuse raised already
+        if not self.ctx.collector.admits(server):
+            self.refuse(
+                403,
+                f"Hub user {user['name']!r} forwards as {MAX_SERVERS_PER_USER} servers already",
+                server=server,
+            )
+        return server
+
+
+class ForwardStateHandler(CollectorHandler):
+    async def get(self) -> None:
+        user = await self.authenticate()
+        server = self.server_for(user, self.get_query_argument("server", None))
+        self.finish(json.dumps(self.ctx.collector.state(server)))
+
+
+class ForwardHandler(CollectorHandler):
+    async def post(self) -> None:
+        user = await self.authenticate()
+        if len(self.request.body) > self.ctx.max_body_bytes:
+            self.refuse(413, f"a batch may not exceed {self.ctx.max_body_bytes} bytes")
+        try:
+            batch = parse_batch(self.request.body)
+        except BadBatch as e:
+            self.refuse(400, f"malformed batch: {e}")
+        server = self.server_for(user, batch.server)
+        try:
+            result = await IOLoop.current().run_in_executor(
+                None, self.ctx.collector.ingest, server, user["name"], batch
+            )
+        except BadBatch as e:
+            self.refuse(400, f"malformed batch: {e}", server=server)
+        self.finish(json.dumps(result))
+
+
+def handlers(prefix: str) -> list:
+    prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+    return [
+        (prefix + "api/forward/state", ForwardStateHandler),
+        (prefix + "api/forward", ForwardHandler),
+    ]

@@ -1,0 +1,148 @@
+"""The forwarder (server/forwarding.py) against a real collector web app in this process
+(collector/handlers.py + service.py on a real DuckDB Writer), its local trail a real Writer
+too. Only the Hub's token check stands in (`HubStandIn`: the Hub itself is
+tests/e2e/test_collector_hub.py): the forwarder catches up after the collector was away,
+stores nothing twice, and resends its trail when the collector's head is not its record."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from helpers.servers import free_port
+from helpers.trail import sql_event, writer_events
+from tornado import httpserver, web
+
+from jupyter_audit.collector.app import Context
+from jupyter_audit.collector.continuity import Head
+from jupyter_audit.collector.handlers import SETTINGS_KEY, handlers
+from jupyter_audit.collector.hubauth import Refused
+from jupyter_audit.collector.service import Collector
+from jupyter_audit.server.forwarding import Forwarder
+from jupyter_audit.server.recorder import Recorder
+
+TOKEN = "alice-server-token"
+
+
+class HubStandIn:
+    """The Hub's answer for alice's server token (`hubauth.HubUsers.user`)."""
+
+    async def user(self, token):
+        if token != TOKEN:
+            raise Refused(403, "the Hub does not know this token")
+        return {
+            "kind": "user",
+            "name": "alice",
+            "groups": [],
+            "scopes": ["access:servers!server=alice/"],
+        }
+
+
+class CollectorWeb:
+    """The collector's forwarding API on a port, in a thread with its own event loop; it can
+    go away and come back on the same port."""
+
+    def __init__(self, collector: Collector):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.loop = asyncio.new_event_loop()
+        ctx = Context(collector, collector.recorder, HubStandIn(), 1 << 24, [])
+        self.app = web.Application(handlers("/"), **{SETTINGS_KEY: ctx})
+        self.server = None
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def _call(self, fn):
+        async def run():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def start(self):
+        def listen():
+            self.server = httpserver.HTTPServer(self.app)
+            self.server.listen(self.port, "127.0.0.1")
+
+        self._call(listen)
+
+    def stop(self):
+        self._call(lambda: self.server.stop())
+
+    def close(self):
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def setup(writer_at):
+    store = writer_at("collector")
+    collector = Collector(store, Recorder(store))
+    web_ = CollectorWeb(collector)
+    web_.start()
+    local = writer_at("local")
+    fw = Forwarder(local, web_.url, TOKEN, server="alice/", heartbeat=0.2, poll=0.05).start()
+    yield collector, web_, local, fw
+    fw.stop(timeout=2)
+    web_.close()
+
+
+def wait(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.05)
+
+
+def forwarded(collector) -> list[dict]:
+    collector.store.flush()
+    return [e for e in writer_events(collector.store) if "origin" in e]
+
+
+def test_the_forwarder_catches_up_after_the_collector_was_away(setup):
+    collector, web_, local, fw = setup
+    local.append_many([sql_event(i) for i in range(5)])
+    last = local.trail_stats()["last_seq"]
+    wait(lambda: fw.acked == last)
+    web_.stop()  # the collector goes away; the server keeps recording
+    local.append_many([sql_event(i) for i in range(5, 12)])
+    last = local.trail_stats()["last_seq"]
+    wait(lambda: fw.backlog == 7 and not fw.connected)
+    web_.start()
+    wait(lambda: fw.acked == last)
+    seqs = [e["origin"]["seq"] for e in forwarded(collector)]
+    assert seqs == list(range(1, last + 1))  # all of it, once, in order
+    assert not [
+        e for e in writer_events(collector.store) if e["kind"].startswith(("forward.", "security."))
+    ]
+
+
+def test_a_local_trail_changed_behind_the_collectors_head_shows_as_a_rewrite(setup):
+    collector, web_, local, fw = setup
+    local.append_many([sql_event(i) for i in range(4)])
+    last = local.trail_stats()["last_seq"]
+    wait(lambda: fw.acked == last)
+    stored = len(forwarded(collector))
+    # the collector's head names another record at that place (as after a local rewrite)
+    collector.heads["alice/"] = Head(local.trail_id, last, "00" * 32)
+    web_.stop()
+    wait(lambda: not fw.connected)
+    web_.start()
+    local.append(sql_event(99))
+    wait(lambda: fw.acked == last + 1)
+    assert len(forwarded(collector)) == stored + 1  # only what was new was sent
+    [rewrite] = [e for e in writer_events(collector.store) if e["kind"] == "forward.rewrite"]
+    assert rewrite["payload"]["seq"] == last + 1
+    assert rewrite["payload"]["expected_hash"] == "00" * 32
+    kinds = [e["kind"] for e in writer_events(collector.store)]
+    assert "security.rejected" not in kinds
+
+
+def test_the_last_batch_says_stopping_and_silence_is_not_recorded_then(setup):
+    collector, web_, local, fw = setup
+    local.append(sql_event(1))
+    fw.stop(timeout=5)
+    assert "alice/" in collector.stopping
+    collector.last_seen["alice/"] -= 3600
+    collector.tick()
+    assert not [e for e in writer_events(collector.store) if e["kind"] == "forward.silent"]
