@@ -89,16 +89,20 @@ class Collector:
                 acked = head.seq if head and head.trail == batch.trail else 0
                 return {"acked": acked, "duplicates": 0}
             notes = continuity.notes_before(server, head, batch)
+            # every record prepared again (masked with the collector's key, its origin in
+            # its signed bytes): a big batch in the store's prepare workers
+            pairs = [to_event(server, owner, batch.trail, rec) for rec in batch.records]
+            prepared = self.store.prepare_many(
+                [event for event, _ in pairs], origins=[origin for _, origin in pairs]
+            )
             items, where = [], []  # prepared events; index of each record among them
-            for i, rec in enumerate(batch.records):
+            for i, p in enumerate(prepared):
                 for note in notes.get(i, ()):
                     kind = "forward.gap" if "got_seq" in note else "forward.rewrite"
                     items.append(self._own(kind, note))
-                event, origin = to_event(server, owner, batch.trail, rec)
-                try:
-                    items.append(self.store.prepare(event, origin=origin))
-                except EventValidationError as e:
-                    raise BadBatch(f"records[{i}]: {e}") from None
+                if isinstance(p, EventValidationError):
+                    raise BadBatch(f"records[{i}]: {p}")
+                items.append(p)
                 where.append(len(items) - 1)
             results = self.store.submit_batch(items).result(timeout=timeout)
             duplicate = [results[j].duplicate for j in where]

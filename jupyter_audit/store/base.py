@@ -84,8 +84,11 @@ class TrailStore(ABC):
         first recorded (`records.ORIGIN_FIELDS`), which its canonical bytes then carry."""
 
     @abstractmethod
-    def prepare_many(self, events: list, event_ids: list | None = None) -> list:
-        """A Prepared or the EventValidationError for each event, in order."""
+    def prepare_many(
+        self, events: list, event_ids: list | None = None, origins: list | None = None
+    ) -> list:
+        """A Prepared or the EventValidationError for each event, in order; `event_ids`,
+        `origins`: one per event, as for `prepare`."""
 
     @abstractmethod
     def submit(self, event: dict | Prepared) -> Future:

@@ -196,12 +196,12 @@ class QueuedStore(TrailStore):
         return prepare(event, self.masker, self.max_field_bytes, event_id=event_id, origin=origin)
 
     def prepare_many(
-        self, events: list, event_ids: list | None = None
+        self, events: list, event_ids: list | None = None, origins: list | None = None
     ) -> list[Prepared | EventValidationError]:
         """Validate and mask a batch; big batches in worker processes (`PreparePool`). A
-        Prepared or the EventValidationError for each event, in order; `event_ids` as for
-        `prepare`, one per event."""
-        return self.pool.prepare_many(events, event_ids)
+        Prepared or the EventValidationError for each event, in order; `event_ids` and
+        `origins` as for `prepare`, one per event."""
+        return self.pool.prepare_many(events, event_ids, origins)
 
     def submit(self, event: dict | Prepared) -> Future:
         """Queue one event; the future resolves to an AppendResult after commit."""

@@ -68,13 +68,18 @@ def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
     os._exit(0)
 
 
-def _prepare_chunk(events: list, event_ids: list | None = None) -> list:
+def _per_event(events: list, values: list | None) -> list:
+    return values if values is not None else [None] * len(events)
+
+
+def _prepare_chunk(events: list, event_ids: list | None = None, origins=None) -> list:
     """In a worker: a Prepared's wire tuple, or the validation message (str), per event."""
     masker, cap = _state  # type: ignore[misc]  # a worker: `_init_worker` has set it
     out: list[tuple | str] = []
-    for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
+    ids, froms = _per_event(events, event_ids), _per_event(events, origins)
+    for event, event_id, origin in zip(events, ids, froms, strict=True):
         try:
-            out.append(prepare(event, masker, cap, event_id=event_id).to_wire())
+            out.append(prepare(event, masker, cap, event_id=event_id, origin=origin).to_wire())
         except EventValidationError as e:
             out.append(str(e))
     return out
@@ -92,28 +97,35 @@ class PreparePool:
         self._closed = False
 
     def prepare_many(
-        self, events: list, event_ids: list | None = None
+        self, events: list, event_ids: list | None = None, origins: list | None = None
     ) -> list[Prepared | EventValidationError]:
         """A Prepared or an EventValidationError for each event, in order. `event_ids`: ids
-        the server chose ahead of time, one per event (`records.prepare`)."""
+        the server chose ahead of time, `origins`: a collector's forwarded records' origins,
+        each one per event (`records.prepare`)."""
         if event_ids is not None and len(event_ids) != len(events):
             raise ValueError("one event_id per event")
+        if origins is not None and len(origins) != len(events):
+            raise ValueError("one origin per event")
         if self.workers == 0 or len(events) < MIN_BATCH or self._closed:
-            return self._inline(events, event_ids)
+            return self._inline(events, event_ids, origins)
         executor = self._get_executor()
         if executor is None:
-            return self._inline(events, event_ids)
+            return self._inline(events, event_ids, origins)
         size = max(MIN_BATCH, min(CHUNK, -(-len(events) // self.workers)))
         starts = range(0, len(events), size)
         chunks = [
-            (events[i : i + size], None if event_ids is None else event_ids[i : i + size])
+            (
+                events[i : i + size],
+                None if event_ids is None else event_ids[i : i + size],
+                None if origins is None else origins[i : i + size],
+            )
             for i in starts
         ]
         try:
             futures = [executor.submit(_prepare_chunk, *c) for c in chunks]
         except Exception as e:  # noqa: BLE001 - a broken or closing pool: prepare here
             self._broken(executor, e)
-            return self._inline(events, event_ids)
+            return self._inline(events, event_ids, origins)
         out: list = []
         for chunk, fut in zip(chunks, futures, strict=True):
             try:
@@ -130,13 +142,14 @@ class PreparePool:
         return out
 
     def _inline(
-        self, events: list, event_ids: list | None = None
+        self, events: list, event_ids: list | None = None, origins: list | None = None
     ) -> list[Prepared | EventValidationError]:
         out: list[Prepared | EventValidationError]
         masker, cap, out = self.masker, self.max_field_bytes, []
-        for event, event_id in zip(events, event_ids or [None] * len(events), strict=True):
+        ids, froms = _per_event(events, event_ids), _per_event(events, origins)
+        for event, event_id, origin in zip(events, ids, froms, strict=True):
             try:
-                out.append(prepare(event, masker, cap, event_id=event_id))
+                out.append(prepare(event, masker, cap, event_id=event_id, origin=origin))
             except EventValidationError as e:
                 out.append(e)
         return out
