@@ -20,6 +20,7 @@ from jupyter_audit.collector.continuity import Head
 from jupyter_audit.collector.handlers import SETTINGS_KEY, handlers
 from jupyter_audit.collector.hubauth import Refused
 from jupyter_audit.collector.service import Collector
+from jupyter_audit.server import forwarding
 from jupyter_audit.server.forwarding import Forwarder
 from jupyter_audit.server.recorder import Recorder
 
@@ -146,3 +147,30 @@ def test_the_last_batch_says_stopping_and_silence_is_not_recorded_then(setup):
     collector.last_seen["alice/"] -= 3600
     collector.tick()
     assert not [e for e in writer_events(collector.store) if e["kind"] == "forward.silent"]
+
+
+def test_a_hole_in_the_local_trail_does_not_stop_forwarding(setup, monkeypatch):
+    """Rows cut from the local trail beyond a batch's width (by its user, or archived before
+    a collector knew the server) must not leave the forwarder asking for the hole for ever
+    while heartbeats keep it from looking silent: what follows is forwarded, the gap
+    recorded."""
+    collector, web_, local, fw = setup
+    monkeypatch.setattr(forwarding, "BATCH_RECORDS", 3)
+    local.append_many([sql_event(i) for i in range(4)])
+    head = local.trail_stats()["last_seq"]
+    wait(lambda: fw.acked == head)
+    web_.stop()
+    wait(lambda: not fw.connected)
+    local.append_many([sql_event(i) for i in range(10)])
+    cur = local.cursor()
+    cur.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", [head + 2, head + 8])
+    cur.close()
+    web_.start()
+    local.append(sql_event(99))
+    last = local.trail_stats()["last_seq"]
+    wait(lambda: fw.acked == last)
+    seqs = [e["origin"]["seq"] for e in forwarded(collector)]
+    assert seqs == [*range(1, head + 2), *range(head + 9, last + 1)]
+    [gap] = [e for e in writer_events(collector.store) if e["kind"] == "forward.gap"]
+    assert gap["payload"]["expected_seq"] == head + 2
+    assert gap["payload"]["got_seq"] == head + 9
