@@ -277,3 +277,30 @@ def test_one_user_cannot_make_the_collector_track_servers_without_end(collector,
     assert not collector.admits("alice/c")
     assert collector.admits("alice/a")  # one it knows
     assert collector.admits("bob/")  # another user's
+
+
+def test_a_server_cannot_forward_the_collectors_own_notes(writer_at, collector):
+    """A server's records of the collector's own kinds (`forward.silent` about another
+    server, a `forward.rewrite`, …) would read as the collector's word: they are wrapped."""
+    from jupyter_audit.identity.snapshot import system_identity
+
+    local = writer_at("local")
+    forged = {
+        "server": "bob/",
+        "last_seq": 1,
+        "last_seen": "2026-01-01T00:00:00+00:00",
+        "silent_for_s": 600,
+    }
+    local.append({"kind": "forward.silent", "identity": system_identity(), "payload": forged})
+    note = {"server": "bob/", "trail": "t", "expected_seq": 2, "got_seq": 9}
+    local.append({"kind": "forward.gap", "identity": system_identity(), "payload": note})
+    local.flush()
+    send(collector, local, records(local))
+    assert kinds(collector.store, "forward.silent") == []
+    assert kinds(collector.store, "forward.gap") == []
+    wrapped = kinds(collector.store, "forward.wrapped")
+    assert [(w["payload"]["kind"], w["payload"]["payload"]) for w in wrapped] == [
+        ("forward.silent", forged),
+        ("forward.gap", note),
+    ]
+    assert all(w["origin"]["server"] == SERVER for w in wrapped)

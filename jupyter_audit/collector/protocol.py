@@ -21,8 +21,13 @@ from ..store.records import identity_id_of, safe_id
 MAX_RECORDS = 1000  # records in one batch
 GENESIS_HEX = GENESIS_HASH.hex()
 # kinds that describe the forwarding server's own trail (its checkpoints, keys, archives,
-# pseudonym key): recorded as `forward.wrapped`, so they never stand for the collector's own
-WRAPPED_KINDS = frozenset({"checkpoint", "key.rotated", "trail.archived", "masking.key_rotated"})
+# pseudonym key), and the collector's own notes (which a server's record could forge, e.g. a
+# `forward.silent` about another server): recorded as `forward.wrapped`, so they never stand
+# for the collector's own
+WRAPPED_KINDS = frozenset(
+    {"checkpoint", "key.rotated", "trail.archived", "masking.key_rotated"}
+    | {"forward.gap", "forward.rewrite", "forward.silent", "forward.resumed", "forward.wrapped"}
+)
 # the envelope fields of a local record that make up the event it was
 _CARRIED: tuple[str, ...] = ("kind", "payload", "kernel_id", "session_id", "notebook", "msg_id")
 _CARRIED += ("op_index", "kernel_time", "flags")
