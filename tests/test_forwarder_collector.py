@@ -174,3 +174,51 @@ def test_a_hole_in_the_local_trail_does_not_stop_forwarding(setup, monkeypatch):
     [gap] = [e for e in writer_events(collector.store) if e["kind"] == "forward.gap"]
     assert gap["payload"]["expected_seq"] == head + 2
     assert gap["payload"]["got_seq"] == head + 9
+
+
+def test_a_redirecting_collector_url_never_gets_the_hub_token_elsewhere(writer_at):
+    """A collector URL that redirects (a hostile or misrouted address) must not carry the
+    server's Hub token to where it points: the redirect is a failure, nothing is sent on."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"seq": 0}')
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    target = f"http://127.0.0.1:{elsewhere.server_address[1]}/"
+
+    class Redirect(Elsewhere):
+        def do_GET(self):
+            self.send_response(307)
+            self.send_header("Location", target + self.path.lstrip("/"))
+            self.end_headers()
+
+        do_POST = do_GET
+
+    redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for s in (elsewhere, redirecting):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        local = writer_at("local")
+        url = f"http://127.0.0.1:{redirecting.server_address[1]}/"
+        fw = Forwarder(local, url, TOKEN, server="alice/")
+        with pytest.raises(forwarding.CollectorUnavailable, match="307"):
+            fw._request("GET", "api/forward/state", None)
+        with pytest.raises(forwarding.CollectorUnavailable, match="307"):
+            fw._post([], stopping=False)
+        assert seen == []
+    finally:
+        for s in (elsewhere, redirecting):
+            s.shutdown()
+            s.server_close()

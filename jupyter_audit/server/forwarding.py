@@ -33,6 +33,17 @@ BATCH_RECORDS = 500
 BATCH_BYTES = 4 << 20
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failure: urllib would carry the Hub token (an added header) to
+    wherever the collector's URL redirects, another host included."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class CollectorUnavailable(Exception):
     """The collector could not be reached or refused a request (retried with backoff)."""
 
@@ -279,7 +290,7 @@ class Forwarder:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with _OPENER.open(req, timeout=60) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:
