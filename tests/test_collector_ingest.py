@@ -304,3 +304,38 @@ def test_a_server_cannot_forward_the_collectors_own_notes(writer_at, collector):
         ("forward.gap", note),
     ]
     assert all(w["origin"]["server"] == SERVER for w in wrapped)
+
+
+def forge(rec: dict, **changes) -> dict:
+    """A local record with other fields that still proves itself (its user recomputed the
+    hash, as anyone who can write their own trail can)."""
+    import hashlib
+
+    fields = {**json.loads(rec["record"]), **changes}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(bytes.fromhex(fields["prev_hash"]) + text.encode()).hexdigest()
+    return {**rec, "record": text, "hash": digest}
+
+
+def test_a_forwarded_records_origin_carries_nothing_the_masker_would_catch(writer_at, collector):
+    """The origin is copied from the server's record, not from its payload: free text put in
+    its time, capped or withheld fields must not reach the collector's trail unmasked."""
+    local = local_trail(writer_at, n=1)
+    [rec] = records(local)[:1]
+    pii = "jane.doe@example.com 4111 1111 1111 1111"
+    forged = forge(
+        rec,
+        time=pii,
+        capped=[{"field": f"payload.{pii}", "original_bytes": 9, "note": pii}],
+        withheld=[{"field": "payload.sql", "reason": pii}],
+    )
+    send(collector, local, [forged])
+    [stored] = [e for e in writer_events(collector.store) if "origin" in e]
+    text = json.dumps(stored, ensure_ascii=False)
+    assert "jane.doe@example.com" not in text and "4111 1111" not in text
+    assert "time" not in stored["origin"]  # not a time: not carried
+    assert stored["origin"]["capped"] and stored["origin"]["withheld"]  # carried, masked
+    # a record's own time is carried as it was
+    send(collector, local, records(local)[1:2])
+    later = [e for e in writer_events(collector.store) if "origin" in e][-1]
+    assert later["origin"]["time"] == json.loads(records(local)[1]["record"])["time"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..events import EventValidationError
 from ..store.canonical import GENESIS_HASH
@@ -161,10 +162,21 @@ def to_event(server: str, owner: str, trail: str, rec: Forwarded) -> tuple[dict,
     event["event_id"] = forward_event_id(server, trail, rec.seq, rec.hash)
     origin: dict = {"server": server, "owner": owner, "trail": trail, "seq": rec.seq}
     origin["hash"] = rec.hash
-    for name in ("time", "event_id"):
-        if type(f.get(name)) is str:
-            origin[name] = f[name]
+    if type(f.get("event_id")) is str:
+        origin["event_id"] = f["event_id"]
+    if _is_time(f.get("time")):  # anything else is free text of the server's: not carried
+        origin["time"] = f["time"]
     for name in ("capped", "withheld"):
         if type(f.get(name)) is list and f[name]:
             origin[name] = f[name]
     return event, origin
+
+
+def _is_time(value) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
