@@ -7,6 +7,7 @@ stores nothing twice, and resends its trail when the collector's head is not its
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -45,12 +46,12 @@ class CollectorWeb:
     """The collector's forwarding API on a port, in a thread with its own event loop; it can
     go away and come back on the same port."""
 
-    def __init__(self, collector: Collector):
+    def __init__(self, collector: Collector, hub=None, routes=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.loop = asyncio.new_event_loop()
-        ctx = Context(collector, collector.recorder, HubStandIn(), 1 << 24, [])
-        self.app = web.Application(handlers("/"), **{SETTINGS_KEY: ctx})
+        ctx = Context(collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"])
+        self.app = web.Application(routes or handlers("/"), **{SETTINGS_KEY: ctx})
         self.server = None
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
@@ -222,3 +223,66 @@ def test_a_redirecting_collector_url_never_gets_the_hub_token_elsewhere(writer_a
         for s in (elsewhere, redirecting):
             s.shutdown()
             s.server_close()
+
+
+class HubUsersStandIn:
+    """The Hub's answer for each user's own token (the token is the user's name)."""
+
+    async def user(self, token):
+        if token not in ("alice", "bob", "carol"):
+            raise Refused(403, "the Hub does not know this token")
+        groups = ["auditors"] if token == "carol" else []
+        return {"kind": "user", "name": token, "groups": groups, "scopes": []}
+
+
+def get(url: str, token: str):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_users_traces_are_listed_however_many_others_record(writer_at, monkeypatch):
+    """The read API's list is capped; a user's own traces must not fall out of it because
+    other users' servers recorded more traces since (nor be hidden by flooding it)."""
+    from jupyter_audit.collector import reading
+    from jupyter_audit.collector.protocol import parse_batch
+    from jupyter_audit.collector.reading import read_handlers
+
+    monkeypatch.setattr(reading, "MAX_TRACES", 3)
+    store = writer_at("collector")
+    collector = Collector(store, Recorder(store))
+    for owner, n in (("alice", 2), ("bob", 5)):
+        local = writer_at(owner)
+        local.append_many([sql_event(i, trace=f"{owner}-{i}") for i in range(n)])
+        local.flush()
+        recs = Forwarder(local, "http://unused/", None).read_after(1)
+        body = {"server": f"{owner}/", "trail": local.trail_id, "records": recs}
+        collector.ingest(f"{owner}/", owner, parse_batch(json.dumps(body).encode()))
+    store.flush()
+    web_ = CollectorWeb(collector, HubUsersStandIn(), handlers("/") + read_handlers("/"))
+    web_.start()
+    try:
+        status, mine = get(web_.url + "api/traces", "alice")
+        assert status == 200
+        assert sorted(t["trace_id"].rpartition(".")[2] for t in mine["traces"]) == [
+            "alice-0",
+            "alice-1",
+        ]
+        status, bobs = get(web_.url + "api/traces", "bob")
+        assert len(bobs["traces"]) == 3
+        assert all(
+            t["trace_id"].endswith(tuple(f"bob-{i}" for i in range(5))) for t in bobs["traces"]
+        )
+        status, everyone = get(web_.url + "api/traces", "carol")
+        assert len(everyone["traces"]) == 3  # an auditor: the newest of all
+        one = mine["traces"][0]["trace_id"]
+        assert get(web_.url + f"api/traces/{one}", "bob")[0] == 403
+        assert get(web_.url + f"api/traces/{one}", "alice")[0] == 200
+    finally:
+        web_.close()
