@@ -83,6 +83,12 @@ def test_a_record_proves_itself_or_the_batch_is_refused(writer_at):
     refused([good[0]] * (MAX_RECORDS + 1), "more than")
     with pytest.raises(BadBatch, match="not JSON"):
         parse_batch(b"\xff{")
+    # nesting deeper than the JSON decoder recurses: refused like any malformed body, never
+    # a crash of the handler that goes unrecorded
+    with pytest.raises(BadBatch, match="not JSON"):
+        parse_batch(b"[" * 200_000)
+    refused([dict(good[0], record='{"a":' + "[" * 200_000)], "not a trail record")
+    refused([dict(good[0], identity="[" * 200_000)], "identity is not the snapshot")
     with pytest.raises(BadBatch, match="trail must be a trail id"):
         parse_batch(body(local, good, trail="bad trail id!"))
 

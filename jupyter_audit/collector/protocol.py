@@ -70,8 +70,8 @@ def parse_batch(body: bytes) -> Batch:
     """A POST /api/forward body, checked (raises BadBatch)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadBatch("the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadBatch("the body is not JSON (or nested too deep)") from None
     if type(data) is not dict:
         raise BadBatch("the body must be a JSON object")
     unknown = set(data) - {"server", "trail", "records", "backlog", "stopping"}
@@ -111,7 +111,7 @@ def parse_record(i: int, item) -> Forwarded:
         raw = text.encode("utf-8")
         fields = json.loads(raw)
         prev = bytes.fromhex(fields["prev_hash"])
-    except (ValueError, UnicodeEncodeError, KeyError, TypeError):
+    except (ValueError, UnicodeEncodeError, KeyError, TypeError, RecursionError):
         raise BadBatch(f"{where}: record is not a trail record") from None
     if type(fields) is not dict or len(prev) != 32:
         raise BadBatch(f"{where}: record is not a trail record")
@@ -127,7 +127,7 @@ def parse_record(i: int, item) -> Forwarded:
         try:
             identity = json.loads(ident_text) if type(ident_text) is str else None
             ok = identity is not None and identity_id_of(identity) == identity_id
-        except (ValueError, EventValidationError):
+        except (ValueError, EventValidationError, RecursionError):
             ok = False
         if not ok:
             raise BadBatch(f"{where}: identity is not the snapshot its identity_id names")
