@@ -286,3 +286,17 @@ def test_a_users_traces_are_listed_however_many_others_record(writer_at, monkeyp
         assert get(web_.url + f"api/traces/{one}", "alice")[0] == 200
     finally:
         web_.close()
+
+
+def test_a_flood_from_a_shared_address_does_not_hide_a_users_forgery(setup):
+    """Servers reach the collector from one address (the Hub's proxy, or 127.0.0.1): a flood
+    of anonymous refusals from it must not turn a Hub user's forgery into a mere count."""
+    collector, web_, _local, _fw = setup
+    for _ in range(25):
+        assert get(web_.url + "api/forward/state", "nobody-knows-this")[0] == 403
+    status, _ = get(web_.url + "api/forward/state?server=bob/", TOKEN)
+    assert status == 403
+    collector.store.flush()
+    rejected = [e for e in writer_events(collector.store) if e["kind"] == "security.rejected"]
+    [forgery] = [e for e in rejected if "bob/" in e["payload"]["reason"]]
+    assert forgery["identity"]["username"] == "alice"

@@ -52,10 +52,14 @@ class CollectorHandler(web.RequestHandler):
             source += f" by Hub user {who.get('name')}"
         if server is not None:
             source += f" for server {server[:80]!r}"
+        # rate-limited per Hub user once the Hub named one, else per address: servers share
+        # an address (the Hub's proxy, 127.0.0.1), and one user's flood must not turn another
+        # user's refusals into a count
+        address = f"Hub user {who.get('name')}" if who is not None else None
         self.ctx.recorder.reject(
             message,
             source,
-            address=self.request.remote_ip or "?",
+            address=address or self.request.remote_ip or "?",
             identity=hub_identity(who) if who and who.get("kind", "user") == "user" else None,
         )
         raise web.HTTPError(status, message.replace("%", "%%"))
