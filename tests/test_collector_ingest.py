@@ -345,3 +345,17 @@ def test_a_forwarded_records_origin_carries_nothing_the_masker_would_catch(write
     send(collector, local, records(local)[1:2])
     later = [e for e in writer_events(collector.store) if "origin" in e][-1]
     assert later["origin"]["time"] == json.loads(records(local)[1]["record"])["time"]
+
+
+def test_a_refused_record_is_named_without_its_values(writer_at, collector):
+    """The refusal of a record goes to the collector's log, the server and the trail: it
+    names the problem, never a value the masker would catch (an unknown kind is a value), and a
+    malformed kind is a refusal, not a crash."""
+    local = local_trail(writer_at, n=1)
+    [rec] = records(local)[:1]
+    with pytest.raises(BadBatch, match="unknown event kind") as e:
+        send(collector, local, [forge(rec, kind="jane.doe@example.com")])
+    assert "jane.doe@example.com" not in str(e.value)
+    with pytest.raises(BadBatch, match=r"records\[0\]"):
+        send(collector, local, [forge(rec, kind=["op.sql"])])
+    assert [e for e in writer_events(collector.store) if "origin" in e] == []

@@ -154,7 +154,7 @@ def to_event(server: str, owner: str, trail: str, rec: Forwarded) -> tuple[dict,
     id for it (`forward_event_id`), and where it came from."""
     f = rec.fields
     event = {k: f[k] for k in _CARRIED if f.get(k) is not None}
-    if f.get("kind") in WRAPPED_KINDS:
+    if type(f.get("kind")) is str and f["kind"] in WRAPPED_KINDS:
         event["kind"] = "forward.wrapped"
         event["payload"] = {"kind": f["kind"], "payload": f.get("payload") or {}}
     event["identity"] = rec.identity
