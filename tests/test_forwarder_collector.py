@@ -300,3 +300,27 @@ def test_a_flood_from_a_shared_address_does_not_hide_a_users_forgery(setup):
     rejected = [e for e in writer_events(collector.store) if e["kind"] == "security.rejected"]
     [forgery] = [e for e in rejected if "bob/" in e["payload"]["reason"]]
     assert forgery["identity"]["username"] == "alice"
+
+
+def test_a_big_body_is_refused_before_it_is_read_unless_the_hub_knows_the_caller(setup):
+    """No one without a Hub token may make the collector hold a body in memory: the
+    refusal comes after the headers, the body is never waited for."""
+    import socket
+
+    _collector, web_, _local, _fw = setup
+    with socket.create_connection(("127.0.0.1", web_.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/forward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 16000000\r\n\r\n" + b"[" * 1000
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 403")  # the stand-in Hub's word for no token
+    # with a token the Hub knows, a body past the cap is read, dropped and refused (413)
+    with socket.create_connection(("127.0.0.1", web_.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/forward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: token " + TOKEN.encode() + b"\r\n"
+            b"Content-Length: " + str((1 << 24) + 1).encode() + b"\r\n\r\n"
+        )
+        sock.sendall(b" " * ((1 << 24) + 1))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")

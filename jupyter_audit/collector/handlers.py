@@ -94,13 +94,32 @@ class ForwardStateHandler(CollectorHandler):
         self.finish(json.dumps(self.ctx.collector.state(server)))
 
 
+@web.stream_request_body
 class ForwardHandler(CollectorHandler):
+    """The body is read only once the Hub knows the caller (`prepare`, after the headers):
+    no one without a token can make the collector hold a body in memory; past the cap, it is
+    read and dropped (then refused, 413), never held."""
+
+    _chunks: list[bytes]
+    _size = 0
+
+    async def prepare(self) -> None:
+        self._chunks = []
+        await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.ctx.max_body_bytes:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # past the cap: refused in `post`, nothing more is held
+
     async def post(self) -> None:
-        user = await self.authenticate()
-        if len(self.request.body) > self.ctx.max_body_bytes:
+        user = self.hub_user or await self.authenticate()  # `prepare` authenticated it
+        if self._size > self.ctx.max_body_bytes:
             self.refuse(413, f"a batch may not exceed {self.ctx.max_body_bytes} bytes")
         try:
-            batch = parse_batch(self.request.body)
+            batch = parse_batch(b"".join(self._chunks))
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}")
         server = self.server_for(user, batch.server)
