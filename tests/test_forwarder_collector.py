@@ -324,3 +324,35 @@ def test_a_big_body_is_refused_before_it_is_read_unless_the_hub_knows_the_caller
         )
         sock.sendall(b" " * ((1 << 24) + 1))
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_a_collector_that_never_answers_does_not_let_cells_past_the_bound(writer_at):
+    """fail_mode=closed: while the forwarder waits on a collector that accepted the
+    connection and says nothing (slow, wedged, or held up on purpose), what the server
+    records still counts against collector_max_backlog."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = threading.Event()
+    held = []
+
+    def accept():
+        conn, _ = listener.accept()
+        held.append(conn)
+        accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    local = writer_at("local")
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    fw = Forwarder(local, url, TOKEN, server="alice/", max_backlog=2, fail_mode="closed").start()
+    try:
+        assert accepted.wait(30)
+        local.append_many([sql_event(i) for i in range(5)])
+        local.flush()
+        last = local.trail_stats()["last_seq"]
+        assert f"has not acknowledged {last} events" in (fw.refusal() or "")
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+        fw.stop(timeout=1)

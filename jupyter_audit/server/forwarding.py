@@ -95,8 +95,10 @@ class Forwarder:
     # ------------------------------------------------------------------ for the server
     @property
     def backlog(self) -> int:
-        """Local events the collector has not acknowledged yet."""
-        return max(0, self.local_last - self.acked)
+        """Local events the collector has not acknowledged yet: counted up to the store's
+        own last committed seq, not the forwarder's last look, so that a forwarder waiting
+        on a collector that does not answer lets no cell past the bound."""
+        return max(0, max(self.local_last, getattr(self.store, "seq", 0)) - self.acked)
 
     def refusal(self) -> str | None:
         """Under fail_mode=closed, why a cell must be refused now (else None)."""
