@@ -359,3 +359,14 @@ def test_a_refused_record_is_named_without_its_values(writer_at, collector):
     with pytest.raises(BadBatch, match=r"records\[0\]"):
         send(collector, local, [forge(rec, kind=["op.sql"])])
     assert [e for e in writer_events(collector.store) if "origin" in e] == []
+
+
+def test_a_trace_namespace_cannot_be_searched_for():
+    """A user may name servers of theirs (their own token claims any name): the namespace of
+    a server's traces must be too wide to search for a name that shares another's (48 bits
+    were a few GPU-hours; then alice's server reads and adds to bob's traces)."""
+    alice, bob = trace_in_collector("alice/x", "t"), trace_in_collector("bob/", "t")
+    assert alice != bob
+    for traced in (alice, bob):
+        _fw, tag, rest = traced.split(".", 2)
+        assert rest == "t" and len(tag) >= 32 and int(tag, 16) >= 0

@@ -20,6 +20,10 @@ from ..store.forwarded import forward_event_id
 from ..store.records import identity_id_of, safe_id
 
 MAX_RECORDS = 1000  # records in one batch
+# hex digits of sha256(server) that namespace a forwarded trace id: 128 bits, so that no one
+# can search offline for a server name of theirs whose namespace is another user's (48 bits,
+# as first built, is a few GPU-hours: then reading and adding to that user's traces)
+TAG_HEX = 32
 GENESIS_HEX = GENESIS_HASH.hex()
 # kinds that describe the forwarding server's own trail (its checkpoints, keys, archives,
 # pseudonym key), and the collector's own notes (which a server's record could forge, e.g. a
@@ -141,7 +145,7 @@ def trace_in_collector(server: str, trace_id: str | None) -> str | None:
     server can add records to a trace of another (trace ids are chosen by clients)."""
     if trace_id is None:
         return None
-    tag = hashlib.sha256(server.encode("utf-8")).hexdigest()[:12]
+    tag = hashlib.sha256(server.encode("utf-8")).hexdigest()[:TAG_HEX]
     out = f"fw.{tag}.{trace_id}"
     if len(out) > 256:
         out = f"fw.{tag}.h.{hashlib.sha256(trace_id.encode('utf-8')).hexdigest()}"
