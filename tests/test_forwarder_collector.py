@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.request
 
 import pytest
 from helpers.servers import free_port
@@ -228,7 +229,11 @@ def test_a_redirecting_collector_url_never_gets_the_hub_token_elsewhere(writer_a
 class HubUsersStandIn:
     """The Hub's answer for each user's own token (the token is the user's name)."""
 
+    def __init__(self):
+        self.answered: list[str] = []
+
     async def user(self, token):
+        self.answered.append(token)
         if token not in ("alice", "bob", "carol"):
             raise Refused(403, "the Hub does not know this token")
         groups = ["auditors"] if token == "carol" else []
@@ -356,3 +361,38 @@ def test_a_collector_that_never_answers_does_not_let_cells_past_the_bound(writer
             conn.close()
         listener.close()
         fw.stop(timeout=1)
+
+
+def test_one_users_batches_cannot_take_every_worker_from_the_others(writer_at):
+    """A user names up to 100 servers of theirs and can post for each at once: batches
+    held up in the collector (here: behind their servers' own locks) must leave workers for
+    the other users' servers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = writer_at("collector")
+    collector = Collector(store, Recorder(store))
+    hub = HubUsersStandIn()
+    web_ = CollectorWeb(collector, hub)
+    web_.start()
+    names = [f"alice/s{i}" for i in range(40)]
+    for name in names:
+        collector.lock(name).acquire()
+
+    def post(token, server, timeout=120):
+        body = json.dumps({"server": server, "trail": "t-1", "records": []}).encode()
+        req = urllib.request.Request(web_.url + "api/forward", data=body, method="POST")
+        req.add_header("Authorization", f"token {token}")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status
+
+    pool = ThreadPoolExecutor(len(names))
+    try:
+        held = [pool.submit(post, "alice", name) for name in names]
+        wait(lambda: hub.answered.count("alice") == len(names))  # all of them in the collector
+        assert post("bob", "bob/", timeout=60) == 200  # not queued behind alice's
+        for name in names:
+            collector.lock(name).release()
+        assert [f.result(timeout=120) for f in held] == [200] * len(names)
+    finally:
+        pool.shutdown(wait=False)
+        web_.close()

@@ -14,7 +14,7 @@ import importlib
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -150,6 +150,7 @@ class Context:
     users: HubUsers
     max_body_bytes: int
     auditor_groups: list
+    ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
 
 
 def hub_users(app: CollectorApp) -> HubUsers:

@@ -9,6 +9,7 @@ Hub token (`hubauth`), refusals answered as JSON `{code, message}` and recorded 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tornado import web
@@ -19,6 +20,9 @@ from .protocol import BadBatch, parse_batch
 from .service import MAX_SERVERS_PER_USER, hub_identity
 
 SETTINGS_KEY = "jupyter_audit_collector"
+# batches of one Hub user taken in at once (the others wait on the event loop, not in the
+# worker pool): a user posting for many servers of theirs leaves workers for everyone else
+INGESTS_PER_USER = 2
 
 
 class CollectorHandler(web.RequestHandler):
@@ -123,10 +127,12 @@ class ForwardHandler(CollectorHandler):
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}")
         server = self.server_for(user, batch.server)
+        slots = self.ctx.ingest_slots.setdefault(user["name"], asyncio.Semaphore(INGESTS_PER_USER))
         try:
-            result = await IOLoop.current().run_in_executor(
-                None, self.ctx.collector.ingest, server, user["name"], batch
-            )
+            async with slots:
+                result = await IOLoop.current().run_in_executor(
+                    None, self.ctx.collector.ingest, server, user["name"], batch
+                )
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}", server=server)
         self.finish(json.dumps(result))
