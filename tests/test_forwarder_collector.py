@@ -396,3 +396,36 @@ def test_one_users_batches_cannot_take_every_worker_from_the_others(writer_at):
     finally:
         pool.shutdown(wait=False)
         web_.close()
+
+
+def test_a_client_that_sends_slowly_holds_no_connection(writer_at):
+    """Slowloris: headers that never end, or a body that never comes, are dropped after
+    `connection_timeout` instead of holding a connection for an hour."""
+    import socket
+
+    from jupyter_audit.collector.app import CollectorApp, http_server
+
+    store = writer_at("collector")
+    collector = Collector(store, Recorder(store))
+    web_ = CollectorWeb(collector)
+    app = CollectorApp(connection_timeout=0.5)
+
+    def listen():
+        web_.server = http_server(app, web_.app)
+        web_.server.listen(web_.port, "127.0.0.1")
+
+    web_._call(listen)
+    try:
+        for start in (b"POST /api/forward HTTP/1.1\r\nHost: x\r\n", b""):
+            with socket.create_connection(("127.0.0.1", web_.port), timeout=30) as sock:
+                sock.sendall(start)
+                assert sock.recv(4096) == b""  # closed by the collector
+        with socket.create_connection(("127.0.0.1", web_.port), timeout=30) as sock:
+            sock.sendall(
+                b"POST /api/forward HTTP/1.1\r\nHost: x\r\nAuthorization: token "
+                + TOKEN.encode()
+                + b"\r\nContent-Length: 100\r\n\r\n{"
+            )
+            assert sock.recv(4096) == b""
+    finally:
+        web_.close()

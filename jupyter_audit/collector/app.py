@@ -82,6 +82,13 @@ class CollectorApp(Configurable):
     max_body_bytes = Int(
         32 << 20, min=1024, config=True, help="Largest forwarded batch accepted (413 beyond)."
     )
+    connection_timeout = Float(
+        60.0,
+        min=0.1,
+        config=True,
+        help="Seconds a connection may stay idle or take to send its request headers, and a "
+        "batch's body to arrive (a slow sender holds no connection longer).",
+    )
     hub_cache_seconds = Int(
         60, min=0, config=True, help="Seconds the Hub's answer for a token is cached."
     )
@@ -163,6 +170,17 @@ def hub_users(app: CollectorApp) -> HubUsers:
     return HubUsers(hub_auth, {f"access:services!service={name}"})
 
 
+def http_server(app: CollectorApp, webapp: web.Application) -> httpserver.HTTPServer:
+    """The collector's HTTP server: bounded bodies, and no connection held open by a
+    client that sends slowly or not at all (slowloris)."""
+    return httpserver.HTTPServer(
+        webapp,
+        max_body_size=app.max_body_bytes + (1 << 20),
+        idle_connection_timeout=app.connection_timeout,
+        body_timeout=app.connection_timeout,
+    )
+
+
 def run(app: CollectorApp) -> None:
     """Serve until SIGTERM or SIGINT."""
     from ..server.recorder import Recorder  # the rate-limited `security.rejected`
@@ -181,7 +199,7 @@ def run(app: CollectorApp) -> None:
     context = Context(collector, recorder, users, app.max_body_bytes, list(app.auditor_groups))
     routes = handlers(prefix) + read_handlers(prefix)
     webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
-    server = httpserver.HTTPServer(webapp, max_body_size=app.max_body_bytes + (1 << 20))
+    server = http_server(app, webapp)
     server.listen(port, ip)
     loop = IOLoop.current()
 
