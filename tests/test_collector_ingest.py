@@ -370,3 +370,25 @@ def test_a_trace_namespace_cannot_be_searched_for():
     for traced in (alice, bob):
         _fw, tag, rest = traced.split(".", 2)
         assert rest == "t" and len(tag) >= 32 and int(tag, 16) >= 0
+
+
+def test_a_hub_user_name_with_a_slash_never_names_another_users_server():
+    """JupyterHub's own authenticators refuse '/' in user names; a custom one might not. A
+    user 'alice/x' would otherwise forward as 'alice/x/' (alice's server named 'x') and
+    read its traces: every endpoint refuses such a caller."""
+    import asyncio
+
+    from jupyter_audit.collector.hubauth import HubUsers
+
+    class HubAuthStandIn:  # the Hub's answer for the token
+        async def user_for_token(self, token, sync=False):
+            return {"kind": "user", "name": token, "scopes": [f"access:servers!user={token}"]}
+
+        def check_scopes(self, required, user):
+            return True
+
+    users = HubUsers(HubAuthStandIn(), {"access:services!service=jupyter-audit"})
+    assert asyncio.run(users.user("alice"))["name"] == "alice"
+    with pytest.raises(Refused, match="not a Hub user name") as e:
+        asyncio.run(users.user("alice/x"))
+    assert e.value.status == 403
