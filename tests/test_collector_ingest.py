@@ -83,6 +83,12 @@ def test_a_record_proves_itself_or_the_batch_is_refused(writer_at):
     refused([good[0]] * (MAX_RECORDS + 1), "more than")
     with pytest.raises(BadBatch, match="not JSON"):
         parse_batch(b"\xff{")
+    # nesting deeper than the JSON decoder recurses: refused like any malformed body, never
+    # a crash of the handler that goes unrecorded
+    with pytest.raises(BadBatch, match="not JSON"):
+        parse_batch(b"[" * 200_000)
+    refused([dict(good[0], record='{"a":' + "[" * 200_000)], "not a trail record")
+    refused([dict(good[0], identity="[" * 200_000)], "identity is not the snapshot")
     with pytest.raises(BadBatch, match="trail must be a trail id"):
         parse_batch(body(local, good, trail="bad trail id!"))
 
@@ -277,3 +283,112 @@ def test_one_user_cannot_make_the_collector_track_servers_without_end(collector,
     assert not collector.admits("alice/c")
     assert collector.admits("alice/a")  # one it knows
     assert collector.admits("bob/")  # another user's
+
+
+def test_a_server_cannot_forward_the_collectors_own_notes(writer_at, collector):
+    """A server's records of the collector's own kinds (`forward.silent` about another
+    server, a `forward.rewrite`, …) would read as the collector's word: they are wrapped."""
+    from jupyter_audit.identity.snapshot import system_identity
+
+    local = writer_at("local")
+    forged = {
+        "server": "bob/",
+        "last_seq": 1,
+        "last_seen": "2026-01-01T00:00:00+00:00",
+        "silent_for_s": 600,
+    }
+    local.append({"kind": "forward.silent", "identity": system_identity(), "payload": forged})
+    note = {"server": "bob/", "trail": "t", "expected_seq": 2, "got_seq": 9}
+    local.append({"kind": "forward.gap", "identity": system_identity(), "payload": note})
+    local.flush()
+    send(collector, local, records(local))
+    assert kinds(collector.store, "forward.silent") == []
+    assert kinds(collector.store, "forward.gap") == []
+    wrapped = kinds(collector.store, "forward.wrapped")
+    assert [(w["payload"]["kind"], w["payload"]["payload"]) for w in wrapped] == [
+        ("forward.silent", forged),
+        ("forward.gap", note),
+    ]
+    assert all(w["origin"]["server"] == SERVER for w in wrapped)
+
+
+def forge(rec: dict, **changes) -> dict:
+    """A local record with other fields that still proves itself (its user recomputed the
+    hash, as anyone who can write their own trail can)."""
+    import hashlib
+
+    fields = {**json.loads(rec["record"]), **changes}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(bytes.fromhex(fields["prev_hash"]) + text.encode()).hexdigest()
+    return {**rec, "record": text, "hash": digest}
+
+
+def test_a_forwarded_records_origin_carries_nothing_the_masker_would_catch(writer_at, collector):
+    """The origin is copied from the server's record, not from its payload: free text put in
+    its time, capped or withheld fields must not reach the collector's trail unmasked."""
+    local = local_trail(writer_at, n=1)
+    [rec] = records(local)[:1]
+    pii = "jane.doe@example.com 4111 1111 1111 1111"
+    forged = forge(
+        rec,
+        time=pii,
+        capped=[{"field": f"payload.{pii}", "original_bytes": 9, "note": pii}],
+        withheld=[{"field": "payload.sql", "reason": pii}],
+    )
+    send(collector, local, [forged])
+    [stored] = [e for e in writer_events(collector.store) if "origin" in e]
+    text = json.dumps(stored, ensure_ascii=False)
+    assert "jane.doe@example.com" not in text and "4111 1111" not in text
+    assert "time" not in stored["origin"]  # not a time: not carried
+    assert stored["origin"]["capped"] and stored["origin"]["withheld"]  # carried, masked
+    # a record's own time is carried as it was
+    send(collector, local, records(local)[1:2])
+    later = [e for e in writer_events(collector.store) if "origin" in e][-1]
+    assert later["origin"]["time"] == json.loads(records(local)[1]["record"])["time"]
+
+
+def test_a_refused_record_is_named_without_its_values(writer_at, collector):
+    """The refusal of a record goes to the collector's log, the server and the trail: it
+    names the problem, never a value the masker would catch (an unknown kind is a value), and a
+    malformed kind is a refusal, not a crash."""
+    local = local_trail(writer_at, n=1)
+    [rec] = records(local)[:1]
+    with pytest.raises(BadBatch, match="unknown event kind") as e:
+        send(collector, local, [forge(rec, kind="jane.doe@example.com")])
+    assert "jane.doe@example.com" not in str(e.value)
+    with pytest.raises(BadBatch, match=r"records\[0\]"):
+        send(collector, local, [forge(rec, kind=["op.sql"])])
+    assert [e for e in writer_events(collector.store) if "origin" in e] == []
+
+
+def test_a_trace_namespace_cannot_be_searched_for():
+    """A user may name servers of theirs (their own token claims any name): the namespace of
+    a server's traces must be too wide to search for a name that shares another's (48 bits
+    were a few GPU-hours; then alice's server reads and adds to bob's traces)."""
+    alice, bob = trace_in_collector("alice/x", "t"), trace_in_collector("bob/", "t")
+    assert alice != bob
+    for traced in (alice, bob):
+        _fw, tag, rest = traced.split(".", 2)
+        assert rest == "t" and len(tag) >= 32 and int(tag, 16) >= 0
+
+
+def test_a_hub_user_name_with_a_slash_never_names_another_users_server():
+    """JupyterHub's own authenticators refuse '/' in user names; a custom one might not. A
+    user 'alice/x' would otherwise forward as 'alice/x/' (alice's server named 'x') and
+    read its traces: every endpoint refuses such a caller."""
+    import asyncio
+
+    from jupyter_audit.collector.hubauth import HubUsers
+
+    class HubAuthStandIn:  # the Hub's answer for the token
+        async def user_for_token(self, token, sync=False):
+            return {"kind": "user", "name": token, "scopes": [f"access:servers!user={token}"]}
+
+        def check_scopes(self, required, user):
+            return True
+
+    users = HubUsers(HubAuthStandIn(), {"access:services!service=jupyter-audit"})
+    assert asyncio.run(users.user("alice"))["name"] == "alice"
+    with pytest.raises(Refused, match="not a Hub user name") as e:
+        asyncio.run(users.user("alice/x"))
+    assert e.value.status == 403

@@ -205,6 +205,11 @@ def test_bundles_verify_and_listings_read_the_trail(trail):
     assert [t["trace_id"] for t in traces] == ["t-b", "t-a"]
     assert [t["trace_id"] for t in s.list_traces(username="alice")] == ["t-a"]
     assert s.list_traces(limit=1, before_seq=traces[0]["last_seq"])[0]["trace_id"] == "t-a"
+    # a collector's reader: traces by id prefix, filtered before the limit (literal: no
+    # LIKE wildcards)
+    assert [t["trace_id"] for t in s.list_traces(limit=1, trace_prefixes=("t-a",))] == ["t-a"]
+    assert len(s.list_traces(trace_prefixes=("t-a", "t-b"))) == 2
+    assert s.list_traces(trace_prefixes=("t_",)) == s.list_traces(trace_prefixes=()) == []
     summary = s.get_trace_summary("t-a")
     assert summary["events"] == 5 and summary["users"] == ["alice"]
     assert summary["counts"]["queries"] == 5

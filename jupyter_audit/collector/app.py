@@ -14,7 +14,7 @@ import importlib
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -81,6 +81,13 @@ class CollectorApp(Configurable):
     )
     max_body_bytes = Int(
         32 << 20, min=1024, config=True, help="Largest forwarded batch accepted (413 beyond)."
+    )
+    connection_timeout = Float(
+        60.0,
+        min=0.1,
+        config=True,
+        help="Seconds a connection may stay idle or take to send its request headers, and a "
+        "batch's body to arrive (a slow sender holds no connection longer).",
     )
     hub_cache_seconds = Int(
         60, min=0, config=True, help="Seconds the Hub's answer for a token is cached."
@@ -150,6 +157,7 @@ class Context:
     users: HubUsers
     max_body_bytes: int
     auditor_groups: list
+    ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
 
 
 def hub_users(app: CollectorApp) -> HubUsers:
@@ -160,6 +168,17 @@ def hub_users(app: CollectorApp) -> HubUsers:
     if not hub_auth.api_token:
         raise ValueError("JUPYTERHUB_API_TOKEN is not set: run the collector as a Hub service")
     return HubUsers(hub_auth, {f"access:services!service={name}"})
+
+
+def http_server(app: CollectorApp, webapp: web.Application) -> httpserver.HTTPServer:
+    """The collector's HTTP server: bounded bodies, and no connection held open by a
+    client that sends slowly or not at all (slowloris)."""
+    return httpserver.HTTPServer(
+        webapp,
+        max_body_size=app.max_body_bytes + (1 << 20),
+        idle_connection_timeout=app.connection_timeout,
+        body_timeout=app.connection_timeout,
+    )
 
 
 def run(app: CollectorApp) -> None:
@@ -180,7 +199,7 @@ def run(app: CollectorApp) -> None:
     context = Context(collector, recorder, users, app.max_body_bytes, list(app.auditor_groups))
     routes = handlers(prefix) + read_handlers(prefix)
     webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
-    server = httpserver.HTTPServer(webapp, max_body_size=app.max_body_bytes + (1 << 20))
+    server = http_server(app, webapp)
     server.listen(port, ip)
     loop = IOLoop.current()
 

@@ -9,6 +9,7 @@ Hub token (`hubauth`), refusals answered as JSON `{code, message}` and recorded 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tornado import web
@@ -19,6 +20,9 @@ from .protocol import BadBatch, parse_batch
 from .service import MAX_SERVERS_PER_USER, hub_identity
 
 SETTINGS_KEY = "jupyter_audit_collector"
+# batches of one Hub user taken in at once (the others wait on the event loop, not in the
+# worker pool): a user posting for many servers of theirs leaves workers for everyone else
+INGESTS_PER_USER = 2
 
 
 class CollectorHandler(web.RequestHandler):
@@ -52,10 +56,14 @@ class CollectorHandler(web.RequestHandler):
             source += f" by Hub user {who.get('name')}"
         if server is not None:
             source += f" for server {server[:80]!r}"
+        # rate-limited per Hub user once the Hub named one, else per address: servers share
+        # an address (the Hub's proxy, 127.0.0.1), and one user's flood must not turn another
+        # user's refusals into a count
+        address = f"Hub user {who.get('name')}" if who is not None else None
         self.ctx.recorder.reject(
             message,
             source,
-            address=self.request.remote_ip or "?",
+            address=address or self.request.remote_ip or "?",
             identity=hub_identity(who) if who and who.get("kind", "user") == "user" else None,
         )
         raise web.HTTPError(status, message.replace("%", "%%"))
@@ -90,20 +98,41 @@ class ForwardStateHandler(CollectorHandler):
         self.finish(json.dumps(self.ctx.collector.state(server)))
 
 
+@web.stream_request_body
 class ForwardHandler(CollectorHandler):
+    """The body is read only once the Hub knows the caller (`prepare`, after the headers):
+    no one without a token can make the collector hold a body in memory; past the cap, it is
+    read and dropped (then refused, 413), never held."""
+
+    _chunks: list[bytes]
+    _size = 0
+
+    async def prepare(self) -> None:
+        self._chunks = []
+        await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.ctx.max_body_bytes:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # past the cap: refused in `post`, nothing more is held
+
     async def post(self) -> None:
-        user = await self.authenticate()
-        if len(self.request.body) > self.ctx.max_body_bytes:
+        user = self.hub_user or await self.authenticate()  # `prepare` authenticated it
+        if self._size > self.ctx.max_body_bytes:
             self.refuse(413, f"a batch may not exceed {self.ctx.max_body_bytes} bytes")
         try:
-            batch = parse_batch(self.request.body)
+            batch = parse_batch(b"".join(self._chunks))
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}")
         server = self.server_for(user, batch.server)
+        slots = self.ctx.ingest_slots.setdefault(user["name"], asyncio.Semaphore(INGESTS_PER_USER))
         try:
-            result = await IOLoop.current().run_in_executor(
-                None, self.ctx.collector.ingest, server, user["name"], batch
-            )
+            async with slots:
+                result = await IOLoop.current().run_in_executor(
+                    None, self.ctx.collector.ingest, server, user["name"], batch
+                )
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}", server=server)
         self.finish(json.dumps(result))

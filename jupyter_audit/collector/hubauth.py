@@ -74,6 +74,10 @@ class HubUsers:
         user = await self.hub_auth.user_for_token(token, sync=False)
         if not user:
             raise Refused(403, "the Hub does not know this token")
+        if "/" in str(user.get("name")):
+            # JupyterHub's authenticators refuse it; a custom one might not, and 'alice/x'
+            # would then name alice's server 'x' (`server_id`, the read API's prefixes)
+            raise Refused(403, "a name with '/' is not a Hub user name")
         if self.access_scopes and not self.hub_auth.check_scopes(self.access_scopes, user):
             raise Refused(
                 403, f"this token lacks the scope {' or '.join(sorted(self.access_scopes))}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from ..events import EventValidationError
 from ..store.canonical import GENESIS_HASH
@@ -19,10 +20,19 @@ from ..store.forwarded import forward_event_id
 from ..store.records import identity_id_of, safe_id
 
 MAX_RECORDS = 1000  # records in one batch
+# hex digits of sha256(server) that namespace a forwarded trace id: 128 bits, so that no one
+# can search offline for a server name of theirs whose namespace is another user's (48 bits,
+# as first built, is a few GPU-hours: then reading and adding to that user's traces)
+TAG_HEX = 32
 GENESIS_HEX = GENESIS_HASH.hex()
 # kinds that describe the forwarding server's own trail (its checkpoints, keys, archives,
-# pseudonym key): recorded as `forward.wrapped`, so they never stand for the collector's own
-WRAPPED_KINDS = frozenset({"checkpoint", "key.rotated", "trail.archived", "masking.key_rotated"})
+# pseudonym key), and the collector's own notes (which a server's record could forge, e.g. a
+# `forward.silent` about another server): recorded as `forward.wrapped`, so they never stand
+# for the collector's own
+WRAPPED_KINDS = frozenset(
+    {"checkpoint", "key.rotated", "trail.archived", "masking.key_rotated"}
+    | {"forward.gap", "forward.rewrite", "forward.silent", "forward.resumed", "forward.wrapped"}
+)
 # the envelope fields of a local record that make up the event it was
 _CARRIED: tuple[str, ...] = ("kind", "payload", "kernel_id", "session_id", "notebook", "msg_id")
 _CARRIED += ("op_index", "kernel_time", "flags")
@@ -64,8 +74,8 @@ def parse_batch(body: bytes) -> Batch:
     """A POST /api/forward body, checked (raises BadBatch)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadBatch("the body is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadBatch("the body is not JSON (or nested too deep)") from None
     if type(data) is not dict:
         raise BadBatch("the body must be a JSON object")
     unknown = set(data) - {"server", "trail", "records", "backlog", "stopping"}
@@ -105,7 +115,7 @@ def parse_record(i: int, item) -> Forwarded:
         raw = text.encode("utf-8")
         fields = json.loads(raw)
         prev = bytes.fromhex(fields["prev_hash"])
-    except (ValueError, UnicodeEncodeError, KeyError, TypeError):
+    except (ValueError, UnicodeEncodeError, KeyError, TypeError, RecursionError):
         raise BadBatch(f"{where}: record is not a trail record") from None
     if type(fields) is not dict or len(prev) != 32:
         raise BadBatch(f"{where}: record is not a trail record")
@@ -121,7 +131,7 @@ def parse_record(i: int, item) -> Forwarded:
         try:
             identity = json.loads(ident_text) if type(ident_text) is str else None
             ok = identity is not None and identity_id_of(identity) == identity_id
-        except (ValueError, EventValidationError):
+        except (ValueError, EventValidationError, RecursionError):
             ok = False
         if not ok:
             raise BadBatch(f"{where}: identity is not the snapshot its identity_id names")
@@ -135,7 +145,7 @@ def trace_in_collector(server: str, trace_id: str | None) -> str | None:
     server can add records to a trace of another (trace ids are chosen by clients)."""
     if trace_id is None:
         return None
-    tag = hashlib.sha256(server.encode("utf-8")).hexdigest()[:12]
+    tag = hashlib.sha256(server.encode("utf-8")).hexdigest()[:TAG_HEX]
     out = f"fw.{tag}.{trace_id}"
     if len(out) > 256:
         out = f"fw.{tag}.h.{hashlib.sha256(trace_id.encode('utf-8')).hexdigest()}"
@@ -148,7 +158,7 @@ def to_event(server: str, owner: str, trail: str, rec: Forwarded) -> tuple[dict,
     id for it (`forward_event_id`), and where it came from."""
     f = rec.fields
     event = {k: f[k] for k in _CARRIED if f.get(k) is not None}
-    if f.get("kind") in WRAPPED_KINDS:
+    if type(f.get("kind")) is str and f["kind"] in WRAPPED_KINDS:
         event["kind"] = "forward.wrapped"
         event["payload"] = {"kind": f["kind"], "payload": f.get("payload") or {}}
     event["identity"] = rec.identity
@@ -156,10 +166,21 @@ def to_event(server: str, owner: str, trail: str, rec: Forwarded) -> tuple[dict,
     event["event_id"] = forward_event_id(server, trail, rec.seq, rec.hash)
     origin: dict = {"server": server, "owner": owner, "trail": trail, "seq": rec.seq}
     origin["hash"] = rec.hash
-    for name in ("time", "event_id"):
-        if type(f.get(name)) is str:
-            origin[name] = f[name]
+    if type(f.get("event_id")) is str:
+        origin["event_id"] = f["event_id"]
+    if _is_time(f.get("time")):  # anything else is free text of the server's: not carried
+        origin["time"] = f["time"]
     for name in ("capped", "withheld"):
         if type(f.get(name)) is list and f[name]:
             origin[name] = f[name]
     return event, origin
+
+
+def _is_time(value) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True

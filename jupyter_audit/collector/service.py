@@ -101,7 +101,9 @@ class Collector:
                     kind = "forward.gap" if "got_seq" in note else "forward.rewrite"
                     items.append(self._own(kind, note))
                 if isinstance(p, EventValidationError):
-                    raise BadBatch(f"records[{i}]: {p}")
+                    # the store's words may quote a value (an unknown kind): masked, as the
+                    # refusal goes to the log, the server and the trail
+                    raise BadBatch(f"records[{i}]: {self.store.masker.mask_text(str(p))}")
                 items.append(p)
                 where.append(len(items) - 1)
             results = self.store.submit_batch(items).result(timeout=timeout)

@@ -33,6 +33,17 @@ BATCH_RECORDS = 500
 BATCH_BYTES = 4 << 20
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is a failure: urllib would carry the Hub token (an added header) to
+    wherever the collector's URL redirects, another host included."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class CollectorUnavailable(Exception):
     """The collector could not be reached or refused a request (retried with backoff)."""
 
@@ -84,8 +95,10 @@ class Forwarder:
     # ------------------------------------------------------------------ for the server
     @property
     def backlog(self) -> int:
-        """Local events the collector has not acknowledged yet."""
-        return max(0, self.local_last - self.acked)
+        """Local events the collector has not acknowledged yet: counted up to the store's
+        own last committed seq, not the forwarder's last look, so that a forwarder waiting
+        on a collector that does not answer lets no cell past the bound."""
+        return max(0, max(self.local_last, getattr(self.store, "seq", 0)) - self.acked)
 
     def refusal(self) -> str | None:
         """Under fail_mode=closed, why a cell must be refused now (else None)."""
@@ -224,6 +237,11 @@ class Forwarder:
         """The next batch of local records from seq `first`, as the wire carries them."""
         cur = self.store.cursor()
         try:
+            # from the next record the trail holds: a hole (rows cut or archived) is skipped,
+            # and the collector records the gap, rather than asked for again and again
+            (first,) = cur.execute("SELECT min(seq) FROM events WHERE seq >= ?", [first]).fetchone()
+            if first is None:
+                return []
             out, size = [], 0
             for row in chain_rows(cur, first, first + BATCH_RECORDS - 1):
                 text = bytes(row.record).decode("utf-8")
@@ -274,7 +292,7 @@ class Forwarder:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
+            with _OPENER.open(req, timeout=60) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:

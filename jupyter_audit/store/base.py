@@ -148,9 +148,15 @@ class TrailStore(ABC):
 
     @abstractmethod
     def list_traces(
-        self, *, username: str | None = None, limit: int = 100, before_seq=None
+        self,
+        *,
+        username: str | None = None,
+        limit: int = 100,
+        before_seq=None,
+        trace_prefixes: tuple[str, ...] | None = None,
     ) -> list[dict]:
-        """Newest traces first; with `username`, only those that user took part in."""
+        """Newest traces first; with `username`, only those that user took part in; with
+        `trace_prefixes`, only traces whose id starts with one of them."""
 
     @abstractmethod
     def get_trace_summary(self, trace_id: str) -> dict | None:

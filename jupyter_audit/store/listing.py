@@ -125,17 +125,25 @@ def list_traces(
     flags: list[str] | None = None,
     q: list[str] | None = None,
     broken: set[str] | None = None,
+    trace_prefixes: tuple[str, ...] | None = None,
 ) -> list[dict]:
     """Newest traces first (by their last record), `limit` of them, all filters AND-ed:
     `username` took part; `before_seq`: last record before it (the cursor); `notebook`
     (`notebook_traces_sql`); overlapping [`since`, `until`]; holding a record of each of
     `kinds`; every one of `flags` (FLAGS; `broken`: the ids of traces holding a broken
-    record); `q`: words (`search.terms`) some record holds, with `matches` counted."""
+    record); `q`: words (`search.terms`) some record holds, with `matches` counted;
+    `trace_prefixes`: the trace id starts with one of them (a collector's reader: the traces
+    of their own servers, `collector.protocol.trace_in_collector`)."""
     params: list[object]
     where, params = [], []
     if username is not None:
         where.append("t.trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)")
         params.append(username)
+    if trace_prefixes is not None:
+        if not trace_prefixes:
+            return []
+        where.append("(" + " OR ".join(["starts_with(t.trace_id, ?)"] * len(trace_prefixes)) + ")")
+        params += list(trace_prefixes)
     if before_seq is not None:
         where.append("t.last_seq < ?")
         params.append(int(before_seq))

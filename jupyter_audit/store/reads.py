@@ -21,9 +21,15 @@ class CursorReads:
     def latest_payload(self, kind: str) -> dict | None:
         return trail.latest_payload(self.cursor(), kind)
 
-    def list_traces(self, *, username=None, limit: int = 100, before_seq=None) -> list[dict]:
+    def list_traces(
+        self, *, username=None, limit: int = 100, before_seq=None, trace_prefixes=None
+    ) -> list[dict]:
         return queries.list_traces(
-            self.cursor(), username=username, limit=limit, before_seq=before_seq
+            self.cursor(),
+            username=username,
+            limit=limit,
+            before_seq=before_seq,
+            trace_prefixes=trace_prefixes,
         )
 
     def get_trace_summary(self, trace_id: str) -> dict | None:

@@ -525,7 +525,7 @@ def prepare(
             raise EventValidationError("flags must be a list of identifiers")
         p.flags = sorted(set(flags))
         flags_json = canonical_bytes(p.flags).decode()
-    p.origin_json = "" if origin is None else _origin_json(origin)
+    p.origin_json = "" if origin is None else _origin_json(origin, masker)
     p.extras_json = (
         canonical_bytes(capped).decode() if capped else "[]",
         flags_json,
@@ -552,7 +552,7 @@ ORIGIN_FIELDS = {
 ORIGIN_REQUIRED = ("server", "owner", "trail", "seq", "hash")
 
 
-def _origin_json(origin: dict) -> str:
+def _origin_json(origin: dict, masker) -> str:
     if type(origin) is not dict or not origin.keys() <= ORIGIN_FIELDS.keys():
         raise EventValidationError("origin: unknown or malformed fields")
     for name, typ in ORIGIN_FIELDS.items():
@@ -571,6 +571,13 @@ def _origin_json(origin: dict) -> str:
         raise EventValidationError("origin.seq must be a positive integer")
     walk = _Walk()
     value = _normalise(origin, "origin", 0, 4096, walk)
+    # what the server said it capped or withheld is its free text: masked like a payload
+    for name in ("capped", "withheld"):
+        if name in value:
+            try:
+                value = {**value, name: masker.mask(value[name])}
+            except Exception:  # noqa: BLE001 - what cannot be masked is not stored
+                raise EventValidationError(f"origin.{name} cannot be masked") from None
     # what `canonical_bytes` writes, as a payload is written (`Prepared.set_payload`): the
     # fast encoder unless a key lies outside the BMP (a collector prepares one per record)
     text = canonical_bytes(value, astral_keys=True) if walk.astral else _jcs_bmp(value)
