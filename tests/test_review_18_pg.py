@@ -1,0 +1,65 @@
+"""Adversarial review of the PostgreSQL trail (issue 18): each test keeps one attack closed.
+An insider holding the collector's (writer role's) DSN, a superuser editing rows, an auditor
+verifying as the read-only role. Real PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN); skipped
+without it."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from helpers.stores import PgBackend, dsn_for, fresh_database
+from helpers.trail import sql_event
+
+from jupyter_audit.store.pg import roles, schema
+from jupyter_audit.store.verify import PROBLEMS
+
+
+@pytest.fixture
+def pg(tmp_path):
+    with fresh_database() as dsn:
+        b = PgBackend(tmp_path, dsn)
+        try:
+            yield b
+        finally:
+            b.close_all()
+
+
+@pytest.fixture
+def writer(pg):
+    """The trail set up with its roles; the writer role's DSN (the role dropped afterwards)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        schema.create(con, partition_size=50)
+    roles.setup(pg.dsn, **names)
+    yield dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=names["writer"])
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        for name in names.values():
+            con.execute(f'DROP OWNED BY "{name}"')
+    with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
+        for name in names.values():
+            con.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_forged_event_id_neither_drops_an_event_nor_passes_verify(pg, writer):
+    """The writer role may INSERT into event_ids: a row claiming an id the collector has not
+    stored yet must not make that event be acknowledged as a duplicate and dropped."""
+    from jupyter_audit.store.errors import TrailWriteError
+
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(5)])
+    with psycopg.connect(writer, autocommit=True) as con:
+        con.execute("INSERT INTO event_ids VALUES ('client-next', 3)")
+    r = pg.verify()
+    assert not r.ok and r.problem == PROBLEMS["event_ids_changed"], r.problems
+    fut = s.submit(s.prepare({**sql_event(9), "event_id": "client-next"}))
+    with pytest.raises(TrailWriteError):  # refused, loudly: never acknowledged unstored
+        fut.result(timeout=60)
+    res = s.submit(s.prepare({**sql_event(10), "event_id": "client-other"})).result(timeout=60)
+    assert not res.duplicate
+    s.close()
+    assert pg.sql("SELECT count(*) FROM events WHERE event_id = 'client-other'") == [(1,)]
