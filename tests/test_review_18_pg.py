@@ -63,3 +63,32 @@ def test_a_forged_event_id_neither_drops_an_event_nor_passes_verify(pg, writer):
     assert not res.duplicate
     s.close()
     assert pg.sql("SELECT count(*) FROM events WHERE event_id = 'client-other'") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "INSERT INTO trace_notebooks VALUES ('trace-1', 'nothing-to-see.ipynb', 2)",
+        "DELETE FROM trace_notebooks WHERE trace_id = 'trace-1'",
+        "UPDATE trace_notebooks SET notebook = 'other.ipynb' WHERE notebook = 'renamed.ipynb'",
+    ],
+)
+def test_notebook_names_the_writer_edits_are_found_and_rebuilt(pg, writer, edit):
+    """The panel lists a trace's notebook names and searches by them from trace_notebooks,
+    which the writer role may change: verify compares it with the log like the other
+    derived tables, and a store that opens the trail rebuilds it."""
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(4)])
+    s.append({**sql_event(9), "notebook": "renamed.ipynb"})
+    s.close()
+    assert pg.verify().ok
+    before = pg.sql("SELECT * FROM trace_notebooks ORDER BY 1, 2")
+    with psycopg.connect(writer, autocommit=True) as con:
+        con.execute(edit)
+    r = pg.verify()
+    assert not r.ok and r.problem == PROBLEMS["derived_changed"], r.problems
+    assert "trace_notebooks" in r.detail
+    s = pg.make()
+    s.close()
+    assert pg.sql("SELECT * FROM trace_notebooks ORDER BY 1, 2") == before
+    assert pg.verify().ok
