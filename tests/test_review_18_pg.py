@@ -92,3 +92,28 @@ def test_notebook_names_the_writer_edits_are_found_and_rebuilt(pg, writer, edit)
     s.close()
     assert pg.sql("SELECT * FROM trace_notebooks ORDER BY 1, 2") == before
     assert pg.verify().ok
+
+
+def test_the_writer_cannot_make_partitions_by_the_thousand(pg, writer):
+    """EXECUTE on the partition function must not let the writer role make partitions far
+    ahead of the log (each one slows every read of `events`); what a round needs still
+    works."""
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(3)])
+    s.close()
+
+    def partitions() -> int:
+        return pg.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")[0][0]
+
+    before = partitions()
+    with psycopg.connect(writer, autocommit=True) as con:
+        for upto in (schema.AHEAD + 100, 2**62, 2**63 - 1):
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="ahead of the log"):
+                con.execute("SELECT jupyter_audit_partitions(%s)", [upto])
+        assert partitions() == before
+        con.execute("SELECT jupyter_audit_partitions(%s)", [3 + 120])
+    assert partitions() == 123 // 50 + 2
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(200)])  # crosses partitions as before
+    s.close()
+    assert pg.verify().ok
