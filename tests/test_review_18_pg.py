@@ -117,3 +117,25 @@ def test_the_writer_cannot_make_partitions_by_the_thousand(pg, writer):
     s.append_many([sql_event(i) for i in range(200)])  # crosses partitions as before
     s.close()
     assert pg.verify().ok
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://auditor:hun%zzter2@127.0.0.1:1/none",  # libpq quotes the bad token
+        "postgresql://auditor:hunter2@[::1:1/none",  # ... the whole URI
+        "host=127.0.0.1 port=1 user=auditor password=hun ter2",  # ... the piece after
+        "host=127.0.0.1 port=1 user=auditor password='hun ter2'",  # a quoted value
+        "postgresql://auditor:hun@ter2@127.0.0.1:1/none",
+        "postgresql://auditor@127.0.0.1:1/none?password=hunter2&sslmode=nonsense",
+    ],
+)
+def test_no_piece_of_a_password_in_a_connection_error(dsn):
+    """A DSN libpq cannot read or connect with is named without its password, and libpq's
+    own message is not repeated when it may quote it (`verify --pg` prints both)."""
+    from helpers.servers import run_cli
+
+    code, out, err = run_cli("verify", "--pg", dsn)
+    assert code == 2 and "cannot connect to PostgreSQL" in err
+    for piece in ("hun", "ter2", "%zz"):
+        assert piece not in out + err
