@@ -12,6 +12,7 @@ import pytest
 from helpers.stores import PgBackend, dsn_for, fresh_database
 from helpers.trail import sql_event
 
+from jupyter_audit.store.merkle import MerkleFrontier
 from jupyter_audit.store.pg import roles, schema
 from jupyter_audit.store.verify import PROBLEMS
 
@@ -139,3 +140,41 @@ def test_no_piece_of_a_password_in_a_connection_error(dsn):
     assert code == 2 and "cannot connect to PostgreSQL" in err
     for piece in ("hun", "ter2", "%zz"):
         assert piece not in out + err
+
+
+@pytest.mark.parametrize(
+    "edit, found",
+    [
+        ("UPDATE head SET seq = seq + 100, frontier = %s", "tail_truncated"),  # a gap
+        ("UPDATE head SET hash = '\\x00'::bytea || substr(hash, 2)", "meta_changed"),  # a break
+        ("UPDATE head SET time_us = 253402300799000000", None),  # year 9999: time frozen
+    ],
+)
+def test_a_head_the_writer_edits_does_not_steer_the_chain(pg, writer, edit, found):
+    """`head` is the writer role's to UPDATE. Edited while the collector was away, it must
+    not make the next collector go on from a seq, hash or time of its own: the trail would
+    show records missing or a broken link forever (nobody can remove them) and every later
+    record the forged time. The edit is found at open and recorded; the log is what counts."""
+    import time
+
+    s = pg.make()
+    s.append_many([sql_event(i) for i in range(5)])
+    s.close()
+    with psycopg.connect(writer, autocommit=True) as con:
+        (seq,) = con.execute("SELECT seq FROM head").fetchone()
+        frontier = MerkleFrontier()  # one the size of the forged seq, so that it parses
+        for _ in range(seq + 100):
+            frontier.append(bytes(32))
+        con.execute(edit, [frontier.to_hex()] if "%s" in edit else None)
+    s = pg.make()
+    if found:
+        assert found in {p["problem"] for p in s.integrity.problems}, s.integrity.problems
+    res = s.append(sql_event(9))
+    s.close()
+    (last,) = pg.sql("SELECT max(seq) FROM events")[0]
+    assert res.seq < last and pg.verify().ok  # the integrity record at open, then a checkpoint
+    (kinds,) = pg.sql("SELECT array_agg(kind ORDER BY seq) FROM events")[0]
+    if found:
+        assert "trail.integrity" in kinds
+    (newest,) = pg.sql("SELECT extract(epoch FROM max(time)) FROM events")[0]
+    assert newest < time.time() + 3600
