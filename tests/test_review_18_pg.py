@@ -178,3 +178,86 @@ def test_a_head_the_writer_edits_does_not_steer_the_chain(pg, writer, edit, foun
         assert "trail.integrity" in kinds
     (newest,) = pg.sql("SELECT extract(epoch FROM max(time)) FROM events")[0]
     assert newest < time.time() + 3600
+
+
+class _Recorder:
+    """A TCP relay to PostgreSQL that keeps every byte the client sent (sslmode=disable)."""
+
+    def __init__(self, host: str, port: int):
+        import socket
+        import threading
+
+        self.target = (host, port)
+        self.sent = bytearray()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, record: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if record:
+                    self.sent += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_setup_never_sends_a_role_password_in_the_clear(pg):
+    """`roles.setup(passwords=…)` sets a role's password by ALTER ROLE, a statement the
+    server may log (log_statement = ddl): it must carry the SCRAM verifier, not the
+    password."""
+    import base64
+    import hashlib
+    import hmac
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(pg.dsn)
+    relay = _Recorder(params.get("host") or "127.0.0.1", int(params.get("port") or 5432))
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
+    secret = "Tr0ub4dor&3-" + suffix
+    try:
+        via = make_conninfo(pg.dsn, host="127.0.0.1", port=relay.port, sslmode="disable")
+        roles.setup(via, **names, passwords={names["writer"]: secret})
+        assert b"SCRAM-SHA-256$" in relay.sent and secret.encode() not in relay.sent
+        ((verifier,),) = pg.sql(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = %s", [names["writer"]]
+        )
+        # the verifier is of this password (RFC 5802: StoredKey = H(HMAC(salted, "Client Key")))
+        iterations, salt, keys = (
+            verifier.removeprefix("SCRAM-SHA-256$").replace("$", ":").split(":")[:3]
+        )
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", secret.encode(), base64.b64decode(salt), int(iterations)
+        )
+        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+        assert base64.b64encode(hashlib.sha256(client_key).digest()).decode() == keys
+    finally:
+        relay.close()
+        with psycopg.connect(pg.dsn, autocommit=True) as con:
+            for name in names.values():
+                con.execute(f'DROP OWNED BY "{name}"')
+        with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
+            for name in names.values():
+                con.execute(f'DROP ROLE IF EXISTS "{name}"')
