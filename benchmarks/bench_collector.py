@@ -66,8 +66,10 @@ class _Hub(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         auth = self.headers.get("Authorization", "")
         i = auth.rpartition("-")[2]
-        if self.path.rstrip("/") != "/hub/api/user" or not i.isdigit() or auth != (
-            f"token {token(int(i))}"
+        if (
+            self.path.rstrip("/") != "/hub/api/user"
+            or not i.isdigit()
+            or auth != (f"token {token(int(i))}")
         ):
             self.send_response(403)
             self.end_headers()
