@@ -46,6 +46,8 @@ PROBLEMS = {
     "column_mismatch": "record changed (a stored column differs from the signed record)",
     "derived_changed": "derived table changed (differs from what the log says)",
     "meta_changed": "the writer's high-water mark was edited",
+    "event_ids_changed": "a client event id names no record of the log (its events would be "
+    "acknowledged as duplicates and dropped)",
     "foreign_objects": "the trail file holds functions or views of its own",
     "check_failed": "a check could not run on this trail (it may have been altered)",
     "tokens_changed": "a service token differs from what the log says",

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.string import StrDumper
 
 from ..errors import TrailError
@@ -25,14 +26,28 @@ from ..errors import TrailError
 CONNECT_TIMEOUT = 10  # seconds to wait for the server at open
 
 
+# a URI's password runs to the last `@` before its path; a keyword's value may be quoted
+_URI_PASSWORD = re.compile(r"(?i)^([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^/\s]*@")
+_KEY_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)")
+
+
 def redacted(dsn: str) -> str:
     """`dsn` with any password left out, for messages."""
-    dsn = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
+    return _KEY_PASSWORD.sub(r"\1***", _URI_PASSWORD.sub(r"\1:***@", dsn))
 
 
 def connect(dsn: str, *, autocommit: bool = False, application: str = "jupyter-audit"):
-    """A psycopg connection to `dsn` (TrailError if it cannot be made)."""
+    """A psycopg connection to `dsn` (TrailError if it cannot be made, naming neither the
+    password nor, for a connection string libpq cannot read, the string itself: libpq's
+    messages then quote pieces of it)."""
+    uri = _URI_PASSWORD.match(dsn)
+    if uri is not None and "@" in uri.group(0)[:-1]:
+        # libpq ends the password at the first `@` and takes the rest for the host name,
+        # which its messages then quote
+        raise TrailError(
+            "cannot connect to PostgreSQL: the connection string's password holds an `@`: "
+            "write it as %40"
+        )
     try:
         con = psycopg.connect(
             dsn,
@@ -40,13 +55,30 @@ def connect(dsn: str, *, autocommit: bool = False, application: str = "jupyter-a
             connect_timeout=CONNECT_TIMEOUT,
             application_name=application,
         )
+    except psycopg.ProgrammingError:
+        raise TrailError(
+            "cannot connect to PostgreSQL: the connection string is not valid (neither it "
+            "nor libpq's message about it is repeated, either may quote a password)"
+        ) from None
     except psycopg.Error as e:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TrailError(f"cannot connect to PostgreSQL at {redacted(dsn)}: {why}") from None
+        raise TrailError(
+            f"cannot connect to PostgreSQL at {redacted(dsn)}: {_scrubbed(why, dsn)}"
+        ) from None
     # strings as `text` (psycopg sends them untyped by default), so that a list is a
     # text[]: the read modules' `unnest(?)` then needs no cast
     con.adapters.register_dumper(str, StrDumper)
     return con
+
+
+def _scrubbed(message: str, dsn: str) -> str:
+    """`message` (about `dsn`) with the password, should it quote it, left out."""
+    message = redacted(message)
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return message
+    return message.replace(str(password), "***") if password else message
 
 
 def qmark(sql: str) -> str:

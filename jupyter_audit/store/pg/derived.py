@@ -2,9 +2,10 @@
 
 `Derivation` takes the log's records one by one, in order, and counts each trace's row with
 the rules every backend uses (`traces.TraceRow.add`, `traces.is_participant`): what `verify`
-compares the stored `traces` and `trace_users` rows with, and what `rebuild` writes when
-they were found edited. The DuckDB trail does the same in SQL (`traces.derived_differences`);
-here the records are decoded once anyway, for the column check, so the counting rides along.
+compares the stored `traces`, `trace_users` and `trace_notebooks` rows with, and what
+`rebuild` writes when they were found edited. The DuckDB trail does the same in SQL
+(`traces.derived_differences`); here the records are decoded once anyway, for the column
+check, so the counting rides along.
 It reads records handed to it and writes only the derived tables: never the log.
 """
 
@@ -65,6 +66,14 @@ class Derivation:
         row.update(notebook=t.notebook or "", started_at=started, last_at=last)
         return row
 
+    def names(self) -> set[tuple[str, str, int]]:
+        """(trace id, notebook name, first seq giving it): `trace_notebooks` as the log says."""
+        return {
+            (t, name, first)
+            for t, row in self.traces.items()
+            for name, first in (row.names or {}).items()
+        }
+
     def differences(self, cur: PortableCursor) -> tuple[str, str] | None:
         """The first trace (by id) whose stored rows are not what the log says: (trace id,
         what), or None."""
@@ -72,6 +81,15 @@ class Derivation:
         odd = have_users ^ self.pairs
         if odd:
             return min(t for t, _u in odd), "its participants (trace_users) differ from the log"
+        # the names the panel lists and notebook searches match (`listing`)
+        have_names = set(
+            cur.execute("SELECT trace_id, notebook, first_seq FROM trace_notebooks").fetchall()
+        )
+        odd_names = have_names ^ self.names()
+        if odd_names:
+            return min(t for t, _n, _s in odd_names), (
+                "its notebook names (trace_notebooks) differ from the log"
+            )
         stored = {}
         for row in cur.execute(f"SELECT trace_id, {', '.join(_COMPARED)} FROM traces").fetchall():
             d = dict(zip(_COMPARED, row[1:], strict=True))
@@ -94,11 +112,7 @@ class Derivation:
                 store_traces(cur, self.traces, {t: tuple(v) for t, v in self.times.items()})
             pairs = sorted(self.pairs)
             cur.executemany("INSERT INTO trace_users (trace_id, username) VALUES (%s, %s)", pairs)
-            names = sorted(
-                (t, name, first)
-                for t, row in self.traces.items()
-                for name, first in (row.names or {}).items()
-            )
+            names = sorted(self.names())
             cur.executemany(
                 "INSERT INTO trace_notebooks (trace_id, notebook, first_seq) VALUES (%s, %s, %s)",
                 names,

@@ -51,7 +51,8 @@ def setup(
 ) -> None:
     """Create the trail's schema (if missing) at `dsn_admin` (a role that may create roles
     and tables) and the three roles with their grants (a role that exists keeps its
-    attributes; its grants are made again). `passwords`: role name -> password to set."""
+    attributes; its grants are made again). `passwords`: role name -> password to set
+    (sent only as its SCRAM verifier, in the server's `password_encryption`)."""
     names = {writer, reader, maintenance}
     if len(names) != 3:
         raise ValueError("the writer, reader and maintenance roles must be three different roles")
@@ -68,7 +69,15 @@ def setup(
                     con.execute(f"CREATE ROLE {quote_ident(name)} LOGIN NOINHERIT")
                 password = (passwords or {}).get(name)
                 if password:
-                    con.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD {_literal(password)}")
+                    # hashed here (as psql's \password does): the statement, which the
+                    # server may log, never holds the password itself
+                    (algorithm,) = con.execute("SHOW password_encryption").fetchone()
+                    verifier = con.pgconn.encrypt_password(
+                        password.encode(), name.encode(), algorithm.encode()
+                    )
+                    con.execute(
+                        f"ALTER ROLE {quote_ident(name)} PASSWORD {_literal(verifier.decode())}"
+                    )
             (here,) = con.execute("SELECT current_schema()").fetchone()
             for stmt in grants(here, writer, reader, maintenance):
                 con.execute(stmt)

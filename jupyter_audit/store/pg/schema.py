@@ -31,6 +31,9 @@ LOG_TABLES = ("events", "identities", "event_ids")
 DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks")
 ALL_TABLES = ("meta", "head", *LOG_TABLES, *DERIVED_TABLES)
 PARTITION_FUNCTION = "jupyter_audit_partitions"
+#: how far past the log's last row the partition function makes partitions (a round of
+#: appends is far smaller; the writer role must not be able to make thousands of them)
+AHEAD = 10_000_000
 
 # every column the DuckDB trail has, plus session_id and the origin of a forwarded record
 # (its server and sequence number there), for the collector's per-server queries
@@ -147,17 +150,25 @@ DDL = [
 
 def _partition_function(schema: str, size: int) -> str:
     """The SECURITY DEFINER function that creates the partitions covering seq 1..`upto` and
-    the one after (returns the last seq they cover). Its search_path is pinned to the
-    trail's schema: a caller cannot point it at tables of its own."""
+    the one after (returns the last seq they cover), `upto` at most AHEAD past the log's
+    last row. Its search_path is pinned to the trail's schema: a caller cannot point it at
+    tables of its own."""
     literal = "'" + schema.replace("'", "''") + "'"
     return f"""
 CREATE FUNCTION {PARTITION_FUNCTION}(upto bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {quote_ident(schema)}, pg_temp AS $$
 DECLARE
     size constant bigint := {int(size)};
-    last_block bigint := greatest(upto - 1, 0) / size + 1;
+    last_block bigint;
     block bigint;
 BEGIN
+    -- never further ahead of the log than a round can reach: a caller holding EXECUTE
+    -- could otherwise make partitions by the thousand (each slows every read of events)
+    IF upto > (SELECT coalesce(max(seq), 0) FROM events) + {int(AHEAD)} THEN
+        RAISE EXCEPTION 'jupyter-audit: partitions up to % refused: more than % ahead of the log',
+            upto, {int(AHEAD)} USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    last_block := greatest(upto - 1, 0) / size + 1;
     FOR block IN 0 .. last_block LOOP
         IF to_regclass(format('%I.%I', {literal}, 'events_p' || block)) IS NULL THEN
             EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',

@@ -8,10 +8,11 @@ connection that holds a session-level advisory lock for as long as the store is 
 second writer of the same trail is refused at open (a killed process's lock goes with its
 connection). A connection lost mid-round fails that round's futures (`TrailWriteError`,
 nothing of it acknowledged; PostgreSQL rolled it back or, if the commit itself got through,
-the store finds it at the head); the next round reconnects, takes the lock again and takes
-up the chain from the committed head. Reads run on connections of their own, through the
-same read modules as the DuckDB trail (`connection.PortableCursor`), and `verify` reads one
-REPEATABLE READ snapshot while appends go on.
+the store finds it in the log); the next round reconnects, takes the lock again and takes
+up the chain after the log's last committed record (`head` is only a cache of it). Reads
+run on connections of their own, through the same read modules as the DuckDB trail
+(`connection.PortableCursor`), and `verify` reads one REPEATABLE READ snapshot while
+appends go on.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .connection import PortableCursor, connect, redacted
 from .derived import Derivation
 from .snapshot import snapshot
 from .verify import verify_snapshot
-from .write import held_client_ids, insert
+from .write import held_client_ids, insert, micros
 
 log = logging.getLogger("jupyter_audit.pg")
 
@@ -96,7 +97,7 @@ class PgStore(CursorReads, QueuedStore):
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> PgStore:
         """Connect (creating the schema if missing), take the writer's lock, restore the
-        chain from the committed head, verify, and start the writer thread."""
+        chain after the log's last record, verify, and start the writer thread."""
         con = connect(self.dsn, autocommit=True)
         try:
             self._prepare_open(con)
@@ -151,24 +152,33 @@ class PgStore(CursorReads, QueuedStore):
             )
 
     def _restore_state(self, con: psycopg.Connection, meta: dict) -> None:
-        """Continue after the committed head (written with every append); rebuilt from the
-        rows only if the head is behind them (edited)."""
-        head_seq = int(meta.get("last_seq", "0"))
-        row = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-        table_seq = row[0] if row else 0
-        self._last_time_us = int(meta.get("last_time_us") or 0)
+        """Continue after the log's last record. The committed head (written with every
+        append) gives its Merkle frontier when it names that record; a head the writer role
+        edited (ahead of the log, another hash) must not make the chain go on from a seq or
+        hash of its own (a gap or a break nobody made), so then it is rebuilt from the rows.
+        The last record time comes from the record itself, never the head."""
+        row = con.execute(
+            "SELECT seq, hash, time FROM events WHERE seq = (SELECT max(seq) FROM events)"
+        ).fetchone()
+        table_seq, table_hash = (row[0], bytes(row[1])) if row else (0, GENESIS_HASH)
+        self._last_time_us = micros(row[2]) if row else 0
         self._covered = 0
-        if head_seq >= table_seq:
+        self.seq, self.last_hash = table_seq, table_hash
+        head_seq = int(meta.get("last_seq", "0"))
+        if head_seq == table_seq and meta.get("last_hash") == table_hash.hex():
             try:
                 self.frontier = MerkleFrontier.from_hex(head_seq, meta.get("frontier") or "")
-                self.seq = head_seq
-                self.last_hash = bytes.fromhex(meta["last_hash"])
                 return
             except ValueError:
                 log.warning("trail head frontier unreadable; rebuilding from the log")
-        row = con.execute("SELECT hash FROM events WHERE seq = %s", [table_seq]).fetchone()
-        self.seq = table_seq
-        self.last_hash = bytes(row[0]) if row else GENESIS_HASH
+        else:
+            log.error(
+                "audit trail %s: the head (#%d) does not name the log's last record (#%d); "
+                "going on after the log",
+                self.where,
+                head_seq,
+                table_seq,
+            )
         self.frontier = MerkleFrontier()
         for leaf in leaves(PortableCursor(con), table_seq):
             self.frontier.append(leaf)
@@ -176,7 +186,7 @@ class PgStore(CursorReads, QueuedStore):
     # ------------------------------------------------------------------ storage hooks
     def _writer(self) -> psycopg.Connection:
         """The writer thread's connection; after one was lost, a new one that holds the lock
-        again, with the chain taken up from the committed head."""
+        again, with the chain taken up after the log's last record."""
         con = self._con
         if con is not None and not con.closed and not con.broken:
             return con

@@ -72,6 +72,7 @@ def verify_snapshot(
     result.last_seq = max_seq
 
     snapshots = _check_identities(cur, result)
+    _check_event_ids(cur, result)
     if start_prev is None:
         start_prev = prev_hash_of(cur, start) or b""
     chain = ChainScan(start, sorted(want_at), deep, start_prev)
@@ -180,6 +181,23 @@ def _check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, st
             seq = first.fetchone()[0]
             result.add("identity_changed", seq, f"identity snapshot {iid[:12]}… {problem}")
     return snapshots
+
+
+def _check_event_ids(cur: PortableCursor, result: VerifyResult) -> None:
+    """Each client event id must name the record that carries it: the writer role may
+    INSERT into `event_ids`, and an id held there is acknowledged as a duplicate, never
+    stored (`write.held_client_ids` ignores such a row; this names it)."""
+    row = cur.execute(
+        "SELECT count(*), min(i.event_id) FROM event_ids i "
+        "LEFT JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id WHERE e.seq IS NULL"
+    ).fetchone()
+    if row[0]:
+        result.add(
+            "event_ids_changed",
+            None,
+            f"{row[0]} client event id(s) in event_ids name no record of the log "
+            f"(the first: {row[1][:40]!r})",
+        )
 
 
 def _check_guards(cur: PortableCursor, result: VerifyResult) -> None:

@@ -153,9 +153,14 @@ def store_traces(cur, traces: dict[str, TraceRow], times: dict) -> None:
 
 
 def held_client_ids(con, ids: list[str]) -> dict[str, int]:
-    """Which of the client-chosen event ids `ids` the trail holds, with their seq."""
+    """Which of the client-chosen event ids `ids` the trail holds, with their seq: only
+    those whose record is in the log (the writer role may INSERT into `event_ids`; a row
+    naming no record must not make an event be acknowledged and dropped)."""
     with con.transaction():
         rows = con.execute(
-            "SELECT event_id, seq FROM event_ids WHERE event_id = ANY(%s::text[])", [ids]
+            "SELECT i.event_id, i.seq FROM event_ids i "
+            "JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id "
+            "WHERE i.event_id = ANY(%s::text[])",
+            [ids],
         ).fetchall()
     return dict(rows)
