@@ -46,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
+from _pg import copy_alone  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine  # noqa: E402
 from jupyter_audit.store.canonical import GENESIS_HASH, iso_time  # noqa: E402
@@ -219,37 +220,6 @@ def open_loop(streams: list[Stream], port: int, rate: float, seconds: float) -> 
     if errors:
         raise errors[0]
     return delays
-
-
-def copy_alone(dsn: str) -> tuple[float, int]:
-    """PostgreSQL's binary COPY of the collector's own rows into a plain copy of its events
-    table (transactions of 2,500 rows, as a round of the store): the database alone."""
-    import psycopg
-
-    from jupyter_audit.store.pg.schema import EVENTS_COLUMNS
-
-    cols = ", ".join(EVENTS_COLUMNS)
-    with psycopg.connect(dsn, autocommit=True) as con:
-        rows = con.execute(f"SELECT {cols} FROM events ORDER BY seq").fetchall()
-        con.execute("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
-        types = [
-            con.execute(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = 'events'::regclass AND attname = %s",
-                [c],
-            ).fetchone()[0]
-            for c in EVENTS_COLUMNS
-        ]
-        t0 = time.perf_counter()
-        for i in range(0, len(rows), 2500):
-            with con.transaction(), con.cursor() as cur:
-                with cur.copy(f"COPY events_copy ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(types)
-                    for row in rows[i : i + 2500]:
-                        copy.write_row(row)
-        wall = time.perf_counter() - t0
-        con.execute("DROP TABLE events_copy")
-        return wall, len(rows)
 
 
 def top_up(dsn: str, state: Path, total: int) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
+from _pg import copy_alone  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key  # noqa: E402
 from jupyter_audit.store.pool import MIN_BATCH  # noqa: E402
@@ -43,28 +44,6 @@ def _ingest(store, events: list) -> tuple[float, float]:
     with ThreadPoolExecutor(2) as producers:
         list(producers.map(produce, (0, 1000)))
     return time.perf_counter() - t0, time.process_time() - c0
-
-
-def _copy_alone(dsn: str) -> tuple[float, int]:
-    """(wall, rows): PostgreSQL's binary COPY of the store's own rows into a plain copy of
-    the events table, in transactions of 2,500 rows: what the database alone costs."""
-    import psycopg
-
-    from jupyter_audit.store.pg.schema import EVENTS_COLUMNS
-
-    cols = ", ".join(EVENTS_COLUMNS)
-    with psycopg.connect(dsn, autocommit=True) as con:
-        rows = con.execute(f"SELECT {cols} FROM events ORDER BY seq").fetchall()
-        con.execute("CREATE TABLE events_copy (LIKE events INCLUDING ALL)")
-        types = ["int8", "text", "timestamp", *["text"] * 8, "int8", "bytea", "bytea", "bytea"]
-        t0 = time.perf_counter()
-        for i in range(0, len(rows), 2500):
-            with con.transaction(), con.cursor() as cur:
-                with cur.copy(f"COPY events_copy ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(types)
-                    for row in rows[i : i + 2500]:
-                        copy.write_row(row)
-        return time.perf_counter() - t0, len(rows)
 
 
 def _reads(dsn: str, checkpoints: Path) -> None:
@@ -141,7 +120,7 @@ def main(n: int) -> None:
         w.close()
         print(_line("Writer (DuckDB), same events      ", n, dwall, dcpu))
         _reads(dsn, d / "pg.checkpoints")
-        cwall, rows = _copy_alone(dsn)
+        cwall, rows = copy_alone(dsn)
         print(
             f"PostgreSQL's own binary COPY of the same rows (2,500 per transaction, no "
             f"validation, masking or hashing): {rows / cwall:,.0f} rows/s"

@@ -70,3 +70,37 @@ def issuer():
     i = KeyIssuer()
     yield i
     i.stop()
+
+
+@pytest.fixture
+def pg(tmp_path):
+    """A PostgreSQL trail backend (`helpers.stores.PgBackend`) in a database of this test's
+    own (JUPYTER_AUDIT_TEST_PG_DSN; skipped without it), its stores closed afterwards."""
+    from helpers.stores import PgBackend, fresh_database
+
+    with fresh_database() as dsn:
+        b = PgBackend(tmp_path, dsn)
+        try:
+            yield b
+        finally:
+            b.close_all()
+
+
+@pytest.fixture
+def pg_role_names(pg):
+    """Names for the trail's three roles, of this test's own (roles are per cluster), each
+    dropped afterwards with what it owns."""
+    import uuid
+
+    import psycopg
+    from helpers.stores import dsn_for
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
+    yield names
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        for name in names.values():
+            con.execute(f'DROP OWNED BY "{name}"')
+    with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
+        for name in names.values():
+            con.execute(f'DROP ROLE IF EXISTS "{name}"')

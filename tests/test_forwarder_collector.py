@@ -6,75 +6,24 @@ stores nothing twice, and resends its trail when the collector's head is not its
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 import urllib.request
 
 import pytest
-from helpers.servers import free_port
+from helpers.collector import ALICE_SERVER_TOKEN, CollectorWeb
 from helpers.trail import sql_event, writer_events
-from tornado import httpserver, web
 
-from jupyter_audit.collector.app import Context
 from jupyter_audit.collector.continuity import Head
-from jupyter_audit.collector.handlers import SETTINGS_KEY, handlers
+from jupyter_audit.collector.handlers import handlers
 from jupyter_audit.collector.hubauth import Refused
 from jupyter_audit.collector.service import Collector
 from jupyter_audit.server import forwarding
 from jupyter_audit.server.forwarding import Forwarder
 from jupyter_audit.server.recorder import Recorder
 
-TOKEN = "alice-server-token"
-
-
-class HubStandIn:
-    """The Hub's answer for alice's server token (`hubauth.HubUsers.user`)."""
-
-    async def user(self, token):
-        if token != TOKEN:
-            raise Refused(403, "the Hub does not know this token")
-        return {
-            "kind": "user",
-            "name": "alice",
-            "groups": [],
-            "scopes": ["access:servers!server=alice/"],
-        }
-
-
-class CollectorWeb:
-    """The collector's forwarding API on a port, in a thread with its own event loop; it can
-    go away and come back on the same port."""
-
-    def __init__(self, collector: Collector, hub=None, routes=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.loop = asyncio.new_event_loop()
-        ctx = Context(collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"])
-        self.app = web.Application(routes or handlers("/"), **{SETTINGS_KEY: ctx})
-        self.server = None
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-    def _call(self, fn):
-        async def run():
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
-
-    def start(self):
-        def listen():
-            self.server = httpserver.HTTPServer(self.app)
-            self.server.listen(self.port, "127.0.0.1")
-
-        self._call(listen)
-
-    def stop(self):
-        self._call(lambda: self.server.stop())
-
-    def close(self):
-        self.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
+TOKEN = ALICE_SERVER_TOKEN
 
 
 @pytest.fixture

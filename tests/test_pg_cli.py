@@ -6,42 +6,24 @@ collector's store is open, by the auditors' read-only role, with the exit codes 
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
 import pytest
 from helpers.servers import run_cli
-from helpers.stores import PgBackend, dsn_for, fresh_database
+from helpers.stores import dsn_for, fresh_database
 from helpers.trail import ALICE, BOB, sql_event
 
 
 @pytest.fixture
-def pg(tmp_path):
-    with fresh_database() as dsn:
-        b = PgBackend(tmp_path, dsn)
-        try:
-            yield b
-        finally:
-            b.close_all()
-
-
-@pytest.fixture
-def auditor(pg):
+def auditor(pg, pg_role_names):
     """The trail's roles made by `pg-setup`; the auditors' DSN. Roles dropped afterwards."""
     from psycopg.conninfo import conninfo_to_dict
 
-    suffix = uuid.uuid4().hex[:8]
-    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
+    names = pg_role_names
     code, out, err = run_cli("pg-setup", "--pg", pg.dsn, *(f"--{k}={v}" for k, v in names.items()))
     assert code == 0, err
     assert names["writer"] in out
     yield dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=names["reader"])
-    with psycopg.connect(pg.dsn, autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP OWNED BY "{name}"')
-    with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def test_verify_export_and_show_read_a_live_trail_as_the_auditor(pg, auditor, tmp_path):

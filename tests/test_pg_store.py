@@ -6,39 +6,13 @@ mid-stream, and tampering with its columns, identities and derived tables. Real 
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 import pytest
-from helpers.stores import PgBackend, dsn_for, fresh_database
+from helpers.stores import PgBackend, dsn_for
 from helpers.trail import ALICE, BOB, sql_event
 
 from jupyter_audit.store.errors import TrailError, TrailLockedError, TrailWriteError
 from jupyter_audit.store.pg import roles, schema
-
-
-@pytest.fixture
-def pg(tmp_path):
-    with fresh_database() as dsn:
-        b = PgBackend(tmp_path, dsn)
-        try:
-            yield b
-        finally:
-            b.close_all()
-
-
-@pytest.fixture
-def role_names(pg):
-    """Three role names of this test's own (roles are per cluster), dropped afterwards."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
-    yield names
-    with psycopg.connect(pg.dsn, autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP OWNED BY "{name}"')
-    with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def role_dsn(pg, name: str) -> str:
@@ -54,11 +28,11 @@ def as_role(pg, name: str) -> psycopg.Connection:
 REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)
 
 
-def test_the_writer_role_appends_but_cannot_change_or_remove_the_log(pg, role_names):
+def test_the_writer_role_appends_but_cannot_change_or_remove_the_log(pg, pg_role_names):
     with psycopg.connect(pg.dsn, autocommit=True) as con:
         schema.create(con, partition_size=50)  # so that appends cross partitions
-    roles.setup(pg.dsn, **role_names)
-    pg.dsn, admin = role_dsn(pg, role_names["writer"]), pg.dsn
+    roles.setup(pg.dsn, **pg_role_names)
+    pg.dsn, admin = role_dsn(pg, pg_role_names["writer"]), pg.dsn
     s = pg.make()  # the collector's store, as the writer role
     s.append_many([sql_event(i) for i in range(120)])
     s.close()
@@ -69,7 +43,7 @@ def test_the_writer_role_appends_but_cannot_change_or_remove_the_log(pg, role_na
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass"
     )
     assert len(partitions) >= 3
-    assert all(owner != role_names["writer"] for _name, owner in partitions)
+    assert all(owner != pg_role_names["writer"] for _name, owner in partitions)
     attempts = [
         "UPDATE events SET kind = 'op.http' WHERE seq = 5",
         "DELETE FROM events WHERE seq = 5",
@@ -86,11 +60,11 @@ def test_the_writer_role_appends_but_cannot_change_or_remove_the_log(pg, role_na
         "DROP FUNCTION jupyter_audit_partitions(bigint)",
         "SET session_replication_role = replica",
     ]
-    with as_role(pg, role_names["writer"]) as con:
+    with as_role(pg, pg_role_names["writer"]) as con:
         for statement in attempts:
             with pytest.raises(REFUSED):
                 con.execute(statement)
-    with as_role(pg, role_names["reader"]) as con:
+    with as_role(pg, pg_role_names["reader"]) as con:
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 121 + 1
         for statement in (
             "INSERT INTO event_ids VALUES ('x', 1)",

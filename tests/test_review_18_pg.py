@@ -9,7 +9,7 @@ import uuid
 
 import psycopg
 import pytest
-from helpers.stores import PgBackend, dsn_for, fresh_database
+from helpers.stores import dsn_for
 from helpers.trail import sql_event
 
 from jupyter_audit.store.merkle import MerkleFrontier
@@ -18,32 +18,15 @@ from jupyter_audit.store.verify import PROBLEMS
 
 
 @pytest.fixture
-def pg(tmp_path):
-    with fresh_database() as dsn:
-        b = PgBackend(tmp_path, dsn)
-        try:
-            yield b
-        finally:
-            b.close_all()
-
-
-@pytest.fixture
-def writer(pg):
+def writer(pg, pg_role_names):
     """The trail set up with its roles; the writer role's DSN (the role dropped afterwards)."""
     from psycopg.conninfo import conninfo_to_dict
 
-    suffix = uuid.uuid4().hex[:8]
-    names = {k: f"ja_{k}_{suffix}" for k in ("writer", "reader", "maintenance")}
+    names = pg_role_names
     with psycopg.connect(pg.dsn, autocommit=True) as con:
         schema.create(con, partition_size=50)
     roles.setup(pg.dsn, **names)
     yield dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=names["writer"])
-    with psycopg.connect(pg.dsn, autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP OWNED BY "{name}"')
-    with psycopg.connect(dsn_for(pg.dsn, "postgres"), autocommit=True) as con:
-        for name in names.values():
-            con.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 
 def test_a_forged_event_id_neither_drops_an_event_nor_passes_verify(pg, writer):

@@ -7,6 +7,9 @@ trace, never from the identities inside forwarded records (a server's owner cont
 - `GET <prefix>api/traces/{id}` -> {"trace", "events"}: 403 for another's trace unless an
   auditor, whose view of another's trace is recorded (`trail.accessed`)
 - `GET <prefix>api/export` -> the export bundle of the whole trail (auditors), recorded
+- `GET <prefix>api/verify[?deep=true][&pubkey=…]` -> the verification of the collector's trail
+  as of now (auditors), also at `<prefix>jupyter-audit/api/verify`, where a server answers it,
+  so that `jupyter audit verify --url <collector> --token <Hub token>` works as for a server
 
 Through the `TrailStore` verbs only (`list_traces`, `get_trace_summary`, `get_trace_events`,
 `build_bundle`), so DuckDB and PostgreSQL serve alike.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from ..store.signing import KeyError_, load_public
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
 from .service import hub_identity
@@ -87,10 +91,29 @@ class ExportHandler(ReadHandler):
         self.finish(json.dumps(bundle, ensure_ascii=False, sort_keys=True))
 
 
+class VerifyHandler(ReadHandler):
+    async def get(self) -> None:
+        user = await self.authenticate()
+        if not self.is_auditor(user):
+            self.refuse(403, "only auditors may verify the collector's trail")
+        deep = self.get_query_argument("deep", "false").lower() in ("1", "true", "yes")
+        pinned = None
+        if self.get_query_argument("pubkey", None):
+            try:
+                pinned = [load_public(self.get_query_argument("pubkey"))]
+            except KeyError_ as e:
+                self.refuse(400, f"pubkey: {e}")
+        store = self.ctx.collector.store
+        result = await asyncio.to_thread(store.verify, trusted_keys=pinned, deep=deep)
+        self.finish(json.dumps(result.to_dict(), default=str))
+
+
 def read_handlers(prefix: str) -> list:
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
     return [
         (prefix + "api/traces", TracesHandler),
         (prefix + r"api/traces/([A-Za-z0-9._:@/+=~-]{1,256})", TraceHandler),
         (prefix + "api/export", ExportHandler),
+        (prefix + "api/verify", VerifyHandler),
+        (prefix + "jupyter-audit/api/verify", VerifyHandler),
     ]

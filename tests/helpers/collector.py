@@ -1,0 +1,70 @@
+"""The collector's web app on a real port in this process, for tests of what talks to it
+(collector/handlers.py, collector/reading.py, on a real trail store). Only the Hub's token
+check stands in (`HubStandIn`); the Hub itself is tests/e2e/test_collector_hub.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from tornado import httpserver, web
+
+from helpers.servers import free_port
+from jupyter_audit.collector.app import Context
+from jupyter_audit.collector.handlers import SETTINGS_KEY, handlers
+from jupyter_audit.collector.hubauth import Refused
+
+ALICE_SERVER_TOKEN = "alice-server-token"
+ALICE_SERVER = {
+    "kind": "user",
+    "name": "alice",
+    "groups": [],
+    "scopes": ["access:servers!server=alice/"],
+}
+
+
+class HubStandIn:
+    """The Hub's answers (`hubauth.HubUsers.user`): token -> user model; by default alice's
+    server token only."""
+
+    def __init__(self, users: dict | None = None):
+        self.users = users if users is not None else {ALICE_SERVER_TOKEN: ALICE_SERVER}
+
+    async def user(self, token):
+        if token not in self.users:
+            raise Refused(403, "the Hub does not know this token")
+        return self.users[token]
+
+
+class CollectorWeb:
+    """The collector's forwarding API on a port, in a thread with its own event loop; it can
+    go away and come back on the same port."""
+
+    def __init__(self, collector, hub=None, routes=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.loop = asyncio.new_event_loop()
+        ctx = Context(collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"])
+        self.app = web.Application(routes or handlers("/"), **{SETTINGS_KEY: ctx})
+        self.server = None
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def _call(self, fn):
+        async def run():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    def start(self):
+        def listen():
+            self.server = httpserver.HTTPServer(self.app)
+            self.server.listen(self.port, "127.0.0.1")
+
+        self._call(listen)
+
+    def stop(self):
+        self._call(lambda: self.server.stop())
+
+    def close(self):
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
