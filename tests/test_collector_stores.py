@@ -5,12 +5,11 @@ per-server stream rebuilt from the store (`forward_heads`) when the collector re
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import json
-import os
-import uuid
 
 import pytest
+from helpers.stores import fresh_database
 from helpers.trail import sql_event
 
 from jupyter_audit.collector.protocol import parse_batch, trace_in_collector
@@ -19,24 +18,6 @@ from jupyter_audit.server.forwarding import Forwarder
 from jupyter_audit.server.recorder import Recorder
 
 SERVER = "alice/"
-
-
-def _pg_database():
-    """A fresh database on the test server for one test (dropped after), or a skip."""
-    dsn = os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("no PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN)")
-    try:
-        importlib.import_module("jupyter_audit.store.pg")
-    except ImportError:
-        pytest.skip("the PostgreSQL trail store is not in this tree")
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"collector_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-    return dsn, name, make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])
@@ -50,16 +31,15 @@ def open_store(request, tmp_path):
     masker = MaskingEngine(load_or_create_key(state / "masking.key"))
     key = SigningKey.load_or_create(state / "signing-key.pem")
     opened = []
-    dropped = None
+    stack = contextlib.ExitStack()
     if request.param == "duckdb":
         from jupyter_audit.store.writer import Writer
 
         def make():
             return Writer(tmp_path / "collector.duckdb", masker, key)
     else:
-        dsn, name, target = _pg_database()
-        dropped = (dsn, name)
-        pg = importlib.import_module("jupyter_audit.store.pg")
+        target = stack.enter_context(fresh_database())
+        from jupyter_audit.store import pg
 
         def make():
             return pg.PgStore(target, masker, key, checkpoint_path=state / "collector.checkpoints")
@@ -75,11 +55,7 @@ def open_store(request, tmp_path):
             store.close()
         except Exception:  # noqa: BLE001 - closed by the test already
             pass
-    if dropped:
-        import psycopg
-
-        with psycopg.connect(dropped[0], autocommit=True) as con:
-            con.execute(f'DROP DATABASE IF EXISTS "{dropped[1]}" WITH (FORCE)')
+    stack.close()
 
 
 def batch(local, first: int):

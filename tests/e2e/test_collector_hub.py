@@ -14,6 +14,7 @@ collector holds; the collector's chain verifies at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import requests
 from helpers.hub import Hub, Kernel, alive, descendants, find_chp
 from helpers.oidc import provider_fixture
 from helpers.servers import free_port, run_cli
+from helpers.stores import fresh_database
 
 from jupyter_audit.server.forwarding import Forwarder
 
@@ -71,37 +73,17 @@ c.Spawner.poll_interval = 2
 provider = provider_fixture({"sub-alice": ALICE, "sub-bob": BOB})
 
 
-def _pg_database() -> tuple[str, str]:
-    """(server DSN, a fresh database's DSN) for a collector on PostgreSQL, or a skip."""
-    import importlib
-    import uuid
-
-    dsn = os.environ.get("JUPYTER_AUDIT_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip("no PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN)")
-    try:
-        importlib.import_module("jupyter_audit.store.pg")
-    except ImportError:
-        pytest.skip("the PostgreSQL trail store is not in this tree")
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"collector_hub_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(dsn, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{name}"')
-    return dsn, make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
-
-
 @pytest.fixture(scope="module", params=["duckdb", "postgresql"])
 def hub(request, provider, tmp_path_factory):
     """One Hub for the module, its collector on DuckDB (`--db`) or PostgreSQL (`--pg`)."""
     chp = find_chp()
     if chp is None:
         pytest.skip("configurable-http-proxy not found (scripts/test installs it)")
-    pg = _pg_database() if request.param == "postgresql" else None
+    stack = contextlib.ExitStack()
+    pg = stack.enter_context(fresh_database()) if request.param == "postgresql" else None
     directory = tmp_path_factory.mktemp("collector-hub")
     port = free_port()
-    trail = ["--pg", pg[1]] if pg else ["--db", str(directory / "collector.duckdb")]
+    trail = ["--pg", pg] if pg else ["--db", str(directory / "collector.duckdb")]
     extra = COLLECTOR_CONFIG.format(
         port=port, python=sys.executable, dir=directory, silent=SILENT_AFTER, trail=trail
     )
@@ -113,13 +95,7 @@ def hub(request, provider, tmp_path_factory):
     finally:
         h.stop()
         print("---- jupyterhub log (tail) ----\n" + h.log_tail(150))
-        if pg:
-            import psycopg
-            from psycopg.conninfo import conninfo_to_dict
-
-            name = conninfo_to_dict(pg[1])["dbname"]
-            with psycopg.connect(pg[0], autocommit=True) as con:
-                con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        stack.close()
 
 
 class Person:
