@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -34,3 +35,34 @@ def copy_alone(dsn: str) -> tuple[float, int]:
         wall = time.perf_counter() - t0
         con.execute("DROP TABLE events_copy")
         return wall, len(rows)
+
+
+def reads(dsn: str) -> None:
+    """The reviewer's two commonest reads on a PostgreSQL trail: the newest 100 traces, and
+    the whole of the newest trace (median / max of 21; the issue's bar is 50 ms)."""
+    from jupyter_audit.store import queries
+    from jupyter_audit.store.pg.connection import PortableCursor, connect
+
+    con = connect(dsn, autocommit=True)
+    cur = PortableCursor(con)
+    try:
+        n = queries.trail_stats(cur)["events"]
+        trace = queries.list_traces(cur, limit=1)[0]["trace_id"]
+        size = len(queries.get_trace_events(cur, trace, limit=10_000))
+        lists, one = [], []
+        for _ in range(21):
+            t0 = time.perf_counter()
+            queries.list_traces(cur, limit=100)
+            lists.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            queries.get_trace_events(cur, trace, limit=10_000)
+            one.append(time.perf_counter() - t0)
+        print(
+            f"reads at {n:,} events (median / max of 21; target ≤ 50 ms):\n"
+            f"  newest 100 traces   {statistics.median(lists) * 1e3:6.1f} / "
+            f"{max(lists) * 1e3:6.1f} ms\n"
+            f"  one trace ({size} events) {statistics.median(one) * 1e3:6.1f} / "
+            f"{max(one) * 1e3:6.1f} ms"
+        )
+    finally:
+        con.close()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
-from _pg import copy_alone  # noqa: E402
+from _pg import copy_alone, reads  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine  # noqa: E402
 from jupyter_audit.store.canonical import GENESIS_HASH, iso_time  # noqa: E402
@@ -251,35 +251,6 @@ def top_up(dsn: str, state: Path, total: int) -> None:
             print(f"  … {total - todo:,} events ({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         store.close()
-
-
-def reads(dsn: str) -> None:
-    from jupyter_audit.store import queries
-    from jupyter_audit.store.pg.connection import PortableCursor, connect
-
-    con = connect(dsn, autocommit=True)
-    cur = PortableCursor(con)
-    try:
-        n = queries.trail_stats(cur)["events"]
-        trace = queries.list_traces(cur, limit=1)[0]["trace_id"]
-        size = len(queries.get_trace_events(cur, trace, limit=10_000))
-        lists, one = [], []
-        for _ in range(21):
-            t0 = time.perf_counter()
-            queries.list_traces(cur, limit=100)
-            lists.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            queries.get_trace_events(cur, trace, limit=10_000)
-            one.append(time.perf_counter() - t0)
-        print(
-            f"reads at {n:,} events (median / max of 21; target ≤ 50 ms):\n"
-            f"  newest 100 traces   {statistics.median(lists) * 1e3:6.1f} / "
-            f"{max(lists) * 1e3:6.1f} ms\n"
-            f"  one trace ({size} events) {statistics.median(one) * 1e3:6.1f} / "
-            f"{max(one) * 1e3:6.1f} ms"
-        )
-    finally:
-        con.close()
 
 
 def start_collector(d: Path, dsn: str, hub_port: int, port: int) -> subprocess.Popen:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
-from _pg import copy_alone  # noqa: E402
+from _pg import copy_alone, reads  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key  # noqa: E402
 from jupyter_audit.store.pool import MIN_BATCH  # noqa: E402
@@ -48,11 +48,7 @@ def _ingest(store, events: list) -> tuple[float, float]:
 
 def _reads(dsn: str, checkpoints: Path) -> None:
     """`verify --pg`'s check of the whole trail, and the panel's two commonest reads
-    (newest 100 traces; one trace's first 500 events), median of 20."""
-    import statistics
-
-    from jupyter_audit.store import queries
-    from jupyter_audit.store.pg.connection import PortableCursor, connect
+    (`_pg.reads`)."""
     from jupyter_audit.store.pg.verify import verify_dsn
 
     t0 = time.perf_counter()
@@ -61,24 +57,7 @@ def _reads(dsn: str, checkpoints: Path) -> None:
         f"verify of the PostgreSQL trail ({r.events:,} records; one snapshot): "
         f"{time.perf_counter() - t0:.2f} s ({'intact' if r.ok else r.problem})"
     )
-    con = connect(dsn, autocommit=True)
-    cur = PortableCursor(con)
-    try:
-        lists, one = [], []
-        trace = queries.list_traces(cur, limit=1)[0]["trace_id"]
-        for _ in range(20):
-            t0 = time.perf_counter()
-            queries.list_traces(cur, limit=100)
-            lists.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            queries.get_trace_events(cur, trace, limit=500)
-            one.append(time.perf_counter() - t0)
-        print(
-            f"newest 100 traces {statistics.median(lists) * 1000:.1f} ms, one trace's first "
-            f"500 events {statistics.median(one) * 1000:.1f} ms (median of 20)"
-        )
-    finally:
-        con.close()
+    reads(dsn)
 
 
 def _line(label: str, n: int, wall: float, cpu: float) -> str:
