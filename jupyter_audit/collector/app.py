@@ -99,6 +99,13 @@ class CollectorApp(Configurable):
         help="Hub groups whose members see every trace the collector holds and may export it "
         "(the same names as c.AuditApp.auditor_groups); others see their own servers' traces.",
     )
+    reviewer_groups = List(
+        Unicode(),
+        ["audit-reviewers"],
+        config=True,
+        help="Hub groups whose members decide the approval requests of every server (the same "
+        "names as c.AuditApp.reviewer_groups); no one decides their own.",
+    )
     checkpoint_every = Int(10_000, config=True, help="Sign a checkpoint every N events.")
     checkpoint_interval = Float(
         60.0, config=True, help="Sign a checkpoint at least every T seconds while events arrive."
@@ -157,7 +164,24 @@ class Context:
     users: HubUsers
     max_body_bytes: int
     auditor_groups: list
+    reviewer_groups: list = field(default_factory=list)
     ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
+
+    def roles(self, user: dict) -> list[str]:
+        """A Hub user's roles at the collector, from their Hub groups: `auditor` (every
+        trace, export, verify), `reviewer` (decides others' approval requests)."""
+        groups = set(user.get("groups") or ())
+        roles = ["user"]
+        if groups & set(self.auditor_groups):
+            roles.append("auditor")
+        if groups & set(self.reviewer_groups):
+            roles.append("reviewer")
+        return roles
+
+
+def all_routes(prefix: str) -> list:
+    """Every route of the collector under the service prefix (forwarding, reading)."""
+    return handlers(prefix) + read_handlers(prefix)
 
 
 def hub_users(app: CollectorApp) -> HubUsers:
@@ -196,8 +220,15 @@ def run(app: CollectorApp) -> None:
         log.info("jupyter-audit collector: masking key %s (was %s)", store.masker.key_id, previous)
     recorder = Recorder(store, log=log)
     collector = Collector(store, recorder, silent_after=app.silent_after, log=log)
-    context = Context(collector, recorder, users, app.max_body_bytes, list(app.auditor_groups))
-    routes = handlers(prefix) + read_handlers(prefix)
+    context = Context(
+        collector,
+        recorder,
+        users,
+        app.max_body_bytes,
+        list(app.auditor_groups),
+        list(app.reviewer_groups),
+    )
+    routes = all_routes(prefix)
     webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
     server = http_server(app, webapp)
     server.listen(port, ip)

@@ -30,7 +30,7 @@ MAX_TRACES = 1000
 
 class ReadHandler(CollectorHandler):
     def is_auditor(self, user: dict) -> bool:
-        return bool(set(user.get("groups") or ()) & set(self.ctx.auditor_groups))
+        return "auditor" in self.ctx.roles(user)
 
     def own_prefixes(self, user: dict) -> tuple[str, ...]:
         """The trace-id prefixes of the user's servers (those the collector has heard of)."""

@@ -51,7 +51,8 @@ from . import logfilter, sockets
 from .approvals import API_PATHS as APPROVAL_PATHS
 from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .authorization import AuditAuthorizer
-from .forwarding import Forwarder, server_claim
+from .collector_client import COLLECTOR_CLIENT_KEY, CollectorClient, server_claim
+from .forwarding import Forwarder
 from .gateway import AuditKernelWebsocketConnection
 from .handlers import API, HANDLERS
 from .hooks import contents, lifecycle, sessions, signin, terminals, workspaces
@@ -417,6 +418,12 @@ class AuditApp(ExtensionApp):
                 "authorizer": self.authorizer,
             }
         )
+        # the Hub's collector, when there is one: the forwarder's destination, and what
+        # people's reads and approvals go through (docs/collector.md)
+        self.collector_client = (
+            CollectorClient.from_environment(self.collector_url) if self.collector_url else None
+        )
+        self.settings[COLLECTOR_CLIENT_KEY] = self.collector_client
         self.approvals = self._build_approvals()
         self.settings[APPROVALS_KEY] = self.approvals
         self.forwarder = None

@@ -19,44 +19,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from ..store.chain import chain_rows
 from ..store.errors import loggable_error
+from .collector_client import CollectorClient, CollectorUnavailable
 
 BATCH_RECORDS = 500
 BATCH_BYTES = 4 << 20
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is a failure: urllib would carry the Hub token (an added header) to
-    wherever the collector's URL redirects, another host included."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-class CollectorUnavailable(Exception):
-    """The collector could not be reached or refused a request (retried with backoff)."""
-
-
 class BacklogFull(RuntimeError):
     """fail_mode=closed: cells are refused while the collector lags this far behind."""
-
-
-def server_claim() -> str | None:
-    """This server's id as the Hub names it (`<user>/<server name>`), from the spawner's
-    environment; the collector checks it against the Hub's answer for the token."""
-    user = os.environ.get("JUPYTERHUB_USER")
-    return f"{user}/{os.environ.get('JUPYTERHUB_SERVER_NAME', '')}" if user else None
 
 
 class Forwarder:
@@ -76,6 +51,7 @@ class Forwarder:
         self.store = store
         self.url = url.rstrip("/") + "/"
         self.token = token
+        self.client = CollectorClient(url, token, server=server)
         self.server = server
         self.max_backlog = max_backlog
         self.fail_mode = fail_mode
@@ -282,23 +258,5 @@ class Forwarder:
         return self._request("POST", "api/forward", body)
 
     def _request(self, method: str, path: str, body: dict | None) -> dict:
-        url = self.url + path
-        if method == "GET" and self.server is not None:
-            url += "?" + urllib.parse.urlencode({"server": self.server})
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        req = urllib.request.Request(url, data=data, method=method)
-        if self.token:
-            req.add_header("Authorization", f"token {self.token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with _OPENER.open(req, timeout=60) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            try:
-                message = json.loads(e.read()).get("message")
-            except ValueError:
-                message = None
-            raise CollectorUnavailable(f"{method} {path}: {e.code} {message or e.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            raise CollectorUnavailable(f"{method} {path}: {type(e).__name__}: {e}") from None
+        params = {"server": self.server} if method == "GET" and self.server is not None else None
+        return self.client.request(method, path, body, params)

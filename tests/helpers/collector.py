@@ -10,8 +10,8 @@ import threading
 from tornado import httpserver, web
 
 from helpers.servers import free_port
-from jupyter_audit.collector.app import Context
-from jupyter_audit.collector.handlers import SETTINGS_KEY, handlers
+from jupyter_audit.collector.app import Context, all_routes
+from jupyter_audit.collector.handlers import SETTINGS_KEY
 from jupyter_audit.collector.hubauth import Refused
 
 ALICE_SERVER_TOKEN = "alice-server-token"
@@ -37,15 +37,17 @@ class HubStandIn:
 
 
 class CollectorWeb:
-    """The collector's forwarding API on a port, in a thread with its own event loop; it can
+    """The collector's whole API (`all_routes`, unless `routes` says otherwise) on a port, in a thread with its own event loop; it can
     go away and come back on the same port."""
 
     def __init__(self, collector, hub=None, routes=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.loop = asyncio.new_event_loop()
-        ctx = Context(collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"])
-        self.app = web.Application(routes or handlers("/"), **{SETTINGS_KEY: ctx})
+        ctx = Context(
+            collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"], ["reviewers"]
+        )
+        self.app = web.Application(routes or all_routes("/"), **{SETTINGS_KEY: ctx})
         self.server = None
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
