@@ -50,8 +50,15 @@ def verify_with_archive(args, pinned) -> dict:
 
     if args.url:
         raise CLIError("--archive reads files: use --db (server stopped), not --url")
+    if args.db and getattr(args, "pg", None):
+        raise CLIError("give one of --db or --pg with --archive")
     extra = [Path(p) for p in args.checkpoints or []]
+    for p in extra:
+        if not p.exists():
+            raise CLIError(f"--checkpoints {p}: no such file")
     target = _target(args.archive, args.endpoint_url)
+    if getattr(args, "pg", None):
+        return _verify_with_pg(args, target, extra, pinned)
     try:
         return verify_archive(
             target,
@@ -63,6 +70,32 @@ def verify_with_archive(args, pinned) -> dict:
         ).to_dict()
     except TrailError as e:
         raise CLIError(str(e)) from None
+
+
+def _verify_with_pg(args, target, extra: list[Path], pinned) -> dict:
+    """`verify --archive PATH --pg DSN`: the archive and the collector's PostgreSQL trail as
+    one chain (`store.pg.verify.verify_with_archive`)."""
+    from ..store.errors import TrailError
+
+    try:
+        from ..store.pg.connection import redacted
+        from ..store.pg.verify import verify_with_archive as verify_pg
+    except ImportError:
+        raise CLIError("--pg needs psycopg: pip install 'jupyter-audit[collector]'") from None
+    try:
+        result = verify_pg(
+            target,
+            args.pg,
+            checkpoint_files=extra,
+            trusted_keys=pinned,
+            deep=args.deep,
+            expect_last_seq=args.expect_last_seq,
+        )
+    except TrailError as e:
+        raise CLIError(str(e)) from None
+    out = result.to_dict()
+    out["trail"] = redacted(args.pg)
+    return out
 
 
 @contextlib.contextmanager

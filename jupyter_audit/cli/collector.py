@@ -14,6 +14,8 @@ FLAGS = {  # flag -> CollectorApp trait
     "port": "port",
     "silent_after": "silent_after",
     "max_body_bytes": "max_body_bytes",
+    "archive_path": "archive_path",
+    "pg_maintenance": "pg_maintenance_dsn",
 }
 
 
@@ -33,11 +35,16 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, metavar="N", help="listen port")
     p.add_argument("--silent-after", type=float, metavar="SECONDS")
     p.add_argument("--max-body-bytes", type=int, metavar="N")
+    p.add_argument("--archive-path", metavar="PATH", help="archive directory or s3://bucket/prefix")
+    p.add_argument(
+        "--pg-maintenance", metavar="DSN", help="the maintenance role's DSN (archived partitions)"
+    )
     p.add_argument("--config", metavar="FILE", help="a Python config file (c.CollectorApp…)")
     p.set_defaults(func=cmd_collector)
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
+    from traitlets import TraitError
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
@@ -54,7 +61,10 @@ def cmd_collector(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             config.CollectorApp[trait] = value
-    app = CollectorApp(config=config)
+    try:
+        app = CollectorApp(config=config)
+    except TraitError as e:
+        raise CLIError(str(e)) from None
     if not (app.db_path or app.pg_dsn):
         raise CLIError("give --db PATH or --pg DSN")
     try:

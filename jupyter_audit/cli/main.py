@@ -137,13 +137,12 @@ def cmd_verify(args) -> int:
     if args.bundle:
         return _verify_bundle(args)
     pinned = _pubkeys(args)
-    if args.archive and args.pg:
-        raise CLIError("--archive reads files: use --db with it, not --pg")
     if args.archive:  # archive alone, or archive + trail (cli/archive.py)
         from .archive import verify_with_archive
 
         result = verify_with_archive(args, pinned)
-        where = f"{args.archive}" + (f" + {args.db}" if args.db else "")
+        live = result.pop("trail", None) or args.db
+        where = f"{args.archive}" + (f" + {live}" if live else "")
         if args.json:
             print(json.dumps(result, indent=2, sort_keys=True))
         else:
@@ -310,7 +309,10 @@ def cmd_export(args) -> int:
         raise CLIError(f"--since/--until: {e}") from None
     kind, where = _source(args)
     if args.archive and kind == "pg":
-        raise CLIError("--archive reads files: use --db with it, not --pg")
+        raise CLIError(
+            "--archive reads files: use --db with it; of a PostgreSQL trail, export and show "
+            "read the live part (--pg alone), verify reads both (verify --archive DIR --pg DSN)"
+        )
     if args.archive:
         from .archive import combined
         from .trace_ref import trace_in
@@ -346,13 +348,22 @@ def cmd_pg_setup(args) -> int:
     from ..store.errors import TrailError
 
     try:
-        roles.setup(args.pg, writer=args.writer, reader=args.reader, maintenance=args.maintenance)
+        roles.setup(
+            args.pg,
+            writer=args.writer,
+            reader=args.reader,
+            maintenance=args.maintenance,
+            partition_size=args.partition_size,
+        )
     except (TrailError, ValueError) as e:
         raise CLIError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the database refused (psycopg's error, one line)
         raise CLIError(f"setup failed: {str(e).strip().splitlines()[0]}") from None
     print(f"trail schema ready; roles: writer {args.writer} (INSERT/SELECT on the log),")
-    print(f"  reader {args.reader} (SELECT), maintenance {args.maintenance} (SELECT for now)")
+    print(
+        f"  reader {args.reader} (SELECT), maintenance {args.maintenance} "
+        "(SELECT; drops partitions the log records as archived)"
+    )
     print("  give each role a password or certificate login as your pg_hba.conf requires")
     return EXIT_OK
 
@@ -589,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     from ..store.pg.roles import MAINTENANCE, READER, WRITER  # no psycopg needed for these
+    from ..store.pg.schema import PARTITION_SIZE
 
     p = sub.add_parser(
         "pg-setup",
@@ -602,6 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--writer", default=WRITER, help="the collector's role (%(default)s)")
     p.add_argument("--reader", default=READER, help="the auditors' role (%(default)s)")
     p.add_argument("--maintenance", default=MAINTENANCE, help="archive role (%(default)s)")
+    p.add_argument(
+        "--partition-size",
+        type=int,
+        default=PARTITION_SIZE,
+        metavar="N",
+        help="records a partition of the log holds, the unit that leaves the live trail once "
+        "archived (%(default)s; for a schema made now, an existing one keeps its own)",
+    )
     p.set_defaults(func=cmd_pg_setup)
 
     from .show import add_parser as add_show_parser  # show [TRACE] (cli/show.py)

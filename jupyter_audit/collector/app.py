@@ -4,8 +4,10 @@
 CLI's flags), opens the trail store (`--db PATH`: the DuckDB Writer; `--pg DSN`: PostgreSQL's
 `PgStore`, imported only then) with keys from its state directory (created 0700; the signing
 and pseudonym keys 0600, never anywhere else), asks the Hub who calls (`hubauth`), serves the
-forwarding API (`handlers`) and watches for silent servers. SIGTERM/SIGINT close the trail
-with a last signed checkpoint.
+forwarding API (`handlers`), watches for silent servers and, with `archive_path`, archives its
+trail on a schedule (`server.archiving`, the settings a single-user server has; on PostgreSQL
+archived partitions leave through `pg_maintenance_dsn`). SIGTERM/SIGINT close the trail with a
+last signed checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from traitlets.config import Configurable
 from ..masking import load_or_create_key
 from ..masking.config import configured_engine
 from ..masking.keys import record_key_in_use
+from ..server.archiving import ArchiveSettings
 from ..store.signing import SigningKey
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
@@ -36,7 +39,7 @@ log = logging.getLogger("jupyter_audit.collector")
 FORMAT = "[%(levelname)s %(asctime)s %(name)s] %(message)s"
 
 
-class CollectorApp(Configurable):
+class CollectorApp(ArchiveSettings, Configurable):
     """The collector (docs/collector.md): `jupyter audit collector` flags or --config FILE."""
 
     db_path = Unicode(
@@ -47,6 +50,13 @@ class CollectorApp(Configurable):
         config=True,
         help="PostgreSQL connection string of the collector's trail (its system of record at "
         "scale); takes precedence over db_path.",
+    )
+    pg_maintenance_dsn = Unicode(
+        "",
+        config=True,
+        help="PostgreSQL connection string of the maintenance role (`jupyter audit pg-setup`), "
+        "with which archived partitions of the log leave the live trail (retention); empty: "
+        "the collector archives (archive_path) but keeps every record in PostgreSQL.",
     )
     state_dir = Unicode(
         "",
@@ -139,7 +149,9 @@ class CollectorApp(Configurable):
             # PostgreSQL's store, only when asked for (psycopg need not be installed otherwise)
             PgStore = importlib.import_module("jupyter_audit.store.pg").PgStore
 
-            return PgStore(self.pg_dsn, masker, key, **options).open()
+            return PgStore(
+                self.pg_dsn, masker, key, maintenance_dsn=self.pg_maintenance_dsn, **options
+            ).open()
         if not self.db_path:
             raise ValueError("the collector needs a trail: --db PATH or --pg DSN")
         from ..store.writer import Writer
@@ -205,6 +217,25 @@ def http_server(app: CollectorApp, webapp: web.Application) -> httpserver.HTTPSe
     )
 
 
+def start_archiving(app: CollectorApp, store):
+    """The collector's archiving schedule, started (None without `archive_path`). On
+    PostgreSQL without `pg_maintenance_dsn` it archives and removes nothing."""
+    if not app.archive_path:
+        return None
+    from ..server.archiving import ArchiveSchedule
+
+    removes = not app.pg_dsn or bool(app.pg_maintenance_dsn)
+    if not removes:
+        log.warning(
+            "jupyter-audit collector: archiving to %s; archived records stay in PostgreSQL "
+            "(no c.CollectorApp.pg_maintenance_dsn)",
+            app.archive_path,
+        )
+    schedule = ArchiveSchedule(store, app, log, removes=removes)
+    schedule.start()
+    return schedule
+
+
 def run(app: CollectorApp) -> None:
     """Serve until SIGTERM or SIGINT."""
     from ..server.recorder import Recorder  # the rate-limited `security.rejected`
@@ -240,6 +271,7 @@ def run(app: CollectorApp) -> None:
 
     timer = PeriodicCallback(tick, 1000 * min(5.0, app.silent_after / 4))
     timer.start()
+    archiving = start_archiving(app, store)
 
     def stop(*_):
         loop.add_callback_from_signal(loop.stop)
@@ -257,6 +289,8 @@ def run(app: CollectorApp) -> None:
         loop.start()
     finally:
         timer.stop()
+        if archiving is not None:
+            archiving.stop()
         server.stop()
         recorder.flush_rejections(force=True)
         store.close()

@@ -26,11 +26,9 @@ from traitlets import (
     Float,
     Int,
     List,
-    TraitError,
     Type,
     Unicode,
     default,
-    validate,
 )
 
 from .._version import __version__
@@ -50,6 +48,7 @@ from ..store.writer import Writer
 from . import logfilter, sockets
 from .approvals import API_PATHS as APPROVAL_PATHS
 from .approvals import SETTINGS_KEY as APPROVALS_KEY
+from .archiving import ArchiveSettings
 from .authorization import AuditAuthorizer
 from .collector_client import COLLECTOR_CLIENT_KEY, CollectorClient, server_claim
 from .forwarding import Forwarder
@@ -61,7 +60,7 @@ from .ingest.spools import ingest_spools
 from .recorder import Recorder
 
 
-class AuditApp(ExtensionApp):
+class AuditApp(ArchiveSettings, ExtensionApp):
     name = "jupyter_audit"
     description = "A verifiable audit trail for notebook work"
     version = __version__
@@ -281,44 +280,6 @@ class AuditApp(ExtensionApp):
         TokenStore, config=True, help="Service-account tokens, kept in the trail."
     )
     # retention and archive (docs/archive.md; server/archiving.py)
-    archive_path = Unicode(
-        "",
-        config=True,
-        help="Where sealed segments of the trail are archived as Parquet: a directory, or "
-        "s3://bucket/prefix (boto3; credentials from the standard AWS environment). Empty: "
-        "no archiving.",
-    )
-    archive_endpoint_url = Unicode(
-        "", config=True, help="Endpoint of an S3-compatible server for an s3:// archive_path."
-    )
-    archive_after = Unicode(
-        "90d", config=True, help="Archive sealed segments older than this (e.g. 90d, 12h, 2w)."
-    )
-    retention = Unicode(
-        "0d",
-        config=True,
-        help="Archived segments older than this (and never before archive_after) leave the "
-        "live trail, once their archive copy was read back and verified.",
-    )
-    archive_lock_for = Unicode(
-        "",
-        config=True,
-        help="S3 Object Lock (compliance mode) retain-until date of archive objects, as an age "
-        "from when they are written (e.g. 2557d); empty: the bucket's default retention.",
-    )
-    archive_interval = Float(3600.0, min=1.0, config=True, help="Seconds between archiving runs.")
-
-    @validate("archive_after", "retention", "archive_lock_for")
-    def _valid_age(self, proposal):
-        if proposal["value"]:
-            from ..store.archive import parse_age
-
-            try:
-                parse_age(proposal["value"])
-            except ValueError as e:
-                raise TraitError(f"c.AuditApp.{proposal['trait'].name}: {e}") from None
-        return proposal["value"]
-
     fail_mode = CaselessStrEnum(
         ["open", "closed"],
         "open",

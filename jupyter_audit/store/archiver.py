@@ -5,11 +5,13 @@ The order is what makes a kill at any moment harmless: (1) the trail is verified
 segment's Parquet file and manifest are written (a file already there, from a run that was
 killed, is read back instead of replaced); (3) each copy is read back and checked against
 its signed checkpoint and the live rows; (4) a `trail.archived` event records each segment
-that may leave; (5) the trail is compacted without them (`Writer.compact`: a fresh file,
-verified, swapped in atomically). Killed before (5), the live trail still holds every record
-and the next run finishes the job; killed inside (5), the old file is whole. It works through
-a `TrailStore` (the server's Writer, or one opened by `jupyter audit archive`) and never
-touches the trail file itself.
+that may leave; (5) the trail is compacted without them (`TrailStore.compact`: on DuckDB a
+fresh file, verified, swapped in atomically; on PostgreSQL the archived partitions dropped by
+the maintenance role). Killed before (5), the live trail still holds every record and the
+next run finishes the job; killed inside (5), the old file is whole. It works through a
+`TrailStore` (the server's Writer, the collector's store, or one opened by `jupyter audit
+archive`), which also plans the segments (`TrailStore.plan_archive`: on PostgreSQL a segment
+is a whole partition), and never touches the trail file itself.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from .archive import (
     manifest,
     manifest_name,
     parse_segment_name,
-    plan_segments,
     segment_rows,
 )
 from .archive_target import ArchiveError, ArchiveTarget
@@ -50,7 +51,7 @@ def run_archive(
     target: ArchiveTarget,
     *,
     archive_after: timedelta,
-    retention: timedelta,
+    retention: timedelta | None,
     lock_for: timedelta | None = None,
     now: datetime | None = None,
     identity: dict,
@@ -58,6 +59,7 @@ def run_archive(
 ) -> dict:
     """Archive what is due and remove from the live trail what retention allows (see the
     module docstring). `identity`: who the `trail.archived` events are recorded for.
+    `retention` None: archive only, nothing leaves the live trail.
     Returns {"archived": [file, ...], "removed": [file, ...], "kept_from": seq}."""
     now = now or datetime.now(UTC)
     before = store.verify()
@@ -91,7 +93,7 @@ def run_archive(
         if manifest_name(name) not in target.names():  # a run killed between the two
             _put_manifest(target, name, data, meta, lock_until)
         upto = hi
-    for seg in plan_segments(cur, upto, naive_now - archive_after, segment_rows):
+    for seg in store.plan_archive(cur, upto, naive_now - archive_after, segment_rows):
         items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
     removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
@@ -102,7 +104,11 @@ def run_archive(
         prev_hash, frontier = _read_back(target, seg, data, prev_hash)
         read_back.append((seg, data))
         archived.append(seg.name)
-        if seg.last_time <= naive_now - retention and len(removable) == len(archived) - 1:
+        if (
+            retention is not None
+            and seg.last_time <= naive_now - retention
+            and len(removable) == len(archived) - 1
+        ):
             removable.append((seg, data, frontier))
     _check_recorded_in_archive(target, recorded, first, read_back)
     # who took part in each trace over the archived records (cumulative, signed): the live
@@ -134,7 +140,7 @@ def run_archive(
             identity,
         )
     keep_after = max([done_upto] + [s.last_seq for s, _d, _f in removable])
-    if keep_after >= first:
+    if keep_after >= first and retention is not None:
         store.compact(keep_after)
         log.info("audit trail: records #%d..#%d left the live trail (archived)", first, keep_after)
     return {

@@ -132,6 +132,21 @@ class TrailStore(ABC):
         """A `trail.archived` event for `identity` whose payload the current key signs
         (`archived_message`): only a signed one lets records leave the live trail."""
 
+    def plan_archive(self, cur, after_seq: int, older_than, segment_rows: int) -> list:
+        """The sealed segments after `after_seq` whose last record is older than
+        `older_than` (`archive.Segment`s, each ending at a signed checkpoint), for
+        `archiver.run_archive`: by default groups of checkpoints of about `segment_rows`
+        records (`archive.plan_segments`); a PostgreSQL trail's are its partitions."""
+        from .archive import plan_segments
+
+        return plan_segments(cur, after_seq, older_than, segment_rows)
+
+    @abstractmethod
+    def compact(self, keep_after: int, timeout: float | None = None) -> None:
+        """Remove the records up to `keep_after`, which an archive holds and signed
+        `trail.archived` events record, from the live trail (the one exception to
+        append-only; `archiver.run_archive` calls it)."""
+
     # ------------------------------------------------------------------ read side
     @abstractmethod
     def cursor(self):

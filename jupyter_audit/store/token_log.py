@@ -6,6 +6,7 @@ judge its rows here. It only reads a trail."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 
 _TOKEN_EVENTS = """
@@ -22,7 +23,7 @@ def tokens_logged(con, lo: int = 0, hi: int = 1 << 62, before: dict | None = Non
     """Token id -> {service_account, expires, secret_sha256, revoked}: `before` (what an
     earlier archive run recorded) updated by the token events of records #lo..#hi."""
     out = {t: dict(v) for t, v in (before or {}).items()}
-    for kind, token_id, account, expires, digest in con.execute(_TOKEN_EVENTS, [lo, hi]).fetchall():
+    for kind, token_id, account, expires, digest in _token_events(con, lo, hi):
         if kind == "token.created":
             out[token_id] = {
                 "service_account": account,
@@ -34,6 +35,23 @@ def tokens_logged(con, lo: int = 0, hi: int = 1 << 62, before: dict | None = Non
             out[token_id]["revoked"] = True
         else:  # revoked in the log, created before it: judged where it was created
             out[token_id] = {"revoked": True}
+    return out
+
+
+def _token_events(con, lo: int, hi: int) -> list[tuple]:
+    """(kind, token_id, service_account, expires, secret_sha256) of the token events among
+    records #lo..#hi: in SQL on DuckDB, from the decoded records on PostgreSQL."""
+    if getattr(con, "dialect", None) != "postgresql":
+        return con.execute(_TOKEN_EVENTS, [lo, hi]).fetchall()
+    out = []
+    for kind, rec in con.execute(
+        "SELECT kind, record FROM events WHERE kind IN ('token.created', 'token.revoked') "
+        "AND seq BETWEEN ? AND ? ORDER BY seq",
+        [lo, hi],
+    ).fetchall():
+        p = json.loads(bytes(rec)).get("payload") or {}
+        fields = ("token_id", "service_account", "expires", "secret_sha256")
+        out.append((kind, *(None if p.get(f) is None else str(p.get(f)) for f in fields)))
     return out
 
 

@@ -432,6 +432,10 @@ def traces_in_range(con, lo: int, hi: int, format_version: int) -> dict[str, lis
     """Trace id -> its participants, over the records #lo..#hi only: what an archive run
     records (signed, in `trail.archived`) of the records leaving the live trail, so that
     the live trail alone can still check and rebuild `trace_users`."""
+    if getattr(con, "dialect", None) == "postgresql":
+        from .pg.derived import participants_in_range  # the rules in Python, as pg counts
+
+        return participants_in_range(con, lo, hi)
     out: dict[str, set[str]] = {
         tid: set()
         for (tid,) in con.execute(

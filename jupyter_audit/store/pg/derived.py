@@ -21,6 +21,22 @@ from .write import store_traces
 _COMPARED = TRACE_COLUMNS[1:]  # all but the trace id
 
 
+def participants_in_range(cur: PortableCursor, lo: int, hi: int) -> dict[str, list[str]]:
+    """Trace id -> who took part in it over records #lo..#hi (`traces.traces_in_range` on a
+    PostgreSQL trail), counted by the rules `Derivation` applies to the whole log."""
+    snapshots = dict(cur.execute("SELECT identity_id, snapshot FROM identities").fetchall())
+    d = Derivation(snapshots)
+    for rows in cur.stream(
+        "SELECT seq, time, record FROM events WHERE seq BETWEEN ? AND ? ORDER BY seq", [lo, hi]
+    ):
+        for seq, time, rec in rows:
+            d.add(seq, time, json.loads(bytes(rec)))
+    out: dict[str, set[str]] = {tid: set() for tid in d.traces}
+    for tid, user in d.pairs:
+        out[tid].add(user)
+    return {tid: sorted(users) for tid, users in sorted(out.items())}
+
+
 class Derivation:
     """The traces projection of the records added so far (module docstring). `snapshots`:
     identity id -> its snapshot (JSON text), as the `identities` table holds them."""

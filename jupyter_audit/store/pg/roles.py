@@ -9,8 +9,11 @@ if missing and three roles:
   Never UPDATE, DELETE or TRUNCATE on the log, and it owns nothing, so it cannot ALTER or
   DROP a table or a partition either;
 - the **reader** (auditors, `verify`/`export`/`show --pg`): SELECT only;
-- the **maintenance** role: SELECT only for now; detaching a partition after its archive
-  copy verified (the one exception to INSERT-only) is to be granted with that feature.
+- the **maintenance** role: SELECT, and EXECUTE on `jupyter_audit_drop_archived` (`schema`):
+  it detaches and drops a partition of the log whose archive copy the log records as
+  verified (`trail.archived`), the one exception to INSERT-only. It owns nothing and holds
+  no UPDATE, DELETE, TRUNCATE or INSERT: it cannot edit a row, add one, or drop a partition
+  the function refuses (unarchived, partly archived, or not the oldest).
 
 The tables belong to the role that ran `setup` (or created the schema); the append-only
 trigger (`schema`) refuses UPDATE, DELETE and TRUNCATE of the log even to that owner. A
@@ -21,7 +24,7 @@ checkpoints kept outside the database are for (docs/threat-model.md).
 from __future__ import annotations
 
 from . import schema
-from .schema import quote_ident
+from .schema import literal, quote_ident
 
 WRITER = "jupyter_audit_collector"
 READER = "jupyter_audit_auditor"
@@ -39,6 +42,7 @@ def grants(where: str, writer: str, reader: str, maintenance: str) -> list[str]:
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(schema.DERIVED_TABLES)} TO {w}",
         f"GRANT EXECUTE ON FUNCTION {schema.PARTITION_FUNCTION}(bigint) TO {w}",
         f"GRANT SELECT ON {', '.join(schema.ALL_TABLES)} TO {r}, {m}",
+        f"GRANT EXECUTE ON FUNCTION {schema.DROP_FUNCTION}(bigint) TO {m}",
     ]
 
 
@@ -48,11 +52,14 @@ def setup(
     reader: str = READER,
     maintenance: str = MAINTENANCE,
     passwords: dict[str, str] | None = None,
+    partition_size: int = schema.PARTITION_SIZE,
 ) -> None:
     """Create the trail's schema (if missing) at `dsn_admin` (a role that may create roles
     and tables) and the three roles with their grants (a role that exists keeps its
-    attributes; its grants are made again). `passwords`: role name -> password to set
-    (sent only as its SCRAM verifier, in the server's `password_encryption`)."""
+    attributes; its grants are made again); a schema made by an earlier version gets this
+    version's functions. `passwords`: role name -> password to set (sent only as its SCRAM
+    verifier, in the server's `password_encryption`). `partition_size`: records a partition
+    of the log, for a schema made now (an existing one keeps its own, in `meta`)."""
     names = {writer, reader, maintenance}
     if len(names) != 3:
         raise ValueError("the writer, reader and maintenance roles must be three different roles")
@@ -61,7 +68,9 @@ def setup(
     con = connect(dsn_admin, autocommit=True, application="jupyter-audit setup")
     try:
         if not schema.exists(con):
-            schema.create(con)
+            schema.create(con, partition_size)
+        else:
+            schema.upgrade(con)
         with con.transaction():
             for name in (writer, reader, maintenance):
                 row = con.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
@@ -76,15 +85,10 @@ def setup(
                         password.encode(), name.encode(), algorithm.encode()
                     )
                     con.execute(
-                        f"ALTER ROLE {quote_ident(name)} PASSWORD {_literal(verifier.decode())}"
+                        f"ALTER ROLE {quote_ident(name)} PASSWORD {literal(verifier.decode())}"
                     )
             (here,) = con.execute("SELECT current_schema()").fetchone()
             for stmt in grants(here, writer, reader, maintenance):
                 con.execute(stmt)
     finally:
         con.close()
-
-
-def _literal(text: str) -> str:
-    """`text` as an SQL string literal (ALTER ROLE takes no parameters)."""
-    return "'" + text.replace("'", "''") + "'"

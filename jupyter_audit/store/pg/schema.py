@@ -2,13 +2,19 @@
 high-water mark, the identity snapshots, client event ids and the derived trace tables.
 
 `events` is the hash-chained log (source of truth), PARTITIONED BY RANGE (seq) in blocks of
-PARTITION_SIZE sequence numbers, so that a block can later leave the live trail after its
-archive copy verified (a maintenance step not built yet) without a DELETE. The partitions
-are created ahead of need by `jupyter_audit_partitions(upto)`, a SECURITY DEFINER function
-owned by the role that created the schema: the writer role may EXECUTE it, so it never owns
-a partition (an owner may ALTER, DROP or TRUNCATE). A trigger refuses UPDATE, DELETE and
-TRUNCATE on the log, its identities and its event ids for every role (defence in depth
-beside the grants of `roles`; a superuser can switch it off, which `verify` is there for).
+`partition_size` sequence numbers (chosen when the schema is made, PARTITION_SIZE by default,
+kept in `meta`), so that a block can leave the live trail after its archive copy verified
+without a DELETE. The partitions are created ahead of need by `jupyter_audit_partitions(upto)`,
+a SECURITY DEFINER function owned by the role that created the schema: the writer role may
+EXECUTE it, so it never owns a partition (an owner may ALTER, DROP or TRUNCATE). A partition
+leaves only through `jupyter_audit_drop_archived(first_seq)` (SECURITY DEFINER too, EXECUTE for
+the maintenance role alone, `roles`), which refuses unless the log records that partition's
+range as archived (`trail.archived`, ending at its last record's hash) and every row of it is
+there and at or below the head; it records the new low end in `meta` (`archived_upto`) so
+that the partition function never makes a dropped partition again. A trigger refuses UPDATE,
+DELETE and TRUNCATE on the log, its identities and its event ids for every role (defence in
+depth beside the grants of `roles`; a superuser can switch it off, which `verify` is there
+for).
 `head` holds the writer's high-water mark (last seq, hash, Merkle frontier), updated in the
 transaction of every append. `traces`, `trace_users` and `trace_notebooks` are derived from
 the log (`derived`) and may be rebuilt from it at any time.
@@ -31,6 +37,7 @@ LOG_TABLES = ("events", "identities", "event_ids")
 DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks")
 ALL_TABLES = ("meta", "head", *LOG_TABLES, *DERIVED_TABLES)
 PARTITION_FUNCTION = "jupyter_audit_partitions"
+DROP_FUNCTION = "jupyter_audit_drop_archived"
 #: how far past the log's last row the partition function makes partitions (a round of
 #: appends is far smaller; the writer role must not be able to make thousands of them)
 AHEAD = 10_000_000
@@ -151,15 +158,17 @@ DDL = [
 def _partition_function(schema: str, size: int) -> str:
     """The SECURITY DEFINER function that creates the partitions covering seq 1..`upto` and
     the one after (returns the last seq they cover), `upto` at most AHEAD past the log's
-    last row. Its search_path is pinned to the trail's schema: a caller cannot point it at
-    tables of its own."""
-    literal = "'" + schema.replace("'", "''") + "'"
+    last row, never one below `meta.archived_upto` (dropped after archiving). Its
+    search_path is pinned to the trail's schema: a caller cannot point it at tables of its
+    own."""
+    schema_literal = literal(schema)
     return f"""
-CREATE FUNCTION {PARTITION_FUNCTION}(upto bigint) RETURNS bigint
+CREATE OR REPLACE FUNCTION {PARTITION_FUNCTION}(upto bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {quote_ident(schema)}, pg_temp AS $$
 DECLARE
     size constant bigint := {int(size)};
     last_block bigint;
+    first_block bigint;
     block bigint;
 BEGIN
     -- never further ahead of the log than a round can reach: a caller holding EXECUTE
@@ -168,9 +177,11 @@ BEGIN
         RAISE EXCEPTION 'jupyter-audit: partitions up to % refused: more than % ahead of the log',
             upto, {int(AHEAD)} USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- blocks archived and dropped stay gone (nothing may be written there again)
+    first_block := coalesce((SELECT value::bigint FROM meta WHERE key = 'archived_upto'), 0) / size;
     last_block := greatest(upto - 1, 0) / size + 1;
-    FOR block IN 0 .. last_block LOOP
-        IF to_regclass(format('%I.%I', {literal}, 'events_p' || block)) IS NULL THEN
+    FOR block IN first_block .. last_block LOOP
+        IF to_regclass(format('%I.%I', {schema_literal}, 'events_p' || block)) IS NULL THEN
             EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
                 'events_p' || block, block * size + 1, (block + 1) * size + 1);
             -- row triggers are cloned from events; a TRUNCATE trigger is not
@@ -181,6 +192,91 @@ BEGIN
     END LOOP;
     RETURN (last_block + 1) * size;
 END $$"""
+
+
+def _drop_function(schema: str, size: int) -> str:
+    """The SECURITY DEFINER function that detaches and drops the partition starting at
+    `part_first` (returns its last seq; 0 when it is gone already), for the maintenance role
+    alone. It refuses unless: partitions below it are gone (the live trail stays one run of
+    records), every row of it is there, at or below the head, and a `trail.archived` record
+    of the log, itself at or below the head, names exactly its range and the hash of its last
+    record. The signature of that record (Ed25519) cannot be checked here: the archiver
+    checks it before calling, and `verify` reports any unsigned one."""
+    schema_literal = literal(schema)
+    return f"""
+CREATE OR REPLACE FUNCTION {DROP_FUNCTION}(part_first bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {quote_ident(schema)}, pg_temp AS $$
+DECLARE
+    size constant bigint := {int(size)};
+    block bigint;
+    hi bigint;
+    part text;
+    head_seq bigint;
+    last_hash bytea;
+    rows bigint;
+BEGIN
+    IF part_first IS NULL OR part_first < 1 OR (part_first - 1) % size <> 0 THEN
+        RAISE EXCEPTION 'jupyter-audit: #% does not start a partition (blocks of %)',
+            part_first, size USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    block := (part_first - 1) / size;
+    hi := part_first + size - 1;
+    part := 'events_p' || block;
+    -- one maintenance step at a time, and none while the writer's round is half done
+    LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
+    IF to_regclass(format('%I.%I', {schema_literal}, part)) IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF EXISTS (SELECT 1 FROM events WHERE seq < part_first) THEN
+        RAISE EXCEPTION 'jupyter-audit: partition % refused: records before #% are still live',
+            part, part_first USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT seq INTO head_seq FROM head;
+    SELECT count(*) INTO rows FROM events WHERE seq BETWEEN part_first AND hi;
+    SELECT hash INTO last_hash FROM events WHERE seq = hi;
+    IF rows <> size OR last_hash IS NULL OR head_seq IS NULL OR head_seq < hi THEN
+        RAISE EXCEPTION 'jupyter-audit: partition % refused: records #%..#% are not all there '
+            'and at or below the head', part, part_first, hi
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM events
+        WHERE kind = 'trail.archived' AND seq > hi AND seq <= head_seq
+          AND (convert_from(record, 'UTF8')::jsonb #>> '{{payload,first_seq}}') = part_first::text
+          AND (convert_from(record, 'UTF8')::jsonb #>> '{{payload,last_seq}}') = hi::text
+          AND (convert_from(record, 'UTF8')::jsonb #>> '{{payload,last_hash}}')
+              = encode(last_hash, 'hex')
+    ) THEN
+        RAISE EXCEPTION 'jupyter-audit: partition % refused: no trail.archived record covers '
+            'exactly #%..#%', part, part_first, hi USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO meta VALUES ('archived_upto', hi::text)
+        ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    EXECUTE format('ALTER TABLE events DETACH PARTITION %I', part);
+    EXECUTE format('DROP TABLE %I', part);
+    RETURN hi;
+END $$"""
+
+
+def literal(text: str) -> str:
+    """`text` as an SQL string literal (for statements that take no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def install_functions(con, schema_name: str, size: int) -> None:
+    """(Re)create the partition and drop functions in `schema_name` (the caller's
+    transaction), with nobody but their owner allowed to EXECUTE them (`roles` grants)."""
+    con.execute(_partition_function(schema_name, size))
+    con.execute(_drop_function(schema_name, size))
+    con.execute(f"REVOKE ALL ON FUNCTION {PARTITION_FUNCTION}(bigint) FROM PUBLIC")
+    con.execute(f"REVOKE ALL ON FUNCTION {DROP_FUNCTION}(bigint) FROM PUBLIC")
+
+
+def partition_size(meta: dict[str, str]) -> int:
+    """Sequence numbers per partition of the trail whose meta is `meta` (a trail made
+    before the setting was kept has the default)."""
+    raw = meta.get("partition_size", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else PARTITION_SIZE
 
 
 def quote_ident(name: str) -> str:
@@ -197,7 +293,9 @@ def exists(con) -> bool:
 def create(con, partition_size: int = PARTITION_SIZE) -> None:
     """Create the trail's schema in the connection's current schema, in one transaction,
     unless it is there already (the caller owns what it creates). `partition_size`:
-    sequence numbers per partition of `events`."""
+    sequence numbers per partition of `events` (kept in `meta`; at least 2)."""
+    if int(partition_size) < 2:
+        raise TrailError(f"partition size {partition_size}: at least 2 records a partition")
     with con.transaction():
         # one creator at a time: a second waits, then finds the schema made
         con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
@@ -208,17 +306,27 @@ def create(con, partition_size: int = PARTITION_SIZE) -> None:
             raise TrailError("the PostgreSQL connection has no current schema to create in")
         for stmt in DDL:
             con.execute(stmt)
-        con.execute(_partition_function(schema, partition_size))
-        con.execute(f"REVOKE ALL ON FUNCTION {PARTITION_FUNCTION}(bigint) FROM PUBLIC")
-        con.execute(f"SELECT {PARTITION_FUNCTION}(1)")
+        install_functions(con, schema, partition_size)
         con.execute(
             "INSERT INTO meta VALUES ('format_version', %s), ('trail_id', %s), "
-            "('backend', 'postgresql')",
-            [str(FORMAT_VERSION), str(uuid.uuid4())],
+            "('backend', 'postgresql'), ('partition_size', %s)",
+            [str(FORMAT_VERSION), str(uuid.uuid4()), str(int(partition_size))],
         )
+        con.execute(f"SELECT {PARTITION_FUNCTION}(1)")
         con.execute(
             "INSERT INTO head (seq, hash, frontier, time_us) VALUES (0, %s, '', 0)", [bytes(32)]
         )
+
+
+def upgrade(con) -> None:
+    """Bring a trail made by an earlier jupyter-audit up to this one's functions (the drop
+    function, the partition function that skips dropped blocks), in one transaction, as its
+    owner (`roles.setup` runs it)."""
+    with con.transaction():
+        con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
+        (schema_name,) = con.execute("SELECT current_schema()").fetchone()
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        install_functions(con, schema_name, partition_size(meta))
 
 
 def read_meta(con) -> dict[str, str]:

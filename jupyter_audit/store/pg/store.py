@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import psycopg
 
@@ -34,7 +35,7 @@ from ..merkle import MerkleFrontier
 from ..reads import CursorReads
 from ..signing import SigningKey
 from ..verify import VerifyResult
-from . import schema
+from . import partitions, schema
 from .connection import PortableCursor, connect, redacted
 from .derived import Derivation
 from .snapshot import snapshot
@@ -69,6 +70,8 @@ class PgStore(CursorReads, QueuedStore):
         verify_on_open: bool = True,
         pubkey_path: str | os.PathLike | None = None,
         prepare_workers: int | None = None,
+        partition_size: int = schema.PARTITION_SIZE,
+        maintenance_dsn: str = "",
     ):
         if not checkpoint_path:
             raise TrailError("a PostgreSQL trail needs checkpoint_path (a file for the copy)")
@@ -88,6 +91,8 @@ class PgStore(CursorReads, QueuedStore):
         )
         self.dsn = dsn
         self.where = redacted(dsn)
+        self.partition_size = partition_size  # for a schema made at open; else its own
+        self.maintenance_dsn = maintenance_dsn  # removes archived partitions (`compact`)
         self._con: psycopg.Connection | None = None  # the writer thread's
         self._covered = 0  # partitions exist up to this seq
         self._local = threading.local()  # each reading thread's connection
@@ -114,11 +119,12 @@ class PgStore(CursorReads, QueuedStore):
     def _prepare_open(self, con: psycopg.Connection) -> None:
         """Everything `open` does on the writer's connection before the thread starts."""
         if not schema.exists(con):
-            schema.create(con)
+            schema.create(con, self.partition_size)
         self._take_lock(con)
         meta = schema.read_meta(con)
         schema.check_version(meta)
         self.trail_id = meta["trail_id"]
+        self.partition_size = schema.partition_size(meta)
         self._restore_state(con, meta)
         self._known_identities.update(
             iid for (iid,) in con.execute("SELECT identity_id FROM identities").fetchall()
@@ -272,6 +278,30 @@ class PgStore(CursorReads, QueuedStore):
                 file_lines=lines,
             )
         return result, derivation
+
+    # ------------------------------------------------------------------ archiving
+    def plan_archive(self, cur, after_seq: int, older_than, segment_rows: int) -> list:
+        """Whole partitions after `after_seq` older than `older_than` (`partitions.plan`);
+        `segment_rows` does not apply: a segment is a partition."""
+        return partitions.plan(
+            cur,
+            self.key,
+            self.trail_id,
+            self.partition_size,
+            after_seq,
+            older_than,
+            time.time_ns() // 1000,
+        )
+
+    def compact(self, keep_after: int, timeout: float | None = None) -> None:
+        """Remove the archived partitions up to `keep_after` from the live trail, as the
+        maintenance role (`partitions.drop`; TrailError without `maintenance_dsn`)."""
+        if not self.maintenance_dsn:
+            raise TrailError(
+                "archived records stay in the PostgreSQL trail: no maintenance DSN to remove "
+                "them with (c.CollectorApp.pg_maintenance_dsn)"
+            )
+        partitions.drop(self.maintenance_dsn, self.cursor(), self.key, self.trail_id, keep_after)
 
     def build_bundle(self, **filters) -> dict:
         with snapshot(self.dsn) as con:

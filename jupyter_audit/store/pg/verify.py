@@ -73,6 +73,7 @@ def verify_snapshot(
 
     snapshots = _check_identities(cur, result)
     _check_event_ids(cur, result)
+    _check_partitions(cur, meta, start, result)
     if start_prev is None:
         start_prev = prev_hash_of(cur, start) or b""
     chain = ChainScan(start, sorted(want_at), deep, start_prev)
@@ -187,9 +188,12 @@ def _check_event_ids(cur: PortableCursor, result: VerifyResult) -> None:
     """Each client event id must name the record that carries it: the writer role may
     INSERT into `event_ids`, and an id held there is acknowledged as a duplicate, never
     stored (`write.held_client_ids` ignores such a row; this names it)."""
+    # ids of records archived away (their partitions dropped) name no live record: they are
+    # not counted (nor honoured as duplicates, `write.held_client_ids`)
     row = cur.execute(
         "SELECT count(*), min(i.event_id) FROM event_ids i "
-        "LEFT JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id WHERE e.seq IS NULL"
+        "LEFT JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id WHERE e.seq IS NULL "
+        "AND i.seq >= coalesce((SELECT min(seq) FROM events), 1)"
     ).fetchone()
     if row[0]:
         result.add(
@@ -197,6 +201,19 @@ def _check_event_ids(cur: PortableCursor, result: VerifyResult) -> None:
             None,
             f"{row[0]} client event id(s) in event_ids name no record of the log "
             f"(the first: {row[1][:40]!r})",
+        )
+
+
+def _check_partitions(cur: PortableCursor, meta: dict, start: int, result: VerifyResult) -> None:
+    """Records leave a PostgreSQL trail only as whole partitions (`partitions.drop`): a live
+    trail that begins inside one lost records some other way (whatever anchors its start)."""
+    size = schema.partition_size(meta)
+    if start > 1 and (start - 1) % size:
+        result.add(
+            "record_missing",
+            start - 1,
+            f"the live trail begins at #{start}, inside a partition of {size} records: records "
+            "before it were removed otherwise than by archiving a whole partition",
         )
 
 
@@ -234,3 +251,106 @@ def verify_dsn(dsn: str, *, checkpoint_files=(), trusted_keys=None, deep=False) 
             independent_copy=bool(checkpoint_files),
             file_lines=lines,
         )
+
+
+def verify_with_archive(
+    target,
+    dsn: str,
+    *,
+    checkpoint_files=(),
+    trusted_keys=None,
+    deep=False,
+    expect_last_seq: int | None = None,
+) -> VerifyResult:
+    """`jupyter audit verify --archive DIR --pg DSN`: the archive's segments and the live
+    PostgreSQL trail as one chain: every segment verified (`archive_verify.verify_segments`),
+    every `trail.archived` of the live trail naming a segment there with its sha256, the
+    archive reaching the live trail's first record and its last hash there being the one the
+    live trail continues, live rows the archive holds too hashing as their archived copies,
+    and the live trail verified (`verify_dsn`, anchored by its signed `trail.archived`)."""
+    from ..archive_verify import check_recorded, recorded_segments, verify_segments
+
+    lines = read_checkpoint_files(checkpoint_files)
+    with snapshot(dsn) as con:
+        meta = schema.read_meta(con)
+        cur = PortableCursor(con)
+        recorded = recorded_segments(cur)
+        live = verify_snapshot(
+            con,
+            meta,
+            checkpoint_files=checkpoint_files,
+            trusted_keys=trusted_keys,
+            deep=deep,
+            independent_copy=bool(checkpoint_files),
+            file_lines=lines,
+        )
+        first = cur.execute("SELECT min(seq) FROM events").fetchone()[0] or live.last_seq + 1
+        result = VerifyResult(independent_copy=bool(checkpoint_files))
+        chain = verify_segments(
+            target, result, trusted_keys=trusted_keys, trail_id=meta.get("trail_id")
+        )
+        check_recorded(target, recorded, result)
+        _check_meeting(cur, chain, first, result)
+    want = max(first - 1, expect_last_seq or 0)
+    if chain.last_seq < want:
+        result.add(
+            "segment_missing",
+            chain.last_seq + 1,
+            f"records #{chain.last_seq + 1}..#{want} are missing from the archive (it ends at "
+            f"#{chain.last_seq}; the live trail begins at #{first})",
+        )
+    for p in live.problems:
+        result.add(p["problem"], p["seq"], f"in the live trail: {p['detail']}")
+    archived_events = sum(
+        s.table.num_rows for s in chain.segments if s.table is not None and s.last_seq < first
+    )
+    result.events = archived_events + live.events
+    result.last_seq, result.last_hash = live.last_seq, live.last_hash
+    result.checkpoint, result.signed = live.checkpoint, live.signed
+    result.checkpoints_checked += live.checkpoints_checked
+    result.checkpoint_sources = live.checkpoint_sources
+    result.key_source = result.key_source or live.key_source
+    result.warnings += [w for w in live.warnings if "checked with --archive" not in w]
+    result.intact_upto = live.intact_upto if result.ok else 0
+    return result
+
+
+def _check_meeting(cur: PortableCursor, chain, first: int, result: VerifyResult) -> None:
+    """Where archive and live trail meet: the segment ending just before the live trail's
+    first record ends at the hash that record names, and live rows the archive also holds
+    (archived, kept by retention) hash as their archived copies."""
+    if first > 1:
+        before = [s for s in chain.segments if s.last_seq == first - 1]
+        prev = prev_hash_of(cur, first)
+        if not before:
+            return  # the archive ends short of the live trail: segment_missing, by the caller
+        if prev is None or before[0].meta.get("last_hash") != prev.hex():
+            result.add(
+                "segment_changed",
+                first - 1,
+                f"{before[0].label} does not end where the live trail (#{first}) continues",
+            )
+    for seg in chain.segments:
+        if seg.table is None or seg.last_seq < first:
+            continue
+        h = bytes.fromhex(seg.meta.get("prev_hash", ""))
+        hashes = {}
+        for seq, rec in zip(
+            seg.table.column("seq").to_pylist(), seg.table.column("record").to_pylist(), strict=True
+        ):
+            h = sha256(h + rec).digest()
+            if seq >= first:
+                hashes[seq] = h
+        if not hashes:
+            continue
+        rows = cur.execute(
+            "SELECT seq, hash FROM events WHERE seq BETWEEN ? AND ?", [min(hashes), max(hashes)]
+        ).fetchall()
+        bad = sorted(seq for seq, h in rows if hashes.get(seq) != bytes(h))
+        if bad:
+            result.add(
+                "record_changed",
+                bad[0],
+                f"record #{bad[0]} ({len(bad)} in all): the live trail's copy differs from the "
+                f"archived one in {seg.label}",
+            )

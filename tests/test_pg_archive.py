@@ -1,0 +1,451 @@
+"""Archiving the collector's PostgreSQL trail (docs/archive.md, "The collector's PostgreSQL
+trail"): whole partitions written as the one archive format, read back and verified,
+recorded as `trail.archived`, then detached and dropped by the maintenance role through the
+one function it may call; `verify --pg` and `verify --archive --pg` afterwards; the roles'
+refusals; an edited segment; a collector killed between "archived" and "dropped". Real
+PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN, a database and roles per test); skipped without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers.stores import dsn_for
+from helpers.trail import sql_event
+
+from jupyter_audit.identity.snapshot import system_identity
+from jupyter_audit.store.archive import decode_segment, encode_segment
+from jupyter_audit.store.archive_target import ArchiveError, open_target
+from jupyter_audit.store.archiver import run_archive
+from jupyter_audit.store.errors import TrailError
+from jupyter_audit.store.merkle import MerkleFrontier
+from jupyter_audit.store.pg import roles, schema
+from jupyter_audit.store.pg.verify import verify_dsn, verify_with_archive
+
+SIZE = 100  # records a partition
+REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)
+LATER = datetime.now(UTC) + timedelta(days=1)  # every record is older than this
+
+
+def role_dsn(pg, name: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=name)
+
+
+@pytest.fixture
+def trail(pg, pg_role_names, tmp_path):
+    """A trail made by pg-setup with partitions of SIZE records; the store opened as the
+    writer role, with the maintenance role's DSN; `pg.dsn` stays the superuser's."""
+    roles.setup(pg.dsn, partition_size=SIZE, **pg_role_names)
+    pg.admin = pg.dsn
+    pg.writer = role_dsn(pg, pg_role_names["writer"])
+    pg.reader = role_dsn(pg, pg_role_names["reader"])
+    pg.maintenance = role_dsn(pg, pg_role_names["maintenance"])
+    pg.archive = tmp_path / "archive"
+    return pg
+
+
+def open_store(pg, **kwargs):
+    pg.dsn, admin = pg.writer, pg.dsn
+    try:
+        kwargs.setdefault("maintenance_dsn", pg.maintenance)
+        return pg.make(checkpoint_every=40, **kwargs)
+    finally:
+        pg.dsn = admin
+
+
+def archive(store, pg, retention: timedelta | None = timedelta(0)) -> dict:
+    return run_archive(
+        store,
+        open_target(str(pg.archive), None, create=True),
+        archive_after=timedelta(0),
+        retention=retention,
+        now=LATER,
+        identity=system_identity(),
+    )
+
+
+def live_range(pg) -> tuple[int, int]:
+    return tuple(pg.sql("SELECT min(seq), max(seq) FROM events")[0])
+
+
+def partitions(pg) -> list[str]:
+    rows = pg.sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'events'::regclass ORDER BY c.relname"
+    )
+    return sorted(r[0] for r in rows)
+
+
+def archived_payloads(pg) -> list[dict]:
+    rows = pg.sql("SELECT record FROM events WHERE kind = 'trail.archived' ORDER BY seq")
+    return [json.loads(bytes(r[0]))["payload"] for r in rows]
+
+
+def edit_segment(seg: Path, index: int) -> None:
+    """Edit record `index` of an archived segment and write it back as a well-formed
+    segment with the metadata it had (what someone with write access to the archive does)."""
+    import pyarrow as pa
+
+    seg.chmod(0o644)
+    table, meta = decode_segment(seg.read_bytes())
+    records = table.column("record").to_pylist()
+    records[index] = records[index].replace(b"loans", b"LOANZ")
+    fb = meta["frontier_before"]
+    seg.write_bytes(
+        encode_segment(
+            pa.table(
+                [table.column("seq"), pa.array(records, pa.binary())], names=["seq", "record"]
+            ),
+            trail_id=meta["trail_id"],
+            prev_hash=bytes.fromhex(meta["prev_hash"]),
+            last_hash=bytes.fromhex(meta["last_hash"]),
+            frontier=MerkleFrontier.from_hex(fb["size"], fb["hashes"]),
+            checkpoint=meta["checkpoint"],
+            identities=meta["identities"],
+        )
+    )
+
+
+def test_partitions_are_archived_verified_recorded_and_dropped(trail):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(230)])
+    store.flush()
+    last_before = store.seq
+    done = archive(store, pg)
+    assert done["archived"] == [
+        "segment-000000000001-000000000100.parquet",
+        "segment-000000000101-000000000200.parquet",
+    ]
+    assert done["removed"] == done["archived"]
+    first, last = live_range(pg)
+    assert first == 2 * SIZE + 1 and last > last_before  # + the trail.archived records
+    assert "events_p0" not in partitions(pg) and "events_p1" not in partitions(pg)
+    recorded = archived_payloads(pg)
+    assert [(p["first_seq"], p["last_seq"]) for p in recorded] == [(1, 100), (101, 200)]
+    assert all(p["checkpoint_seq"] == p["last_seq"] for p in recorded)
+    # the writer goes on appending after the drop; a dropped partition is never made again
+    store.append_many([sql_event(i) for i in range(230, 260)])
+    store.close()
+    assert "events_p0" not in partitions(pg)
+    assert pg.sql("SELECT value FROM meta WHERE key = 'archived_upto'") == [("200",)]
+    # the live trail alone, anchored by the signed trail.archived
+    alone = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
+    assert alone.ok, alone.problems
+    # archive + live trail as one chain
+    target = open_target(str(pg.archive), None)
+    both = verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints])
+    assert both.ok, both.problems
+    assert both.events == live_range(pg)[1]
+    # the archive alone, in the one archive format
+    from jupyter_audit.store.archive_verify import verify_archive
+
+    assert verify_archive(target, expect_last_seq=200).ok
+    # reopened, the store restores its chain after the drop
+    store = open_store(pg)
+    store.append(sql_event(999))
+    store.close()
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_the_cli_verifies_pg_and_archive_with_pg_as_processes(trail, tmp_path):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    archive(store, pg)
+    store.close()
+    base = [sys.executable, "-m", "jupyter_audit.cli", "verify", "--checkpoints"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    alone = subprocess.run(
+        [*base, str(pg.checkpoints), "--pg", pg.reader, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    both = subprocess.run(
+        [*base, str(pg.checkpoints), "--archive", str(pg.archive), "--pg", pg.reader],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "OK" in both.stdout
+    # an edited archive segment: exit 1, named
+    edit_segment(pg.archive / "segment-000000000001-000000000100.parquet", 5)
+    bad = subprocess.run(
+        [*base, str(pg.checkpoints), "--archive", str(pg.archive), "--pg", pg.reader],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "segment-000000000001-000000000100.parquet" in bad.stdout
+    # pg-setup as a process: the partition size is kept in the trail's meta
+    with psycopg.connect(pg.admin, autocommit=True) as con:
+        con.execute("CREATE SCHEMA other")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(pg.admin)
+    params["options"] = "-c search_path=other"
+    other = make_conninfo(**params)
+    setup = subprocess.run(
+        [sys.executable, "-m", "jupyter_audit.cli", "pg-setup", "--pg", other]
+        + ["--partition-size", "250", "--writer", "ja_w_other_" + os.urandom(4).hex()]
+        + ["--reader", "ja_r_other_" + os.urandom(4).hex()]
+        + ["--maintenance", "ja_m_other_" + os.urandom(4).hex()],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    with psycopg.connect(other, autocommit=True) as con:
+        (size,) = con.execute("SELECT value FROM meta WHERE key = 'partition_size'").fetchone()
+        names = [
+            r[0]
+            for r in con.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'ja\\__\\_other\\_%'"
+            ).fetchall()
+        ]
+        for name in names:
+            con.execute(f'DROP OWNED BY "{name}"')
+    with psycopg.connect(dsn_for(pg.admin, "postgres"), autocommit=True) as con:
+        for name in names:
+            con.execute(f'DROP ROLE "{name}"')
+    assert size == "250"
+
+
+def test_an_edited_segment_blocks_the_drop(trail):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    done = archive(store, pg, retention=None)  # archived, nothing leaves yet
+    assert done["archived"] and not done["removed"]
+    assert live_range(pg)[0] == 1 and archived_payloads(pg) == []
+    edit_segment(pg.archive / done["archived"][0], 3)
+    with pytest.raises(ArchiveError):
+        archive(store, pg)
+    store.close()
+    assert live_range(pg)[0] == 1 and "events_p0" in partitions(pg)
+    assert archived_payloads(pg) == []
+
+
+def test_roles_refuse_what_is_not_theirs(trail, pg_role_names):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(250)])
+    store.close()
+    drop = f"SELECT {schema.DROP_FUNCTION}(1)"
+    for who in (pg.writer, pg.reader):
+        for attempt in (
+            "ALTER TABLE events DETACH PARTITION events_p0",
+            "DROP TABLE events_p0",
+            drop,
+            "DROP FUNCTION jupyter_audit_drop_archived(bigint)",
+        ):
+            with psycopg.connect(who, autocommit=True) as con, pytest.raises(REFUSED):
+                con.execute(attempt)
+    with psycopg.connect(pg.maintenance, autocommit=True) as con:
+        for attempt in (
+            "UPDATE events SET kind = 'op.http' WHERE seq = 5",
+            "DELETE FROM events WHERE seq = 5",
+            "TRUNCATE events",
+            "TRUNCATE events_p0",
+            "DELETE FROM events_p0",
+            "ALTER TABLE events DETACH PARTITION events_p0",
+            "DROP TABLE events_p0",
+            "INSERT INTO meta VALUES ('archived_upto', '100')",
+            "UPDATE head SET seq = 1000",
+            f"SELECT {schema.PARTITION_FUNCTION}(5000)",
+        ):
+            with pytest.raises(REFUSED):
+                con.execute(attempt)
+        # an unarchived partition
+        with pytest.raises(REFUSED, match="no trail.archived"):
+            con.execute(drop)
+        # not a partition's first record, a partition after one still live, an unfinished one
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="not start a partition"):
+            con.execute(f"SELECT {schema.DROP_FUNCTION}(50)")
+        with pytest.raises(REFUSED, match="still live"):
+            con.execute(f"SELECT {schema.DROP_FUNCTION}(101)")
+    # partly archived: the writer (who may INSERT rows) plants trail.archived records that
+    # name part of a partition, or its range with another last hash
+    store = open_store(pg)
+    last_hash = bytes(pg.sql("SELECT hash FROM events WHERE seq = 100")[0][0]).hex()
+    for first_seq, last_seq, h in ((1, 50, last_hash), (1, 100, "00" * 32), (1, 150, last_hash)):
+        store.record_archived(_fake_archived(first_seq, last_seq, h), system_identity())
+    store.close()
+    with psycopg.connect(pg.maintenance, autocommit=True) as con:
+        with pytest.raises(REFUSED, match="no trail.archived"):
+            con.execute(drop)
+    assert "events_p0" in partitions(pg)
+
+
+def _fake_archived(first_seq: int, last_seq: int, last_hash: str) -> dict:
+    return {
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "checkpoint_seq": last_seq,
+        "file": "segment-x.parquet",
+        "sha256": "0" * 64,
+        "bytes": 1,
+        "archive": "nowhere",
+        "frontier": "",
+        "traces": {},
+        "tokens": {},
+    }
+
+
+def test_the_maintenance_step_drops_only_signed_archives(trail):
+    """A trail.archived the trail's key did not sign (planted by the writer role) never
+    makes the archiver drop a partition, and verify reports it."""
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    store.flush()
+    last_hash = bytes(pg.sql("SELECT hash FROM events WHERE seq = 100")[0][0]).hex()
+    forged = {**_fake_archived(1, 100, last_hash), "trail_id": store.trail_id}
+    forged["key_id"], forged["signature"] = store.key.key_id, "AAAA"
+    store.append({"kind": "trail.archived", "identity": system_identity(), "payload": forged})
+    store.flush()
+    from jupyter_audit.store.pg import partitions as pg_partitions
+
+    with pytest.raises(TrailError, match="no trail.archived record signed"):
+        pg_partitions.drop(pg.maintenance, store.cursor(), store.key, store.trail_id, 100)
+    with pytest.raises(TrailError, match="does not verify"):
+        archive(store, pg)
+    store.close()
+    assert "events_p0" in partitions(pg)
+    assert not verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_a_partition_gone_without_an_archive_or_a_hole_is_reported(trail):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(330)])
+    store.close()
+    # a superuser drops the second partition (a hole), then the first (no trail.archived)
+    pg.sql("ALTER TABLE events DETACH PARTITION events_p1")
+    pg.sql("DROP TABLE events_p1")
+    hole = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
+    assert not hole.ok and hole.first_bad_seq is not None and hole.first_bad_seq <= 101
+    pg.sql("ALTER TABLE events DETACH PARTITION events_p0")
+    pg.sql("DROP TABLE events_p0")
+    gone = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
+    assert not gone.ok
+    assert any(p["problem"] == "record_missing" for p in gone.problems)
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import UTC, datetime, timedelta
+    sys.path.insert(0, {tests!r})
+    from helpers.stores import PgBackend
+    from jupyter_audit.identity.snapshot import system_identity
+    from jupyter_audit.store.archive_target import open_target
+    from jupyter_audit.store.archiver import run_archive
+    from jupyter_audit.store.pg import partitions
+
+    def killed(*a, **k):  # the collector dies after recording, before dropping
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    partitions.drop = killed
+    b = PgBackend(__import__("pathlib").Path({dir!r}), {dsn!r})
+    store = b.new(checkpoint_every=40, maintenance_dsn={maintenance!r}).open()
+    run_archive(store, open_target({archive!r}, None, create=True), archive_after=timedelta(0),
+                retention=timedelta(0), now=datetime.now(UTC) + timedelta(days=1),
+                identity=system_identity())
+    """
+)
+
+
+def test_a_collector_killed_between_archived_and_dropped_resumes(trail, tmp_path):
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(230)])
+    store.close()
+    code = KILLER.format(
+        tests=str(Path(__file__).parent),
+        dir=str(pg.dir),
+        dsn=pg.writer,
+        maintenance=pg.maintenance,
+        archive=str(pg.archive),
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    recorded = archived_payloads(pg)
+    assert [(r["first_seq"], r["last_seq"]) for r in recorded] == [(1, 100), (101, 200)]
+    assert live_range(pg)[0] == 1  # recorded, not dropped
+    # the next run (a restarted collector) drops them, recording nothing twice
+    store = open_store(pg)
+    done = archive(store, pg)
+    store.close()
+    assert live_range(pg)[0] == 201
+    assert [(r["first_seq"], r["last_seq"]) for r in archived_payloads(pg)] == [
+        (1, 100),
+        (101, 200),
+    ]
+    assert done["kept_from"] == 201
+    target = open_target(str(pg.archive), None)
+    both = verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints])
+    assert both.ok, both.problems
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_the_pg_collector_archives_and_keeps_without_a_maintenance_dsn(trail, tmp_path, caplog):
+    import asyncio
+    import logging
+
+    from jupyter_audit.collector.app import CollectorApp, start_archiving
+
+    pg = trail
+    app = CollectorApp(
+        pg_dsn=pg.writer,
+        state_dir=str(tmp_path / "state"),
+        archive_path=str(pg.archive),
+        archive_after="0d",
+        checkpoint_every=40,
+    )
+    caplog.set_level(logging.WARNING, "jupyter_audit.collector")
+    store = app.open_store()
+    try:
+        store.append_many([sql_event(i) for i in range(130)])
+        store.flush()
+        done = asyncio.run(scheduled_run(start_archiving, app, store))
+    finally:
+        store.close()
+    assert "pg_maintenance_dsn" in caplog.text
+    assert done is not None and done["archived"] and not done["removed"]
+    assert live_range(pg)[0] == 1 and archived_payloads(pg) == []
+    # with the maintenance DSN the next run removes them
+    app.pg_maintenance_dsn = pg.maintenance
+    store = app.open_store()
+    try:
+        done = asyncio.run(scheduled_run(start_archiving, app, store))
+    finally:
+        store.close()
+    assert done is not None and done["removed"] == done["archived"]
+    assert live_range(pg)[0] == SIZE + 1
+
+
+async def scheduled_run(start_archiving, app, store):
+    """One run of the collector's archiving schedule (started as `run` starts it)."""
+    import asyncio
+
+    schedule = start_archiving(app, store)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, schedule.run)
+    finally:
+        schedule.stop()
