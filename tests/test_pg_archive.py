@@ -232,7 +232,13 @@ def test_an_edited_segment_blocks_the_drop(trail):
     done = archive(store, pg, retention=None)  # archived, nothing leaves yet
     assert done["archived"] and not done["removed"]
     assert live_range(pg)[0] == 1 and archived_payloads(pg) == []
+    target = open_target(str(pg.archive), None)
+    # archived and still live: the two copies are compared
+    assert verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints]).ok
     edit_segment(pg.archive / done["archived"][0], 3)
+    found = verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints])
+    assert not found.ok and found.first_bad_seq <= 4
+    assert done["archived"][0] in found.detail
     with pytest.raises(ArchiveError):
         archive(store, pg)
     store.close()
@@ -449,3 +455,70 @@ async def scheduled_run(start_archiving, app, store):
         return await asyncio.get_running_loop().run_in_executor(None, schedule.run)
     finally:
         schedule.stop()
+
+
+def test_derived_tables_of_an_archived_trail_are_checked_and_rebuilt(trail):
+    """After the drop the live trail alone still checks `trace_users` against the signed
+    trail.archived's participants plus the live records' (the writer role may edit the
+    derived tables), and a store reopened rebuilds them without losing archived ones."""
+    from helpers.trail import BOB
+
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i, trace="old") for i in range(120)])
+    store.append_many([sql_event(i, trace="new", who=BOB) for i in range(120, 130)])
+    archive(store, pg)
+    store.close()
+    assert live_range(pg)[0] == SIZE + 1
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+    before = sorted(pg.sql("SELECT trace_id, username FROM trace_users"))
+    with psycopg.connect(pg.writer, autocommit=True) as con:  # the writer role edits
+        con.execute("INSERT INTO trace_users VALUES ('old', 'mallory')")
+        con.execute("DELETE FROM trace_users WHERE trace_id = 'new'")
+    found = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
+    assert not found.ok and found.problems[0]["problem"] == "derived_changed"
+    store = open_store(pg)  # rebuilt at open, archived participants kept
+    store.close()
+    assert sorted(pg.sql("SELECT trace_id, username FROM trace_users")) == before
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_a_drop_waits_for_a_reader_only_briefly_and_tries_again(trail, monkeypatch):
+    """An auditor's snapshot holds a lock on the log: the maintenance step gives up after
+    its lock timeout (appends are not held behind it) and the next run finishes."""
+    from jupyter_audit.store.pg import partitions as pg_partitions
+
+    monkeypatch.setattr(pg_partitions, "LOCK_TIMEOUT_MS", 200)
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    with psycopg.connect(pg.reader) as reader:  # a transaction left open, as verify's
+        reader.execute("SELECT count(*) FROM events").fetchone()
+        with pytest.raises(TrailError, match="lock"):
+            archive(store, pg)
+        store.append(sql_event(500))  # the writer is not held up
+    assert live_range(pg)[0] == 1
+    archive(store, pg)
+    store.close()
+    assert live_range(pg)[0] == SIZE + 1
+    assert [(p["first_seq"], p["last_seq"]) for p in archived_payloads(pg)] == [(1, 100)]
+
+
+def test_writer_and_maintenance_together_can_drop_but_not_unseen(trail):
+    """The one thing the database cannot check is the Ed25519 signature: holding both the
+    writer role (to plant a trail.archived naming a partition and its last hash) and the
+    maintenance role drops a partition no archive holds. verify reports it."""
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    store.flush()
+    last_hash = bytes(pg.sql("SELECT hash FROM events WHERE seq = 100")[0][0]).hex()
+    planted = {**_fake_archived(1, 100, last_hash), "trail_id": store.trail_id}
+    planted["key_id"], planted["signature"] = "k", "AAAA"
+    store.append({"kind": "trail.archived", "identity": system_identity(), "payload": planted})
+    store.close()
+    with psycopg.connect(pg.maintenance, autocommit=True) as con:
+        con.execute(f"SELECT {schema.DROP_FUNCTION}(1)")
+    found = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
+    codes = {p["problem"] for p in found.problems}
+    assert not found.ok and {"archived_unsigned", "record_missing"} <= codes

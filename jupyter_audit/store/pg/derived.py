@@ -14,7 +14,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from ..traces import NEEDS_PAYLOAD, NOT_ACTIVITY, TRACE_COLUMNS, TraceRow, is_participant
+from ..traces import (
+    NEEDS_PAYLOAD,
+    NOT_ACTIVITY,
+    TRACE_COLUMNS,
+    TraceRow,
+    archived_pairs,
+    is_participant,
+)
 from .connection import PortableCursor
 from .write import store_traces
 
@@ -118,17 +125,52 @@ class Derivation:
                 return trace_id, "its row in traces differs from the log"
         return None
 
-    def rebuild(self, con) -> None:
+    def differences_after_archive(
+        self, cur: PortableCursor, archived: dict[str, list[str]]
+    ) -> tuple[str, str] | None:
+        """`differences` for a live trail whose oldest partitions were archived away
+        (`traces.derived_differences_after_archive` on DuckDB): `archived` (from the signed
+        `trail.archived` the live trail continues) is who took part in each trace over the
+        archived records. `trace_users` must be those plus the live records' participants;
+        a trace with no archived record must have exactly the rows its live records make,
+        and an archived one a `traces` row (its counts are checked with `--archive`)."""
+        want = archived_pairs(archived) | self.pairs
+        have = set(cur.execute("SELECT trace_id, username FROM trace_users").fetchall())
+        if want != have:
+            return min(t for t, _u in want ^ have), (
+                "its participants (trace_users) differ from the log"
+            )
+        stored = {}
+        for row in cur.execute(f"SELECT trace_id, {', '.join(_COMPARED)} FROM traces").fetchall():
+            d = dict(zip(_COMPARED, row[1:], strict=True))
+            d["notebook"] = d["notebook"] or ""
+            stored[row[0]] = d
+        for trace_id in sorted(set(stored) | set(self.traces) | set(archived)):
+            if trace_id in archived:
+                if trace_id not in stored:
+                    return trace_id, "its row in traces differs from the log"
+            elif stored.get(trace_id) != (
+                self.expected(trace_id) if trace_id in self.traces else None
+            ):
+                return trace_id, "its row in traces differs from the log"
+        return None
+
+    def rebuild(self, con, archived: dict[str, list[str]] | None = None) -> None:
         """Replace the derived tables with what the log says (one transaction on the
-        psycopg connection `con`)."""
+        psycopg connection `con`). `archived`: the participants the signed `trail.archived`
+        recorded of records archived away; the rows of traces with archived records are
+        then kept (their counts need the archive) and their participants restored."""
+        keep = sorted(archived or {})
         with con.transaction(), con.cursor() as cur:
-            for table in ("trace_notebooks", "trace_users", "traces"):
-                cur.execute(f"DELETE FROM {table}")
-            if self.traces:
-                store_traces(cur, self.traces, {t: tuple(v) for t, v in self.times.items()})
-            pairs = sorted(self.pairs)
+            for table in ("trace_notebooks", "traces"):
+                cur.execute(f"DELETE FROM {table} WHERE NOT trace_id = ANY(%s::text[])", [keep])
+            cur.execute("DELETE FROM trace_users")
+            live = {t: row for t, row in self.traces.items() if t not in (archived or {})}
+            if live:
+                store_traces(cur, live, {t: tuple(self.times[t]) for t in live})
+            pairs = sorted(self.pairs | archived_pairs(archived or {}))
             cur.executemany("INSERT INTO trace_users (trace_id, username) VALUES (%s, %s)", pairs)
-            names = sorted(self.names())
+            names = sorted(n for n in self.names() if n[0] in live)
             cur.executemany(
                 "INSERT INTO trace_notebooks (trace_id, notebook, first_seq) VALUES (%s, %s, %s)",
                 names,

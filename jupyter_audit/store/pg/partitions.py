@@ -28,6 +28,8 @@ from ..verify import archived_prefix
 from . import schema
 from .connection import connect, redacted
 
+LOCK_TIMEOUT_MS = 5000  # how long a drop waits for the log's lock before giving up this run
+
 
 def plan(
     cur,
@@ -119,6 +121,9 @@ def drop(maintenance_dsn: str, cur, key: SigningKey, trail_id: str, keep_after: 
     con = connect(maintenance_dsn, autocommit=True, application="jupyter-audit maintenance")
     dropped = []
     try:
+        # the drop waits for a lock on `events` that every append and read queues behind:
+        # never for long (an auditor's long verify holds it off; the next run tries again)
+        con.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
         for lo in todo:
             try:
                 con.execute(f"SELECT {schema.DROP_FUNCTION}(%s)", [lo])

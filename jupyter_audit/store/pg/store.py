@@ -134,7 +134,8 @@ class PgStore(CursorReads, QueuedStore):
             if any(p["problem"] == "derived_changed" for p in self.integrity.problems):
                 log.error("audit trail %s: derived tables edited; rebuilt from the log", self.where)
                 assert derivation is not None
-                derivation.rebuild(con)
+                covering = self.integrity.covering
+                derivation.rebuild(con, None if covering is None else covering.get("traces") or {})
 
     def close(self, checkpoint: bool = True) -> None:
         if self._closed or self._thread is None:

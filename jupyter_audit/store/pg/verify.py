@@ -68,6 +68,7 @@ def verify_snapshot(
     )
     archived = signed_archived(cur, trusted, meta.get("trail_id", ""), result)
     start, start_prev, covering = archived_start(cur, result, archived)
+    result.covering = covering
     max_seq = cur.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
     result.last_seq = max_seq
 
@@ -118,7 +119,12 @@ def verify_snapshot(
         )
     derived: object
     try:
-        derived = derivation.differences(cur) if start == 1 else None
+        if start == 1:
+            derived = derivation.differences(cur)
+        elif covering is not None:
+            derived = derivation.differences_after_archive(cur, covering.get("traces") or {})
+        else:
+            derived = None  # records missing at the head: reported, nothing to count against
     except Exception as e:  # noqa: BLE001 - a check that raises is a finding, never a pass
         derived = ("error", type(e).__name__)
     conclude(
