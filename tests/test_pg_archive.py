@@ -181,6 +181,31 @@ def test_the_cli_verifies_pg_and_archive_with_pg_as_processes(trail, tmp_path):
     )
     assert both.returncode == 0, both.stdout + both.stderr
     assert "OK" in both.stdout
+    # export and show read the live part of an archived PostgreSQL trail
+    out = tmp_path / "live.jsonl"
+    export = subprocess.run(
+        [sys.executable, "-m", "jupyter_audit.cli", "export", "--pg", pg.reader, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert export.returncode == 0, export.stdout + export.stderr
+    seqs = [json.loads(line)["seq"] for line in out.read_text().splitlines()]
+    assert seqs and min(seqs) == SIZE + 1
+    bundle = subprocess.run(
+        [sys.executable, "-m", "jupyter_audit.cli", "verify", "--bundle", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bundle.returncode == 0, bundle.stdout + bundle.stderr
+    show = subprocess.run(
+        [sys.executable, "-m", "jupyter_audit.cli", "show", "--pg", pg.reader],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert show.returncode == 0, show.stdout + show.stderr
     # an edited archive segment: exit 1, named
     edit_segment(pg.archive / "segment-000000000001-000000000100.parquet", 5)
     bad = subprocess.run(
@@ -522,3 +547,81 @@ def test_writer_and_maintenance_together_can_drop_but_not_unseen(trail):
     found = verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints])
     codes = {p["problem"] for p in found.problems}
     assert not found.ok and {"archived_unsigned", "record_missing"} <= codes
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(what, check, proc, seconds: float = 120) -> None:
+    """Poll the database until `check()` holds (the collector process works on its own
+    schedule); fail early if the process died."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert proc.poll() is None, f"the collector exited while waiting for {what}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.2)
+
+
+def test_the_collector_process_archives_and_resumes_after_a_kill(trail, tmp_path):
+    """`jupyter audit collector --pg … --archive-path … --pg-maintenance …` as a real
+    process: killed (SIGKILL) after recording trail.archived while its drop waits for a
+    reader's lock, then restarted: it drops the partitions, recording nothing twice."""
+    pg = trail
+    store = open_store(pg)  # the collector's own keys: its state directory is pg.dir
+    store.append_many([sql_event(i) for i in range(230)])
+    store.close()
+    config = tmp_path / "collector_config.py"
+    config.write_text(
+        "c.CollectorApp.archive_interval = 1\n"
+        "c.CollectorApp.archive_after = '0d'\n"
+        "c.CollectorApp.retention = '0d'\n"
+        "c.CollectorApp.checkpoint_every = 40\n"
+    )
+    argv = [sys.executable, "-m", "jupyter_audit.cli", "collector", "--pg", pg.writer]
+    argv += ["--state-dir", str(pg.dir), "--archive-path", str(pg.archive)]
+    argv += ["--pg-maintenance", pg.maintenance, "--config", str(config)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+        "JUPYTERHUB_API_TOKEN": "not-asked-in-this-test",
+        "JUPYTERHUB_SERVICE_PREFIX": "/services/jupyter-audit/",
+    }
+
+    def start():
+        log = open(tmp_path / "collector.log", "ab")  # noqa: SIM115 - the process's
+        return subprocess.Popen(
+            [*argv, "--port", str(_free_port())], env=env, stdout=log, stderr=log
+        )
+
+    def recorded() -> int:
+        return len(archived_payloads(pg))
+
+    with psycopg.connect(pg.reader) as reader:  # holds the log's lock: the drop waits
+        reader.execute("SELECT count(*) FROM events").fetchone()
+        proc = start()
+        try:
+            _wait_for("trail.archived records", lambda: recorded() == 2, proc)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert live_range(pg)[0] == 1 and "events_p0" in partitions(pg)
+    proc = start()
+    try:
+        _wait_for("the drop", lambda: live_range(pg)[0] == 2 * SIZE + 1, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert [(p["first_seq"], p["last_seq"]) for p in archived_payloads(pg)] == [
+        (1, 100),
+        (101, 200),
+    ]
+    target = open_target(str(pg.archive), None)
+    both = verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints])
+    assert both.ok, both.problems
