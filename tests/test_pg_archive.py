@@ -464,11 +464,18 @@ def test_the_pg_collector_archives_and_keeps_without_a_maintenance_dsn(trail, tm
     app.pg_maintenance_dsn = pg.maintenance
     store = app.open_store()
     try:
+        # a new partition after the kept segment: planned from the archive's frontier
+        store.append_many([sql_event(i) for i in range(130, 230)])
+        store.flush()
         done = asyncio.run(scheduled_run(start_archiving, app, store))
     finally:
         store.close()
     assert done is not None and done["removed"] == done["archived"]
-    assert live_range(pg)[0] == SIZE + 1
+    assert len(done["archived"]) == 2 and live_range(pg)[0] == 2 * SIZE + 1
+    target = open_target(str(pg.archive), None)
+    checkpoints = [tmp_path / "state" / "collector.checkpoints"]
+    both = verify_with_archive(target, pg.reader, checkpoint_files=checkpoints)
+    assert both.ok, both.problems
 
 
 async def scheduled_run(start_archiving, app, store):

@@ -93,14 +93,12 @@ def run_archive(
         if manifest_name(name) not in target.names():  # a run killed between the two
             _put_manifest(target, name, data, meta, lock_until)
         upto = hi
-    for seg in store.plan_archive(cur, upto, naive_now - archive_after, segment_rows):
-        items.append((seg, None))  # type: ignore[arg-type]  # written below
     archived: list[str] = []
     removable: list[tuple[Segment, bytes, MerkleFrontier]] = []
     read_back: list[tuple[Segment, bytes]] = []
-    for seg, data in items:
-        if data is None:
-            data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
+
+    def read_and_check(seg: Segment, data: bytes) -> None:
+        nonlocal prev_hash, frontier
         prev_hash, frontier = _read_back(target, seg, data, prev_hash)
         read_back.append((seg, data))
         archived.append(seg.name)
@@ -110,6 +108,15 @@ def run_archive(
             and len(removable) == len(archived) - 1
         ):
             removable.append((seg, data, frontier))
+
+    for seg, data in items:
+        read_and_check(seg, data)
+    # new segments continue where the archive ends (its chain and Merkle frontier, checked)
+    for seg in store.plan_archive(
+        cur, upto, naive_now - archive_after, segment_rows, frontier.copy()
+    ):
+        data = _write(cur, target, seg, store.trail_id, prev_hash, frontier, lock_until)
+        read_and_check(seg, data)
     _check_recorded_in_archive(target, recorded, first, read_back)
     # who took part in each trace over the archived records (cumulative, signed): the live
     # trail alone checks and rebuilds trace_users with it

@@ -132,11 +132,15 @@ class TrailStore(ABC):
         """A `trail.archived` event for `identity` whose payload the current key signs
         (`archived_message`): only a signed one lets records leave the live trail."""
 
-    def plan_archive(self, cur, after_seq: int, older_than, segment_rows: int) -> list:
+    def plan_archive(
+        self, cur, after_seq: int, older_than, segment_rows: int, frontier=None
+    ) -> list:
         """The sealed segments after `after_seq` whose last record is older than
         `older_than` (`archive.Segment`s, each ending at a signed checkpoint), for
         `archiver.run_archive`: by default groups of checkpoints of about `segment_rows`
-        records (`archive.plan_segments`); a PostgreSQL trail's are its partitions."""
+        records (`archive.plan_segments`); a PostgreSQL trail's are its partitions.
+        `frontier`: the Merkle frontier of records 1..`after_seq` (checked by the caller),
+        for a backend that signs the segments' checkpoints itself."""
         from .archive import plan_segments
 
         return plan_segments(cur, after_seq, older_than, segment_rows)

@@ -39,10 +39,13 @@ def plan(
     after_seq: int,
     older_than: datetime,
     now_us: int,
+    frontier: MerkleFrontier | None = None,
 ) -> list[Segment]:
     """The partitions after `after_seq` (the archive's end, a partition boundary) whose last
     record exists and is older than `older_than`, oldest first, as segments each ending at
-    a checkpoint signed now by `key` (`now_us`)."""
+    a checkpoint signed now by `key` (`now_us`). `frontier`: the Merkle frontier of records
+    1..`after_seq` (the archive's, checked); without it, it is rebuilt from the live
+    trail's first record (and the signed `trail.archived` before it)."""
     if after_seq % size:
         raise ArchiveError(
             f"the archive ends at #{after_seq}, inside a partition of {size} records: it was "
@@ -61,11 +64,14 @@ def plan(
         hi += size
     if not ends:
         return []
-    frontier = _frontier_before(cur, trail_id, first)
+    if frontier is not None and frontier.size == after_seq and after_seq >= first - 1:
+        start = after_seq + 1  # only the new partitions' leaves are read
+    else:
+        frontier, start = _frontier_before(cur, trail_id, first), first
     segments: list[Segment] = []
     want = iter(ends)
     end, end_time = next(want)
-    for row in chain_rows(cur, first, ends[-1][0]):
+    for row in chain_rows(cur, start, ends[-1][0]):
         frontier.append(row.leaf)
         if row.seq == end:
             checkpoint = sign_checkpoint(

@@ -281,7 +281,9 @@ class PgStore(CursorReads, QueuedStore):
         return result, derivation
 
     # ------------------------------------------------------------------ archiving
-    def plan_archive(self, cur, after_seq: int, older_than, segment_rows: int) -> list:
+    def plan_archive(
+        self, cur, after_seq: int, older_than, segment_rows: int, frontier=None
+    ) -> list:
         """Whole partitions after `after_seq` older than `older_than` (`partitions.plan`);
         `segment_rows` does not apply: a segment is a partition."""
         return partitions.plan(
@@ -292,6 +294,7 @@ class PgStore(CursorReads, QueuedStore):
             after_seq,
             older_than,
             time.time_ns() // 1000,
+            frontier,
         )
 
     def compact(self, keep_after: int, timeout: float | None = None) -> None:
