@@ -632,3 +632,25 @@ def test_the_collector_process_archives_and_resumes_after_a_kill(trail, tmp_path
     target = open_target(str(pg.archive), None)
     both = verify_with_archive(target, pg.reader, checkpoint_files=[pg.checkpoints])
     assert both.ok, both.problems
+
+
+def test_rows_edited_after_verify_are_never_signed_into_the_archive(trail):
+    """The partition's checkpoint is signed when its segment is made: rows a superuser
+    edits between the archiver's verify and that moment are refused, not signed."""
+    from jupyter_audit.store.pg import partitions as pg_partitions
+
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    store.flush()
+    older = (LATER + timedelta(days=1)).replace(tzinfo=None)
+    assert (
+        len(pg_partitions.plan(store.cursor(), store.key, store.trail_id, SIZE, 0, older, 0)) == 1
+    )
+    pg.tamper(
+        "UPDATE events SET record = convert_to(replace(convert_from(record, 'UTF8'), "
+        "'loans', 'LOANS'), 'UTF8') WHERE seq = 50"
+    )
+    with pytest.raises(ArchiveError, match="#50 changed"):
+        pg_partitions.plan(store.cursor(), store.key, store.trail_id, SIZE, 0, older, 0)
+    store.close()

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from hashlib import sha256
 
-from ..archive import Segment
+from ..archive import Segment, live_checkpoints
 from ..archive_target import ArchiveError
 from ..chain import chain_rows
 from ..checkpoints import archived_message, sign_checkpoint
@@ -71,14 +72,34 @@ def plan(
     segments: list[Segment] = []
     want = iter(ends)
     end, end_time = next(want)
+    # the collector's own signed checkpoints over these records: the ones signed now must
+    # agree with them (the database's superuser could have edited rows since `verify`)
+    signed = {c["seq"]: c for c in live_checkpoints(cur, after_seq) if c["seq"] <= ends[-1][0]}
+    prev: bytes | None = None
     for row in chain_rows(cur, start, ends[-1][0]):
-        frontier.append(row.leaf)
+        record = bytes(row.record)
+        h = sha256(bytes(row.prev_hash) + record).digest()
+        if (
+            h != bytes(row.hash)
+            or (prev is not None and bytes(row.prev_hash) != prev)
+            or sha256(b"\x00" + record).digest() != bytes(row.leaf)
+        ):
+            raise ArchiveError(f"record #{row.seq} changed since the trail was verified")
+        prev = h
+        frontier.append(bytes(row.leaf))
+        cp = signed.get(row.seq)
+        if cp is not None and (
+            cp.get("hash") != h.hex() or cp.get("merkle_root") != frontier.root().hex()
+        ):
+            raise ArchiveError(
+                f"record #{row.seq}: the chain differs from the trail's signed checkpoint there"
+            )
         if row.seq == end:
             checkpoint = sign_checkpoint(
                 key,
                 trail_id=trail_id,
                 seq=end,
-                last_hash=row.hash,
+                last_hash=h,
                 merkle_root=frontier.root(),
                 tree_size=end,
                 time_us=now_us,
