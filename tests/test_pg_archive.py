@@ -248,6 +248,16 @@ def test_the_cli_verifies_pg_and_archive_with_pg_as_processes(trail, tmp_path):
         for name in names:
             con.execute(f'DROP ROLE "{name}"')
     assert size == "250"
+    for bad in ("1", "0", "-5", str(10**13)):
+        refused = subprocess.run(
+            [sys.executable, "-m", "jupyter_audit.cli", "pg-setup", "--pg", other]
+            + ["--partition-size", bad],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "partition size" in refused.stderr or "invalid" in refused.stderr
 
 
 def test_an_edited_segment_blocks_the_drop(trail):

@@ -21,7 +21,8 @@ def add_archive_option(p) -> None:
     p.add_argument(
         "--archive",
         metavar="PATH",
-        help="archive directory or s3://bucket/prefix: read it with the trail (--db) or alone",
+        help="archive directory or s3://bucket/prefix: read it with the trail (--db; verify "
+        "also --pg) or alone",
     )
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for --archive")
     if p.prog.endswith("verify"):

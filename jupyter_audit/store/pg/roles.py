@@ -63,6 +63,7 @@ def setup(
     names = {writer, reader, maintenance}
     if len(names) != 3:
         raise ValueError("the writer, reader and maintenance roles must be three different roles")
+    schema.check_partition_size(partition_size)
     from .connection import connect  # psycopg: only when a setup runs
 
     con = connect(dsn_admin, autocommit=True, application="jupyter-audit setup")

@@ -30,8 +30,9 @@ from ..errors import TrailError
 
 #: the PostgreSQL trail's own format version (a reader refuses one it does not know)
 FORMAT_VERSION = 1
-#: sequence numbers per partition of `events`
+#: sequence numbers per partition of `events` (the default; a trail keeps its own in `meta`)
 PARTITION_SIZE = 1_000_000
+MAX_PARTITION_SIZE = 1_000_000_000_000  # far from overflowing the functions' bigint bounds
 #: the tables a reader role may SELECT and what a writer role may do to each (`roles`)
 LOG_TABLES = ("events", "identities", "event_ids")
 DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks")
@@ -272,6 +273,12 @@ def install_functions(con, schema_name: str, size: int) -> None:
     con.execute(f"REVOKE ALL ON FUNCTION {DROP_FUNCTION}(bigint) FROM PUBLIC")
 
 
+def check_partition_size(size: int) -> None:
+    """TrailError unless `size` records a partition is one this code makes."""
+    if not 2 <= int(size) <= MAX_PARTITION_SIZE:
+        raise TrailError(f"partition size {size}: from 2 to {MAX_PARTITION_SIZE} records")
+
+
 def partition_size(meta: dict[str, str]) -> int:
     """Sequence numbers per partition of the trail whose meta is `meta` (a trail made
     before the setting was kept has the default)."""
@@ -293,9 +300,8 @@ def exists(con) -> bool:
 def create(con, partition_size: int = PARTITION_SIZE) -> None:
     """Create the trail's schema in the connection's current schema, in one transaction,
     unless it is there already (the caller owns what it creates). `partition_size`:
-    sequence numbers per partition of `events` (kept in `meta`; at least 2)."""
-    if int(partition_size) < 2:
-        raise TrailError(f"partition size {partition_size}: at least 2 records a partition")
+    sequence numbers per partition of `events` (kept in `meta`; 2 to MAX_PARTITION_SIZE)."""
+    check_partition_size(partition_size)
     with con.transaction():
         # one creator at a time: a second waits, then finds the schema made
         con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
