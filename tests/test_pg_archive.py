@@ -664,3 +664,18 @@ def test_rows_edited_after_verify_are_never_signed_into_the_archive(trail):
     with pytest.raises(ArchiveError, match="#50 changed"):
         pg_partitions.plan(store.cursor(), store.key, store.trail_id, SIZE, 0, older, 0)
     store.close()
+
+
+def test_pg_setup_brings_an_earlier_trail_up_to_the_drop_function(pg, pg_role_names):
+    """A trail made before partitions could leave (no drop function, no partition size in
+    meta) gets both from pg-setup, with the default size; its partitions are untouched."""
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        schema.create(con, partition_size=schema.PARTITION_SIZE)
+        con.execute(f"DROP FUNCTION {schema.DROP_FUNCTION}(bigint)")
+        con.execute("DELETE FROM meta WHERE key = 'partition_size'")
+    roles.setup(pg.dsn, **pg_role_names)
+    maintenance = role_dsn(pg, pg_role_names["maintenance"])
+    with psycopg.connect(maintenance, autocommit=True) as con:
+        with pytest.raises(REFUSED, match="not all there"):
+            con.execute(f"SELECT {schema.DROP_FUNCTION}(1)")
+    assert partitions(pg) == ["events_p0", "events_p1"]
