@@ -17,7 +17,7 @@ import time
 import uuid
 
 import pytest
-from helpers.approvals import as_user, refused
+from helpers.approvals import Receiver, as_user, refused
 from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
@@ -25,6 +25,7 @@ from helpers.trail import writer_events
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import AsyncHTTPClient
 
+from jupyter_audit.approvals import Refused
 from jupyter_audit.cli import main as cli_main
 from jupyter_audit.collector.approvals import hub_broker
 from jupyter_audit.collector.protocol import trace_in_collector
@@ -133,7 +134,7 @@ async def at_hub(hub, token, method, path, body=None, params=""):
     r = await AsyncHTTPClient().fetch(
         hub.url + path + params,
         method=method,
-        body=None if body is None else json.dumps(body),
+        body=json.dumps(body) if body is not None else (b"" if method == "POST" else None),
         headers={"Authorization": f"token {token}"},
         raise_error=False,
         request_timeout=60,
@@ -367,6 +368,27 @@ async def test_with_the_collector_away_nothing_runs_unapproved(hub, jp_fetch, jp
     del kernel_id
 
 
+async def test_a_visitor_who_ran_the_cell_on_the_owners_server_does_not_decide_it(
+    hub, jp_fetch, jp_ws_fetch, shop
+):
+    """JupyterHub sharing: bob, a reviewer, runs a DELETE in alice's server. The request is
+    alice's (the server's owner, as the Hub names it), and bob, who ran it, cannot approve it
+    either; another reviewer can."""
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "bob"})
+    task = asyncio.create_task(client.run_full(cell_code(shop), timeout=120))
+    request = await pending_request(hub)
+    assert request["requester"] == "alice"
+    path = f"jupyter-audit/api/approvals/{request['id']}"
+    code, body = await at_hub(hub, "bob-token", "POST", path, {"decision": "approve"})
+    assert code == 403 and "you ran the cell" in body["message"]
+    code, body = await at_hub(hub, "mallory-server-token", "POST", path, {"decision": "approve"})
+    assert code == 200 and body["state"] == "approved"
+    status, out, _errors = await task
+    assert (status, out.strip()) == ("ok", "left 0")
+    client.ws.close()
+    del kernel_id
+
+
 async def test_a_shared_visitor_is_not_served_the_owners_queue(hub, jp_fetch, jp_ws_fetch):
     """bob, admitted to alice's server (JupyterHub sharing), would act with alice's rights."""
     code, message = await refused(as_user(jp_fetch, "bob", "approvals"))
@@ -419,3 +441,117 @@ def test_the_collectors_queue_survives_a_restart_and_ignores_forwarded_decisions
     # and the next request's id goes on from the collector's own
     answer = again.ask_for("alice/", USERS["alice-token"], {**question, "msg_id": "m2"})
     assert answer["request"]["id"] == rid + 1
+
+    def forward_stop(server: str, seq: int) -> None:
+        origin = {"server": server, "owner": server[:-1], "trail": "t", "seq": seq}
+        stop = {
+            "kind": "session.ended",
+            "identity": None,
+            "trace_id": trace_in_collector(server, "k-1"),
+            "kernel_id": "k-1",
+            "payload": {"reason": "shutdown"},
+        }
+        batch = collector_store.prepare_many([stop], origins=[{**origin, "hash": "1" * 64}])
+        collector_store.submit_batch(batch).result(30)
+
+    # who ran the cell (as the server said) does not decide it, after a restart too
+    ran = again.ask_for(
+        "alice/", USERS["alice-token"], {**question, "msg_id": "m3", "ran_by": "bob"}
+    )
+    bob = {"username": "bob", "auth_method": "jupyterhub"}
+    for b in (again, hub_broker(recorder)):
+        with pytest.raises(Refused, match="you ran the cell"):
+            b.decide(ran["request"]["id"], bob, reviewer=True, decision="approve", reason=None)
+
+    # mallory's server says kernel k-1 (alice's kernel id) stopped: alice's requests stay
+    forward_stop("mallory/", 1)
+    assert hub_broker(recorder).of_server(rid, "alice/", "k-1").state == "pending"
+    # alice's server says it: cancelled at the next start
+    forward_stop("alice/", 10)
+    restarted = hub_broker(recorder)
+    assert restarted.of_server(rid, "alice/", "k-1").state == "cancelled"
+    assert restarted.of_server(rid + 1, "alice/", "k-1").state == "cancelled"
+    assert restarted.of_server(rid + 2, "alice/", "k-1").state == "cancelled"
+
+
+async def test_bad_and_unauthenticated_calls_are_refused_with_clear_errors(hub):
+    for path in ("api/approvals/requests", "jupyter-audit/api/approvals/1"):
+        r = await AsyncHTTPClient().fetch(
+            hub.url + path, method="POST", body=b"{}", raise_error=False
+        )
+        assert r.code in (401, 403), path  # 401 at the real Hub (no token); the stand-in: 403
+    code, body = await at_hub(
+        hub, "alice-server-token", "POST", "api/approvals/requests", params="?server=alice/"
+    )
+    assert code == 400 and "kind" in body["message"]
+    question = {"kind": "sql", "statement": DELETE, "msg_id": "m", "kernel_id": "k"}
+    for decision, what in (
+        (None, "decision"),
+        ({"decision": "allow", "reasons": []}, "decision"),
+        ({"decision": "review", "reasons": [], "min_approvals": 0}, "min_approvals"),
+        ({"decision": "review", "reasons": ["x"]}, "reasons"),
+    ):
+        code, body = await at_hub(
+            hub,
+            "alice-server-token",
+            "POST",
+            "api/approvals/requests",
+            {**question, "decision": decision},
+            params="?server=alice/",
+        )
+        assert code == 400 and what in body["message"], body
+    big = {**question, "statement": "DELETE FROM t WHERE x = '" + "a" * (3 << 20) + "'"}
+    code, body = await at_hub(
+        hub, "alice-server-token", "POST", "api/approvals/requests", big, params="?server=alice/"
+    )
+    assert code == 413
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals?limit=0")
+    assert code == 400
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals?state=nope")
+    assert code == 400 and "state must be" in body["message"]
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals/%D9%A3")
+    assert code == 404  # an Arabic-Indic digit is no request id
+    code, body = await at_hub(
+        hub,
+        "alice-server-token",
+        "GET",
+        "api/approvals/requests/1",
+        params="?server=alice/&kernel=k&wait=nan",
+    )
+    assert code == 400
+    # nothing was recorded for any of it but the refusals
+    kinds = {e["kind"] for e in collector_events(hub)}
+    assert not {k for k in kinds if k.startswith("approval.")}
+
+
+def test_the_collector_sends_the_webhooks(collector_store, tmp_path):
+    receiver = Receiver()
+    secret = tmp_path / "hook.key"
+    secret.write_text("k")
+    try:
+        broker = hub_broker(
+            Recorder(collector_store),
+            webhooks=[{"url": receiver.url, "format": "json", "secret_file": str(secret)}],
+        )
+        question = {
+            "kind": "sql",
+            "statement": DELETE,
+            "msg_id": "m",
+            "kernel_id": "k",
+            "decision": {"decision": "review", "reasons": [], "min_approvals": 1},
+        }
+        rid = broker.ask_for("alice/", USERS["alice-token"], question)["request"]["id"]
+        broker.decide(
+            rid,
+            {"username": "bob", "auth_method": "jupyterhub"},
+            reviewer=True,
+            decision="deny",
+            reason=None,
+        )
+        got = receiver.wait_for(2)
+        kinds = [json.loads(body)["event"] for _path, _headers, body in got]
+        assert kinds == ["approval.requested", "approval.decided"]
+        assert json.loads(got[0][2])["approval"]["requester"] == "alice"
+        broker.close()
+    finally:
+        receiver.stop()

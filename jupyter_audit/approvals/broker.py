@@ -194,6 +194,10 @@ class ApprovalBroker:
         )
         return [a for a in pending if any(seq > a.seq for seq in stops.get(a.kernel_id or "", ()))]
 
+    def _more_payload(self, cell: dict) -> dict:
+        """Fields a broker adds to an `approval.requested` payload (none here)."""
+        return {}
+
     def _cell_code(self, cur, approval: Approval) -> str | None:
         """The (masked) code of the cell that asked."""
         return queries.cell_code(cur, approval.msg_id, approval.kernel_id)
@@ -324,6 +328,7 @@ class ApprovalBroker:
                         "database": ask.database,
                         "min_approvals": max(1, int(decision.min_approvals)),
                         "expires_at": iso(expires),
+                        **self._more_payload(cell),
                     },
                 }
             )

@@ -61,6 +61,35 @@ class HubBroker(ApprovalBroker):
 
     def __init__(self, recorder, *, expiry: float = 1800.0, notifier=None, log=None):
         super().__init__(recorder, None, expiry=expiry, notifier=notifier, log=log)
+        # request id -> the Hub user who ran the asking cell, as the server said (JupyterHub
+        # sharing: someone other than the owner); they do not decide it either
+        self._ran_by: dict[int, str] = {}
+
+    def _more_payload(self, cell: dict) -> dict:
+        return {"ran_by": cell["ran_by"]} if cell.get("ran_by") else {}
+
+    def _apply(self, record: dict, identity: dict | None, cur) -> Approval | None:
+        approval = super()._apply(record, identity, cur)
+        ran_by = record["payload"].get("ran_by")
+        if approval is not None and record["kind"] == "approval.requested" and ran_by:
+            self._ran_by[approval.id] = ran_by
+        return approval
+
+    def decide(self, request_id: int, identity: dict, **kw) -> Approval:
+        ran_by = self._ran_by.get(request_id)
+        if ran_by and ran_by in (identity.get("username"), self._masked(identity)):
+            raise Refused(
+                403,
+                f"request #{request_id} is your own: you ran the cell that asked for it (on "
+                "another user's server); another reviewer must decide",
+            )
+        return super().decide(request_id, identity, **kw)
+
+    def _masked(self, identity: dict) -> str | None:
+        """The username as a payload stores it (masked), for requests rebuilt from the trail."""
+        name = identity.get("username")
+        masker = getattr(self.recorder.writer, "masker", None)
+        return masker.mask_text(name) if name and masker is not None else None
 
     def _cell_code(self, cur, approval: Approval) -> str | None:
         # the forwarded cell of that server only (another server could forward a cell
@@ -118,6 +147,7 @@ class HubBroker(ApprovalBroker):
             "trace_id": trace_in_collector(server, trace),
             "session_id": _text(body, "session_id"),
             "notebook": _text(body, "notebook", cap=4096),
+            "ran_by": _text(body, "ran_by"),
         }
         return self.ask(kernel_id, question, cell, _decision(body.get("decision")))
 
@@ -170,16 +200,34 @@ def _decision(raw: object) -> Decision:
 
 
 # ---------------------------------------------------------------------- handlers
+@web.stream_request_body
 class ApprovalBase(CollectorHandler):
+    """Authenticated once the headers are in (`prepare`): a body is read only for a caller
+    the Hub named, and past MAX_BODY it is dropped as it arrives (then refused, 413)."""
+
+    _chunks: list[bytes]
+    _size = 0
+
+    async def prepare(self) -> None:
+        self._chunks = []
+        await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= MAX_BODY:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []
+
     @property
     def broker(self) -> HubBroker:
         return self.ctx.approvals
 
     def body(self) -> dict:
-        if len(self.request.body) > MAX_BODY:
+        if self._size > MAX_BODY:
             self.refuse(413, f"a body may not exceed {MAX_BODY} bytes")
         try:
-            body = json.loads(self.request.body or b"{}")
+            body = json.loads(b"".join(self._chunks) or b"{}")
         except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
@@ -199,7 +247,7 @@ class ApprovalBase(CollectorHandler):
         raise web.HTTPError(e.status, e.message.replace("%", "%%"))
 
     async def server(self) -> str:
-        user = await self.authenticate()
+        user = self.hub_user or await self.authenticate()  # `prepare` authenticated it
         return self.server_for(user, self.get_query_argument("server", None))
 
 
@@ -273,9 +321,13 @@ class KernelsHandler(ApprovalBase):
 
 
 class PeopleBase(ApprovalBase):
+    def shapes(self, approvals: list[Approval]) -> list[dict]:
+        """The REST shapes (blocking: a cell's code may be looked up in the trail)."""
+        return [self.broker.with_cell_code(a).to_json() for a in approvals]
+
     async def person(self) -> tuple[dict, bool]:
         """The Hub user's identity snapshot, and whether they review."""
-        user = await self.authenticate()
+        user = self.hub_user or await self.authenticate()  # `prepare` authenticated it
         if user.get("kind", "user") != "user":
             self.refuse(403, "approvals are decided by people: use a Hub user's token")
         return hub_identity(user), "reviewer" in self.ctx.roles(user)
@@ -296,7 +348,7 @@ class PeopleApprovalsHandler(PeopleBase):
             )
         except Refused as e:
             self.refused(e)
-        out = [self.broker.with_cell_code(a).to_json() for a in found[:limit]]
+        out = await asyncio.to_thread(self.shapes, found[:limit])
         self.finish(json.dumps({"approvals": out}))
 
 
@@ -307,7 +359,7 @@ class PeopleApprovalHandler(PeopleBase):
             approval = self.broker.get(self.request_id(raw_id), ident, reviewer=reviewer)
         except Refused as e:
             self.refused(e)
-        self.finish(json.dumps(self.broker.with_cell_code(approval).to_json()))
+        self.finish(json.dumps((await asyncio.to_thread(self.shapes, [approval]))[0]))
 
     async def post(self, raw_id: str) -> None:
         ident, reviewer = await self.person()
@@ -332,7 +384,7 @@ class PeopleApprovalHandler(PeopleBase):
                     "in c.CollectorApp.reviewer_groups",
                 )
             self.refused(e)
-        self.finish(json.dumps(self.broker.with_cell_code(approval).to_json()))
+        self.finish(json.dumps((await asyncio.to_thread(self.shapes, [approval]))[0]))
 
 
 def approval_handlers(prefix: str) -> list:

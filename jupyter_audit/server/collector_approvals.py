@@ -64,6 +64,9 @@ class CollectorApprovals:
             "trace_id": cell.get("trace_id"),
             "session_id": cell.get("session_id"),
             "notebook": cell.get("notebook"),
+            # who ran the cell (the owner, or a Hub user the server is shared with): the
+            # collector lets neither decide it
+            "ran_by": (cell.get("identity") or {}).get("username"),
             "decision": decision.to_json(),
         }
         try:
