@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -21,7 +22,7 @@ from helpers.approvals import Receiver, as_user, refused
 from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
-from helpers.trail import writer_events
+from helpers.trail import wait_for, writer_events
 from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import AsyncHTTPClient
 
@@ -351,7 +352,9 @@ async def test_an_interrupted_kernel_cancels_its_request_at_the_collector(
     client.ws.close()
 
 
-async def test_with_the_collector_away_nothing_runs_unapproved(hub, jp_fetch, jp_ws_fetch, shop):
+async def test_with_the_collector_away_nothing_runs_unapproved(
+    hub, jp_serverapp, jp_fetch, jp_ws_fetch, shop
+):
     hub.stop()
     kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"})
     status, _out, errors = await client.run_full(cell_code(shop), timeout=120)
@@ -359,6 +362,12 @@ async def test_with_the_collector_away_nothing_runs_unapproved(hub, jp_fetch, jp
     assert "collector cannot be reached" in errors[0]["evalue"]
     assert "did not run" in errors[0]["evalue"]
     assert rows(shop) == 3
+    # the server's own trail says what happened: the cell failed on it
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    finished = await wait_for(audit, lambda es: any(e["kind"] == "cell.finished" for e in es))
+    failed = [e for e in finished if e["kind"] == "cell.finished"][-1]
+    assert failed["payload"]["status"] == "error"
+    assert "ApprovalUnavailable" in json.dumps(failed["payload"]["error"])
     # a read still runs; the people's queue says the collector is away (never a local answer)
     assert (await client.run("print(1 + 1)"))[0] == "ok"
     code, message = await refused(as_user(jp_fetch, "alice", "approvals"))
@@ -366,6 +375,31 @@ async def test_with_the_collector_away_nothing_runs_unapproved(hub, jp_fetch, jp
     hub.start()
     client.ws.close()
     del kernel_id
+
+
+async def test_a_wait_outlives_the_collector_going_away_for_a_moment(
+    hub, collector_store, jp_fetch, jp_ws_fetch, shop, caplog
+):
+    """The kernel's long poll fails while the collector is away (503 from its server), keeps
+    polling with backoff, and carries on when the collector is back."""
+    if not hasattr(collector_store, "db_path"):
+        pytest.skip("once is enough: the store is not what this is about")
+    _kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    rid = (await pending_request(hub))["id"]
+    hub.stop()  # the poll under way ends (within 30 s); the next ones fail
+    deadline = time.monotonic() + 60
+    failed_poll = re.compile(rf"503 GET \S*/jupyter-audit/api/kernel/approvals/{rid}\?")
+    while not failed_poll.search(caplog.text):
+        assert time.monotonic() < deadline and not task.done(), caplog.text[-2000:]
+        await asyncio.sleep(0.2)
+    hub.start()
+    code, _ = await at_hub(
+        hub, "bob-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
+    )
+    assert code == 200
+    status, out, _errors = await task
+    assert (status, out.strip()) == ("ok", "left 0")
+    client.ws.close()
 
 
 async def test_a_visitor_who_ran_the_cell_on_the_owners_server_does_not_decide_it(

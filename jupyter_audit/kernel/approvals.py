@@ -290,11 +290,11 @@ class Broker:
                     code, reply = self.call("GET", url, timeout=_POLL + 15)
                 except (OSError, HTTPException) as e:
                     code, reply = None, _unreachable(e)
-                if code is None or code == 503:  # away (the server, or the Hub's collector)
+                if code in (None, 502, 503, 504):  # away (the server, the Hub's collector)
                     failures += 1
                     if failures >= 5:
                         status.update(f"approval #{rid}: the approval broker cannot be reached")
-                        why = reply if code is None else f"HTTP 503{_said(reply)}"
+                        why = reply if code is None else f"HTTP {code}{_said(reply)}"
                         raise ApprovalUnavailable(f"approval #{rid}: {why}", rid) from None
                     time.sleep(min(2.0 * failures, 10.0))
                     continue

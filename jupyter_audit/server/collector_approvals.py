@@ -123,7 +123,9 @@ class CollectorApprovals:
         return list(reply.get("cancelled") or [])
 
     def expire_due(self) -> list[int]:
-        return []  # the collector expires its requests
+        # the collector expires its requests; requests the server held itself before it used
+        # the collector (in its trail) expire here, as they always did
+        return self.local.expire_due()
 
     def close(self) -> None:
         self.local.close()
