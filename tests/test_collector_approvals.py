@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sqlite3
 import time
 import uuid
@@ -589,3 +590,38 @@ def test_the_collector_sends_the_webhooks(collector_store, tmp_path):
         broker.close()
     finally:
         receiver.stop()
+
+
+class TestSlowCollector:
+    """A collector that takes connections and never answers: the question times out on the
+    server, and the kernel hears why, in time; the operation does not run."""
+
+    @pytest.fixture
+    def black_hole(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        sock.close()
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, black_hole, monkeypatch):
+        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+        return server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": HubUserProvider},
+            collector_url=black_hole,
+        )
+
+    async def test_a_question_the_collector_does_not_answer_fails_closed(
+        self, jp_fetch, jp_ws_fetch, shop
+    ):
+        _kernel_id, client = await open_kernel(
+            jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"}
+        )
+        status, _out, errors = await client.run_full(cell_code(shop), timeout=120)
+        assert status == "error" and errors[0]["ename"] == "ApprovalUnavailable"
+        assert "collector cannot be reached" in errors[0]["evalue"]
+        assert rows(shop) == 3
+        client.ws.close()

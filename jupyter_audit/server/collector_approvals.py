@@ -24,7 +24,10 @@ UNREACHABLE = (
     "operation: it did not run (try again once the collector is back)"
 )
 # a long poll at the collector answers within its `wait` (at most 30 s): a little more here
-WAIT_SLACK = 15.0
+WAIT_SLACK = 10.0
+# a question or a report is answered within this, or the kernel hears why: the kernel itself
+# waits 5 s for its server (kernel/client.py) and would only know that it timed out
+ANSWER_WITHIN = 4.5
 
 
 class CollectorApprovals:
@@ -71,7 +74,7 @@ class CollectorApprovals:
         }
         try:
             return await self.client.fetch(
-                "POST", API + "requests", question, self._params(), timeout=30
+                "POST", API + "requests", question, self._params(), timeout=ANSWER_WITHIN
             )
         except CollectorUnavailable as e:
             raise self._refused(e, "approval request") from None
@@ -97,7 +100,7 @@ class CollectorApprovals:
                 f"{API}requests/{request_id}",
                 {**body, "kernel": kernel_id},
                 self._params(),
-                timeout=30,
+                timeout=ANSWER_WITHIN,
             )
         except CollectorUnavailable as e:
             raise self._refused(e, "approval report") from None
