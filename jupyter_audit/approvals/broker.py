@@ -175,18 +175,32 @@ class ApprovalBroker:
         cur = self.recorder.writer.cursor()
         with self._lock:
             for record, identity in queries.approval_records(cur):
+                if "origin" in record:
+                    # a server's record forwarded to a collector: its own requests, never
+                    # this broker's (a server could otherwise decide a request by forwarding)
+                    continue
                 self._apply(record, identity, cur)
             pending = [a for a in self._approvals.values() if a.state == PENDING]
             if pending:
-                stops = queries.kernel_stops(
-                    cur,
-                    sorted({a.kernel_id for a in pending if a.kernel_id}),
-                    min(a.seq for a in pending),
-                )
-                for a in pending:
-                    if any(seq > a.seq for seq in stops.get(a.kernel_id or "", ())):
-                        self._end(a, CANCELLED, "its kernel was interrupted, restarted or stopped")
+                for a in self._stopped(cur, pending):
+                    self._end(a, CANCELLED, "its kernel was interrupted, restarted or stopped")
         self.expire_due()
+
+    def _stopped(self, cur, pending: list[Approval]) -> list[Approval]:
+        """The pending requests whose kernel was interrupted, restarted or ended after they
+        were asked (by the trail)."""
+        stops = queries.kernel_stops(
+            cur, sorted({a.kernel_id for a in pending if a.kernel_id}), min(a.seq for a in pending)
+        )
+        return [a for a in pending if any(seq > a.seq for seq in stops.get(a.kernel_id or "", ()))]
+
+    def _more_payload(self, cell: dict) -> dict:
+        """Fields a broker adds to an `approval.requested` payload (none here)."""
+        return {}
+
+    def _cell_code(self, cur, approval: Approval) -> str | None:
+        """The (masked) code of the cell that asked."""
+        return queries.cell_code(cur, approval.msg_id, approval.kernel_id)
 
     def _record(self, event: dict) -> Approval:
         """Append and commit `event`, then apply it as the trail stored it."""
@@ -204,7 +218,7 @@ class ApprovalBroker:
         approval: Approval | None
         if record["kind"] == "approval.requested":
             approval = Approval.from_record(record, identity or {})
-            approval.cell_code = queries.cell_code(cur, approval.msg_id, approval.kernel_id)
+            approval.cell_code = self._cell_code(cur, approval)
             approval.undecidable = self.nobody_decides()
             self._approvals[approval.id] = approval
             self._next_id = max(self._next_id, approval.id + 1)
@@ -314,6 +328,7 @@ class ApprovalBroker:
                         "database": ask.database,
                         "min_approvals": max(1, int(decision.min_approvals)),
                         "expires_at": iso(expires),
+                        **self._more_payload(cell),
                     },
                 }
             )
@@ -418,14 +433,17 @@ class ApprovalBroker:
                 raise Refused(409, f"request #{request_id} is already {approval.state}")
             return self._end(approval, CANCELLED, f"cancelled by the kernel: {why}")
 
-    def cancel_kernel(self, kernel_id: str, why: str) -> list[int]:
+    def cancel_kernel(self, kernel_id: str, why: str, only=None) -> list[int]:
         """A kernel was interrupted, restarted, shut down or died: its requests still pending
-        or approved but not run are cancelled. The ids cancelled."""
+        or approved but not run are cancelled (`only`: of those, the ones it admits). The ids
+        cancelled."""
         if why not in CANCEL_REASONS:
             raise ValueError(f"unknown cancel reason {why!r}")
         done = []
         with self._lock:
             for approval in list(self._approvals.values()):
+                if only is not None and not only(approval):
+                    continue
                 if approval.kernel_id == kernel_id and approval.state in (PENDING, APPROVED):
                     self._end(approval, CANCELLED, f"kernel {why}")
                     done.append(approval.id)

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from tornado import httpserver, web
 from tornado.ioloop import IOLoop, PeriodicCallback
-from traitlets import Float, Int, List, Unicode
+from traitlets import Dict, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
 from ..masking import load_or_create_key
@@ -31,6 +31,7 @@ from ..masking.config import configured_engine
 from ..masking.keys import record_key_in_use
 from ..server.archiving import ArchiveSettings
 from ..store.signing import SigningKey
+from .approvals import approval_handlers, start_approvals
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
 from .reading import read_handlers
@@ -116,6 +117,20 @@ class CollectorApp(ArchiveSettings, Configurable):
         help="Hub groups whose members decide the approval requests of every server (the same "
         "names as c.AuditApp.reviewer_groups); no one decides their own.",
     )
+    approval_expiry = Float(
+        1800.0,
+        min=1.0,
+        config=True,
+        help="Seconds an approval request asked through the collector waits for its decisions "
+        "before it expires (servers' own c.AuditApp.approval_expiry does not apply to them).",
+    )
+    approval_webhooks = List(
+        Dict(),
+        [],
+        config=True,
+        help="Notifications of approval requests and decisions, sent by the collector; entries "
+        "as c.AuditApp.approval_webhooks (docs/approvals.md).",
+    )
     checkpoint_every = Int(10_000, config=True, help="Sign a checkpoint every N events.")
     checkpoint_interval = Float(
         60.0, config=True, help="Sign a checkpoint at least every T seconds while events arrive."
@@ -178,6 +193,7 @@ class Context:
     auditor_groups: list
     reviewer_groups: list = field(default_factory=list)
     ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
+    approvals: Any = None  # approvals.HubBroker: the Hub's one approval queue
 
     def roles(self, user: dict) -> list[str]:
         """A Hub user's roles at the collector, from their Hub groups: `auditor` (every
@@ -193,7 +209,7 @@ class Context:
 
 def all_routes(prefix: str) -> list:
     """Every route of the collector under the service prefix (forwarding, reading)."""
-    return handlers(prefix) + read_handlers(prefix)
+    return handlers(prefix) + read_handlers(prefix) + approval_handlers(prefix)
 
 
 def hub_users(app: CollectorApp) -> HubUsers:
@@ -259,6 +275,7 @@ def run(app: CollectorApp) -> None:
         list(app.auditor_groups),
         list(app.reviewer_groups),
     )
+    stop_approvals = start_approvals(app, context, log)
     routes = all_routes(prefix)
     webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
     server = http_server(app, webapp)
@@ -291,6 +308,7 @@ def run(app: CollectorApp) -> None:
         timer.stop()
         if archiving is not None:
             archiving.stop()
+        stop_approvals()
         server.stop()
         recorder.flush_rejections(force=True)
         store.close()

@@ -70,6 +70,14 @@ class ApprovalCancelled(ApprovalError):
     """The request was cancelled (kernel interrupt, restart or shutdown)."""
 
 
+def _said(reply) -> str:
+    """What the server's error answer says, if anything (`: <message>`), kept short."""
+    message = reply.get("message") if isinstance(reply, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    return ": " + " ".join(message.split())[:500]
+
+
 class ApprovalUnavailable(ApprovalError):
     """The approval broker could not be asked: the operation did not run (fail closed)."""
 
@@ -251,7 +259,8 @@ class Broker:
             raise ApprovalUnavailable(_unreachable(e)) from None
         if status != 200 or not isinstance(reply, dict):
             raise ApprovalUnavailable(
-                f"the approval broker answered HTTP {status}: the operation did not run"
+                f"the approval broker answered HTTP {status}{_said(reply)}: the operation did "
+                "not run"
             )
         decision = reply.get("decision")
         reasons = tuple(r for r in (reply.get("reasons") or ()) if isinstance(r, dict))
@@ -280,20 +289,21 @@ class Broker:
                 try:
                     code, reply = self.call("GET", url, timeout=_POLL + 15)
                 except (OSError, HTTPException) as e:
+                    code, reply = None, _unreachable(e)
+                if code in (None, 502, 503, 504):  # away (the server, the Hub's collector)
                     failures += 1
                     if failures >= 5:
-                        status.update(f"approval #{rid}: the server cannot be reached")
-                        raise ApprovalUnavailable(
-                            f"approval #{rid}: {_unreachable(e)}", rid
-                        ) from None
+                        status.update(f"approval #{rid}: the approval broker cannot be reached")
+                        why = reply if code is None else f"HTTP {code}{_said(reply)}"
+                        raise ApprovalUnavailable(f"approval #{rid}: {why}", rid) from None
                     time.sleep(min(2.0 * failures, 10.0))
                     continue
                 failures = 0
                 if code != 200 or not isinstance(reply, dict):
                     status.update(f"approval #{rid}: the server answered HTTP {code}")
                     raise ApprovalUnavailable(
-                        f"approval #{rid}: the approval broker answered HTTP {code}: "
-                        "the operation did not run",
+                        f"approval #{rid}: the approval broker answered HTTP {code}"
+                        f"{_said(reply)}: the operation did not run",
                         rid,
                     )
                 state = reply.get("state")

@@ -50,6 +50,7 @@ from .approvals import API_PATHS as APPROVAL_PATHS
 from .approvals import SETTINGS_KEY as APPROVALS_KEY
 from .archiving import ArchiveSettings
 from .authorization import AuditAuthorizer
+from .collector_approvals import CollectorApprovals
 from .collector_client import COLLECTOR_CLIENT_KEY, CollectorClient, server_claim
 from .forwarding import Forwarder
 from .gateway import AuditKernelWebsocketConnection
@@ -386,6 +387,8 @@ class AuditApp(ArchiveSettings, ExtensionApp):
         )
         self.settings[COLLECTOR_CLIENT_KEY] = self.collector_client
         self.approvals = self._build_approvals()
+        if self.collector_client is not None:  # the Hub's one queue (collector/approvals.py)
+            self.approvals = CollectorApprovals(self.approvals, self.collector_client, self.log)
         self.settings[APPROVALS_KEY] = self.approvals
         self.forwarder = None
         if self.collector_url:

@@ -18,11 +18,15 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
 from ..approvals import Refused, parse_ask
+from .collector_proxy import collector_client, from_collector
 from .handlers import AuditHandler, refusal_message, requires
 from .ingest.attribution import running_cell
 from .ingest.handler import KernelHandler
 
 SETTINGS_KEY = "jupyter_audit_approvals"
+# the kernel's question as the collector takes it (docs/approvals.md "Kernel protocol")
+QUESTION: tuple[str, ...] = ("kind", "statement", "command", "method", "url", "params")
+QUESTION += ("params_sha256", "driver", "database", "msg_id", "executemany")
 MAX_BODY = 2 * 1024 * 1024
 
 
@@ -58,8 +62,9 @@ class KernelApprovalsHandler(KernelHandler):
     @allow_unauthenticated
     async def post(self):
         kernel_id = self.kernel_id()
+        body = _body(self)
         try:
-            ask = parse_ask(_body(self))
+            ask = parse_ask(body)
         except Refused as e:
             raise refused(e) from None
         recorder, broker = self.recorder, self.broker
@@ -79,7 +84,14 @@ class KernelApprovalsHandler(KernelHandler):
             self.finish(broker.answer(decision))
             return
         recorder.flush_cells()  # the cell's own record goes first in the trail
-        answer = await asyncio.to_thread(broker.ask, kernel_id, ask, cell, decision)
+        if getattr(broker, "remote", False):  # asked at the Hub's collector
+            question = {k: body[k] for k in QUESTION if k in body}
+            try:
+                answer = await broker.ask(kernel_id, question, cell, decision)
+            except Refused as e:
+                raise refused(e) from None
+        else:
+            answer = await asyncio.to_thread(broker.ask, kernel_id, ask, cell, decision)
         self.finish(answer)
 
 
@@ -100,7 +112,7 @@ class KernelApprovalHandler(KernelHandler):
             raise web.HTTPError(400, "wait must be a number of seconds") from None
         if not wait >= 0:  # NaN too
             raise web.HTTPError(400, "wait must be a number of seconds")
-        try:
+        try:  # on the event loop: the collector's long poll holds no worker thread either
             status = await self.broker.wait(_request_id(raw_id), kernel_id, wait)
         except Refused as e:
             raise refused(e) from None
@@ -113,6 +125,13 @@ class KernelApprovalHandler(KernelHandler):
         request_id = _request_id(raw_id)
         if ("executed" in body) == ("cancel" in body) or len(body) != 1:
             raise web.HTTPError(400, 'body must be {"executed": {...}} or {"cancel": "..."}')
+        broker = self.broker
+        if getattr(broker, "remote", False):
+            try:
+                self.finish(await broker.report(request_id, kernel_id, body))
+            except Refused as e:
+                raise refused(e) from None
+            return
         try:
             if "executed" in body:
                 approval = await asyncio.to_thread(
@@ -137,7 +156,10 @@ class ApprovalsHandler(AuditHandler):
 
     @web.authenticated
     @requires("audit:approvals")
-    def get(self):
+    async def get(self):
+        if collector_client(self) is not None:  # the Hub's one queue
+            self.finish(await from_collector(self, "approvals"))
+            return
         ident = self.identity()
         limit = self.arg_int("limit", 200, 1)
         try:
@@ -160,7 +182,11 @@ class ApprovalHandler(AuditHandler):
 
     @web.authenticated
     @requires("audit:approvals")
-    def get(self, raw_id):
+    async def get(self, raw_id):
+        if collector_client(self) is not None:
+            path = f"approvals/{_request_id(raw_id)}"
+            self.finish(await from_collector(self, path))
+            return
         ident = self.identity()
         try:
             approval = self.broker.get(
@@ -177,6 +203,10 @@ class ApprovalHandler(AuditHandler):
         unknown = set(body) - {"decision", "reason"}
         if unknown:
             raise web.HTTPError(400, f"unknown fields {sorted(unknown)}")
+        if collector_client(self) is not None:  # decided at the collector, by the Hub's roles
+            path = f"approvals/{_request_id(raw_id)}"
+            self.finish(await from_collector(self, path, method="POST", body=body, params={}))
+            return
         ident = self.identity()
         try:
             approval = await asyncio.to_thread(

@@ -129,6 +129,10 @@ class CollectorClient:
             )
             return json.loads(resp.body)
         except HTTPClientError as e:
+            if e.code == 599 or e.response is None:
+                # tornado's "no answer" (a timeout, a connection closed): the collector is
+                # away or slow, it refused nothing
+                raise CollectorUnavailable(f"{method} {path}: {e}") from None
             raw = e.response.body if e.response is not None else b""
             message = _message(raw or b"")
             raise CollectorRefused(

@@ -282,14 +282,18 @@ def record_at(cur, seq: int) -> tuple[dict, dict | None] | None:
     return r, IdentityCache(cur).get(r.get("identity_id"))
 
 
-def cell_code(cur, msg_id: str | None, kernel_id: str | None) -> str | None:
-    """The (masked) code of the cell the gateway forwarded under `msg_id` to `kernel_id`."""
+def cell_code(
+    cur, msg_id: str | None, kernel_id: str | None, trace_id: str | None = None
+) -> str | None:
+    """The (masked) code of the cell the gateway forwarded under `msg_id` to `kernel_id`
+    (in trace `trace_id`, when given: a collector's trail holds every server's kernels)."""
     if not msg_id:
         return None
+    in_trace = " AND trace_id = ?" if trace_id is not None else ""
     row = cur.execute(
         "SELECT record FROM events WHERE kind = 'cell.requested' AND msg_id = ? AND kernel_id "
-        "IS NOT DISTINCT FROM ? ORDER BY seq LIMIT 1",
-        [msg_id, kernel_id],
+        f"IS NOT DISTINCT FROM ?{in_trace} ORDER BY seq LIMIT 1",
+        [msg_id, kernel_id, *([trace_id] if trace_id is not None else [])],
     ).fetchone()
     return None if row is None else json.loads(row[0])["payload"].get("code")
 

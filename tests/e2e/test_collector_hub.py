@@ -5,7 +5,8 @@ provider) runs `jupyter audit collector --db …` as a managed service; alice's 
 single-user servers (real jupyter-audit servers, real kernels, real DuckDB trails) forward
 their trails to it with their Hub-issued server tokens. What is checked, in order, on one Hub:
 both users' cells land in the collector attributed by the Hub; auditors see every trace,
-users only their own servers'; forged server ids, unauthenticated calls and replays are
+users only their own servers'; a risky cell of alice's waits for bob, a reviewer, who approves
+through his own server; forged server ids, unauthenticated calls and replays are
 refused or recorded; kill -9 of the collector mid-stream and of a single-user server lose
 nothing acknowledged and store nothing twice; a server that stops forwarding is recorded
 as silent; a user who edits and then replaces their own trail cannot touch what the
@@ -18,7 +19,9 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +40,11 @@ ALICE = {
     "email": "alice@example.org",
     "groups": ["audit-auditors", "data-science"],
 }
-BOB = {"preferred_username": "bob", "email": "bob@example.org", "groups": ["data-science"]}
+BOB = {
+    "preferred_username": "bob",
+    "email": "bob@example.org",
+    "groups": ["data-science", "audit-reviewers"],  # decides others' approval requests
+}
 SILENT_AFTER = 8
 
 COLLECTOR_CONFIG = """
@@ -255,6 +262,85 @@ def test_auditors_see_every_trace_users_only_their_own_servers(hub, alice, bob):
         alice,
         lambda rs: any(x["kind"] == "trail.accessed" and x["trace_id"] == bobs for x in rs),
     )
+
+
+def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub, alice, bob):
+    """Approvals through the collector: alice's DELETE waits; bob (a reviewer at the Hub)
+    sees the Hub's one queue and approves through his own server's REST API; alice cannot
+    decide her own, through her server either; the cell completes, and the approval is in
+    her cell's trace at the collector."""
+    shop = hub.dir / "shop.db"
+    con = sqlite3.connect(shop)
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.executemany("INSERT INTO customers VALUES (?)", [(1,), (2,), (3,)])
+    con.commit()
+    con.close()
+    code = (
+        f"import sqlite3\ncon = sqlite3.connect({str(shop)!r})\n"
+        "con.execute('DELETE FROM customers')\ncon.commit()\n"
+        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])"
+    )
+    kernel = Kernel(hub, alice.session, "alice")
+    ran: dict = {}
+    cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
+    cell.start()
+    try:
+
+        def api(person: Person, method: str, path: str, **kw):
+            base = f"/user/{person.name}/"
+            headers = {"X-XSRFToken": hub.xsrf(person.session, base)}
+            return person.session.request(
+                method,
+                hub.url + base + "jupyter-audit/api/" + path,
+                headers=headers,
+                timeout=60,
+                **kw,
+            )
+
+        deadline = time.monotonic() + 120
+        while True:
+            r = api(bob, "GET", "approvals?state=pending")
+            assert r.status_code == 200, r.text
+            if r.json()["approvals"]:
+                break
+            assert time.monotonic() < deadline, "alice's request never reached the queue"
+            time.sleep(0.5)
+        request = r.json()["approvals"][0]
+        assert request["requester"] == "alice" and "DELETE" in request["statement"]
+        rid = request["id"]
+        assert "result" not in ran and sqlite3.connect(shop).execute(
+            "SELECT count(*) FROM customers"
+        ).fetchone() == (3,)
+        r = api(alice, "POST", f"approvals/{rid}", json={"decision": "approve"})
+        assert r.status_code == 403 and "your own" in r.json()["message"], r.text
+        r = alice.collector("POST", f"jupyter-audit/api/approvals/{rid}", json={"decision": "deny"})
+        assert r.status_code == 403, r.text
+        r = api(bob, "POST", f"approvals/{rid}", json={"decision": "approve", "reason": "ok"})
+        assert r.status_code == 200 and r.json()["state"] == "approved", r.text
+    finally:
+        cell.join(240)
+        kernel.close()
+    assert ran["result"] == ("ok", "left 0\n")
+    records = wait_records(
+        alice,
+        lambda rs: (
+            any(x["kind"] == "approval.executed" for x in rs)
+            and any(
+                x["kind"] == "cell.requested" and "DELETE FROM customers" in x["payload"]["code"]
+                for x in rs
+            )
+        ),
+    )
+    executed = next(x for x in records if x["kind"] == "approval.executed")
+    cell_record = next(
+        x
+        for x in records
+        if x["kind"] == "cell.requested" and "DELETE FROM customers" in x["payload"]["code"]
+    )
+    assert executed["trace_id"] == cell_record["trace_id"]
+    assert cell_record["origin"]["server"] == "alice/"
+    decided = next(x for x in records if x["kind"] == "approval.decided")
+    assert decided["identity"]["username"] == "bob"
 
 
 def test_forged_unauthenticated_and_replayed_requests_are_refused_or_recorded(hub, alice, bob):

@@ -1,11 +1,13 @@
 """Approvals under test: people who sign in with groups (`GroupsIdentityProvider`: the
 user named by a header, or by `Authorization: token as-NAME` for the CLI), a kernel id with
 its secret issued and the cells the gateway would have forwarded to it (`FakeKernel`), and
-REST calls as a person (`as_user`)."""
+REST calls as a person (`as_user`), and a webhook receiver (`Receiver`)."""
 
 import hashlib
 import json
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from jupyter_server.auth.identity import IdentityProvider, User
@@ -133,3 +135,41 @@ async def refused(coro) -> tuple[int, str]:
     with pytest.raises(HTTPClientError) as e:
         await coro
     return e.value.code, json.loads(e.value.response.body)["message"]
+
+
+class Receiver:
+    """A local HTTP server that keeps what it is sent; the first `fail` POSTs get a 500."""
+
+    def __init__(self, fail: int = 0):
+        self.received: list[tuple[str, dict, bytes]] = []
+        self.fail = fail
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.arrived:
+                    if receiver.fail > 0:
+                        receiver.fail -= 1
+                        self.send_response(500)
+                    else:
+                        receiver.received.append((self.path, dict(self.headers), body))
+                        self.send_response(200)
+                    self.end_headers()
+                    receiver.arrived.notify_all()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, n: int, timeout: float = 60) -> list:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.received) >= n, timeout)
+            return list(self.received)
+
+    def stop(self):
+        self.server.shutdown()

@@ -1,6 +1,7 @@
 """The collector's web app on a real port in this process, for tests of what talks to it
-(collector/handlers.py, collector/reading.py, on a real trail store). Only the Hub's token
-check stands in (`HubStandIn`); the Hub itself is tests/e2e/test_collector_hub.py."""
+(collector/handlers.py, collector/reading.py, collector/approvals.py, on a real trail
+store). Only the Hub's token check stands in (`HubStandIn`); the Hub itself is
+tests/e2e/test_collector_hub.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tornado import httpserver, web
 
 from helpers.servers import free_port
 from jupyter_audit.collector.app import Context, all_routes
+from jupyter_audit.collector.approvals import hub_broker
 from jupyter_audit.collector.handlers import SETTINGS_KEY
 from jupyter_audit.collector.hubauth import Refused
 
@@ -40,13 +42,15 @@ class CollectorWeb:
     """The collector's whole API (`all_routes`, unless `routes` says otherwise) on a port, in a thread with its own event loop; it can
     go away and come back on the same port."""
 
-    def __init__(self, collector, hub=None, routes=None):
+    def __init__(self, collector, hub=None, routes=None, approval_expiry: float = 1800.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.loop = asyncio.new_event_loop()
         ctx = Context(
             collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"], ["reviewers"]
         )
+        # the Hub's approval queue over the collector's store (collector/approvals.py)
+        ctx.approvals = self.approvals = hub_broker(collector.recorder, expiry=approval_expiry)
         self.app = web.Application(routes or all_routes("/"), **{SETTINGS_KEY: ctx})
         self.server = None
         threading.Thread(target=self.loop.run_forever, daemon=True).start()

@@ -1,0 +1,627 @@
+"""Approvals through the Hub's collector (collector/approvals.py, server/collector_approvals.py):
+a real jupyter_server whose `collector_url` is the collector's web app in this process
+(`CollectorWeb` over a real trail store: DuckDB, and PostgreSQL with JUPYTER_AUDIT_TEST_PG_DSN),
+real kernels running cells that delete from a real SQLite table. Only the Hub's token check
+stands in (`HubStandIn`); the real Hub is tests/e2e/test_collector_hub.py.
+
+alice owns the server (JUPYTERHUB_USER, her server token); bob is a reviewer at the Hub;
+mallory has a server of her own; dave is no reviewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import sqlite3
+import time
+import uuid
+
+import pytest
+from helpers.approvals import Receiver, as_user, refused
+from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
+from helpers.kernels import open_kernel
+from helpers.servers import server_config
+from helpers.trail import wait_for, writer_events
+from jupyter_server.auth.identity import IdentityProvider, User
+from tornado.httpclient import AsyncHTTPClient
+
+from jupyter_audit.approvals import Refused
+from jupyter_audit.cli import main as cli_main
+from jupyter_audit.collector.approvals import hub_broker
+from jupyter_audit.collector.protocol import trace_in_collector
+from jupyter_audit.collector.service import Collector
+from jupyter_audit.server.recorder import Recorder
+
+USERS = {
+    ALICE_SERVER_TOKEN: ALICE_SERVER,
+    # alice's own API token: she is a reviewer too, and still never decides her own
+    "alice-token": {"kind": "user", "name": "alice", "groups": ["reviewers"], "scopes": []},
+    "bob-token": {"kind": "user", "name": "bob", "groups": ["reviewers"], "scopes": []},
+    "dave-token": {"kind": "user", "name": "dave", "groups": [], "scopes": []},
+    "mallory-server-token": {
+        "kind": "user",
+        "name": "mallory",
+        "groups": ["reviewers"],
+        "scopes": ["access:servers!server=mallory/"],
+    },
+}
+DELETE = "DELETE FROM customers"
+
+
+class HubUserProvider(IdentityProvider):
+    """The single-user server's sign-in under JupyterHub: the Hub user named by X-Test-User
+    (JupyterHub's own provider needs a Hub; what matters here is auth_method `jupyterhub`)."""
+
+    async def get_user(self, handler):
+        name = handler.request.headers.get("X-Test-User")
+        if name not in ("alice", "bob"):
+            return None
+        handler._token_authenticated = True
+        user = User(username=name, name=name)
+        user.audit_identity = {
+            "username": name,
+            "groups": ["data-science"],
+            "auth_method": "jupyterhub",
+        }
+        return user
+
+
+@pytest.fixture(params=["duckdb", "pg"])
+def collector_store(request, writer_at):
+    if request.param == "duckdb":
+        return writer_at("collector")
+    return request.getfixturevalue("pg").make()
+
+
+@pytest.fixture
+def expiry():
+    return 1800.0
+
+
+@pytest.fixture
+def hub(collector_store, expiry):
+    collector = Collector(collector_store, Recorder(collector_store))
+    web_ = CollectorWeb(collector, HubStandIn(dict(USERS)), approval_expiry=expiry)
+    web_.start()
+    yield web_
+    web_.close()
+
+
+@pytest.fixture
+def jp_server_config(trail_dir, hub, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+    monkeypatch.delenv("JUPYTERHUB_SERVER_NAME", raising=False)
+    return server_config(
+        trail_dir / "trail.duckdb",
+        server={"identity_provider_class": HubUserProvider},
+        collector_url=hub.url,
+        collector_heartbeat=1,
+    )
+
+
+@pytest.fixture
+def shop(tmp_path):
+    path = tmp_path / "shop.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE customers (id INTEGER, email TEXT)")
+    con.executemany("INSERT INTO customers VALUES (?, ?)", [(i, f"c{i}@x.org") for i in range(3)])
+    con.commit()
+    con.close()
+    return path
+
+
+def rows(shop) -> int:
+    con = sqlite3.connect(shop)
+    try:
+        return con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    finally:
+        con.close()
+
+
+def cell_code(shop) -> str:
+    return (
+        "import sqlite3\n"
+        f"con = sqlite3.connect({str(shop)!r})\n"
+        f"con.execute({DELETE!r})\n"
+        "con.commit()\n"
+        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])\n"
+    )
+
+
+async def at_hub(hub, token, method, path, body=None, params=""):
+    """(status, JSON) of a call to the collector with a Hub token."""
+    r = await AsyncHTTPClient().fetch(
+        hub.url + path + params,
+        method=method,
+        body=json.dumps(body) if body is not None else (b"" if method == "POST" else None),
+        headers={"Authorization": f"token {token}"},
+        raise_error=False,
+        request_timeout=60,
+    )
+    return r.code, json.loads(r.body) if r.body else None
+
+
+async def pending_request(hub, timeout=60) -> dict:
+    """The request waiting at the collector (bob's view: he reviews every server's)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = await at_hub(
+            hub, "bob-token", "GET", "jupyter-audit/api/approvals?state=pending"
+        )
+        assert code == 200, body
+        if body["approvals"]:
+            return body["approvals"][0]
+        assert time.monotonic() < deadline, "no request reached the collector"
+        await asyncio.sleep(0.2)
+
+
+async def start_cell(jp_fetch, jp_ws_fetch, shop):
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"})
+    task = asyncio.create_task(client.run_full(cell_code(shop), timeout=120))
+    return kernel_id, client, task
+
+
+def collector_events(hub) -> list[dict]:
+    return writer_events(hub.approvals.recorder.writer)
+
+
+async def wait_collector(hub, predicate, timeout=60) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = await asyncio.to_thread(collector_events, hub)
+        if predicate(events):
+            return events
+        assert time.monotonic() < deadline, [e["kind"] for e in events][-30:]
+        await asyncio.sleep(0.3)
+
+
+async def test_the_cell_waits_bob_approves_at_the_collector_and_it_runs_in_its_trace(
+    hub, jp_serverapp, jp_fetch, jp_ws_fetch, shop
+):
+    kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    request = await pending_request(hub)
+    rid = request["id"]
+    assert request["requester"] == "alice" and request["statement"] == DELETE
+    assert request["kernel_id"] == kernel_id and request["kind"] == "sql"
+    assert rows(shop) == 3 and not task.done()
+
+    # alice sees it through her own server (the Hub's one queue), and cannot decide it there
+    mine = await as_user(jp_fetch, "alice", "approvals")
+    assert [a["id"] for a in mine["approvals"]] == [rid]
+    code, message = await refused(
+        as_user(jp_fetch, "alice", "approvals", str(rid), method="POST", body={"decision": "deny"})
+    )
+    assert code == 403 and "your own" in message
+    # nor at the collector, with her own token, although she is a reviewer there
+    code, body = await at_hub(
+        hub, "alice-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
+    )
+    assert code == 403 and "your own" in body["message"]
+    # dave is no reviewer: he does not see it, and cannot decide it
+    code, body = await at_hub(hub, "dave-token", "GET", "jupyter-audit/api/approvals")
+    assert code == 200 and body["approvals"] == []
+    code, body = await at_hub(
+        hub, "dave-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
+    )
+    assert code == 403 and "c.CollectorApp.reviewer_groups" in body["message"]
+    # another user's server cannot wait on, report or cancel alice's request
+    for method, body_ in (
+        ("GET", None),
+        ("POST", {"kernel": kernel_id, "cancel": "interrupt"}),
+        ("POST", {"kernel": kernel_id, "executed": {"statement_sha256": "0" * 64}}),
+    ):
+        code, _ = await at_hub(
+            hub,
+            "mallory-server-token",
+            method,
+            f"api/approvals/requests/{rid}",
+            body_,
+            params=f"?server=mallory/&kernel={kernel_id}&wait=0",
+        )
+        assert code == 404
+    code, body = await at_hub(
+        hub,
+        "mallory-server-token",
+        "POST",
+        "api/approvals/kernels",
+        {"kernel": kernel_id, "why": "shutdown"},
+        params="?server=mallory/",
+    )
+    assert code == 200 and body == {"cancelled": []}
+    # nor claim to be alice's server
+    code, _ = await at_hub(
+        hub,
+        "mallory-server-token",
+        "GET",
+        f"api/approvals/requests/{rid}",
+        params=f"?server=alice/&kernel={kernel_id}",
+    )
+    assert code == 403
+
+    code, decided = await at_hub(
+        hub,
+        "bob-token",
+        "POST",
+        f"jupyter-audit/api/approvals/{rid}",
+        {"decision": "approve", "reason": "checked"},
+    )
+    assert code == 200 and decided["state"] == "approved", decided
+    status, out, errors = await task
+    assert (status, out.strip(), errors) == ("ok", "left 0", [])
+    assert rows(shop) == 0
+
+    trace = trace_in_collector("alice/", kernel_id)
+
+    def done(events):
+        kinds = {(e["kind"], e["trace_id"], bool(e.get("origin"))) for e in events}
+        return ("approval.executed", trace, False) in kinds and (
+            "cell.requested",
+            trace,
+            True,
+        ) in kinds
+
+    events = await wait_collector(hub, done)
+    approvals = [e for e in events if e["kind"].startswith("approval.") and not e.get("origin")]
+    assert [e["kind"] for e in approvals] == [
+        "approval.requested",
+        "approval.decided",
+        "approval.executed",
+    ]
+    requested, decision, executed = approvals
+    assert {e["trace_id"] for e in approvals} == {trace}
+    assert requested["identity"]["username"] == "alice"
+    assert requested["identity"]["auth_method"] == "jupyterhub"
+    assert decision["identity"]["username"] == "bob"
+    assert executed["payload"]["rowcount"] == 3
+    cell = [e for e in events if e["kind"] == "cell.requested" and e["trace_id"] == trace]
+    assert requested["msg_id"] in {c["msg_id"] for c in cell}
+    # the server held nothing itself: its local trail has no approval of its own
+    local = writer_events(jp_serverapp.web_app.settings["jupyter_audit"].writer)
+    assert not [e for e in local if e["kind"].startswith("approval.")]
+    seen = await as_user(jp_fetch, "alice", "approvals", str(rid))
+    assert seen["state"] == "executed" and "DELETE FROM customers" in seen["cell_code"]
+    client.ws.close()
+
+
+async def test_denied_with_the_cli_at_the_collector_the_statement_never_runs(
+    hub, jp_fetch, jp_ws_fetch, shop, capsys
+):
+    _kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    rid = (await pending_request(hub))["id"]
+
+    async def cli(token, *args):
+        return await asyncio.to_thread(
+            cli_main, ["approvals", *args, "--url", hub.url, "--token", token]
+        )
+
+    capsys.readouterr()
+    assert await cli("bob-token", "list") == 0
+    assert f"#{rid}" in capsys.readouterr().out
+    assert await cli("alice-token", "approve", str(rid)) == 2
+    assert "your own" in capsys.readouterr().err
+    assert await cli("bob-token", "deny", str(rid), "--reason", "not on a Friday") == 0
+    status, _out, errors = await task
+    assert status == "error" and errors[0]["ename"] == "ApprovalDenied"
+    assert "not on a Friday" in errors[0]["evalue"]
+    assert rows(shop) == 3
+    client.ws.close()
+
+
+class TestExpiry:
+    @pytest.fixture
+    def expiry(self):
+        return 2.0
+
+    async def test_nobody_decides_it_expires_at_the_collector(
+        self, hub, jp_fetch, jp_ws_fetch, shop
+    ):
+        _kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+        status, _out, errors = await task
+        assert status == "error" and errors[0]["ename"] == "ApprovalExpired"
+        assert rows(shop) == 3
+        code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals")
+        assert [a["state"] for a in body["approvals"]] == ["expired"]
+        client.ws.close()
+
+
+async def test_an_interrupted_kernel_cancels_its_request_at_the_collector(
+    hub, jp_fetch, jp_ws_fetch, shop
+):
+    kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    rid = (await pending_request(hub))["id"]
+    await jp_fetch(
+        "api",
+        "kernels",
+        kernel_id,
+        "interrupt",
+        method="POST",
+        body="",
+        headers={"X-Test-User": "alice"},
+    )
+    status, _out, errors = await task
+    assert status == "error" and errors[0]["ename"] == "KeyboardInterrupt"
+    code, body = await at_hub(hub, "bob-token", "GET", f"jupyter-audit/api/approvals/{rid}")
+    assert code == 200 and body["state"] == "cancelled"
+    code, body = await at_hub(
+        hub, "bob-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
+    )
+    assert code == 409  # too late: it never runs
+    assert rows(shop) == 3
+    client.ws.close()
+
+
+async def test_with_the_collector_away_nothing_runs_unapproved(
+    hub, jp_serverapp, jp_fetch, jp_ws_fetch, shop
+):
+    hub.stop()
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"})
+    status, _out, errors = await client.run_full(cell_code(shop), timeout=120)
+    assert status == "error" and errors[0]["ename"] == "ApprovalUnavailable"
+    assert "collector cannot be reached" in errors[0]["evalue"]
+    assert "did not run" in errors[0]["evalue"]
+    assert rows(shop) == 3
+    # the server's own trail says what happened: the cell failed on it
+    audit = jp_serverapp.web_app.settings["jupyter_audit"]
+    finished = await wait_for(audit, lambda es: any(e["kind"] == "cell.finished" for e in es))
+    failed = [e for e in finished if e["kind"] == "cell.finished"][-1]
+    assert failed["payload"]["status"] == "error"
+    assert "ApprovalUnavailable" in json.dumps(failed["payload"]["error"])
+    # a read still runs; the people's queue says the collector is away (never a local answer)
+    assert (await client.run("print(1 + 1)"))[0] == "ok"
+    code, message = await refused(as_user(jp_fetch, "alice", "approvals"))
+    assert code == 503 and "cannot be reached" in message
+    hub.start()
+    client.ws.close()
+    del kernel_id
+
+
+async def test_a_wait_outlives_the_collector_going_away_for_a_moment(
+    hub, collector_store, jp_fetch, jp_ws_fetch, shop, caplog
+):
+    """The kernel's long poll fails while the collector is away (503 from its server), keeps
+    polling with backoff, and carries on when the collector is back."""
+    if not hasattr(collector_store, "db_path"):
+        pytest.skip("once is enough: the store is not what this is about")
+    _kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    rid = (await pending_request(hub))["id"]
+    hub.stop()  # the poll under way ends (within 30 s); the next ones fail
+    deadline = time.monotonic() + 60
+    failed_poll = re.compile(rf"503 GET \S*/jupyter-audit/api/kernel/approvals/{rid}\?")
+    while not failed_poll.search(caplog.text):
+        assert time.monotonic() < deadline and not task.done(), caplog.text[-2000:]
+        await asyncio.sleep(0.2)
+    hub.start()
+    code, _ = await at_hub(
+        hub, "bob-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
+    )
+    assert code == 200
+    status, out, _errors = await task
+    assert (status, out.strip()) == ("ok", "left 0")
+    client.ws.close()
+
+
+async def test_a_visitor_who_ran_the_cell_on_the_owners_server_does_not_decide_it(
+    hub, jp_fetch, jp_ws_fetch, shop
+):
+    """JupyterHub sharing: bob, a reviewer, runs a DELETE in alice's server. The request is
+    alice's (the server's owner, as the Hub names it), and bob, who ran it, cannot approve it
+    either; another reviewer can."""
+    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "bob"})
+    task = asyncio.create_task(client.run_full(cell_code(shop), timeout=120))
+    request = await pending_request(hub)
+    assert request["requester"] == "alice"
+    path = f"jupyter-audit/api/approvals/{request['id']}"
+    code, body = await at_hub(hub, "bob-token", "POST", path, {"decision": "approve"})
+    assert code == 403 and "you ran the cell" in body["message"]
+    code, body = await at_hub(hub, "mallory-server-token", "POST", path, {"decision": "approve"})
+    assert code == 200 and body["state"] == "approved"
+    status, out, _errors = await task
+    assert (status, out.strip()) == ("ok", "left 0")
+    client.ws.close()
+    del kernel_id
+
+
+async def test_a_shared_visitor_is_not_served_the_owners_queue(hub, jp_fetch, jp_ws_fetch):
+    """bob, admitted to alice's server (JupyterHub sharing), would act with alice's rights."""
+    code, message = await refused(as_user(jp_fetch, "bob", "approvals"))
+    assert code == 403 and "owner only" in message
+
+
+def test_the_collectors_queue_survives_a_restart_and_ignores_forwarded_decisions(
+    collector_store,
+):
+    """The broker rebuilds from the collector's own approval records; a server that forwards
+    an `approval.decided` of its own (its trail is its owner's to write) decides nothing."""
+    recorder = Recorder(collector_store)
+    broker = hub_broker(recorder)
+    question = {
+        "kind": "sql",
+        "statement": DELETE,
+        "msg_id": uuid.uuid4().hex,
+        "kernel_id": "k-1",
+        "trace_id": "k-1",
+        "decision": {
+            "decision": "review",
+            "reasons": [{"rule": "statement.where-required", "message": "m", "action": "review"}],
+            "min_approvals": 1,
+        },
+    }
+    answer = broker.ask_for("alice/", USERS["alice-token"], question)
+    rid = answer["request"]["id"]
+    forged = collector_store.prepare_many(
+        [
+            {
+                "kind": "approval.decided",
+                "identity": {"username": "bob", "auth_method": "jupyterhub"},
+                "trace_id": trace_in_collector("alice/", "k-1"),
+                "kernel_id": "k-1",
+                "payload": {
+                    "request_id": str(rid),
+                    "decision": "approve",
+                    "reviewer": "bob",
+                    "state": "approved",
+                },
+            }
+        ],
+        origins=[{"server": "alice/", "owner": "alice", "trail": "t", "seq": 9, "hash": "0" * 64}],
+    )
+    collector_store.submit_batch(forged).result(30)
+    again = hub_broker(recorder)
+    assert again.of_server(rid, "alice/", "k-1").state == "pending"
+    with pytest.raises(Exception, match="no request"):
+        again.of_server(rid, "mallory/", "k-1")
+    # and the next request's id goes on from the collector's own
+    answer = again.ask_for("alice/", USERS["alice-token"], {**question, "msg_id": "m2"})
+    assert answer["request"]["id"] == rid + 1
+
+    def forward_stop(server: str, seq: int) -> None:
+        origin = {"server": server, "owner": server[:-1], "trail": "t", "seq": seq}
+        stop = {
+            "kind": "session.ended",
+            "identity": None,
+            "trace_id": trace_in_collector(server, "k-1"),
+            "kernel_id": "k-1",
+            "payload": {"reason": "shutdown"},
+        }
+        batch = collector_store.prepare_many([stop], origins=[{**origin, "hash": "1" * 64}])
+        collector_store.submit_batch(batch).result(30)
+
+    # who ran the cell (as the server said) does not decide it, after a restart too
+    ran = again.ask_for(
+        "alice/", USERS["alice-token"], {**question, "msg_id": "m3", "ran_by": "bob"}
+    )
+    bob = {"username": "bob", "auth_method": "jupyterhub"}
+    for b in (again, hub_broker(recorder)):
+        with pytest.raises(Refused, match="you ran the cell"):
+            b.decide(ran["request"]["id"], bob, reviewer=True, decision="approve", reason=None)
+
+    # mallory's server says kernel k-1 (alice's kernel id) stopped: alice's requests stay
+    forward_stop("mallory/", 1)
+    assert hub_broker(recorder).of_server(rid, "alice/", "k-1").state == "pending"
+    # alice's server says it: cancelled at the next start
+    forward_stop("alice/", 10)
+    restarted = hub_broker(recorder)
+    assert restarted.of_server(rid, "alice/", "k-1").state == "cancelled"
+    assert restarted.of_server(rid + 1, "alice/", "k-1").state == "cancelled"
+    assert restarted.of_server(rid + 2, "alice/", "k-1").state == "cancelled"
+
+
+async def test_bad_and_unauthenticated_calls_are_refused_with_clear_errors(hub):
+    for path in ("api/approvals/requests", "jupyter-audit/api/approvals/1"):
+        r = await AsyncHTTPClient().fetch(
+            hub.url + path, method="POST", body=b"{}", raise_error=False
+        )
+        assert r.code in (401, 403), path  # 401 at the real Hub (no token); the stand-in: 403
+    code, body = await at_hub(
+        hub, "alice-server-token", "POST", "api/approvals/requests", params="?server=alice/"
+    )
+    assert code == 400 and "kind" in body["message"]
+    question = {"kind": "sql", "statement": DELETE, "msg_id": "m", "kernel_id": "k"}
+    for decision, what in (
+        (None, "decision"),
+        ({"decision": "allow", "reasons": []}, "decision"),
+        ({"decision": "review", "reasons": [], "min_approvals": 0}, "min_approvals"),
+        ({"decision": "review", "reasons": ["x"]}, "reasons"),
+    ):
+        code, body = await at_hub(
+            hub,
+            "alice-server-token",
+            "POST",
+            "api/approvals/requests",
+            {**question, "decision": decision},
+            params="?server=alice/",
+        )
+        assert code == 400 and what in body["message"], body
+    big = {**question, "statement": "DELETE FROM t WHERE x = '" + "a" * (3 << 20) + "'"}
+    code, body = await at_hub(
+        hub, "alice-server-token", "POST", "api/approvals/requests", big, params="?server=alice/"
+    )
+    assert code == 413
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals?limit=0")
+    assert code == 400
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals?state=nope")
+    assert code == 400 and "state must be" in body["message"]
+    code, body = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/approvals/%D9%A3")
+    assert code == 404  # an Arabic-Indic digit is no request id
+    code, body = await at_hub(
+        hub,
+        "alice-server-token",
+        "GET",
+        "api/approvals/requests/1",
+        params="?server=alice/&kernel=k&wait=nan",
+    )
+    assert code == 400
+    # nothing was recorded for any of it but the refusals
+    kinds = {e["kind"] for e in collector_events(hub)}
+    assert not {k for k in kinds if k.startswith("approval.")}
+
+
+def test_the_collector_sends_the_webhooks(collector_store, tmp_path):
+    receiver = Receiver()
+    secret = tmp_path / "hook.key"
+    secret.write_text("k")
+    try:
+        broker = hub_broker(
+            Recorder(collector_store),
+            webhooks=[{"url": receiver.url, "format": "json", "secret_file": str(secret)}],
+        )
+        question = {
+            "kind": "sql",
+            "statement": DELETE,
+            "msg_id": "m",
+            "kernel_id": "k",
+            "decision": {"decision": "review", "reasons": [], "min_approvals": 1},
+        }
+        rid = broker.ask_for("alice/", USERS["alice-token"], question)["request"]["id"]
+        broker.decide(
+            rid,
+            {"username": "bob", "auth_method": "jupyterhub"},
+            reviewer=True,
+            decision="deny",
+            reason=None,
+        )
+        got = receiver.wait_for(2)
+        kinds = [json.loads(body)["event"] for _path, _headers, body in got]
+        assert kinds == ["approval.requested", "approval.decided"]
+        assert json.loads(got[0][2])["approval"]["requester"] == "alice"
+        broker.close()
+    finally:
+        receiver.stop()
+
+
+class TestSlowCollector:
+    """A collector that takes connections and never answers: the question times out on the
+    server, and the kernel hears why, in time; the operation does not run."""
+
+    @pytest.fixture
+    def black_hole(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        sock.close()
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, black_hole, monkeypatch):
+        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+        return server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": HubUserProvider},
+            collector_url=black_hole,
+        )
+
+    async def test_a_question_the_collector_does_not_answer_fails_closed(
+        self, jp_fetch, jp_ws_fetch, shop
+    ):
+        _kernel_id, client = await open_kernel(
+            jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"}
+        )
+        status, _out, errors = await client.run_full(cell_code(shop), timeout=120)
+        assert status == "error" and errors[0]["ename"] == "ApprovalUnavailable"
+        assert "collector cannot be reached" in errors[0]["evalue"]
+        assert rows(shop) == 3
+        client.ws.close()
