@@ -29,7 +29,14 @@ USERS = {
 API = "jupyter-audit/api/"
 ALICE_ID = {"username": "alice", "auth_method": "jupyterhub", "groups": []}
 # bob's server writes what it likes: a trace that claims alice ran it, and one named like hers
-FORGED = {"username": "alice", "auth_method": "jupyterhub", "groups": ["auditors"]}
+FORGED = {
+    "username": "alice",
+    "auth_method": "jupyterhub",
+    "groups": ["auditors"],
+    "display_name": "Not Alice",
+    "token_id": "0123456789abcdef",
+    "token_owner": "mallory",
+}
 
 
 def forward(collector: Collector, local, server: str, events: list[dict]) -> None:
@@ -113,7 +120,18 @@ def test_traces_are_the_servers_listing_scoped_by_the_recording_server(hub_trail
     # bob's trace names alice inside (his server wrote that); it is bob's: the Hub said so
     assert owners[BOB1] == ("bob", "bob/", ["bob"])
     assert owners[ALICE1] == ("alice", "alice/", ["alice"])
-    assert ids(get(hub_trail, "traces", "alice").json()) == {ALICE1, ALICE2}
+    alices = get(hub_trail, "traces", "alice").json()
+    assert ids(alices) == {ALICE1, ALICE2}
+    # bob's server named alice with a display name and a token owner of its own: alice's
+    # traces show her as her own server recorded her, bob's trace as his server did
+    assert "Not Alice" not in json.dumps(alices) and "mallory" not in json.dumps(alices)
+    for t in alices["traces"]:
+        assert [p["username"] for p in t["participants"]] == ["alice"]
+        assert t["participants"][0]["service_account"] is False
+    bobs = next(t for t in everyone["traces"] if t["trace_id"] == BOB1)
+    assert bobs["participants"][0]["display_name"] == "Not Alice"
+    one = get(hub_trail, f"traces/{ALICE1}", "alice").json()["trace"]
+    assert one["participants"][0]["token_owner"] is None
     assert ids(get(hub_trail, "traces", "bob").json()) == {BOB1}
     # `user` is the Hub user whose server recorded the trace
     assert ids(get(hub_trail, "traces", "carol", user="alice").json()) == {ALICE1, ALICE2}

@@ -42,6 +42,7 @@ from ..server.trace_query import (
     trace_answer,
     traces_answer,
 )
+from ..store import forwarded
 from ..store.signing import KeyError_, load_public
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
@@ -82,11 +83,11 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
     def place(self, summaries: list[dict]) -> None:
         """Each summary's `server` and `owner` (the Hub user whose server recorded it), and
         its `users` as that owner: who a collector's trace belongs to is the Hub's word,
-        not the identities inside (its `participants` are what the server recorded)."""
+        not the identities inside (its `participants` are what that server recorded:
+        `forwarded.scope_participants`)."""
         servers = self.servers()
         for d in summaries:
-            tid = d.get("trace_id") or ""
-            server = servers.get(tid[: tid.find(".", 3) + 1]) if tid.startswith("fw.") else None
+            server = servers.get(forwarded.server_prefix(d.get("trace_id")) or "")
             d["server"] = server
             d["owner"] = server.split("/")[0] if server else None
             d["users"] = [d["owner"]] if server else []
@@ -161,11 +162,16 @@ class TracesHandler(ReadHandler):
         prefixes = self.scope(user, only)
         await self.searchable(filters["q"])
         store = self.store
-        out = await asyncio.to_thread(
-            lambda: traces_answer(
-                store.cursor(), limit, {**filters, "trace_prefixes": prefixes}, store.integrity
+
+        def run():
+            cur = store.cursor()
+            out = traces_answer(
+                cur, limit, {**filters, "trace_prefixes": prefixes}, store.integrity
             )
-        )
+            forwarded.scope_participants(cur, out["traces"])
+            return out
+
+        out = await asyncio.to_thread(run)
         self.place(out["traces"])
         self.answer(out)
 
@@ -189,9 +195,15 @@ class TraceHandler(ReadHandler):
         if not own and not auditor:
             self.refuse(403, "this trace was recorded by another user's server")
         await self.searchable(page["words"])
-        out = await asyncio.to_thread(
-            lambda: trace_answer(store.cursor(), trace_id, page, store.integrity)
-        )
+
+        def run():
+            cur = store.cursor()
+            out = trace_answer(cur, trace_id, page, store.integrity)
+            if out is not None:
+                forwarded.scope_participants(cur, [out["trace"]])
+            return out
+
+        out = await asyncio.to_thread(run)
         if out is None:
             raise web.HTTPError(404, f"no trace {ref}")
         if not own:
