@@ -147,3 +147,41 @@ async def test_verify_stays_the_local_trails(jp_fetch):
     # alice is no auditor on her own server: verify is the local trail's, decided locally
     code, message = await refused(jp_fetch, "verify", AS_ALICE)
     assert code == 403 and "auditor" in message
+
+
+class TestACollectorThatHangsUp:
+    """A collector that takes the connection and closes it without an answer (tornado's
+    599, as for a time-out): a 503 that says so, never a 599 passed on."""
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, monkeypatch):
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def hang_up():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                conn.recv(65536)
+                conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+        yield server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
+            collector_url=f"http://127.0.0.1:{listener.getsockname()[1]}/",
+        )
+        listener.close()
+
+    async def test_the_owner_gets_a_503(self, jp_fetch):
+        for path in ("me", "traces"):
+            code, message = await refused(jp_fetch, path, AS_ALICE)
+            assert code == 503 and "cannot be reached" in message

@@ -129,6 +129,10 @@ class CollectorClient:
             )
             return json.loads(resp.body)
         except HTTPClientError as e:
+            if e.code == 599 or e.response is None:
+                # no answer: a time-out, a connection closed mid-way, a body over the
+                # client's limit (tornado's 599) is an unavailable collector, not a status
+                raise CollectorUnavailable(f"{method} {path}: {e}") from None
             raw = e.response.body if e.response is not None else b""
             message = _message(raw or b"")
             raise CollectorRefused(
