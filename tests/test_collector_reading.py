@@ -25,6 +25,8 @@ USERS = {
     "carol-token": {"kind": "user", "name": "carol", "groups": ["auditors"], "scopes": []},
     "alice-token": {"kind": "user", "name": "alice", "groups": [], "scopes": []},
     "bob-token": {"kind": "user", "name": "bob", "groups": [], "scopes": []},
+    # a Hub service that happens to be named like a user
+    "svc-token": {"kind": "service", "name": "alice", "scopes": []},
 }
 API = "jupyter-audit/api/"
 ALICE_ID = {"username": "alice", "auth_method": "jupyterhub", "groups": []}
@@ -133,6 +135,8 @@ def test_traces_are_the_servers_listing_scoped_by_the_recording_server(hub_trail
     one = get(hub_trail, f"traces/{ALICE1}", "alice").json()["trace"]
     assert one["participants"][0]["token_owner"] is None
     assert ids(get(hub_trail, "traces", "bob").json()) == {BOB1}
+    assert ids(get(hub_trail, "traces", "svc").json()) == set()
+    assert get(hub_trail, f"traces/{ALICE1}", "svc").status_code == 403
     # `user` is the Hub user whose server recorded the trace
     assert ids(get(hub_trail, "traces", "carol", user="alice").json()) == {ALICE1, ALICE2}
     assert ids(get(hub_trail, "traces", "alice", user="alice").json()) == {ALICE1, ALICE2}

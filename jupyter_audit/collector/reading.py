@@ -77,7 +77,10 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
         return tuple(sorted(p for p, s in self.servers().items() if s.split("/")[0] == name))
 
     def own_prefixes(self, user: dict) -> tuple[str, ...]:
-        """The trace-id prefixes of the caller's servers (those the collector has heard of)."""
+        """The trace-id prefixes of the caller's servers (those the collector has heard of);
+        none for a Hub service's token (its name is no user's, whatever it spells)."""
+        if user.get("kind", "user") != "user":
+            return ()
         return self.prefixes_of(user["name"])
 
     def place(self, summaries: list[dict]) -> None:
@@ -142,9 +145,7 @@ class MeHandler(ReadHandler):
                 "roles": self.ctx.roles(user),
                 "trail": {**stats, "integrity": integrity_json(store.integrity)},
                 "source": "collector",
-                "servers": sorted(
-                    s for s in set(self.servers().values()) if s.split("/")[0] == user["name"]
-                ),
+                "servers": sorted(self.servers()[p] for p in self.own_prefixes(user)),
                 "session_expires_at": None,
             }
         )
