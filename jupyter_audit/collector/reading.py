@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import weakref
 
 from tornado import web
 
@@ -132,11 +134,26 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
         self.finish(json.dumps(body, default=str, ensure_ascii=False))
 
 
+STATS_SECONDS = 10.0  # how long the trail's counts in `me` are reused
+_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> (when, counts)
+
+
+async def trail_stats(store) -> dict:
+    """The trail's counts, computed at most every STATS_SECONDS: every open panel asks for
+    `me` every few seconds, and counting a collector's trail is a scan."""
+    now = time.monotonic()
+    cached = _stats.get(store)
+    if cached is None or now - cached[0] > STATS_SECONDS:
+        cached = (now, await asyncio.to_thread(store.trail_stats))
+        _stats[store] = cached
+    return cached[1]
+
+
 class MeHandler(ReadHandler):
     async def get(self) -> None:
         user = await self.authenticate()
         store = self.store
-        stats = await asyncio.to_thread(store.trail_stats)
+        stats = await trail_stats(store)
         self.answer(
             {
                 "username": user["name"],
