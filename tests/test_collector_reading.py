@@ -70,7 +70,9 @@ def hub_trail(request, writer_at):
         collector,
         writer_at("bob"),
         "bob/",
-        [sql_event(i, trace="alice-1", who=FORGED) for i in range(3)],
+        [sql_event(i, trace="alice-1", who=FORGED) for i in range(3)]
+        # a trace id that spells alice's trace at the collector
+        + [sql_event(9, trace=trace_in_collector("alice/", "alice-1"), who=FORGED)],
     )
     store.flush()
     web_ = CollectorWeb(collector, HubStandIn(USERS))
@@ -94,6 +96,7 @@ def ids(answer: dict) -> set[str]:
 ALICE1 = trace_in_collector("alice/", "alice-1")
 ALICE2 = trace_in_collector("alice/", "beta-2")
 BOB1 = trace_in_collector("bob/", "alice-1")
+BOB2 = trace_in_collector("bob/", ALICE1)  # bob's server chose alice's collector id
 
 
 def recorded(store, kind: str) -> list[dict]:
@@ -116,11 +119,11 @@ def test_me_names_the_hub_user_and_their_roles_at_the_collector(hub_trail):
 
 def test_traces_are_the_servers_listing_scoped_by_the_recording_server(hub_trail):
     everyone = get(hub_trail, "traces", "carol").json()
-    assert ids(everyone) == {ALICE1, ALICE2, BOB1}
+    assert ids(everyone) == {ALICE1, ALICE2, BOB1, BOB2}
     assert everyone["next"] is None and everyone["integrity"]["ok"] is True
     owners = {t["trace_id"]: (t["owner"], t["server"], t["users"]) for t in everyone["traces"]}
     # bob's trace names alice inside (his server wrote that); it is bob's: the Hub said so
-    assert owners[BOB1] == ("bob", "bob/", ["bob"])
+    assert owners[BOB1] == owners[BOB2] == ("bob", "bob/", ["bob"])
     assert owners[ALICE1] == ("alice", "alice/", ["alice"])
     alices = get(hub_trail, "traces", "alice").json()
     assert ids(alices) == {ALICE1, ALICE2}
@@ -134,7 +137,7 @@ def test_traces_are_the_servers_listing_scoped_by_the_recording_server(hub_trail
     assert bobs["participants"][0]["display_name"] == "Not Alice"
     one = get(hub_trail, f"traces/{ALICE1}", "alice").json()["trace"]
     assert one["participants"][0]["token_owner"] is None
-    assert ids(get(hub_trail, "traces", "bob").json()) == {BOB1}
+    assert ids(get(hub_trail, "traces", "bob").json()) == {BOB1, BOB2}
     assert ids(get(hub_trail, "traces", "svc").json()) == set()
     assert get(hub_trail, f"traces/{ALICE1}", "svc").status_code == 403
     # `user` is the Hub user whose server recorded the trace
@@ -146,7 +149,7 @@ def test_traces_are_the_servers_listing_scoped_by_the_recording_server(hub_trail
     first = get(hub_trail, "traces", "carol", limit=2).json()
     assert len(first["traces"]) == 2 and first["next"]
     rest = get(hub_trail, "traces", "carol", limit=2, cursor=first["next"]).json()
-    assert ids(first) | ids(rest) == {ALICE1, ALICE2, BOB1} and rest["next"] is None
+    assert ids(first) | ids(rest) == {ALICE1, ALICE2, BOB1, BOB2} and rest["next"] is None
     # the server's filters
     assert ids(get(hub_trail, "traces", "alice", notebook="ANALYSIS").json()) == {ALICE1, ALICE2}
     assert ids(get(hub_trail, "traces", "alice", kind="op.http").json()) == set()
@@ -204,7 +207,7 @@ def test_export_gives_auditors_anything_and_others_their_own_servers_traces(hub_
     assert {r["trace_id"] for r in everything} >= {ALICE1, ALICE2, BOB1}
     mine = records("alice")
     assert mine and {r["trace_id"] for r in mine} == {ALICE1, ALICE2}
-    assert {r["trace_id"] for r in records("carol", user="bob")} <= {BOB1}
+    assert {r["trace_id"] for r in records("carol", user="bob")} <= {BOB1, BOB2}
     assert {r["trace_id"] for r in records("carol", trace=BOB1)} == {BOB1}
     assert {r["trace_id"] for r in records("alice", trace=ALICE1)} == {ALICE1}
     for params in ({"trace": BOB1}, {"user": "bob"}):
@@ -241,4 +244,4 @@ def test_show_and_export_url_work_against_the_collector(hub_trail, tmp_path):
         "export", "--url", url, "--token", "carol-token", "--user", "bob", "-o", str(target)
     )
     assert code == 0, err
-    assert {json.loads(x)["trace_id"] for x in target.read_text().splitlines()} <= {BOB1}
+    assert {json.loads(x)["trace_id"] for x in target.read_text().splitlines()} <= {BOB1, BOB2}
