@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .listing import participant
+
 FORWARD_ID_PREFIX = "fw."
 
 
@@ -81,14 +83,7 @@ def scope_participants(cur, summaries: list[dict]) -> None:
     ).fetchall():
         key = (server_prefix(tid), username)
         if key[0] is not None and key not in found:
-            s = json.loads(snap)
-            found[key] = {
-                "username": username,
-                "service_account": bool(s.get("token_id")),
-                "token_owner": s.get("token_owner"),
-                "display_name": s.get("display_name"),
-            }
+            found[key] = participant(username, snap)
     for d in summaries:
         prefix = server_prefix(d["trace_id"])
-        bare = {"service_account": False, "token_owner": None, "display_name": None}
-        d["participants"] = [found.get((prefix, u), {"username": u, **bare}) for u in d["users"]]
+        d["participants"] = [found.get((prefix, u)) or participant(u) for u in d["users"]]
