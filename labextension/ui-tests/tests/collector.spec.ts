@@ -10,52 +10,26 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 import type { Locator, Page } from '@playwright/test';
-import { spawn } from 'child_process';
-import type { ChildProcess } from 'child_process';
 import * as path from 'path';
 
 import type { IMe, ITraceList } from '../../src/tokens';
 
-import { DOCS_DIR, PANEL_ID, useRealServerAndFailOnDialogs } from './common';
+import {
+  DOCS_DIR,
+  PANEL_ID,
+  useRealServerAndFailOnDialogs,
+  useSecondServer
+} from './common';
 
 useRealServerAndFailOnDialogs();
 
 const port = Number(process.env.JUPYTER_AUDIT_UI_PORT || '8888') + 30;
 const url = `http://localhost:${port}`;
-let server: ChildProcess | null = null;
-
-test.beforeAll(async () => {
-  test.setTimeout(180_000);
-  server = spawn(
-    'jupyter',
-    ['lab', '--config', 'jupyter_server_collector_config.py'],
-    {
-      cwd: path.resolve(__dirname, '..'),
-      env: { ...process.env, JUPYTER_AUDIT_UI_COLLECTOR_PORT: String(port) },
-      stdio: 'ignore'
-    }
-  );
-  for (let i = 0; i < 170; i++) {
-    try {
-      const r = await fetch(`${url}/jupyter-audit/api/me`);
-      if (r.ok) {
-        return;
-      }
-    } catch {
-      /* not up yet */
-    }
-    await new Promise(resolve => setTimeout(resolve, 1000));
-  }
-  throw new Error('the server with a collector did not start');
-});
-
-test.afterAll(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise(resolve => server!.once('exit', resolve));
-    server.kill('SIGTERM');
-    await exited;
-  }
-});
+useSecondServer(
+  'jupyter_server_collector_config.py',
+  'JUPYTER_AUDIT_UI_COLLECTOR_PORT',
+  port
+);
 
 async function get<T>(page: Page, endPoint: string): Promise<T> {
   const response = await page.request.get(
