@@ -2,16 +2,11 @@ import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
-import { nullTranslator } from '@jupyterlab/translation';
-
 import { recordedByLabel, trailSourceLabel } from '../labels';
-import type { AuditTrailModel } from '../model';
-import type { IMe, ITraceSummary } from '../tokens';
-import { TraceList } from '../traceListView';
+import type { IMe } from '../tokens';
 import { UserSection } from '../userView';
-import type { IViewServices } from '../viewServices';
 
-const trans = nullTranslator.load('jupyter-audit');
+import { trace, traceListHtml, trans } from './factories';
 
 function me(fields: Partial<IMe>): IMe {
   return {
@@ -26,22 +21,6 @@ function me(fields: Partial<IMe>): IMe {
     },
     ...fields
   } as IMe;
-}
-
-function trace(fields: Partial<ITraceSummary>): ITraceSummary {
-  return {
-    trace_id: 'fw.0.t',
-    kernel_id: null,
-    notebook: null,
-    started_at: '2024-01-01T00:00:00Z',
-    last_at: '2024-01-01T00:00:00Z',
-    events: 0,
-    cells: 0,
-    operations: 0,
-    users: [],
-    status: 'ended',
-    ...fields
-  };
 }
 
 describe('trailSourceLabel', () => {
@@ -108,23 +87,9 @@ describe('the panel under a Hub', () => {
   });
 
   it('names each trace’s recording server as escaped text', () => {
-    const model = {
-      filter: {},
-      traces: [trace({ server: 'eve/<img src=x onerror=alert(1)>' })],
-      tracesError: null,
-      userGeneration: 0,
-      hasMoreTraces: false,
-      loadingMore: false
-    } as unknown as AuditTrailModel;
-    const services = {
-      trans,
-      languages: null,
-      openCell: null,
-      download: async () => undefined
-    } as unknown as IViewServices;
-    const html = renderToStaticMarkup(
-      React.createElement(TraceList, { model, services })
-    );
+    const html = traceListHtml([
+      trace({ server: 'eve/<img src=x onerror=alert(1)>' })
+    ]);
     expect(html).toContain('recorded by server eve/&lt;img src=x');
     expect(html).not.toContain('<img');
   });
