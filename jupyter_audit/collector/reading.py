@@ -1,50 +1,169 @@
-"""The collector's read side, for the Hub's people (docs/collector.md "Reading"): who may see
-what is decided from the Hub's answer for their token and the server that recorded each
-trace, never from the identities inside forwarded records (a server's owner controls those).
+"""The collector's read side, for the Hub's people (docs/collector.md "Reading"): the same
+paths, query parameters and answers a single-user server serves under `/jupyter-audit/api/`
+(`server/trace_query.py` is the one definition of both), so the CLI's `--url` and the panel
+(through its reader's own server) read the Hub's trail unchanged.
 
-- `GET <prefix>api/traces` -> {"traces": [...]}: auditors every trace; others the traces of
-  their own servers (a forwarded trace id is namespaced by its server: `trace_in_collector`)
-- `GET <prefix>api/traces/{id}` -> {"trace", "events"}: 403 for another's trace unless an
-  auditor, whose view of another's trace is recorded (`trail.accessed`)
-- `GET <prefix>api/export` -> the export bundle of the whole trail (auditors), recorded
-- `GET <prefix>api/verify[?deep=true][&pubkey=…]` -> the verification of the collector's trail
-  as of now (auditors), also at `<prefix>jupyter-audit/api/verify`, where a server answers it,
-  so that `jupyter audit verify --url <collector> --token <Hub token>` works as for a server
+Who may see what is decided from the Hub's answer for the token (`Context.roles`) and the
+server that recorded each trace (a forwarded trace id is namespaced by its server:
+`protocol.trace_in_collector`), never from the identities inside forwarded records (a
+server's owner controls those). Auditors see every trace and export anything; everyone else
+their own servers' traces. An auditor's view or export of another's is recorded
+(`trail.accessed`); a refusal is recorded as `security.rejected`. `user` in summaries and
+filters is the Hub user whose server recorded the trace.
 
-Through the `TrailStore` verbs only (`list_traces`, `get_trace_summary`, `get_trace_events`,
-`build_bundle`), so DuckDB and PostgreSQL serve alike.
+- `GET <prefix>jupyter-audit/api/me` -> the Hub user, their roles here, the trail's counts
+- `GET <prefix>jupyter-audit/api/traces` -> {"traces", "next", "integrity"}
+- `GET <prefix>jupyter-audit/api/traces/{id}` -> {"trace", "events", …, "integrity"}
+- `GET <prefix>jupyter-audit/api/export` -> the export bundle of what matches
+- `GET <prefix>jupyter-audit/api/verify[?deep=true][&pubkey=…]` -> the verification of the
+  whole trail as of now (auditors)
+- the first paths of the read API, `<prefix>api/traces`, `api/traces/{id}`, `api/export`,
+  `api/verify`: the same handlers with their first defaults (up to 1000 traces, unfolded
+  events, the export for auditors only)
+
+Through the store's read cursor and the read modules (`TrailStore.cursor`), so DuckDB and
+PostgreSQL collectors answer alike, except the search (`q`): its index is DuckDB's only, so a
+PostgreSQL collector answers a `q` with a 400 that says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+import weakref
 
+from tornado import web
+
+from ..server.trace_query import (
+    MAX_EVENTS_PAGE,
+    TraceQueryArgs,
+    integrity_json,
+    resolve,
+    shown_filters,
+    trace_answer,
+    traces_answer,
+)
+from ..store import forwarded
 from ..store.signing import KeyError_, load_public
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
 from .service import hub_identity
 
-MAX_TRACES = 1000
+MAX_TRACES = 1000  # traces a page of the first `api/traces`
+SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
+NO_SEARCH = (
+    "search (q) is not available on this collector: its PostgreSQL trail has no search "
+    "index yet; filter by notebook, kind, flag, user or time instead"
+)
 
 
-class ReadHandler(CollectorHandler):
+class ReadHandler(TraceQueryArgs, CollectorHandler):
+    def initialize(self, legacy: bool = False) -> None:
+        self.legacy = legacy  # the first `api/…` paths and their defaults
+
+    @property
+    def store(self):
+        return self.ctx.collector.store
+
     def is_auditor(self, user: dict) -> bool:
         return "auditor" in self.ctx.roles(user)
 
-    def own_prefixes(self, user: dict) -> tuple[str, ...]:
-        """The trace-id prefixes of the user's servers (those the collector has heard of)."""
-        name = user["name"] + "/"
-        servers = [s for s in list(self.ctx.collector.heads) if s.startswith(name)]
-        return tuple(trace_in_collector(s, "") or "" for s in servers)
+    def servers(self) -> dict[str, str]:
+        """Trace-id prefix -> server id, for every server the collector has heard of."""
+        known = set(list(self.ctx.collector.heads)) | set(list(self.ctx.collector.last_seen))
+        return {trace_in_collector(s, "") or "": s for s in known}
 
-    def record_access(self, user: dict, action: str, trace_id: str | None) -> None:
+    def prefixes_of(self, name: str) -> tuple[str, ...]:
+        """The trace-id prefixes of the Hub user `name`'s servers."""
+        return tuple(sorted(p for p, s in self.servers().items() if s.split("/")[0] == name))
+
+    def own_prefixes(self, user: dict) -> tuple[str, ...]:
+        """The trace-id prefixes of the caller's servers (those the collector has heard of);
+        none for a Hub service's token (its name is no user's, whatever it spells)."""
+        if user.get("kind", "user") != "user":
+            return ()
+        return self.prefixes_of(user["name"])
+
+    def place(self, summaries: list[dict]) -> None:
+        """Each summary's `server` and `owner` (the Hub user whose server recorded it), and
+        its `users` as that owner: who a collector's trace belongs to is the Hub's word,
+        not the identities inside (its `participants` are what that server recorded:
+        `forwarded.scope_participants`)."""
+        servers = self.servers()
+        for d in summaries:
+            server = servers.get(forwarded.server_prefix(d.get("trace_id")) or "")
+            d["server"] = server
+            d["owner"] = server.split("/")[0] if server else None
+            d["users"] = [d["owner"]] if server else []
+
+    def scope(self, user: dict, only: str | None) -> tuple[str, ...] | None:
+        """The trace-id prefixes the caller may read, narrowed to the Hub user `only` (None:
+        every trace)."""
+        if self.is_auditor(user):
+            return None if only is None else self.prefixes_of(only)
+        if only not in (None, user["name"]):
+            self.refuse(403, "only auditors may read another user's traces")
+        return self.own_prefixes(user)
+
+    async def searchable(self, words) -> None:
+        """Wait until the search index holds every committed record (400 where there is
+        none: a PostgreSQL trail)."""
+        if not words:
+            return
+        index = getattr(self.store, "index_search", None)
+        if index is None:
+            raise web.HTTPError(400, NO_SEARCH)
+        ready = asyncio.wrap_future(index())
+        done, _ = await asyncio.wait({ready}, timeout=SEARCH_WAIT)
+        if not done:
+            raise web.HTTPError(503, "the search index is still being built; try again")
+        ready.result()
+
+    def record_access(self, user: dict, action: str, trace_id: str | None, filters=None) -> None:
         self.ctx.recorder.record(
             {
                 "kind": "trail.accessed",
                 "identity": hub_identity(user),
                 "trace_id": trace_id,
-                "payload": {"action": action, "trace_id": trace_id, "filters": None},
+                "payload": {"action": action, "trace_id": trace_id, "filters": filters},
+            }
+        )
+
+    def answer(self, body: dict) -> None:
+        self.finish(json.dumps(body, default=str, ensure_ascii=False))
+
+
+STATS_SECONDS = 10.0  # how long the trail's counts in `me` are reused
+_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> (when, counts)
+
+
+async def trail_stats(store) -> dict:
+    """The trail's counts, computed at most every STATS_SECONDS: every open panel asks for
+    `me` every few seconds, and counting a collector's trail is a scan."""
+    now = time.monotonic()
+    cached = _stats.get(store)
+    if cached is None or now - cached[0] > STATS_SECONDS:
+        cached = (now, await asyncio.to_thread(store.trail_stats))
+        _stats[store] = cached
+    return cached[1]
+
+
+class MeHandler(ReadHandler):
+    async def get(self) -> None:
+        user = await self.authenticate()
+        store = self.store
+        stats = await trail_stats(store)
+        self.answer(
+            {
+                "username": user["name"],
+                "display_name": user["name"],
+                "identity": hub_identity(user),
+                "roles": self.ctx.roles(user),
+                "trail": {**stats, "integrity": integrity_json(store.integrity)},
+                "source": "collector",
+                "servers": sorted(self.servers()[p] for p in self.own_prefixes(user)),
+                "session_expires_at": None,
             }
         )
 
@@ -52,42 +171,81 @@ class ReadHandler(CollectorHandler):
 class TracesHandler(ReadHandler):
     async def get(self) -> None:
         user = await self.authenticate()
-        store = self.ctx.collector.store
-        # others' traces filtered in the query, not after the cap: a user's own must not fall
-        # out of the newest MAX_TRACES of all servers
-        mine = None if self.is_auditor(user) else self.own_prefixes(user)
-        traces = await asyncio.to_thread(store.list_traces, limit=MAX_TRACES, trace_prefixes=mine)
-        self.finish(json.dumps({"traces": traces}, default=str))
+        if self.legacy:
+            limit, only, filters = self.listing_args(MAX_TRACES, MAX_TRACES)
+        else:
+            limit, only, filters = self.listing_args()
+        # others' traces filtered in the query, not after the page: a user's own must not
+        # fall out of the newest of all servers
+        prefixes = self.scope(user, only)
+        await self.searchable(filters["q"])
+        store = self.store
+
+        def run():
+            cur = store.cursor()
+            out = traces_answer(
+                cur, limit, {**filters, "trace_prefixes": prefixes}, store.integrity
+            )
+            forwarded.scope_participants(cur, out["traces"])
+            return out
+
+        out = await asyncio.to_thread(run)
+        self.place(out["traces"])
+        self.answer(out)
 
 
 class TraceHandler(ReadHandler):
-    async def get(self, trace_id: str) -> None:
+    async def get(self, ref: str) -> None:
         user = await self.authenticate()
+        if self.legacy:
+            page = self.page_args(MAX_EVENTS_PAGE, default_fold=False)
+        else:
+            page = self.page_args()
+        auditor = self.is_auditor(user)
         mine = self.own_prefixes(user)
+        store = self.store
+        # a prefix is resolved among the traces the caller may see (it tells no one which
+        # ids others' traces have); a full id of another's trace is a 403
+        trace_id = await asyncio.to_thread(
+            lambda: resolve(store.cursor(), ref, trace_prefixes=None if auditor else mine)
+        )
         own = bool(mine) and trace_id.startswith(mine)
-        if not own and not self.is_auditor(user):
+        if not own and not auditor:
             self.refuse(403, "this trace was recorded by another user's server")
-        store = self.ctx.collector.store
-        summary = await asyncio.to_thread(store.get_trace_summary, trace_id)
-        if summary is None:
-            self.set_status(404)
-            self.finish(json.dumps({"code": 404, "message": "no such trace"}))
-            return
+        await self.searchable(page["words"])
+
+        def run():
+            cur = store.cursor()
+            out = trace_answer(cur, trace_id, page, store.integrity)
+            if out is not None:
+                forwarded.scope_participants(cur, [out["trace"]])
+            return out
+
+        out = await asyncio.to_thread(run)
+        if out is None:
+            raise web.HTTPError(404, f"no trace {ref}")
         if not own:
             self.record_access(user, "view", trace_id)
-        events = await asyncio.to_thread(store.get_trace_events, trace_id)
-        self.finish(json.dumps({"trace": summary, "events": events}, default=str))
+        self.place([out["trace"]])
+        self.answer(out)
 
 
 class ExportHandler(ReadHandler):
     async def get(self) -> None:
         user = await self.authenticate()
-        if not self.is_auditor(user):
+        auditor = self.is_auditor(user)
+        if self.legacy and not auditor:
             self.refuse(403, "only auditors may export the collector's trail")
-        self.record_access(user, "export", None)
-        store = self.ctx.collector.store
-        await asyncio.wrap_future(store.checkpoint())
-        bundle = await asyncio.to_thread(store.build_bundle)
+        filters = self.export_args()
+        only = filters.pop("user")  # the Hub user whose servers recorded it
+        prefixes = self.scope(user, only)
+        trace = filters.get("trace")
+        if trace is not None and not auditor and not (prefixes and trace.startswith(prefixes)):
+            self.refuse(403, "this trace was recorded by another user's server")
+        self.record_access(user, "export", trace, shown_filters({**filters, "user": only}))
+        store = self.store
+        await asyncio.wrap_future(store.checkpoint())  # one that covers everything exported
+        bundle = await asyncio.to_thread(store.build_bundle, **filters, trace_prefixes=prefixes)
         self.finish(json.dumps(bundle, ensure_ascii=False, sort_keys=True))
 
 
@@ -103,17 +261,24 @@ class VerifyHandler(ReadHandler):
                 pinned = [load_public(self.get_query_argument("pubkey"))]
             except KeyError_ as e:
                 self.refuse(400, f"pubkey: {e}")
-        store = self.ctx.collector.store
-        result = await asyncio.to_thread(store.verify, trusted_keys=pinned, deep=deep)
-        self.finish(json.dumps(result.to_dict(), default=str))
+        result = await asyncio.to_thread(self.store.verify, trusted_keys=pinned, deep=deep)
+        self.answer(result.to_dict())
+
+
+TRACE_ID = r"([A-Za-z0-9._:@/+=~-]{1,256})"
 
 
 def read_handlers(prefix: str) -> list:
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+    api, first = prefix + "jupyter-audit/api/", {"legacy": True}
     return [
-        (prefix + "api/traces", TracesHandler),
-        (prefix + r"api/traces/([A-Za-z0-9._:@/+=~-]{1,256})", TraceHandler),
-        (prefix + "api/export", ExportHandler),
-        (prefix + "api/verify", VerifyHandler),
-        (prefix + "jupyter-audit/api/verify", VerifyHandler),
+        (api + "me", MeHandler),
+        (api + "traces", TracesHandler),
+        (api + "traces/" + TRACE_ID, TraceHandler),
+        (api + "export", ExportHandler),
+        (api + "verify", VerifyHandler),
+        (prefix + "api/traces", TracesHandler, first),
+        (prefix + "api/traces/" + TRACE_ID, TraceHandler, first),
+        (prefix + "api/export", ExportHandler, first),
+        (prefix + "api/verify", VerifyHandler, first),
     ]

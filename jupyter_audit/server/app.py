@@ -295,7 +295,9 @@ class AuditApp(ArchiveSettings, ExtensionApp):
         help="URL of the jupyter-audit collector this server forwards its trail to (e.g. "
         "http://collector-host:PORT/services/jupyter-audit/); empty: no forwarding. Default: "
         "the environment variable JUPYTER_AUDIT_COLLECTOR_URL (a spawner can set it). The "
-        "server authenticates with its Hub token (JUPYTERHUB_API_TOKEN).",
+        "server authenticates with its Hub token (JUPYTERHUB_API_TOKEN). With it set, the "
+        "owner's panel and `--url` reads (me, traces, traces/{id}, export) answer from the "
+        "collector: the Hub's trail as the collector's roles allow; verify stays local.",
     )
 
     @default("collector_url")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from datetime import datetime
+import urllib.parse
 from functools import wraps
 from typing import cast
 
@@ -17,23 +17,28 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..events import KINDS, EventValidationError
+from ..events import EventValidationError
 from ..identity.resolve import snapshot_for
 from ..identity.tokens import TokenError
-from ..store import listing, queries, search, timeline, trace_ids
+from ..store import queries
 from ..store import trail as trail_ops
 from ..store.canonical import iso_time
 from ..store.errors import TrailError
 from ..store.export import ExportError
-from ..store.filters import parse_time
 from ..store.signing import KeyError_, load_public
 from .authorization import RESOURCES, AuditAuthorizer
+from .collector_proxy import collector_client, from_collector
 from .ingest.handler import KernelEventsHandler
+from .trace_query import (
+    TraceQueryArgs,
+    integrity_json,
+    resolve,
+    shown_filters,
+    trace_answer,
+    traces_answer,
+)
 
 API = "/jupyter-audit/api"
-MAX_LIMIT = 1000
-MAX_TRACES_PAGE = 500  # traces per `GET traces` page
-MAX_EVENTS_PAGE = 5000  # events per `GET traces/{id}` page
 
 
 def requires(resource: str):
@@ -56,7 +61,7 @@ def requires(resource: str):
     return wrap
 
 
-class AuditHandler(ExtensionHandlerMixin, APIHandler):
+class AuditHandler(TraceQueryArgs, ExtensionHandlerMixin, APIHandler):
     auth_resource = "audit:me"
 
     def auth_message(self) -> str:
@@ -102,27 +107,6 @@ class AuditHandler(ExtensionHandlerMixin, APIHandler):
     def roles(self, identity: dict | None = None) -> list[str]:
         authorizer = cast(AuditAuthorizer, self.authorizer)
         return authorizer.roles(identity or self.identity(), self.identity_provider)
-
-    def arg_int(self, name: str, default: int, lo: int = 0, hi: int = MAX_LIMIT) -> int:
-        raw = self.get_argument(name, None)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise web.HTTPError(400, f"{name} must be an integer") from None
-        if not lo <= value <= hi:
-            raise web.HTTPError(400, f"{name} must be between {lo} and {hi}")
-        return value
-
-    def arg_time(self, name: str) -> datetime | None:
-        raw = self.get_argument(name, None)
-        if raw is None:
-            return None
-        try:
-            return parse_time(raw)
-        except ValueError as e:
-            raise web.HTTPError(400, f"{name}: {e}") from None
 
     def json_body(self) -> dict:
         try:
@@ -199,25 +183,20 @@ def refusal_message(authorizer, resource: str) -> str:
     )
 
 
-def integrity_json(result) -> dict:
-    if result is None:
-        return {"ok": True, "first_bad_seq": None, "problem": None, "checked_at": None}
-    return {
-        "ok": result.ok,
-        "first_bad_seq": result.first_bad_seq,
-        "problem": result.problem,
-        "detail": result.detail,
-        "checked_at": getattr(result, "checked_at", None),
-    }
-
-
 class MeHandler(AuditHandler):
+    """Who the caller is, their roles and the trail they read (`source`: `server`, this
+    server's own trail; `collector`, the Hub's: then roles and trail are the collector's)."""
+
     @web.authenticated
     @requires("audit:me")
-    def get(self):
+    async def get(self):
+        expires = session_expiry(self.current_user)
+        if collector_client(self) is not None:
+            hub = await from_collector(self, "me", params={})
+            self.finish({**hub, "source": "collector", "session_expires_at": expires})
+            return
         ident = self.identity()
-        cur = self.writer.cursor()
-        stats = queries.trail_stats(cur)
+        stats = queries.trail_stats(self.writer.cursor())
         self.finish(
             {
                 "username": ident["username"],
@@ -225,8 +204,9 @@ class MeHandler(AuditHandler):
                 "identity": ident,
                 "roles": self.roles(ident),
                 "trail": {**stats, "integrity": integrity_json(self.writer.integrity)},
+                "source": "server",
                 # when this sign-in (or token) ends: the panel checks again then
-                "session_expires_at": session_expiry(self.current_user),
+                "session_expires_at": expires,
             }
         )
 
@@ -238,68 +218,12 @@ def session_expiry(user) -> str | None:
     return iso_time(int(epoch * 1_000_000)) if isinstance(epoch, int | float) else None
 
 
-MAX_TEXT = 1000  # characters of a free-text filter (user, notebook, kind, msg_id)
 SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
 
 
 class TraceQueryHandler(AuditHandler):
-    """What the trace endpoints share: strict parameters (a NUL byte, an overlong value or
-    a malformed number is a 400 naming it, never a 500) and the integrity found at open."""
-
-    def arg_text(self, name: str, max_len: int = MAX_TEXT) -> str | None:
-        raw = self.request.query_arguments.get(name)
-        if not raw:
-            return None
-        if len(raw) > 1:
-            raise web.HTTPError(400, f"{name} given more than once")
-        return self._text(name, raw[0], max_len)
-
-    def arg_texts(self, name: str, max_len: int = MAX_TEXT) -> list[str]:
-        raw = self.request.query_arguments.get(name) or []
-        if len(raw) > 20:
-            raise web.HTTPError(400, f"{name} given more than 20 times")
-        return [self._text(name, v, max_len) for v in raw]
-
-    @staticmethod
-    def _text(name: str, raw: bytes, max_len: int) -> str:
-        if len(raw) > 4 * max_len:
-            raise web.HTTPError(400, f"{name} is longer than {max_len} characters")
-        try:
-            value = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise web.HTTPError(400, f"{name} is not UTF-8 text") from None
-        if len(value) > max_len:
-            raise web.HTTPError(400, f"{name} is longer than {max_len} characters")
-        if any(c < " " and c not in "\t" for c in value):
-            raise web.HTTPError(400, f"{name} holds a control character (NUL, newline...)")
-        return value
-
-    def arg_seq(self, name: str) -> int | None:
-        raw = self.arg_text(name, 30)
-        if raw is None:
-            return None
-        if not raw.isdigit() or not raw.isascii():
-            raise web.HTTPError(400, f"{name} must be an integer, 0 or more")
-        value = int(raw)
-        if value >= 2**63:
-            raise web.HTTPError(400, f"{name} is too large")
-        return value
-
-    def arg_kind(self, name: str = "kind") -> list[str]:
-        kinds = self.arg_texts(name, 100)
-        for k in kinds:
-            if k not in KINDS:
-                raise web.HTTPError(400, f"{name}: no event kind {k!r}")
-        return kinds
-
-    def arg_words(self) -> list[str] | None:
-        raw = self.arg_text("q", search.MAX_QUERY)
-        if raw is None or not raw.strip():
-            return None
-        try:
-            return search.terms(raw)
-        except search.SearchError as e:
-            raise web.HTTPError(400, str(e)) from None
+    """What the trace endpoints share: strict parameters (`trace_query`) and, with the
+    Hub's collector configured, the collector's answer instead of the local trail's."""
 
     async def index_ready(self) -> None:
         """Wait until the search index holds every committed record."""
@@ -310,11 +234,6 @@ class TraceQueryHandler(AuditHandler):
             raise web.HTTPError(503, "the search index is still being built; try again")
         ready.result()
 
-    def broken_seqs(self) -> list[int]:
-        result = self.writer.integrity
-        problems = getattr(result, "problems", None) or []
-        return sorted({p["seq"] for p in problems if p.get("seq") is not None})
-
 
 class TracesHandler(TraceQueryHandler):
     """Trace summaries, newest first, a page at a time (`listing.list_traces`)."""
@@ -322,56 +241,26 @@ class TracesHandler(TraceQueryHandler):
     @web.authenticated
     @requires("audit:traces")
     async def get(self):
+        if collector_client(self) is not None:
+            self.finish(await from_collector(self, "traces"))
+            return
         ident = self.identity()
-        limit = self.arg_int("limit", 50, 1, MAX_TRACES_PAGE)
-        before = self.arg_seq("before")
-        cursor = self.arg_text("cursor", 100)
-        if cursor is not None:
-            try:
-                before = listing.decode_cursor(cursor)
-            except listing.QueryError as e:
-                raise web.HTTPError(400, str(e)) from None
-        only = self.arg_text("user", 256)
+        limit, only, filters = self.listing_args()
         if "auditor" in self.roles(ident):
             username = only
         else:
             if only not in (None, ident["username"]):
                 await self.authorize("audit:traces:all")  # 403: only auditors
             username = ident["username"]
-        flags = self.arg_texts("flag", 40)
-        for f in flags:
-            if f not in listing.FLAGS:
-                raise web.HTTPError(400, f"flag must be one of {', '.join(listing.FLAGS)}")
-        filters = {
-            "username": username,
-            "before_seq": before,
-            "notebook": self.arg_text("notebook"),
-            "since": self.arg_time("since"),
-            "until": self.arg_time("until"),
-            "kinds": self.arg_kind(),
-            "flags": flags,
-            "q": self.arg_words(),
-        }
         if filters["q"]:
             await self.index_ready()
-        seqs = self.broken_seqs()
         writer = self.writer
-
-        def run():
-            cur = writer.cursor()
-            broken = listing.broken_traces(cur, seqs)
-            return listing.list_traces(cur, limit=limit + 1, broken=broken, **filters)
-
-        traces = await asyncio.to_thread(run)
-        more = len(traces) > limit
-        traces = traces[:limit]
-        self.finish(
-            {
-                "traces": traces,
-                "next": listing.encode_cursor(traces[-1]["last_seq"]) if more else None,
-                "integrity": integrity_json(self.writer.integrity),
-            }
+        out = await asyncio.to_thread(
+            lambda: traces_answer(
+                writer.cursor(), limit, {**filters, "username": username}, writer.integrity
+            )
         )
+        self.finish(out)
 
 
 class TraceHandler(TraceQueryHandler):
@@ -381,66 +270,26 @@ class TraceHandler(TraceQueryHandler):
     @web.authenticated
     @requires("audit:traces")
     async def get(self, ident_or_prefix):
+        if collector_client(self) is not None:
+            path = "traces/" + urllib.parse.quote(ident_or_prefix, safe="")
+            self.finish(await from_collector(self, path))
+            return
         ident = self.identity()
-        limit = self.arg_int("limit", 500, 1, MAX_EVENTS_PAGE)
-        after, before = self.arg_seq("after_seq"), self.arg_seq("before_seq")
-        page = self.arg_text("page", 10)
-        if page not in (None, "first", "last"):
-            raise web.HTTPError(400, "page must be first or last")
-        if sum(x is not None for x in (after, before, page)) > 1:
-            raise web.HTTPError(400, "give at most one of after_seq, before_seq and page")
-        msg_id = self.arg_text("msg_id", 256)
-        fold = self.arg_text("fold", 5)
-        if fold not in (None, "0", "1", "true", "false"):
-            raise web.HTTPError(400, "fold must be 0 or 1")
-        folding = (msg_id is None) if fold is None else fold in ("1", "true")
-        kinds = self.arg_kind()
-        if len(kinds) > 1:
-            raise web.HTTPError(400, "kind given more than once")
-        words = self.arg_words()
+        page = self.page_args()
         writer = self.writer
         cur = writer.cursor()
         # a prefix is resolved among the traces the user may see: it tells no one which
         # ids others' traces have (a full id of another's trace is a 403, as before)
         mine = None if "auditor" in self.roles(ident) else ident["username"]
-        try:
-            trace_id = trace_ids.resolve_trace(cur, ident_or_prefix, 8, username=mine)
-        except trace_ids.AmbiguousTrace as e:
-            raise web.HTTPError(
-                400, f"{ident_or_prefix!r} is the start of {e.count} trace ids: give more of it"
-            ) from None
-        except trace_ids.TraceNotFound:
-            raise web.HTTPError(404, f"no trace {ident_or_prefix}") from None
+        trace_id = resolve(cur, ident_or_prefix, username=mine)
         if ident["username"] not in queries.trace_users(cur, trace_id):
             await self.authorize("audit:traces:all")
             self.record_access(ident, "view", trace_id)
-        if words:
+        if page["words"]:
             await self.index_ready()
-        seqs = self.broken_seqs()
-
-        def run():
-            cur = writer.cursor()
-            broken = listing.broken_traces(cur, seqs)
-            summary = queries.get_trace_summary(cur, trace_id, broken)
-            if summary is None:
-                return None
-            page_ = timeline.trace_page(
-                cur,
-                trace_id,
-                limit=limit,
-                after_seq=after,
-                before_seq=before,
-                last=page == "last",
-                fold=folding,
-                msg_id=msg_id,
-                kind=kinds[0] if kinds else None,
-                words=words,
-                broken=set(seqs),
-            )
-            integrity = timeline.trace_integrity(cur, summary, writer.integrity)
-            return {"trace": summary, **page_, "integrity": integrity}
-
-        out = await asyncio.to_thread(run)
+        out = await asyncio.to_thread(
+            lambda: trace_answer(writer.cursor(), trace_id, page, writer.integrity)
+        )
         if out is None:
             raise web.HTTPError(404, f"no trace {ident_or_prefix}")
         self.finish(out)
@@ -463,21 +312,22 @@ class VerifyHandler(AuditHandler):
 
 class ExportHandler(AuditHandler):
     """The export bundle as JSON: every matching record, the covering signed checkpoint and
-    inclusion proofs. The CLI writes the records file (jsonl/csv/parquet) from it."""
+    inclusion proofs. The CLI writes the records file (jsonl/csv/parquet) from it. With the
+    Hub's collector configured, the collector's bundle (it decides what its reader may
+    export)."""
 
     @web.authenticated
-    @requires("audit:export")
+    @requires("audit:me")
     async def get(self):
+        if collector_client(self) is not None:
+            out = await from_collector(self, "export")
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(out, ensure_ascii=False, sort_keys=True))
+            return
+        await self.authorize("audit:export")
         ident = self.identity()
-        filters = {
-            "user": self.get_argument("user", None),
-            "since": self.arg_time("since"),
-            "until": self.arg_time("until"),
-            "notebook": self.get_argument("notebook", None),
-            "trace": self.get_argument("trace", None),
-        }
-        shown = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
-        self.record_access(ident, "export", filters.get("trace"), shown)
+        filters = self.export_args()
+        self.record_access(ident, "export", filters.get("trace"), shown_filters(filters))
         writer = self.writer
         # sign a checkpoint now, so it covers everything exported
         await asyncio.wrap_future(writer.checkpoint())

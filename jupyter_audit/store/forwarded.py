@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .listing import participant
+
 FORWARD_ID_PREFIX = "fw."
 
 
@@ -53,3 +55,35 @@ def heads_of(records) -> dict[str, dict]:
                 "hash": origin["hash"],
             }
     return heads
+
+
+def server_prefix(trace_id: str | None) -> str | None:
+    """The server part of a forwarded trace id (`fw.<tag>.`, `collector.protocol`), or None."""
+    if not trace_id or not trace_id.startswith(FORWARD_ID_PREFIX):
+        return None
+    end = trace_id.find(".", len(FORWARD_ID_PREFIX))
+    return trace_id[: end + 1] if end > 0 else None
+
+
+def scope_participants(cur, summaries: list[dict]) -> None:
+    """Each forwarded trace's `participants` as its own server recorded them. A listing shows
+    each participant's newest identity snapshot in the whole trail (`listing.participants`);
+    in a collector's, that may be another server's, which writes what it likes (a display
+    name, a token owner under someone else's name). Here a participant's snapshot is the
+    newest one that first appeared in a trace of the same server; none: the name alone."""
+    names = sorted({u for d in summaries for u in d["users"]})
+    if not names:
+        return
+    found: dict[tuple[str | None, str], dict] = {}
+    for username, tid, snap in cur.execute(
+        "SELECT i.username, e.trace_id, i.snapshot FROM identities i "
+        "JOIN events e ON e.seq = i.first_seq WHERE i.username IN (SELECT unnest(?)) "
+        "ORDER BY i.first_seq DESC",
+        [names],
+    ).fetchall():
+        key = (server_prefix(tid), username)
+        if key[0] is not None and key not in found:
+            found[key] = participant(username, snap)
+    for d in summaries:
+        prefix = server_prefix(d["trace_id"])
+        d["participants"] = [found.get((prefix, u)) or participant(u) for u in d["users"]]

@@ -234,10 +234,7 @@ def add_people(cur, summaries: list[dict], broken: set[str]) -> None:
 def participants(cur, usernames: list[str]) -> dict[str, dict]:
     """What a listing shows of each participant, from their newest identity snapshot:
     whether a service account (a token's identity), the token's owner, a display name."""
-    out: dict[str, dict] = {
-        u: {"username": u, "service_account": False, "token_owner": None, "display_name": None}
-        for u in usernames
-    }
+    out: dict[str, dict] = {u: participant(u) for u in usernames}
     if not usernames:
         return out
     for username, snap in cur.execute(
@@ -245,14 +242,20 @@ def participants(cur, usernames: list[str]) -> dict[str, dict]:
         "WHERE username IN (SELECT unnest(?)) ORDER BY username, first_seq DESC",
         [usernames],
     ).fetchall():
-        s = json.loads(snap)
-        out[username] = {
-            "username": username,
-            "service_account": bool(s.get("token_id")),
-            "token_owner": s.get("token_owner"),
-            "display_name": s.get("display_name"),
-        }
+        out[username] = participant(username, snap)
     return out
+
+
+def participant(username: str, snapshot: str | bytes | None = None) -> dict:
+    """What a listing shows of a participant, from an identity snapshot (JSON text) of
+    theirs, or their name alone."""
+    s = json.loads(snapshot) if snapshot is not None else {}
+    return {
+        "username": username,
+        "service_account": bool(s.get("token_id")),
+        "token_owner": s.get("token_owner"),
+        "display_name": s.get("display_name"),
+    }
 
 
 def broken_traces(cur, seqs: list[int]) -> set[str]:

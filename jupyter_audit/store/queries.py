@@ -143,7 +143,11 @@ def export_filter(
     notebook: str | None = None,
     trace: str | None = None,
     trace_ids: list[str] | None = None,
+    trace_prefixes: tuple[str, ...] | None = None,
 ) -> tuple[str, list]:
+    """The WHERE clause and parameters of an export: every filter AND-ed (`user`: the
+    identity recorded; `trace_prefixes`: the trace id starts with one of them, a
+    collector's reader's own servers, `listing.list_traces`)."""
     params: list[object]
     where, params = [], []
     if user is not None:
@@ -167,6 +171,14 @@ def export_filter(
     if trace_ids is not None:
         where.append("trace_id IN (SELECT unnest(?))")
         params.append(list(trace_ids))
+    if trace_prefixes is not None:
+        if not trace_prefixes:
+            where.append("FALSE")
+        else:
+            where.append(
+                "(" + " OR ".join(["starts_with(trace_id, ?)"] * len(trace_prefixes)) + ")"
+            )
+            params += list(trace_prefixes)
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 

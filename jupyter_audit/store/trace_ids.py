@@ -56,12 +56,18 @@ def pick_trace(ref: str, candidates: Iterable[dict], min_prefix: int = MIN_PREFI
 
 
 def resolve_trace(
-    cur, ref: str, min_prefix: int = MIN_PREFIX, *, username: str | None = None
+    cur,
+    ref: str,
+    min_prefix: int = MIN_PREFIX,
+    *,
+    username: str | None = None,
+    trace_prefixes: tuple[str, ...] | None = None,
 ) -> str:
     """The full id of the trace `ref` names in the trail behind `cur` (`pick_trace`). With
     `username`, only that user's traces are candidates (for a server answering a user: a
     prefix must not tell anyone which ids others' traces have; a full id is found whoever's
-    it is, for the caller to authorize)."""
+    it is, for the caller to authorize). With `trace_prefixes`, likewise only the traces
+    whose id starts with one of them (a collector's reader: their own servers')."""
     if ref and cur.execute("SELECT 1 FROM traces WHERE trace_id = ?", [ref]).fetchone():
         return ref
     where = "length(?) >= ? AND starts_with(trace_id, ?)"
@@ -69,6 +75,11 @@ def resolve_trace(
     if username is not None:
         where += " AND trace_id IN (SELECT trace_id FROM trace_users WHERE username = ?)"
         params.append(username)
+    if trace_prefixes is not None:
+        if not trace_prefixes:
+            raise TraceNotFound(f"no trace {ref!r}")
+        where += " AND (" + " OR ".join(["starts_with(trace_id, ?)"] * len(trace_prefixes)) + ")"
+        params += list(trace_prefixes)
     rows = cur.execute(
         f"SELECT trace_id, notebook, started_at FROM traces WHERE {where} "
         "ORDER BY started_at, trace_id",

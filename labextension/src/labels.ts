@@ -12,6 +12,7 @@ import type { ISessionEnd } from './session';
 import type {
   IIdentity,
   IIntegrity,
+  IMe,
   IParticipant,
   ITraceIntegrity,
   ITraceSummary
@@ -297,4 +298,36 @@ export function factLabel(label: string, trans: TranslationBundle): string {
     default:
       return label;
   }
+}
+
+/**
+ * The label saying which trail the panel reads, or null for the server's own:
+ * under JupyterHub with a collector, the Hub's trail of every server the user
+ * may see.
+ */
+export function trailSourceLabel(
+  me: IMe | null,
+  trans: TranslationBundle
+): string | null {
+  if (me?.source !== 'collector') {
+    return null;
+  }
+  const roles = Array.isArray(me.roles) ? me.roles : [];
+  return roles.includes('auditor')
+    ? trans.__("JupyterHub's audit trail: every server")
+    : trans.__("JupyterHub's audit trail: your servers");
+}
+
+/**
+ * The server that recorded a trace of the Hub's trail (as the Hub named it),
+ * or null for a trace of this server's own trail.
+ */
+export function recordedByLabel(
+  trace: ITraceSummary,
+  trans: TranslationBundle
+): string | null {
+  if (!trace.server) {
+    return null;
+  }
+  return trans.__('recorded by server %1', revealText(trace.server));
 }

@@ -37,6 +37,14 @@ export interface IMe {
   };
   /** When this sign-in session (or token) ends, ISO 8601 UTC; null if never. */
   session_expires_at?: string | null;
+  /**
+   * Which trail the panel reads: `server`, this server's own; `collector`, the
+   * JupyterHub's (every server the user may see; `roles` are then the
+   * collector's, from the Hub's groups).
+   */
+  source?: 'server' | 'collector' | string;
+  /** With `source` `collector`: the user's own servers the collector knows. */
+  servers?: string[];
 }
 
 /** One kernel's life from start to shutdown, as listed by `GET traces`. */
@@ -62,6 +70,12 @@ export interface ITraceSummary {
   flags?: string[];
   /** Matching records when the list was searched (`q`). */
   matches?: number;
+  /**
+   * From the Hub's collector: the server that recorded the trace
+   * (`<user>/<name>`) and its owner, as the Hub named them.
+   */
+  server?: string | null;
+  owner?: string | null;
 }
 
 /** Someone who acted in a trace: a person, or a service account and its owner. */

@@ -16,7 +16,8 @@ import {
   flagName,
   notebookLabel,
   participantLabel,
-  participants
+  participants,
+  recordedByLabel
 } from './labels';
 import type { AuditTrailModel } from './model';
 import { exportFilters, isFiltered, unexportableFilters } from './query';
@@ -141,6 +142,7 @@ function TraceCard(props: {
   const { trace, model, trans } = props;
   const duration = formatSeconds(trace.duration_s);
   const flags = trace.flags ?? [];
+  const recordedBy = recordedByLabel(trace, trans);
   return (
     <li>
       <button
@@ -155,6 +157,9 @@ function TraceCard(props: {
           <StatusBadge status={trace.status} />
         </span>
         <Participants trace={trace} trans={trans} />
+        {recordedBy && (
+          <span className="jp-AuditTrail-recordedBy">{recordedBy}</span>
+        )}
         <span className="jp-AuditTrail-traceMeta">
           <time className="jp-AuditTrail-started" dateTime={trace.started_at}>
             {formatTime(trace.started_at)}

@@ -5,7 +5,7 @@
 # the repository root) and Chromium at /usr/bin/chromium (or $CHROMIUM_PATH). Installs the
 # test's npm dependencies without any browser download, starts a throwaway JupyterLab on
 # a seeded demo trail (jupyter_server_test_config.py) and exits non-zero on any failure.
-# Screenshots land in docs/panel-{traces,timeline,detail,integrity,approvals,session-ended}.png.
+# Screenshots land in docs/panel-{traces,timeline,detail,integrity,approvals,session-ended,collector}.png.
 #
 # Environment: JUPYTER_AUDIT_UI_PORT (default 8888) picks the test server's port;
 # extra arguments are passed to `playwright test` (e.g. -g "timeline").

@@ -341,6 +341,44 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
     assert cell_record["origin"]["server"] == "alice/"
     decided = next(x for x in records if x["kind"] == "approval.decided")
     assert decided["identity"]["username"] == "bob"
+def test_each_users_own_server_reads_the_hubs_trail_as_the_collector_allows(hub, alice, bob):
+    """The panel's reads through a user's own server (collector_url): alice (an auditor by
+    her Hub groups) sees both users' traces, bob only his, and another's trace is the
+    collector's 403, passed on by bob's server."""
+
+    def api(person: Person, path: str, **params):
+        url = f"{hub.url}/user/{person.name}/jupyter-audit/api/{path}"
+        return person.session.get(url, params=params, timeout=60)
+
+    me = api(alice, "me").json()
+    assert me["source"] == "collector" and me["username"] == "alice"
+    assert "auditor" in me["roles"] and "alice/" in me["servers"]
+    assert api(bob, "me").json()["roles"] == ["user"]
+    everyone = api(alice, "traces", limit=500).json()["traces"]
+    assert {t["owner"] for t in everyone} == {"alice", "bob"}
+    assert all(t["server"] == f"{t['owner']}/" for t in everyone)
+    mine = api(bob, "traces", limit=500).json()["traces"]
+    assert mine and {t["owner"] for t in mine} == {"bob"}
+    alices = next(t["trace_id"] for t in everyone if t["owner"] == "alice")
+    r = api(bob, f"traces/{alices}")
+    assert r.status_code == 403, r.text
+    assert "another user's server" in r.json()["message"]
+    assert api(bob, "traces", user="alice").status_code == 403
+    page = api(alice, f"traces/{mine[0]['trace_id']}")
+    assert page.status_code == 200 and page.json()["trace"]["owner"] == "bob"
+    r = api(bob, "export")
+    assert r.status_code == 200
+    assert {rec["trace_id"] for rec in r.json()["records"]} <= {t["trace_id"] for t in mine}
+    # alice's view of bob's trace through her server is in the collector's trail, as hers
+    wait_records(
+        alice,
+        lambda rs: any(
+            x["kind"] == "trail.accessed"
+            and x["trace_id"] == mine[0]["trace_id"]
+            and x["identity"]["username"] == "alice"
+            for x in rs
+        ),
+    )
 
 
 def test_forged_unauthenticated_and_replayed_requests_are_refused_or_recorded(hub, alice, bob):

@@ -29,3 +29,23 @@ class HeaderIdentityProvider(IdentityProvider):
             "auth_method": "test-header",
         }
         return user
+
+
+class HubHeaderIdentityProvider(IdentityProvider):
+    """Who jupyterhub's identity provider would name in a single-user server: the Hub user in
+    the X-Test-User header (any name), recorded as the Hub's (`auth_method` jupyterhub), so
+    that the owner check (`JUPYTERHUB_USER`, server/collector_proxy.py) runs as under a Hub.
+    The real Hub is tests/e2e/test_collector_hub.py."""
+
+    async def get_user(self, handler):
+        name = handler.request.headers.get("X-Test-User")
+        if not name:
+            return None
+        user = User(username=name, name=name, display_name=name)
+        user.audit_identity = {
+            "username": name,
+            "display_name": name,
+            "groups": DIRECTORY.get(name, []),
+            "auth_method": "jupyterhub",
+        }
+        return user

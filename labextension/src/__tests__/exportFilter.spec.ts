@@ -1,36 +1,14 @@
-import * as React from 'react';
-import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
-import { nullTranslator } from '@jupyterlab/translation';
-
-import type { AuditTrailModel } from '../model';
 import { exportPath, unexportableFilters } from '../query';
 import type { ITraceFilter } from '../tokens';
-import { exportTitle, TraceList } from '../traceListView';
-import type { IViewServices } from '../viewServices';
+import { exportTitle } from '../traceListView';
 
-const trans = nullTranslator.load('jupyter-audit');
+import { traceListHtml, trans } from './factories';
 
 /** The Export button as the list draws it for `filter`. */
 function exportButton(filter: ITraceFilter): string {
-  const model = {
-    filter,
-    traces: [],
-    tracesError: null,
-    userGeneration: 0,
-    hasMoreTraces: false,
-    loadingMore: false
-  } as unknown as AuditTrailModel;
-  const services = {
-    trans,
-    languages: null,
-    openCell: null,
-    download: async () => undefined
-  } as unknown as IViewServices;
-  const html = renderToStaticMarkup(
-    React.createElement(TraceList, { model, services })
-  );
+  const html = traceListHtml([], filter);
   const match = html.match(/<button[^>]*jp-AuditTrail-export[^>]*>/);
   expect(match).not.toBeNull();
   return match![0];

@@ -10,25 +10,10 @@ import {
   notebookLabel
 } from '../labels';
 import { AuditAPIError } from '../request';
-import type { ITraceSummary } from '../tokens';
+
+import { trace } from './factories';
 
 const trans = nullTranslator.load('jupyter-audit');
-
-function trace(fields: Partial<ITraceSummary>): ITraceSummary {
-  return {
-    trace_id: 't',
-    kernel_id: null,
-    notebook: null,
-    started_at: '2024-01-01T00:00:00Z',
-    last_at: '2024-01-01T00:00:00Z',
-    events: 0,
-    cells: 0,
-    operations: 0,
-    users: [],
-    status: 'ended',
-    ...fields
-  };
-}
 
 describe('errorMessage', () => {
   it('says a 403 means a missing role, with the server’s message', () => {

@@ -5,6 +5,8 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 import type { Page } from '@playwright/test';
+import { spawn } from 'child_process';
+import type { ChildProcess } from 'child_process';
 import * as path from 'path';
 
 export const PANEL_ID = 'jupyter-audit:panel';
@@ -36,5 +38,48 @@ export function useRealServerAndFailOnDialogs(): void {
 
   test.afterEach(() => {
     expect(dialogs, 'no dialog may open').toEqual([]);
+  });
+}
+
+/**
+ * A second JupyterLab a spec starts itself (`jupyter lab --config <config>` in
+ * this folder, its port in `portVariable`), from `beforeAll` to `afterAll`,
+ * ready once `/jupyter-audit/api/me` answers.
+ */
+export function useSecondServer(
+  config: string,
+  portVariable: string,
+  port: number
+): void {
+  const url = `http://localhost:${port}`;
+  let server: ChildProcess | null = null;
+
+  test.beforeAll(async () => {
+    test.setTimeout(180_000);
+    server = spawn('jupyter', ['lab', '--config', config], {
+      cwd: path.resolve(__dirname, '..'),
+      env: { ...process.env, [portVariable]: String(port) },
+      stdio: 'ignore'
+    });
+    for (let i = 0; i < 170; i++) {
+      try {
+        const r = await fetch(`${url}/jupyter-audit/api/me`);
+        if (r.ok) {
+          return;
+        }
+      } catch {
+        /* not up yet */
+      }
+      await new Promise(resolve => setTimeout(resolve, 1000));
+    }
+    throw new Error(`the server of ${config} did not start`);
+  });
+
+  test.afterAll(async () => {
+    if (server && server.exitCode === null) {
+      const exited = new Promise(resolve => server!.once('exit', resolve));
+      server.kill('SIGTERM');
+      await exited;
+    }
   });
 }

@@ -10,8 +10,6 @@
 import { expect, test } from '@jupyterlab/galata';
 import type { IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Locator, Page } from '@playwright/test';
-import { spawn } from 'child_process';
-import type { ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -26,7 +24,8 @@ import {
   DOCS_DIR,
   PANEL_ID,
   api,
-  useRealServerAndFailOnDialogs
+  useRealServerAndFailOnDialogs,
+  useSecondServer
 } from './common';
 
 const RUN_NOTEBOOK = 'review-run.ipynb';
@@ -360,40 +359,11 @@ test.describe('Reviewing traces', () => {
 test.describe('A tampered copy of the trail', () => {
   const port = Number(process.env.JUPYTER_AUDIT_UI_PORT || '8888') + 20;
   const url = `http://localhost:${port}`;
-  let server: ChildProcess | null = null;
-
-  test.beforeAll(async () => {
-    test.setTimeout(180_000);
-    server = spawn(
-      'jupyter',
-      ['lab', '--config', 'jupyter_server_tampered_config.py'],
-      {
-        cwd: path.resolve(__dirname, '..'),
-        env: { ...process.env, JUPYTER_AUDIT_UI_TAMPERED_PORT: String(port) },
-        stdio: 'ignore'
-      }
-    );
-    for (let i = 0; i < 170; i++) {
-      try {
-        const r = await fetch(`${url}/jupyter-audit/api/me`);
-        if (r.ok) {
-          return;
-        }
-      } catch {
-        /* not up yet */
-      }
-      await new Promise(resolve => setTimeout(resolve, 1000));
-    }
-    throw new Error('the tampered server did not start');
-  });
-
-  test.afterAll(async () => {
-    if (server && server.exitCode === null) {
-      const exited = new Promise(resolve => server!.once('exit', resolve));
-      server.kill('SIGTERM');
-      await exited;
-    }
-  });
+  useSecondServer(
+    'jupyter_server_tampered_config.py',
+    'JUPYTER_AUDIT_UI_TAMPERED_PORT',
+    port
+  );
 
   test('the broken record is marked in the banner, the trace card and the timeline', async ({
     page
