@@ -341,6 +341,8 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
     assert cell_record["origin"]["server"] == "alice/"
     decided = next(x for x in records if x["kind"] == "approval.decided")
     assert decided["identity"]["username"] == "bob"
+
+
 def test_each_users_own_server_reads_the_hubs_trail_as_the_collector_allows(hub, alice, bob):
     """The panel's reads through a user's own server (collector_url): alice (an auditor by
     her Hub groups) sees both users' traces, bob only his, and another's trace is the
