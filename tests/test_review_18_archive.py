@@ -1,0 +1,139 @@
+"""Review of the collector's PostgreSQL archiving (issue 18): attacks an insider could make on
+archived and dropped partitions, each kept closed. Real PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN,
+a database and roles per test; skipped without it), real forwarded trails."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from helpers.stores import dsn_for
+from helpers.trail import sql_event
+
+from jupyter_audit.collector.protocol import parse_batch
+from jupyter_audit.collector.service import Collector
+from jupyter_audit.identity.snapshot import system_identity
+from jupyter_audit.server.forwarding import Forwarder
+from jupyter_audit.server.recorder import Recorder
+from jupyter_audit.store.archive_target import open_target
+from jupyter_audit.store.archiver import run_archive
+from jupyter_audit.store.pg import roles
+from jupyter_audit.store.pg.verify import verify_dsn
+
+SIZE = 100  # records a partition
+LATER = datetime.now(UTC) + timedelta(days=1)  # every record is older than this
+
+
+@pytest.fixture
+def trail(pg, pg_role_names, tmp_path):
+    """A trail made by pg-setup with partitions of SIZE records; `pg.writer`, `.reader`,
+    `.maintenance`: the three roles' DSNs; `pg.dsn` stays the superuser's."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    roles.setup(pg.dsn, partition_size=SIZE, **pg_role_names)
+    db = conninfo_to_dict(pg.dsn)["dbname"]
+    for k, name in pg_role_names.items():
+        setattr(pg, k, dsn_for(pg.dsn, db, user=name))
+    pg.archive = tmp_path / "archive"
+    return pg
+
+
+def open_store(pg):
+    """The collector's store, as the writer role, with the maintenance role's DSN."""
+    pg.dsn, admin = pg.writer, pg.dsn
+    try:
+        return pg.make(checkpoint_every=40, maintenance_dsn=pg.maintenance)
+    finally:
+        pg.dsn = admin
+
+
+def archive(store, pg) -> dict:
+    return run_archive(
+        store,
+        open_target(str(pg.archive), None, create=True),
+        archive_after=timedelta(0),
+        retention=timedelta(0),
+        now=LATER,
+        identity=system_identity(),
+    )
+
+
+def batch(local, server: str, first: int, last: int | None = None):
+    recs = Forwarder(local, "http://unused/", None).read_after(first)
+    recs = [r for r in recs if last is None or r["seq"] <= last]
+    body = {"server": server, "trail": local.trail_id, "records": recs}
+    return parse_batch(json.dumps(body).encode())
+
+
+def origins(pg, server: str) -> list[int]:
+    rows = pg.sql("SELECT origin_seq FROM events WHERE origin_server = %s ORDER BY seq", [server])
+    return [r[0] for r in rows]
+
+
+def test_records_resent_after_their_partition_was_dropped_are_held_not_stored_again(
+    trail, writer_at
+):
+    """A server's records forwarded, archived and dropped, then forwarded again (the server
+    resends from its start, e.g. after the collector restarted and lost its head with the
+    dropped partition): acknowledged as the duplicates they are, never recorded again under
+    new seqs, and never failing the batch (nor a batch of another server in its round)."""
+    pg = trail
+    alice = writer_at("alice")
+    alice.append_many([sql_event(i) for i in range(20)])
+    bob = writer_at("bob")
+    bob.append_many([sql_event(i) for i in range(150)])
+    store = open_store(pg)
+    collector = Collector(store, Recorder(store))
+    collector.ingest("alice/", "alice", batch(alice, "alice/", 1))
+    collector.ingest("bob/", "bob", batch(bob, "bob/", 1))
+    first_time = origins(pg, "alice/")
+    assert (
+        first_time
+        and max(pg.sql("SELECT seq FROM events WHERE origin_server = 'alice/'"))[0] < SIZE
+    )
+    done = archive(store, pg)
+    assert done["removed"], done
+    assert origins(pg, "alice/") == []  # alice's records left with partition 1
+    store.close()
+
+    store = open_store(pg)  # the collector restarts: alice's head left with the partition
+    collector = Collector(store, Recorder(store))
+    assert collector.state("alice/")["seq"] == 0
+    answer = collector.ingest("alice/", "alice", batch(alice, "alice/", 1))
+    assert answer["duplicates"] == len(first_time)
+    assert origins(pg, "alice/") == []  # nothing recorded again
+    # alice goes on where she was: her new records continue her stream (no gap noted)
+    alice.append_many([sql_event(i) for i in range(20, 25)])
+    new = batch(alice, "alice/", first_time[-1] + 1)
+    answer = collector.ingest("alice/", "alice", new)
+    assert answer["duplicates"] == 0
+    assert origins(pg, "alice/") == [r.seq for r in new.records]
+    kinds = {r[0] for r in pg.sql("SELECT kind FROM events WHERE seq > %s", [2 * SIZE])}
+    assert "forward.gap" not in kinds and "forward.rewrite" not in kinds
+    store.close()
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_the_writer_role_cannot_plant_an_id_of_an_archived_record(trail, writer_at):
+    """Ids of archived records are held as duplicates, so the writer role (which may INSERT
+    into event_ids) must not add one: a forwarded record with that id would be acknowledged
+    and never stored. The trigger refuses it, even with a `meta` of the writer's own first
+    on its search_path."""
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(130)])
+    store.flush()
+    archive(store, pg)
+    store.close()
+    (upto,) = pg.sql("SELECT value FROM meta WHERE key = 'archived_upto'")[0]
+    assert int(upto) == SIZE
+    with psycopg.connect(pg.writer, autocommit=True) as con:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="archived record"):
+            con.execute("INSERT INTO event_ids VALUES ('fw.planted', 5)")
+        con.execute("CREATE TEMP TABLE meta (key text, value text)")
+        con.execute("SET search_path = pg_temp, public")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="archived record"):
+            con.execute("INSERT INTO public.event_ids VALUES ('fw.planted', 7)")
+    assert pg.sql("SELECT count(*) FROM event_ids WHERE event_id = 'fw.planted'") == [(0,)]
