@@ -19,7 +19,7 @@ from jupyter_audit.server.forwarding import Forwarder
 from jupyter_audit.server.recorder import Recorder
 from jupyter_audit.store.archive_target import open_target
 from jupyter_audit.store.archiver import run_archive
-from jupyter_audit.store.pg import roles
+from jupyter_audit.store.pg import roles, schema
 from jupyter_audit.store.pg.verify import verify_dsn
 
 SIZE = 100  # records a partition
@@ -137,3 +137,85 @@ def test_the_writer_role_cannot_plant_an_id_of_an_archived_record(trail, writer_
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="archived record"):
             con.execute("INSERT INTO public.event_ids VALUES ('fw.planted', 7)")
     assert pg.sql("SELECT count(*) FROM event_ids WHERE event_id = 'fw.planted'") == [(0,)]
+
+
+def test_a_trail_archived_forwarded_by_a_server_never_lets_a_partition_go(trail, writer_at):
+    """A Hub user's server forwards a `trail.archived` of its own naming exactly the
+    collector's first partition and the hash of its last record: it is recorded wrapped
+    (`forward.wrapped`), so the maintenance role's drop function refuses the partition, and
+    neither the collector's drop nor verify takes it for the collector's own."""
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(SIZE + 10)])
+    store.flush()
+    (last_hash,) = pg.sql("SELECT hash FROM events WHERE seq = %s", [SIZE])[0]
+    forged = {
+        "first_seq": 1,
+        "last_seq": SIZE,
+        "last_hash": bytes(last_hash).hex(),
+        "checkpoint_seq": SIZE,
+        "trail_id": store.trail_id,
+        "key_id": store.key.key_id,
+        "signature": "AAAA",
+        "file": "segment-000000000001-000000000100.parquet",
+        "sha256": "0" * 64,
+        "bytes": 1,
+        "archive": "nowhere",
+        "frontier": "",
+        "traces": {},
+        "tokens": {},
+    }
+    mallory = writer_at("mallory")
+    mallory.append({"kind": "trail.archived", "identity": system_identity(), "payload": forged})
+    collector = Collector(store, Recorder(store))
+    collector.ingest("mallory/", "mallory", batch(mallory, "mallory/", 1))
+    kinds = [r[0] for r in pg.sql("SELECT kind FROM events WHERE origin_server = 'mallory/'")]
+    assert "forward.wrapped" in kinds and "trail.archived" not in kinds
+    with psycopg.connect(pg.maintenance, autocommit=True) as con:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no trail.archived"):
+            con.execute(f"SELECT {schema.DROP_FUNCTION}(1)")
+    from jupyter_audit.store.errors import TrailError
+
+    with pytest.raises(TrailError, match="no trail.archived record signed"):
+        store.compact(SIZE)
+    store.close()
+    assert pg.sql("SELECT min(seq) FROM events") == [(1,)]
+    assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
+
+
+def test_a_run_stopped_after_the_segments_were_written_finishes_once(trail, monkeypatch):
+    """A run that dies after writing (and reading back) its segments but before recording
+    `trail.archived` leaves the partitions live; the next run reads the segments back,
+    records each once and drops them; archive + live trail verify as one chain."""
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(2 * SIZE + 10)])
+    store.flush()
+
+    def dies(*_a, **_k):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "record_archived", dies)
+        with pytest.raises(RuntimeError):
+            archive(store, pg)
+    assert sorted(p.name for p in pg.archive.glob("*.parquet")) == [
+        "segment-000000000001-000000000100.parquet",
+        "segment-000000000101-000000000200.parquet",
+    ]
+    assert pg.sql("SELECT min(seq) FROM events") == [(1,)]
+    done = archive(store, pg)
+    assert len(done["removed"]) == 2
+    rows = pg.sql("SELECT record FROM events WHERE kind = 'trail.archived'")
+    ranges = sorted(
+        (p["first_seq"], p["last_seq"]) for p in (json.loads(bytes(r[0]))["payload"] for r in rows)
+    )
+    assert ranges == [(1, SIZE), (SIZE + 1, 2 * SIZE)]
+    assert archive(store, pg)["removed"] == []  # nothing more to do, nothing recorded twice
+    store.close()
+    from jupyter_audit.store.pg.verify import verify_with_archive
+
+    both = verify_with_archive(
+        open_target(str(pg.archive), None), pg.reader, checkpoint_files=[pg.checkpoints]
+    )
+    assert both.ok, both.problems
