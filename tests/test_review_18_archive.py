@@ -110,8 +110,10 @@ def test_records_resent_after_their_partition_was_dropped_are_held_not_stored_ag
     answer = collector.ingest("alice/", "alice", new)
     assert answer["duplicates"] == 0
     assert origins(pg, "alice/") == [r.seq for r in new.records]
-    kinds = {r[0] for r in pg.sql("SELECT kind FROM events WHERE seq > %s", [2 * SIZE])}
+    store.flush()
+    kinds = {r[0] for r in pg.sql("SELECT kind FROM events")}
     assert "forward.gap" not in kinds and "forward.rewrite" not in kinds
+    assert "security.rejected" not in kinds
     store.close()
     assert verify_dsn(pg.reader, checkpoint_files=[pg.checkpoints]).ok
 
@@ -219,3 +221,35 @@ def test_a_run_stopped_after_the_segments_were_written_finishes_once(trail, monk
         open_target(str(pg.archive), None), pg.reader, checkpoint_files=[pg.checkpoints]
     )
     assert both.ok, both.problems
+
+
+def test_a_replay_of_archived_records_does_not_move_a_lost_head(trail, writer_at):
+    """With its head archived away, a server replaying a middle run of its archived records
+    (not where a resend starts) has them refused as a replay (`security.rejected`), not
+    stored, and its stream is not moved there: its next real batch from its start is held
+    and continues without a note."""
+    pg = trail
+    alice = writer_at("alice")
+    alice.append_many([sql_event(i) for i in range(20)])
+    bob = writer_at("bob")
+    bob.append_many([sql_event(i) for i in range(150)])
+    store = open_store(pg)
+    collector = Collector(store, Recorder(store))
+    collector.ingest("alice/", "alice", batch(alice, "alice/", 1))
+    collector.ingest("bob/", "bob", batch(bob, "bob/", 1))
+    archive(store, pg)
+    store.close()
+    store = open_store(pg)
+    collector = Collector(store, Recorder(store))
+    collector.state("alice/")
+    replayed = collector.ingest("alice/", "alice", batch(alice, "alice/", 5, 8))
+    assert replayed["duplicates"] == 4
+    assert collector.state("alice/")["seq"] == 0
+    assert origins(pg, "alice/") == []
+    store.flush()
+    kinds = [r[0] for r in pg.sql("SELECT kind FROM events")]
+    assert "security.rejected" in kinds
+    whole = batch(alice, "alice/", 1)
+    assert collector.ingest("alice/", "alice", whole)["duplicates"] == len(whole.records)
+    assert collector.state("alice/")["seq"] == whole.records[-1].seq
+    store.close()

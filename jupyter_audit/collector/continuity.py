@@ -103,15 +103,18 @@ def rewrites_after(
     ]
 
 
-def new_head(head: Head | None, batch: Batch, duplicate: list[bool]) -> Head | None:
+def new_head(
+    head: Head | None, batch: Batch, duplicate: list[bool], replay: bool = False
+) -> Head | None:
     """The stream's head after the batch: its last record the store did not already hold
     (what `TrailStore.forward_heads` finds after a restart). A stream without a head whose
-    batch the store held entirely (records archived away with the head, resent after a
-    restart) stands at the batch's last record."""
+    batch the store held entirely and which is a plausible resend (`replay` False: records
+    archived away with the head, resent after a restart) stands at the batch's last
+    record."""
     for rec, dup in zip(reversed(batch.records), reversed(duplicate), strict=True):
         if not dup:
             return Head(batch.trail, rec.seq, rec.hash)
-    if head is None and batch.records:
+    if head is None and batch.records and not replay:
         return Head(batch.trail, batch.records[-1].seq, batch.records[-1].hash)
     return head
 
