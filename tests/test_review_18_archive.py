@@ -253,3 +253,132 @@ def test_a_replay_of_archived_records_does_not_move_a_lost_head(trail, writer_at
     assert collector.ingest("alice/", "alice", whole)["duplicates"] == len(whole.records)
     assert collector.state("alice/")["seq"] == whole.records[-1].seq
     store.close()
+
+
+def test_a_forged_frontier_in_the_archive_is_never_signed_by_the_collector(trail, tmp_path):
+    """Someone who can write the archive replaces the segment the live trail continues with
+    a copy whose Merkle frontier is forged and re-signed with a key of their own (its
+    records, chain and hashes untouched). The collector must not build the next partition's
+    checkpoint on it (it would sign a Merkle root no trail has): the archive's frontier is
+    checked against the collector's own signed `trail.archived` ending there."""
+    import pyarrow as pa
+
+    from jupyter_audit.store.archive import decode_segment, encode_segment
+    from jupyter_audit.store.archive_target import ArchiveError
+    from jupyter_audit.store.checkpoints import sign_checkpoint
+    from jupyter_audit.store.merkle import MerkleFrontier
+    from jupyter_audit.store.signing import SigningKey
+
+    pg = trail
+    pg.dsn, admin = pg.writer, pg.dsn
+    try:  # no checkpoint of the collector's own inside a partition
+        store = pg.make(checkpoint_every=10_000, maintenance_dsn=pg.maintenance)
+    finally:
+        pg.dsn = admin
+    store.append_many([sql_event(i) for i in range(2 * SIZE - 1)])
+    store.checkpoint()  # #200: the key's only signed checkpoint, archived with its partition
+    assert len(archive(store, pg)["removed"]) == 2
+    seg = pg.archive / "segment-000000000101-000000000200.parquet"
+    seg.chmod(0o644)
+    table, meta = decode_segment(seg.read_bytes())
+    forged = MerkleFrontier()
+    for i in range(SIZE):
+        forged.append(bytes([i % 256]) * 32)
+    after = forged.copy()
+    for rec in table.column("record").to_pylist():
+        from hashlib import sha256
+
+        after.append(sha256(b"\x00" + rec).digest())
+    mallory = SigningKey.load_or_create(tmp_path / "mallory.pem")
+    checkpoint = sign_checkpoint(
+        mallory,
+        trail_id=meta["trail_id"],
+        seq=2 * SIZE,
+        last_hash=bytes.fromhex(meta["last_hash"]),
+        merkle_root=after.root(),
+        tree_size=2 * SIZE,
+        time_us=1_700_000_000_000_000,
+    )
+    seg.write_bytes(
+        encode_segment(
+            pa.table([table.column("seq"), table.column("record")], names=["seq", "record"]),
+            trail_id=meta["trail_id"],
+            prev_hash=bytes.fromhex(meta["prev_hash"]),
+            last_hash=bytes.fromhex(meta["last_hash"]),
+            frontier=forged,
+            checkpoint=checkpoint,
+            identities=meta["identities"],
+        )
+    )
+    store.append_many([sql_event(i) for i in range(SIZE)])
+    store.flush()
+    signed_before = pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'")
+    with pytest.raises(ArchiveError, match="differs from the file the live trail recorded"):
+        archive(store, pg)
+    assert pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'") == signed_before
+    assert not (pg.archive / "segment-000000000201-000000000300.parquet").exists()
+    store.close()
+
+
+def test_a_segment_planted_ahead_with_a_forged_frontier_is_refused(trail, tmp_path):
+    """An auditor who can also write the archive plants the next due partition's segment
+    before the collector writes it: the right records (the reader role reads them), chained
+    and ending at the live hash, but a forged Merkle frontier signed with a key of their
+    own. The collector takes a segment already there for one of its own killed runs, so it
+    must check that the segment continues the archive's Merkle frontier: refused, nothing
+    recorded, nothing dropped."""
+    from hashlib import sha256
+
+    from jupyter_audit.store.archive import encode_segment, identities_of, segment_rows
+    from jupyter_audit.store.archive_target import ArchiveError
+    from jupyter_audit.store.checkpoints import sign_checkpoint
+    from jupyter_audit.store.merkle import MerkleFrontier
+    from jupyter_audit.store.signing import SigningKey
+
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(SIZE + 10)])
+    store.flush()
+    assert len(archive(store, pg)["removed"]) == 1
+    store.append_many([sql_event(i) for i in range(SIZE)])
+    store.flush()
+    cur = store.cursor()
+    table, last_hash = segment_rows(cur, SIZE + 1, 2 * SIZE)
+    forged = MerkleFrontier()
+    for i in range(SIZE):
+        forged.append(bytes([i % 256]) * 32)
+    after = forged.copy()
+    for rec in table.column("record").to_pylist():
+        after.append(sha256(b"\x00" + rec).digest())
+    mallory = SigningKey.load_or_create(tmp_path / "mallory.pem")
+    checkpoint = sign_checkpoint(
+        mallory,
+        trail_id=store.trail_id,
+        seq=2 * SIZE,
+        last_hash=last_hash,
+        merkle_root=after.root(),
+        tree_size=2 * SIZE,
+        time_us=1_700_000_000_000_000,
+    )
+    first_archived = pg.archive / "segment-000000000001-000000000100.parquet"
+    from jupyter_audit.store.archive import decode_segment
+
+    _t, first_meta = decode_segment(first_archived.read_bytes())
+    planted = pg.archive / "segment-000000000101-000000000200.parquet"
+    planted.write_bytes(
+        encode_segment(
+            table,
+            trail_id=store.trail_id,
+            prev_hash=bytes.fromhex(first_meta["last_hash"]),
+            last_hash=last_hash,
+            frontier=forged,
+            checkpoint=checkpoint,
+            identities=identities_of(cur, table),
+        )
+    )
+    signed_before = pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'")
+    with pytest.raises(ArchiveError, match="does not link to the record before"):
+        archive(store, pg)
+    assert pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'") == signed_before
+    assert pg.sql("SELECT min(seq) FROM events") == [(SIZE + 1,)]
+    store.close()
