@@ -405,3 +405,29 @@ def test_the_trail_verifies_right_after_partitions_leave_before_any_checkpoint(t
     store.flush()
     assert len(archive(store, pg)["removed"]) == 1
     store.close()
+
+
+def test_the_oldest_segments_deleted_from_the_archive_are_reported(trail):
+    """Someone who can write the archive deletes its oldest segment once its partition was
+    dropped and the `trail.archived` naming it was itself archived away: `verify --archive
+    --pg` still reports the records missing."""
+    from jupyter_audit.store.pg.verify import verify_with_archive
+
+    pg = trail
+    store = open_store(pg)
+    for _ in range(3):
+        store.append_many([sql_event(i) for i in range(SIZE)])
+        store.flush()
+        archive(store, pg)
+    store.close()
+    (upto,) = pg.sql("SELECT value FROM meta WHERE key = 'archived_upto'")[0]
+    assert int(upto) >= 2 * SIZE
+    oldest = pg.archive / "segment-000000000001-000000000100.parquet"
+    for f in (oldest, oldest.with_suffix(".json")):
+        f.chmod(0o644)
+        f.unlink()
+    found = verify_with_archive(
+        open_target(str(pg.archive), None), pg.reader, checkpoint_files=[pg.checkpoints]
+    )
+    assert not found.ok
+    assert any(p["seq"] == 1 for p in found.problems), found.problems
