@@ -431,3 +431,74 @@ def test_the_oldest_segments_deleted_from_the_archive_are_reported(trail):
     )
     assert not found.ok
     assert any(p["seq"] == 1 for p in found.problems), found.problems
+
+
+def test_a_duckdb_segment_replaced_before_it_was_recorded_is_refused(writer_at, tmp_path):
+    """The same attack on a DuckDB trail (the archiver is one): a segment written by an
+    archive-only run, not yet recorded, is replaced by a copy with a forged Merkle frontier
+    signed by another key; the run that would record and remove it refuses it."""
+    from hashlib import sha256
+
+    from jupyter_audit.store.archive import decode_segment, encode_segment
+    from jupyter_audit.store.archive_target import ArchiveError
+    from jupyter_audit.store.checkpoints import sign_checkpoint
+    from jupyter_audit.store.merkle import MerkleFrontier
+    from jupyter_audit.store.signing import SigningKey
+
+    w = writer_at("server", checkpoint_every=100)
+    for start in range(0, 300, 50):
+        w.append_many([sql_event(i) for i in range(start, start + 50)])
+        w.flush()
+    where = tmp_path / "duck-archive"
+
+    def run(retention):
+        return run_archive(
+            w,
+            open_target(str(where), None, create=True),
+            archive_after=timedelta(0),
+            retention=retention,
+            now=LATER,
+            identity=system_identity(),
+            segment_rows=100,
+        )
+
+    names = run(None)["archived"]
+    assert len(names) >= 2
+    seg = where / names[1]
+    seg.chmod(0o644)
+    table, meta = decode_segment(seg.read_bytes())
+    fb = meta["frontier_before"]
+    forged = MerkleFrontier()
+    for i in range(fb["size"]):
+        forged.append(bytes([i % 256]) * 32)
+    after = forged.copy()
+    for rec in table.column("record").to_pylist():
+        after.append(sha256(b"\x00" + rec).digest())
+    cp = meta["checkpoint"]
+    mallory = SigningKey.load_or_create(tmp_path / "mallory.pem")
+    seg.write_bytes(
+        encode_segment(
+            table,
+            trail_id=meta["trail_id"],
+            prev_hash=bytes.fromhex(meta["prev_hash"]),
+            last_hash=bytes.fromhex(meta["last_hash"]),
+            frontier=forged,
+            checkpoint=sign_checkpoint(
+                mallory,
+                trail_id=meta["trail_id"],
+                seq=cp["seq"],
+                last_hash=bytes.fromhex(cp["hash"]),
+                merkle_root=after.root(),
+                tree_size=cp["tree_size"],
+                time_us=1_700_000_000_000_000,
+            ),
+            identities=meta["identities"],
+        )
+    )
+    with pytest.raises(ArchiveError, match="does not link to the record before"):
+        run(timedelta(0))
+    cur = w.cursor()
+    assert cur.execute("SELECT count(*) FROM events WHERE kind = 'trail.archived'").fetchone() == (
+        0,
+    )
+    assert cur.execute("SELECT min(seq) FROM events").fetchone() == (1,)
