@@ -502,3 +502,65 @@ def test_a_duckdb_segment_replaced_before_it_was_recorded_is_refused(writer_at, 
         0,
     )
     assert cur.execute("SELECT min(seq) FROM events").fetchone() == (1,)
+
+
+def test_a_segment_planted_ahead_signed_by_another_key_is_refused(trail, tmp_path):
+    """The planted segment is right in every record and in its Merkle frontier, but its
+    checkpoint is signed by a key of the planter's own: the collector must not vouch for
+    that file (its sha256 in a signed `trail.archived`): refused, nothing dropped."""
+    from hashlib import sha256
+
+    from jupyter_audit.store.archive import (
+        decode_segment,
+        encode_segment,
+        identities_of,
+        segment_rows,
+    )
+    from jupyter_audit.store.archive_target import ArchiveError
+    from jupyter_audit.store.checkpoints import sign_checkpoint
+    from jupyter_audit.store.merkle import MerkleFrontier
+    from jupyter_audit.store.signing import SigningKey
+
+    pg = trail
+    store = open_store(pg)
+    store.append_many([sql_event(i) for i in range(SIZE + 10)])
+    store.flush()
+    archive(store, pg)
+    store.append_many([sql_event(i) for i in range(SIZE)])
+    store.flush()
+    cur = store.cursor()
+    table, last_hash = segment_rows(cur, SIZE + 1, 2 * SIZE)
+    t0, m0 = decode_segment((pg.archive / "segment-000000000001-000000000100.parquet").read_bytes())
+    fb = m0["frontier_before"]
+    before = MerkleFrontier.from_hex(fb["size"], fb["hashes"])
+    for rec in t0.column("record").to_pylist():
+        before.append(sha256(b"\x00" + rec).digest())
+    after = before.copy()
+    for rec in table.column("record").to_pylist():
+        after.append(sha256(b"\x00" + rec).digest())
+    mallory = SigningKey.load_or_create(tmp_path / "mallory.pem")
+    (pg.archive / "segment-000000000101-000000000200.parquet").write_bytes(
+        encode_segment(
+            table,
+            trail_id=store.trail_id,
+            prev_hash=bytes.fromhex(m0["last_hash"]),
+            last_hash=last_hash,
+            frontier=before,
+            checkpoint=sign_checkpoint(
+                mallory,
+                trail_id=store.trail_id,
+                seq=2 * SIZE,
+                last_hash=last_hash,
+                merkle_root=after.root(),
+                tree_size=2 * SIZE,
+                time_us=1_700_000_000_000_000,
+            ),
+            identities=identities_of(cur, table),
+        )
+    )
+    signed_before = pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'")
+    with pytest.raises(ArchiveError, match="signed by another key"):
+        archive(store, pg)
+    assert pg.sql("SELECT count(*) FROM events WHERE kind = 'trail.archived'") == signed_before
+    assert pg.sql("SELECT min(seq) FROM events") == [(SIZE + 1,)]
+    store.close()

@@ -28,6 +28,7 @@ from .archive import (
     decode_segment,
     encode_segment,
     identities_of,
+    live_checkpoints,
     manifest,
     manifest_name,
     parse_segment_name,
@@ -39,7 +40,7 @@ from .canonical import GENESIS_HASH
 from .errors import TrailError
 from .merkle import MerkleFrontier
 from .schema import FORMAT_VERSION
-from .signing import load_public
+from .signing import load_public, public_b64
 from .token_log import tokens_logged
 from .traces import traces_in_range
 
@@ -77,6 +78,7 @@ def run_archive(
     # segments already in the archive (a run with retention still to come, or one killed)
     # are kept as they are; new ones continue after them
     items: list[tuple[Segment, bytes]] = []
+    signed_live = {c["seq"]: c for c in live_checkpoints(cur, first - 1)}
     upto = first - 1
     for (lo, hi), name in _existing(target, first):
         if lo != upto + 1:
@@ -111,6 +113,7 @@ def run_archive(
 
     for seg, data in items:
         read_and_check(seg, data)
+        _check_signer(store, seg, signed_live)
     # new segments continue where the archive ends (its chain and Merkle frontier, checked)
     for seg in store.plan_archive(
         cur, upto, naive_now - archive_after, segment_rows, frontier.copy()
@@ -202,6 +205,20 @@ def _existing(target: ArchiveTarget, first: int) -> list[tuple[tuple[int, int], 
     """Segment files of the archive that hold records from `first` on, by seq."""
     found = [(r, n) for n in target.names() if (r := parse_segment_name(n)) is not None]
     return sorted((r, n) for r, n in found if r[1] >= first)
+
+
+def _check_signer(store, seg: Segment, live: dict[int, dict]) -> None:
+    """A segment found in the archive (from a run killed before recording it) must end at a
+    checkpoint the trail signed: the live trail's own there, or (a PostgreSQL partition's,
+    signed when its segment was written) one by the trail's current key. Else someone who
+    can write the archive planted it, signed with a key of their own (ArchiveError)."""
+    cp = {k: v for k, v in seg.checkpoint.items() if not k.startswith("_")}
+    if live.get(seg.last_seq) == cp or cp.get("public_key") == public_b64(store.key.public):
+        return
+    raise ArchiveError(
+        f"{seg.name}: its checkpoint is signed by another key than the trail's (not written "
+        "by this trail's archiver): nothing archived"
+    )
 
 
 def _chain_before(
