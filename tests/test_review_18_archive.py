@@ -223,11 +223,11 @@ def test_a_run_stopped_after_the_segments_were_written_finishes_once(trail, monk
     assert both.ok, both.problems
 
 
-def test_a_replay_of_archived_records_does_not_move_a_lost_head(trail, writer_at):
-    """With its head archived away, a server replaying a middle run of its archived records
-    (not where a resend starts) has them refused as a replay (`security.rejected`), not
-    stored, and its stream is not moved there: its next real batch from its start is held
-    and continues without a note."""
+def test_archived_records_resent_from_the_middle_are_held_and_the_stream_goes_on(trail, writer_at):
+    """With its head archived away, a server sends a middle run of its archived records (a
+    replay, or its own trail archived up to there: its first live record): held, nothing
+    stored again, a replay noted (`security.rejected`); the stream stands at the last of
+    them and continues from there without a note."""
     pg = trail
     alice = writer_at("alice")
     alice.append_many([sql_event(i) for i in range(20)])
@@ -244,14 +244,21 @@ def test_a_replay_of_archived_records_does_not_move_a_lost_head(trail, writer_at
     collector.state("alice/")
     replayed = collector.ingest("alice/", "alice", batch(alice, "alice/", 5, 8))
     assert replayed["duplicates"] == 4
-    assert collector.state("alice/")["seq"] == 0
     assert origins(pg, "alice/") == []
     store.flush()
     kinds = [r[0] for r in pg.sql("SELECT kind FROM events")]
     assert "security.rejected" in kinds
-    whole = batch(alice, "alice/", 1)
-    assert collector.ingest("alice/", "alice", whole)["duplicates"] == len(whole.records)
-    assert collector.state("alice/")["seq"] == whole.records[-1].seq
+    gaps = kinds.count("forward.gap")  # the stream had no head: #5 is not #1
+    assert collector.state("alice/")["seq"] == 8
+    rest = batch(alice, "alice/", 9)
+    assert collector.ingest("alice/", "alice", rest)["duplicates"] == len(rest.records)
+    alice.append_many([sql_event(i) for i in range(20, 23)])
+    new = batch(alice, "alice/", rest.records[-1].seq + 1)
+    assert collector.ingest("alice/", "alice", new)["duplicates"] == 0
+    assert origins(pg, "alice/") == [r.seq for r in new.records]
+    store.flush()
+    kinds = [r[0] for r in pg.sql("SELECT kind FROM events")]
+    assert kinds.count("forward.gap") == gaps and "forward.rewrite" not in kinds
     store.close()
 
 

@@ -118,7 +118,7 @@ class Collector:
             )
             replay = continuity.implausible_replay(batch, duplicate, starts)
             self.last_start[server] = batch.records[0].seq
-            new = continuity.new_head(head, batch, duplicate, replay)
+            new = continuity.new_head(head, batch, duplicate)
             if new is not None:
                 self.heads[server] = new
             self.told.pop(server, None)
