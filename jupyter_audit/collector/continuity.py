@@ -105,9 +105,12 @@ def rewrites_after(
 
 def new_head(head: Head | None, batch: Batch, duplicate: list[bool]) -> Head | None:
     """The stream's head after the batch: its last record the store did not already hold
-    (what `TrailStore.forward_heads` finds after a restart)."""
+    (what `TrailStore.forward_heads` finds after a restart), or one it held beyond the head:
+    records archived away with the head and resent after a restart (by a server whose own
+    trail may start past #1, or as a replay, which moves only the replayer's own stream),
+    which the store holds, so the stream stands there."""
     for rec, dup in zip(reversed(batch.records), reversed(duplicate), strict=True):
-        if not dup:
+        if not dup or head is None or (head.trail == batch.trail and rec.seq > head.seq):
             return Head(batch.trail, rec.seq, rec.hash)
     return head
 

@@ -28,6 +28,7 @@ from .archive import (
     decode_segment,
     encode_segment,
     identities_of,
+    live_checkpoints,
     manifest,
     manifest_name,
     parse_segment_name,
@@ -39,7 +40,7 @@ from .canonical import GENESIS_HASH
 from .errors import TrailError
 from .merkle import MerkleFrontier
 from .schema import FORMAT_VERSION
-from .signing import load_public
+from .signing import load_public, public_b64
 from .token_log import tokens_logged
 from .traces import traces_in_range
 
@@ -71,12 +72,13 @@ def run_archive(
     first = cur.execute("SELECT min(seq) FROM events").fetchone()[0] or 1
     recorded = {(p["first_seq"], p["last_seq"]): p for p in recorded_segments(cur)}
     done_upto = max((last for _first, last in recorded), default=0)
-    prev_hash, frontier = _chain_before(target, first)
+    prev_hash, frontier = _chain_before(target, first, recorded)
     naive_now = now.astimezone(UTC).replace(tzinfo=None)
     lock_until = now + lock_for if lock_for else None
     # segments already in the archive (a run with retention still to come, or one killed)
     # are kept as they are; new ones continue after them
     items: list[tuple[Segment, bytes]] = []
+    signed_live = {c["seq"]: c for c in live_checkpoints(cur, first - 1)}
     upto = first - 1
     for (lo, hi), name in _existing(target, first):
         if lo != upto + 1:
@@ -99,7 +101,7 @@ def run_archive(
 
     def read_and_check(seg: Segment, data: bytes) -> None:
         nonlocal prev_hash, frontier
-        prev_hash, frontier = _read_back(target, seg, data, prev_hash)
+        prev_hash, frontier = _read_back(target, seg, data, prev_hash, frontier)
         read_back.append((seg, data))
         archived.append(seg.name)
         if (
@@ -111,6 +113,7 @@ def run_archive(
 
     for seg, data in items:
         read_and_check(seg, data)
+        _check_signer(store, seg, signed_live)
     # new segments continue where the archive ends (its chain and Merkle frontier, checked)
     for seg in store.plan_archive(
         cur, upto, naive_now - archive_after, segment_rows, frontier.copy()
@@ -204,16 +207,41 @@ def _existing(target: ArchiveTarget, first: int) -> list[tuple[tuple[int, int], 
     return sorted((r, n) for r, n in found if r[1] >= first)
 
 
-def _chain_before(target: ArchiveTarget, first: int) -> tuple[bytes, MerkleFrontier]:
+def _check_signer(store, seg: Segment, live: dict[int, dict]) -> None:
+    """A segment found in the archive (from a run killed before recording it) must end at a
+    checkpoint the trail signed: the live trail's own there, or (a PostgreSQL partition's,
+    signed when its segment was written) one by the trail's current key. Else someone who
+    can write the archive planted it, signed with a key of their own (ArchiveError)."""
+    cp = {k: v for k, v in seg.checkpoint.items() if not k.startswith("_")}
+    if live.get(seg.last_seq) == cp or cp.get("public_key") == public_b64(store.key.public):
+        return
+    raise ArchiveError(
+        f"{seg.name}: its checkpoint is signed by another key than the trail's (not written "
+        "by this trail's archiver): nothing archived"
+    )
+
+
+def _chain_before(
+    target: ArchiveTarget, first: int, recorded: dict
+) -> tuple[bytes, MerkleFrontier]:
     """The hash and Merkle frontier just before live record `first`: the genesis, or where
-    the archived segment that ends at `first - 1` ends (read back and checked)."""
+    the archived segment that ends at `first - 1` ends (read back and checked, and the very
+    file the live trail's `trail.archived` for it recorded: its frontier is what the next
+    segments, and on PostgreSQL their newly signed checkpoints, build on)."""
     if first <= 1:
         return GENESIS_HASH, MerkleFrontier()
-    for (_lo, hi), name in _existing(target, first - 1):
+    for (lo, hi), name in _existing(target, first - 1):
         if hi != first - 1:
             continue
+        data = target.get(name)
+        p = recorded.get((lo, hi))
+        if p is not None and (p.get("file") != name or p.get("sha256") != _sha256(data)):
+            raise ArchiveError(
+                f"{name} in {target.url} differs from the file the live trail recorded "
+                "(sha256): nothing archived"
+            )
         try:
-            table, meta = decode_segment(target.get(name))
+            table, meta = decode_segment(data)
         except SegmentError as e:
             raise ArchiveError(f"{name}: {e}") from None
         check = check_segment(table, meta, {load_public(meta["checkpoint"]["public_key"])})
@@ -249,11 +277,12 @@ def _put_manifest(target, name: str, data: bytes, meta: dict, lock_until) -> Non
 
 
 def _read_back(
-    target, seg: Segment, written: bytes, prev_hash: bytes
+    target, seg: Segment, written: bytes, prev_hash: bytes, frontier: MerkleFrontier
 ) -> tuple[bytes, MerkleFrontier]:
     """Read the segment back from the archive and check it: the bytes written, its link to
-    the record before, its chain and Merkle root against the live trail's signed checkpoint
-    (raises ArchiveError)."""
+    the record before (its hash, and the Merkle frontier of the records before it, which a
+    segment found in the archive could otherwise bring forged), its chain and Merkle root
+    against the live trail's signed checkpoint (raises ArchiveError)."""
     data = target.get(seg.name)
     if data != written:
         raise ArchiveError(f"{seg.name}: the archive returned other bytes than were written")
@@ -264,7 +293,11 @@ def _read_back(
     check = check_segment(table, meta, {load_public(seg.checkpoint["public_key"])})
     if check.problems:
         raise ArchiveError(f"{seg.name}: read back, it does not verify: {check.problems[0][1]}")
-    if meta["prev_hash"] != prev_hash.hex():
+    fb = meta.get("frontier_before") or {}
+    if meta["prev_hash"] != prev_hash.hex() or (
+        fb.get("size"),
+        fb.get("hashes"),
+    ) != (frontier.size, frontier.to_hex()):
         raise ArchiveError(f"{seg.name}: it does not link to the record before #{seg.first_seq}")
     if meta["checkpoint"] != {k: v for k, v in seg.checkpoint.items() if not k.startswith("_")}:
         raise ArchiveError(f"{seg.name}: its checkpoint is not the live trail's")

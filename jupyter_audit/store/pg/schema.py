@@ -259,6 +259,28 @@ BEGIN
 END $$"""
 
 
+def _event_ids_guard(schema: str) -> list[str]:
+    """The trigger that refuses a client event id naming a record archived away
+    (`write.held_client_ids` holds those as duplicates: the writer role must not plant one),
+    once per INSERT statement; its search_path pinned (a caller's own `meta` is not read)."""
+    return [
+        f"""CREATE OR REPLACE FUNCTION jupyter_audit_event_ids_guard() RETURNS trigger
+LANGUAGE plpgsql SET search_path = {quote_ident(schema)}, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM added WHERE seq <= coalesce(
+        (SELECT value::bigint FROM meta WHERE key = 'archived_upto'), 0)) THEN
+        RAISE EXCEPTION 'jupyter-audit: a client event id naming an archived record refused'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END $$""",
+        "DROP TRIGGER IF EXISTS event_ids_not_archived ON event_ids",
+        "CREATE TRIGGER event_ids_not_archived AFTER INSERT ON event_ids "
+        "REFERENCING NEW TABLE AS added FOR EACH STATEMENT "
+        "EXECUTE FUNCTION jupyter_audit_event_ids_guard()",
+    ]
+
+
 def literal(text: str) -> str:
     """`text` as an SQL string literal (for statements that take no parameters)."""
     return "'" + text.replace("'", "''") + "'"
@@ -266,11 +288,14 @@ def literal(text: str) -> str:
 
 def install_functions(con, schema_name: str, size: int) -> None:
     """(Re)create the partition and drop functions in `schema_name` (the caller's
-    transaction), with nobody but their owner allowed to EXECUTE them (`roles` grants)."""
+    transaction), with nobody but their owner allowed to EXECUTE them (`roles` grants), and
+    the `event_ids` trigger that refuses an id naming an archived record."""
     con.execute(_partition_function(schema_name, size))
     con.execute(_drop_function(schema_name, size))
     con.execute(f"REVOKE ALL ON FUNCTION {PARTITION_FUNCTION}(bigint) FROM PUBLIC")
     con.execute(f"REVOKE ALL ON FUNCTION {DROP_FUNCTION}(bigint) FROM PUBLIC")
+    for stmt in _event_ids_guard(schema_name):
+        con.execute(stmt)
 
 
 def check_partition_size(size: int) -> None:

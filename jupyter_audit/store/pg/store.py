@@ -297,6 +297,14 @@ class PgStore(CursorReads, QueuedStore):
             frontier,
         )
 
+    def record_archived(self, payload: dict, identity: dict):
+        """As the engine's, after a signed checkpoint: the partition's checkpoint this key
+        signed lives only in the archive, so the live trail must hold one that vouches for
+        the key (else `verify --pg` and the next run find the record unsigned, and the
+        records before the live trail missing, until the next checkpoint)."""
+        self.checkpoint().result(timeout=60)
+        return super().record_archived(payload, identity)
+
     def compact(self, keep_after: int, timeout: float | None = None) -> None:
         """Remove the archived partitions up to `keep_after` from the live trail, as the
         maintenance role (`partitions.drop`; TrailError without `maintenance_dsn`)."""

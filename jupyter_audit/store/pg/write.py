@@ -153,14 +153,20 @@ def store_traces(cur, traces: dict[str, TraceRow], times: dict) -> None:
 
 
 def held_client_ids(con, ids: list[str]) -> dict[str, int]:
-    """Which of the client-chosen event ids `ids` the trail holds, with their seq: only
-    those whose record is in the log (the writer role may INSERT into `event_ids`; a row
-    naming no record must not make an event be acknowledged and dropped)."""
+    """Which of the client-chosen event ids `ids` the trail holds, with their seq: those
+    whose record is in the log, and those of records archived away (at or below
+    `meta.archived_upto`, which only the drop function writes: a server resending records
+    the collector archived and dropped has them acknowledged, never recorded again). The
+    writer role may INSERT into `event_ids`, but a row naming no live record must not make
+    an event be acknowledged and dropped: the `event_ids` trigger (`schema`) refuses a row
+    at or below `archived_upto`, and a row planted in a partition's range before it was
+    archived is reported by the `verify` the archiver runs first (nothing archived)."""
     with con.transaction():
         rows = con.execute(
             "SELECT i.event_id, i.seq FROM event_ids i "
-            "JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id "
-            "WHERE i.event_id = ANY(%s::text[])",
+            "LEFT JOIN events e ON e.seq = i.seq AND e.event_id = i.event_id "
+            "WHERE i.event_id = ANY(%s::text[]) AND (e.seq IS NOT NULL OR i.seq <= "
+            "coalesce((SELECT value::bigint FROM meta WHERE key = 'archived_upto'), 0))",
             [ids],
         ).fetchall()
     return dict(rows)
