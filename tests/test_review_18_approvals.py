@@ -1,0 +1,135 @@
+"""Adversarial review of approvals through the Hub's collector (issue 18): what a Hub user with
+their own server, its token and a notebook can try against the collector's approval API, each
+attack kept closed by a test. The collector's whole web app runs on a real port over a real
+trail store (DuckDB, and PostgreSQL with JUPYTER_AUDIT_TEST_PG_DSN); only the Hub's token
+check stands in (`HubStandIn`). The servers' verbs are called as alice's server would (or as
+alice, holding her server's token in a notebook, could)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import pytest
+from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
+from helpers.trail import writer_events
+from tornado.httpclient import AsyncHTTPClient
+
+from jupyter_audit.collector.service import Collector
+from jupyter_audit.server.recorder import Recorder
+
+USERS = {
+    ALICE_SERVER_TOKEN: ALICE_SERVER,
+    # alice's own API token: it may speak for any server name of hers
+    "alice-token": {"kind": "user", "name": "alice", "groups": [], "scopes": []},
+    "bob-token": {"kind": "user", "name": "bob", "groups": ["reviewers"], "scopes": []},
+    # bob's server's token: bob too, from another token
+    "bob-server-token": {
+        "kind": "user",
+        "name": "bob",
+        "groups": ["reviewers"],
+        "scopes": ["access:servers!server=bob/"],
+    },
+    "carol-token": {"kind": "user", "name": "carol", "groups": ["reviewers"], "scopes": []},
+    "mallory-server-token": {
+        "kind": "user",
+        "name": "mallory",
+        "groups": [],
+        "scopes": ["access:servers!server=mallory/"],
+    },
+}
+DELETE = "DELETE FROM customers"
+
+
+@pytest.fixture(params=["duckdb", "pg"])
+def hub(request, writer_at):
+    if request.param == "duckdb":
+        store = writer_at("collector")
+    else:
+        store = request.getfixturevalue("pg").make()
+    web_ = CollectorWeb(Collector(store, Recorder(store)), HubStandIn(dict(USERS)))
+    web_.start()
+    yield web_
+    web_.close()
+
+
+async def call(hub, token, method, path, body=None, params=""):
+    """(status, JSON) of a call to the collector with a Hub token; `body` as bytes is sent
+    as it is."""
+    if body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    r = await AsyncHTTPClient().fetch(
+        hub.url + path + params,
+        method=method,
+        body=body if body is not None else (b"" if method == "POST" else None),
+        headers={"Authorization": f"token {token}"},
+        raise_error=False,
+        request_timeout=60,
+    )
+    return r.code, json.loads(r.body) if r.body else None
+
+
+def question(**more) -> dict:
+    return {
+        "kind": "sql",
+        "statement": DELETE,
+        "msg_id": uuid.uuid4().hex,
+        "kernel_id": "k-1",
+        "trace_id": "k-1",
+        "decision": {
+            "decision": "review",
+            "reasons": [{"rule": "statement.where-required", "message": "m", "action": "review"}],
+            "min_approvals": 1,
+        },
+        **more,
+    }
+
+
+async def ask(hub, token=ALICE_SERVER_TOKEN, server="alice/", **more) -> tuple[int, dict]:
+    return await call(
+        hub, token, "POST", "api/approvals/requests", question(**more), f"?server={server}"
+    )
+
+
+def approval_events(hub) -> list[dict]:
+    return [
+        e
+        for e in writer_events(hub.approvals.recorder.writer)
+        if e["kind"].startswith("approval.") and not e.get("origin")
+    ]
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_text_the_trail_cannot_hold_is_a_clear_400_and_nothing_changes(hub):
+    """A lone surrogate in a statement (a Python str can hold one), a kernel or trace id the
+    trail's id rules refuse, a reviewer's reason it cannot store: each a 400 naming the field,
+    never an unexplained 500 (which the kernel would only show as "HTTP 500")."""
+    for more, field in (
+        ({"statement": "DELETE FROM customers WHERE name = '\ud800'"}, "statement"),
+        ({"kernel_id": "k 1\n"}, "kernel_id"),
+        ({"trace_id": "t\x00"}, "trace_id"),
+        ({"session_id": "s/\x01"}, "session_id"),
+        ({"notebook": "\udfff.ipynb"}, "notebook"),
+    ):
+        code, body = await ask(hub, **more)
+        assert code == 400 and field in body["message"], (more, code, body)
+    assert approval_events(hub) == []
+
+    code, body = await ask(hub)
+    assert code == 200, body
+    rid = body["request"]["id"]
+    code, body = await call(
+        hub,
+        "bob-token",
+        "POST",
+        f"jupyter-audit/api/approvals/{rid}",
+        b'{"decision": "approve", "reason": "ok \\ud800"}',
+    )
+    assert code == 400 and "reason" in body["message"], body
+    code, body = await call(hub, "bob-token", "GET", f"jupyter-audit/api/approvals/{rid}")
+    assert code == 200 and body["state"] == "pending" and body["decisions"] == []
+
