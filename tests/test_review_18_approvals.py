@@ -133,3 +133,33 @@ async def test_text_the_trail_cannot_hold_is_a_clear_400_and_nothing_changes(hub
     code, body = await call(hub, "bob-token", "GET", f"jupyter-audit/api/approvals/{rid}")
     assert code == 200 and body["state"] == "pending" and body["decisions"] == []
 
+
+async def test_one_user_cannot_bury_the_hubs_queue_under_requests(hub):
+    """alice, holding her server's token in a notebook, posts request after request (under as
+    many server names of hers as she likes): past a few waiting ones, the collector refuses
+    (429, saying why) instead of pushing everyone else's requests out of the reviewers' view
+    (newest first, 200 a page) and its memory. Others still ask; once hers are decided she
+    asks again."""
+    hub.approvals.max_pending = 3
+    for token, server in (
+        (ALICE_SERVER_TOKEN, "alice/"),
+        (ALICE_SERVER_TOKEN, "alice/"),
+        ("alice-token", "alice/two"),
+    ):
+        code, body = await ask(hub, token=token, server=server)
+        assert code == 200, body
+    code, body = await ask(hub, token="alice-token", server="alice/three")
+    assert code == 429 and "waiting for review" in body["message"], body
+    assert len(approval_events(hub)) == 3
+    # mallory is not held up by alice
+    code, body = await ask(hub, token="mallory-server-token", server="mallory/")
+    assert code == 200, body
+    code, body = await call(hub, "bob-token", "GET", "jupyter-audit/api/approvals?state=pending")
+    assert sorted(a["requester"] for a in body["approvals"]) == ["alice"] * 3 + ["mallory"]
+    first = min(a["id"] for a in body["approvals"] if a["requester"] == "alice")
+    code, body = await call(
+        hub, "bob-token", "POST", f"jupyter-audit/api/approvals/{first}", {"decision": "deny"}
+    )
+    assert code == 200 and body["state"] == "denied"
+    code, body = await ask(hub)
+    assert code == 200, body

@@ -36,7 +36,7 @@ from tornado.ioloop import PeriodicCallback
 
 from ..approvals import ApprovalBroker, Notifier, Refused, Webhook, WebhookConfigError
 from ..approvals import parse_ask as parse_question
-from ..approvals.model import Approval
+from ..approvals.model import PENDING, Approval
 from ..policy.decision import Decision, Reason
 from ..store import queries
 from .handlers import CollectorHandler
@@ -46,6 +46,9 @@ from .service import hub_identity
 MAX_BODY = 2 * 1024 * 1024  # a question holds a statement (up to 1 MiB) and its parameters
 MAX_REASONS = 100
 MAX_APPROVALS = 100
+# requests of one Hub user waiting for review at once (every server of theirs): one user's
+# flood would push everyone else's out of the reviewers' view and fill the collector's memory
+MAX_PENDING_PER_USER = 50
 _ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -58,6 +61,8 @@ class HubBroker(ApprovalBroker):
     """The approval broker of the collector: requests of every server, in the collector's
     trail. The policy ran on the server that asked (`ask_for`); kernels are known by their
     server (the trace namespace) and id together."""
+
+    max_pending = MAX_PENDING_PER_USER
 
     def __init__(self, recorder, *, expiry: float = 1800.0, notifier=None, log=None):
         super().__init__(recorder, None, expiry=expiry, notifier=notifier, log=log)
@@ -149,7 +154,22 @@ class HubBroker(ApprovalBroker):
             "notebook": _text(body, "notebook", cap=4096),
             "ran_by": _text(body, "ran_by"),
         }
-        return self.ask(kernel_id, question, cell, _decision(body.get("decision")))
+        decision = _decision(body.get("decision"))
+        name = owner.get("name")
+        with self._lock:  # counted and asked at once: two questions cannot both slip past
+            waiting = sum(
+                1
+                for a in self._approvals.values()
+                if a.state == PENDING and a.requester.get("username") == name
+            )
+            if waiting >= self.max_pending:
+                raise Refused(
+                    429,
+                    f"Hub user {name!r} has {waiting} requests waiting for review already (at "
+                    f"most {self.max_pending}): this operation did not run; ask again once "
+                    "some are decided, cancelled or expired",
+                )
+            return self.ask(kernel_id, question, cell, decision)
 
     def cancel_server_kernel(self, server: str, kernel_id: str, why: object) -> list[int]:
         if why not in ("interrupt", "restart", "shutdown", "died", "server shutdown"):
