@@ -7,6 +7,7 @@ alice, holding her server's token in a notebook, could)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -163,3 +164,55 @@ async def test_one_user_cannot_bury_the_hubs_queue_under_requests(hub):
     assert code == 200 and body["state"] == "denied"
     code, body = await ask(hub)
     assert code == 200, body
+
+
+async def rejections(hub, count: int, timeout=60) -> list[dict]:
+    """The collector's `security.rejected` records, once there are `count` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        events = await asyncio.to_thread(writer_events, hub.approvals.recorder.writer)
+        found = [e for e in events if e["kind"] == "security.rejected"]
+        if len(found) >= count:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.2)
+
+
+async def test_what_only_a_forging_server_would_send_is_recorded_not_just_refused(hub):
+    """An honest server never waits on, reports or cancels a request id that is not its
+    kernel's, and never reports `executed` for a request that is not approved: the first is
+    a server probing for others' requests, the second a server that told its own kernel
+    "approved" itself (it relays the collector's answers to a kernel its user controls). The
+    collector refuses both, and records each as `security.rejected` under the Hub user, so
+    the attempt is in the Hub's trail, not only in an answer the server can throw away."""
+    code, body = await ask(hub)
+    assert code == 200, body
+    rid = body["request"]["id"]
+    # mallory's server (mallory holds its token) tries alice's request id
+    code, _ = await call(
+        hub,
+        "mallory-server-token",
+        "POST",
+        f"api/approvals/requests/{rid}",
+        {"kernel": "k-1", "cancel": "interrupt"},
+        "?server=mallory/",
+    )
+    assert code == 404
+    # alice's server reports the pending request executed (its kernel ran it unapproved)
+    report = {"statement_sha256": sha(DELETE), "rowcount": 3}
+    code, body = await call(
+        hub,
+        ALICE_SERVER_TOKEN,
+        "POST",
+        f"api/approvals/requests/{rid}",
+        {"kernel": "k-1", "executed": report},
+        "?server=alice/",
+    )
+    assert code == 409 and "not approved" in body["message"]
+    found = await rejections(hub, 2)
+    by = {e["identity"]["username"]: e["payload"] for e in found}
+    assert set(by) == {"mallory", "alice"}
+    assert f"#{rid}" in by["mallory"]["reason"] and "mallory/" in by["mallory"]["source"]
+    assert "not approved" in by["alice"]["reason"]
+    # the request itself is untouched: still pending, no executed record
+    assert [e["kind"] for e in approval_events(hub)] == ["approval.requested"]

@@ -294,12 +294,20 @@ class RequestHandler(ApprovalBase):
         if not wait >= 0:  # NaN too
             raise web.HTTPError(400, "wait must be a number of seconds")
         request_id = self.request_id(raw_id)
+        self.own(request_id, server, kernel)
         try:
-            self.broker.of_server(request_id, server, kernel)
             status = await self.broker.wait(request_id, kernel or "", wait)
         except Refused as e:
             self.refused(e, server)
         self.finish(json.dumps(status))
+
+    def own(self, request_id: int, server: str, kernel: object) -> None:
+        """A request of this server's kernel, or a 404 recorded as `security.rejected`: an
+        honest server only ever names the requests its kernels asked for."""
+        try:
+            self.broker.of_server(request_id, server, kernel)
+        except Refused as e:
+            self.refuse(e.status, e.message, server=server)
 
     async def post(self, raw_id: str) -> None:
         server = await self.server()
@@ -311,12 +319,19 @@ class RequestHandler(ApprovalBase):
                 400, 'body must be {"kernel", "executed": {...}} or {"kernel", "cancel": "..."}'
             )
         broker = self.broker
+        self.own(request_id, server, kernel)
         try:
-            broker.of_server(request_id, server, kernel)
             if "executed" in body:
-                approval = await asyncio.to_thread(
-                    broker.executed, request_id, kernel, body["executed"]
-                )
+                try:
+                    approval = await asyncio.to_thread(
+                        broker.executed, request_id, kernel, body["executed"]
+                    )
+                except Refused as e:
+                    if e.status != 409:
+                        raise
+                    # an operation reported run that was not approved as this (the server
+                    # told its kernel "approved" itself, or it ran something else): recorded
+                    self.refuse(409, e.message, server=server)
             else:
                 approval = await asyncio.to_thread(
                     broker.cancel, request_id, kernel, body["cancel"]
