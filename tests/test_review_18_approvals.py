@@ -17,6 +17,7 @@ from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, Hu
 from helpers.trail import writer_events
 from tornado.httpclient import AsyncHTTPClient
 
+from jupyter_audit.collector.handlers import SETTINGS_KEY
 from jupyter_audit.collector.service import Collector
 from jupyter_audit.server.recorder import Recorder
 
@@ -216,3 +217,73 @@ async def test_what_only_a_forging_server_would_send_is_recorded_not_just_refuse
     assert "not approved" in by["alice"]["reason"]
     # the request itself is untouched: still pending, no executed record
     assert [e["kind"] for e in approval_events(hub)] == ["approval.requested"]
+
+
+async def decide(hub, token, rid, decision="approve"):
+    return await call(
+        hub, token, "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": decision}
+    )
+
+
+async def report(hub, rid, executed, token=ALICE_SERVER_TOKEN, server="alice/"):
+    return await call(
+        hub,
+        token,
+        "POST",
+        f"api/approvals/requests/{rid}",
+        {"kernel": "k-1", "executed": executed},
+        f"?server={server}",
+    )
+
+
+async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
+    """Held: one reviewer's second token is still one reviewer; two reviewers racing on a
+    request that needs one approval make one decision; `executed` for another statement,
+    other parameters, or a second time is refused; a restarted collector still holds what
+    was pending (decidable) and what was approved (runnable once)."""
+    code, body = await ask(
+        hub,
+        decision={
+            "decision": "review",
+            "reasons": [{"rule": "r", "message": "m", "action": "review"}],
+            "min_approvals": 2,
+        },
+    )
+    two = body["request"]["id"]
+    assert (await decide(hub, "bob-token", two))[1]["state"] == "pending"
+    code, body = await decide(hub, "bob-server-token", two)
+    assert code == 409 and "already decided" in body["message"]
+    assert (await decide(hub, "carol-token", two))[1]["state"] == "approved"
+
+    code, body = await ask(hub)
+    one = body["request"]["id"]
+    answers = await asyncio.gather(decide(hub, "bob-token", one), decide(hub, "carol-token", one))
+    assert sorted(code for code, _ in answers) == [200, 409]
+
+    code, body = await ask(hub, params=[1], params_sha256=sha("[1]"))
+    pending = body["request"]["id"]
+
+    # the collector restarts: its queue rebuilt from its own trail
+    hub.stop()
+    again = CollectorWeb(hub.app.settings[SETTINGS_KEY].collector, HubStandIn(dict(USERS)))
+    again.start()
+    try:
+        for attempt in (
+            {"statement_sha256": sha(DELETE + " WHERE 1=1")},
+            {"statement_sha256": sha(DELETE), "params_sha256": sha("[2]")},
+        ):
+            code, body = await report(again, one, attempt)
+            assert code == 409 and "another statement" in body["message"], body
+        code, body = await report(again, one, {"statement_sha256": sha(DELETE), "rowcount": 3})
+        assert code == 200 and body["state"] == "executed"
+        code, body = await report(again, one, {"statement_sha256": sha(DELETE), "rowcount": 3})
+        assert code == 409
+        code, body = await call(again, "bob-token", "GET", f"jupyter-audit/api/approvals/{pending}")
+        assert body["state"] == "pending"
+        code, body = await decide(again, "bob-token", pending, "deny")
+        assert code == 200 and body["state"] == "denied"
+        kinds = [e["kind"] for e in approval_events(again)]
+        assert kinds.count("approval.executed") == 1
+    finally:
+        again.close()
+        hub.start()
