@@ -19,6 +19,8 @@ from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_audit.collector.handlers import SETTINGS_KEY
 from jupyter_audit.collector.service import Collector
+from jupyter_audit.server.collector_approvals import CollectorApprovals
+from jupyter_audit.server.collector_client import CollectorClient
 from jupyter_audit.server.recorder import Recorder
 
 USERS = {
@@ -239,7 +241,8 @@ async def report(hub, rid, executed, token=ALICE_SERVER_TOKEN, server="alice/"):
 async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
     """Held: one reviewer's second token is still one reviewer; two reviewers racing on a
     request that needs one approval make one decision; `executed` for another statement,
-    other parameters, or a second time is refused; a restarted collector still holds what
+    other parameters, or a second time (another outcome) is refused, the same report again
+    is recorded once; a restarted collector still holds what
     was pending (decidable) and what was approved (runnable once)."""
     code, body = await ask(
         hub,
@@ -276,7 +279,11 @@ async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
             assert code == 409 and "another statement" in body["message"], body
         code, body = await report(again, one, {"statement_sha256": sha(DELETE), "rowcount": 3})
         assert code == 200 and body["state"] == "executed"
+        # the same report again (a server delivering it again) is answered, not recorded
         code, body = await report(again, one, {"statement_sha256": sha(DELETE), "rowcount": 3})
+        assert code == 200 and body["state"] == "executed"
+        # another report of it (it ran again) is refused
+        code, body = await report(again, one, {"statement_sha256": sha(DELETE), "rowcount": 0})
         assert code == 409
         code, body = await call(again, "bob-token", "GET", f"jupyter-audit/api/approvals/{pending}")
         assert body["state"] == "pending"
@@ -287,3 +294,32 @@ async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
     finally:
         again.close()
         hub.start()
+
+
+async def test_an_outcome_the_collector_could_not_take_is_delivered_once_it_is_back(hub):
+    """The operation ran, approved; as the kernel reports it the collector is away. The
+    server says so to the kernel and delivers the report again until the collector takes it:
+    `approval.executed` is in the Hub's trail once, and the request does not stay open (an
+    approved request nobody ran could be claimed by a later run)."""
+    code, body = await ask(hub)
+    rid = body["request"]["id"]
+    assert (await decide(hub, "bob-token", rid))[1]["state"] == "approved"
+    client = CollectorClient(hub.url, ALICE_SERVER_TOKEN, server="alice/")
+    approvals = CollectorApprovals(None, client)
+    hub.stop()
+    try:
+        said = await approvals.report(
+            rid, "k-1", {"executed": {"statement_sha256": sha(DELETE), "rowcount": 3}}
+        )
+        assert "recorded there once it can be" in said["message"]
+        assert rid in approvals.undelivered
+    finally:
+        hub.start()
+    deadline = asyncio.get_running_loop().time() + 60
+    while rid in approvals.undelivered:
+        assert asyncio.get_running_loop().time() < deadline, "never delivered"
+        await asyncio.sleep(0.2)
+    kinds = [e["kind"] for e in approval_events(hub)]
+    assert kinds == ["approval.requested", "approval.decided", "approval.executed"]
+    code, body = await call(hub, "bob-token", "GET", f"jupyter-audit/api/approvals/{rid}")
+    assert body["state"] == "executed" and body["executed"]["rowcount"] == 3

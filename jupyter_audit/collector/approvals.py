@@ -36,7 +36,7 @@ from tornado.ioloop import PeriodicCallback
 
 from ..approvals import ApprovalBroker, Notifier, Refused, Webhook, WebhookConfigError
 from ..approvals import parse_ask as parse_question
-from ..approvals.model import PENDING, Approval
+from ..approvals.model import EXECUTED, PENDING, Approval
 from ..policy.decision import Decision, Reason
 from ..store import queries
 from .handlers import CollectorHandler
@@ -69,6 +69,21 @@ class HubBroker(ApprovalBroker):
         # request id -> the Hub user who ran the asking cell, as the server said (JupyterHub
         # sharing: someone other than the owner); they do not decide it either
         self._ran_by: dict[int, str] = {}
+
+    def executed(self, request_id: int, kernel_id: str, report: object) -> Approval:
+        """As `ApprovalBroker.executed`; the same report again (a server delivering it again
+        after an answer it did not get) is answered, never recorded twice."""
+        with self._lock:
+            approval = self.of_kernel(request_id, kernel_id)
+            if (
+                approval.state == EXECUTED
+                and isinstance(report, dict)
+                and report.get("statement_sha256") == approval.statement_sha256
+                and report.get("params_sha256") == approval.params_sha256
+                and report.get("rowcount") == (approval.executed or {}).get("rowcount")
+            ):
+                return approval
+            return super().executed(request_id, kernel_id, report)
 
     def _more_payload(self, cell: dict) -> dict:
         return {"ran_by": cell["ran_by"]} if cell.get("ran_by") else {}
