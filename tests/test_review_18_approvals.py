@@ -323,3 +323,37 @@ async def test_an_outcome_the_collector_could_not_take_is_delivered_once_it_is_b
     assert kinds == ["approval.requested", "approval.decided", "approval.executed"]
     code, body = await call(hub, "bob-token", "GET", f"jupyter-audit/api/approvals/{rid}")
     assert body["state"] == "executed" and body["executed"]["rowcount"] == 3
+
+
+def test_who_ran_the_cell_still_cannot_decide_it_after_the_masking_key_changes(tmp_path):
+    """bob@corp.org (an e-mail-like Hub name, as OAuth sign-ins give) ran a cell on alice's
+    shared server; the request records who ran it, masked like any payload text. The
+    collector's masking key is replaced (rotation) and the collector restarts: bob still
+    cannot approve it (the check compared pseudonyms of the old key with the new)."""
+    from jupyter_audit.approvals import Refused
+    from jupyter_audit.collector.approvals import hub_broker
+    from jupyter_audit.masking import MaskingEngine, load_or_create_key
+    from jupyter_audit.store.signing import SigningKey
+    from jupyter_audit.store.writer import Writer
+
+    def collector_trail(key: str):
+        masker = MaskingEngine(load_or_create_key(tmp_path / key))
+        key_ = SigningKey.load_or_create(tmp_path / "signing-key.pem")
+        return Writer(tmp_path / "trail.duckdb", masker, key_).open()
+
+    writer = collector_trail("masking.key")
+    broker = hub_broker(Recorder(writer))
+    rid = broker.ask_for("alice/", ALICE_SERVER, question(ran_by="bob@corp.org"))["request"]["id"]
+    stored = [e for e in writer_events(writer) if e["kind"] == "approval.requested"]
+    assert "bob@corp.org" not in json.dumps(stored)  # masked in the trail
+    writer.close()
+    writer = collector_trail("rotated.key")
+    try:
+        again = hub_broker(Recorder(writer))
+        bob = {"username": "bob@corp.org", "auth_method": "jupyterhub"}
+        with pytest.raises(Refused, match="you ran the cell"):
+            again.decide(rid, bob, reviewer=True, decision="approve", reason=None)
+        carol = {"username": "carol", "auth_method": "jupyterhub"}
+        assert again.decide(rid, carol, reviewer=True, decision="approve", reason=None).state
+    finally:
+        writer.close()

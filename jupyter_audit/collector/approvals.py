@@ -26,6 +26,7 @@ decides their own Hub user's request; a user who is no reviewer sees their own r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -86,18 +87,27 @@ class HubBroker(ApprovalBroker):
             return super().executed(request_id, kernel_id, report)
 
     def _more_payload(self, cell: dict) -> dict:
-        return {"ran_by": cell["ran_by"]} if cell.get("ran_by") else {}
+        ran_by = cell.get("ran_by")
+        if not ran_by:
+            return {}
+        # `ran_by` is masked as any payload text is (an e-mail-like Hub name becomes a
+        # pseudonym of the masking key in use); its hash is what `decide` compares, so the
+        # check holds after the collector's masking key or configuration changes
+        return {"ran_by": ran_by, "ran_by_sha256": _name_sha256(ran_by)}
 
     def _apply(self, record: dict, identity: dict | None, cur) -> Approval | None:
         approval = super()._apply(record, identity, cur)
-        ran_by = record["payload"].get("ran_by")
+        p = record["payload"]
+        ran_by = p.get("ran_by_sha256") or p.get("ran_by")
         if approval is not None and record["kind"] == "approval.requested" and ran_by:
             self._ran_by[approval.id] = ran_by
         return approval
 
     def decide(self, request_id: int, identity: dict, **kw) -> Approval:
         ran_by = self._ran_by.get(request_id)
-        if ran_by and ran_by in (identity.get("username"), self._masked(identity)):
+        name = identity.get("username")
+        who = (name, self._masked(identity), _name_sha256(name) if name else None)
+        if ran_by and ran_by in who:
             raise Refused(
                 403,
                 f"request #{request_id} is your own: you ran the cell that asked for it (on "
@@ -195,6 +205,10 @@ class HubBroker(ApprovalBroker):
         return self.cancel_kernel(
             kernel_id, str(why), only=lambda a: (a.trace_id or "").startswith(prefix)
         )
+
+
+def _name_sha256(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _text(body: dict, name: str, *, required: bool = False, cap: int = 256) -> str | None:
