@@ -357,3 +357,57 @@ def test_who_ran_the_cell_still_cannot_decide_it_after_the_masking_key_changes(t
         assert again.decide(rid, carol, reviewer=True, decision="approve", reason=None).state
     finally:
         writer.close()
+
+
+def test_the_queue_is_listed_while_servers_ask(writer_at):
+    """The collector lists its queue on the event loop (a reviewer's page) while worker
+    threads add the requests servers ask for; with every server of the Hub asking, a listing
+    must not fail because a request arrived during it (it was a 500: "dictionary changed
+    size during iteration"). The thread adds requests as `_apply` does; thread switches are
+    made as frequent as possible so that the race shows at once."""
+    import sys
+    import threading
+
+    from jupyter_audit.approvals.model import Approval
+    from jupyter_audit.collector.approvals import hub_broker
+
+    broker = hub_broker(Recorder(writer_at("collector")))
+
+    def request(i: int) -> Approval:
+        return Approval(
+            i,
+            {"username": "alice"},
+            "sql",
+            DELETE,
+            sha(DELETE),
+            None,
+            [],
+            [],
+            1,
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:30:00Z",
+        )
+
+    for i in range(1, 5001):
+        broker._approvals[i] = request(i)
+    stop = threading.Event()
+
+    def servers_ask() -> None:
+        i = 5001
+        while not stop.is_set():
+            with broker._lock:
+                broker._approvals[i] = request(i)
+            i += 1
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    asking = threading.Thread(target=servers_ask)
+    asking.start()
+    try:
+        for _ in range(50):
+            listed = broker.visible({"username": "bob"}, reviewer=True, state="pending")
+            assert len(listed) >= 5000
+    finally:
+        stop.set()
+        asking.join()
+        sys.setswitchinterval(before)

@@ -473,7 +473,9 @@ class ApprovalBroker:
         mine = person_filter(identity)
         out = [
             a
-            for a in self._approvals.values()
+            # a snapshot (one C call, atomic under the GIL): requests are added by worker
+            # threads while this runs on the event loop
+            for a in list(self._approvals.values())
             if (state in (None, "all") or a.state == state) and (everyone or mine(a))
         ]
         return sorted(out, key=lambda a: a.id, reverse=True)
