@@ -411,3 +411,37 @@ def test_the_queue_is_listed_while_servers_ask(writer_at):
         stop.set()
         asking.join()
         sys.setswitchinterval(before)
+
+
+def test_a_stopping_server_waits_for_a_slow_collector_once_not_once_per_kernel():
+    """A server stops with many kernels while the collector takes connections and never
+    answers: cancelling each kernel's requests there must not cost a timeout per kernel (the
+    Hub kills a server that takes too long to stop, before its own shutdown records are
+    written). After the first call finds it away, the others are not tried."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted: list = []
+
+    def take() -> None:
+        while True:
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        approvals = CollectorApprovals(None, CollectorClient(url, "t", server="alice/"))
+        approvals.blocking_within = 1.0
+        for kernel in ("k-1", "k-2", "k-3", "k-4"):
+            assert approvals.cancel_kernel(kernel, "server shutdown") == []
+        assert len(accepted) == 1
+    finally:
+        sock.close()
+        for conn in accepted:
+            conn.close()

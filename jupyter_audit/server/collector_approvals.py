@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..approvals import Refused
 from .collector_client import CollectorRefused, CollectorUnavailable
@@ -33,6 +34,10 @@ ANSWER_WITHIN = 4.5
 # the first to the last delay, for this long: the operation ran, its record must not be lost
 REDELIVER_DELAYS = (1.0, 30.0)
 REDELIVER_FOR = 3600.0
+# once the collector could not be reached from a thread, further blocking calls skip it for
+# this long: a stopping server cancels each kernel's requests in turn, and must not wait
+# a timeout per kernel (the Hub would kill it before its own shutdown records are written)
+AWAY_FOR = 30.0
 
 
 class CollectorApprovals:
@@ -49,6 +54,23 @@ class CollectorApprovals:
         # `executed` reports being delivered again (request id -> (kernel, body))
         self.undelivered: dict[int, tuple[str, dict]] = {}
         self._redelivering: set[asyncio.Task] = set()
+        self.blocking_within = 10.0  # seconds a blocking call waits for the collector
+        self._away_until = 0.0  # (monotonic) blocking calls skip the collector until then
+
+    def _blocking(self, path: str, body: dict) -> dict:
+        """A blocking call (threads, a stopping server); CollectorUnavailable at once while
+        the collector was just found away."""
+        if time.monotonic() < self._away_until:
+            raise CollectorUnavailable(f"POST {path}: not tried, the collector was just away")
+        try:
+            return self.client.request(
+                "POST", path, body, self._params(), timeout=self.blocking_within
+            )
+        except CollectorRefused:
+            raise
+        except CollectorUnavailable:
+            self._away_until = time.monotonic() + AWAY_FOR
+            raise
 
     def check(self, ask, cell):
         return self.local.check(ask, cell)
@@ -170,13 +192,7 @@ class CollectorApprovals:
         """The kernel stopped: its requests at the collector are cancelled (blocking). A
         collector that cannot be reached cancels nothing now; the requests expire there."""
         try:
-            reply = self.client.request(
-                "POST",
-                API + "kernels",
-                {"kernel": kernel_id, "why": why},
-                self._params(),
-                timeout=10,
-            )
+            reply = self._blocking(API + "kernels", {"kernel": kernel_id, "why": why})
         except CollectorUnavailable as e:
             self.log.warning(
                 "jupyter-audit: approvals of kernel %s not cancelled at the collector: %s",
@@ -195,13 +211,7 @@ class CollectorApprovals:
         """The server stops: `executed` reports still undelivered get one last try."""
         for request_id, (kernel_id, body) in list(self.undelivered.items()):
             try:
-                self.client.request(
-                    "POST",
-                    f"{API}requests/{request_id}",
-                    {**body, "kernel": kernel_id},
-                    self._params(),
-                    timeout=5,
-                )
+                self._blocking(f"{API}requests/{request_id}", {**body, "kernel": kernel_id})
             except CollectorUnavailable as e:
                 self.log.error(
                     "jupyter-audit: the outcome of approval #%s not recorded at the collector: %s",
