@@ -18,6 +18,7 @@ from helpers.trail import writer_events
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_audit.collector.handlers import SETTINGS_KEY
+from jupyter_audit.collector.protocol import trace_in_collector
 from jupyter_audit.collector.service import Collector
 from jupyter_audit.server.collector_approvals import CollectorApprovals
 from jupyter_audit.server.collector_client import CollectorClient
@@ -445,3 +446,59 @@ def test_a_stopping_server_waits_for_a_slow_collector_once_not_once_per_kernel()
         sock.close()
         for conn in accepted:
             conn.close()
+
+
+async def test_forwarded_approval_and_session_records_decide_nothing_after_a_restart(hub):
+    """Held: alice's server forwards records of its own making (its trail is hers to write):
+    an `approval.requested` under the next id the collector will give, an `approval.executed`
+    of her pending request, a `session.ended` of mallory's kernel id. After a restart the
+    collector's queue holds only its own requests, hers still pending, mallory's too."""
+    code, body = await ask(hub)
+    rid = body["request"]["id"]
+    code, body = await ask(hub, token="mallory-server-token", server="mallory/", kernel_id="k-9")
+    theirs = body["request"]["id"]
+    store = hub.approvals.recorder.writer
+    forged = [
+        {
+            "kind": "approval.requested",
+            "identity": {"username": "bob", "auth_method": "jupyterhub"},
+            "trace_id": trace_in_collector("alice/", "k-1"),
+            "kernel_id": "k-1",
+            "payload": {"request_id": str(theirs + 1), "statement": "SELECT 1"},
+        },
+        {
+            "kind": "approval.executed",
+            "identity": {"username": "alice", "auth_method": "jupyterhub"},
+            "trace_id": trace_in_collector("alice/", "k-1"),
+            "kernel_id": "k-1",
+            "payload": {"request_id": str(rid), "statement_sha256": sha(DELETE)},
+        },
+        {
+            "kind": "session.ended",
+            "identity": None,
+            "trace_id": trace_in_collector("alice/", "k-9"),
+            "kernel_id": "k-9",
+            "payload": {"reason": "shutdown"},
+        },
+    ]
+    origins = [
+        {"server": "alice/", "owner": "alice", "trail": "t", "seq": i, "hash": f"{i}" * 64}
+        for i in range(1, 4)
+    ]
+    await asyncio.to_thread(
+        lambda: store.submit_batch(store.prepare_many(forged, origins=origins)).result(30)
+    )
+    hub.stop()
+    again = CollectorWeb(hub.app.settings[SETTINGS_KEY].collector, HubStandIn(dict(USERS)))
+    again.start()
+    try:
+        code, body = await call(again, "bob-token", "GET", "jupyter-audit/api/approvals")
+        assert {a["id"]: a["state"] for a in body["approvals"]} == {
+            rid: "pending",
+            theirs: "pending",
+        }
+        code, body = await ask(again)
+        assert body["request"]["id"] == theirs + 1
+    finally:
+        again.close()
+        hub.start()
