@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ..events import EventValidationError
 from ..identity.snapshot import system_identity
 from ..store import queries
 from .model import (
@@ -203,8 +204,13 @@ class ApprovalBroker:
         return queries.cell_code(cur, approval.msg_id, approval.kernel_id)
 
     def _record(self, event: dict) -> Approval:
-        """Append and commit `event`, then apply it as the trail stored it."""
-        result = self.recorder.record_now(event)
+        """Append and commit `event`, then apply it as the trail stored it. Text the trail
+        cannot hold (a lone surrogate, an id outside the id rules) is a 400 naming the field,
+        and nothing is recorded."""
+        try:
+            result = self.recorder.record_now(event)
+        except EventValidationError as e:
+            raise Refused(400, f"not recorded: {e}") from None
         cur = self.recorder.writer.cursor()
         found = queries.record_at(cur, result.seq)
         if found is None:  # pragma: no cover - a committed event is readable
@@ -300,8 +306,7 @@ class ApprovalBroker:
         answer = decision.to_json()
         reasons = answer["reasons"]
         with self._lock:
-            request_id = self._next_id
-            self._next_id += 1
+            request_id = self._next_id  # taken once recorded (`_apply`): a refusal leaves no gap
             expires = datetime.now(UTC) + timedelta(seconds=self.expiry)
             approval = self._record(
                 {
@@ -468,7 +473,9 @@ class ApprovalBroker:
         mine = person_filter(identity)
         out = [
             a
-            for a in self._approvals.values()
+            # a snapshot (one C call, atomic under the GIL): requests are added by worker
+            # threads while this runs on the event loop
+            for a in list(self._approvals.values())
             if (state in (None, "all") or a.state == state) and (everyone or mine(a))
         ]
         return sorted(out, key=lambda a: a.id, reverse=True)

@@ -26,6 +26,7 @@ decides their own Hub user's request; a user who is no reviewer sees their own r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -36,7 +37,7 @@ from tornado.ioloop import PeriodicCallback
 
 from ..approvals import ApprovalBroker, Notifier, Refused, Webhook, WebhookConfigError
 from ..approvals import parse_ask as parse_question
-from ..approvals.model import Approval
+from ..approvals.model import EXECUTED, PENDING, Approval
 from ..policy.decision import Decision, Reason
 from ..store import queries
 from .handlers import CollectorHandler
@@ -46,6 +47,9 @@ from .service import hub_identity
 MAX_BODY = 2 * 1024 * 1024  # a question holds a statement (up to 1 MiB) and its parameters
 MAX_REASONS = 100
 MAX_APPROVALS = 100
+# requests of one Hub user waiting for review at once (every server of theirs): one user's
+# flood would push everyone else's out of the reviewers' view and fill the collector's memory
+MAX_PENDING_PER_USER = 50
 _ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -59,25 +63,51 @@ class HubBroker(ApprovalBroker):
     trail. The policy ran on the server that asked (`ask_for`); kernels are known by their
     server (the trace namespace) and id together."""
 
+    max_pending = MAX_PENDING_PER_USER
+
     def __init__(self, recorder, *, expiry: float = 1800.0, notifier=None, log=None):
         super().__init__(recorder, None, expiry=expiry, notifier=notifier, log=log)
         # request id -> the Hub user who ran the asking cell, as the server said (JupyterHub
         # sharing: someone other than the owner); they do not decide it either
         self._ran_by: dict[int, str] = {}
 
+    def executed(self, request_id: int, kernel_id: str, report: object) -> Approval:
+        """As `ApprovalBroker.executed`; the same report again (a server delivering it again
+        after an answer it did not get) is answered, never recorded twice."""
+        with self._lock:
+            approval = self.of_kernel(request_id, kernel_id)
+            if (
+                approval.state == EXECUTED
+                and isinstance(report, dict)
+                and report.get("statement_sha256") == approval.statement_sha256
+                and report.get("params_sha256") == approval.params_sha256
+                and report.get("rowcount") == (approval.executed or {}).get("rowcount")
+            ):
+                return approval
+            return super().executed(request_id, kernel_id, report)
+
     def _more_payload(self, cell: dict) -> dict:
-        return {"ran_by": cell["ran_by"]} if cell.get("ran_by") else {}
+        ran_by = cell.get("ran_by")
+        if not ran_by:
+            return {}
+        # `ran_by` is masked as any payload text is (an e-mail-like Hub name becomes a
+        # pseudonym of the masking key in use); its hash is what `decide` compares, so the
+        # check holds after the collector's masking key or configuration changes
+        return {"ran_by": ran_by, "ran_by_sha256": _name_sha256(ran_by)}
 
     def _apply(self, record: dict, identity: dict | None, cur) -> Approval | None:
         approval = super()._apply(record, identity, cur)
-        ran_by = record["payload"].get("ran_by")
+        p = record["payload"]
+        ran_by = p.get("ran_by_sha256") or p.get("ran_by")
         if approval is not None and record["kind"] == "approval.requested" and ran_by:
             self._ran_by[approval.id] = ran_by
         return approval
 
     def decide(self, request_id: int, identity: dict, **kw) -> Approval:
         ran_by = self._ran_by.get(request_id)
-        if ran_by and ran_by in (identity.get("username"), self._masked(identity)):
+        name = identity.get("username")
+        who = (name, self._masked(identity), _name_sha256(name) if name else None)
+        if ran_by and ran_by in who:
             raise Refused(
                 403,
                 f"request #{request_id} is your own: you ran the cell that asked for it (on "
@@ -149,7 +179,22 @@ class HubBroker(ApprovalBroker):
             "notebook": _text(body, "notebook", cap=4096),
             "ran_by": _text(body, "ran_by"),
         }
-        return self.ask(kernel_id, question, cell, _decision(body.get("decision")))
+        decision = _decision(body.get("decision"))
+        name = owner.get("name")
+        with self._lock:  # counted and asked at once: two questions cannot both slip past
+            waiting = sum(
+                1
+                for a in self._approvals.values()
+                if a.state == PENDING and a.requester.get("username") == name
+            )
+            if waiting >= self.max_pending:
+                raise Refused(
+                    429,
+                    f"Hub user {name!r} has {waiting} requests waiting for review already (at "
+                    f"most {self.max_pending}): this operation did not run; ask again once "
+                    "some are decided, cancelled or expired",
+                )
+            return self.ask(kernel_id, question, cell, decision)
 
     def cancel_server_kernel(self, server: str, kernel_id: str, why: object) -> list[int]:
         if why not in ("interrupt", "restart", "shutdown", "died", "server shutdown"):
@@ -160,6 +205,10 @@ class HubBroker(ApprovalBroker):
         return self.cancel_kernel(
             kernel_id, str(why), only=lambda a: (a.trace_id or "").startswith(prefix)
         )
+
+
+def _name_sha256(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _text(body: dict, name: str, *, required: bool = False, cap: int = 256) -> str | None:
@@ -274,12 +323,20 @@ class RequestHandler(ApprovalBase):
         if not wait >= 0:  # NaN too
             raise web.HTTPError(400, "wait must be a number of seconds")
         request_id = self.request_id(raw_id)
+        self.own(request_id, server, kernel)
         try:
-            self.broker.of_server(request_id, server, kernel)
             status = await self.broker.wait(request_id, kernel or "", wait)
         except Refused as e:
             self.refused(e, server)
         self.finish(json.dumps(status))
+
+    def own(self, request_id: int, server: str, kernel: object) -> None:
+        """A request of this server's kernel, or a 404 recorded as `security.rejected`: an
+        honest server only ever names the requests its kernels asked for."""
+        try:
+            self.broker.of_server(request_id, server, kernel)
+        except Refused as e:
+            self.refuse(e.status, e.message, server=server)
 
     async def post(self, raw_id: str) -> None:
         server = await self.server()
@@ -291,12 +348,19 @@ class RequestHandler(ApprovalBase):
                 400, 'body must be {"kernel", "executed": {...}} or {"kernel", "cancel": "..."}'
             )
         broker = self.broker
+        self.own(request_id, server, kernel)
         try:
-            broker.of_server(request_id, server, kernel)
             if "executed" in body:
-                approval = await asyncio.to_thread(
-                    broker.executed, request_id, kernel, body["executed"]
-                )
+                try:
+                    approval = await asyncio.to_thread(
+                        broker.executed, request_id, kernel, body["executed"]
+                    )
+                except Refused as e:
+                    if e.status != 409:
+                        raise
+                    # an operation reported run that was not approved as this (the server
+                    # told its kernel "approved" itself, or it ran something else): recorded
+                    self.refuse(409, e.message, server=server)
             else:
                 approval = await asyncio.to_thread(
                     broker.cancel, request_id, kernel, body["cancel"]

@@ -13,7 +13,9 @@ so: the kernel then raises `ApprovalUnavailable` and the operation does not run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from ..approvals import Refused
 from .collector_client import CollectorRefused, CollectorUnavailable
@@ -28,6 +30,14 @@ WAIT_SLACK = 10.0
 # a question or a report is answered within this, or the kernel hears why: the kernel itself
 # waits 5 s for its server (kernel/client.py) and would only know that it timed out
 ANSWER_WITHIN = 4.5
+# an `executed` report the collector could not take is delivered again, with backoff from
+# the first to the last delay, for this long: the operation ran, its record must not be lost
+REDELIVER_DELAYS = (1.0, 30.0)
+REDELIVER_FOR = 3600.0
+# once the collector could not be reached from a thread, further blocking calls skip it for
+# this long: a stopping server cancels each kernel's requests in turn, and must not wait
+# a timeout per kernel (the Hub would kill it before its own shutdown records are written)
+AWAY_FOR = 30.0
 
 
 class CollectorApprovals:
@@ -41,6 +51,26 @@ class CollectorApprovals:
         self.local = local
         self.client = client
         self.log = log or logging.getLogger("jupyter_audit")
+        # `executed` reports being delivered again (request id -> (kernel, body))
+        self.undelivered: dict[int, tuple[str, dict]] = {}
+        self._redelivering: set[asyncio.Task] = set()
+        self.blocking_within = 10.0  # seconds a blocking call waits for the collector
+        self._away_until = 0.0  # (monotonic) blocking calls skip the collector until then
+
+    def _blocking(self, path: str, body: dict) -> dict:
+        """A blocking call (threads, a stopping server); CollectorUnavailable at once while
+        the collector was just found away."""
+        if time.monotonic() < self._away_until:
+            raise CollectorUnavailable(f"POST {path}: not tried, the collector was just away")
+        try:
+            return self.client.request(
+                "POST", path, body, self._params(), timeout=self.blocking_within
+            )
+        except CollectorRefused:
+            raise
+        except CollectorUnavailable:
+            self._away_until = time.monotonic() + AWAY_FOR
+            raise
 
     def check(self, ask, cell):
         return self.local.check(ask, cell)
@@ -93,29 +123,76 @@ class CollectorApprovals:
             raise self._refused(e, "approval wait") from None
 
     async def report(self, request_id: int, kernel_id: str, body: dict) -> dict:
-        """The kernel's `{"executed": …}` or `{"cancel": …}`, at the collector: the status."""
+        """The kernel's `{"executed": …}` or `{"cancel": …}`, at the collector: the status.
+        An `executed` report the collector cannot take now (away, slow) is delivered again
+        in the background (`REDELIVER_FOR`): the operation ran, and the collector's trail
+        must say so; the kernel is told it will be."""
         try:
-            return await self.client.fetch(
-                "POST",
-                f"{API}requests/{request_id}",
-                {**body, "kernel": kernel_id},
-                self._params(),
-                timeout=ANSWER_WITHIN,
-            )
-        except CollectorUnavailable as e:
+            return await self._post_report(request_id, kernel_id, body)
+        except CollectorRefused as e:
             raise self._refused(e, "approval report") from None
+        except CollectorUnavailable as e:
+            if "executed" not in body:
+                raise self._refused(e, "approval report") from None
+            self.log.warning(
+                "jupyter-audit: the outcome of approval #%s not recorded at the collector yet "
+                "(delivered again until it is): %s",
+                request_id,
+                e,
+            )
+            self.undelivered[request_id] = (kernel_id, body)
+            task = asyncio.get_running_loop().create_task(self._redeliver(request_id))
+            self._redelivering.add(task)
+            task.add_done_callback(self._redelivering.discard)
+            return {
+                "id": request_id,
+                "state": "approved",
+                "reason": None,
+                "decided_by": [],
+                "message": f"request #{request_id} ran; the Hub's collector cannot be reached "
+                "now, so its outcome is recorded there once it can be",
+            }
+
+    async def _post_report(self, request_id: int, kernel_id: str, body: dict) -> dict:
+        return await self.client.fetch(
+            "POST",
+            f"{API}requests/{request_id}",
+            {**body, "kernel": kernel_id},
+            self._params(),
+            timeout=ANSWER_WITHIN,
+        )
+
+    async def _redeliver(self, request_id: int) -> None:
+        delay, last = REDELIVER_DELAYS
+        deadline = asyncio.get_running_loop().time() + REDELIVER_FOR
+        while request_id in self.undelivered:
+            await asyncio.sleep(delay)
+            kernel_id, body = self.undelivered[request_id]
+            try:
+                await self._post_report(request_id, kernel_id, body)
+            except CollectorRefused as e:
+                self.log.error(
+                    "jupyter-audit: the collector refused the outcome of approval #%s: %s",
+                    request_id,
+                    e,
+                )
+            except CollectorUnavailable:
+                if asyncio.get_running_loop().time() < deadline:
+                    delay = min(delay * 2, last)
+                    continue
+                self.log.error(
+                    "jupyter-audit: the outcome of approval #%s was never recorded at the "
+                    "collector (unreachable for %g s)",
+                    request_id,
+                    REDELIVER_FOR,
+                )
+            self.undelivered.pop(request_id, None)
 
     def cancel_kernel(self, kernel_id: str, why: str) -> list[int]:
         """The kernel stopped: its requests at the collector are cancelled (blocking). A
         collector that cannot be reached cancels nothing now; the requests expire there."""
         try:
-            reply = self.client.request(
-                "POST",
-                API + "kernels",
-                {"kernel": kernel_id, "why": why},
-                self._params(),
-                timeout=10,
-            )
+            reply = self._blocking(API + "kernels", {"kernel": kernel_id, "why": why})
         except CollectorUnavailable as e:
             self.log.warning(
                 "jupyter-audit: approvals of kernel %s not cancelled at the collector: %s",
@@ -131,4 +208,16 @@ class CollectorApprovals:
         return self.local.expire_due()
 
     def close(self) -> None:
-        self.local.close()
+        """The server stops: `executed` reports still undelivered get one last try."""
+        for request_id, (kernel_id, body) in list(self.undelivered.items()):
+            try:
+                self._blocking(f"{API}requests/{request_id}", {**body, "kernel": kernel_id})
+            except CollectorUnavailable as e:
+                self.log.error(
+                    "jupyter-audit: the outcome of approval #%s not recorded at the collector: %s",
+                    request_id,
+                    e,
+                )
+            self.undelivered.pop(request_id, None)
+        if self.local is not None:
+            self.local.close()
