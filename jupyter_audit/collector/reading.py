@@ -85,6 +85,12 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
             return ()
         return self.prefixes_of(user["name"])
 
+    @staticmethod
+    def within(ref: str, prefixes: tuple[str, ...]) -> bool:
+        """Whether `ref` (a trace id or a prefix of one) can only name a trace under one of
+        `prefixes` (a server's namespace) or is a start of one of them."""
+        return ref.startswith(prefixes) or any(p.startswith(ref) for p in prefixes)
+
     def place(self, summaries: list[dict]) -> None:
         """Each summary's `server` and `owner` (the Hub user whose server recorded it), and
         its `users` as that owner: who a collector's trace belongs to is the Hub's word,
@@ -205,7 +211,12 @@ class TraceHandler(ReadHandler):
         mine = self.own_prefixes(user)
         store = self.store
         # a prefix is resolved among the traces the caller may see (it tells no one which
-        # ids others' traces have); a full id of another's trace is a 403
+        # ids others' traces have); any id outside the caller's servers' namespaces is a 403
+        # before any look-up, whether that trace exists or not: a namespace is sha256 of a
+        # server id anyone can spell and some trace ids are guessable (`terminal-1`), so a
+        # 404 for a missing one would tell which traces another's server recorded
+        if not auditor and not self.within(ref, mine):
+            self.refuse(403, "this trace was recorded by another user's server")
         trace_id = await asyncio.to_thread(
             lambda: resolve(store.cursor(), ref, trace_prefixes=None if auditor else mine)
         )

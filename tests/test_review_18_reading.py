@@ -1,0 +1,30 @@
+"""Review of reading the Hub's trail (issue 18, part B): attacks by a Hub user with a server,
+its token and a notebook, each kept closed on the collector's real web app over a real
+DuckDB or PostgreSQL trail (`test_collector_reading.hub_trail`; only the Hub's token check
+stands in)."""
+
+from __future__ import annotations
+
+from test_collector_reading import ALICE1, get, hub_trail  # noqa: F401  (the fixture)
+
+from jupyter_audit.collector.protocol import trace_in_collector
+
+
+def test_another_users_trace_ids_are_refused_alike_whether_they_exist_or_not(hub_trail):  # noqa: F811
+    # a forwarded id's namespace is sha256 of the server's id, which everyone can compute
+    # ("alice/"), and some trace ids are guessable (`terminal-1`): a 403 for an existing id
+    # and a 404 for a missing one would tell bob which traces alice's server recorded
+    exists = get(hub_trail, f"traces/{ALICE1}", "bob")
+    missing = get(hub_trail, "traces/" + trace_in_collector("alice/", "terminal-1"), "bob")
+    assert exists.status_code == missing.status_code == 403
+    assert exists.json()["message"] == missing.json()["message"]
+    # the same for a prefix of alice's namespace and for a Hub service's token
+    beyond = get(hub_trail, "traces/" + trace_in_collector("alice/", "x")[:-1], "bob")
+    assert beyond.status_code == 403
+    for ref in (ALICE1, trace_in_collector("alice/", "terminal-1")):
+        assert get(hub_trail, f"traces/{ref}", "svc").status_code == 403
+    # the caller's own: a missing id is a 404, a prefix of their namespace resolves
+    assert (
+        get(hub_trail, "traces/" + trace_in_collector("alice/", "nope"), "alice").status_code == 404
+    )
+    assert get(hub_trail, f"traces/{ALICE1}", "alice").status_code == 200
