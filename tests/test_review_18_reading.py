@@ -5,6 +5,7 @@ stands in)."""
 
 from __future__ import annotations
 
+from helpers.servers import free_port, run_cli
 from test_collector_reading import ALICE1, get, hub_trail  # noqa: F401  (the fixture)
 
 from jupyter_audit.collector.protocol import trace_in_collector
@@ -28,3 +29,20 @@ def test_another_users_trace_ids_are_refused_alike_whether_they_exist_or_not(hub
         get(hub_trail, "traces/" + trace_in_collector("alice/", "nope"), "alice").status_code == 404
     )
     assert get(hub_trail, f"traces/{ALICE1}", "alice").status_code == 200
+
+
+def test_show_and_export_url_say_plainly_when_the_collector_refuses_or_is_away(
+    hub_trail,  # noqa: F811
+    tmp_path,
+):
+    secret = "not-a-hub-token-5ecret"
+    for args in (("show",), ("show", ALICE1), ("export", "-o", str(tmp_path / "x.jsonl"))):
+        code, out, err = run_cli(*args, "--url", hub_trail.url, "--token", secret)
+        assert code != 0 and "403" in err and "Hub does not know" in err, (args, code, err)
+        assert secret not in out + err
+        code, out, err = run_cli(*args, "--url", hub_trail.url, "--token", "bob-token")
+        if len(args) == 2:  # alice's trace, asked for by bob
+            assert code != 0 and "403" in err and "bob-token" not in out + err
+    away = f"http://127.0.0.1:{free_port()}/"  # no collector listens there
+    code, out, err = run_cli("show", "--url", away, "--token", secret)
+    assert code != 0 and err.strip() and "Traceback" not in err and secret not in out + err
