@@ -46,3 +46,16 @@ def test_show_and_export_url_say_plainly_when_the_collector_refuses_or_is_away(
     away = f"http://127.0.0.1:{free_port()}/"  # no collector listens there
     code, out, err = run_cli("show", "--url", away, "--token", secret)
     assert code != 0 and err.strip() and "Traceback" not in err and secret not in out + err
+
+
+def test_me_counts_only_what_the_caller_may_read(hub_trail):  # noqa: F811
+    # the whole Hub's count, every few seconds in each open panel, told a user when and how
+    # much everyone else worked; a user's `me` counts the records of their own servers' traces
+    whole = get(hub_trail, "me", "carol").json()["trail"]
+    alices = get(hub_trail, "traces", "carol", user="alice").json()["traces"]
+    own = get(hub_trail, "me", "alice").json()["trail"]
+    assert own["events"] == sum(t["events"] for t in alices) < whole["events"]
+    assert own["last_seq"] == max(t["last_seq"] for t in alices) < whole["last_seq"]
+    assert get(hub_trail, "me", "svc").json()["trail"]["events"] == 0
+    bobs = get(hub_trail, "traces", "carol", user="bob").json()["traces"]
+    assert get(hub_trail, "me", "bob").json()["trail"]["events"] == sum(t["events"] for t in bobs)

@@ -44,7 +44,7 @@ from ..server.trace_query import (
     trace_answer,
     traces_answer,
 )
-from ..store import forwarded
+from ..store import forwarded, queries
 from ..store.signing import KeyError_, load_public
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
@@ -141,17 +141,26 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
 
 
 STATS_SECONDS = 10.0  # how long the trail's counts in `me` are reused
-_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> (when, counts)
+# store -> {the reader's trace prefixes (None: all) -> (when, counts)}
+_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def trail_stats(store) -> dict:
-    """The trail's counts, computed at most every STATS_SECONDS: every open panel asks for
-    `me` every few seconds, and counting a collector's trail is a scan."""
+async def trail_stats(store, prefixes: tuple[str, ...] | None) -> dict:
+    """The counts of the trail (`prefixes` None: an auditor's) or of the traces of the
+    reader's own servers, computed at most every STATS_SECONDS: every open panel asks for
+    `me` every few seconds, and counting a collector's trail is a scan. A user's are their
+    own servers' only: the whole Hub's, every few seconds, would tell them when and how much
+    everyone else works."""
     now = time.monotonic()
-    cached = _stats.get(store)
+    per_store = _stats.setdefault(store, {})
+    cached = per_store.get(prefixes)
     if cached is None or now - cached[0] > STATS_SECONDS:
-        cached = (now, await asyncio.to_thread(store.trail_stats))
-        _stats[store] = cached
+        if prefixes is None:
+            counts = await asyncio.to_thread(store.trail_stats)
+        else:
+            counts = await asyncio.to_thread(lambda: queries.trail_stats(store.cursor(), prefixes))
+        cached = (now, counts)
+        per_store[prefixes] = cached
     return cached[1]
 
 
@@ -159,7 +168,7 @@ class MeHandler(ReadHandler):
     async def get(self) -> None:
         user = await self.authenticate()
         store = self.store
-        stats = await trail_stats(store)
+        stats = await trail_stats(store, None if self.is_auditor(user) else self.own_prefixes(user))
         self.answer(
             {
                 "username": user["name"],
