@@ -5,10 +5,25 @@ stands in)."""
 
 from __future__ import annotations
 
+import json
+
+import duckdb
+from helpers.collector import CollectorWeb, HubStandIn
 from helpers.servers import free_port, run_cli
-from test_collector_reading import ALICE1, get, hub_trail  # noqa: F401  (the fixture)
+from helpers.trail import sql_event
+from test_collector_reading import (  # noqa: F401  (hub_trail: the fixture)
+    ALICE1,
+    ALICE_ID,
+    BOB1,
+    USERS,
+    forward,
+    get,
+    hub_trail,
+)
 
 from jupyter_audit.collector.protocol import trace_in_collector
+from jupyter_audit.collector.service import Collector
+from jupyter_audit.server.recorder import Recorder
 
 
 def test_another_users_trace_ids_are_refused_alike_whether_they_exist_or_not(hub_trail):  # noqa: F811
@@ -59,3 +74,31 @@ def test_me_counts_only_what_the_caller_may_read(hub_trail):  # noqa: F811
     assert get(hub_trail, "me", "svc").json()["trail"]["events"] == 0
     bobs = get(hub_trail, "traces", "carol", user="bob").json()["traces"]
     assert get(hub_trail, "me", "bob").json()["trail"]["events"] == sum(t["events"] for t in bobs)
+
+
+def test_a_broken_trail_is_told_to_users_without_naming_anothers_trace(writer_at):
+    # the whole trail's check at open names what it found (`detail`: another server's trace
+    # id, a service token's id, a checkpoint file's path); a user is told that and where the
+    # trail is broken (`ok`, `problem`, `first_bad_seq`), an auditor also what
+    store = writer_at("collector")
+    collector = Collector(store, Recorder(store))
+    forward(collector, writer_at("alice"), "alice/", [sql_event(0, trace="alice-1", who=ALICE_ID)])
+    bob = {"username": "bob", "auth_method": "jupyterhub", "groups": []}
+    forward(collector, writer_at("bob"), "bob/", [sql_event(1, trace="alice-1", who=bob)])
+    store.close()
+    with duckdb.connect(str(store.db_path)) as con:  # an edit of bob's trace's counts
+        con.execute("UPDATE traces SET operations = 7 WHERE trace_id = ?", [BOB1])
+    store = writer_at("collector")
+    assert not store.integrity.ok and BOB1 in json.dumps(store.integrity.to_dict())
+    web_ = CollectorWeb(Collector(store, Recorder(store)), HubStandIn(USERS))
+    web_.start()
+    try:
+        for path in ("me", "traces", f"traces/{ALICE1}"):
+            answer = get(web_, path, "alice")
+            assert answer.status_code == 200, answer.text
+            assert BOB1 not in answer.text
+        integrity = get(web_, "traces", "alice").json()["integrity"]
+        assert integrity["ok"] is False and integrity["problem"]
+        assert BOB1 in get(web_, "traces", "carol").text  # the auditor's: the whole of it
+    finally:
+        web_.close()

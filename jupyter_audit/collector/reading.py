@@ -136,6 +136,15 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
             }
         )
 
+    def trail_integrity(self, user: dict, result) -> dict:
+        """The whole trail's check at open as `user` may see it: an auditor all of it; anyone
+        else whether and where it is broken (`ok`, `problem`, `first_bad_seq`), not its
+        `detail`, which may name another server's trace, a token or a file of the collector."""
+        out = integrity_json(result)
+        if not self.is_auditor(user) and out.get("detail") is not None:
+            out["detail"] = None
+        return out
+
     def answer(self, body: dict) -> None:
         self.finish(json.dumps(body, default=str, ensure_ascii=False))
 
@@ -175,7 +184,7 @@ class MeHandler(ReadHandler):
                 "display_name": user["name"],
                 "identity": hub_identity(user),
                 "roles": self.ctx.roles(user),
-                "trail": {**stats, "integrity": integrity_json(store.integrity)},
+                "trail": {**stats, "integrity": self.trail_integrity(user, store.integrity)},
                 "source": "collector",
                 "servers": sorted(self.servers()[p] for p in self.own_prefixes(user)),
                 "session_expires_at": None,
@@ -205,6 +214,7 @@ class TracesHandler(ReadHandler):
             return out
 
         out = await asyncio.to_thread(run)
+        out["integrity"] = self.trail_integrity(user, store.integrity)
         self.place(out["traces"])
         self.answer(out)
 
