@@ -6,6 +6,7 @@ stands in)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import duckdb
 from helpers.collector import CollectorWeb, HubStandIn
@@ -102,3 +103,26 @@ def test_a_broken_trail_is_told_to_users_without_naming_anothers_trace(writer_at
         assert BOB1 in get(web_, "traces", "carol").text  # the auditor's: the whole of it
     finally:
         web_.close()
+
+
+def test_what_a_reader_searches_for_never_reaches_the_collectors_log(hub_trail, caplog):  # noqa: F811
+    # the people API's query carries what a person typed (a search, a notebook name, a
+    # time); tornado logs every request's URI, and a refusal's, query and all
+    caplog.set_level(logging.DEBUG)
+    typed = "jane.doe@example.com 4111111111111111"
+    asked = [
+        ("traces", "alice", {"q": typed}),
+        ("traces", "alice", {"notebook": typed}),
+        ("traces", "bob", {"user": "alice", "notebook": typed}),  # 403
+        ("traces", "alice", {"since": typed}),  # 400
+        ("export", "alice", {"notebook": typed, "since": "2999-01-01"}),
+        ("me", "nobody", {"q": typed}),  # the Hub does not know the token
+    ]
+    for path, who, params in asked:
+        get(hub_trail, path, who, **params)
+    hub_trail.store.flush()
+    # the collector's log, not this test's HTTP client's
+    logged = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("urllib3"))
+    assert "GET /jupyter-audit/api/traces" in logged  # requests are still logged
+    for part in ("jane.doe", "4111111111111111"):
+        assert part not in logged
