@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 from helpers.collector import CollectorWeb, HubStandIn
@@ -126,3 +129,36 @@ def test_what_a_reader_searches_for_never_reaches_the_collectors_log(hub_trail, 
     assert "GET /jupyter-audit/api/traces" in logged  # requests are still logged
     for part in ("jane.doe", "4111111111111111"):
         assert part not in logged
+
+
+def test_a_user_builds_one_export_at_a_time(hub_trail):  # noqa: F811
+    # an export signs a checkpoint on the trail's writer and reads the whole trail's Merkle
+    # leaves in the worker pool the collector also takes everyone's batches in: a user
+    # asking for many at once would hold the Hub's forwarding up
+    store = hub_trail.store
+    gate = threading.Event()
+    busy = store.run_exclusive(lambda: gate.wait(60))  # the writer, busy: exports wait
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(get, hub_trail, "export", "alice")
+            bobs = pool.submit(get, hub_trail, "export", "bob")
+            again = until_refused(hub_trail, "alice")
+            assert again.status_code == 429 and "still being built" in again.json()["message"]
+            gate.set()
+            assert first.result().status_code == 200
+            assert bobs.result().status_code == 200  # another user's was not refused
+    finally:
+        gate.set()
+        busy.result(60)
+    assert get(hub_trail, "export", "alice").status_code == 200  # once it is done
+
+
+def until_refused(web_, who: str):
+    """The answer to a second export of `who`'s, once their first is being built (the first
+    is sent by another thread: asked again until it is under way or 60 s have passed)."""
+    deadline = time.monotonic() + 60
+    while True:
+        r = get(web_, "export", who, since="2999-01-01")
+        if r.status_code == 429 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)

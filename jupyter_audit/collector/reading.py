@@ -260,9 +260,29 @@ class TraceHandler(ReadHandler):
         self.answer(out)
 
 
+# Hub users (kind, name) with an export being built, per collector
+_exporting: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class ExportHandler(ReadHandler):
     async def get(self) -> None:
         user = await self.authenticate()
+        # one export at a time per Hub user: each signs a checkpoint on the trail's writer
+        # and reads the whole trail's Merkle leaves in the worker pool the collector also
+        # takes everyone's batches in; many at once would hold the Hub's forwarding up
+        busy = _exporting.setdefault(self.ctx.collector, set())
+        who = (user.get("kind", "user"), user["name"])
+        if who in busy:
+            raise web.HTTPError(
+                429, "an export of yours is still being built: try again when it is done"
+            )
+        busy.add(who)
+        try:
+            await self.export(user)
+        finally:
+            busy.discard(who)
+
+    async def export(self, user: dict) -> None:
         auditor = self.is_auditor(user)
         if self.legacy and not auditor:
             self.refuse(403, "only auditors may export the collector's trail")
