@@ -9,11 +9,12 @@ import json
 import socket
 import threading
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from helpers.collector import ALICE_SERVER_TOKEN
 from helpers.servers import server_config
-from test_collector_proxy_reads import AS_ALICE, call
+from test_collector_proxy_reads import AS_ALICE, call, refused
 
 ANSWER = json.dumps({"traces": [], "next": None, "integrity": {"ok": True}}).encode()
 
@@ -74,3 +75,55 @@ class TestWhatTheServerSendsTheCollector:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(line.split(" ")[1]).query)
         assert query == {"notebook": ["a b&c=d\r\nX: y"]}
         assert "\r\nX: y" not in headers
+
+
+class TestACollectorThatRedirects:
+    """A collector URL that redirects (a hostile or misrouted address): the owner's read is
+    a 502 and the server's Hub token never reaches where it points."""
+
+    @pytest.fixture
+    def elsewhere(self):
+        seen: list[dict] = []
+
+        class Elsewhere(BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(dict(self.headers))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(ANSWER)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server.seen = seen  # type: ignore[attr-defined]
+        yield server
+        server.shutdown()
+        server.server_close()
+
+    @pytest.fixture
+    def jp_server_config(self, trail_dir, monkeypatch, elsewhere):
+        target = f"http://127.0.0.1:{elsewhere.server_address[1]}"
+
+        class Redirect(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(307)
+                self.send_header("Location", target + self.path)
+                self.end_headers()
+
+        redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=redirecting.serve_forever, daemon=True).start()
+        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+        yield server_config(
+            trail_dir / "trail.duckdb",
+            server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
+            collector_url=f"http://127.0.0.1:{redirecting.server_address[1]}/",
+        )
+        redirecting.shutdown()
+        redirecting.server_close()
+
+    async def test_the_owner_gets_a_502_and_the_token_goes_nowhere(self, jp_fetch, elsewhere):
+        for path in ("me", "traces", "export"):
+            code, _ = await refused(jp_fetch, path, AS_ALICE)
+            assert code == 502, path
+        assert elsewhere.seen == []
