@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from test_collector_reading import (  # noqa: F401  (hub_trail: the fixture)
     hub_trail,
 )
 
+from jupyter_audit.collector import reading
+from jupyter_audit.collector.handlers import SETTINGS_KEY
 from jupyter_audit.collector.protocol import trace_in_collector
 from jupyter_audit.collector.service import Collector
 from jupyter_audit.server.recorder import Recorder
@@ -154,11 +157,36 @@ def test_a_user_builds_one_export_at_a_time(hub_trail):  # noqa: F811
 
 
 def until_refused(web_, who: str):
-    """The answer to a second export of `who`'s, once their first is being built (the first
-    is sent by another thread: asked again until it is under way or 60 s have passed)."""
+    """The answer to a second export of `who`'s, once their first (sent by another thread)
+    is being built."""
+    collector = web_.app.settings[SETTINGS_KEY].collector
     deadline = time.monotonic() + 60
-    while True:
-        r = get(web_, "export", who, since="2999-01-01")
-        if r.status_code == 429 or time.monotonic() > deadline:
-            return r
-        time.sleep(0.05)
+    while ("user", who) not in reading._exporting.get(collector, ()):
+        assert time.monotonic() < deadline, "the first export never started"
+        time.sleep(0.01)
+    return get(web_, "export", who, since="2999-01-01")
+
+
+def test_a_read_with_a_body_is_refused_before_the_body_unless_the_hub_knows_the_caller(
+    hub_trail,  # noqa: F811
+):
+    # reads take no body; one declared by a caller the Hub does not know is never waited
+    # for nor held (as for the forwarding API): the refusal comes after the headers
+    for path in ("jupyter-audit/api/me", "jupyter-audit/api/traces", "api/export"):
+        with socket.create_connection(("127.0.0.1", hub_trail.port), timeout=30) as sock:
+            sock.sendall(
+                f"GET /{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 16000000\r\n\r\n".encode()
+                + b"[" * 1000
+            )
+            assert sock.recv(4096).split(b" ")[1] in (b"401", b"403")
+    # a caller the Hub knows: the body is read and dropped, the read answered
+    body = b" " * 100_000
+    with socket.create_connection(("127.0.0.1", hub_trail.port), timeout=30) as sock:
+        sock.sendall(
+            b"GET /jupyter-audit/api/me HTTP/1.1\r\nHost: x\r\nAuthorization: token "
+            b"alice-token\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"username": "alice"' in answer

@@ -58,9 +58,25 @@ NO_SEARCH = (
 )
 
 
+@web.stream_request_body
 class ReadHandler(TraceQueryArgs, CollectorHandler):
+    """The Hub user is known once the headers are (`prepare`): a read has no body, and one
+    declared by a caller the Hub does not know is never waited for; any other is read and
+    dropped, never held (as `handlers.ForwardHandler`)."""
+
     def initialize(self, legacy: bool = False) -> None:
         self.legacy = legacy  # the first `api/…` paths and their defaults
+
+    async def prepare(self) -> None:
+        await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        return None  # dropped
+
+    def caller(self) -> dict:
+        """The Hub's user model for the caller's token (`prepare` asked the Hub)."""
+        assert self.hub_user is not None
+        return self.hub_user
 
     @property
     def store(self):
@@ -175,7 +191,7 @@ async def trail_stats(store, prefixes: tuple[str, ...] | None) -> dict:
 
 class MeHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         store = self.store
         stats = await trail_stats(store, None if self.is_auditor(user) else self.own_prefixes(user))
         self.answer(
@@ -194,7 +210,7 @@ class MeHandler(ReadHandler):
 
 class TracesHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if self.legacy:
             limit, only, filters = self.listing_args(MAX_TRACES, MAX_TRACES)
         else:
@@ -221,7 +237,7 @@ class TracesHandler(ReadHandler):
 
 class TraceHandler(ReadHandler):
     async def get(self, ref: str) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if self.legacy:
             page = self.page_args(MAX_EVENTS_PAGE, default_fold=False)
         else:
@@ -266,7 +282,7 @@ _exporting: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class ExportHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         # one export at a time per Hub user: each signs a checkpoint on the trail's writer
         # and reads the whole trail's Merkle leaves in the worker pool the collector also
         # takes everyone's batches in; many at once would hold the Hub's forwarding up
@@ -301,7 +317,7 @@ class ExportHandler(ReadHandler):
 
 class VerifyHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if not self.is_auditor(user):
             self.refuse(403, "only auditors may verify the collector's trail")
         deep = self.get_query_argument("deep", "false").lower() in ("1", "true", "yes")
