@@ -12,8 +12,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from helpers.collector import ALICE_SERVER_TOKEN
-from helpers.servers import server_config
+from helpers.collector import owners_server_config
 from test_collector_proxy_reads import AS_ALICE, call, refused
 
 ANSWER = json.dumps({"traces": [], "next": None, "integrity": {"ok": True}}).encode()
@@ -50,12 +49,8 @@ class TestWhatTheServerSendsTheCollector:
                     )
 
         threading.Thread(target=serve, daemon=True).start()
-        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
-        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
-        yield server_config(
-            trail_dir / "trail.duckdb",
-            server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
-            collector_url=f"http://127.0.0.1:{listener.getsockname()[1]}/",
+        yield owners_server_config(
+            trail_dir, monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}/"
         )
         listener.close()
 
@@ -112,12 +107,8 @@ class TestACollectorThatRedirects:
 
         redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
         threading.Thread(target=redirecting.serve_forever, daemon=True).start()
-        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
-        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
-        yield server_config(
-            trail_dir / "trail.duckdb",
-            server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
-            collector_url=f"http://127.0.0.1:{redirecting.server_address[1]}/",
+        yield owners_server_config(
+            trail_dir, monkeypatch, f"http://127.0.0.1:{redirecting.server_address[1]}/"
         )
         redirecting.shutdown()
         redirecting.server_close()
