@@ -13,7 +13,13 @@ import json
 import time
 
 import pytest
-from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
+from helpers.collector import (
+    ALICE_SERVER,
+    ALICE_SERVER_TOKEN,
+    CollectorWeb,
+    HubStandIn,
+    owners_server_config,
+)
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import sql_event
@@ -172,12 +178,8 @@ class TestACollectorThatHangsUp:
                 conn.close()
 
         threading.Thread(target=hang_up, daemon=True).start()
-        monkeypatch.setenv("JUPYTERHUB_USER", "alice")
-        monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
-        yield server_config(
-            trail_dir / "trail.duckdb",
-            server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
-            collector_url=f"http://127.0.0.1:{listener.getsockname()[1]}/",
+        yield owners_server_config(
+            trail_dir, monkeypatch, f"http://127.0.0.1:{listener.getsockname()[1]}/"
         )
         listener.close()
 

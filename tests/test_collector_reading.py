@@ -169,10 +169,11 @@ def test_one_trace_is_the_servers_page_and_only_the_owners_or_an_auditors(hub_tr
     assert page["integrity"]["ok"] is True
     # an unambiguous prefix, resolved among the caller's own traces
     assert get(hub_trail, f"traces/{ALICE2[:-1]}", "alice").json()["trace"]["trace_id"] == ALICE2
-    # another's trace: a full id is refused and recorded, a prefix tells nothing
+    # another's trace: a full id is refused and recorded, a prefix tells nothing (refused
+    # alike, before any look-up: test_review_18_reading)
     r = get(hub_trail, f"traces/{ALICE1}", "bob")
     assert r.status_code == 403 and "another user's server" in r.json()["message"]
-    assert get(hub_trail, f"traces/{ALICE2[:-1]}", "bob").status_code == 404
+    assert get(hub_trail, f"traces/{ALICE2[:-1]}", "bob").status_code == 403
     assert any(
         "another user's server" in json.dumps(e)
         for e in recorded(hub_trail.store, "security.rejected")

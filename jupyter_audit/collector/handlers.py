@@ -1,6 +1,7 @@
 """The collector's HTTP API (docs/collector.md "Protocol"): every verb authenticated with a
 Hub token (`hubauth`), refusals answered as JSON `{code, message}` and recorded as
-`security.rejected` (rate-limited per address); no request body or token is ever logged.
+`security.rejected` (rate-limited per address); no request body, query or token is ever
+logged.
 
 - `GET  <prefix>api/forward/state[?server=NAME]` -> {"server", "trail", "seq", "hash"}
 - `POST <prefix>api/forward` {"server", "trail", "records": [...], "backlog", "stopping"}
@@ -40,6 +41,11 @@ class CollectorHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
+
+    def _request_summary(self) -> str:
+        # what tornado logs of every request and refusal: the path, never the query (the
+        # people API's carries what a person typed: a search, a notebook name, a time)
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
     def write_error(self, status_code: int, **kwargs) -> None:
         message = self._reason

@@ -44,7 +44,7 @@ from ..server.trace_query import (
     trace_answer,
     traces_answer,
 )
-from ..store import forwarded
+from ..store import forwarded, queries
 from ..store.signing import KeyError_, load_public
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
@@ -58,9 +58,25 @@ NO_SEARCH = (
 )
 
 
+@web.stream_request_body
 class ReadHandler(TraceQueryArgs, CollectorHandler):
+    """The Hub user is known once the headers are (`prepare`): a read has no body, and one
+    declared by a caller the Hub does not know is never waited for; any other is read and
+    dropped, never held (as `handlers.ForwardHandler`)."""
+
     def initialize(self, legacy: bool = False) -> None:
         self.legacy = legacy  # the first `api/…` paths and their defaults
+
+    async def prepare(self) -> None:
+        await self.authenticate()
+
+    def data_received(self, chunk: bytes) -> None:
+        return None  # dropped
+
+    def caller(self) -> dict:
+        """The Hub's user model for the caller's token (`prepare` asked the Hub)."""
+        assert self.hub_user is not None
+        return self.hub_user
 
     @property
     def store(self):
@@ -84,6 +100,12 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
         if user.get("kind", "user") != "user":
             return ()
         return self.prefixes_of(user["name"])
+
+    @staticmethod
+    def within(ref: str, prefixes: tuple[str, ...]) -> bool:
+        """Whether `ref` (a trace id or a prefix of one) can only name a trace under one of
+        `prefixes` (a server's namespace) or is a start of one of them."""
+        return ref.startswith(prefixes) or any(p.startswith(ref) for p in prefixes)
 
     def place(self, summaries: list[dict]) -> None:
         """Each summary's `server` and `owner` (the Hub user whose server recorded it), and
@@ -130,37 +152,55 @@ class ReadHandler(TraceQueryArgs, CollectorHandler):
             }
         )
 
+    def trail_integrity(self, user: dict, result) -> dict:
+        """The whole trail's check at open as `user` may see it: an auditor all of it; anyone
+        else whether and where it is broken (`ok`, `problem`, `first_bad_seq`), not its
+        `detail`, which may name another server's trace, a token or a file of the collector."""
+        out = integrity_json(result)
+        if not self.is_auditor(user) and out.get("detail") is not None:
+            out["detail"] = None
+        return out
+
     def answer(self, body: dict) -> None:
         self.finish(json.dumps(body, default=str, ensure_ascii=False))
 
 
 STATS_SECONDS = 10.0  # how long the trail's counts in `me` are reused
-_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> (when, counts)
+# store -> {the reader's trace prefixes (None: all) -> (when, counts)}
+_stats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def trail_stats(store) -> dict:
-    """The trail's counts, computed at most every STATS_SECONDS: every open panel asks for
-    `me` every few seconds, and counting a collector's trail is a scan."""
+async def trail_stats(store, prefixes: tuple[str, ...] | None) -> dict:
+    """The counts of the trail (`prefixes` None: an auditor's) or of the traces of the
+    reader's own servers, computed at most every STATS_SECONDS: every open panel asks for
+    `me` every few seconds, and counting a collector's trail is a scan. A user's are their
+    own servers' only: the whole Hub's, every few seconds, would tell them when and how much
+    everyone else works."""
     now = time.monotonic()
-    cached = _stats.get(store)
+    per_store = _stats.setdefault(store, {})
+    cached = per_store.get(prefixes)
     if cached is None or now - cached[0] > STATS_SECONDS:
-        cached = (now, await asyncio.to_thread(store.trail_stats))
-        _stats[store] = cached
+        if prefixes is None:
+            counts = await asyncio.to_thread(store.trail_stats)
+        else:
+            counts = await asyncio.to_thread(lambda: queries.trail_stats(store.cursor(), prefixes))
+        cached = (now, counts)
+        per_store[prefixes] = cached
     return cached[1]
 
 
 class MeHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         store = self.store
-        stats = await trail_stats(store)
+        stats = await trail_stats(store, None if self.is_auditor(user) else self.own_prefixes(user))
         self.answer(
             {
                 "username": user["name"],
                 "display_name": user["name"],
                 "identity": hub_identity(user),
                 "roles": self.ctx.roles(user),
-                "trail": {**stats, "integrity": integrity_json(store.integrity)},
+                "trail": {**stats, "integrity": self.trail_integrity(user, store.integrity)},
                 "source": "collector",
                 "servers": sorted(self.servers()[p] for p in self.own_prefixes(user)),
                 "session_expires_at": None,
@@ -170,7 +210,7 @@ class MeHandler(ReadHandler):
 
 class TracesHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if self.legacy:
             limit, only, filters = self.listing_args(MAX_TRACES, MAX_TRACES)
         else:
@@ -190,13 +230,14 @@ class TracesHandler(ReadHandler):
             return out
 
         out = await asyncio.to_thread(run)
+        out["integrity"] = self.trail_integrity(user, store.integrity)
         self.place(out["traces"])
         self.answer(out)
 
 
 class TraceHandler(ReadHandler):
     async def get(self, ref: str) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if self.legacy:
             page = self.page_args(MAX_EVENTS_PAGE, default_fold=False)
         else:
@@ -205,7 +246,12 @@ class TraceHandler(ReadHandler):
         mine = self.own_prefixes(user)
         store = self.store
         # a prefix is resolved among the traces the caller may see (it tells no one which
-        # ids others' traces have); a full id of another's trace is a 403
+        # ids others' traces have); any id outside the caller's servers' namespaces is a 403
+        # before any look-up, whether that trace exists or not: a namespace is sha256 of a
+        # server id anyone can spell and some trace ids are guessable (`terminal-1`), so a
+        # 404 for a missing one would tell which traces another's server recorded
+        if not auditor and not self.within(ref, mine):
+            self.refuse(403, "this trace was recorded by another user's server")
         trace_id = await asyncio.to_thread(
             lambda: resolve(store.cursor(), ref, trace_prefixes=None if auditor else mine)
         )
@@ -230,9 +276,29 @@ class TraceHandler(ReadHandler):
         self.answer(out)
 
 
+# Hub users (kind, name) with an export being built, per collector
+_exporting: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class ExportHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
+        # one export at a time per Hub user: each signs a checkpoint on the trail's writer
+        # and reads the whole trail's Merkle leaves in the worker pool the collector also
+        # takes everyone's batches in; many at once would hold the Hub's forwarding up
+        busy = _exporting.setdefault(self.ctx.collector, set())
+        who = (user.get("kind", "user"), user["name"])
+        if who in busy:
+            raise web.HTTPError(
+                429, "an export of yours is still being built: try again when it is done"
+            )
+        busy.add(who)
+        try:
+            await self.export(user)
+        finally:
+            busy.discard(who)
+
+    async def export(self, user: dict) -> None:
         auditor = self.is_auditor(user)
         if self.legacy and not auditor:
             self.refuse(403, "only auditors may export the collector's trail")
@@ -251,7 +317,7 @@ class ExportHandler(ReadHandler):
 
 class VerifyHandler(ReadHandler):
     async def get(self) -> None:
-        user = await self.authenticate()
+        user = self.caller()
         if not self.is_auditor(user):
             self.refuse(403, "only auditors may verify the collector's trail")
         deep = self.get_query_argument("deep", "false").lower() in ("1", "true", "yes")

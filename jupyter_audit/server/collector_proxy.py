@@ -2,7 +2,8 @@
 
 With `c.AuditApp.collector_url` set, the people endpoints that read the trail or decide
 approvals answer from the collector (one trail, one approval queue for the whole Hub): the
-request's path under `jupyter-audit/api/`, its query and body go to the collector's same path
+request's path under `jupyter-audit/api/`, its query (less a `?token=` that signed its
+sender in here) and body go to the collector's same path
 (which speaks this server's REST API), authenticated with this server's Hub token. The
 collector decides what the server's owner may see and do from the Hub's answer for that
 token, so only the owner is served: another Hub user this server admits (JupyterHub sharing)
@@ -38,11 +39,18 @@ def check_owner(ident: dict) -> None:
         )
 
 
+# query parameters that sign a person in to this server (jupyter_server takes `?token=`),
+# never the collector's business: not sent on
+CREDENTIALS = frozenset({"token", "_xsrf"})
+
+
 def query_of(handler) -> dict:
-    """The request's query, every value kept (repeated names as lists), as text."""
+    """The request's query, every value kept (repeated names as lists), as text, less the
+    credentials that signed its sender in here (`CREDENTIALS`)."""
     return {
         name: [v.decode("utf-8", "replace") for v in values]
         for name, values in handler.request.query_arguments.items()
+        if name not in CREDENTIALS
     }
 
 

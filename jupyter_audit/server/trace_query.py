@@ -67,8 +67,11 @@ class TraceQueryArgs:
             return None
         try:
             return parse_time(raw)
-        except ValueError as e:
-            raise web.HTTPError(400, f"{name}: {e}") from None
+        except ValueError:
+            # not the value: a refusal's message is logged, and it is what a person typed
+            raise web.HTTPError(
+                400, f"{name} must be an ISO 8601 date or date-time (2026-05-01T12:00:00Z)"
+            ) from None
 
     def arg_text(self, name: str, max_len: int = MAX_TEXT) -> str | None:
         raw = self.request.query_arguments.get(name)

@@ -193,9 +193,21 @@ def iter_export(cur, where: str, params: list, batch: int = 10_000) -> Iterator[
             yield export_record(rec, h, ids)
 
 
-def trail_stats(cur) -> dict:
-    row = cur.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
-    return {"events": row[0], "last_seq": row[1]}
+def trail_stats(cur, trace_prefixes: tuple[str, ...] | None = None) -> dict:
+    """{"events", "last_seq"} of the whole trail, or (`trace_prefixes`) of the traces whose
+    id starts with one of them (a collector's reader's own servers': from the `traces`
+    table's counts, not a scan of the log)."""
+    if trace_prefixes is None:
+        row = cur.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+        return {"events": row[0], "last_seq": row[1]}
+    if not trace_prefixes:
+        return {"events": 0, "last_seq": 0}
+    where = " OR ".join(["starts_with(trace_id, ?)"] * len(trace_prefixes))
+    row = cur.execute(
+        f"SELECT coalesce(sum(events), 0), coalesce(max(last_seq), 0) FROM traces WHERE {where}",
+        list(trace_prefixes),
+    ).fetchone()
+    return {"events": int(row[0]), "last_seq": int(row[1])}
 
 
 def rebuild_derived(con, archived: dict[str, list[str]] | None = None) -> None:

@@ -10,7 +10,7 @@ import threading
 
 from tornado import httpserver, web
 
-from helpers.servers import free_port
+from helpers.servers import free_port, server_config
 from jupyter_audit.collector.app import Context, all_routes
 from jupyter_audit.collector.approvals import hub_broker
 from jupyter_audit.collector.handlers import SETTINGS_KEY
@@ -74,3 +74,16 @@ class CollectorWeb:
     def close(self):
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def owners_server_config(trail_dir, monkeypatch, collector_url: str) -> dict:
+    """The config of alice's single-user server as the Hub's spawner starts it (her name and
+    server token in the environment, people named as jupyterhub's identity provider names
+    them: helpers.identity), reading the Hub's trail from `collector_url`."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+    return server_config(
+        trail_dir / "trail.duckdb",
+        server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
+        collector_url=collector_url,
+    )
