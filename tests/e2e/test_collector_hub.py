@@ -33,6 +33,7 @@ from helpers.oidc import provider_fixture
 from helpers.servers import free_port, run_cli
 from helpers.stores import fresh_database
 
+from jupyter_audit.cli import main as cli_main
 from jupyter_audit.server.forwarding import Forwarder
 
 ALICE = {
@@ -285,18 +286,24 @@ for name, url in (
     ("collector", {collector!r} + "jupyter-audit/api/approvals/{rid}"),
     ("server", os.environ["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/jupyter-audit/api/approvals/{rid}"),
     ("sign-in", {public!r} + "jupyter-audit/sign-in"),
+    # a token of bob's own, made with his server's: the Hub refuses
+    ("new-token", os.environ["JUPYTERHUB_API_URL"] + "/users/bob/tokens"),
+    ("scopes", os.environ["JUPYTERHUB_API_URL"] + "/user"),
 ):
-    req = urllib.request.Request(url, data=json.dumps({{"decision": "approve"}}).encode() if name != "sign-in" else None, headers={{"Authorization": "token " + token, "Content-Type": "application/json"}})
+    post = name not in ("sign-in", "scopes")
+    req = urllib.request.Request(url, data=json.dumps({{"decision": "approve"}}).encode() if post else None, headers={{"Authorization": "token " + token, "Content-Type": "application/json"}})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            out[name] = (r.status, r.read().decode()[:300])
+            out[name] = (r.status, r.read().decode()[:3000])
     except urllib.error.HTTPError as e:
         out[name] = (e.code, e.read().decode()[:300])
 print(json.dumps(out))
 """
 
 
-def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub, alice, bob):
+def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
+    hub, alice, bob, capsys
+):
     """Approvals through the collector: alice's DELETE waits; bob (a reviewer at the Hub)
     sees the Hub's one queue through his own server; code in his own kernel, with his
     server's token, decides nothing (at the collector, through his server, or by signing in
@@ -364,6 +371,15 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
         assert tried["server"][0] == 403, tried
         # the Hub's OAuth takes no token: no session at the collector for the kernel
         assert "Signed in" not in tried["sign-in"][1], tried
+        assert tried["new-token"][0] == 403, tried
+        # what the Hub answers for a server's token names the server; for bob's own, none
+        server_scopes = json.loads(tried["scopes"][1])["scopes"]
+        assert "access:servers!server=bob/" in server_scopes, server_scopes
+        own = hub.hub_api(
+            bob.session, "GET", "user", headers={"Authorization": f"token {bob.token}"}
+        )
+        assert own.status_code == 200, own.text
+        assert not [x for x in own.json()["scopes"] if x.startswith("access:servers!server=")]
         r = api(bob, "GET", f"approvals/{rid}")
         assert r.status_code == 200 and r.json()["state"] == "pending", r.text
         # bob decides in his browser, signed in at the collector (the panel's way)
@@ -375,6 +391,17 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
             timeout=60,
         )
         assert r.status_code == 200 and r.json()["state"] == "approved", r.text
+        # bob's own API token (the CLI's) passes the server-token gate: decided already, 409
+        r = bob.collector(
+            "POST",
+            f"jupyter-audit/api/approvals/{rid}",
+            json={"decision": "deny", "reason": "late"},
+        )
+        assert r.status_code == 409, r.text
+        capsys.readouterr()
+        args = ["approvals", "deny", str(rid), "--reason", "late"]
+        assert cli_main([*args, "--url", hub.collector_url, "--token", bob.token]) == 2
+        assert "does not decide" not in capsys.readouterr().err
     finally:
         cell.join(240)
         kernel.close()
