@@ -344,15 +344,22 @@ async def test_a_servers_token_never_decides_a_browser_session_with_xsrf_does(
 
     # no credential, a forged session cookie, a cookie of an unknown token: sign in first
     forged = "service-jupyter-audit=" + session_cookie("bob-session-token").split("=", 1)[1][:-4]
-    for cookie in ("", forged):
-        code, body, _ = await in_browser(hub, "POST", path, cookie, {"decision": "approve"})
+    for cookie, query in (("", ""), (forged, ""), ("", "?token=bob-token")):
+        code, body, _ = await in_browser(hub, "POST", path + query, cookie, {"decision": "approve"})
         assert code == 401 and body["sign_in"] == "/jupyter-audit/sign-in", (cookie, body)
     # a session without the XSRF token (a cross-site form), or a wrong one: 403, recorded
     cookie = session_cookie("bob-session-token")
+    carols = session_cookie("carol-token")
+    _, carol, carol_cookies = await in_browser(hub, "GET", "jupyter-audit/api/session", carols)
     for session, headers in (
         (cookie, {}),
         (cookie, {"X-XSRFToken": "2|00|11|22"}),
         (session_cookie("no-such-token"), {}),
+        # another session's token and cookie (carol's page cannot act as bob, nor the reverse)
+        (
+            f"{cookie}; {carol_cookies[0].split(';')[0]}",
+            {"X-XSRFToken": carol["xsrf_token"]},
+        ),
     ):
         code, body, _ = await in_browser(
             hub, "POST", path, session, {"decision": "approve"}, headers=headers
