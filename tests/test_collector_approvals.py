@@ -4,8 +4,9 @@ a real jupyter_server whose `collector_url` is the collector's web app in this p
 real kernels running cells that delete from a real SQLite table. Only the Hub's token check
 stands in (`HubStandIn`); the real Hub is tests/e2e/test_collector_hub.py.
 
-alice owns the server (JUPYTERHUB_USER, her server token); bob is a reviewer at the Hub;
-mallory has a server of her own; dave is no reviewer.
+alice owns the server (JUPYTERHUB_USER, her server token); bob and carol are reviewers at the
+Hub (bob's server token decides nothing: every kernel of his server holds it); mallory has a
+server of her own; dave is no reviewer.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import uuid
 
 import pytest
 from helpers.approvals import Receiver, as_user, refused
-from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
+from helpers.collector import (
+    ALICE_SERVER,
+    ALICE_SERVER_TOKEN,
+    CollectorWeb,
+    HubStandIn,
+    personal_token_user,
+    server_token_user,
+    session_cookie,
+)
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import wait_for, writer_events
@@ -40,6 +49,11 @@ USERS = {
     "alice-token": {"kind": "user", "name": "alice", "groups": ["reviewers"], "scopes": []},
     "bob-token": {"kind": "user", "name": "bob", "groups": ["reviewers"], "scopes": []},
     "dave-token": {"kind": "user", "name": "dave", "groups": [], "scopes": []},
+    "carol-token": personal_token_user("carol", ["reviewers"]),
+    # bob's server's own token (in every kernel of his server), and the token the collector's
+    # OAuth got for bob's browser session
+    "bob-server-token": server_token_user("bob", ["reviewers"]),
+    "bob-session-token": personal_token_user("bob", ["reviewers"]),
     "mallory-server-token": {
         "kind": "user",
         "name": "mallory",
@@ -83,7 +97,7 @@ def expiry():
 @pytest.fixture
 def hub(collector_store, expiry):
     collector = Collector(collector_store, Recorder(collector_store))
-    web_ = CollectorWeb(collector, HubStandIn(dict(USERS)), approval_expiry=expiry)
+    web_ = CollectorWeb(collector, HubStandIn(dict(USERS)), approval_expiry=expiry, oauth=True)
     web_.start()
     yield web_
     web_.close()
@@ -188,13 +202,13 @@ async def test_the_cell_waits_bob_approves_at_the_collector_and_it_runs_in_its_t
     assert request["kernel_id"] == kernel_id and request["kind"] == "sql"
     assert rows(shop) == 3 and not task.done()
 
-    # alice sees it through her own server (the Hub's one queue), and cannot decide it there
+    # alice sees it through her own server (the Hub's one queue); no one decides there
     mine = await as_user(jp_fetch, "alice", "approvals")
     assert [a["id"] for a in mine["approvals"]] == [rid]
     code, message = await refused(
         as_user(jp_fetch, "alice", "approvals", str(rid), method="POST", body={"decision": "deny"})
     )
-    assert code == 403 and "your own" in message
+    assert code == 403 and "decided at the collector" in message
     # nor at the collector, with her own token, although she is a reviewer there
     code, body = await at_hub(
         hub, "alice-token", "POST", f"jupyter-audit/api/approvals/{rid}", {"decision": "approve"}
@@ -284,6 +298,108 @@ async def test_the_cell_waits_bob_approves_at_the_collector_and_it_runs_in_its_t
     seen = await as_user(jp_fetch, "alice", "approvals", str(rid))
     assert seen["state"] == "executed" and "DELETE FROM customers" in seen["cell_code"]
     client.ws.close()
+
+
+async def in_browser(hub, method, path, cookie="", body=None, headers=None):
+    """(status, JSON, Set-Cookie values) of a browser's call to the collector: cookies, no
+    Authorization header."""
+    r = await AsyncHTTPClient().fetch(
+        hub.url + path,
+        method=method,
+        body=json.dumps(body) if body is not None else (b"" if method == "POST" else None),
+        headers={**({"Cookie": cookie} if cookie else {}), **(headers or {})},
+        raise_error=False,
+        request_timeout=60,
+    )
+    return r.code, json.loads(r.body) if r.body else None, r.headers.get_list("Set-Cookie")
+
+
+def rejections(events, text) -> list[dict]:
+    return [e for e in events if e["kind"] == "security.rejected" and text in json.dumps(e)]
+
+
+async def test_a_servers_token_never_decides_a_browser_session_with_xsrf_does(
+    hub, jp_serverapp, jp_fetch, jp_ws_fetch, shop
+):
+    """Code in bob's kernel holds his server's token (JUPYTERHUB_API_TOKEN): with it, at the
+    collector or through a server, nothing is decided, and each try is recorded. bob decides
+    in his browser, signed in at the collector, with its XSRF token."""
+    _kernel_id, client, task = await start_cell(jp_fetch, jp_ws_fetch, shop)
+    rid = (await pending_request(hub))["id"]
+    path = f"jupyter-audit/api/approvals/{rid}"
+
+    code, body = await at_hub(hub, "bob-server-token", "POST", path, {"decision": "approve"})
+    assert code == 403 and "server's Hub token does not decide" in body["message"]
+    assert "/jupyter-audit/sign-in" in body["message"]
+    # reading with it still works
+    code, body = await at_hub(hub, "bob-server-token", "GET", path)
+    assert code == 200 and body["state"] == "pending"
+    # a server never proxies a decision (its token is its kernels' too), and records the try
+    code, message = await refused(
+        as_user(jp_fetch, "alice", "approvals", str(rid), method="POST", body={"decision": "deny"})
+    )
+    assert code == 403 and "decided at the collector" in message
+    local = writer_events(jp_serverapp.web_app.settings["jupyter_audit"].writer)
+    assert rejections(local, "decided at the collector")
+
+    # no credential, a forged session cookie, a cookie of an unknown token: sign in first
+    forged = "service-jupyter-audit=" + session_cookie("bob-session-token").split("=", 1)[1][:-4]
+    for cookie, query in (("", ""), (forged, ""), ("", "?token=bob-token")):
+        code, body, _ = await in_browser(hub, "POST", path + query, cookie, {"decision": "approve"})
+        assert code == 401 and body["sign_in"] == "/jupyter-audit/sign-in", (cookie, body)
+    # a session without the XSRF token (a cross-site form), or a wrong one: 403, recorded
+    cookie = session_cookie("bob-session-token")
+    carols = session_cookie("carol-token")
+    _, carol, carol_cookies = await in_browser(hub, "GET", "jupyter-audit/api/session", carols)
+    for session, headers in (
+        (cookie, {}),
+        (cookie, {"X-XSRFToken": "2|00|11|22"}),
+        (session_cookie("no-such-token"), {}),
+        # another session's token and cookie (carol's page cannot act as bob, nor the reverse)
+        (
+            f"{cookie}; {carol_cookies[0].split(';')[0]}",
+            {"X-XSRFToken": carol["xsrf_token"]},
+        ),
+    ):
+        code, body, _ = await in_browser(
+            hub, "POST", path, session, {"decision": "approve"}, headers=headers
+        )
+        assert code == 403 and "XSRF" in body["message"], body
+    code, body = await at_hub(hub, "bob-token", "GET", path)
+    assert body["state"] == "pending" and not body.get("decisions")
+    events = await asyncio.to_thread(collector_events, hub)
+    assert rejections(events, "server's Hub token does not decide")
+    assert rejections(events, "XSRF")
+
+    # the session names bob and hands his page the XSRF token (its cookie is set with it)
+    code, session, set_cookies = await in_browser(hub, "GET", "jupyter-audit/api/session", cookie)
+    assert code == 200 and session["username"] == "bob"
+    xsrf = [c.split(";")[0] for c in set_cookies if c.startswith("_xsrf=")]
+    assert xsrf and xsrf[0] == "_xsrf=" + session["xsrf_token"]
+    code, decided, _ = await in_browser(
+        hub,
+        "POST",
+        path,
+        f"{cookie}; {xsrf[0]}",
+        {"decision": "approve", "reason": "read it"},
+        headers={"X-XSRFToken": session["xsrf_token"]},
+    )
+    assert code == 200 and decided["state"] == "approved", decided
+    status, out, _errors = await task
+    assert (status, out.strip()) == ("ok", "left 0")
+    events = await wait_collector(
+        hub, lambda evs: any(e["kind"] == "approval.decided" for e in evs)
+    )
+    (decision,) = [e for e in events if e["kind"] == "approval.decided" and not e.get("origin")]
+    assert decision["identity"]["username"] == "bob"
+    client.ws.close()
+
+
+async def test_the_collectors_me_says_where_a_browser_decides(hub):
+    code, me = await at_hub(hub, "bob-token", "GET", "jupyter-audit/api/me")
+    assert code == 200 and me["collector_prefix"] == "/"
+    code, body, _ = await in_browser(hub, "GET", "jupyter-audit/api/session")
+    assert code == 401 and body["sign_in"] == "/jupyter-audit/sign-in"
 
 
 async def test_denied_with_the_cli_at_the_collector_the_statement_never_runs(
@@ -416,7 +532,7 @@ async def test_a_visitor_who_ran_the_cell_on_the_owners_server_does_not_decide_i
     path = f"jupyter-audit/api/approvals/{request['id']}"
     code, body = await at_hub(hub, "bob-token", "POST", path, {"decision": "approve"})
     assert code == 403 and "you ran the cell" in body["message"]
-    code, body = await at_hub(hub, "mallory-server-token", "POST", path, {"decision": "approve"})
+    code, body = await at_hub(hub, "carol-token", "POST", path, {"decision": "approve"})
     assert code == 200 and body["state"] == "approved"
     status, out, _errors = await task
     assert (status, out.strip()) == ("ok", "left 0")

@@ -36,6 +36,8 @@ USERS = {
         "groups": ["reviewers"],
         "scopes": ["access:servers!server=bob/"],
     },
+    # another API token of bob's own (not his server's)
+    "bob-second-token": {"kind": "user", "name": "bob", "groups": ["reviewers"], "scopes": []},
     "carol-token": {"kind": "user", "name": "carol", "groups": ["reviewers"], "scopes": []},
     "mallory-server-token": {
         "kind": "user",
@@ -240,7 +242,7 @@ async def report(hub, rid, executed, token=ALICE_SERVER_TOKEN, server="alice/"):
 
 
 async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
-    """Held: one reviewer's second token is still one reviewer; two reviewers racing on a
+    """Held: one reviewer's second token is still one reviewer (his server's decides nothing); two reviewers racing on a
     request that needs one approval make one decision; `executed` for another statement,
     other parameters, or a second time (another outcome) is refused, the same report again
     is recorded once; a restarted collector still holds what
@@ -255,8 +257,11 @@ async def test_races_replays_and_a_restart_decide_nothing_twice(hub):
     )
     two = body["request"]["id"]
     assert (await decide(hub, "bob-token", two))[1]["state"] == "pending"
-    code, body = await decide(hub, "bob-server-token", two)
+    code, body = await decide(hub, "bob-second-token", two)
     assert code == 409 and "already decided" in body["message"]
+    # his server's token decides nothing at all (every kernel of his server holds it)
+    code, body = await decide(hub, "bob-server-token", two)
+    assert code == 403 and "server's Hub token does not decide" in body["message"]
     assert (await decide(hub, "carol-token", two))[1]["state"] == "approved"
 
     code, body = await ask(hub)

@@ -32,6 +32,7 @@ from ..masking.keys import record_key_in_use
 from ..server.archiving import ArchiveSettings
 from ..store.signing import SigningKey
 from .approvals import approval_handlers, start_approvals
+from .browser import browser_handlers, browser_settings
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
 from .reading import read_handlers
@@ -209,7 +210,12 @@ class Context:
 
 def all_routes(prefix: str) -> list:
     """Every route of the collector under the service prefix (forwarding, reading)."""
-    return handlers(prefix) + read_handlers(prefix) + approval_handlers(prefix)
+    return (
+        handlers(prefix)
+        + read_handlers(prefix)
+        + approval_handlers(prefix)
+        + browser_handlers(prefix)
+    )
 
 
 def hub_users(app: CollectorApp) -> HubUsers:
@@ -277,7 +283,8 @@ def run(app: CollectorApp) -> None:
     )
     stop_approvals = start_approvals(app, context, log)
     routes = all_routes(prefix)
-    webapp = web.Application(routes, **{SETTINGS_KEY: context})  # type: ignore[arg-type]
+    settings = {SETTINGS_KEY: context, **browser_settings(app.state_path())}
+    webapp = web.Application(routes, **settings)  # type: ignore[arg-type]
     server = http_server(app, webapp)
     server.listen(port, ip)
     loop = IOLoop.current()

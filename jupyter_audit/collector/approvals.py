@@ -19,8 +19,11 @@ Servers' verbs, under `<prefix>api/approvals/` (`?server=` claims the server, as
   -> {"cancelled": [ids]}
 People's, under `<prefix>jupyter-audit/api/` (a person's Hub token; the shapes of a server's
 REST API): `GET approvals[?state=][&limit=]`, `GET approvals/{id}`, `POST approvals/{id}`
-{"decision", "reason"}. Reviewers are the Hub groups `CollectorApp.reviewer_groups`; no one
-decides their own Hub user's request; a user who is no reviewer sees their own requests.
+{"decision", "reason"}: a decision is taken with the person's browser session at the collector
+(`browser`, with its XSRF token) or a Hub token that is not a server's (a server's token is in
+every kernel of that server: 403, recorded). Reviewers are the Hub groups
+`CollectorApp.reviewer_groups`; no one decides their own Hub user's request; a user who is no
+reviewer sees their own requests.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from ..approvals import parse_ask as parse_question
 from ..approvals.model import EXECUTED, PENDING, Approval
 from ..policy.decision import Decision, Reason
 from ..store import queries
+from .browser import BrowserSession
 from .handlers import CollectorHandler
+from .hubauth import is_server_token
 from .protocol import trace_in_collector
 from .service import hub_identity
 
@@ -416,7 +421,28 @@ class PeopleApprovalsHandler(PeopleBase):
         self.finish(json.dumps({"approvals": out}))
 
 
-class PeopleApprovalHandler(PeopleBase):
+class PeopleApprovalHandler(BrowserSession, PeopleBase):
+    """A request read with a person's Hub token; decided with their browser session at the
+    collector or a Hub token that is not a server's (`browser`)."""
+
+    async def prepare(self) -> None:
+        self._chunks = []
+        if self.request.method == "POST" and not self.request.headers.get("Authorization"):
+            self.hub_user = await self.session_user()
+            if self.hub_user is None:
+                self.needs_sign_in()
+            return
+        await self.authenticate()
+        if self.request.method == "POST" and is_server_token(self.hub_user or {}):
+            self.refuse(
+                403,
+                "a server's Hub token does not decide approvals: every kernel of that server "
+                "holds it. Decide in your browser, signed in at the audit collector "
+                f"({self.sign_in_url()}; JupyterLab's audit panel does this), or with "
+                "`jupyter audit approvals approve|deny ID --url COLLECTOR --token T` and a "
+                "Hub API token of your own (never one a kernel can read)",
+            )
+
     async def get(self, raw_id: str) -> None:
         ident, reviewer = await self.person()
         try:

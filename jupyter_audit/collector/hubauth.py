@@ -13,6 +13,13 @@ from __future__ import annotations
 SERVER_SCOPE = "access:servers!server="
 
 
+def is_server_token(user: dict) -> bool:
+    """Whether the Hub's answer is for a single-user server's own token (its scopes name a
+    server: `access:servers!server=<user>/<name>`). That token is in the server's environment,
+    which every kernel of that server inherits: it forwards and reads, but never decides."""
+    return any(str(s).startswith(SERVER_SCOPE) for s in user.get("scopes") or ())
+
+
 class Refused(Exception):
     """A caller the collector refuses: `status` (401, 403) and a message safe to show."""
 

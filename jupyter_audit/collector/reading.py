@@ -46,6 +46,7 @@ from ..server.trace_query import (
 )
 from ..store import forwarded, queries
 from ..store.signing import KeyError_, load_public
+from .browser import browser_prefix
 from .handlers import CollectorHandler
 from .protocol import trace_in_collector
 from .service import hub_identity
@@ -203,6 +204,8 @@ class MeHandler(ReadHandler):
                 "trail": {**stats, "integrity": self.trail_integrity(user, store.integrity)},
                 "source": "collector",
                 "servers": sorted(self.servers()[p] for p in self.own_prefixes(user)),
+                # where a browser decides approvals (the Hub's public service prefix)
+                "collector_prefix": browser_prefix(self),
                 "session_expires_at": None,
             }
         )

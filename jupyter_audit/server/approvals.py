@@ -18,7 +18,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated
 from tornado import web
 
 from ..approvals import Refused, parse_ask
-from .collector_proxy import collector_client, from_collector
+from .collector_proxy import DECIDE_AT_THE_COLLECTOR, collector_client, from_collector
 from .handlers import AuditHandler, refusal_message, requires
 from .ingest.attribution import running_cell
 from .ingest.handler import KernelHandler
@@ -203,10 +203,16 @@ class ApprovalHandler(AuditHandler):
         unknown = set(body) - {"decision", "reason"}
         if unknown:
             raise web.HTTPError(400, f"unknown fields {sorted(unknown)}")
-        if collector_client(self) is not None:  # decided at the collector, by the Hub's roles
-            path = f"approvals/{_request_id(raw_id)}"
-            self.finish(await from_collector(self, path, method="POST", body=body, params={}))
-            return
+        if collector_client(self) is not None:
+            # decided at the collector, never with this server's token: every kernel of this
+            # server holds it (collector/browser.py)
+            self.recorder.reject(
+                DECIDE_AT_THE_COLLECTOR,
+                f"approval decision through the server from {self.request.remote_ip or '?'}",
+                address=self.request.remote_ip or "?",
+                identity=self.identity(),
+            )
+            raise web.HTTPError(403, DECIDE_AT_THE_COLLECTOR)
         ident = self.identity()
         try:
             approval = await asyncio.to_thread(

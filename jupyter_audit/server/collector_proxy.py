@@ -1,9 +1,9 @@
 """A person's request to this single-user server, answered from the Hub's collector.
 
-With `c.AuditApp.collector_url` set, the people endpoints that read the trail or decide
-approvals answer from the collector (one trail, one approval queue for the whole Hub): the
-request's path under `jupyter-audit/api/`, its query (less a `?token=` that signed its
-sender in here) and body go to the collector's same path
+With `c.AuditApp.collector_url` set, the people endpoints that read the trail or list approvals
+answer from the collector (one trail, one approval queue for the whole Hub; decisions are not
+proxied: `DECIDE_AT_THE_COLLECTOR`): the request's path under `jupyter-audit/api/`, its query
+(less a `?token=` that signed its sender in here) and body go to the collector's same path
 (which speaks this server's REST API), authenticated with this server's Hub token. The
 collector decides what the server's owner may see and do from the Hub's answer for that
 token, so only the owner is served: another Hub user this server admits (JupyterHub sharing)
@@ -22,6 +22,13 @@ from ..identity.hub import AUTH_METHOD
 from .collector_client import COLLECTOR_CLIENT_KEY, CollectorRefused, CollectorUnavailable
 
 API = "jupyter-audit/api/"
+# a decision is never proxied: this server's token is in every kernel it runs
+DECIDE_AT_THE_COLLECTOR = (
+    "under the Hub's audit collector, approvals are decided at the collector, never through "
+    "a server (its token is in every kernel it runs): decide in JupyterLab's audit panel "
+    "(it asks you to sign in at the collector in your browser), or with `jupyter audit "
+    "approvals approve|deny ID --url COLLECTOR --token T` and a Hub API token of your own"
+)
 
 
 def collector_client(handler):

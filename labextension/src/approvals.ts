@@ -8,6 +8,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import type { ISignal } from '@lumino/signaling';
 import { Signal } from '@lumino/signaling';
 
+import { decideAtCollector } from './collectorDecide';
 import { AuditAPIError, requestAPI } from './request';
 import type { SessionWatch } from './session';
 import type { IApproval, IApprovalList, IApprovalVote } from './tokens';
@@ -57,6 +58,7 @@ export class ApprovalsModel {
     this._serverSettings =
       options.serverSettings ?? ServerConnection.makeSettings();
     this._session = options.session ?? null;
+    this._fetch = options.fetch;
     this._session?.userChanged.connect(this.forget, this);
   }
 
@@ -200,7 +202,8 @@ export class ApprovalsModel {
   async decide(
     id: number,
     decision: IApprovalVote['decision'],
-    roles: readonly string[] = []
+    roles: readonly string[] = [],
+    collector: string | null = null
   ): Promise<IVoteOutcome> {
     const reason = this.reason(id);
     const problem = reasonProblem(decision, reason, roles);
@@ -219,10 +222,14 @@ export class ApprovalsModel {
     this._stateChanged.emit();
     const body: IApprovalVote = { decision, reason: reason.trim() };
     const user = this._user;
-    const result = await this._call<IApproval>(
-      `approvals/${encodeURIComponent(String(id))}`,
-      { method: 'POST', body: JSON.stringify(body) }
-    );
+    // Under a JupyterHub collector the browser decides there (collectorDecide).
+    const result =
+      collector !== null
+        ? await this._atCollector(collector, id, body)
+        : await this._call<IApproval>(
+            `approvals/${encodeURIComponent(String(id))}`,
+            { method: 'POST', body: JSON.stringify(body) }
+          );
     if (user !== this._user) {
       // The page acts for someone else now: keep nothing of this answer.
       return {
@@ -302,6 +309,23 @@ export class ApprovalsModel {
     return outcome;
   }
 
+  private async _atCollector(
+    prefix: string,
+    id: number,
+    vote: IApprovalVote
+  ): Promise<
+    { ok: true; value: IApproval } | { ok: false; error: AuditAPIError }
+  > {
+    const answer = await decideAtCollector(prefix, id, vote, this._fetch);
+    if (answer.ok) {
+      return { ok: true, value: answer.value as IApproval };
+    }
+    return {
+      ok: false,
+      error: new AuditAPIError(answer.status, answer.message)
+    };
+  }
+
   private async _call<T>(
     endPoint: string,
     init: RequestInit = {}
@@ -328,6 +352,7 @@ export class ApprovalsModel {
   private _isDisposed = false;
   private _serverSettings: ServerConnection.ISettings;
   private _session: SessionWatch | null;
+  private _fetch: typeof fetch | undefined;
   private _pending: IApproval[] | null = null;
   private _recent: IApproval[] = [];
   private _error: AuditAPIError | null = null;
@@ -364,5 +389,7 @@ export namespace ApprovalsModel {
     serverSettings?: ServerConnection.ISettings;
     /** The sign-in session: when its user changes, everything is forgotten. */
     session?: SessionWatch | null;
+    /** How decisions reach the collector (the browser's `fetch` by default). */
+    fetch?: typeof fetch;
   }
 }

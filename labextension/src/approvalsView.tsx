@@ -11,6 +11,7 @@ import * as React from 'react';
 import type { TranslationBundle } from '@jupyterlab/translation';
 
 import type { ApprovalsModel, IVoteOutcome } from './approvals';
+import { collectorPrefix } from './collectorDecide';
 import { formatTime } from './format';
 import { revealText } from './reveal';
 import { errorMessage } from './labels';
@@ -202,6 +203,7 @@ function ApprovalCard(props: {
   const headingId = `jp-AuditTrail-approval-${id}`;
   const reasonId = `jp-AuditTrail-approvalReason-${id}`;
   const roles = Array.isArray(me?.roles) ? me.roles : [];
+  const collector = collectorPrefix(me);
   const own = me !== null && approval.requester === me.username;
   const reasons = Array.isArray(approval.reasons) ? approval.reasons : [];
   const ruleIds = Array.isArray(approval.rules) ? approval.rules : [];
@@ -349,7 +351,7 @@ function ApprovalCard(props: {
               type="button"
               className="jp-AuditTrail-approve jp-mod-styled jp-mod-accept"
               disabled={voting}
-              onClick={() => void model.decide(id, 'approve', roles)}
+              onClick={() => void model.decide(id, 'approve', roles, collector)}
             >
               {trans.__('Approve')}
             </button>
@@ -357,7 +359,7 @@ function ApprovalCard(props: {
               type="button"
               className="jp-AuditTrail-deny jp-mod-styled jp-mod-warn"
               disabled={voting}
-              onClick={() => void model.decide(id, 'deny', roles)}
+              onClick={() => void model.decide(id, 'deny', roles, collector)}
             >
               {trans.__('Deny')}
             </button>

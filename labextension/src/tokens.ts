@@ -45,6 +45,11 @@ export interface IMe {
   source?: 'server' | 'collector' | string;
   /** With `source` `collector`: the user's own servers the collector knows. */
   servers?: string[];
+  /**
+   * With `source` `collector`: the Hub's public prefix of the collector
+   * (`/services/<name>/`), where the browser decides approvals.
+   */
+  collector_prefix?: string | null;
 }
 
 /** One kernel's life from start to shutdown, as listed by `GET traces`. */

@@ -33,6 +33,7 @@ from helpers.oidc import provider_fixture
 from helpers.servers import free_port, run_cli
 from helpers.stores import fresh_database
 
+from jupyter_audit.cli import main as cli_main
 from jupyter_audit.server.forwarding import Forwarder
 
 ALICE = {
@@ -58,6 +59,8 @@ c.JupyterHub.services = [
             "--state-dir", "{dir}/collector-state",
             "--silent-after", "{silent}", "--max-body-bytes", "8000000",
         ],
+        # people sign in here with their browser to decide approvals (the Hub's OAuth)
+        "oauth_no_confirm": True,
     }}
 ]
 # a server token gets only scopes its user holds: users may call the collector
@@ -264,11 +267,49 @@ def test_auditors_see_every_trace_users_only_their_own_servers(hub, alice, bob):
     )
 
 
-def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub, alice, bob):
+def sign_in_at_collector(hub, person: Person) -> str:
+    """The person's browser signs in at the collector (the Hub's OAuth, through the proxy)
+    and reads its XSRF token, as the panel does."""
+    base = hub.url + "/services/jupyter-audit/"
+    r = person.session.get(base + "jupyter-audit/sign-in", timeout=60)
+    assert r.status_code == 200 and "Signed in" in r.text, (r.status_code, r.text[:300])
+    r = person.session.get(base + "jupyter-audit/api/session", timeout=60)
+    assert r.status_code == 200 and r.json()["username"] == person.name, r.text
+    return r.json()["xsrf_token"]
+
+
+KERNEL_DECIDES = """
+import json, os, urllib.request, urllib.error
+token = os.environ["JUPYTERHUB_API_TOKEN"]
+out = {{}}
+for name, url in (
+    ("collector", {collector!r} + "jupyter-audit/api/approvals/{rid}"),
+    ("server", os.environ["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/jupyter-audit/api/approvals/{rid}"),
+    ("sign-in", {public!r} + "jupyter-audit/sign-in"),
+    # a token of bob's own, made with his server's: the Hub refuses
+    ("new-token", os.environ["JUPYTERHUB_API_URL"] + "/users/bob/tokens"),
+    ("scopes", os.environ["JUPYTERHUB_API_URL"] + "/user"),
+):
+    post = name not in ("sign-in", "scopes")
+    req = urllib.request.Request(url, data=json.dumps({{"decision": "approve"}}).encode() if post else None, headers={{"Authorization": "token " + token, "Content-Type": "application/json"}})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out[name] = (r.status, r.read().decode()[:3000])
+    except urllib.error.HTTPError as e:
+        out[name] = (e.code, e.read().decode()[:300])
+print(json.dumps(out))
+"""
+
+
+def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
+    hub, alice, bob, capsys
+):
     """Approvals through the collector: alice's DELETE waits; bob (a reviewer at the Hub)
-    sees the Hub's one queue and approves through his own server's REST API; alice cannot
-    decide her own, through her server either; the cell completes, and the approval is in
-    her cell's trace at the collector."""
+    sees the Hub's one queue through his own server; code in his own kernel, with his
+    server's token, decides nothing (at the collector, through his server, or by signing in
+    at the collector: refused, recorded); alice cannot decide her own; bob approves in his
+    browser, signed in at the collector; the cell completes, and the approval is in her
+    cell's trace at the collector."""
     shop = hub.dir / "shop.db"
     con = sqlite3.connect(shop)
     con.execute("CREATE TABLE customers (id INTEGER)")
@@ -312,11 +353,55 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
             "SELECT count(*) FROM customers"
         ).fetchone() == (3,)
         r = api(alice, "POST", f"approvals/{rid}", json={"decision": "approve"})
-        assert r.status_code == 403 and "your own" in r.json()["message"], r.text
+        assert r.status_code == 403 and "decided at the collector" in r.json()["message"]
         r = alice.collector("POST", f"jupyter-audit/api/approvals/{rid}", json={"decision": "deny"})
         assert r.status_code == 403, r.text
-        r = api(bob, "POST", f"approvals/{rid}", json={"decision": "approve", "reason": "ok"})
+        # a notebook alice hands bob, run in his own kernel: his server's token decides nothing
+        public = hub.url + "/services/jupyter-audit/"
+        attack = KERNEL_DECIDES.format(collector=hub.collector_url, rid=rid, public=public)
+        bobs = Kernel(hub, bob.session, "bob")
+        try:
+            status, out = bobs.run(attack, timeout=120)
+        finally:
+            bobs.close()
+        assert status == "ok", out
+        tried = json.loads(out.strip().splitlines()[-1])
+        assert tried["collector"][0] == 403, tried
+        assert "does not decide" in tried["collector"][1], tried
+        assert tried["server"][0] == 403, tried
+        # the Hub's OAuth takes no token: no session at the collector for the kernel
+        assert "Signed in" not in tried["sign-in"][1], tried
+        assert tried["new-token"][0] == 403, tried
+        # what the Hub answers for a server's token names the server; for bob's own, none
+        server_scopes = json.loads(tried["scopes"][1])["scopes"]
+        assert "access:servers!server=bob/" in server_scopes, server_scopes
+        own = hub.hub_api(
+            bob.session, "GET", "user", headers={"Authorization": f"token {bob.token}"}
+        )
+        assert own.status_code == 200, own.text
+        assert not [x for x in own.json()["scopes"] if x.startswith("access:servers!server=")]
+        r = api(bob, "GET", f"approvals/{rid}")
+        assert r.status_code == 200 and r.json()["state"] == "pending", r.text
+        # bob decides in his browser, signed in at the collector (the panel's way)
+        xsrf = sign_in_at_collector(hub, bob)
+        r = bob.session.post(
+            public + f"jupyter-audit/api/approvals/{rid}",
+            json={"decision": "approve", "reason": "ok"},
+            headers={"X-XSRFToken": xsrf},
+            timeout=60,
+        )
         assert r.status_code == 200 and r.json()["state"] == "approved", r.text
+        # bob's own API token (the CLI's) passes the server-token gate: decided already, 409
+        r = bob.collector(
+            "POST",
+            f"jupyter-audit/api/approvals/{rid}",
+            json={"decision": "deny", "reason": "late"},
+        )
+        assert r.status_code == 409, r.text
+        capsys.readouterr()
+        args = ["approvals", "deny", str(rid), "--reason", "late"]
+        assert cli_main([*args, "--url", hub.collector_url, "--token", bob.token]) == 2
+        assert "does not decide" not in capsys.readouterr().err
     finally:
         cell.join(240)
         kernel.close()
@@ -341,6 +426,12 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(hub
     assert cell_record["origin"]["server"] == "alice/"
     decided = next(x for x in records if x["kind"] == "approval.decided")
     assert decided["identity"]["username"] == "bob"
+    refused = [
+        x
+        for x in records
+        if x["kind"] == "security.rejected" and "does not decide" in json.dumps(x["payload"])
+    ]
+    assert refused and refused[0]["identity"]["username"] == "bob"
 
 
 def test_each_users_own_server_reads_the_hubs_trail_as_the_collector_allows(hub, alice, bob):

@@ -23,6 +23,59 @@ ALICE_SERVER = {
     "groups": [],
     "scopes": ["access:servers!server=alice/"],
 }
+COOKIE_SECRET = "stand-in-cookie-secret-" + "0" * 32
+
+
+def server_token_user(name: str, groups=(), server: str = "") -> dict:
+    """The Hub's answer for a single-user server's own token (JupyterHub 5/6: its scopes name
+    the server, tests/e2e/test_collector_hub.py checks the real one)."""
+    return {
+        "kind": "user",
+        "name": name,
+        "groups": list(groups),
+        "scopes": [
+            f"access:servers!server={name}/{server}",
+            f"users:activity!user={name}",
+            "access:services!service=jupyter-audit",
+        ],
+    }
+
+
+def personal_token_user(name: str, groups=()) -> dict:
+    """The Hub's answer for a person's own API token (or the collector's OAuth token): no
+    server in its scopes."""
+    return {
+        "kind": "user",
+        "name": name,
+        "groups": list(groups),
+        "scopes": [f"access:servers!user={name}", "access:services!service=jupyter-audit"],
+    }
+
+
+def stand_in_oauth() -> dict:
+    """Browser-session settings of the collector (`browser.browser_settings`) without a Hub:
+    a real `HubOAuth` client whose session cookies tests sign (`session_cookie`); the token
+    in the cookie is checked by the `HubStandIn` as any token."""
+    from jupyterhub.services.auth import HubOAuth
+
+    from jupyter_audit.collector.browser import OAUTH_KEY
+
+    oauth = HubOAuth(
+        api_token="stand-in",
+        api_url="http://127.0.0.1:9/hub/api",
+        oauth_client_id="service-jupyter-audit",
+        oauth_redirect_uri="http://127.0.0.1:9/oauth_callback",
+        base_url="/",
+    )
+    return {OAUTH_KEY: oauth, "cookie_secret": COOKIE_SECRET}
+
+
+def session_cookie(token: str) -> str:
+    """A `Cookie` header value of the collector's browser session holding `token`."""
+    from tornado.web import create_signed_value
+
+    value = create_signed_value(COOKIE_SECRET, "service-jupyter-audit", token).decode()
+    return f"service-jupyter-audit={value}"
 
 
 class HubStandIn:
@@ -42,7 +95,9 @@ class CollectorWeb:
     """The collector's whole API (`all_routes`, unless `routes` says otherwise) on a port, in a thread with its own event loop; it can
     go away and come back on the same port."""
 
-    def __init__(self, collector, hub=None, routes=None, approval_expiry: float = 1800.0):
+    def __init__(
+        self, collector, hub=None, routes=None, approval_expiry: float = 1800.0, oauth=False
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.loop = asyncio.new_event_loop()
@@ -51,7 +106,9 @@ class CollectorWeb:
         )
         # the Hub's approval queue over the collector's store (collector/approvals.py)
         ctx.approvals = self.approvals = hub_broker(collector.recorder, expiry=approval_expiry)
-        self.app = web.Application(routes or all_routes("/"), **{SETTINGS_KEY: ctx})
+        # oauth: browser sessions too (`stand_in_oauth`, `session_cookie`)
+        settings = {SETTINGS_KEY: ctx, **(stand_in_oauth() if oauth else {})}
+        self.app = web.Application(routes or all_routes("/"), **settings)
         self.server = None
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
