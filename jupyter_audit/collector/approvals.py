@@ -44,7 +44,7 @@ from ..approvals.model import EXECUTED, PENDING, Approval
 from ..policy.decision import Decision, Reason
 from ..store import queries
 from .browser import BrowserSession
-from .handlers import CollectorHandler
+from .handlers import BodyAfterAuth
 from .hubauth import is_server_token
 from .protocol import trace_in_collector
 from .service import hub_identity
@@ -254,34 +254,21 @@ def _decision(raw: object) -> Decision:
 
 
 # ---------------------------------------------------------------------- handlers
-@web.stream_request_body
-class ApprovalBase(CollectorHandler):
-    """Authenticated once the headers are in (`prepare`): a body is read only for a caller
-    the Hub named, and past MAX_BODY it is dropped as it arrives (then refused, 413)."""
+class ApprovalBase(BodyAfterAuth):
+    """Authenticated once the headers are in: a body is read only for a caller the Hub
+    named, and past MAX_BODY it is dropped as it arrives (then refused, 413)."""
 
-    _chunks: list[bytes]
-    _size = 0
-
-    async def prepare(self) -> None:
-        self._chunks = []
-        await self.authenticate()
-
-    def data_received(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size <= MAX_BODY:
-            self._chunks.append(chunk)
-        else:
-            self._chunks = []
+    def body_cap(self) -> int:
+        return MAX_BODY
 
     @property
     def broker(self) -> HubBroker:
         return self.ctx.approvals
 
     def body(self) -> dict:
-        if self._size > MAX_BODY:
-            self.refuse(413, f"a body may not exceed {MAX_BODY} bytes")
+        raw = self.raw_body("a body")
         try:
-            body = json.loads(b"".join(self._chunks) or b"{}")
+            body = json.loads(raw or b"{}")
         except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):

@@ -105,13 +105,16 @@ class ForwardStateHandler(CollectorHandler):
 
 
 @web.stream_request_body
-class ForwardHandler(CollectorHandler):
-    """The body is read only once the Hub knows the caller (`prepare`, after the headers):
-    no one without a token can make the collector hold a body in memory; past the cap, it is
-    read and dropped (then refused, 413), never held."""
+class BodyAfterAuth(CollectorHandler):
+    """The body is read only once the Hub knows the caller (`prepare`, after the headers): no
+    one without a token can make the collector hold a body in memory; past `body_cap` it is
+    read and dropped as it arrives (then refused, 413, by `raw_body`), never held."""
 
     _chunks: list[bytes]
     _size = 0
+
+    def body_cap(self) -> int:
+        return self.ctx.max_body_bytes
 
     async def prepare(self) -> None:
         self._chunks = []
@@ -119,17 +122,25 @@ class ForwardHandler(CollectorHandler):
 
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size <= self.ctx.max_body_bytes:
+        if self._size <= self.body_cap():
             self._chunks.append(chunk)
         else:
-            self._chunks = []  # past the cap: refused in `post`, nothing more is held
+            self._chunks = []  # past the cap: refused by `raw_body`, nothing more is held
+
+    def raw_body(self, what: str) -> bytes:
+        if self._size > self.body_cap():
+            self.refuse(413, f"{what} may not exceed {self.body_cap()} bytes")
+        return b"".join(self._chunks)
+
+
+class ForwardHandler(BodyAfterAuth):
+    """POST api/forward: a batch of a server's records."""
 
     async def post(self) -> None:
         user = self.hub_user or await self.authenticate()  # `prepare` authenticated it
-        if self._size > self.ctx.max_body_bytes:
-            self.refuse(413, f"a batch may not exceed {self.ctx.max_body_bytes} bytes")
+        raw = self.raw_body("a batch")
         try:
-            batch = parse_batch(b"".join(self._chunks))
+            batch = parse_batch(raw)
         except BadBatch as e:
             self.refuse(400, f"malformed batch: {e}")
         server = self.server_for(user, batch.server)

@@ -47,7 +47,7 @@ from ..server.trace_query import (
 from ..store import forwarded, queries
 from ..store.signing import KeyError_, load_public
 from .browser import browser_prefix
-from .handlers import CollectorHandler
+from .handlers import BodyAfterAuth
 from .protocol import trace_in_collector
 from .service import hub_identity
 
@@ -59,20 +59,16 @@ NO_SEARCH = (
 )
 
 
-@web.stream_request_body
-class ReadHandler(TraceQueryArgs, CollectorHandler):
+class ReadHandler(TraceQueryArgs, BodyAfterAuth):
     """The Hub user is known once the headers are (`prepare`): a read has no body, and one
     declared by a caller the Hub does not know is never waited for; any other is read and
-    dropped, never held (as `handlers.ForwardHandler`)."""
+    dropped, never held (`body_cap` 0)."""
 
     def initialize(self, legacy: bool = False) -> None:
         self.legacy = legacy  # the first `api/…` paths and their defaults
 
-    async def prepare(self) -> None:
-        await self.authenticate()
-
-    def data_received(self, chunk: bytes) -> None:
-        return None  # dropped
+    def body_cap(self) -> int:
+        return 0  # a read's body is dropped as it arrives
 
     def caller(self) -> dict:
         """The Hub's user model for the caller's token (`prepare` asked the Hub)."""
