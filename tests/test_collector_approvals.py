@@ -17,10 +17,9 @@ import re
 import socket
 import sqlite3
 import time
-import uuid
 
 import pytest
-from helpers.approvals import Receiver, as_user, refused
+from helpers.approvals import Receiver, as_user, hub_question, refused
 from helpers.collector import (
     ALICE_SERVER,
     ALICE_SERVER_TOKEN,
@@ -553,18 +552,7 @@ def test_the_collectors_queue_survives_a_restart_and_ignores_forwarded_decisions
     an `approval.decided` of its own (its trail is its owner's to write) decides nothing."""
     recorder = Recorder(collector_store)
     broker = hub_broker(recorder)
-    question = {
-        "kind": "sql",
-        "statement": DELETE,
-        "msg_id": uuid.uuid4().hex,
-        "kernel_id": "k-1",
-        "trace_id": "k-1",
-        "decision": {
-            "decision": "review",
-            "reasons": [{"rule": "statement.where-required", "message": "m", "action": "review"}],
-            "min_approvals": 1,
-        },
-    }
+    question = hub_question(DELETE)
     answer = broker.ask_for("alice/", USERS["alice-token"], question)
     rid = answer["request"]["id"]
     forged = collector_store.prepare_many(

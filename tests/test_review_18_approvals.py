@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 
 import pytest
+from helpers.approvals import hub_question
 from helpers.collector import ALICE_SERVER, ALICE_SERVER_TOKEN, CollectorWeb, HubStandIn
 from helpers.trail import writer_events
 from tornado.httpclient import AsyncHTTPClient
@@ -78,19 +78,7 @@ async def call(hub, token, method, path, body=None, params=""):
 
 
 def question(**more) -> dict:
-    return {
-        "kind": "sql",
-        "statement": DELETE,
-        "msg_id": uuid.uuid4().hex,
-        "kernel_id": "k-1",
-        "trace_id": "k-1",
-        "decision": {
-            "decision": "review",
-            "reasons": [{"rule": "statement.where-required", "message": "m", "action": "review"}],
-            "min_approvals": 1,
-        },
-        **more,
-    }
+    return hub_question(**{"statement": DELETE, **more})
 
 
 async def ask(hub, token=ALICE_SERVER_TOKEN, server="alice/", **more) -> tuple[int, dict]:

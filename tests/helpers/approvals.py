@@ -173,3 +173,21 @@ class Receiver:
 
     def stop(self):
         self.server.shutdown()
+
+
+def hub_question(statement: str = "DELETE FROM customers", **more) -> dict:
+    """A server's question to the collector's `api/approvals/requests`, as a server whose
+    policy decided `review` sends it (kernel k-1, trace k-1)."""
+    return {
+        "kind": "sql",
+        "statement": statement,
+        "msg_id": uuid.uuid4().hex,
+        "kernel_id": "k-1",
+        "trace_id": "k-1",
+        "decision": {
+            "decision": "review",
+            "reasons": [{"rule": "statement.where-required", "message": "m", "action": "review"}],
+            "min_approvals": 1,
+        },
+        **more,
+    }
