@@ -15,24 +15,37 @@ import asyncio
 import json
 import re
 import socket
-import sqlite3
 import time
 
 import pytest
+from helpers import hub_approvals
 from helpers.approvals import Receiver, as_user, hub_question, refused
 from helpers.collector import (
     ALICE_SERVER,
     ALICE_SERVER_TOKEN,
     CollectorWeb,
     HubStandIn,
+    owners_server_config,
     personal_token_user,
     server_token_user,
     session_cookie,
 )
+from helpers.hub_approvals import (
+    DELETE,
+    HubUserProvider,
+    at_hub,
+    cell_code,
+    collector_events,
+    in_browser,
+    pending_request,
+    rejections,
+    rows,
+    start_cell,
+    wait_collector,
+)
 from helpers.kernels import open_kernel
 from helpers.servers import server_config
 from helpers.trail import wait_for, writer_events
-from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_audit.approvals import Refused
@@ -60,32 +73,8 @@ USERS = {
         "scopes": ["access:servers!server=mallory/"],
     },
 }
-DELETE = "DELETE FROM customers"
-
-
-class HubUserProvider(IdentityProvider):
-    """The single-user server's sign-in under JupyterHub: the Hub user named by X-Test-User
-    (JupyterHub's own provider needs a Hub; what matters here is auth_method `jupyterhub`)."""
-
-    async def get_user(self, handler):
-        name = handler.request.headers.get("X-Test-User")
-        if name not in ("alice", "bob"):
-            return None
-        handler._token_authenticated = True
-        user = User(username=name, name=name)
-        user.audit_identity = {
-            "username": name,
-            "groups": ["data-science"],
-            "auth_method": "jupyterhub",
-        }
-        return user
-
-
-@pytest.fixture(params=["duckdb", "pg"])
-def collector_store(request, writer_at):
-    if request.param == "duckdb":
-        return writer_at("collector")
-    return request.getfixturevalue("pg").make()
+collector_store = hub_approvals.collector_store
+shop = hub_approvals.shop
 
 
 @pytest.fixture
@@ -104,91 +93,9 @@ def hub(collector_store, expiry):
 
 @pytest.fixture
 def jp_server_config(trail_dir, hub, monkeypatch):
-    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
-    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
-    monkeypatch.delenv("JUPYTERHUB_SERVER_NAME", raising=False)
-    return server_config(
-        trail_dir / "trail.duckdb",
-        server={"identity_provider_class": HubUserProvider},
-        collector_url=hub.url,
-        collector_heartbeat=1,
+    return owners_server_config(
+        trail_dir, monkeypatch, hub.url, HubUserProvider, collector_heartbeat=1
     )
-
-
-@pytest.fixture
-def shop(tmp_path):
-    path = tmp_path / "shop.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE customers (id INTEGER, email TEXT)")
-    con.executemany("INSERT INTO customers VALUES (?, ?)", [(i, f"c{i}@x.org") for i in range(3)])
-    con.commit()
-    con.close()
-    return path
-
-
-def rows(shop) -> int:
-    con = sqlite3.connect(shop)
-    try:
-        return con.execute("SELECT count(*) FROM customers").fetchone()[0]
-    finally:
-        con.close()
-
-
-def cell_code(shop) -> str:
-    return (
-        "import sqlite3\n"
-        f"con = sqlite3.connect({str(shop)!r})\n"
-        f"con.execute({DELETE!r})\n"
-        "con.commit()\n"
-        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])\n"
-    )
-
-
-async def at_hub(hub, token, method, path, body=None, params=""):
-    """(status, JSON) of a call to the collector with a Hub token."""
-    r = await AsyncHTTPClient().fetch(
-        hub.url + path + params,
-        method=method,
-        body=json.dumps(body) if body is not None else (b"" if method == "POST" else None),
-        headers={"Authorization": f"token {token}"},
-        raise_error=False,
-        request_timeout=60,
-    )
-    return r.code, json.loads(r.body) if r.body else None
-
-
-async def pending_request(hub, timeout=60) -> dict:
-    """The request waiting at the collector (bob's view: he reviews every server's)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = await at_hub(
-            hub, "bob-token", "GET", "jupyter-audit/api/approvals?state=pending"
-        )
-        assert code == 200, body
-        if body["approvals"]:
-            return body["approvals"][0]
-        assert time.monotonic() < deadline, "no request reached the collector"
-        await asyncio.sleep(0.2)
-
-
-async def start_cell(jp_fetch, jp_ws_fetch, shop):
-    kernel_id, client = await open_kernel(jp_fetch, jp_ws_fetch, headers={"X-Test-User": "alice"})
-    task = asyncio.create_task(client.run_full(cell_code(shop), timeout=120))
-    return kernel_id, client, task
-
-
-def collector_events(hub) -> list[dict]:
-    return writer_events(hub.approvals.recorder.writer)
-
-
-async def wait_collector(hub, predicate, timeout=60) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = await asyncio.to_thread(collector_events, hub)
-        if predicate(events):
-            return events
-        assert time.monotonic() < deadline, [e["kind"] for e in events][-30:]
-        await asyncio.sleep(0.3)
 
 
 async def test_the_cell_waits_bob_approves_at_the_collector_and_it_runs_in_its_trace(
@@ -297,24 +204,6 @@ async def test_the_cell_waits_bob_approves_at_the_collector_and_it_runs_in_its_t
     seen = await as_user(jp_fetch, "alice", "approvals", str(rid))
     assert seen["state"] == "executed" and "DELETE FROM customers" in seen["cell_code"]
     client.ws.close()
-
-
-async def in_browser(hub, method, path, cookie="", body=None, headers=None):
-    """(status, JSON, Set-Cookie values) of a browser's call to the collector: cookies, no
-    Authorization header."""
-    r = await AsyncHTTPClient().fetch(
-        hub.url + path,
-        method=method,
-        body=json.dumps(body) if body is not None else (b"" if method == "POST" else None),
-        headers={**({"Cookie": cookie} if cookie else {}), **(headers or {})},
-        raise_error=False,
-        request_timeout=60,
-    )
-    return r.code, json.loads(r.body) if r.body else None, r.headers.get_list("Set-Cookie")
-
-
-def rejections(events, text) -> list[dict]:
-    return [e for e in events if e["kind"] == "security.rejected" and text in json.dumps(e)]
 
 
 async def test_a_servers_token_never_decides_a_browser_session_with_xsrf_does(

@@ -133,14 +133,23 @@ class CollectorWeb:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def owners_server_config(trail_dir, monkeypatch, collector_url: str) -> dict:
+def owners_server_config(
+    trail_dir,
+    monkeypatch,
+    collector_url: str,
+    provider="helpers.identity.HubHeaderIdentityProvider",
+    **audit,
+) -> dict:
     """The config of alice's single-user server as the Hub's spawner starts it (her name and
     server token in the environment, people named as jupyterhub's identity provider names
-    them: helpers.identity), reading the Hub's trail from `collector_url`."""
+    them: helpers.identity, or `provider`), reading the Hub's trail from `collector_url`;
+    `audit`: more AuditApp settings."""
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", ALICE_SERVER_TOKEN)
+    monkeypatch.delenv("JUPYTERHUB_SERVER_NAME", raising=False)
     return server_config(
         trail_dir / "trail.duckdb",
-        server={"identity_provider_class": "helpers.identity.HubHeaderIdentityProvider"},
+        server={"identity_provider_class": provider},
         collector_url=collector_url,
+        **audit,
     )
