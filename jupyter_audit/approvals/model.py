@@ -121,8 +121,8 @@ class Approval:
                 return (
                     f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by "
                     f"{who}; no one here can decide it (review is not enabled: no reviewer "
-                    f"groups from an identity provider), so it will not run and expires at "
-                    f"{until}"
+                    f"groups from an identity provider, nor break-glass groups), so it will "
+                    f"not run and expires at {until}"
                 )
             return (
                 f"waiting for approval #{self.id}: {self.headline()}, asked {asked} by {who}{more}"

@@ -1,7 +1,8 @@
-"""`jupyter audit approvals list|approve|deny --url URL --token T`: reviewers decide from a
-terminal, through the running server's REST API (the broker lives in the server; there is no
-`--db` mode). What the server sends is shown with control characters escaped, so a statement
-cannot drive the reviewer's terminal."""
+"""`jupyter audit approvals list|approve|deny --url URL --token T`: reviewers (and break-glass
+members, with --reason) decide from a terminal, through the REST API of the running server or
+of the Hub's collector (the broker lives there; there is no `--db` mode). What the server
+sends is shown with control characters escaped, so a statement cannot drive the reviewer's
+terminal."""
 
 from __future__ import annotations
 
@@ -60,7 +61,10 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        print(printable(result.get("message")))
+        # the caller's decision is the last one; break-glass says so (it is flagged for review)
+        mine = (result.get("decisions") or [{}])[-1]
+        glass = " (break-glass)" if mine.get("break_glass") else ""
+        print(printable(result.get("message")) + glass)
     return EXIT_OK
 
 

@@ -118,6 +118,15 @@ class CollectorApp(ArchiveSettings, Configurable):
         help="Hub groups whose members decide the approval requests of every server (the same "
         "names as c.AuditApp.reviewer_groups); no one decides their own.",
     )
+    break_glass_groups = List(
+        Unicode(),
+        [],
+        config=True,
+        help="Hub groups whose members may decide any server's approval request alone, in an "
+        "emergency: the reason is mandatory and the decision is flagged break_glass in the "
+        "collector's trail (the same names as c.AuditApp.break_glass_groups). Never their own "
+        "request, nor one of a cell they ran.",
+    )
     approval_expiry = Float(
         1800.0,
         min=1.0,
@@ -193,18 +202,22 @@ class Context:
     max_body_bytes: int
     auditor_groups: list
     reviewer_groups: list = field(default_factory=list)
+    break_glass_groups: list = field(default_factory=list)
     ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
     approvals: Any = None  # approvals.HubBroker: the Hub's one approval queue
 
     def roles(self, user: dict) -> list[str]:
         """A Hub user's roles at the collector, from their Hub groups: `auditor` (every
-        trace, export, verify), `reviewer` (decides others' approval requests)."""
+        trace, export, verify), `reviewer` (decides others' approval requests),
+        `break-glass` (decides others' alone, with a reason)."""
         groups = set(user.get("groups") or ())
         roles = ["user"]
         if groups & set(self.auditor_groups):
             roles.append("auditor")
         if groups & set(self.reviewer_groups):
             roles.append("reviewer")
+        if groups & set(self.break_glass_groups):
+            roles.append("break-glass")
         return roles
 
 
@@ -280,6 +293,7 @@ def run(app: CollectorApp) -> None:
         app.max_body_bytes,
         list(app.auditor_groups),
         list(app.reviewer_groups),
+        list(app.break_glass_groups),
     )
     stop_approvals = start_approvals(app, context, log)
     routes = all_routes(prefix)

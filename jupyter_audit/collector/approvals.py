@@ -22,8 +22,10 @@ REST API): `GET approvals[?state=][&limit=]`, `GET approvals/{id}`, `POST approv
 {"decision", "reason"}: a decision is taken with the person's browser session at the collector
 (`browser`, with its XSRF token) or a Hub token that is not a server's (a server's token is in
 every kernel of that server: 403, recorded). Reviewers are the Hub groups
-`CollectorApp.reviewer_groups`; no one decides their own Hub user's request; a user who is no
-reviewer sees their own requests.
+`CollectorApp.reviewer_groups`; members of `CollectorApp.break_glass_groups` see every request
+too and decide one alone, with a reason, flagged `break_glass` (`ApprovalBroker.is_break_glass`
+on the Hub identity's groups); no one decides their own Hub user's request, nor one of a cell
+they ran; a user who is neither sees their own requests.
 """
 
 from __future__ import annotations
@@ -70,8 +72,25 @@ class HubBroker(ApprovalBroker):
 
     max_pending = MAX_PENDING_PER_USER
 
-    def __init__(self, recorder, *, expiry: float = 1800.0, notifier=None, log=None):
-        super().__init__(recorder, None, expiry=expiry, notifier=notifier, log=log)
+    def __init__(
+        self,
+        recorder,
+        *,
+        expiry: float = 1800.0,
+        reviewer_groups=(),
+        break_glass_groups=(),
+        notifier=None,
+        log=None,
+    ):
+        super().__init__(
+            recorder,
+            None,
+            expiry=expiry,
+            break_glass_groups=break_glass_groups,
+            notifier=notifier,
+            log=log,
+        )
+        self.reviewer_groups = frozenset(reviewer_groups)
         # request id -> the Hub user who ran the asking cell, as the server said (JupyterHub
         # sharing: someone other than the owner); they do not decide it either
         self._ran_by: dict[int, str] = {}
@@ -90,6 +109,12 @@ class HubBroker(ApprovalBroker):
             ):
                 return approval
             return super().executed(request_id, kernel_id, report)
+
+    def nobody_decides(self) -> bool:
+        """No Hub group may decide here (no reviewer groups, no break-glass groups): a
+        request the server's policy forced to review can only expire. The server's policy
+        said `review`; whether anyone can decide it is the collector's groups' question."""
+        return not self.reviewer_groups and not self.break_glass_groups
 
     def _more_payload(self, cell: dict) -> dict:
         ran_by = cell.get("ran_by")
@@ -458,7 +483,8 @@ class PeopleApprovalHandler(BrowserSession, PeopleBase):
                 e = Refused(
                     403,
                     "deciding approvals needs the reviewer role: membership of a Hub group "
-                    "in c.CollectorApp.reviewer_groups",
+                    "in c.CollectorApp.reviewer_groups (or, to decide alone in an emergency "
+                    "and with a reason, of one in c.CollectorApp.break_glass_groups)",
                 )
             self.refused(e)
         self.finish(json.dumps((await asyncio.to_thread(self.shapes, [approval]))[0]))
@@ -476,14 +502,30 @@ def approval_handlers(prefix: str) -> list:
 
 
 # ---------------------------------------------------------------------- the process
-def hub_broker(recorder, *, expiry: float = 1800.0, webhooks=(), log=None) -> HubBroker:
-    """The collector's broker, its state rebuilt from its trail."""
+def hub_broker(
+    recorder,
+    *,
+    expiry: float = 1800.0,
+    reviewer_groups=("audit-reviewers",),
+    break_glass_groups=(),
+    webhooks=(),
+    log=None,
+) -> HubBroker:
+    """The collector's broker, its state rebuilt from its trail; `reviewer_groups` and
+    `break_glass_groups` as `CollectorApp`'s (the Hub groups that decide)."""
     try:
         hooks = [Webhook.from_config(entry) for entry in webhooks]
     except WebhookConfigError as e:
         raise ValueError(f"c.CollectorApp.approval_webhooks: {e}") from None
     notifier = Notifier(hooks, log=log) if hooks else None
-    broker = HubBroker(recorder, expiry=expiry, notifier=notifier, log=log)
+    broker = HubBroker(
+        recorder,
+        expiry=expiry,
+        reviewer_groups=reviewer_groups,
+        break_glass_groups=break_glass_groups,
+        notifier=notifier,
+        log=log,
+    )
     broker.rebuild()
     return broker
 
@@ -494,7 +536,12 @@ def start_approvals(app, context, log=None):
     from tornado.ioloop import IOLoop
 
     broker = hub_broker(
-        context.recorder, expiry=app.approval_expiry, webhooks=app.approval_webhooks, log=log
+        context.recorder,
+        expiry=app.approval_expiry,
+        reviewer_groups=context.reviewer_groups,
+        break_glass_groups=context.break_glass_groups,
+        webhooks=app.approval_webhooks,
+        log=log,
     )
     context.approvals = broker
 

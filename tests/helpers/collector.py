@@ -92,20 +92,40 @@ class HubStandIn:
 
 
 class CollectorWeb:
-    """The collector's whole API (`all_routes`, unless `routes` says otherwise) on a port, in a thread with its own event loop; it can
-    go away and come back on the same port."""
+    """The collector's whole API (`all_routes`, unless `routes` says otherwise) on a port, in
+    a thread with its own event loop; it can go away and come back on the same port. Hub
+    groups: auditors `auditors`, reviewers `reviewer_groups`, `break_glass_groups`."""
 
     def __init__(
-        self, collector, hub=None, routes=None, approval_expiry: float = 1800.0, oauth=False
+        self,
+        collector,
+        hub=None,
+        routes=None,
+        approval_expiry: float = 1800.0,
+        oauth=False,
+        reviewer_groups=("reviewers",),
+        break_glass_groups=(),
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.loop = asyncio.new_event_loop()
         ctx = Context(
-            collector, collector.recorder, hub or HubStandIn(), 1 << 24, ["auditors"], ["reviewers"]
+            collector,
+            collector.recorder,
+            hub or HubStandIn(),
+            1 << 24,
+            ["auditors"],
+            list(reviewer_groups),
+            list(break_glass_groups),
         )
-        # the Hub's approval queue over the collector's store (collector/approvals.py)
-        ctx.approvals = self.approvals = hub_broker(collector.recorder, expiry=approval_expiry)
+        # the Hub's approval queue over the collector's store (collector/approvals.py), with
+        # the groups `start_approvals` gives it
+        ctx.approvals = self.approvals = hub_broker(
+            collector.recorder,
+            expiry=approval_expiry,
+            reviewer_groups=ctx.reviewer_groups,
+            break_glass_groups=ctx.break_glass_groups,
+        )
         # oauth: browser sessions too (`stand_in_oauth`, `session_cookie`)
         settings = {SETTINGS_KEY: ctx, **(stand_in_oauth() if oauth else {})}
         self.app = web.Application(routes or all_routes("/"), **settings)
