@@ -106,8 +106,14 @@ async def test_a_break_glass_member_approves_alone_with_a_reason_and_it_is_flagg
     code, me = await at_hub(hub, "dave-token", "GET", "jupyter-audit/api/me")
     assert "break-glass" not in me["roles"]
 
-    # without a reason (or a blank one): a clear 400, nothing decided
-    for body_ in ({"decision": "approve"}, {"decision": "approve", "reason": " \n\t"}):
+    # without a reason, a blank one or one that draws nothing (zero-width, bidi controls):
+    # a clear 400, nothing decided
+    for body_ in (
+        {"decision": "approve"},
+        {"decision": "approve", "reason": " \n\t"},
+        {"decision": "approve", "reason": "\u200b\u2060\u202e\u3000"},
+        {"decision": "approve", "reason": None},
+    ):
         code, body = await at_hub(hub, "erin-token", "POST", path, body_)
         assert code == 400 and "break-glass decision needs a reason" in body["message"]
     # dave is in no group: 403, naming both settings
@@ -244,6 +250,46 @@ async def test_the_cli_breaks_the_glass_at_the_collector_as_a_process(hub):
     code, out, _err = await cli("erin-token", "list", "--state", "all")
     assert "approve by erin (break-glass): outage" in out
     assert "deny by frank (break-glass): no" in out
+
+
+async def test_odd_reasons_oversize_bodies_and_replays_break_no_glass(hub):
+    """What an insider in the break-glass group might try: a reason that is not text, too
+    long, or too big a body; an id in another script; deciding again, or after a deny."""
+    ask = hub.approvals.ask_for
+    rid = (await asyncio.to_thread(ask, "alice/", ALICE_SERVER, hub_question()))["request"]["id"]
+    path = f"jupyter-audit/api/approvals/{rid}"
+    for reason, what in (
+        (["outage"], "reason must be a string"),
+        ({"text": "outage"}, "reason must be a string"),
+        ("x" * 2001, "longer than"),
+    ):
+        code, body = await at_hub(
+            hub, "erin-token", "POST", path, {"decision": "approve", "reason": reason}
+        )
+        assert code == 400 and what in body["message"], body
+    code, body = await at_hub(
+        hub, "erin-token", "POST", path, {"decision": "approve", "reason": "y" * (3 << 20)}
+    )
+    assert code == 413
+    code, body = await at_hub(
+        hub, "erin-token", "POST", path, {"decision": "approve", "reason": "ok", "as": "bob"}
+    )
+    assert code == 400 and "unknown fields" in body["message"]
+    code, _ = await at_hub(hub, "erin-token", "GET", "jupyter-audit/api/approvals/%EF%BC%91")
+    assert code == 404  # a fullwidth digit one is no request id
+    assert decided(await asyncio.to_thread(collector_events, hub)) == []
+
+    code, body = await at_hub(
+        hub, "erin-token", "POST", path, {"decision": "deny", "reason": "not now"}
+    )
+    assert code == 200 and body["state"] == "denied"
+    for token in ("erin-token", "frank-token"):
+        code, body = await at_hub(
+            hub, token, "POST", path, {"decision": "approve", "reason": "after all"}
+        )
+        assert code == 409, body
+    (decision,) = decided(await asyncio.to_thread(collector_events, hub))
+    assert decision["payload"]["state"] == "denied"
 
 
 def test_a_break_glass_decision_notifies_as_one(collector_store, tmp_path):

@@ -7,6 +7,7 @@ timestamped), so the state a server holds is the state it would rebuild from the
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -217,8 +218,10 @@ class Approval:
             enough = self.approvals() + 1 >= self.min_approvals
             used = break_glass and (not reviewer or not enough)
             state = APPROVED if enough or used else PENDING
-        if used and not (reason or "").strip():
-            raise Refused(400, "a break-glass decision needs a reason")
+        if used and not says_something(reason or ""):
+            raise Refused(
+                400, "a break-glass decision needs a reason (visible text, not only spaces)"
+            )
         return state, used
 
     # ------------------------------------------------------------------ the trail
@@ -278,3 +281,10 @@ class Approval:
             self.state = decision
         if self.state != PENDING:
             self.reason = p.get("reason")
+
+
+def says_something(text: str) -> bool:
+    """Whether `text` has a character that draws something: not only spaces, line breaks,
+    zero-width, bidi or other format and control characters (a break-glass reason of
+    U+200B alone would read as none in every listing)."""
+    return any(not unicodedata.category(ch).startswith(("Z", "C")) for ch in text)

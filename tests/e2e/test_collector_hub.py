@@ -6,7 +6,8 @@ single-user servers (real jupyter-audit servers, real kernels, real DuckDB trail
 their trails to it with their Hub-issued server tokens. What is checked, in order, on one Hub:
 both users' cells land in the collector attributed by the Hub; auditors see every trace,
 users only their own servers'; a risky cell of alice's waits for bob, a reviewer, who approves
-through his own server; forged server ids, unauthenticated calls and replays are
+through his own server, and carol, a break-glass member, approves another alone with a
+reason; forged server ids, unauthenticated calls and replays are
 refused or recorded; kill -9 of the collector mid-stream and of a single-user server lose
 nothing acknowledged and store nothing twice; a server that stops forwarding is recorded
 as silent; a user who edits and then replaces their own trail cannot touch what the
@@ -46,6 +47,11 @@ BOB = {
     "email": "bob@example.org",
     "groups": ["data-science", "audit-reviewers"],  # decides others' approval requests
 }
+CAROL = {
+    "preferred_username": "carol",
+    "email": "carol@example.org",
+    "groups": ["audit-break-glass"],  # decides alone, with a reason; reviews nothing
+}
 SILENT_AFTER = 8
 
 COLLECTOR_CONFIG = """
@@ -58,6 +64,7 @@ c.JupyterHub.services = [
             *{trail!r},
             "--state-dir", "{dir}/collector-state",
             "--silent-after", "{silent}", "--max-body-bytes", "8000000",
+            "--config", "{dir}/collector_config.py",
         ],
         # people sign in here with their browser to decide approvals (the Hub's OAuth)
         "oauth_no_confirm": True,
@@ -80,7 +87,7 @@ c.Spawner.poll_interval = 2
 """
 
 
-provider = provider_fixture({"sub-alice": ALICE, "sub-bob": BOB})
+provider = provider_fixture({"sub-alice": ALICE, "sub-bob": BOB, "sub-carol": CAROL})
 
 
 @pytest.fixture(scope="module", params=["duckdb", "postgresql"])
@@ -92,6 +99,9 @@ def hub(request, provider, tmp_path_factory):
     stack = contextlib.ExitStack()
     pg = stack.enter_context(fresh_database()) if request.param == "postgresql" else None
     directory = tmp_path_factory.mktemp("collector-hub")
+    (directory / "collector_config.py").write_text(
+        'c.CollectorApp.break_glass_groups = ["audit-break-glass"]\n'
+    )
     port = free_port()
     trail = ["--pg", pg] if pg else ["--db", str(directory / "collector.duckdb")]
     extra = COLLECTOR_CONFIG.format(
@@ -432,6 +442,75 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
         if x["kind"] == "security.rejected" and "does not decide" in json.dumps(x["payload"])
     ]
     assert refused and refused[0]["identity"]["username"] == "bob"
+
+
+def test_a_break_glass_member_approves_alone_with_a_reason_signed_in_at_the_collector(hub, alice):
+    """carol, in the Hub group `audit-break-glass` (c.CollectorApp.break_glass_groups) and no
+    reviewer, has no server: she sees alice's waiting DELETE with her own Hub token, signs in
+    at the collector and approves it alone, only with a reason; the decision is flagged."""
+    carol = Person(hub, "sub-carol", "carol")
+    r = carol.collector("GET", "jupyter-audit/api/me")
+    assert r.status_code == 200 and "break-glass" in r.json()["roles"], r.text
+    assert "reviewer" not in r.json()["roles"]
+    shop = hub.dir / "glass.db"
+    con = sqlite3.connect(shop)
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.executemany("INSERT INTO customers VALUES (?)", [(1,), (2,)])
+    con.commit()
+    con.close()
+    code = (
+        f"import sqlite3\ncon = sqlite3.connect({str(shop)!r})\n"
+        "con.execute('DELETE FROM customers')\ncon.commit()\n"
+        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])"
+    )
+    kernel = Kernel(hub, alice.session, "alice")
+    ran: dict = {}
+    cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
+    cell.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            r = carol.collector("GET", "jupyter-audit/api/approvals?state=pending")
+            assert r.status_code == 200, r.text
+            if r.json()["approvals"]:
+                break
+            assert time.monotonic() < deadline, "alice's request never reached the queue"
+            time.sleep(0.5)
+        (request,) = r.json()["approvals"]
+        assert request["requester"] == "alice"
+        path = hub.url + f"/services/jupyter-audit/jupyter-audit/api/approvals/{request['id']}"
+        xsrf = sign_in_at_collector(hub, carol)
+        r = carol.session.post(
+            path, json={"decision": "approve"}, headers={"X-XSRFToken": xsrf}, timeout=60
+        )
+        assert r.status_code == 400 and "needs a reason" in r.json()["message"], r.text
+        r = carol.session.post(
+            path,
+            json={"decision": "approve", "reason": "incident 4711"},
+            headers={"X-XSRFToken": xsrf},
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["state"] == "approved", r.text
+        assert r.json()["decisions"][0]["break_glass"] is True
+    finally:
+        cell.join(240)
+        kernel.close()
+    assert ran["result"] == ("ok", "left 0\n")
+    records = wait_records(
+        alice,
+        lambda rs: any(
+            x["kind"] == "approval.decided" and (x.get("identity") or {}).get("username") == "carol"
+            for x in rs
+        ),
+    )
+    decided = [
+        x
+        for x in records
+        if x["kind"] == "approval.decided" and (x.get("identity") or {}).get("username") == "carol"
+    ]
+    assert [(x["payload"]["break_glass"], x["payload"]["reason"]) for x in decided] == [
+        (True, "incident 4711")
+    ]
 
 
 def test_each_users_own_server_reads_the_hubs_trail_as_the_collector_allows(hub, alice, bob):
