@@ -219,6 +219,10 @@ function ApprovalCard(props: {
   const canDecide =
     approval.state === 'pending' &&
     (!own || roles.includes('reviewer') || roles.includes('break-glass'));
+  // Deciding only as break-glass (at a server or the Hub's collector): every
+  // decision needs a reason, and is flagged.
+  const breakGlass =
+    roles.includes('break-glass') && !roles.includes('reviewer');
   const voting = model.isVoting(id);
   const outcome = model.outcome(id);
 
@@ -336,7 +340,9 @@ function ApprovalCard(props: {
           onSubmit={event => event.preventDefault()}
         >
           <label htmlFor={reasonId} className="jp-AuditTrail-reasonLabel">
-            {trans.__('Reason (required to deny)')}
+            {breakGlass
+              ? trans.__('Reason (required: you decide as break-glass)')
+              : trans.__('Reason (required to deny)')}
           </label>
           <textarea
             id={reasonId}

@@ -312,6 +312,20 @@ describe('ApprovalsSection', () => {
     expect(html).toContain('id="jp-AuditTrail-approvalReason-12"');
   });
 
+  it('asks a break-glass member for a reason to approve too', async () => {
+    const { settings } = fakeBroker([approval()], () => json(500, {}));
+    const model = track(settings);
+    await model.refresh();
+    const glass = render(model, me('erin', ['user', 'break-glass']));
+    expect(glass).toContain('Reason (required: you decide as break-glass)');
+    expect(glass).toContain('Approve');
+    const reviewer = render(
+      model,
+      me('bob', ['user', 'reviewer', 'break-glass'])
+    );
+    expect(reviewer).toContain('Reason (required to deny)');
+  });
+
   it('renders HTML and markdown in every field as text', async () => {
     const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>';
     const markdown = '**bold** [link](javascript:alert(3)) ![i](x)';
