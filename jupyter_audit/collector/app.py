@@ -31,7 +31,7 @@ from ..masking.config import configured_engine
 from ..masking.keys import record_key_in_use
 from ..server.archiving import ArchiveSettings
 from ..store.signing import SigningKey
-from .approvals import approval_handlers, start_approvals
+from .approvals import REVIEWER_GROUPS, approval_handlers, start_approvals
 from .browser import browser_handlers, browser_settings
 from .handlers import SETTINGS_KEY, handlers
 from .hubauth import HubUsers
@@ -113,7 +113,7 @@ class CollectorApp(ArchiveSettings, Configurable):
     )
     reviewer_groups = List(
         Unicode(),
-        ["audit-reviewers"],
+        list(REVIEWER_GROUPS),
         config=True,
         help="Hub groups whose members decide the approval requests of every server (the same "
         "names as c.AuditApp.reviewer_groups); no one decides their own.",

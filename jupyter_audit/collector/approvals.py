@@ -58,6 +58,8 @@ MAX_APPROVALS = 100
 # flood would push everyone else's out of the reviewers' view and fill the collector's memory
 MAX_PENDING_PER_USER = 50
 _ID = re.compile(r"[0-9]{1,18}")
+# the Hub groups whose members review by default (`CollectorApp.reviewer_groups`)
+REVIEWER_GROUPS = ("audit-reviewers",)
 
 
 def server_prefix(server: str) -> str:
@@ -77,7 +79,7 @@ class HubBroker(ApprovalBroker):
         recorder,
         *,
         expiry: float = 1800.0,
-        reviewer_groups=(),
+        reviewer_groups=REVIEWER_GROUPS,
         break_glass_groups=(),
         notifier=None,
         log=None,
@@ -506,7 +508,7 @@ def hub_broker(
     recorder,
     *,
     expiry: float = 1800.0,
-    reviewer_groups=("audit-reviewers",),
+    reviewer_groups=REVIEWER_GROUPS,
     break_glass_groups=(),
     webhooks=(),
     log=None,
