@@ -16,10 +16,11 @@ search tables; never the log.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from concurrent.futures import Future
+
+import orjson
 
 from .. import search
 from ..engine import _settle
@@ -74,8 +75,8 @@ def catch_up(con, max_records: int = CHUNK) -> bool:
     docs = []
     for seq, trace_id, raw in rows:
         try:
-            record = json.loads(bytes(raw))
-        except ValueError:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             continue  # not a record: verify reports it, the index has nothing to take
         words = search.record_words(record) if isinstance(record, dict) else []
         if words:
