@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import psycopg
 import pytest
@@ -144,3 +145,22 @@ def test_nothing_is_indexed_twice_across_restarts_and_two_indexers(pg):
     assert indexed[0] == indexed[1] == 60
     matches = listing.list_traces(s.cursor(), q=["word1"])[0]["matches"]
     assert matches == 17 + 10
+
+
+def test_the_index_keeps_up_in_the_background_without_a_search(pg, monkeypatch):
+    from jupyter_audit.store.pg import search as pg_search
+
+    monkeypatch.setattr(pg_search, "INTERVAL", 0.05)
+    monkeypatch.setattr(pg_search, "BACKGROUND_CHUNK", 7)  # several chunks, paced
+    s = pg.make()
+    s.append_many([statement(i, f"SELECT w{i} FROM t") for i in range(40)])
+    last = s.trail_stats()["last_seq"]
+    indexed = 0
+    for _ in range(600):  # no search asks: the background catches up alone
+        (indexed,) = pg.sql("SELECT indexed_seq FROM search_state")[0]
+        if indexed >= last:
+            break
+        threading.Event().wait(0.05)
+    assert indexed >= last
+    (rows,) = pg.sql("SELECT count(*) FROM search_records")[0]
+    assert rows == 40

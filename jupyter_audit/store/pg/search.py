@@ -4,20 +4,27 @@
 `search_records` (`schema.SEARCH_DDL`): one row per record of a trace that holds a searched
 word, its words (`search.record_words`, split in Python by the rule a query's are, so
 PostgreSQL's parser and locale never decide what a word is) as a `tsvector` with no
-positions, under a GIN index. It runs after the fact, never in an append's transaction: the
-ingest path pays nothing. `Indexer` is a thread of the store's with a connection of its own
-(PostgreSQL's snapshots let it read the log while the writer appends): it catches up a chunk
-at a time every INTERVAL seconds when records came in, and at once when a search asks
-(`PgStore.index_search`), which then waits until every record committed before it asked is
-indexed. `search_state` (one row, locked while a chunk is written) says how far the log is
-indexed, so two indexers never index a record twice. It reads the log and writes only the
-search tables; never the log.
+positions, under a GIN index. It runs after the fact, never in an append's transaction.
+`Indexer` is a thread of the store's with a connection of its own (PostgreSQL's snapshots
+let it read the log while the writer appends). When a search asks (`PgStore.index_search`)
+it catches up at full speed, and the search waits until every record committed before it
+asked is indexed. Otherwise it keeps up in the background while the trail is quiet (records
+arriving slower than QUIET_RATE a second: a Hub of hundreds of people makes a few), a small
+chunk at a time, using at most BACKGROUND_SHARE of the time. Splitting words is Python,
+which shares the collector's interpreter with the writer and the handlers: measured, an
+indexer that kept up at full speed doubled the forwarding delay's p99 at 3,000 events/s,
+and one paced to a tenth of the time still cost 10-30% of the ingest (docs/benchmarks.md).
+Under sustained heavy load the index therefore waits, and the next search pays for what
+came meanwhile (about 12,000 records a second on 2 cores). `search_state` (one row, locked
+while a chunk is written) says how far the log is indexed, so two indexers never index a
+record twice. It reads the log and writes only the search tables; never the log.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 
 import orjson
@@ -30,8 +37,11 @@ from .connection import connect
 
 log = logging.getLogger("jupyter_audit.pg")
 
-CHUNK = 5_000  # records per transaction of the index
-INTERVAL = 10.0  # seconds between catch-ups when no search asks
+CHUNK = 5_000  # records per transaction of the index when a search waits
+BACKGROUND_CHUNK = 1_000  # records per transaction when none does
+BACKGROUND_SHARE = 0.1  # of the time the background indexing may take
+QUIET_RATE = 200.0  # records a second below which the trail is quiet enough to index
+INTERVAL = 10.0  # seconds between looks for new records when the index is up to date
 # a tsvector must stay under 1 MB: a record's words past this many bytes are not indexed
 MAX_WORDS_BYTES = 900_000
 
@@ -98,15 +108,16 @@ class Indexer:
     """The thread that keeps a PostgreSQL trail's search index up to date (module
     docstring). `dsn`: the writer's; `where`: the trail as messages name it."""
 
-    def __init__(self, dsn: str, where: str, interval: float = INTERVAL):
+    def __init__(self, dsn: str, where: str, interval: float | None = None):
         self.dsn = dsn
         self.where = where
-        self.interval = interval
+        self.interval = INTERVAL if interval is None else interval
         self._lock = threading.Lock()
         self._waiting: list[Future] = []
         self._wake = threading.Event()
         self._stopping = False
         self._con = None
+        self._seen = (time.monotonic(), -1)  # when the log was last looked at, its last seq
         self._thread = threading.Thread(target=self._run, name="jupyter-audit-search", daemon=True)
 
     def start(self) -> Indexer:
@@ -151,31 +162,48 @@ class Indexer:
         return con
 
     def _run(self) -> None:
+        pause = self.interval
         try:
             while True:
-                self._wake.wait(self.interval)
+                self._wake.wait(pause)
                 self._wake.clear()
                 if self._stopping:
                     return
-                self._round()
+                pause = self._round()
         finally:
             if self._con is not None:
                 self._con.close()
 
-    def _round(self) -> None:
-        """Catch up until the index holds every committed record; the requests that came
-        before or during it are then answered."""
+    def _quiet(self, con) -> bool:
+        """Whether records came in slower than QUIET_RATE a second since the last look."""
+        (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        now = time.monotonic()
+        (then, before), self._seen = self._seen, (now, last)
+        return before >= 0 and (last - before) <= QUIET_RATE * (now - then)
+
+    def _round(self) -> float:
+        """With a search waiting: catch up until the index holds every committed record,
+        then answer the requests that came before or during it. Without: one background
+        chunk. Returns the seconds to wait before the next background chunk."""
         waiting = self._take()
+        t0 = time.monotonic()
+        done = False
         try:
             con = self._connection()
             if not schema.has_search(con):
                 raise search.SearchUnavailable(NO_INDEX)
-            while not self._stopping and not catch_up(con):
-                waiting += self._take()  # what this run indexes covers them too
+            if not waiting:
+                done = not self._quiet(con) or catch_up(con, BACKGROUND_CHUNK)
+            else:
+                while not self._stopping and not catch_up(con):
+                    waiting += self._take()  # what this run indexes covers them too
+                done = True
         except search.SearchUnavailable as e:
+            done = True
             for fut in waiting:
                 _settle(fut, error=e)
         except Exception as e:  # noqa: BLE001 - derived: the next round tries again
+            done = True
             why = loggable_error(e)
             log.warning("search index of %s not brought up to date: %s", self.where, why)
             if self._con is not None:
@@ -190,3 +218,7 @@ class Indexer:
             else:
                 for fut in waiting:
                     _settle(fut, True)
+        if done or self._stopping:  # up to date, failed (tried again later) or closing
+            return self.interval
+        spent = time.monotonic() - t0
+        return spent * (1 - BACKGROUND_SHARE) / BACKGROUND_SHARE
