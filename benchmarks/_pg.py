@@ -74,3 +74,79 @@ def reads(dsn: str) -> None:
         )
     finally:
         con.close()
+
+
+def search_reads(dsn: str) -> None:
+    """The search index of a PostgreSQL trail (`store/pg/search.py`): built from nothing over
+    the whole trail (the one-time cost of an upgrade; records/s), then the people API's
+    searches: a common word, a rare one, two words and a prefix, and one trace's matching
+    records (median / max of 7; DuckDB's figures on its own 2,000,000-event trail are in
+    docs/benchmarks.md, bench_trace_queries)."""
+    from jupyter_audit.store import listing, search, timeline
+    from jupyter_audit.store.pg.connection import PortableCursor, connect
+    from jupyter_audit.store.pg.search import catch_up
+
+    con = connect(dsn, autocommit=True)
+    cur = PortableCursor(con)
+    try:
+        con.execute("TRUNCATE search_records")
+        con.execute("UPDATE search_state SET indexed_seq = 0")
+        (n,) = con.execute("SELECT count(*) FROM events").fetchone()
+        t0 = time.perf_counter()
+        while not catch_up(con):
+            pass
+        built = time.perf_counter() - t0
+        con.execute("VACUUM ANALYZE search_records")
+        (docs,) = con.execute("SELECT count(*) FROM search_records").fetchone()
+        (size,) = con.execute(
+            "SELECT pg_size_pretty(pg_total_relation_size('search_records'))"
+        ).fetchone()
+        print(
+            f"search index built over {n:,} events in {built:.1f} s ({n / built:,.0f} records/s; "
+            f"{docs:,} records with words, {size} with its indexes)"
+        )
+        common = con.execute(
+            "SELECT word, ndoc FROM ts_stat('SELECT words FROM search_records') "
+            "ORDER BY ndoc DESC LIMIT 1 OFFSET 3"
+        ).fetchone()
+        rare = con.execute(
+            "SELECT word, ndoc FROM ts_stat('SELECT words FROM search_records') "
+            "WHERE ndoc BETWEEN 20 AND 200 AND word ~ '^[a-z]{4,16}$' LIMIT 1"
+        ).fetchone()
+        pair = con.execute(
+            "SELECT word, ndoc FROM ts_stat('SELECT words FROM search_records') "
+            "WHERE word ~ '^[a-z]{5,}$' ORDER BY ndoc DESC LIMIT 2 OFFSET 6"
+        ).fetchall()
+        trace = listing.list_traces(cur, limit=1)[0]["trace_id"]
+        cases = [
+            (f"a common word ({common[0]!r}, in {common[1]:,} records)", [common[0]]),
+            (f"a rare word ({rare[0]!r}, in {rare[1]:,})", [rare[0]]) if rare else None,
+            (
+                f"two words and a prefix ({pair[0][0]!r} {pair[1][0]!r} {pair[1][0][:3]!r}…)",
+                [pair[0][0], pair[1][0], pair[1][0][:3]],
+            ),
+        ]
+        print("searches (median / max of 7):")
+        for case in filter(None, cases):
+            label, words = case
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                listing.list_traces(cur, limit=50, q=words)
+                times.append(time.perf_counter() - t0)
+            print(
+                f"  newest 50 traces, {label}: {statistics.median(times) * 1e3:7.1f} / "
+                f"{max(times) * 1e3:7.1f} ms"
+            )
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            timeline.trace_page(cur, trace, words=[common[0]], limit=500)
+            times.append(time.perf_counter() - t0)
+        print(
+            f"  one trace's first 500 records holding {common[0]!r}: "
+            f"{statistics.median(times) * 1e3:7.1f} / {max(times) * 1e3:7.1f} ms"
+        )
+        search.terms(common[0])  # a word a person can type
+    finally:
+        con.close()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
-from _pg import copy_alone, reads  # noqa: E402
+from _pg import copy_alone, reads, search_reads  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine  # noqa: E402
 from jupyter_audit.store.canonical import GENESIS_HASH, iso_time  # noqa: E402
@@ -352,6 +352,7 @@ def main() -> None:
         if args.total:
             top_up(dsn, d / "state", args.total)
             reads(dsn)
+            search_reads(dsn)
     finally:
         if proc is not None:
             proc.kill()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _events import make_events  # noqa: E402
-from _pg import copy_alone, reads  # noqa: E402
+from _pg import copy_alone, reads, search_reads  # noqa: E402
 
 from jupyter_audit.masking import MaskingEngine, load_or_create_key  # noqa: E402
 from jupyter_audit.store.pool import MIN_BATCH  # noqa: E402
@@ -99,6 +99,7 @@ def main(n: int) -> None:
         w.close()
         print(_line("Writer (DuckDB), same events      ", n, dwall, dcpu))
         _reads(dsn, d / "pg.checkpoints")
+        search_reads(dsn)
         cwall, rows = copy_alone(dsn)
         print(
             f"PostgreSQL's own binary COPY of the same rows (2,500 per transaction, no "

@@ -186,16 +186,28 @@ def test_one_trace_is_the_servers_page_and_only_the_owners_or_an_auditors(hub_tr
     assert get(hub_trail, f"traces/{ALICE1}", "alice", page="middle").status_code == 400
 
 
-def test_search_answers_on_duckdb_and_says_plainly_it_cannot_on_postgresql(hub_trail):
-    r = get(hub_trail, "traces", "alice", q="loans")
-    r2 = get(hub_trail, f"traces/{ALICE1}", "alice", q="loans")
-    if hub_trail.kind == "duckdb":
-        assert r.status_code == 200 and ids(r.json()) == {ALICE1, ALICE2}
-        assert r2.status_code == 200 and r2.json()["events"]
-    else:
-        for answer in (r, r2):
-            assert answer.status_code == 400
-            assert "search (q) is not available" in answer.json()["message"]
+def test_search_answers_alike_on_both_stores_within_what_the_caller_may_see(hub_trail):
+    # the words of alice's statements, AND-ed, the last a prefix
+    r = get(hub_trail, "traces", "alice", q="LOANS whe")
+    assert r.status_code == 200, r.text
+    assert ids(r.json()) == {ALICE1, ALICE2}
+    assert {t["trace_id"]: t["matches"] for t in r.json()["traces"]} == {ALICE1: 4, ALICE2: 2}
+    # one trace's records holding the words (`id = 5`: the statement's words)
+    r = get(hub_trail, f"traces/{ALICE2}", "alice", q="id 5", fold="0")
+    assert r.status_code == 200, r.text
+    assert [e["payload"]["statement"] for e in r.json()["events"]] == [
+        "SELECT * FROM loans WHERE id = 5"
+    ]
+    # bob's search never reaches alice's server's traces, nor alice's his
+    assert ids(get(hub_trail, "traces", "bob", q="loans").json()) == {BOB1, BOB2}
+    assert get(hub_trail, f"traces/{ALICE1}", "bob", q="loans").status_code == 403
+    # an auditor searches every server, or one user's
+    assert ids(get(hub_trail, "traces", "carol", q="loans").json()) == {ALICE1, ALICE2, BOB1, BOB2}
+    assert ids(get(hub_trail, "traces", "carol", q="loans", user="bob").json()) == {BOB1, BOB2}
+    # a query with nothing to search for, or too many words, is the caller's 400
+    for q in ("&&& :*", " ".join(f"w{i}" for i in range(9))):
+        r = get(hub_trail, "traces", "alice", q=q)
+        assert r.status_code == 400 and "q " in r.json()["message"]
 
 
 def test_export_gives_auditors_anything_and_others_their_own_servers_traces(hub_trail):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from helpers.stores import dsn_for
+from helpers.stores import dsn_for, refused, role_dsn
 from helpers.trail import sql_event
 
 from jupyter_audit.identity.snapshot import system_identity
@@ -31,14 +31,8 @@ from jupyter_audit.store.pg import roles, schema
 from jupyter_audit.store.pg.verify import verify_dsn, verify_with_archive
 
 SIZE = 100  # records a partition
-REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)
+REFUSED = refused()
 LATER = datetime.now(UTC) + timedelta(days=1)  # every record is older than this
-
-
-def role_dsn(pg, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-
-    return dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=name)
 
 
 @pytest.fixture

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from helpers.stores import PgBackend, dsn_for
+from helpers.stores import PgBackend, as_role, refused, role_dsn
 from helpers.trail import ALICE, BOB, sql_event
 
 from jupyter_audit.store.errors import TrailError, TrailLockedError, TrailWriteError
 from jupyter_audit.store.pg import roles, schema
 
-
-def role_dsn(pg, name: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict
-
-    return dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=name)
-
-
-def as_role(pg, name: str) -> psycopg.Connection:
-    return psycopg.connect(role_dsn(pg, name), autocommit=True)
-
-
-REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)
+REFUSED = refused()
 
 
 def test_the_writer_role_appends_but_cannot_change_or_remove_the_log(pg, pg_role_names):

@@ -353,3 +353,67 @@ def test_a_rotated_key_signs_on_and_verifies_against_the_pinned_old_one(trail):
     r = trail.verify(trusted_keys=[trail.key.public])
     assert r.ok, r.problems
     assert r.checkpoint["key_id"] != trail.key.key_id  # the new key signed the last one
+
+
+def _statement(i: int, text: str, trace: str, who=ALICE) -> dict:
+    event = sql_event(i, trace=trace, who=who)
+    event["payload"]["statement"] = text
+    return event
+
+
+def test_search_matches_the_same_words_on_every_store(trail):
+    """The search (`q` of the people API) on each store: words AND-ed within one record,
+    the last one a prefix, over masked text only, case and script as a query splits them,
+    within one trace for a timeline, and records committed before a search all found."""
+    from jupyter_audit.store import listing, search, timeline
+
+    s = trail.make()
+    s.append_many(
+        [
+            _statement(0, "SELECT churn FROM quarterly_report WHERE region = 'North'", "t-a"),
+            _statement(1, "SELECT name FROM kunden WHERE stadt = 'München'", "t-a"),
+            _statement(
+                2, "DELETE FROM customers WHERE email = 'carol.zimmermann@example.com'", "t-b"
+            ),
+            _statement(3, "SELECT churn FROM weekly", "t-b", who=BOB),
+            # odd text the index must survive: a NUL, quotes and tsquery syntax
+            _statement(4, "SELECT '\x00' || 'a & b' || ':*' || '!x' FROM \"we'ird\"", "t-c"),
+        ]
+    )
+    assert s.index_search().result(timeout=60) is True
+    cur = s.cursor()
+
+    def found(q: str, **kw) -> list[str]:
+        return [t["trace_id"] for t in listing.list_traces(cur, q=search.terms(q), **kw)]
+
+    assert found("churn") == ["t-b", "t-a"]
+    assert found("churn quart") == ["t-a"]  # AND-ed in one record; the last a prefix
+    assert found("quart churn") == []  # only the last word is a prefix
+    assert found("REGION north") == ["t-a"]  # case does not matter
+    assert found("münch") == ["t-a"] and found("MÜNCHEN") == ["t-a"]
+    assert found("churn", username="bob") == ["t-b"]
+    assert found("churn", trace_prefixes=("t-a",)) == ["t-a"]
+    # the address was masked before it was stored: only its pseudonym is a word
+    assert found("zimmermann") == [] and found("carol") == [] and found("example") == []
+    assert found("email") == ["t-b"]
+    assert found("we ird") == ["t-c"] and found("a b x") == ["t-c"]
+    assert found("churn")[0] == "t-b"
+    matches = {t["trace_id"]: t["matches"] for t in listing.list_traces(cur, q=["select"])}
+    assert matches == {"t-a": 2, "t-b": 1, "t-c": 1}
+    page = timeline.trace_page(cur, "t-a", words=search.terms("kunden"), fold=False)
+    assert [e["payload"]["statement"] for e in page["events"]] == [
+        "SELECT name FROM kunden WHERE stadt = 'München'"
+    ]
+    assert timeline.trace_page(cur, "t-b", words=["kunden"])["events"] == []
+
+    # records committed after the last search are found by the next one
+    s.append_many([_statement(5, "SELECT novel_word FROM t", "t-d")])
+    assert s.index_search().result(timeout=60) is True
+    assert found("novel_w") == ["t-d"]
+    s.close()
+    # and after a restart, nothing is indexed twice nor missed
+    s = trail.make()
+    s.append_many([_statement(6, "SELECT novel_word FROM u", "t-e")])
+    assert s.index_search().result(timeout=60) is True
+    cur = s.cursor()
+    assert found("novel_word") == ["t-e", "t-d"]

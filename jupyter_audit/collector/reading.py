@@ -22,8 +22,8 @@ filters is the Hub user whose server recorded the trace.
   events, the export for auditors only)
 
 Through the store's read cursor and the read modules (`TrailStore.cursor`), so DuckDB and
-PostgreSQL collectors answer alike, except the search (`q`): its index is DuckDB's only, so a
-PostgreSQL collector answers a `q` with a 400 that says so.
+PostgreSQL collectors answer alike, the search (`q`) included (each store keeps its own index:
+`store/search.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from ..server.trace_query import (
     TraceQueryArgs,
     integrity_json,
     resolve,
+    search_ready,
     shown_filters,
     trace_answer,
     traces_answer,
@@ -52,11 +53,6 @@ from .protocol import trace_in_collector
 from .service import hub_identity
 
 MAX_TRACES = 1000  # traces a page of the first `api/traces`
-SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
-NO_SEARCH = (
-    "search (q) is not available on this collector: its PostgreSQL trail has no search "
-    "index yet; filter by notebook, kind, flag, user or time instead"
-)
 
 
 class ReadHandler(TraceQueryArgs, BodyAfterAuth):
@@ -126,18 +122,9 @@ class ReadHandler(TraceQueryArgs, BodyAfterAuth):
         return self.own_prefixes(user)
 
     async def searchable(self, words) -> None:
-        """Wait until the search index holds every committed record (400 where there is
-        none: a PostgreSQL trail)."""
-        if not words:
-            return
-        index = getattr(self.store, "index_search", None)
-        if index is None:
-            raise web.HTTPError(400, NO_SEARCH)
-        ready = asyncio.wrap_future(index())
-        done, _ = await asyncio.wait({ready}, timeout=SEARCH_WAIT)
-        if not done:
-            raise web.HTTPError(503, "the search index is still being built; try again")
-        ready.result()
+        """Wait until the search index holds every committed record (`search_ready`)."""
+        if words:
+            await search_ready(self.store)
 
     def record_access(self, user: dict, action: str, trace_id: str | None, filters=None) -> None:
         self.ctx.recorder.record(

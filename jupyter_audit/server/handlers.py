@@ -33,6 +33,7 @@ from .trace_query import (
     TraceQueryArgs,
     integrity_json,
     resolve,
+    search_ready,
     shown_filters,
     trace_answer,
     traces_answer,
@@ -218,21 +219,13 @@ def session_expiry(user) -> str | None:
     return iso_time(int(epoch * 1_000_000)) if isinstance(epoch, int | float) else None
 
 
-SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
-
-
 class TraceQueryHandler(AuditHandler):
     """What the trace endpoints share: strict parameters (`trace_query`) and, with the
     Hub's collector configured, the collector's answer instead of the local trail's."""
 
     async def index_ready(self) -> None:
-        """Wait until the search index holds every committed record."""
-        # waited for without cancelling it on time-out: the indexing goes on for the next one
-        ready = asyncio.wrap_future(self.writer.index_search())
-        done, _ = await asyncio.wait({ready}, timeout=SEARCH_WAIT)
-        if not done:
-            raise web.HTTPError(503, "the search index is still being built; try again")
-        ready.result()
+        """Wait until the search index holds every committed record (`search_ready`)."""
+        await search_ready(self.writer)
 
 
 class TracesHandler(TraceQueryHandler):

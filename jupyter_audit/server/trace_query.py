@@ -12,18 +12,39 @@ each caller's to decide before it asks; nothing here authorizes or writes.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from tornado import web
 
 from ..events import KINDS
 from ..store import listing, queries, search, timeline, trace_ids
+from ..store.errors import TrailError
 from ..store.filters import parse_time
 
 MAX_LIMIT = 1000
 MAX_TEXT = 1000  # characters of a free-text filter (user, notebook, kind, msg_id)
 MAX_TRACES_PAGE = 500  # traces per `GET traces` page
 MAX_EVENTS_PAGE = 5000  # events per `GET traces/{id}` page
+SEARCH_WAIT = 120.0  # seconds a search waits for the index to catch up
+
+
+async def search_ready(store) -> None:
+    """Wait until `store`'s search index (`index_search`: the DuckDB Writer's, or a
+    PostgreSQL trail's indexer) holds every committed record: a 400 for a trail that has no
+    index (saying how to add one), a 503 while it is still being built or failed to catch
+    up (the next search tries again). Waited for without cancelling it on time-out: the
+    indexing goes on for the next one."""
+    ready = asyncio.wrap_future(store.index_search())
+    done, _ = await asyncio.wait({ready}, timeout=SEARCH_WAIT)
+    if not done:
+        raise web.HTTPError(503, "the search index is still being built; try again")
+    try:
+        ready.result()
+    except search.SearchUnavailable as e:
+        raise web.HTTPError(400, str(e)) from None
+    except TrailError as e:
+        raise web.HTTPError(503, f"search is not available now: {e}") from None
 
 
 def integrity_json(result) -> dict:

@@ -175,9 +175,9 @@ def list_traces(
     columns = trace_columns(cur)
     source = "traces t"
     if q:
-        sql, p = search.matching_sql(q)
+        sql, p = search.matching_sql(q, dialect=getattr(cur, "dialect", "duckdb"))
         source += (
-            f" JOIN (SELECT trace_id, count(*) AS matches FROM ({sql}) GROUP BY trace_id) m"
+            f" JOIN (SELECT trace_id, count(*) AS matches FROM ({sql}) s GROUP BY trace_id) m"
             " USING (trace_id)"
         )
         params = p + params

@@ -92,8 +92,8 @@ def trace_page(
         where += " AND kind = ?"
         params.append(kind)
     if words:
-        sql, p = search.matching_sql(words, trace_id)
-        where += f" AND seq IN (SELECT seq FROM ({sql}))"
+        sql, p = search.matching_sql(words, trace_id, getattr(cur, "dialect", "duckdb"))
+        where += f" AND seq IN (SELECT seq FROM ({sql}) s)"
         params += p
     forward = not (last or before_seq is not None)
     start = before_seq if before_seq is not None else after_seq

@@ -538,6 +538,16 @@ def test_each_users_own_server_reads_the_hubs_trail_as_the_collector_allows(hub,
     assert api(bob, "traces", user="alice").status_code == 403
     page = api(alice, f"traces/{mine[0]['trace_id']}")
     assert page.status_code == 200 and page.json()["trace"]["owner"] == "bob"
+    # the panel's search box through each one's own server, on either store: bob's cell
+    # `b = 'bob-1'` by its words, alice's `a = 'alice-1'` never in bob's answer
+    found = api(bob, "traces", q="BOB 1", limit=500)
+    assert found.status_code == 200, found.text
+    assert found.json()["traces"] and {t["owner"] for t in found.json()["traces"]} == {"bob"}
+    assert {t["owner"] for t in api(bob, "traces", q="alice 1").json()["traces"]} <= {"bob"}
+    hers = api(alice, "traces", q="alice 1", limit=500).json()["traces"]
+    assert "alice" in {t["owner"] for t in hers}
+    cell = api(bob, f"traces/{found.json()['traces'][0]['trace_id']}", q="bob", fold="0")
+    assert cell.status_code == 200 and cell.json()["events"], cell.text
     r = api(bob, "export")
     assert r.status_code == 200
     assert {rec["trace_id"] for rec in r.json()["records"]} <= {t["trace_id"] for t in mine}

@@ -35,6 +35,28 @@ def dsn_for(admin: str, database: str, user: str | None = None) -> str:
     return make_conninfo(**params)
 
 
+def role_dsn(pg, name: str) -> str:
+    """The DSN of `pg`'s database, connecting as the role `name` (trust auth in tests)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return dsn_for(pg.dsn, conninfo_to_dict(pg.dsn)["dbname"], user=name)
+
+
+def as_role(pg, name: str):
+    """A connection (autocommit) to `pg`'s database as the role `name`."""
+    import psycopg
+
+    return psycopg.connect(role_dsn(pg, name), autocommit=True)
+
+
+def refused() -> tuple:
+    """What PostgreSQL raises when a role may not do a thing (a grant missing, or the
+    append-only trigger)."""
+    import psycopg
+
+    return (psycopg.errors.InsufficientPrivilege, psycopg.errors.RaiseException)
+
+
 @contextmanager
 def fresh_database():
     """A new PostgreSQL database for one test: its superuser DSN; dropped afterwards."""

@@ -17,7 +17,8 @@ depth beside the grants of `roles`; a superuser can switch it off, which `verify
 for).
 `head` holds the writer's high-water mark (last seq, hash, Merkle frontier), updated in the
 transaction of every append. `traces`, `trace_users` and `trace_notebooks` are derived from
-the log (`derived`) and may be rebuilt from it at any time.
+the log (`derived`) and may be rebuilt from it at any time; so is the search index
+(`search_records`, `search_state`: `pg.search`), filled after the fact.
 
 This module holds DDL and the meta/head readers; it never appends to the log.
 """
@@ -35,7 +36,8 @@ PARTITION_SIZE = 1_000_000
 MAX_PARTITION_SIZE = 1_000_000_000_000  # far from overflowing the functions' bigint bounds
 #: the tables a reader role may SELECT and what a writer role may do to each (`roles`)
 LOG_TABLES = ("events", "identities", "event_ids")
-DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks")
+SEARCH_TABLES = ("search_records", "search_state")
+DERIVED_TABLES = ("traces", "trace_users", "trace_notebooks", *SEARCH_TABLES)
 ALL_TABLES = ("meta", "head", *LOG_TABLES, *DERIVED_TABLES)
 PARTITION_FUNCTION = "jupyter_audit_partitions"
 DROP_FUNCTION = "jupyter_audit_drop_archived"
@@ -62,6 +64,24 @@ EVENTS_COLUMNS = (
     "leaf",
     "record",
 )
+
+# the search index (`pg.search`): one row per record holding a searched word, its words a
+# tsvector (lexemes as `search.record_words` split them, no positions) under GIN; the
+# trace's rows for a search within one trace; how far the log is indexed
+SEARCH_DDL = [
+    """CREATE TABLE IF NOT EXISTS search_records (
+        seq bigint PRIMARY KEY,
+        trace_id text NOT NULL,
+        words tsvector NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS search_records_words ON search_records USING gin (words)",
+    "CREATE INDEX IF NOT EXISTS search_records_trace ON search_records (trace_id, seq)",
+    """CREATE TABLE IF NOT EXISTS search_state (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        indexed_seq bigint NOT NULL
+    )""",
+    "INSERT INTO search_state (indexed_seq) VALUES (0) ON CONFLICT DO NOTHING",
+]
 
 DDL = [
     "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -335,7 +355,7 @@ def create(con, partition_size: int = PARTITION_SIZE) -> None:
         (schema,) = con.execute("SELECT current_schema()").fetchone()
         if schema is None:
             raise TrailError("the PostgreSQL connection has no current schema to create in")
-        for stmt in DDL:
+        for stmt in (*DDL, *SEARCH_DDL):
             con.execute(stmt)
         install_functions(con, schema, partition_size)
         con.execute(
@@ -351,13 +371,42 @@ def create(con, partition_size: int = PARTITION_SIZE) -> None:
 
 def upgrade(con) -> None:
     """Bring a trail made by an earlier jupyter-audit up to this one's functions (the drop
-    function, the partition function that skips dropped blocks), in one transaction, as its
-    owner (`roles.setup` runs it)."""
+    function, the partition function that skips dropped blocks) and search index, in one
+    transaction, as its owner (`roles.setup` runs it)."""
     with con.transaction():
         con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
         (schema_name,) = con.execute("SELECT current_schema()").fetchone()
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         install_functions(con, schema_name, partition_size(meta))
+        for stmt in SEARCH_DDL:
+            con.execute(stmt)
+
+
+def has_search(con) -> bool:
+    """Whether the trail has its search index's tables (one made before them has not, until
+    `jupyter audit pg-setup` upgrades it, or a store whose role owns the schema opens it)."""
+    row = con.execute(
+        "SELECT to_regclass('search_records') IS NOT NULL AND to_regclass('search_state') "
+        "IS NOT NULL"
+    ).fetchone()
+    return bool(row[0])
+
+
+def add_search(con) -> bool:
+    """Create the search index's tables if missing, when the connection's role may (it owns
+    the schema); whether the trail has them afterwards."""
+    import psycopg
+
+    if has_search(con):
+        return True
+    try:
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(hashtext('jupyter-audit schema'))")
+            for stmt in SEARCH_DDL:
+                con.execute(stmt)
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    return True
 
 
 def read_meta(con) -> dict[str, str]:

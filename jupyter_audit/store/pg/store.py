@@ -12,7 +12,7 @@ the store finds it in the log); the next round reconnects, takes the lock again 
 up the chain after the log's last committed record (`head` is only a cache of it). Reads
 run on connections of their own, through the same read modules as the DuckDB trail
 (`connection.PortableCursor`), and `verify` reads one REPEATABLE READ snapshot while
-appends go on.
+appends go on. The search index is kept up to date by a thread of its own (`search.Indexer`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future
 
 import psycopg
 
@@ -38,6 +39,7 @@ from ..verify import VerifyResult
 from . import partitions, schema
 from .connection import PortableCursor, connect, redacted
 from .derived import Derivation
+from .search import NO_INDEX, Indexer
 from .snapshot import snapshot
 from .verify import verify_snapshot
 from .write import held_client_ids, insert, micros
@@ -98,6 +100,7 @@ class PgStore(CursorReads, QueuedStore):
         self._local = threading.local()  # each reading thread's connection
         self._readers: list[psycopg.Connection] = []
         self._readers_lock = threading.Lock()
+        self._indexer: Indexer | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> PgStore:
@@ -114,6 +117,7 @@ class PgStore(CursorReads, QueuedStore):
             raise
         self._con = con
         self._start(self.where)
+        self._indexer = Indexer(self.dsn, self.where).start()
         return self
 
     def _prepare_open(self, con: psycopg.Connection) -> None:
@@ -121,6 +125,8 @@ class PgStore(CursorReads, QueuedStore):
         if not schema.exists(con):
             schema.create(con, self.partition_size)
         self._take_lock(con)
+        if not schema.add_search(con):
+            log.warning("audit trail %s: %s", self.where, NO_INDEX)
         meta = schema.read_meta(con)
         schema.check_version(meta)
         self.trail_id = meta["trail_id"]
@@ -140,6 +146,8 @@ class PgStore(CursorReads, QueuedStore):
     def close(self, checkpoint: bool = True) -> None:
         if self._closed or self._thread is None:
             return
+        if self._indexer is not None:
+            self._indexer.close()
         self._stop(checkpoint)
         with self._readers_lock:
             readers, self._readers = self._readers, []
@@ -244,6 +252,13 @@ class PgStore(CursorReads, QueuedStore):
         if self._thread is None:
             raise TrailError("trail is not open")
         return self._reader()
+
+    def index_search(self) -> Future:
+        """Bring the search index up to the last committed record (`search.Indexer`);
+        resolves to True once it is, SearchUnavailable for a trail without one."""
+        if self._indexer is None:
+            raise TrailError("trail is not open")
+        return self._indexer.request()
 
     def forward_heads(self) -> dict[str, dict]:
         """Each origin server's newest forwarded record, from the indexed origin columns

@@ -1,0 +1,224 @@
+"""The PostgreSQL trail's search index, kept up to date beside the writer.
+
+`store/search.py` says what is searched and how a query matches; this module fills
+`search_records` (`schema.SEARCH_DDL`): one row per record of a trace that holds a searched
+word, its words (`search.record_words`, split in Python by the rule a query's are, so
+PostgreSQL's parser and locale never decide what a word is) as a `tsvector` with no
+positions, under a GIN index. It runs after the fact, never in an append's transaction.
+`Indexer` is a thread of the store's with a connection of its own (PostgreSQL's snapshots
+let it read the log while the writer appends). When a search asks (`PgStore.index_search`)
+it catches up at full speed, and the search waits until every record committed before it
+asked is indexed. Otherwise it keeps up in the background while the trail is quiet (records
+arriving slower than QUIET_RATE a second: a Hub of hundreds of people makes a few), a small
+chunk at a time, using at most BACKGROUND_SHARE of the time. Splitting words is Python,
+which shares the collector's interpreter with the writer and the handlers: measured, an
+indexer that kept up at full speed doubled the forwarding delay's p99 at 3,000 events/s,
+and one paced to a tenth of the time still cost 10-30% of the ingest (docs/benchmarks.md).
+Under sustained heavy load the index therefore waits, and the next search pays for what
+came meanwhile (about 12,000 records a second on 2 cores). `search_state` (one row, locked
+while a chunk is written) says how far the log is indexed, so two indexers never index a
+record twice. It reads the log and writes only the search tables; never the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+import orjson
+
+from .. import search
+from ..engine import _settle
+from ..errors import TrailError, loggable_error
+from . import schema
+from .connection import connect
+
+log = logging.getLogger("jupyter_audit.pg")
+
+CHUNK = 5_000  # records per transaction of the index when a search waits
+BACKGROUND_CHUNK = 1_000  # records per transaction when none does
+BACKGROUND_SHARE = 0.1  # of the time the background indexing may take
+QUIET_RATE = 200.0  # records a second below which the trail is quiet enough to index
+INTERVAL = 10.0  # seconds between looks for new records when the index is up to date
+# a tsvector must stay under 1 MB: a record's words past this many bytes are not indexed
+MAX_WORDS_BYTES = 900_000
+
+NO_INDEX = (
+    "search (q) is not available: this PostgreSQL trail has no search index yet; its "
+    "administrator adds it by running `jupyter audit pg-setup` once more"
+)
+
+
+def tsvector_text(words: list[str]) -> str:
+    """`words` (from `search.record_words`: letters, digits and `_` only) as a tsvector's
+    text, each quoted, the first MAX_WORDS_BYTES of them."""
+    text = "'" + "' '".join(words) + "'" if words else ""
+    if len(text.encode()) + 8 * len(words) <= MAX_WORDS_BYTES:
+        return text
+    out, size = [], 0
+    for w in words:
+        size += len(w.encode()) + 8  # the lexeme and its entry
+        if size > MAX_WORDS_BYTES:
+            break
+        out.append(f"'{w}'")
+    return " ".join(out)
+
+
+def catch_up(con, max_records: int = CHUNK) -> bool:
+    """Index up to `max_records` of the records not indexed yet, in one transaction on the
+    psycopg connection `con` (autocommit); True when none is left."""
+    (done,) = con.execute("SELECT indexed_seq FROM search_state").fetchone()
+    # the live trail's first record (partitions archived away start it later)
+    first, last = con.execute(
+        "SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) FROM events"
+    ).fetchone()
+    if done >= last:
+        return True
+    upto = min(last, max(done, first - 1) + max_records)
+    rows = con.execute(
+        "SELECT seq, trace_id, record FROM events "
+        "WHERE seq > %s AND seq <= %s AND trace_id IS NOT NULL ORDER BY seq",
+        [done, upto],
+    ).fetchall()
+    docs = []
+    for seq, trace_id, raw in rows:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue  # not a record: verify reports it, the index has nothing to take
+        words = search.record_words(record) if isinstance(record, dict) else []
+        if words:
+            docs.append((seq, trace_id, tsvector_text(words)))
+    with con.transaction():
+        # locked to the commit: an indexer of another process waits, then finds it moved
+        (now,) = con.execute("SELECT indexed_seq FROM search_state FOR UPDATE").fetchone()
+        if now != done:
+            return False
+        with con.cursor() as cur:
+            with cur.copy("COPY search_records (seq, trace_id, words) FROM STDIN") as copy:
+                for doc in docs:
+                    copy.write_row(doc)
+            cur.execute("UPDATE search_state SET indexed_seq = %s", [upto])
+    return upto >= last
+
+
+class Indexer:
+    """The thread that keeps a PostgreSQL trail's search index up to date (module
+    docstring). `dsn`: the writer's; `where`: the trail as messages name it."""
+
+    def __init__(self, dsn: str, where: str, interval: float | None = None):
+        self.dsn = dsn
+        self.where = where
+        self.interval = INTERVAL if interval is None else interval
+        self._lock = threading.Lock()
+        self._waiting: list[Future] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        self._con = None
+        self._seen = (time.monotonic(), -1)  # when the log was last looked at, its last seq
+        self._thread = threading.Thread(target=self._run, name="jupyter-audit-search", daemon=True)
+
+    def start(self) -> Indexer:
+        self._thread.start()
+        return self
+
+    def request(self) -> Future:
+        """A future resolved (True) once every record committed before now is indexed;
+        SearchUnavailable if the trail has no index, TrailError if indexing failed."""
+        fut: Future = Future()
+        with self._lock:
+            if self._stopping:
+                _settle(fut, error=TrailError("the trail is closed"))
+                return fut
+            self._waiting.append(fut)
+        self._wake.set()
+        return fut
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._fail(TrailError("the trail is closed"))
+
+    def _take(self) -> list[Future]:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        return waiting
+
+    def _fail(self, error: BaseException) -> None:
+        for fut in self._take():
+            _settle(fut, error=error)
+
+    def _connection(self):
+        con = self._con
+        if con is None or con.closed or con.broken:
+            if con is not None:
+                con.close()
+            self._con = con = connect(self.dsn, autocommit=True, application="jupyter-audit search")
+        return con
+
+    def _run(self) -> None:
+        pause = self.interval
+        try:
+            while True:
+                self._wake.wait(pause)
+                self._wake.clear()
+                if self._stopping:
+                    return
+                pause = self._round()
+        finally:
+            if self._con is not None:
+                self._con.close()
+
+    def _quiet(self, con) -> bool:
+        """Whether records came in slower than QUIET_RATE a second since the last look."""
+        (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        now = time.monotonic()
+        (then, before), self._seen = self._seen, (now, last)
+        return before >= 0 and (last - before) <= QUIET_RATE * (now - then)
+
+    def _round(self) -> float:
+        """With a search waiting: catch up until the index holds every committed record,
+        then answer the requests that came before or during it. Without: one background
+        chunk. Returns the seconds to wait before the next background chunk."""
+        waiting = self._take()
+        t0 = time.monotonic()
+        done = False
+        try:
+            con = self._connection()
+            if not schema.has_search(con):
+                raise search.SearchUnavailable(NO_INDEX)
+            if not waiting:
+                done = not self._quiet(con) or catch_up(con, BACKGROUND_CHUNK)
+            else:
+                while not self._stopping and not catch_up(con):
+                    waiting += self._take()  # what this run indexes covers them too
+                done = True
+        except search.SearchUnavailable as e:
+            done = True
+            for fut in waiting:
+                _settle(fut, error=e)
+        except Exception as e:  # noqa: BLE001 - derived: the next round tries again
+            done = True
+            why = loggable_error(e)
+            log.warning("search index of %s not brought up to date: %s", self.where, why)
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            for fut in waiting:
+                _settle(fut, error=TrailError(f"search index not up to date: {why}"))
+        else:
+            if self._stopping:
+                for fut in waiting:
+                    _settle(fut, error=TrailError("the trail is closed"))
+            else:
+                for fut in waiting:
+                    _settle(fut, True)
+        if done or self._stopping:  # up to date, failed (tried again later) or closing
+            return self.interval
+        spent = time.monotonic() - t0
+        return spent * (1 - BACKGROUND_SHARE) / BACKGROUND_SHARE
