@@ -2,9 +2,10 @@
 
 `store/search.py` says what is searched and how a query matches; this module fills
 `search_records` (`schema.SEARCH_DDL`): one row per record of a trace that holds a searched
-word, its words (`search.record_words`, split in Python by the rule a query's are, so
-PostgreSQL's parser and locale never decide what a word is) as a `tsvector` with no
-positions, under a GIN index. It runs after the fact, never in an append's transaction.
+word (more for a record whose words outgrow one tsvector: `tsvector_parts`), its words
+(`search.record_words`, split in Python by the rule a query's are, so PostgreSQL's parser
+and locale never decide what a word is) as a `tsvector` with no positions, under a GIN
+index. It runs after the fact, never in an append's transaction.
 `Indexer` is a thread of the store's with a connection of its own (PostgreSQL's snapshots
 let it read the log while the writer appends). When a search asks (`PgStore.index_search`)
 it catches up at full speed, and the search waits until every record committed before it
@@ -42,7 +43,7 @@ BACKGROUND_CHUNK = 1_000  # records per transaction when none does
 BACKGROUND_SHARE = 0.1  # of the time the background indexing may take
 QUIET_RATE = 200.0  # records a second below which the trail is quiet enough to index
 INTERVAL = 10.0  # seconds between looks for new records when the index is up to date
-# a tsvector must stay under 1 MB: a record's words past this many bytes are not indexed
+# a tsvector must stay under 1 MB: a record's words past this many bytes go in another row
 MAX_WORDS_BYTES = 900_000
 
 NO_INDEX = (
@@ -51,19 +52,24 @@ NO_INDEX = (
 )
 
 
-def tsvector_text(words: list[str]) -> str:
-    """`words` (from `search.record_words`: letters, digits and `_` only) as a tsvector's
-    text, each quoted, the first MAX_WORDS_BYTES of them."""
-    text = "'" + "' '".join(words) + "'" if words else ""
-    if len(text.encode()) + 8 * len(words) <= MAX_WORDS_BYTES:
-        return text
-    out, size = [], 0
+def tsvector_parts(words: list[str]) -> list[str]:
+    """`words` (from `search.record_words`: letters, digits and `_` only) as tsvector
+    texts, each word quoted, in as many parts of at most MAX_WORDS_BYTES as they need (a
+    tsvector must stay under 1 MB: a record's words past one part are in the next, never
+    dropped, so no statement hides behind a megabyte of other words)."""
+    parts: list[str] = []
+    out: list[str] = []
+    size = 0
     for w in words:
-        size += len(w.encode()) + 8  # the lexeme and its entry
-        if size > MAX_WORDS_BYTES:
-            break
+        cost = len(w.encode()) + 8  # the lexeme and its entry
+        if out and size + cost > MAX_WORDS_BYTES:
+            parts.append(" ".join(out))
+            out, size = [], 0
         out.append(f"'{w}'")
-    return " ".join(out)
+        size += cost
+    if out:
+        parts.append(" ".join(out))
+    return parts
 
 
 def catch_up(con, max_records: int = CHUNK) -> bool:
@@ -89,15 +95,17 @@ def catch_up(con, max_records: int = CHUNK) -> bool:
         except orjson.JSONDecodeError:
             continue  # not a record: verify reports it, the index has nothing to take
         words = search.record_words(record) if isinstance(record, dict) else []
-        if words:
-            docs.append((seq, trace_id, tsvector_text(words)))
+        parts = tsvector_parts(words)
+        for part, text in enumerate(parts):
+            docs.append((seq, trace_id, text, part, len(parts)))
     with con.transaction():
         # locked to the commit: an indexer of another process waits, then finds it moved
         (now,) = con.execute("SELECT indexed_seq FROM search_state FOR UPDATE").fetchone()
         if now != done:
             return False
         with con.cursor() as cur:
-            with cur.copy("COPY search_records (seq, trace_id, words) FROM STDIN") as copy:
+            copy_sql = "COPY search_records (seq, trace_id, words, part, parts) FROM STDIN"
+            with cur.copy(copy_sql) as copy:
                 for doc in docs:
                     copy.write_row(doc)
             cur.execute("UPDATE search_state SET indexed_seq = %s", [upto])

@@ -1,0 +1,88 @@
+"""Review of search on a PostgreSQL collector (issue 18): what an insider with a notebook
+account could try against the index and the query built from `q`, each kept closed. Real
+PostgreSQL (JUPYTER_AUDIT_TEST_PG_DSN, a database per test; skipped without it)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.trail import ALICE, sql_event
+
+from jupyter_audit.store import listing, search, timeline
+from jupyter_audit.store.pg.search import MAX_WORDS_BYTES
+
+
+def statement(i: int, text: str, trace: str) -> dict:
+    event = sql_event(i, trace=trace, who=ALICE)
+    event["payload"]["statement"] = text
+    return event
+
+
+def found(store, q: str) -> dict[str, int]:
+    """Trace id -> matches of a search for `q`, as the people API lists them."""
+    cur = store.cursor()
+    return {t["trace_id"]: t["matches"] for t in listing.list_traces(cur, q=search.terms(q))}
+
+
+def test_a_statement_cannot_hide_behind_more_words_than_one_tsvector_holds(pg):
+    """A cell of ~1 MB of distinct junk words, then the statement that matters: on DuckDB
+    every word is found, and on PostgreSQL the words past one tsvector's budget were
+    dropped, so an auditor's search for the table missed the cell that dropped it."""
+    s = pg.make()
+    junk = " ".join(f"w{i:07d}" for i in range(MAX_WORDS_BYTES // 12 + 1000))
+    s.append_many(
+        [
+            statement(0, "SELECT 1 FROM innocent", "t-a"),
+            statement(1, f"SELECT {junk} FROM nowhere; DROP TABLE patients", "t-hide"),
+        ]
+    )
+    assert s.index_search().result(timeout=120) is True
+    assert found(s, "patients") == {"t-hide": 1}
+    assert found(s, "drop table patients") == {"t-hide": 1}
+    # a word in the first part and one in the last, AND-ed in the one record
+    assert found(s, "w0000001 patients") == {"t-hide": 1}
+    # one record counted once, whichever parts hold the words
+    assert found(s, "select") == {"t-a": 1, "t-hide": 1}
+    assert found(s, "w0000001") == {"t-hide": 1}
+    page = timeline.trace_page(s.cursor(), "t-hide", words=search.terms("patients"), fold=False)
+    assert len(page["events"]) == 1
+    # and a restart indexes nothing twice
+    s.close()
+    s = pg.make()
+    s.append_many([statement(2, "SELECT patients_again FROM x", "t-b")])
+    assert s.index_search().result(timeout=120) is True
+    assert found(s, "patients") == {"t-b": 1, "t-hide": 1}
+
+
+ODD = [
+    "it's",
+    "a\\b",
+    "x:*",
+    "a & b | !c <-> d",
+    "'' & ''",
+    "a\x00b",
+    "\\'; DROP TABLE events; --",
+    "ΟΔΟΣ",
+    "İstanbul",
+    "𝐀" * 1000,
+    "ab " * 7 + "a",
+    "e\u0301t\u00e9",
+    "\u200b\u202eabc",
+    "(a",
+    "a)",
+]
+
+
+@pytest.mark.parametrize("q", ODD)
+def test_odd_queries_are_words_or_a_clear_error_never_tsquery_syntax(pg, q):
+    """Whatever `q` holds reaches PostgreSQL as quoted words only: a query either finds
+    what its words find or is refused by `search.terms` (a 400), never a database error."""
+    s = pg.make()
+    s.append_many([statement(0, "SELECT a, b, c, d, x, it, s FROM events", "t-a")])
+    assert s.index_search().result(timeout=60) is True
+    try:
+        words = search.terms(q)
+    except search.SearchError:
+        return
+    cur = s.cursor()
+    listing.list_traces(cur, q=words)  # raises on anything PostgreSQL would not take
+    timeline.trace_page(cur, "t-a", words=words)
