@@ -7,6 +7,7 @@ timestamped), so the state a server holds is the state it would rebuild from the
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -283,8 +284,21 @@ class Approval:
             self.reason = p.get("reason")
 
 
+# letters, symbols and marks that draw nothing: Unicode's default-ignorable ones (the Hangul
+# fillers, the combining grapheme joiner, Khmer's inherent vowels, variation selectors…)
+# and the Braille blank
+_BLANK = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u2800\u3164\ufe00-\ufe0f\uffa0"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
 def says_something(text: str) -> bool:
-    """Whether `text` has a character that draws something: not only spaces, line breaks,
-    zero-width, bidi or other format and control characters (a break-glass reason of
-    U+200B alone would read as none in every listing)."""
-    return any(not unicodedata.category(ch).startswith(("Z", "C")) for ch in text)
+    """Whether `text` has a character that draws something: a letter, digit, punctuation
+    or symbol, not only spaces, line breaks, zero-width, bidi, other format and control
+    characters, lone combining marks or blank letters (`_BLANK`): a break-glass reason of
+    U+200B or U+3164 alone would read as none in every listing."""
+    return any(
+        not unicodedata.category(ch).startswith(("Z", "C", "M")) and not _BLANK.match(ch)
+        for ch in text
+    )
