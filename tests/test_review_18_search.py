@@ -86,3 +86,33 @@ def test_odd_queries_are_words_or_a_clear_error_never_tsquery_syntax(pg, q):
     cur = s.cursor()
     listing.list_traces(cur, q=words)  # raises on anything PostgreSQL would not take
     timeline.trace_page(cur, "t-a", words=words)
+
+
+def test_a_chunk_of_the_index_holds_a_bounded_number_of_bytes(pg, monkeypatch):
+    """Records of a megabyte each, forwarded by the thousand: one chunk of 5,000 of them
+    read at once would be gigabytes in the collector's memory, and a collector killed for
+    it would meet the same chunk at the next search. A chunk stops at CHUNK_BYTES of
+    records (at least one record), and the next goes on where it stopped: nothing missed,
+    nothing twice."""
+    import psycopg
+
+    from jupyter_audit.store.pg import search as pg_search
+
+    s = pg.make()
+    big = " ".join(f"v{i:05d}" for i in range(2000))  # ~14 kB of words a record
+    s.append_many([statement(i, f"SELECT r{i} {big}", f"t-{i}") for i in range(10)])
+    s.close()  # its indexer does not race the chunks counted here
+    monkeypatch.setattr(pg_search, "CHUNK_BYTES", 40_000)  # two or three of these records
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        rounds = 1
+        while not pg_search.catch_up(con):
+            rounds += 1
+            (indexed,) = con.execute("SELECT count(*) FROM search_records").fetchone()
+            assert indexed <= 3 * rounds
+        assert rounds >= 4
+        (rows,) = con.execute("SELECT count(DISTINCT seq) FROM search_records").fetchone()
+        assert rows == 10
+    s = pg.make()
+    assert s.index_search().result(timeout=60) is True
+    assert found(s, "r7 v01999") == {"t-7": 1}
+    assert found(s, "v00000") == {f"t-{i}": 1 for i in range(10)}

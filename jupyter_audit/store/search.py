@@ -161,23 +161,20 @@ def tsquery_sql(words: list[str], trace_id: str | None = None) -> tuple[str, lis
     of `words`, the last as a prefix (`:*`, MIN_PREFIX as on DuckDB), one row per record. The
     tsquery is text cast as such, which PostgreSQL takes as written (no parser, no
     lower-casing); each word is quoted, and only a word `words_of` can give is let in
-    (SearchError else). A record whose words outgrow one tsvector has `parts` rows: one of
-    them holding every word answers it once; else its first row, if each word is in one of
-    its parts (few records, under a partial index)."""
+    (SearchError else). A record whose words outgrow one tsvector has `parts` rows, answered
+    by its first one if each word is in one of its parts (few records: a partial index)."""
     each = []
     for i, w in enumerate(words):
         if not isinstance(w, str) or _WORD.fullmatch(w) is None or words_of(w) != [w]:
             raise SearchError("a search word is letters, digits and _ only")
         prefix = i == len(words) - 1 and len(w) >= MIN_PREFIX
         each.append(f"'{w}'" + (":*" if prefix else ""))
-    every = " & ".join(each)
     within, wparams = ("r.trace_id = ? AND ", [trace_id]) if trace_id is not None else ("", [])
     in_one = "SELECT 1 FROM search_records e WHERE e.seq = r.seq AND e.words @@ ?::tsquery"
     sql = (
         f"SELECT r.seq, r.trace_id FROM search_records r WHERE {within}r.words @@ ?::tsquery"
-        f" AND (r.parts = 1 OR NOT EXISTS ({in_one} AND e.part < r.part))"
-        f" UNION ALL SELECT r.seq, r.trace_id FROM search_records r"
-        f" WHERE {within}r.parts > 1 AND r.part = 0 AND NOT EXISTS ({in_one})"
+        f" AND r.parts = 1 UNION ALL SELECT r.seq, r.trace_id FROM search_records r"
+        f" WHERE {within}r.parts > 1 AND r.part = 0"
         + "".join(f" AND EXISTS ({in_one})" for _ in each)
     )
-    return sql, [*wparams, every, every, *wparams, every, *each]
+    return sql, [*wparams, " & ".join(each), *wparams, *each]

@@ -39,6 +39,9 @@ from .connection import connect
 log = logging.getLogger("jupyter_audit.pg")
 
 CHUNK = 5_000  # records per transaction of the index when a search waits
+# bytes of records read for one transaction (at least one record): a chunk of records of a
+# megabyte each must not take gigabytes of the collector's memory
+CHUNK_BYTES = 64 << 20
 BACKGROUND_CHUNK = 1_000  # records per transaction when none does
 BACKGROUND_SHARE = 0.1  # of the time the background indexing may take
 QUIET_RATE = 200.0  # records a second below which the trail is quiet enough to index
@@ -73,8 +76,9 @@ def tsvector_parts(words: list[str]) -> list[str]:
 
 
 def catch_up(con, max_records: int = CHUNK) -> bool:
-    """Index up to `max_records` of the records not indexed yet, in one transaction on the
-    psycopg connection `con` (autocommit); True when none is left."""
+    """Index up to `max_records` of the records not indexed yet (and up to CHUNK_BYTES of
+    them), in one transaction on the psycopg connection `con` (autocommit); True when none
+    is left."""
     (done,) = con.execute("SELECT indexed_seq FROM search_state").fetchone()
     # the live trail's first record (partitions archived away start it later)
     first, last = con.execute(
@@ -83,13 +87,19 @@ def catch_up(con, max_records: int = CHUNK) -> bool:
     if done >= last:
         return True
     upto = min(last, max(done, first - 1) + max_records)
+    # at most CHUNK_BYTES of records (and at least one): each row's bytes before it summed
     rows = con.execute(
-        "SELECT seq, trace_id, record FROM events "
-        "WHERE seq > %s AND seq <= %s AND trace_id IS NOT NULL ORDER BY seq",
-        [done, upto],
+        "SELECT seq, trace_id, record, total FROM (SELECT seq, trace_id, record,"
+        " count(*) OVER () AS total, sum(octet_length(record)) OVER (ORDER BY seq)"
+        " - octet_length(record) AS before FROM events"
+        " WHERE seq > %s AND seq <= %s AND trace_id IS NOT NULL) r"
+        " WHERE before < %s ORDER BY seq",
+        [done, upto, CHUNK_BYTES],
     ).fetchall()
+    if rows and len(rows) < rows[0][3]:
+        upto = rows[-1][0]  # stopped at the bytes: the next chunk starts after its last
     docs = []
-    for seq, trace_id, raw in rows:
+    for seq, trace_id, raw, _total in rows:
         try:
             record = orjson.loads(raw)
         except orjson.JSONDecodeError:
