@@ -112,6 +112,17 @@ def test_a_chunk_of_the_index_holds_a_bounded_number_of_bytes(pg, monkeypatch):
         assert rounds >= 4
         (rows,) = con.execute("SELECT count(DISTINCT seq) FROM search_records").fetchone()
         assert rows == 10
+        # a record bigger than a whole chunk is still read, alone: the index never stalls
+        monkeypatch.setattr(pg_search, "CHUNK_BYTES", 1)
+        con.execute("TRUNCATE search_records")
+        con.execute("UPDATE search_state SET indexed_seq = 0")
+        assert not pg_search.catch_up(con)
+        (rows,) = con.execute("SELECT count(DISTINCT seq) FROM search_records").fetchone()
+        assert rows == 1
+        while not pg_search.catch_up(con):
+            pass
+        (rows,) = con.execute("SELECT count(DISTINCT seq) FROM search_records").fetchone()
+        assert rows == 10
     s = pg.make()
     assert s.index_search().result(timeout=60) is True
     assert found(s, "r7 v01999") == {"t-7": 1}
