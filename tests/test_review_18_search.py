@@ -127,3 +127,37 @@ def test_a_chunk_of_the_index_holds_a_bounded_number_of_bytes(pg, monkeypatch):
     assert s.index_search().result(timeout=60) is True
     assert found(s, "r7 v01999") == {"t-7": 1}
     assert found(s, "v00000") == {f"t-{i}": 1 for i in range(10)}
+
+
+def test_an_index_of_one_row_per_record_is_rebuilt_by_pg_setup(pg, pg_role_names, caplog):
+    """A trail whose `search_records` has the first shape (one row per record, no `parts`:
+    made by the merge before this review) would have its indexer fail at every round; the
+    writer role's store says to run pg-setup, which rebuilds it from the log."""
+    import logging
+
+    import psycopg
+    from helpers.stores import role_dsn
+
+    from jupyter_audit.store.pg import roles, schema
+
+    with psycopg.connect(pg.dsn, autocommit=True) as con:
+        schema.create(con)
+    roles.setup(pg.dsn, **pg_role_names)
+    pg.sql("DROP TABLE search_records")
+    pg.sql(
+        "CREATE TABLE search_records (seq bigint PRIMARY KEY, trace_id text NOT NULL, "
+        "words tsvector NOT NULL)"
+    )
+    writer = pg_role_names["writer"]
+    pg.sql(f'GRANT SELECT, INSERT, UPDATE, DELETE ON search_records TO "{writer}"')
+    admin, pg.dsn = pg.dsn, role_dsn(pg, pg_role_names["writer"])
+    with caplog.at_level(logging.WARNING, logger="jupyter_audit.pg"):
+        s = pg.make()
+    assert "pg-setup" in caplog.text
+    s.append_many([statement(i, f"SELECT churn_{i} FROM quarterly", "t-1") for i in range(5)])
+    with pytest.raises(search.SearchUnavailable):
+        s.index_search().result(timeout=60)
+    pg.dsn = admin
+    roles.setup(admin, **pg_role_names)
+    assert s.index_search().result(timeout=60) is True
+    assert found(s, "churn_3") == {"t-1": 1}

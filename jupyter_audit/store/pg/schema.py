@@ -71,6 +71,14 @@ EVENTS_COLUMNS = (
 # trace's rows for a search within one trace; the split records' first rows (a query
 # AND-s words across their parts: `search.tsquery_sql`); how far the log is indexed
 SEARCH_DDL = [
+    # the first shape (one row per record, no `parts`) is derived: dropped, built again
+    """DO $$ BEGIN
+        IF to_regclass('search_records') IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('search_records')
+            AND attname = 'parts' AND NOT attisdropped) THEN
+            DROP TABLE search_records, search_state;
+        END IF;
+    END $$""",
     """CREATE TABLE IF NOT EXISTS search_records (
         seq bigint NOT NULL,
         trace_id text NOT NULL,
@@ -389,11 +397,13 @@ def upgrade(con) -> None:
 
 
 def has_search(con) -> bool:
-    """Whether the trail has its search index's tables (one made before them has not, until
-    `jupyter audit pg-setup` upgrades it, or a store whose role owns the schema opens it)."""
+    """Whether the trail has its search index's tables, of this shape (one made before them
+    has not, nor one of the first shape, until `jupyter audit pg-setup` upgrades it, or a
+    store whose role owns the schema opens it)."""
     row = con.execute(
-        "SELECT to_regclass('search_records') IS NOT NULL AND to_regclass('search_state') "
-        "IS NOT NULL"
+        "SELECT to_regclass('search_state') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = to_regclass('search_records') AND attname = 'parts'"
+        " AND NOT attisdropped)"
     ).fetchone()
     return bool(row[0])
 
