@@ -52,3 +52,61 @@ def test_a_break_glass_reason_of_invisible_letters_is_no_reason(collector_store,
         assert done.state == "denied"
     finally:
         broker.close()
+
+
+# erin's server's token on a Hub whose `c.Spawner.server_token_scopes` left out the default
+# `access:servers!server` (docs/collector.md lists it; an administrator may not): nothing in
+# its scopes says it is a server's, and every kernel of erin's server (a collaborator's
+# included, on a shared server) can read it from the environment
+BARE_SERVER_TOKEN = "erin-bare-server-token"
+BARE_SERVER = {
+    "kind": "user",
+    "name": "erin",
+    "groups": GLASS,
+    "scopes": ["users:activity!user=erin", "access:services!service=jupyter-audit"],
+}
+
+
+@pytest.fixture
+def glass_hub(collector_store):
+    from helpers.collector import CollectorWeb, HubStandIn
+
+    from jupyter_audit.collector.service import Collector
+
+    users = {
+        BARE_SERVER_TOKEN: BARE_SERVER,
+        "erin-token": personal_token_user("erin", GLASS),
+    }
+    web = CollectorWeb(
+        Collector(collector_store, Recorder(collector_store)),
+        HubStandIn(users),
+        reviewer_groups=(),
+        break_glass_groups=GLASS,
+    )
+    web.start()
+    yield web
+    web.close()
+
+
+async def test_a_token_a_server_forwarded_with_never_decides_whatever_its_scopes(glass_hub):
+    """A kernel on erin's server reads her server's token and, as erin, a break-glass member,
+    approves any server's request alone. Its scopes do not say it is a server's; that it
+    forwarded (or asked) as a server does: 403, recorded; erin's own token still decides."""
+    import asyncio
+
+    from helpers.hub_approvals import at_hub
+
+    hub = glass_hub
+    ask = hub.approvals.ask_for
+    rid = (await asyncio.to_thread(ask, "alice/", ALICE_SERVER, hub_question()))["request"]["id"]
+    code, state = await at_hub(hub, BARE_SERVER_TOKEN, "GET", "api/forward/state")
+    assert code == 200, state  # the server's forwarder asks where to resume, at start
+    path = f"jupyter-audit/api/approvals/{rid}"
+    code, body = await at_hub(
+        hub, BARE_SERVER_TOKEN, "POST", path, {"decision": "approve", "reason": "on call"}
+    )
+    assert code == 403 and "server" in body["message"], body
+    code, body = await at_hub(
+        hub, "erin-token", "POST", path, {"decision": "approve", "reason": "on call"}
+    )
+    assert code == 200 and body["state"] == "approved", body

@@ -34,7 +34,7 @@ from ..store.signing import SigningKey
 from .approvals import REVIEWER_GROUPS, approval_handlers, start_approvals
 from .browser import browser_handlers, browser_settings
 from .handlers import SETTINGS_KEY, handlers
-from .hubauth import HubUsers
+from .hubauth import HubUsers, ServerTokens
 from .reading import read_handlers
 
 log = logging.getLogger("jupyter_audit.collector")
@@ -205,6 +205,8 @@ class Context:
     break_glass_groups: list = field(default_factory=list)
     ingest_slots: dict = field(default_factory=dict)  # Hub user -> asyncio.Semaphore
     approvals: Any = None  # approvals.HubBroker: the Hub's one approval queue
+    # the tokens servers forwarded or asked with: never a person's to decide with
+    server_tokens: ServerTokens = field(default_factory=ServerTokens)
 
     def roles(self, user: dict) -> list[str]:
         """A Hub user's roles at the collector, from their Hub groups: `auditor` (every

@@ -447,7 +447,9 @@ class PeopleApprovalHandler(BrowserSession, PeopleBase):
                 self.needs_sign_in()
             return
         await self.authenticate()
-        if self.request.method == "POST" and is_server_token(self.hub_user or {}):
+        if self.request.method == "POST" and (
+            is_server_token(self.hub_user or {}) or self.token in self.ctx.server_tokens
+        ):
             self.refuse(
                 403,
                 "a server's Hub token does not decide approvals: every kernel of that server "

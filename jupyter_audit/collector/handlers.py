@@ -30,6 +30,7 @@ class CollectorHandler(web.RequestHandler):
     """One base: authentication, JSON errors, recorded refusals."""
 
     hub_user: dict | None = None
+    token: str | None = None  # the caller's Hub token (`authenticate`)
 
     @property
     def ctx(self):
@@ -76,8 +77,8 @@ class CollectorHandler(web.RequestHandler):
 
     async def authenticate(self) -> dict:
         try:
-            token = token_from(self.request.headers.get("Authorization"))
-            self.hub_user = await self.ctx.users.user(token)
+            self.token = token_from(self.request.headers.get("Authorization"))
+            self.hub_user = await self.ctx.users.user(self.token)
         except Refused as e:
             self.refuse(e.status, str(e))
         return self.hub_user  # type: ignore[return-value]
@@ -88,6 +89,8 @@ class CollectorHandler(web.RequestHandler):
         except Refused as e:
             self.refuse(e.status, str(e), server=claimed)
             raise  # refuse raised already
+        if self.token:
+            self.ctx.server_tokens.saw(self.token)  # a server's: it never decides
         if not self.ctx.collector.admits(server):
             self.refuse(
                 403,

@@ -10,7 +10,36 @@ and only the server name may be claimed. Tokens never reach a log.
 
 from __future__ import annotations
 
+import hashlib
+
 SERVER_SCOPE = "access:servers!server="
+
+
+class ServerTokens:
+    """The tokens servers forwarded or asked with (by SHA-256, the newest MAX of them): a
+    server's token never decides, even on a Hub whose `c.Spawner.server_token_scopes` leaves
+    out `access:servers!server`, so its scopes do not say whose it is (`is_server_token`).
+    A server forwards or sends a heartbeat within seconds of starting, and of the collector
+    starting again."""
+
+    MAX = 100_000
+
+    def __init__(self):
+        self._seen: dict[str, None] = {}
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def saw(self, token: str) -> None:
+        key = self.digest(token)
+        self._seen.pop(key, None)
+        self._seen[key] = None
+        while len(self._seen) > self.MAX:
+            self._seen.pop(next(iter(self._seen)))
+
+    def __contains__(self, token: object) -> bool:
+        return isinstance(token, str) and self.digest(token) in self._seen
 
 
 def is_server_token(user: dict) -> bool:
