@@ -161,8 +161,9 @@ def tsquery_sql(words: list[str], trace_id: str | None = None) -> tuple[str, lis
     of `words`, the last as a prefix (`:*`, MIN_PREFIX as on DuckDB), one row per record. The
     tsquery is text cast as such, which PostgreSQL takes as written (no parser, no
     lower-casing); each word is quoted, and only a word `words_of` can give is let in
-    (SearchError else). A record whose words outgrow one tsvector has `parts` rows, answered
-    by its first one if each word is in one of its parts (few records: a partial index)."""
+    (SearchError else). A record whose words outgrow one tsvector has `parts` rows: it
+    matches when each word is in one of them, looked for only in its rows that hold one
+    of the words (a GIN index of such rows only: a flood of them costs a search little)."""
     each = []
     for i, w in enumerate(words):
         if not isinstance(w, str) or _WORD.fullmatch(w) is None or words_of(w) != [w]:
@@ -170,11 +171,10 @@ def tsquery_sql(words: list[str], trace_id: str | None = None) -> tuple[str, lis
         prefix = i == len(words) - 1 and len(w) >= MIN_PREFIX
         each.append(f"'{w}'" + (":*" if prefix else ""))
     within, wparams = ("r.trace_id = ? AND ", [trace_id]) if trace_id is not None else ("", [])
-    in_one = "SELECT 1 FROM search_records e WHERE e.seq = r.seq AND e.words @@ ?::tsquery"
     sql = (
         f"SELECT r.seq, r.trace_id FROM search_records r WHERE {within}r.words @@ ?::tsquery"
         f" AND r.parts = 1 UNION ALL SELECT r.seq, r.trace_id FROM search_records r"
-        f" WHERE {within}r.parts > 1 AND r.part = 0"
-        + "".join(f" AND EXISTS ({in_one})" for _ in each)
+        f" WHERE {within}r.parts > 1 AND r.words @@ ?::tsquery GROUP BY r.seq, r.trace_id"
+        " HAVING " + " AND ".join("bool_or(r.words @@ ?::tsquery)" for _ in each)
     )
-    return sql, [*wparams, " & ".join(each), *wparams, *each]
+    return sql, [*wparams, " & ".join(each), *wparams, " | ".join(each), *each]

@@ -68,8 +68,8 @@ EVENTS_COLUMNS = (
 # the search index (`pg.search`): one row per record holding a searched word, its words a
 # tsvector (lexemes as `search.record_words` split them, no positions) under GIN, or `parts`
 # rows for a record whose words outgrow one tsvector (`pg.search.tsvector_parts`); the
-# trace's rows for a search within one trace; the split records' first rows (a query
-# AND-s words across their parts: `search.tsquery_sql`); how far the log is indexed
+# trace's rows for a search within one trace; the split records' words (a query AND-s
+# words across their parts: `search.tsquery_sql`); how far the log is indexed
 SEARCH_DDL = [
     # the first shape (one row per record, no `parts`) is derived: dropped, built again
     """DO $$ BEGIN
@@ -89,7 +89,8 @@ SEARCH_DDL = [
     )""",
     "CREATE INDEX IF NOT EXISTS search_records_words ON search_records USING gin (words)",
     "CREATE INDEX IF NOT EXISTS search_records_trace ON search_records (trace_id, seq)",
-    "CREATE INDEX IF NOT EXISTS search_records_split ON search_records (seq) WHERE parts > 1",
+    "CREATE INDEX IF NOT EXISTS search_records_split ON search_records USING gin (words) "
+    "WHERE parts > 1",
     """CREATE TABLE IF NOT EXISTS search_state (
         one boolean PRIMARY KEY DEFAULT true CHECK (one),
         indexed_seq bigint NOT NULL
