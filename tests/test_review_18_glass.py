@@ -94,7 +94,7 @@ async def test_a_token_a_server_forwarded_with_never_decides_whatever_its_scopes
     forwarded (or asked) as a server does: 403, recorded; erin's own token still decides."""
     import asyncio
 
-    from helpers.hub_approvals import at_hub
+    from helpers.hub_approvals import at_hub, collector_events, rejections
 
     hub = glass_hub
     ask = hub.approvals.ask_for
@@ -106,6 +106,9 @@ async def test_a_token_a_server_forwarded_with_never_decides_whatever_its_scopes
         hub, BARE_SERVER_TOKEN, "POST", path, {"decision": "approve", "reason": "on call"}
     )
     assert code == 403 and "server" in body["message"], body
+    events = await asyncio.to_thread(collector_events, hub)
+    assert rejections(events, "does not decide approvals")
+    assert not [e for e in events if e["kind"] == "approval.decided"]
     code, body = await at_hub(
         hub, "erin-token", "POST", path, {"decision": "approve", "reason": "on call"}
     )
