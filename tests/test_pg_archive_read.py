@@ -203,3 +203,24 @@ def test_errors_name_no_password_and_a_role_without_grants_is_told(trail, tmp_pa
         pg.sql(f'DROP OWNED BY "{name}"')
         with psycopg.connect(dsn_for(pg.admin, "postgres"), autocommit=True) as con:
             con.execute(f'DROP ROLE "{name}"')
+
+
+def test_an_edited_identity_snapshot_or_another_trails_archive_is_refused(trail, tmp_path):
+    pg = trail
+    out = str(tmp_path / "x.jsonl")
+    # a superuser renames who ran the live records (trigger off): refused, not shown
+    pg.tamper("UPDATE identities SET snapshot = replace(snapshot, 'alice', 'mallory')")
+    rc, stdout, stderr = run_cli(
+        "export", "--archive", str(pg.archive), "--pg", pg.reader, "-o", out
+    )
+    assert rc == 2, stdout + stderr
+    assert "identity snapshot" in stderr and "was edited" in stderr
+    assert "mallory" not in stdout + stderr
+    pg.tamper("UPDATE identities SET snapshot = replace(snapshot, 'mallory', 'alice')")
+    rc, stdout, stderr = run_cli("show", "--archive", str(pg.archive), "--pg", pg.reader)
+    assert rc == 0, stdout + stderr
+    # the archive of another trail (this trail's id changed under it): refused
+    pg.sql("UPDATE meta SET value = 'another-trail' WHERE key = 'trail_id'")
+    rc, stdout, stderr = run_cli("show", "--archive", str(pg.archive), "--pg", pg.reader)
+    assert rc == 2, stdout + stderr
+    assert "a segment of another trail" in stderr

@@ -5,7 +5,8 @@ and `show` with `--archive DIR --pg DSN`).
 auditor's read-only role suffices): it checks the archive against it first
 (`verify.check_archive`: every segment verified, the archive reaching the live trail's first
 record and ending at the hash it continues, live rows the archive also holds hashing alike,
-every segment the live trail records as archived there unedited) and refuses with a
+every segment the live trail records as archived there unedited), and that each identity
+snapshot hashes to its id (`verify.check_identities`), and refuses with a
 TrailError when anything is wrong: nothing unverified is shown. Then it lays archive + live
 trail out as one DuckDB file (`archive_verify.combined_trail`), the live part copied by
 `LiveCopy`: meta, identities, derived tables and the records after the archive's last, in
@@ -78,6 +79,8 @@ class LiveCopy:
                 ).fetchall()
             }
             cols = [c for c in have if c in live]
+            if not cols:  # a table this trail does not have
+                return
         names = ", ".join(f'"{c}"' for c in cols)
         for rows in self.cur.stream(sql.format(cols=names), params, BATCH):
             batch = pa.table(
@@ -99,7 +102,7 @@ def open_combined(target: ArchiveTarget, scratch: Path, dsn: str, *, trusted_key
     """(read-only connection, meta) of the archive at `target` + the live PostgreSQL trail
     at `dsn` as one, a file in `scratch`; TrailError when the archive does not verify
     against the live trail or the trail cannot be read (the DSN's password never named)."""
-    from .verify import check_archive
+    from .verify import check_archive, check_identities
 
     try:
         with snapshot(dsn) as con:
@@ -107,6 +110,8 @@ def open_combined(target: ArchiveTarget, scratch: Path, dsn: str, *, trusted_key
             cur = PortableCursor(con)
             result = VerifyResult()
             chain, _first = check_archive(cur, meta, target, result, trusted_keys=trusted_keys)
+            # who did what comes from the snapshots: an edited one would name someone else
+            check_identities(cur, result)
             if not result.ok:
                 raise TrailError(
                     f"the archive does not verify with the live trail: {result.detail}"

@@ -72,7 +72,7 @@ def verify_snapshot(
     max_seq = cur.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
     result.last_seq = max_seq
 
-    snapshots = _check_identities(cur, result)
+    snapshots = check_identities(cur, result)
     _check_event_ids(cur, result)
     _check_partitions(cur, meta, start, result)
     if start_prev is None:
@@ -165,7 +165,7 @@ def _columns_match(rec: dict, seq, iso: str, event_id, server, origin_seq, same)
     return rec.get("time") == iso
 
 
-def _check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
+def check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
     """Each snapshot must hash to its id and its username column say what it says; returns
     identity id -> snapshot (JSON text)."""
     snapshots: dict[str, str] = {}
