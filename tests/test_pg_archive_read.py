@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import psycopg
 import pytest
@@ -76,6 +77,14 @@ def test_export_reads_archive_and_live_trail_as_one_and_its_bundle_verifies(trai
     )  # fmt: skip
     assert rc == 0, stdout + stderr
     assert exported(none) == []
+    # by user: the identities of archived records are the live trail's and the archive's
+    for user, want in (("alice", 150), ("bob", 0)):
+        rc, stdout, stderr = run_cli(
+            "export", "--archive", str(pg.archive), "--pg", pg.reader, "--user", user,
+            "-o", str(none),
+        )  # fmt: skip
+        assert rc == 0, stdout + stderr
+        assert sum(r["kind"] == "op.sql" for r in exported(none)) == want
 
 
 def test_show_lists_and_shows_archived_traces(trail):
@@ -94,6 +103,17 @@ def test_show_lists_and_shows_archived_traces(trail):
     assert rc == 0, stdout + stderr
     for i in range(60, 150):
         assert stdout.count(f"id = {i} ") + stdout.count(f"id = {i}\n") == 1, i
+    # by user and by notebook, as with --db
+    rc, stdout, stderr = run_cli(
+        "show", "--archive", str(pg.archive), "--pg", pg.reader, "--notebook", "analysis",
+        "--user", "alice",
+    )  # fmt: skip
+    assert rc == 0, stdout + stderr
+    assert "old-trace" in stdout and "trace-1" in stdout
+    rc, stdout, stderr = run_cli(
+        "show", "--archive", str(pg.archive), "--pg", pg.reader, "--user", "bob"
+    )
+    assert rc == 0 and "no traces" in stdout, stdout + stderr
     # --pg alone shows the live part only
     rc, stdout, stderr = run_cli("show", "--pg", pg.reader, "trace-1")
     assert rc == 0, stdout + stderr
@@ -224,3 +244,40 @@ def test_an_edited_identity_snapshot_or_another_trails_archive_is_refused(trail,
     rc, stdout, stderr = run_cli("show", "--archive", str(pg.archive), "--pg", pg.reader)
     assert rc == 2, stdout + stderr
     assert "a segment of another trail" in stderr
+
+
+def test_an_export_while_the_collector_appends_is_one_moment(trail, tmp_path):
+    """The writer appends all along: the export holds every record from #1 to the last of
+    one snapshot, each once, and its bundle verifies."""
+    pg = trail
+    store = open_store(pg)
+    done, started = threading.Event(), threading.Event()
+    appended = []
+
+    def append() -> None:
+        i = 1000
+        while not done.is_set():
+            store.append_many([sql_event(j, trace="trace-2") for j in range(i, i + 10)])
+            store.flush()
+            appended.append(i)
+            started.set()
+            i += 10
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    try:
+        assert started.wait(60)
+        out = tmp_path / "busy.jsonl"
+        rc, stdout, stderr = run_cli(
+            "export", "--archive", str(pg.archive), "--pg", pg.reader, "-o", str(out)
+        )
+    finally:
+        done.set()
+        writer.join()
+        store.close()
+    assert rc == 0, stdout + stderr
+    seqs = [r["seq"] for r in exported(out)]
+    assert seqs == list(range(1, seqs[-1] + 1))
+    assert len(appended) > 1  # the writer was at work meanwhile
+    rc, stdout, stderr = run_cli("verify", "--bundle", str(out))
+    assert rc == 0, stdout + stderr
