@@ -281,3 +281,11 @@ def test_an_export_while_the_collector_appends_is_one_moment(trail, tmp_path):
     assert len(appended) > 1  # the writer was at work meanwhile
     rc, stdout, stderr = run_cli("verify", "--bundle", str(out))
     assert rc == 0, stdout + stderr
+
+
+def test_odd_trace_references_get_a_clear_error(trail, tmp_path):
+    pg = trail
+    for ref in ("no-such-trace", "trace\x1b[2J-1", "tr\udcffce-1", "%", "' OR 1=1 --"):
+        rc, stdout, stderr = run_cli("show", "--archive", str(pg.archive), "--pg", pg.reader, ref)
+        assert rc == 2, (ref, stdout + stderr)
+        assert "Traceback" not in stderr and "\x1b" not in stdout + stderr
