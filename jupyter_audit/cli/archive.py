@@ -21,8 +21,8 @@ def add_archive_option(p) -> None:
     p.add_argument(
         "--archive",
         metavar="PATH",
-        help="archive directory or s3://bucket/prefix: read it with the trail (--db; verify "
-        "also --pg) or alone",
+        help="archive directory or s3://bucket/prefix: read it with the trail (--db or --pg) "
+        "or alone",
     )
     p.add_argument("--endpoint-url", metavar="URL", help="S3-compatible endpoint for --archive")
     if p.prog.endswith("verify"):
@@ -101,16 +101,28 @@ def _verify_with_pg(args, target, extra: list[Path], pinned) -> dict:
 
 @contextlib.contextmanager
 def combined(args) -> Iterator:
-    """A read-only connection to archive (`--archive`) + trail (`--db`, if given) as one."""
+    """A read-only connection to archive (`--archive`) + trail (`--db` or `--pg`, if given)
+    as one; the archive verified first (against the live trail, with `--pg`)."""
     from ..store.archive_verify import open_combined
     from ..store.errors import TrailError
 
     if args.url:
-        raise CLIError("--archive reads files: use --db (server stopped), not --url")
+        raise CLIError("--archive reads files: use --db (server stopped) or --pg, not --url")
+    pg = getattr(args, "pg", None)
+    if args.db and pg:
+        raise CLIError("give one of --db or --pg with --archive")
+    if pg:
+        try:
+            from ..store.pg.combined import open_combined as open_with_pg
+        except ImportError:
+            raise CLIError("--pg needs psycopg: pip install 'jupyter-audit[collector]'") from None
     target = _target(args.archive, args.endpoint_url)
     with tempfile.TemporaryDirectory(prefix="jupyter-audit-archive-") as scratch:
         try:
-            con, meta = open_combined(target, Path(scratch), args.db)
+            if pg:
+                con, meta = open_with_pg(target, Path(scratch), pg)
+            else:
+                con, meta = open_combined(target, Path(scratch), args.db)
         except TrailError as e:
             raise CLIError(str(e)) from None
         try:

@@ -308,11 +308,6 @@ def cmd_export(args) -> int:
     except ValueError as e:
         raise CLIError(f"--since/--until: {e}") from None
     kind, where = _source(args)
-    if args.archive and kind == "pg":
-        raise CLIError(
-            "--archive reads files: use --db with it; of a PostgreSQL trail, export and show "
-            "read the live part (--pg alone), verify reads both (verify --archive DIR --pg DSN)"
-        )
     if args.archive:
         from .archive import combined
         from .trace_ref import trace_in

@@ -63,11 +63,9 @@ def add_parser(sub) -> None:
 
 @contextlib.contextmanager
 def _trail(args, kind: str, where: str) -> Iterator:
-    """The trail file (`--db`), a collector's PostgreSQL trail (`--pg`), or archive + trail
+    """The trail file (`--db`), a collector's PostgreSQL trail (`--pg`), or archive + either
     as one (`--archive`), read-only."""
     if getattr(args, "archive", None):
-        if kind == "pg":
-            raise CLIError("--archive reads files: use --db with it, not --pg")
         with combined(args) as con:
             yield con
         return

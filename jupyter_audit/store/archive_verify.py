@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -221,12 +222,17 @@ def combined_trail(
     *,
     trusted_keys=None,
     result: VerifyResult | None = None,
+    live: Callable | None = None,
 ) -> Path:
     """A trail file in `scratch` holding the archive's records followed by the live trail's
     (tables and meta from the live trail), or the archive alone (derived tables rebuilt):
-    what `verify`, `export` and `show` read to see archive + live trail as one. Live rows
-    the archive holds too (archived, not yet removed) are not copied: with `result`, each
-    must hash as its archived copy does (else `record_changed`)."""
+    what `verify`, `export` and `show` read to see archive + live trail as one. The live
+    trail is the DuckDB file `live_path`, or comes through `live(con, last_archived)`, which
+    copies another trail's live part (`pg.combined`: a PostgreSQL trail) into `con`: its
+    meta, derived tables, identities and the records after `last_archived`. Live rows the
+    archive holds too (archived, not yet removed) are not copied: with `result`, each from
+    `live_path` must hash as its archived copy does (else `record_changed`; `live` checks
+    its own before it is called)."""
     from .queries import rebuild_derived
 
     if chain is None:
@@ -237,8 +243,8 @@ def combined_trail(
         initialise(con)
         columns = [r[0] for r in con.execute("DESCRIBE events").fetchall()]
         if live_path is not None:
-            live, _meta = open_readable(live_path)  # refuses a trail of unknown format
-            live.close()
+            live_con, _meta = open_readable(live_path)  # refuses a trail of unknown format
+            live_con.close()
             con.execute(f"ATTACH '{_quoted(live_path)}' AS live (READ_ONLY)")
         last_archived = 0
         identities: dict[str, str] = {}
@@ -262,6 +268,8 @@ def combined_trail(
                 [last_archived],
             )
             con.execute("DETACH live")
+        elif live is not None:
+            live(con, last_archived)
         else:
             con.execute("UPDATE meta SET value = ? WHERE key = 'trail_id'", [chain.trail_id or ""])
             con.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", [str(last_archived)])
@@ -276,7 +284,7 @@ def combined_trail(
                 "INSERT OR IGNORE INTO identities VALUES (?, ?, ?, 0)",
                 [[i, s, json.loads(s).get("username")] for i, s in sorted(identities.items())],
             )
-        if live_path is None:
+        if live_path is None and live is None:
             rebuild_derived(con)
         con.execute("CHECKPOINT")
     finally:

@@ -72,7 +72,7 @@ def verify_snapshot(
     max_seq = cur.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
     result.last_seq = max_seq
 
-    snapshots = _check_identities(cur, result)
+    snapshots = check_identities(cur, result)
     _check_event_ids(cur, result)
     _check_partitions(cur, meta, start, result)
     if start_prev is None:
@@ -165,7 +165,7 @@ def _columns_match(rec: dict, seq, iso: str, event_id, server, origin_seq, same)
     return rec.get("time") == iso
 
 
-def _check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
+def check_identities(cur: PortableCursor, result: VerifyResult) -> dict[str, str]:
     """Each snapshot must hash to its id and its username column say what it says; returns
     identity id -> snapshot (JSON text)."""
     snapshots: dict[str, str] = {}
@@ -274,7 +274,7 @@ def verify_with_archive(
     archive reaching the live trail's first record and its last hash there being the one the
     live trail continues, live rows the archive holds too hashing as their archived copies,
     and the live trail verified (`verify_dsn`, anchored by its signed `trail.archived`)."""
-    from ..archive_verify import check_recorded, recorded_segments, verify_segments
+    from ..archive_verify import recorded_segments
 
     lines = read_checkpoint_files(checkpoint_files)
     with snapshot(dsn) as con:
@@ -290,20 +290,15 @@ def verify_with_archive(
             independent_copy=bool(checkpoint_files),
             file_lines=lines,
         )
-        first = cur.execute("SELECT min(seq) FROM events").fetchone()[0] or live.last_seq + 1
         result = VerifyResult(independent_copy=bool(checkpoint_files))
-        chain = verify_segments(
-            target, result, trusted_keys=trusted_keys, trail_id=meta.get("trail_id")
-        )
-        check_recorded(target, recorded, result)
-        _check_meeting(cur, chain, first, result)
-    want = max(first - 1, expect_last_seq or 0)
-    if chain.last_seq < want:
-        result.add(
-            "segment_missing",
-            chain.last_seq + 1,
-            f"records #{chain.last_seq + 1}..#{want} are missing from the archive (it ends at "
-            f"#{chain.last_seq}; the live trail begins at #{first})",
+        chain, first = check_archive(
+            cur,
+            meta,
+            target,
+            result,
+            trusted_keys=trusted_keys,
+            expect_last_seq=expect_last_seq,
+            recorded=recorded,
         )
     for p in live.problems:
         result.add(p["problem"], p["seq"], f"in the live trail: {p['detail']}")
@@ -319,6 +314,44 @@ def verify_with_archive(
     result.warnings += [w for w in live.warnings if "checked with --archive" not in w]
     result.intact_upto = live.intact_upto if result.ok else 0
     return result
+
+
+def check_archive(
+    cur: PortableCursor,
+    meta: dict,
+    target,
+    result: VerifyResult,
+    *,
+    trusted_keys=None,
+    expect_last_seq: int | None = None,
+    recorded: list[dict] | None = None,
+):
+    """(the archive's chain, the live trail's first seq): the archive at `target` checked
+    against the live trail behind `cur` (one snapshot), its problems added to `result`:
+    every segment verified (`archive_verify.verify_segments`), every `trail.archived` of
+    the live trail (`recorded`, read now if None) naming a segment there with its sha256,
+    the archive reaching the live trail's first record (and `expect_last_seq`) and ending
+    at the hash the live trail continues, live rows it also holds hashing alike. The live
+    trail's own records are not verified here (`verify_snapshot`)."""
+    from ..archive_verify import check_recorded, recorded_segments, verify_segments
+
+    if recorded is None:
+        recorded = recorded_segments(cur)
+    first = cur.execute("SELECT min(seq) FROM events").fetchone()[0] or 1
+    chain = verify_segments(
+        target, result, trusted_keys=trusted_keys, trail_id=meta.get("trail_id")
+    )
+    check_recorded(target, recorded, result)
+    _check_meeting(cur, chain, first, result)
+    want = max(first - 1, expect_last_seq or 0)
+    if chain.last_seq < want:
+        result.add(
+            "segment_missing",
+            chain.last_seq + 1,
+            f"records #{chain.last_seq + 1}..#{want} are missing from the archive (it ends at "
+            f"#{chain.last_seq}; the live trail begins at #{first})",
+        )
+    return chain, first
 
 
 def _check_meeting(cur: PortableCursor, chain, first: int, result: VerifyResult) -> None:
