@@ -311,6 +311,28 @@ print(json.dumps(out))
 """
 
 
+def start_bulk_delete(hub: Hub, person: Person, name: str, rows: int):
+    """A SQLite database `name` of `rows` customers, and a cell of `person`'s that deletes
+    them all (a risky operation: it waits for a decision), running in a thread: (the
+    database, the kernel, the thread, what the cell returns once it ran)."""
+    shop = hub.dir / name
+    con = sqlite3.connect(shop)
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.executemany("INSERT INTO customers VALUES (?)", [(i,) for i in range(1, rows + 1)])
+    con.commit()
+    con.close()
+    code = (
+        f"import sqlite3\ncon = sqlite3.connect({str(shop)!r})\n"
+        "con.execute('DELETE FROM customers')\ncon.commit()\n"
+        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])"
+    )
+    kernel = Kernel(hub, person.session, person.name)
+    ran: dict = {}
+    cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
+    cell.start()
+    return shop, kernel, cell, ran
+
+
 def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
     hub, alice, bob, capsys
 ):
@@ -320,21 +342,7 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
     at the collector: refused, recorded); alice cannot decide her own; bob approves in his
     browser, signed in at the collector; the cell completes, and the approval is in her
     cell's trace at the collector."""
-    shop = hub.dir / "shop.db"
-    con = sqlite3.connect(shop)
-    con.execute("CREATE TABLE customers (id INTEGER)")
-    con.executemany("INSERT INTO customers VALUES (?)", [(1,), (2,), (3,)])
-    con.commit()
-    con.close()
-    code = (
-        f"import sqlite3\ncon = sqlite3.connect({str(shop)!r})\n"
-        "con.execute('DELETE FROM customers')\ncon.commit()\n"
-        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])"
-    )
-    kernel = Kernel(hub, alice.session, "alice")
-    ran: dict = {}
-    cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
-    cell.start()
+    shop, kernel, cell, ran = start_bulk_delete(hub, alice, "shop.db", 3)
     try:
 
         def api(person: Person, method: str, path: str, **kw):
@@ -452,21 +460,7 @@ def test_a_break_glass_member_approves_alone_with_a_reason_signed_in_at_the_coll
     r = carol.collector("GET", "jupyter-audit/api/me")
     assert r.status_code == 200 and "break-glass" in r.json()["roles"], r.text
     assert "reviewer" not in r.json()["roles"]
-    shop = hub.dir / "glass.db"
-    con = sqlite3.connect(shop)
-    con.execute("CREATE TABLE customers (id INTEGER)")
-    con.executemany("INSERT INTO customers VALUES (?)", [(1,), (2,)])
-    con.commit()
-    con.close()
-    code = (
-        f"import sqlite3\ncon = sqlite3.connect({str(shop)!r})\n"
-        "con.execute('DELETE FROM customers')\ncon.commit()\n"
-        "print('left', con.execute('SELECT count(*) FROM customers').fetchone()[0])"
-    )
-    kernel = Kernel(hub, alice.session, "alice")
-    ran: dict = {}
-    cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
-    cell.start()
+    shop, kernel, cell, ran = start_bulk_delete(hub, alice, "glass.db", 2)
     try:
         deadline = time.monotonic() + 120
         while True:
