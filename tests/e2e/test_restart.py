@@ -15,9 +15,11 @@ import pytest
 from helpers.servers import free_port
 
 TOKEN = "restart-test-token"
+# long enough (about a minute) that the server is killed while it runs, however slowly the
+# first operations reach the trail on a loaded machine (1,500 steps could end before that)
 LOOP = """import sqlite3, time
 con = sqlite3.connect(':memory:')
-for i in range(1500):
+for i in range(15000):
     con.execute('SELECT ?', [i])
     time.sleep(0.004)
 print('done')"""
