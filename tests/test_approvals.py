@@ -271,6 +271,9 @@ async def test_break_glass_approves_alone_with_a_reason_and_is_flagged(jp_server
     decided = [e for e in trail_events(kernel.audit) if e["kind"] == "approval.decided"]
     assert decided[-1]["payload"]["break_glass"] is True
     assert decided[-1]["identity"]["username"] == "erin"
+    # `me` names the role, as the collector's does, so the panel asks erin for a reason
+    assert "break-glass" in (await as_user(jp_fetch, "erin", "me"))["roles"]
+    assert "break-glass" not in (await as_user(jp_fetch, "carol", "me"))["roles"]
 
 
 async def test_the_kernel_endpoints_refuse_a_wrong_secret_and_another_kernels_request(

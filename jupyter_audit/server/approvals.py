@@ -19,11 +19,11 @@ from tornado import web
 
 from ..approvals import Refused, parse_ask
 from .collector_proxy import DECIDE_AT_THE_COLLECTOR, collector_client, from_collector
-from .handlers import AuditHandler, refusal_message, requires
+from .handlers import APPROVALS_KEY, AuditHandler, refusal_message, requires
 from .ingest.attribution import running_cell
 from .ingest.handler import KernelHandler
 
-SETTINGS_KEY = "jupyter_audit_approvals"
+SETTINGS_KEY = APPROVALS_KEY
 # the kernel's question as the collector takes it (docs/approvals.md "Kernel protocol")
 QUESTION: tuple[str, ...] = ("kind", "statement", "command", "method", "url", "params")
 QUESTION += ("params_sha256", "driver", "database", "msg_id", "executemany")

@@ -40,6 +40,7 @@ from .trace_query import (
 )
 
 API = "/jupyter-audit/api"
+APPROVALS_KEY = "jupyter_audit_approvals"  # the server's approval broker in the settings
 
 
 def requires(resource: str):
@@ -106,8 +107,15 @@ class AuditHandler(TraceQueryArgs, ExtensionHandlerMixin, APIHandler):
         return snapshot_for(self.current_user, self.identity_provider)
 
     def roles(self, identity: dict | None = None) -> list[str]:
+        """The caller's roles from their groups, with `break-glass` when the approval
+        broker's `break_glass_groups` hold one of them (as the collector's `me` says)."""
+        identity = identity or self.identity()
         authorizer = cast(AuditAuthorizer, self.authorizer)
-        return authorizer.roles(identity or self.identity(), self.identity_provider)
+        roles = authorizer.roles(identity, self.identity_provider)
+        broker = self.settings.get(APPROVALS_KEY)
+        if broker is not None and broker.is_break_glass(identity) and "break-glass" not in roles:
+            roles.append("break-glass")
+        return roles
 
     def json_body(self) -> dict:
         try:
