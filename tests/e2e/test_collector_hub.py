@@ -311,10 +311,12 @@ print(json.dumps(out))
 """
 
 
-def start_bulk_delete(hub: Hub, person: Person, name: str, rows: int):
+@contextlib.contextmanager
+def bulk_delete(hub: Hub, person: Person, name: str, rows: int):
     """A SQLite database `name` of `rows` customers, and a cell of `person`'s that deletes
-    them all (a risky operation: it waits for a decision), running in a thread: (the
-    database, the kernel, the thread, what the cell returns once it ran)."""
+    them all (a risky operation: it waits for a decision), running in a thread while the
+    block runs: yields (the database, what the cell returns once it ran); the cell is
+    waited for and its kernel closed when the block ends."""
     shop = hub.dir / name
     con = sqlite3.connect(shop)
     con.execute("CREATE TABLE customers (id INTEGER)")
@@ -330,7 +332,11 @@ def start_bulk_delete(hub: Hub, person: Person, name: str, rows: int):
     ran: dict = {}
     cell = threading.Thread(target=lambda: ran.update(result=kernel.run(code, timeout=240)))
     cell.start()
-    return shop, kernel, cell, ran
+    try:
+        yield shop, ran
+    finally:
+        cell.join(240)
+        kernel.close()
 
 
 def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
@@ -342,8 +348,7 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
     at the collector: refused, recorded); alice cannot decide her own; bob approves in his
     browser, signed in at the collector; the cell completes, and the approval is in her
     cell's trace at the collector."""
-    shop, kernel, cell, ran = start_bulk_delete(hub, alice, "shop.db", 3)
-    try:
+    with bulk_delete(hub, alice, "shop.db", 3) as (shop, ran):
 
         def api(person: Person, method: str, path: str, **kw):
             base = f"/user/{person.name}/"
@@ -420,9 +425,6 @@ def test_a_risky_cell_waits_until_a_reviewer_approves_through_his_own_server(
         args = ["approvals", "deny", str(rid), "--reason", "late"]
         assert cli_main([*args, "--url", hub.collector_url, "--token", bob.token]) == 2
         assert "does not decide" not in capsys.readouterr().err
-    finally:
-        cell.join(240)
-        kernel.close()
     assert ran["result"] == ("ok", "left 0\n")
     records = wait_records(
         alice,
@@ -460,8 +462,7 @@ def test_a_break_glass_member_approves_alone_with_a_reason_signed_in_at_the_coll
     r = carol.collector("GET", "jupyter-audit/api/me")
     assert r.status_code == 200 and "break-glass" in r.json()["roles"], r.text
     assert "reviewer" not in r.json()["roles"]
-    shop, kernel, cell, ran = start_bulk_delete(hub, alice, "glass.db", 2)
-    try:
+    with bulk_delete(hub, alice, "glass.db", 2) as (shop, ran):
         deadline = time.monotonic() + 120
         while True:
             r = carol.collector("GET", "jupyter-audit/api/approvals?state=pending")
@@ -486,9 +487,6 @@ def test_a_break_glass_member_approves_alone_with_a_reason_signed_in_at_the_coll
         )
         assert r.status_code == 200 and r.json()["state"] == "approved", r.text
         assert r.json()["decisions"][0]["break_glass"] is True
-    finally:
-        cell.join(240)
-        kernel.close()
     assert ran["result"] == ("ok", "left 0\n")
     records = wait_records(
         alice,
